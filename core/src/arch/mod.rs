@@ -1,0 +1,33 @@
+//! Architectures: the JSON spec, shape inference and the built-in presets.
+
+mod presets;
+mod spec;
+
+pub use presets::{Preset, preset, presets};
+pub use spec::{Activation, ArchSpec, FeatureShape, LayerSpec, ParamLayerKind, ParamSpec};
+
+/// What can be wrong with an architecture.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    /// The text is not a valid spec.
+    #[error("invalid architecture JSON: {0}")]
+    Json(String),
+    /// The spec is inconsistent.
+    #[error("architecture '{arch}'{}: {message}", layer.map(|l| format!(", layer {l}")).unwrap_or_default())]
+    Invalid {
+        /// The spec's name.
+        arch: String,
+        /// The offending layer, when one is at fault.
+        layer: Option<usize>,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// No preset has that name.
+    #[error("unknown architecture preset '{name}' (known: {known}); pass a preset name or a spec JSON file")]
+    UnknownPreset {
+        /// The name asked for.
+        name: String,
+        /// The known names, comma separated.
+        known: String,
+    },
+}

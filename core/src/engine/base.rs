@@ -1,0 +1,186 @@
+//! The engine trait: everything that runs a network, behind one interface, so that burn
+//! (reference, CUDA, autodiff) and a hand-tuned CPU implementation can be swapped and
+//! tested against each other.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Samples;
+use crate::model::Model;
+
+/// Weight initialisation schemes used by model zoos (biases start at zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// U(-a, a) with a = 1/sqrt(fan_in) (PyTorch's default for conv/linear weights).
+    Uniform,
+    /// N(0, 1/fan_in).
+    Normal,
+    /// Kaiming (He) uniform: U(-b, b), b = sqrt(6/fan_in).
+    KaimingUniform,
+    /// Kaiming (He) normal: N(0, 2/fan_in).
+    KaimingNormal,
+}
+
+/// Optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type")]
+pub enum Optimizer {
+    /// Adam (Kingma & Ba), betas (0.9, 0.999), eps 1e-8; L2 weight decay added to the gradient.
+    Adam,
+    /// SGD with momentum; L2 weight decay added to the gradient.
+    Sgd {
+        /// Momentum (0 = plain SGD).
+        momentum: f32,
+    },
+}
+
+/// How one member is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the train split.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f32,
+    /// L2 weight decay coefficient.
+    pub weight_decay: f32,
+    /// Optimiser.
+    pub optimizer: Optimizer,
+    /// Seed for shuffling and dropout.
+    pub seed: u64,
+}
+
+/// One member to train: its initial weights (see [`crate::engine::init_model`]) and
+/// its configuration. Dropout comes from the spec.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    /// Initial model.
+    pub model: Model,
+    /// Training configuration.
+    pub config: TrainConfig,
+}
+
+/// Accuracy and mean cross-entropy on a set of samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Fraction correct.
+    pub accuracy: f64,
+    /// Mean cross-entropy (natural log).
+    pub loss: f64,
+    /// Number of samples.
+    pub samples: usize,
+}
+
+/// Progress reported during training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrainEvent {
+    /// `done` of `total` optimisation steps finished for job `job`.
+    Step {
+        /// Index into the jobs.
+        job: usize,
+        /// Steps done.
+        done: usize,
+        /// Steps in all.
+        total: usize,
+    },
+    /// An epoch of job `job` ended with this mean train loss.
+    Epoch {
+        /// Index into the jobs.
+        job: usize,
+        /// Epoch number, from 1.
+        epoch: usize,
+        /// Mean train loss over the epoch.
+        loss: f64,
+    },
+}
+
+/// A row-major matrix returned by calibration services.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseMatrix<T> {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Values.
+    pub data: Vec<T>,
+}
+
+/// What can go wrong inside an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model and the samples do not fit together.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The engine does not support this.
+    #[error("engine '{engine}' does not support {what}")]
+    Unsupported {
+        /// Engine name.
+        engine: &'static str,
+        /// What was asked.
+        what: String,
+    },
+    /// The device could not be used.
+    #[error("{0}")]
+    Device(String),
+    /// Training diverged.
+    #[error("training diverged: {0}")]
+    Diverged(String),
+}
+
+/// Runs networks described by [`crate::ArchSpec`]: forward, training, evaluation and the
+/// calibration services of the SDK's host `Context`.
+///
+/// Every method is deterministic for fixed inputs and seeds. Masked weights are expected
+/// to be zero in the [`Model`] passed in (see [`Model::apply_masks`]); engines compute
+/// with them as exact zeros.
+pub trait Engine: Send + Sync {
+    /// Short name, e.g. `burn-flex` or `cpu`.
+    fn name(&self) -> &'static str;
+
+    /// Logits `[n, classes]` (row-major) for the samples' images.
+    ///
+    /// # Errors
+    /// [`EngineError::Mismatch`] when image and model shapes differ.
+    fn logits(&self, model: &Model, samples: &Samples) -> Result<Vec<f32>, EngineError>;
+
+    /// Accuracy and loss of each model on `samples`.
+    ///
+    /// # Errors
+    /// As [`Engine::logits`].
+    fn evaluate(&self, models: &[&Model], samples: &Samples) -> Result<Vec<Evaluation>, EngineError>;
+
+    /// Trains every job on `samples`, returning the trained models in job order.
+    ///
+    /// # Errors
+    /// Shape mismatch, or non-finite weights after a step ([`EngineError::Diverged`]).
+    fn train(
+        &self,
+        jobs: Vec<TrainJob>,
+        samples: &Samples,
+        observer: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Vec<Model>, EngineError>;
+
+    /// `XᵀX / n` (f64) of the inputs of prunable layer `layer` (index among prunable
+    /// layers), conv inputs unfolded in the order of a weight row `[in, kh, kw]`; `n`
+    /// counts unfolded rows (samples × output positions). Returns the matrix and `n`.
+    ///
+    /// # Errors
+    /// A bad layer index or shape mismatch.
+    fn layer_input_hessian(&self, model: &Model, layer: usize, samples: &Samples) -> Result<(DenseMatrix<f64>, usize), EngineError>;
+
+    /// Gradients of the cross-entropy with respect to all prunable weights (layer order):
+    /// one row per mini-batch of `minibatch` consecutive samples (averaged within it);
+    /// `minibatch == 1` gives true per-sample gradients.
+    ///
+    /// # Errors
+    /// Shape mismatch.
+    fn per_sample_gradients(&self, model: &Model, samples: &Samples, minibatch: usize) -> Result<DenseMatrix<f32>, EngineError>;
+
+    /// Mean cross-entropy of the model with prunable weights `w ⊙ m` and its gradient with
+    /// respect to the soft mask `m` (one value per prunable weight, layer order).
+    ///
+    /// # Errors
+    /// Shape mismatch or a mask of the wrong length.
+    fn masked_loss_and_grad(&self, model: &Model, soft_mask: &[f32], samples: &Samples) -> Result<(f64, Vec<f32>), EngineError>;
+}

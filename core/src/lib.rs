@@ -1,0 +1,24 @@
+//! # hyperprune-core
+//!
+//! Everything the host needs to run pruning experiments that is not the plugin ABI:
+//! architectures ([`ArchSpec`] and the built-in presets), models stored as safetensors
+//! ([`Model`]), and, as they land, the execution engine, datasets, model zoos and metrics.
+//!
+//! It is not for plugin authors: plugins depend on `hyperprune-sdk` alone and never see
+//! these types. The host turns a [`Model`] into the SDK's borrowed `ModelRef` without
+//! copying (see [`model_ref`]).
+//!
+//! Key decision: a network is a *sequential* [`ArchSpec`] whose layer indices name its
+//! tensors exactly as a PyTorch `nn.Sequential` `state_dict` does, so models move between
+//! hyperprune and PyTorch through safetensors with no conversion step.
+#![deny(missing_docs)]
+
+pub mod arch;
+pub mod dataset;
+pub mod engine;
+pub mod model;
+mod view;
+
+pub use arch::{Activation, ArchError, ArchSpec, LayerSpec, ParamSpec, preset, presets};
+pub use model::{Model, ModelError};
+pub use view::{LayerViews, ViewError, model_ref};

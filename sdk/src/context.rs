@@ -1,0 +1,263 @@
+//! Host services a plugin may call while it prunes or fits: logging, progress,
+//! cancellation, and the data services (calibration statistics, gradients, evaluation).
+//!
+//! The data services run on the host's engine and dataset; a plugin never sees images.
+//! Each takes the model to work on as a [`ModelRef`], so a pruner can ask for statistics
+//! at modified weights (multi-stage methods) as well as at the original ones.
+
+// `sabi_trait` expands to impls that trip this lint on current compilers.
+#![allow(non_local_definitions)]
+
+use abi_stable::StableAbi;
+use abi_stable::sabi_trait;
+use abi_stable::sabi_trait::prelude::TD_Opaque;
+use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
+
+use crate::error::{ErrorKind, PluginError};
+use crate::model::ModelRef;
+
+/// Severity of a log line.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Detailed tracing.
+    Debug,
+    /// Normal progress messages.
+    Info,
+    /// Something the user should look at.
+    Warn,
+}
+
+/// Which calibration data to use and how much of it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibRequest {
+    /// Number of samples from the dataset's train split.
+    pub samples: u64,
+    /// Mini-batch size for averaged per-sample gradients (1 = true per-sample).
+    pub minibatch: u64,
+    /// Seed choosing the samples.
+    pub seed: u64,
+}
+
+/// A dense row-major matrix.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct Matrix<T> {
+    /// Rows.
+    pub rows: u64,
+    /// Columns.
+    pub cols: u64,
+    /// `rows · cols` values, row-major.
+    pub data: RVec<T>,
+}
+
+impl<T: Copy> Matrix<T> {
+    /// Element `(r, c)`.
+    pub fn get(&self, r: usize, c: usize) -> T {
+        self.data[r * self.cols as usize + c]
+    }
+
+    /// Row `r`.
+    pub fn row(&self, r: usize) -> &[T] {
+        let c = self.cols as usize;
+        &self.data[r * c..(r + 1) * c]
+    }
+}
+
+/// A loss and its gradient.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct LossAndGrad {
+    /// Mean cross-entropy over the samples.
+    pub loss: f64,
+    /// Gradient of the loss with respect to the soft mask, one value per prunable weight in
+    /// layer order.
+    pub grad: RVec<f32>,
+}
+
+/// Accuracy and loss of a model on some samples.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Fraction of samples classified correctly.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Number of samples used.
+    pub samples: u64,
+}
+
+/// Where a data service evaluates.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSplit {
+    /// The dataset's train split (calibration data).
+    Train,
+    /// The dataset's test split.
+    Test,
+}
+
+/// The host side of a call: implemented by the host, called by plugins.
+///
+/// Services the host cannot provide in a run (no dataset, a pruner run from
+/// `hyperprune prune` without `--dataset`) answer with an error of kind
+/// [`ErrorKind::Unavailable`]. New services are appended after the last one, so older
+/// plugins keep loading.
+#[sabi_trait]
+pub trait Context: Send + Sync {
+    /// Writes a log line, attributed to the plugin.
+    fn log(&self, level: LogLevel, message: RStr<'_>);
+
+    /// Reports progress of the current call: `done` out of `total` steps.
+    fn progress(&self, done: u64, total: u64);
+
+    /// True once the user asked to stop; long loops should check it and return.
+    fn cancelled(&self) -> bool;
+
+    /// The Hessian of layer `layer`'s inputs, `XᵀX / n` (f64, `d × d`), where `X` holds one
+    /// row per input position: for a linear layer `d = in`; for a conv layer the input is
+    /// unfolded (im2col) in the order of a weight row `[in, kh, kw]`, `d = in·kh·kw`, with
+    /// one row per sample and output position, and `n` counts those rows.
+    fn layer_input_hessian(
+        &self,
+        model: ModelRef<'_>,
+        layer: u32,
+        calib: CalibRequest,
+    ) -> RResult<Matrix<f64>, PluginError>;
+
+    /// Per-sample gradients of the cross-entropy with respect to every prunable weight:
+    /// `n × p` (f32), rows averaged over mini-batches of `calib.minibatch` samples, columns in
+    /// layer order.
+    fn per_sample_gradients(&self, model: ModelRef<'_>, calib: CalibRequest) -> RResult<Matrix<f32>, PluginError>;
+
+    /// Loss of the model with weights `w ⊙ m` for a soft mask `m` (one value per prunable
+    /// weight, layer order) on a batch of train samples, and its gradient with respect to `m`.
+    fn masked_loss_and_grad(
+        &self,
+        model: ModelRef<'_>,
+        soft_mask: RSlice<'_, f32>,
+        calib: CalibRequest,
+    ) -> RResult<LossAndGrad, PluginError>;
+
+    /// Accuracy and loss of the model as given (zero the pruned weights first) on
+    /// `samples` samples of `split` (0 = the whole split).
+    #[sabi(last_prefix_field)]
+    fn evaluate(&self, model: ModelRef<'_>, split: DataSplit, samples: u64) -> RResult<Evaluation, PluginError>;
+}
+
+/// The FFI handle of a host context, as passed across the ABI.
+pub type ContextRef<'a> = Context_TO<'a, abi_stable::sabi_types::RRef<'a, ()>>;
+
+/// The context a plugin's code receives: typed wrappers over [`Context`].
+pub struct Ctx<'a> {
+    inner: ContextRef<'a>,
+}
+
+impl<'a> Ctx<'a> {
+    /// Wraps an FFI handle.
+    pub fn new(inner: ContextRef<'a>) -> Ctx<'a> {
+        Ctx { inner }
+    }
+
+    /// Builds a context over any [`Context`] implementation (used by the host and tests).
+    pub fn from_impl<C: Context + 'a>(ctx: &'a C) -> Ctx<'a> {
+        Ctx { inner: Context_TO::from_ptr(ctx, TD_Opaque) }
+    }
+
+    /// Logs at info level.
+    pub fn info(&self, message: &str) {
+        self.inner.log(LogLevel::Info, message.into());
+    }
+
+    /// Logs at the given level.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        self.inner.log(level, message.into());
+    }
+
+    /// Reports progress.
+    pub fn progress(&self, done: usize, total: usize) {
+        self.inner.progress(done as u64, total as u64);
+    }
+
+    /// Whether the user asked to stop.
+    pub fn cancelled(&self) -> bool {
+        self.inner.cancelled()
+    }
+
+    /// See [`Context::layer_input_hessian`].
+    ///
+    /// # Errors
+    /// The host's message when the service is unavailable or fails.
+    pub fn layer_input_hessian(&self, model: &ModelRef<'_>, layer: usize, calib: CalibRequest) -> Result<Matrix<f64>, String> {
+        self.inner.layer_input_hessian(*model, layer as u32, calib).into_result().map_err(|e| e.to_string())
+    }
+
+    /// See [`Context::per_sample_gradients`].
+    ///
+    /// # Errors
+    /// The host's message when the service is unavailable or fails.
+    pub fn per_sample_gradients(&self, model: &ModelRef<'_>, calib: CalibRequest) -> Result<Matrix<f32>, String> {
+        self.inner.per_sample_gradients(*model, calib).into_result().map_err(|e| e.to_string())
+    }
+
+    /// See [`Context::masked_loss_and_grad`].
+    ///
+    /// # Errors
+    /// The host's message when the service is unavailable or fails.
+    pub fn masked_loss_and_grad(&self, model: &ModelRef<'_>, soft_mask: &[f32], calib: CalibRequest) -> Result<LossAndGrad, String> {
+        self.inner
+            .masked_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib)
+            .into_result()
+            .map_err(|e| e.to_string())
+    }
+
+    /// See [`Context::evaluate`].
+    ///
+    /// # Errors
+    /// The host's message when the service is unavailable or fails.
+    pub fn evaluate(&self, model: &ModelRef<'_>, split: DataSplit, samples: usize) -> Result<Evaluation, String> {
+        self.inner.evaluate(*model, split, samples as u64).into_result().map_err(|e| e.to_string())
+    }
+}
+
+/// A context without data: logs to stderr, never cancels, and answers every data service
+/// with [`ErrorKind::Unavailable`]. For plugin unit tests and data-free runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoData;
+
+fn unavailable<T>(service: &str) -> RResult<T, PluginError> {
+    RResult::RErr(PluginError::new(
+        ErrorKind::Unavailable,
+        format!("host service '{service}' is not available in this run (no dataset was given)"),
+    ))
+}
+
+impl Context for NoData {
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        eprintln!("[{level:?}] {message}");
+    }
+
+    fn progress(&self, _done: u64, _total: u64) {}
+
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    fn layer_input_hessian(&self, _: ModelRef<'_>, _: u32, _: CalibRequest) -> RResult<Matrix<f64>, PluginError> {
+        unavailable("layer_input_hessian")
+    }
+
+    fn per_sample_gradients(&self, _: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
+        unavailable("per_sample_gradients")
+    }
+
+    fn masked_loss_and_grad(&self, _: ModelRef<'_>, _: RSlice<'_, f32>, _: CalibRequest) -> RResult<LossAndGrad, PluginError> {
+        unavailable("masked_loss_and_grad")
+    }
+
+    fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
+        unavailable("evaluate")
+    }
+}
+

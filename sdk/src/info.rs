@@ -1,0 +1,112 @@
+//! How a plugin describes itself: name, version, options with defaults and docs,
+//! capabilities and runnable examples. Crosses the ABI as JSON, so it can grow freely.
+
+use serde::{Deserialize, Serialize};
+
+/// What a pruner needs from the host and can do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Calls data services (Hessians, evaluation): the host must provide a dataset.
+    #[serde(default)]
+    pub needs_data: bool,
+    /// Calls gradient services (per-sample gradients, masked loss).
+    #[serde(default)]
+    pub needs_gradients: bool,
+    /// Must be fitted on a zoo (`fit`) before it prunes; supports save/load state.
+    #[serde(default)]
+    pub learnable: bool,
+    /// May return new values for the kept weights.
+    #[serde(default)]
+    pub updates_weights: bool,
+}
+
+/// The type of an option value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type")]
+pub enum OptionKind {
+    /// A signed integer.
+    Int,
+    /// A floating-point number.
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// Free text.
+    String,
+    /// One of a fixed set of strings.
+    Choice {
+        /// The allowed values.
+        values: Vec<String>,
+    },
+}
+
+/// One option a pruner accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptionSpec {
+    /// Name, as in `--opt name=value`.
+    pub name: String,
+    /// Value type.
+    pub kind: OptionKind,
+    /// Default value.
+    pub default: serde_json::Value,
+    /// One or two sentences: what it does, and when to change it.
+    pub doc: String,
+}
+
+impl OptionSpec {
+    /// An integer option.
+    pub fn int(name: &str, default: i64, doc: &str) -> OptionSpec {
+        OptionSpec { name: name.into(), kind: OptionKind::Int, default: default.into(), doc: doc.into() }
+    }
+
+    /// A float option.
+    pub fn float(name: &str, default: f64, doc: &str) -> OptionSpec {
+        OptionSpec { name: name.into(), kind: OptionKind::Float, default: default.into(), doc: doc.into() }
+    }
+
+    /// A boolean option.
+    pub fn bool(name: &str, default: bool, doc: &str) -> OptionSpec {
+        OptionSpec { name: name.into(), kind: OptionKind::Bool, default: default.into(), doc: doc.into() }
+    }
+
+    /// A choice among fixed strings.
+    pub fn choice(name: &str, values: &[&str], default: &str, doc: &str) -> OptionSpec {
+        OptionSpec {
+            name: name.into(),
+            kind: OptionKind::Choice { values: values.iter().map(|v| v.to_string()).collect() },
+            default: default.into(),
+            doc: doc.into(),
+        }
+    }
+}
+
+/// A runnable example the host's tests execute for every plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// What the example shows.
+    pub description: String,
+    /// Options, as `--opt` would give them.
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// Requested sparsity.
+    pub sparsity: f64,
+}
+
+/// Everything the host lists about a pruner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrunerInfo {
+    /// Short unique name, e.g. `magnitude`.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// One line.
+    pub description: String,
+    /// Accepted options.
+    #[serde(default)]
+    pub options: Vec<OptionSpec>,
+    /// What it needs and can do.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Examples, run by the host's tests.
+    #[serde(default)]
+    pub examples: Vec<Example>,
+}

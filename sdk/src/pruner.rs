@@ -1,0 +1,64 @@
+//! The trait a plugin author implements, in plain Rust.
+
+use crate::context::Ctx;
+use crate::info::PrunerInfo;
+use crate::model::ModelRef;
+use crate::options::Options;
+use crate::outcome::PruneOutcome;
+use crate::request::PruneRequest;
+use crate::zoo::ZooRef;
+
+/// A pruning method. Implement it, add `Default`, and call [`crate::export_pruner!`].
+///
+/// Errors are plain strings: lowercase, saying what was expected. Panics are caught at the
+/// ABI boundary and reported by the host as `plugin 'name' panicked: ...`.
+pub trait Pruner: Send + Sync + 'static {
+    /// Name, version, description, options, capabilities, examples.
+    fn info(&self) -> PrunerInfo;
+
+    /// Applies options, already validated against [`PrunerInfo::options`] with defaults
+    /// filled in. Called once before any `prune`, also when no option was given.
+    ///
+    /// # Errors
+    /// When a combination of values is invalid.
+    fn configure(&mut self, options: &Options) -> Result<(), String> {
+        let _ = options;
+        Ok(())
+    }
+
+    /// Prunes `model` as `request` asks: one keep mask per layer of `model`, in order.
+    ///
+    /// # Errors
+    /// When the request cannot be met (say why).
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, String>;
+
+    /// Learns from the members of a zoo's train split (learned pruners only).
+    ///
+    /// # Errors
+    /// By default: not supported.
+    fn fit(&mut self, zoo: &ZooRef<'_>, ctx: &Ctx<'_>) -> Result<(), String> {
+        let _ = (zoo, ctx);
+        Err(NOT_SUPPORTED.into())
+    }
+
+    /// The learned state, to store beside a zoo.
+    ///
+    /// # Errors
+    /// By default: not supported.
+    fn save_state(&self) -> Result<Vec<u8>, String> {
+        Err(NOT_SUPPORTED.into())
+    }
+
+    /// Restores a state written by [`Pruner::save_state`].
+    ///
+    /// # Errors
+    /// By default: not supported.
+    fn load_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Err(NOT_SUPPORTED.into())
+    }
+}
+
+/// The message of the default `fit`/`save_state`/`load_state`; the ABI layer maps it to
+/// [`crate::ErrorKind::NotSupported`].
+pub(crate) const NOT_SUPPORTED: &str = "not supported by this pruner: it learns nothing";
