@@ -177,11 +177,21 @@ impl Model {
         }
         for (l, (p, w)) in self.prunable_mut().enumerate() {
             if keep[l].len() != w.len() {
-                return Err(format!("mask of layer '{}' has {} entries, the layer has {} weights", p.name, keep[l].len(), w.len()));
+                return Err(format!(
+                    "mask of layer '{}' has {} entries, the layer has {} weights",
+                    p.name,
+                    keep[l].len(),
+                    w.len()
+                ));
             }
             if let Some(Some(new)) = new_weights.and_then(|n| n.get(l)) {
                 if new.len() != w.len() {
-                    return Err(format!("new weights of layer '{}' have {} entries, the layer has {} weights", p.name, new.len(), w.len()));
+                    return Err(format!(
+                        "new weights of layer '{}' have {} entries, the layer has {} weights",
+                        p.name,
+                        new.len(),
+                        w.len()
+                    ));
                 }
                 w.copy_from_slice(new);
             }
@@ -220,7 +230,8 @@ impl Model {
     /// # Errors
     /// As [`Model::load`].
     pub fn from_bytes(path: &Path, bytes: &[u8], arch: Option<&ArchSpec>) -> Result<Model, ModelError> {
-        let format = |e: safetensors::SafeTensorError| ModelError::Format { path: path.to_path_buf(), message: e.to_string() };
+        let format =
+            |e: safetensors::SafeTensorError| ModelError::Format { path: path.to_path_buf(), message: e.to_string() };
         let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(format)?;
         let tensors = SafeTensors::deserialize(bytes).map_err(format)?;
         let spec = match arch {
@@ -263,8 +274,12 @@ impl Model {
     /// The model as safetensors bytes (f32, PyTorch layout), with the architecture in the
     /// metadata, plus any `extra` tensors (e.g. masks) given as `(name, shape, values)`.
     pub fn to_bytes(&self, extra: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
-        let mut entries: Vec<(String, Vec<usize>, &[f32])> =
-            self.params.iter().zip(&self.values).map(|(p, v)| (p.name.clone(), p.shape.clone(), v.as_slice())).collect();
+        let mut entries: Vec<(String, Vec<usize>, &[f32])> = self
+            .params
+            .iter()
+            .zip(&self.values)
+            .map(|(p, v)| (p.name.clone(), p.shape.clone(), v.as_slice()))
+            .collect();
         entries.extend(extra.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice())));
         let metadata = HashMap::from([(ARCH_METADATA_KEY.to_string(), self.spec.to_json())]);
         encode_f32(&entries, Some(metadata))
@@ -297,7 +312,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
 
 /// Serialises f32 tensors `(name, shape, values)` as safetensors bytes.
 pub fn encode_f32(entries: &[(String, Vec<usize>, &[f32])], metadata: Option<HashMap<String, String>>) -> Vec<u8> {
-    let bytes: Vec<Vec<u8>> = entries.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> =
+        entries.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
     let views: Vec<(String, TensorView<'_>)> = entries
         .iter()
         .zip(&bytes)
@@ -315,7 +331,8 @@ fn spec_for(path: &Path, stored: Option<&String>) -> Result<ArchSpec, ModelError
     let beside = [path.with_extension("arch.json"), path.with_extension("json")];
     for candidate in &beside {
         if candidate.is_file() {
-            let text = std::fs::read_to_string(candidate).map_err(|source| ModelError::Io { path: candidate.clone(), source })?;
+            let text = std::fs::read_to_string(candidate)
+                .map_err(|source| ModelError::Io { path: candidate.clone(), source })?;
             return ArchSpec::from_json(&text).map_err(|source| ModelError::Arch { path: candidate.clone(), source });
         }
     }
@@ -326,12 +343,13 @@ fn decode(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let data = view.data();
     Some(match view.dtype() {
         Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F64 => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
+        Dtype::F64 => {
+            data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect()
+        }
         Dtype::F16 => data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+        Dtype::BF16 => {
+            data.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+        }
         _ => return None,
     })
 }
@@ -360,7 +378,13 @@ mod tests {
 
     fn counting_model() -> Model {
         let spec = preset("cnn-digits").unwrap();
-        let values = spec.params().unwrap().iter().enumerate().map(|(i, p)| (0..p.numel()).map(|j| (i * 1000 + j) as f32 * 1e-3).collect()).collect();
+        let values = spec
+            .params()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (0..p.numel()).map(|j| (i * 1000 + j) as f32 * 1e-3).collect())
+            .collect();
         Model::new(spec, values).unwrap()
     }
 
@@ -397,8 +421,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("torch.safetensors");
         let model = counting_model();
-        let entries: Vec<(String, Vec<usize>, &[f32])> =
-            model.params().iter().zip(model.values()).map(|(p, v)| (p.name.clone(), p.shape.clone(), v.as_slice())).collect();
+        let entries: Vec<(String, Vec<usize>, &[f32])> = model
+            .params()
+            .iter()
+            .zip(model.values())
+            .map(|(p, v)| (p.name.clone(), p.shape.clone(), v.as_slice()))
+            .collect();
         std::fs::write(&path, encode_f32(&entries, None)).unwrap();
         let err = Model::load(&path, None).unwrap_err().to_string();
         assert!(err.contains("no architecture found"), "{err}");

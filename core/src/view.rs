@@ -40,7 +40,11 @@ impl<'m> LayerViews<'m> {
                     weights: RSlice::from_slice(v),
                 });
             } else {
-                others.push(TensorRef { name: RStr::from_str(&p.name), shape: RSlice::from_slice(shape), values: RSlice::from_slice(v) });
+                others.push(TensorRef {
+                    name: RStr::from_str(&p.name),
+                    shape: RSlice::from_slice(shape),
+                    values: RSlice::from_slice(v),
+                });
             }
         }
         f(ModelRef {

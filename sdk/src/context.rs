@@ -189,7 +189,12 @@ impl<'a> Ctx<'a> {
     ///
     /// # Errors
     /// The host's message when the service is unavailable or fails.
-    pub fn layer_input_hessian(&self, model: &ModelRef<'_>, layer: usize, calib: CalibRequest) -> Result<Matrix<f64>, String> {
+    pub fn layer_input_hessian(
+        &self,
+        model: &ModelRef<'_>,
+        layer: usize,
+        calib: CalibRequest,
+    ) -> Result<Matrix<f64>, String> {
         self.inner.layer_input_hessian(*model, layer as u32, calib).into_result().map_err(|e| e.to_string())
     }
 
@@ -205,7 +210,12 @@ impl<'a> Ctx<'a> {
     ///
     /// # Errors
     /// The host's message when the service is unavailable or fails.
-    pub fn masked_loss_and_grad(&self, model: &ModelRef<'_>, soft_mask: &[f32], calib: CalibRequest) -> Result<LossAndGrad, String> {
+    pub fn masked_loss_and_grad(
+        &self,
+        model: &ModelRef<'_>,
+        soft_mask: &[f32],
+        calib: CalibRequest,
+    ) -> Result<LossAndGrad, String> {
         self.inner
             .masked_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib)
             .into_result()
@@ -252,7 +262,12 @@ impl Context for NoData {
         unavailable("per_sample_gradients")
     }
 
-    fn masked_loss_and_grad(&self, _: ModelRef<'_>, _: RSlice<'_, f32>, _: CalibRequest) -> RResult<LossAndGrad, PluginError> {
+    fn masked_loss_and_grad(
+        &self,
+        _: ModelRef<'_>,
+        _: RSlice<'_, f32>,
+        _: CalibRequest,
+    ) -> RResult<LossAndGrad, PluginError> {
         unavailable("masked_loss_and_grad")
     }
 
@@ -260,4 +275,3 @@ impl Context for NoData {
         unavailable("evaluate")
     }
 }
-

@@ -31,7 +31,8 @@ use crate::zoo::ZooRef;
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// [`SDK_VERSION`] as a C string, for the probe symbol.
-pub const SDK_VERSION_CSTR: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+pub const SDK_VERSION_CSTR: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes())
+{
     Ok(s) => s,
     Err(_) => panic!("the crate version has no interior nul"),
 };
@@ -44,7 +45,8 @@ pub const SDK_VERSION_SYMBOL: &[u8] = b"hyperprune_sdk_version\0";
 /// Whether a plugin built against SDK `plugin` can be loaded by a host on SDK `host`:
 /// the same major version, and for 0.x the same minor version too.
 pub fn versions_compatible(host: &str, plugin: &str) -> bool {
-    let parts = |v: &str| -> Vec<u64> { v.split(['.', '-', '+']).take(2).map(|p| p.parse().unwrap_or(u64::MAX)).collect() };
+    let parts =
+        |v: &str| -> Vec<u64> { v.split(['.', '-', '+']).take(2).map(|p| p.parse().unwrap_or(u64::MAX)).collect() };
     let (h, p) = (parts(host), parts(plugin));
     match (h.first(), p.first()) {
         (Some(0), Some(0)) => h.get(1).is_some() && h.get(1) == p.get(1),
@@ -63,7 +65,12 @@ pub trait PrunerFfi: Send + Sync {
     fn configure(&mut self, options_json: RStr<'_>) -> RResult<(), PluginError>;
 
     /// See [`Pruner::prune`].
-    fn prune(&self, model: ModelRef<'_>, request: &PruneRequest, ctx: ContextRef<'_>) -> RResult<PruneOutcome, PluginError>;
+    fn prune(
+        &self,
+        model: ModelRef<'_>,
+        request: &PruneRequest,
+        ctx: ContextRef<'_>,
+    ) -> RResult<PruneOutcome, PluginError>;
 
     /// See [`Pruner::fit`].
     fn fit(&mut self, zoo: ZooRef<'_>, ctx: ContextRef<'_>) -> RResult<(), PluginError>;
@@ -157,7 +164,12 @@ impl<P: Pruner> PrunerFfi for Adapter<P> {
         guard(|| self.inner.configure(&options))
     }
 
-    fn prune(&self, model: ModelRef<'_>, request: &PruneRequest, ctx: ContextRef<'_>) -> RResult<PruneOutcome, PluginError> {
+    fn prune(
+        &self,
+        model: ModelRef<'_>,
+        request: &PruneRequest,
+        ctx: ContextRef<'_>,
+    ) -> RResult<PruneOutcome, PluginError> {
         guard(|| self.inner.prune(&model, request, &Ctx::new(ctx)))
     }
 

@@ -73,7 +73,9 @@ mod request;
 pub mod rng;
 mod zoo;
 
-pub use context::{CalibRequest, Context, ContextRef, Ctx, DataSplit, Evaluation, LogLevel, LossAndGrad, Matrix, NoData};
+pub use context::{
+    CalibRequest, Context, ContextRef, Ctx, DataSplit, Evaluation, LogLevel, LossAndGrad, Matrix, NoData,
+};
 pub use error::{ErrorKind, PluginError};
 pub use ffi::{PrunerBox, PrunerModRef, SDK_VERSION};
 pub use info::{Capabilities, Example, OptionKind, OptionSpec, PrunerInfo};

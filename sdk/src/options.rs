@@ -48,7 +48,10 @@ impl Options {
     ///
     /// # Errors
     /// A missing `=`, an unknown option, or a value that does not parse as the option's type.
-    pub fn from_assignments<S: AsRef<str>>(schema: &[OptionSpec], assignments: &[S]) -> Result<Map<String, Value>, String> {
+    pub fn from_assignments<S: AsRef<str>>(
+        schema: &[OptionSpec],
+        assignments: &[S],
+    ) -> Result<Map<String, Value>, String> {
         let mut map = Map::new();
         for a in assignments {
             let a = a.as_ref();
@@ -139,11 +142,7 @@ fn check(spec: &OptionSpec, value: Value) -> Result<Value, String> {
         (OptionKind::Choice { values }, Value::String(s)) => values.contains(s),
         _ => false,
     };
-    if ok {
-        Ok(value)
-    } else {
-        Err(format!("option '{}' expects {}, got {value}", spec.name, describe(&spec.kind)))
-    }
+    if ok { Ok(value) } else { Err(format!("option '{}' expects {}, got {value}", spec.name, describe(&spec.kind))) }
 }
 
 #[cfg(test)]

@@ -132,7 +132,8 @@ mod tests {
 
     #[test]
     fn kept_count_ignores_stray_bits_past_len() {
-        let mask = LayerMask { name: "w".into(), len: 3, keep_bits: vec![u64::MAX].into(), new_weights: ROption::RNone };
+        let mask =
+            LayerMask { name: "w".into(), len: 3, keep_bits: vec![u64::MAX].into(), new_weights: ROption::RNone };
         assert_eq!(mask.kept_count(), 3);
     }
 }

@@ -26,14 +26,10 @@ pub fn presets() -> Vec<&'static Preset> {
 /// # Errors
 /// [`super::ArchError::UnknownPreset`] listing the known names.
 pub fn preset(name: &str) -> Result<ArchSpec, super::ArchError> {
-    presets()
-        .into_iter()
-        .find(|p| p.name == name)
-        .map(|p| (p.build)())
-        .ok_or_else(|| super::ArchError::UnknownPreset {
-            name: name.to_string(),
-            known: presets().iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
-        })
+    presets().into_iter().find(|p| p.name == name).map(|p| (p.build)()).ok_or_else(|| super::ArchError::UnknownPreset {
+        name: name.to_string(),
+        known: presets().iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+    })
 }
 
 fn conv(out_channels: usize, kernel: usize, padding: usize) -> LayerSpec {

@@ -126,12 +126,7 @@ pub enum Activation {
 
 impl Activation {
     /// All activations, in a fixed order.
-    pub const ALL: [Activation; 4] = [
-        Activation::Relu,
-        Activation::Tanh,
-        Activation::Gelu,
-        Activation::Sigmoid,
-    ];
+    pub const ALL: [Activation; 4] = [Activation::Relu, Activation::Tanh, Activation::Gelu, Activation::Sigmoid];
 
     /// The lowercase name used in JSON and on the command line.
     pub fn name(self) -> &'static str {
@@ -275,12 +270,7 @@ impl ArchSpec {
         }
     }
 
-    fn layer_output(
-        &self,
-        i: usize,
-        layer: &LayerSpec,
-        input: FeatureShape,
-    ) -> Result<FeatureShape, ArchError> {
+    fn layer_output(&self, i: usize, layer: &LayerSpec, input: FeatureShape) -> Result<FeatureShape, ArchError> {
         let window = |kernel: usize, stride: usize, padding: usize, what: &str| {
             let FeatureShape::Map { c, h, w } = input else {
                 return Err(self.invalid(Some(i), &format!("{what} needs a [C,H,W] input, got flat features")));
@@ -329,11 +319,7 @@ impl ArchSpec {
     }
 
     fn invalid(&self, layer: Option<usize>, message: &str) -> ArchError {
-        ArchError::Invalid {
-            arch: self.name.clone(),
-            layer,
-            message: message.to_string(),
-        }
+        ArchError::Invalid { arch: self.name.clone(), layer, message: message.to_string() }
     }
 
     /// The input shape of every layer (`result[i]` feeds `layers[i]`).
@@ -368,9 +354,21 @@ impl ArchSpec {
                 _ => continue,
             };
             let prefix = name.clone().unwrap_or_else(|| i.to_string());
-            params.push(ParamSpec { name: format!("{prefix}.weight"), shape: weight_shape, layer: i, kind, prunable: true });
+            params.push(ParamSpec {
+                name: format!("{prefix}.weight"),
+                shape: weight_shape,
+                layer: i,
+                kind,
+                prunable: true,
+            });
             if bias {
-                params.push(ParamSpec { name: format!("{prefix}.bias"), shape: vec![out], layer: i, kind, prunable: false });
+                params.push(ParamSpec {
+                    name: format!("{prefix}.bias"),
+                    shape: vec![out],
+                    layer: i,
+                    kind,
+                    prunable: false,
+                });
             }
         }
         let mut seen = std::collections::HashSet::new();

@@ -48,7 +48,11 @@ impl Samples {
     /// The first `n` samples (all if fewer).
     pub fn head(&self, n: usize) -> Samples {
         let n = n.min(self.len());
-        Samples { shape: self.shape, images: self.images[..n * self.image_len()].to_vec(), labels: self.labels[..n].to_vec() }
+        Samples {
+            shape: self.shape,
+            images: self.images[..n * self.image_len()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+        }
     }
 }
 

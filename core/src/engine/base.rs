@@ -167,7 +167,12 @@ pub trait Engine: Send + Sync {
     ///
     /// # Errors
     /// A bad layer index or shape mismatch.
-    fn layer_input_hessian(&self, model: &Model, layer: usize, samples: &Samples) -> Result<(DenseMatrix<f64>, usize), EngineError>;
+    fn layer_input_hessian(
+        &self,
+        model: &Model,
+        layer: usize,
+        samples: &Samples,
+    ) -> Result<(DenseMatrix<f64>, usize), EngineError>;
 
     /// Gradients of the cross-entropy with respect to all prunable weights (layer order):
     /// one row per mini-batch of `minibatch` consecutive samples (averaged within it);
@@ -175,12 +180,22 @@ pub trait Engine: Send + Sync {
     ///
     /// # Errors
     /// Shape mismatch.
-    fn per_sample_gradients(&self, model: &Model, samples: &Samples, minibatch: usize) -> Result<DenseMatrix<f32>, EngineError>;
+    fn per_sample_gradients(
+        &self,
+        model: &Model,
+        samples: &Samples,
+        minibatch: usize,
+    ) -> Result<DenseMatrix<f32>, EngineError>;
 
     /// Mean cross-entropy of the model with prunable weights `w ⊙ m` and its gradient with
     /// respect to the soft mask `m` (one value per prunable weight, layer order).
     ///
     /// # Errors
     /// Shape mismatch or a mask of the wrong length.
-    fn masked_loss_and_grad(&self, model: &Model, soft_mask: &[f32], samples: &Samples) -> Result<(f64, Vec<f32>), EngineError>;
+    fn masked_loss_and_grad(
+        &self,
+        model: &Model,
+        soft_mask: &[f32],
+        samples: &Samples,
+    ) -> Result<(f64, Vec<f32>), EngineError>;
 }
