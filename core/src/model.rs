@@ -324,6 +324,15 @@ pub fn encode_f32(entries: &[(String, Vec<usize>, &[f32])], metadata: Option<Has
     safetensors::tensor::serialize(views, metadata).expect("in-memory serialisation of f32 tensors cannot fail")
 }
 
+/// Serialises u8 tensors `(name, shape, values)` (e.g. 0/1 masks) as safetensors bytes.
+pub fn encode_u8(entries: &[(String, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .map(|(name, shape, v)| (name.clone(), TensorView::new(Dtype::U8, shape.clone(), v).expect("shape matches the value count")))
+        .collect();
+    safetensors::tensor::serialize(views, None).expect("in-memory serialisation of u8 tensors cannot fail")
+}
+
 fn spec_for(path: &Path, stored: Option<&String>) -> Result<ArchSpec, ModelError> {
     if let Some(json) = stored {
         return ArchSpec::from_json(json).map_err(|source| ModelError::Arch { path: path.to_path_buf(), source });

@@ -1,1 +1,31 @@
+//! `hyperprune`: load pruner plugins, train model zoos, prune, bench and report.
+//!
+//! Argument structs live in `cli.rs` and only parse; each subcommand's work is one file
+//! under `commands/`. Errors carry context with `anyhow`; bad input exits with code 2,
+//! other failures with 1.
 
+mod cli;
+mod commands;
+mod context;
+mod failure;
+mod inputs;
+mod logging;
+mod outcome;
+mod plugins;
+mod pruning;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    logging::init(&cli.global);
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if failure::is_bad_input(&err) { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}

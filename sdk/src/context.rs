@@ -149,6 +149,11 @@ pub trait Context: Send + Sync {
 /// The FFI handle of a host context, as passed across the ABI.
 pub type ContextRef<'a> = Context_TO<'a, abi_stable::sabi_types::RRef<'a, ()>>;
 
+/// The FFI handle of any [`Context`] implementation (what the host passes to `prune`).
+pub fn context_ref<C: Context>(ctx: &C) -> ContextRef<'_> {
+    Context_TO::from_ptr(ctx, TD_Opaque)
+}
+
 /// The context a plugin's code receives: typed wrappers over [`Context`].
 pub struct Ctx<'a> {
     inner: ContextRef<'a>,
@@ -162,7 +167,7 @@ impl<'a> Ctx<'a> {
 
     /// Builds a context over any [`Context`] implementation (used by the host and tests).
     pub fn from_impl<C: Context + 'a>(ctx: &'a C) -> Ctx<'a> {
-        Ctx { inner: Context_TO::from_ptr(ctx, TD_Opaque) }
+        Ctx { inner: context_ref(ctx) }
     }
 
     /// Logs at info level.

@@ -84,9 +84,9 @@ impl OptionSpec {
 pub struct Example {
     /// What the example shows.
     pub description: String,
-    /// Options, as `--opt` would give them.
+    /// Options as `--opt` takes them: `name=value` strings.
     #[serde(default)]
-    pub options: serde_json::Map<String, serde_json::Value>,
+    pub options: Vec<String>,
     /// Requested sparsity.
     pub sparsity: f64,
 }

@@ -1,1 +1,104 @@
+//! Shared helpers for the integration tests: build the host and plugins once, build the
+//! fixture plugins and the out-of-tree example the way a third party would, run the CLI,
+//! and make model files.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use hyperprune_core::engine::{Init, init_model};
+use hyperprune_core::{Model, preset};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// `target/release` of the workspace (`CARGO_TARGET_DIR` respected).
+pub fn release_dir() -> PathBuf {
+    target_dir().join("release")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo(args: &[&str], dir: &Path) {
+    let out = Command::new(env!("CARGO")).args(args).current_dir(dir).output().expect("cargo runs");
+    assert!(out.status.success(), "cargo {args:?} in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Builds the host binary and every default plugin (release), once per test process.
+pub fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| cargo(&["build", "--release"], &root()));
+}
+
+/// The fixture plugins and the out-of-tree example, built once into `target/fixtures`.
+pub struct Fixtures {
+    /// A plugin whose behaviour is chosen by `--opt mode=...` (panic, wrong-length, ...).
+    pub misbehave: PathBuf,
+    /// Exports an incompatible SDK version.
+    pub wrong_sdk: PathBuf,
+    /// A shared library that is not a plugin.
+    pub not_a_plugin: PathBuf,
+    /// The README's out-of-tree example plugin.
+    pub row_magnitude: PathBuf,
+}
+
+/// Builds the fixtures (once per test process).
+pub fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let target = target_dir().join("fixtures");
+        let target_arg = target.to_string_lossy().into_owned();
+        cargo(&["build", "--target-dir", &target_arg], &root().join("tests/fixtures"));
+        cargo(&["build", "--target-dir", &target_arg], &root().join("examples/row-magnitude"));
+        let lib = |name: &str| target.join("debug").join(format!("lib{name}.{}", std::env::consts::DLL_EXTENSION));
+        Fixtures {
+            misbehave: lib("hyperprune_fixture_misbehave"),
+            wrong_sdk: lib("hyperprune_fixture_wrong_sdk"),
+            not_a_plugin: lib("hyperprune_fixture_not_a_plugin"),
+            row_magnitude: lib("row_magnitude"),
+        }
+    })
+}
+
+/// Runs the `hyperprune` binary with `args` (plugin path variable cleared).
+pub fn hyperprune(args: &[&str]) -> Output {
+    ensure_built();
+    Command::new(release_dir().join("hyperprune"))
+        .args(args)
+        .env_remove("HYPERPRUNE_PLUGIN_PATH")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the hyperprune binary runs")
+}
+
+/// Stdout and stderr of a run, for assertion messages.
+pub fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes a freshly initialised model of `preset_name` to `dir/name.safetensors`.
+pub fn write_model(dir: &Path, preset_name: &str, seed: u64) -> PathBuf {
+    let model = init_model(&preset(preset_name).expect("known preset"), Init::KaimingUniform, seed).expect("valid preset");
+    let path = dir.join(format!("{preset_name}-{seed}.safetensors"));
+    model.save(&path).expect("model saves");
+    path
+}
+
+/// Reads a masks file written by `hyperprune prune`: `(tensor name, keep mask)` pairs.
+pub fn read_masks(path: &Path) -> Vec<(String, Vec<bool>)> {
+    let bytes = std::fs::read(path).expect("masks file exists");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("masks file is safetensors");
+    let mut masks: Vec<(String, Vec<bool>)> =
+        st.tensors().into_iter().map(|(name, view)| (name, view.data().iter().map(|&b| b == 1).collect())).collect();
+    masks.sort_by(|a, b| a.0.cmp(&b.0));
+    masks
+}
+
+/// Loads a model file.
+pub fn load_model(path: &Path) -> Model {
+    Model::load(path, None).expect("model loads")
+}

@@ -1,0 +1,469 @@
+//! A network compiled from an [`ArchSpec`] at run time: a list of operations that index
+//! into flat parameter tensors, and a forward pass generic over the burn backend.
+//!
+//! Parameters travel as one flat `Tensor<_, 1>` per entry of [`ArchSpec::params`] and are
+//! reshaped at use. That keeps a runtime-built network free of burn's `Module` derive, lets
+//! one optimiser routine update every parameter alike, and makes "the input of layer `i`"
+//! and "weights times a mask" plain substitutions in the parameter list.
+
+use ::burn::tensor::backend::Backend;
+use ::burn::tensor::ops::ConvOptions;
+use ::burn::tensor::{Tensor, TensorData, activation, module};
+
+use super::dropout::DropoutMasks;
+use crate::arch::{Activation, ArchSpec, LayerSpec, ParamSpec};
+use crate::engine::EngineError;
+
+/// One step of the forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Op {
+    /// Convolution with weight `params[weight]` of shape `[out, in, k, k]`.
+    Conv {
+        /// Index of the weight in the parameter list.
+        weight: usize,
+        /// Index of the bias, if any.
+        bias: Option<usize>,
+        /// `[out, in, k, k]`.
+        shape: [usize; 4],
+        /// Stride in both directions.
+        stride: usize,
+        /// Zero padding on every side.
+        padding: usize,
+    },
+    /// Fully connected layer with weight `params[weight]` of shape `[out, in]`.
+    Linear {
+        /// Index of the weight in the parameter list.
+        weight: usize,
+        /// Index of the bias, if any.
+        bias: Option<usize>,
+        /// `[out, in]`.
+        shape: [usize; 2],
+    },
+    /// Max pooling.
+    MaxPool {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
+    /// Average pooling (no padding, so every window is full).
+    AvgPool {
+        /// Window size.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+    },
+    /// `[n, c, h, w]` to `[n, c·h·w]`.
+    Flatten,
+    /// Elementwise activation.
+    Activation(Activation),
+    /// Dropout, active only when the forward pass is given masks.
+    Dropout {
+        /// Drop probability.
+        p: f32,
+    },
+}
+
+/// The operations of an [`ArchSpec`], with the parameter indices they use.
+#[derive(Debug, Clone)]
+pub(super) struct Plan {
+    /// The spec it was built from.
+    pub spec: ArchSpec,
+    /// Parameter descriptions, in [`ArchSpec::params`] order.
+    pub params: Vec<ParamSpec>,
+    /// One op per spec layer.
+    pub ops: Vec<Op>,
+    /// Index into `ops` (= spec layer index) of every prunable layer, in order.
+    pub prunable_layers: Vec<usize>,
+}
+
+impl Plan {
+    /// Compiles `spec`.
+    ///
+    /// # Errors
+    /// [`EngineError::Mismatch`] when the spec is invalid.
+    pub fn new(spec: &ArchSpec) -> Result<Plan, EngineError> {
+        let params = spec.params().map_err(|e| EngineError::Mismatch(e.to_string()))?;
+        let find =
+            |layer: usize, prunable: bool| params.iter().position(|p| p.layer == layer && p.prunable == prunable);
+        let mut ops = Vec::with_capacity(spec.layers.len());
+        let mut prunable_layers = Vec::new();
+        for (i, layer) in spec.layers.iter().enumerate() {
+            let op = match layer {
+                LayerSpec::Conv2d { stride, padding, .. } => {
+                    let weight = find(i, true).expect("a conv layer owns a weight");
+                    let s = &params[weight].shape;
+                    Op::Conv {
+                        weight,
+                        bias: find(i, false),
+                        shape: [s[0], s[1], s[2], s[3]],
+                        stride: *stride,
+                        padding: *padding,
+                    }
+                }
+                LayerSpec::Linear { .. } => {
+                    let weight = find(i, true).expect("a linear layer owns a weight");
+                    let s = &params[weight].shape;
+                    Op::Linear { weight, bias: find(i, false), shape: [s[0], s[1]] }
+                }
+                LayerSpec::MaxPool { kernel, stride } => {
+                    Op::MaxPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) }
+                }
+                LayerSpec::AvgPool { kernel, stride } => {
+                    Op::AvgPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) }
+                }
+                LayerSpec::Flatten => Op::Flatten,
+                LayerSpec::Dropout { p } => Op::Dropout { p: *p },
+                LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Gelu | LayerSpec::Sigmoid => {
+                    Op::Activation(layer.activation().expect("an activation layer"))
+                }
+            };
+            if layer.is_prunable() {
+                prunable_layers.push(i);
+            }
+            ops.push(op);
+        }
+        Ok(Plan { spec: spec.clone(), params, ops, prunable_layers })
+    }
+
+    /// Indices into the parameter list of the prunable weights, in layer order.
+    pub fn prunable_params(&self) -> impl Iterator<Item = usize> + '_ {
+        self.params.iter().enumerate().filter(|(_, p)| p.prunable).map(|(i, _)| i)
+    }
+
+    /// Logits of a batch.
+    ///
+    /// `dropout` masks are drawn only when given (training).
+    ///
+    /// # Shapes
+    /// - `params[i]`: `[numel of params[i]]`
+    /// - `x`: `[batch, c, h, w]` with `[c, h, w] = spec.input`
+    /// - returns `[batch, classes]`
+    pub fn logits<Bk: Backend>(
+        &self,
+        params: &[Tensor<Bk, 1>],
+        x: Tensor<Bk, 4>,
+        dropout: Option<&mut DropoutMasks>,
+    ) -> Tensor<Bk, 2> {
+        match self.forward(params, x, self.ops.len(), dropout) {
+            Features::Flat(y) => y,
+            Features::Map(_) => unreachable!("a valid spec ends in flat features"),
+        }
+    }
+
+    /// The activations after the first `until` layers (the input of layer `until`).
+    ///
+    /// # Shapes
+    /// - `params[i]`: `[numel of params[i]]`
+    /// - `x`: `[batch, c, h, w]`
+    /// - returns `[batch, c', h', w']` or `[batch, features]`, whichever layer `until` takes
+    pub fn forward<Bk: Backend>(
+        &self,
+        params: &[Tensor<Bk, 1>],
+        x: Tensor<Bk, 4>,
+        until: usize,
+        mut dropout: Option<&mut DropoutMasks>,
+    ) -> Features<Bk> {
+        let mut h = Features::Map(x);
+        for op in &self.ops[..until] {
+            h = match (op, h) {
+                (&Op::Conv { weight, bias, shape, stride, padding }, Features::Map(x)) => {
+                    let w = params[weight].clone().reshape(shape);
+                    let b = bias.map(|b| params[b].clone());
+                    let options = ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1);
+                    Features::Map(module::conv2d(x, w, b, options))
+                }
+                (&Op::Linear { weight, bias, shape }, Features::Flat(x)) => {
+                    // burn's `linear` takes the weight as `[in, out]`; ours is PyTorch's `[out, in]`.
+                    let w = params[weight].clone().reshape(shape).transpose();
+                    Features::Flat(module::linear(x, w, bias.map(|b| params[b].clone())))
+                }
+                (&Op::MaxPool { kernel, stride }, Features::Map(x)) => {
+                    Features::Map(module::max_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], [1, 1], false))
+                }
+                (&Op::AvgPool { kernel, stride }, Features::Map(x)) => {
+                    Features::Map(module::avg_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], true, false))
+                }
+                (Op::Flatten, Features::Map(x)) => Features::Flat(x.flatten(1, 3)),
+                (Op::Flatten, flat @ Features::Flat(_)) => flat,
+                (&Op::Activation(a), h) => h.activate(a),
+                (&Op::Dropout { p }, h) => match dropout.as_deref_mut() {
+                    Some(masks) if p > 0.0 => h.drop_out(masks, p),
+                    _ => h,
+                },
+                (op, _) => unreachable!("{op:?} does not fit its input in a valid spec"),
+            };
+        }
+        h
+    }
+}
+
+/// Activations between layers: a feature map or a flat vector per sample.
+#[derive(Debug, Clone)]
+pub(super) enum Features<Bk: Backend> {
+    /// `[batch, c, h, w]`.
+    Map(Tensor<Bk, 4>),
+    /// `[batch, features]`.
+    Flat(Tensor<Bk, 2>),
+}
+
+impl<Bk: Backend> Features<Bk> {
+    fn activate(self, a: Activation) -> Self {
+        match self {
+            Features::Map(x) => Features::Map(activate(x, a)),
+            Features::Flat(x) => Features::Flat(activate(x, a)),
+        }
+    }
+
+    fn drop_out(self, masks: &mut DropoutMasks, p: f32) -> Self {
+        match self {
+            Features::Map(x) => Features::Map(drop_out(x, masks, p)),
+            Features::Flat(x) => Features::Flat(drop_out(x, masks, p)),
+        }
+    }
+}
+
+fn activate<Bk: Backend, const D: usize>(x: Tensor<Bk, D>, a: Activation) -> Tensor<Bk, D> {
+    match a {
+        Activation::Relu => activation::relu(x),
+        Activation::Tanh => activation::tanh(x),
+        Activation::Gelu => activation::gelu(x),
+        Activation::Sigmoid => activation::sigmoid(x),
+    }
+}
+
+/// Inverted dropout with a mask drawn on the host, so that it follows the member's seed
+/// whatever the backend.
+fn drop_out<Bk: Backend, const D: usize>(x: Tensor<Bk, D>, masks: &mut DropoutMasks, p: f32) -> Tensor<Bk, D> {
+    let dims = x.dims();
+    let mask = masks.draw(dims.iter().product(), p);
+    let mask = Tensor::<Bk, D>::from_data(TensorData::new(mask, dims), &x.device());
+    x * mask
+}
+
+/// Sum over the batch of the cross-entropy of `logits` against one-hot `targets`.
+///
+/// # Shapes
+/// - `logits`, `targets`: `[batch, classes]`
+/// - returns `[1]`
+pub(super) fn cross_entropy_sum<Bk: Backend>(logits: Tensor<Bk, 2>, targets: Tensor<Bk, 2>) -> Tensor<Bk, 1> {
+    (activation::log_softmax(logits, 1) * targets).sum().neg()
+}
+
+/// Uploads parameter values as flat tensors.
+///
+/// # Shapes
+/// - returns one `[values[i].len()]` tensor per entry
+pub(super) fn upload<Bk: Backend>(values: &[Vec<f32>], device: &Bk::Device) -> Vec<Tensor<Bk, 1>> {
+    values.iter().map(|v| Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device)).collect()
+}
+
+/// Reads a tensor back as f32 values, row-major.
+pub(super) fn download<Bk: Backend, const D: usize>(x: Tensor<Bk, D>) -> Vec<f32> {
+    x.into_data().convert::<f32>().into_vec::<f32>().expect("converted to f32 just before")
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::arch::preset;
+    use crate::engine::{Init, init_model};
+    use crate::model::Model;
+    use ::burn::backend::Flex;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    type Bk = Flex;
+
+    fn logits_of(spec: &ArchSpec, values: &[Vec<f32>], images: &[f32], n: usize) -> Vec<f32> {
+        let plan = Plan::new(spec).unwrap();
+        let device = Default::default();
+        let params = upload::<Bk>(values, &device);
+        let [c, h, w] = spec.input;
+        let x = Tensor::<Bk, 4>::from_data(TensorData::new(images.to_vec(), [n, c, h, w]), &device);
+        download(plan.logits(&params, x, None))
+    }
+
+    /// A direct f64 forward pass (logits of one image): nested loops, no im2col, no burn.
+    pub(in crate::engine::burn) fn naive_forward(spec: &ArchSpec, values: &[Vec<f64>], image: &[f32]) -> Vec<f64> {
+        let plan = Plan::new(spec).unwrap();
+        let [mut c, mut h, mut w] = spec.input;
+        let mut x: Vec<f64> = image.iter().map(|&v| v as f64).collect();
+        let val = |i: usize, j: usize| values[i][j];
+        for op in &plan.ops {
+            match *op {
+                Op::Conv { weight, bias, shape: [o, ci, k, _], stride, padding } => {
+                    let oh = (h + 2 * padding - k) / stride + 1;
+                    let ow = (w + 2 * padding - k) / stride + 1;
+                    let mut y = vec![0.0; o * oh * ow];
+                    for oc in 0..o {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut s = bias.map_or(0.0, |b| val(b, oc));
+                                for ic in 0..ci {
+                                    for ky in 0..k {
+                                        for kx in 0..k {
+                                            let iy = (oy * stride + ky) as isize - padding as isize;
+                                            let ix = (ox * stride + kx) as isize - padding as isize;
+                                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                                continue;
+                                            }
+                                            let xv = x[(ic * h + iy as usize) * w + ix as usize];
+                                            s += val(weight, ((oc * ci + ic) * k + ky) * k + kx) * xv;
+                                        }
+                                    }
+                                }
+                                y[(oc * oh + oy) * ow + ox] = s;
+                            }
+                        }
+                    }
+                    (c, h, w, x) = (o, oh, ow, y);
+                }
+                Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+                    let max = matches!(op, Op::MaxPool { .. });
+                    let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
+                    let mut y = vec![0.0; c * oh * ow];
+                    for ch in 0..c {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let window = (0..kernel * kernel)
+                                    .map(|t| x[(ch * h + oy * stride + t / kernel) * w + ox * stride + t % kernel]);
+                                y[(ch * oh + oy) * ow + ox] = if max {
+                                    window.fold(f64::NEG_INFINITY, f64::max)
+                                } else {
+                                    window.sum::<f64>() / (kernel * kernel) as f64
+                                };
+                            }
+                        }
+                    }
+                    (h, w, x) = (oh, ow, y);
+                }
+                Op::Linear { weight, bias, shape: [o, i] } => {
+                    x = (0..o)
+                        .map(|r| {
+                            bias.map_or(0.0, |b| val(b, r)) + (0..i).map(|j| val(weight, r * i + j) * x[j]).sum::<f64>()
+                        })
+                        .collect();
+                }
+                Op::Flatten | Op::Dropout { .. } => {}
+                Op::Activation(a) => {
+                    for v in &mut x {
+                        *v = match a {
+                            Activation::Relu => v.max(0.0),
+                            Activation::Tanh => v.tanh(),
+                            Activation::Sigmoid => 1.0 / (1.0 + (-*v).exp()),
+                            Activation::Gelu => 0.5 * *v * (1.0 + erf(*v / std::f64::consts::SQRT_2)),
+                        }
+                    }
+                }
+            }
+        }
+        x
+    }
+
+    /// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, far inside the
+    /// 1e-4 tolerance of the tests that use it).
+    fn erf(x: f64) -> f64 {
+        let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+        let poly =
+            t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+        (1.0 - poly * (-x * x).exp()).copysign(x)
+    }
+
+    /// The values in f64.
+    pub(in crate::engine::burn) fn widen(values: &[Vec<f32>]) -> Vec<Vec<f64>> {
+        values.iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect()
+    }
+
+    pub(in crate::engine::burn) fn random_images(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// Compares against the naive forward, relative to the largest logit magnitude.
+    /// f32 sums of at most a few hundred terms of size O(1) err by ~1e-6 relative, so 1e-4
+    /// leaves two orders of margin while still catching any wrong index or layout.
+    fn assert_matches_naive(spec: &ArchSpec, values: &[Vec<f32>], n: usize) {
+        let d: usize = spec.input.iter().product();
+        let images = random_images(n, d, 11);
+        let got = logits_of(spec, values, &images, n);
+        let classes = spec.classes;
+        let values64 = widen(values);
+        for s in 0..n {
+            let want = naive_forward(spec, &values64, &images[s * d..(s + 1) * d]);
+            let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+            for (k, want) in want.iter().enumerate() {
+                let err = (got[s * classes + k] as f64 - want).abs() / scale;
+                assert!(err < 1e-4, "{}: sample {s} class {k}: {} vs {want}", spec.name, got[s * classes + k]);
+            }
+        }
+    }
+
+    #[test]
+    fn masked_linear_forward_matches_hand_computation() {
+        let spec: ArchSpec = serde_json::from_str(
+            r#"{"name":"tiny","input":[1,2,2],"classes":2,"layers":[
+                {"type":"flatten"},{"type":"linear","out_features":3},{"type":"tanh"},
+                {"type":"linear","out_features":2,"bias":false}]}"#,
+        )
+        .unwrap();
+        let mut model = Model::new(
+            spec.clone(),
+            vec![
+                vec![0.5, -1.0, 0.25, 2.0, 1.5, 0.75, -0.5, 1.0, -2.0, 0.1, 0.3, -0.7],
+                vec![0.1, -0.2, 0.3],
+                vec![1.0, -1.0, 0.5, 2.0, 0.25, -0.5],
+            ],
+        )
+        .unwrap();
+        let keep = vec![
+            vec![true, false, true, true, false, true, true, true, true, false, true, true],
+            vec![false, true, true, true, true, false],
+        ];
+        model.apply_masks(&keep, None).unwrap();
+        let x = [0.3f32, -0.8, 1.2, 0.5];
+        let got = logits_of(&spec, model.values(), &x, 1);
+        // Hand computation of the pruned network (zeroed weights left out of the sums).
+        let h = [
+            (0.1 + 0.5 * 0.3 + 0.25 * 1.2 + 2.0 * 0.5f64).tanh(),
+            (-0.2 + 0.75 * -0.8 - 0.5 * 1.2 + 1.0 * 0.5f64).tanh(),
+            (0.3 - 2.0 * 0.3 + 0.3 * 1.2 - 0.7 * 0.5f64).tanh(),
+        ];
+        let want = [-h[1] + 0.5 * h[2], 2.0 * h[0] + 0.25 * h[1]];
+        for (g, w) in got.iter().zip(want) {
+            // One f32 dot of 4 terms and a tanh: error ~1e-7, well inside 1e-5.
+            assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    /// Kaiming weights and small random (non-zero) biases.
+    pub(in crate::engine::burn) fn random_values(spec: &ArchSpec, seed: u64) -> Vec<Vec<f32>> {
+        let mut values = init_model(spec, Init::KaimingUniform, seed).unwrap().values().to_vec();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
+        for (p, v) in spec.params().unwrap().iter().zip(&mut values) {
+            if !p.prunable {
+                v.iter_mut().for_each(|x| *x = rng.random_range(-0.1..0.1));
+            }
+        }
+        values
+    }
+
+    #[test]
+    fn conv_and_max_pool_forward_matches_naive_loops_on_cnn_digits() {
+        let spec = preset("cnn-digits").unwrap();
+        assert_matches_naive(&spec, &random_values(&spec, 5), 4);
+    }
+
+    #[test]
+    fn stride_padding_avg_pool_and_every_activation_match_naive_loops() {
+        let spec: ArchSpec = serde_json::from_str(
+            r#"{"name":"mixed","input":[2,9,9],"classes":3,"layers":[
+                {"type":"conv2d","out_channels":3,"kernel":3,"stride":2,"padding":1},{"type":"gelu"},
+                {"type":"avgpool","kernel":2,"stride":1},{"type":"sigmoid"},
+                {"type":"conv2d","out_channels":4,"kernel":2,"bias":false},{"type":"relu"},
+                {"type":"flatten"},{"type":"dropout","p":0.5},{"type":"linear","out_features":3}]}"#,
+        )
+        .unwrap();
+        assert_matches_naive(&spec, &random_values(&spec, 2), 3);
+    }
+}

@@ -1,0 +1,79 @@
+//! Fan-out of independent work items over a fixed number of threads.
+//!
+//! Every caller splits its work into items whose boundaries depend only on the problem
+//! (batch size, member count), never on the thread count, and each item writes only its own
+//! output slot; reductions over items then run in item order. That is what makes every
+//! result bit-identical whether one thread or many ran it.
+
+use std::sync::Mutex;
+
+/// Runs `work(i, &mut outputs[i], scratch)` for every item `i`, on as many threads as there
+/// are `scratch` values (each thread owns one, e.g. its buffers), capped at the item count.
+/// Threads claim items in order from a shared cursor.
+///
+/// # Panics
+/// When `scratch` is empty, or when `work` panics (the panic is propagated).
+pub(crate) fn for_each<O: Send, S: Send>(
+    outputs: &mut [O],
+    scratch: &mut [S],
+    work: impl Fn(usize, &mut O, &mut S) + Sync,
+) {
+    assert!(!scratch.is_empty(), "at least one thread's scratch is needed");
+    let threads = scratch.len().min(outputs.len());
+    if threads <= 1 {
+        let s = &mut scratch[0];
+        for (i, o) in outputs.iter_mut().enumerate() {
+            work(i, o, s);
+        }
+        return;
+    }
+    let queue = Mutex::new(outputs.iter_mut().enumerate());
+    let (first, rest) = scratch.split_first_mut().expect("checked non-empty");
+    std::thread::scope(|scope| {
+        for s in rest.iter_mut().take(threads - 1) {
+            let (queue, work) = (&queue, &work);
+            scope.spawn(move || drain(queue, s, work));
+        }
+        drain(&queue, first, &work);
+    });
+}
+
+/// Takes items from `queue` until it is empty.
+fn drain<'a, O: 'a, S>(
+    queue: &Mutex<impl Iterator<Item = (usize, &'a mut O)>>,
+    scratch: &mut S,
+    work: &impl Fn(usize, &mut O, &mut S),
+) {
+    loop {
+        // A panic in another worker poisons nothing we rely on: the iterator stays valid.
+        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+        match next {
+            Some((i, out)) => work(i, out, scratch),
+            None => return,
+        }
+    }
+}
+
+/// The number of threads the machine offers (1 when unknown).
+pub(crate) fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_runs_once_whatever_the_thread_count() {
+        for threads in [1, 2, 3, 8] {
+            let mut out = vec![0usize; 37];
+            let mut scratch = vec![0usize; threads];
+            for_each(&mut out, &mut scratch, |i, o, s| {
+                *o += i * i;
+                *s += 1;
+            });
+            assert_eq!(out, (0..37).map(|i| i * i).collect::<Vec<_>>());
+            assert_eq!(scratch.iter().sum::<usize>(), 37);
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The forward and backward pass of one model over one chunk of images.
+//!
+//! A [`Workspace`] holds everything a pass keeps for its backward half (every layer's input,
+//! the unfolded inputs of convolutions, the winners of max pooling); one is owned by each
+//! thread and reused from chunk to chunk, so that the hot loop allocates nothing.
+//!
+//! Weight gradients go to a [`GradSink`]: summed into a flat gradient (training, masked
+//! loss), or, per run of consecutive images, written as rows of a per-sample gradient
+//! matrix. A row is computed straight from the backward pass as `δ_seg × unfold(x)_segᵀ`
+//! over the columns of the run's images, i.e. the sum of the per-image outer products
+//! `δ_i · unfold(x_i)ᵀ`, never by one backward pass per image.
+
+use super::activation;
+use super::gemm::{MatMut, MatRef, matmul};
+use super::layers;
+use super::plan::{Op, Plan};
+
+/// Buffers of one thread for passes over chunks of up to `capacity` images.
+#[derive(Debug, Default)]
+pub(crate) struct Workspace {
+    /// `acts[l]`: input of layer `l` (`[c, n, s]`); `acts[L]`: the logits `[classes, n]`.
+    acts: Vec<Vec<f32>>,
+    /// Unfolded input of each non-pointwise convolution; reused for its input gradient.
+    cols: Vec<Vec<f32>>,
+    /// Winning input offset of each max-pooling output.
+    argmax: Vec<Vec<u32>>,
+    /// Gradient with respect to the current layer's output, and the next one down.
+    grad: Vec<f32>,
+    grad_next: Vec<f32>,
+    /// Images in the current chunk.
+    n: usize,
+}
+
+/// Grows `v` to at least `len` values (never shrinks, so buffers are allocated once).
+fn reserve<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
+/// Dropout factors for the images of a chunk: `masks[l]` holds, for dropout layer `l`,
+/// factors `[batch, features]` for the whole mini-batch, and the chunk starts at batch
+/// image `first`. Layers with an empty mask pass their input through.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropoutMasks<'a> {
+    /// Per layer (empty for every other layer).
+    pub masks: &'a [Vec<f32>],
+    /// Index of the chunk's first image in the mini-batch.
+    pub first: usize,
+}
+
+/// Where weight gradients go.
+pub(crate) enum GradSink<'a> {
+    /// Added into a flat gradient of all parameters ([`Plan::offsets`] layout).
+    Sum(&'a mut [f32]),
+    /// Added, for each segment, as `scale ·` the segment's summed gradient into row
+    /// `segment.row` of a `[rows, prunable_len]` matrix of prunable weights only.
+    Rows {
+        /// The rows, row-major.
+        rows: &'a mut [f32],
+        /// The runs of images.
+        segments: &'a [Segment],
+    },
+}
+
+/// A run of consecutive images of a chunk that shares one gradient row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Segment {
+    /// First image (within the chunk).
+    pub start: usize,
+    /// One past the last image.
+    pub end: usize,
+    /// Row it goes to.
+    pub row: usize,
+    /// Factor applied to the summed gradient (1 / images in the row).
+    pub scale: f32,
+}
+
+impl Workspace {
+    /// Sizes the buffers for chunks of `n` images of `plan`.
+    pub fn prepare(&mut self, plan: &Plan, n: usize) {
+        let layers = plan.layers.len();
+        self.acts.resize_with(layers + 1, Vec::new);
+        self.cols.resize_with(layers, Vec::new);
+        self.argmax.resize_with(layers, Vec::new);
+        for (l, layer) in plan.layers.iter().enumerate() {
+            reserve(&mut self.acts[l], layer.in_len() * n);
+            match &layer.op {
+                Op::Dense { geom, .. } if !geom.is_pointwise() => {
+                    reserve(&mut self.cols[l], geom.unfolded() * geom.out_plane() * n)
+                }
+                Op::MaxPool(_) => reserve(&mut self.argmax[l], layer.out_len() * n),
+                _ => {}
+            }
+        }
+        reserve(&mut self.acts[layers], plan.classes() * n);
+        reserve(&mut self.grad, plan.max_act_len() * n);
+        reserve(&mut self.grad_next, plan.max_act_len() * n);
+        self.n = n;
+    }
+
+    /// The logits of the last forward pass.
+    ///
+    /// # Shapes
+    /// - returns `[classes, n]`
+    pub fn logits(&self, plan: &Plan) -> &[f32] {
+        &self.acts[plan.layers.len()][..plan.classes() * self.n]
+    }
+
+    /// The input of layer `l` from the last forward pass (which must have reached it).
+    ///
+    /// # Shapes
+    /// - returns `[c, n, s]` for the layer's input `(c, s)`
+    pub fn input_of(&self, plan: &Plan, l: usize) -> &[f32] {
+        &self.acts[l][..plan.layers[l].in_len() * self.n]
+    }
+
+    /// The cross-entropy of the last forward pass against `labels` (summed loss, correct
+    /// count); with `grad_scale`, also seeds the backward pass with
+    /// `grad_scale · (softmax − onehot)`.
+    pub fn cross_entropy(&mut self, plan: &Plan, labels: &[u32], grad_scale: Option<f32>) -> (f64, usize) {
+        assert_eq!(labels.len(), self.n);
+        let logits = &self.acts[plan.layers.len()][..plan.classes() * self.n];
+        let grad = grad_scale.map(|s| (s, &mut self.grad[..plan.classes() * self.n]));
+        match grad {
+            Some((scale, g)) => layers::softmax_cross_entropy(plan.classes(), logits, labels, scale, Some(g)),
+            None => layers::softmax_cross_entropy(plan.classes(), logits, labels, 1.0, None),
+        }
+    }
+}
+
+/// Runs layers `0..until` on `images`, keeping every layer's input in `ws`.
+///
+/// With `reuse_prefix`, the images are those of the previous call on this workspace and
+/// the layers up to and including the unfolding of the first convolution, which have no
+/// parameters, are not recomputed: members of one batch share that work. The caller must
+/// only ask for it when [`prefix_is_shared`] holds.
+///
+/// # Shapes
+/// - `params`: `[plan.param_len]`; each image: `[c·h·w]` of the spec's input
+pub(crate) fn forward<'a>(
+    plan: &Plan,
+    params: &[f32],
+    images: impl ExactSizeIterator<Item = &'a [f32]>,
+    until: usize,
+    reuse_prefix: bool,
+    dropout: Option<DropoutMasks<'_>>,
+    ws: &mut Workspace,
+) {
+    let n = images.len();
+    ws.prepare(plan, n);
+    let Workspace { acts, cols, argmax, .. } = ws;
+    let [c, h, w] = plan.spec.input;
+    let start = if reuse_prefix { plan.first_dense.min(until) } else { 0 };
+    if !reuse_prefix {
+        layers::gather(c, h * w, images, &mut acts[0]);
+    }
+    for l in start..until {
+        let layer = &plan.layers[l];
+        let (c, s) = layer.input;
+        let (before, after) = acts.split_at_mut(l + 1);
+        let x = &before[l][..layer.in_len() * n];
+        let y = &mut after[0][..layer.out_len() * n];
+        match &layer.op {
+            Op::Dense { geom, weight, bias, .. } => {
+                let (k, width) = (geom.unfolded(), n * geom.out_plane());
+                let unfolded: &[f32] = if geom.is_pointwise() {
+                    x
+                } else {
+                    if !(reuse_prefix && l == plan.first_dense) {
+                        layers::unfold(geom, n, x, &mut cols[l]);
+                    }
+                    &cols[l][..k * width]
+                };
+                let wt = MatRef::row_major(&params[*weight..][..geom.cout * k], geom.cout, k);
+                matmul(MatMut::row_major(y, geom.cout, width), wt, MatRef::row_major(unfolded, k, width), false, 1.0);
+                if let Some(b) = bias {
+                    layers::add_bias(y, &params[*b..][..geom.cout], width);
+                }
+            }
+            Op::MaxPool(g) => layers::max_pool(g, c * n, x, y, &mut argmax[l]),
+            Op::AvgPool(g) => layers::avg_pool(g, c * n, x, y),
+            Op::Act(a) => activation::forward(*a, x, y),
+            Op::Dropout { .. } => match dropout {
+                Some(d) if !d.masks[l].is_empty() => layers::dropout(c, n, s, d.first, &d.masks[l], x, y),
+                _ => y.copy_from_slice(x),
+            },
+            Op::Flatten => layers::flatten(c, n, s, x, y),
+        }
+    }
+}
+
+/// Whether layers up to the first convolution's unfolded input depend on the images alone
+/// (no dropout before it), so that members of one batch may share them.
+pub(crate) fn prefix_is_shared(plan: &Plan) -> bool {
+    !plan.layers[..plan.first_dense].iter().any(|l| matches!(l.op, Op::Dropout { .. }))
+}
+
+/// Back-propagates the gradient seeded by [`Workspace::cross_entropy`] through the whole
+/// network, sending weight (and, for [`GradSink::Sum`], bias) gradients to `sink`.
+///
+/// `dropout` must be the masks of the forward pass.
+///
+/// # Shapes
+/// - `params`: `[plan.param_len]`
+pub(crate) fn backward(
+    plan: &Plan,
+    params: &[f32],
+    dropout: Option<DropoutMasks<'_>>,
+    ws: &mut Workspace,
+    sink: &mut GradSink<'_>,
+) {
+    let n = ws.n;
+    let Workspace { acts, cols, argmax, grad, grad_next, .. } = ws;
+    for l in (plan.first_dense..plan.layers.len()).rev() {
+        let layer = &plan.layers[l];
+        let (c, s) = layer.input;
+        let need_dx = l > plan.first_dense;
+        let dy = &grad[..layer.out_len() * n];
+        let dx = &mut grad_next[..layer.in_len() * n];
+        let x = &acts[l][..layer.in_len() * n];
+        let y = &acts[l + 1][..layer.out_len() * n];
+        match &layer.op {
+            Op::Dense { geom, weight, bias, prunable } => {
+                let (k, width, plane) = (geom.unfolded(), n * geom.out_plane(), geom.out_plane());
+                let unfolded = if geom.is_pointwise() { x } else { &cols[l][..k * width] };
+                let dy_m = MatRef::row_major(dy, geom.cout, width);
+                let cols_m = MatRef::row_major(unfolded, k, width);
+                match sink {
+                    GradSink::Sum(g) => {
+                        let dw = MatMut::row_major(&mut g[*weight..][..geom.cout * k], geom.cout, k);
+                        matmul(dw, dy_m, cols_m.t(), true, 1.0);
+                        if let Some(b) = bias {
+                            layers::add_row_sums(&mut g[*b..][..geom.cout], dy, width);
+                        }
+                    }
+                    GradSink::Rows { rows, segments } => {
+                        let p = &plan.prunable[*prunable];
+                        for seg in segments.iter() {
+                            let row = &mut rows[seg.row * plan.prunable_len + p.prunable_offset..][..p.len];
+                            let (a, b) = (seg.start * plane, seg.end * plane);
+                            let dw = MatMut::row_major(row, geom.cout, k);
+                            matmul(dw, dy_m.columns(a, b), cols_m.columns(a, b).t(), true, seg.scale);
+                        }
+                    }
+                }
+                if need_dx {
+                    let wt = MatRef::row_major(&params[*weight..][..geom.cout * k], geom.cout, k).t();
+                    if geom.is_pointwise() {
+                        matmul(MatMut::row_major(dx, k, width), wt, dy_m, false, 1.0);
+                    } else {
+                        // The unfolded input is no longer needed: its buffer takes the
+                        // unfolded gradient.
+                        let dcols = &mut cols[l][..k * width];
+                        matmul(MatMut::row_major(dcols, k, width), wt, dy_m, false, 1.0);
+                        layers::fold(geom, n, dcols, dx);
+                    }
+                }
+            }
+            Op::MaxPool(g) => layers::max_pool_backward(g, c * n, dy, &argmax[l], dx),
+            Op::AvgPool(g) => layers::avg_pool_backward(g, c * n, dy, dx),
+            Op::Act(a) => activation::backward(*a, x, y, dy, dx),
+            Op::Dropout { .. } => match dropout {
+                Some(d) if !d.masks[l].is_empty() => layers::dropout(c, n, s, d.first, &d.masks[l], dy, dx),
+                _ => dx.copy_from_slice(dy),
+            },
+            Op::Flatten => layers::unflatten(c, n, s, dy, dx),
+        }
+        if need_dx {
+            std::mem::swap(grad, grad_next);
+        }
+    }
+}
+
+/// Scalars a pass keeps per image (activations, unfolded inputs, two gradient buffers).
+fn scalars_per_image(plan: &Plan) -> usize {
+    let kept: usize = plan
+        .layers
+        .iter()
+        .map(|l| match &l.op {
+            Op::Dense { geom, .. } if !geom.is_pointwise() => l.in_len() + geom.unfolded() * geom.out_plane(),
+            _ => l.in_len(),
+        })
+        .sum();
+    kept + plan.classes() + 2 * plan.max_act_len()
+}
+
+/// Working set a pass over one chunk should fit in: half of a typical 512 KiB L2 cache, so
+/// that the unfolded inputs a product reads are still cached when the backward pass
+/// reads them again.
+const CHUNK_BYTES: usize = 256 << 10;
+
+/// Images per pass: as many as fit [`CHUNK_BYTES`], at least 1 and at most `cap`.
+///
+/// Depends on the network alone, so that results never depend on the thread count.
+pub(crate) fn chunk_images(plan: &Plan, cap: usize) -> usize {
+    (CHUNK_BYTES / (4 * scalars_per_image(plan))).clamp(1, cap.max(1))
+}

@@ -1,0 +1,410 @@
+//! Training many members at once.
+//!
+//! Jobs with the same spec, batch size and epoch count form a group that advances in
+//! lock-step, one optimisation step of every member at a time. Each step fans out over
+//! work items `(batch source, run of images)`; an item runs the forward and backward pass
+//! of every member of its source on its images, one cache-sized chunk at a time, and keeps
+//! each member's partial gradient; members then sum their partials in item order and take
+//! their optimiser step.
+//!
+//! **Batches.** A member's shuffle order and dropout masks come from its own seed
+//! (`ChaCha8Rng` streams 0 and 1, the burn engine's scheme), so a member trains exactly as it
+//! would alone, whatever other jobs share the call. Members whose seeds are equal see the
+//! same batches (and draw the same dropout masks): they form one *source*, and the work that
+//! depends on the images alone (gathering them, unfolding them for the first convolution)
+//! is done once per chunk for all of them. Zoos that want that speed-up give members one
+//! seed and vary their initialisation and hyper-parameters instead.
+//!
+//! **Determinism.** Item boundaries depend on the batch size and the network only, every
+//! item writes its own slot, and sums run in item order: results are bit-identical for
+//! any thread count, and a member's weights are bit-identical whether it trains alone or
+//! with others.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::optim::OptimizerState;
+use super::parallel;
+use super::pass::{self, DropoutMasks, GradSink, Workspace};
+use super::plan::{Op, Plan};
+use crate::dataset::Samples;
+use crate::engine::{EngineError, TrainConfig, TrainEvent, TrainJob};
+use crate::model::Model;
+
+/// The ChaCha stream that shuffles the samples.
+const SHUFFLE_STREAM: u64 = 0;
+/// The ChaCha stream of dropout masks.
+const DROPOUT_STREAM: u64 = 1;
+/// At most this many work items per source and step: enough to keep every thread busy
+/// with one member, few enough that partial gradients stay cheap to sum.
+const ITEMS_PER_BATCH: usize = 8;
+
+/// Trains every job, returning the models in job order.
+///
+/// # Errors
+/// [`EngineError::Mismatch`] for a job that does not fit the samples or has a zero batch
+/// size; [`EngineError::Diverged`] naming the job when a weight stops being finite.
+pub(crate) fn train(
+    threads: usize,
+    jobs: Vec<TrainJob>,
+    samples: &Samples,
+    observer: &mut dyn FnMut(TrainEvent),
+) -> Result<Vec<Model>, EngineError> {
+    let mut groups: Vec<(Plan, TrainConfig, Vec<usize>)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if job.config.batch_size == 0 {
+            return Err(EngineError::Mismatch(format!("job {i}: batch size must be positive")));
+        }
+        let (spec, c) = (job.model.spec(), &job.config);
+        match groups.iter_mut().find(|(p, g, _)| {
+            &p.spec == spec && g.batch_size == c.batch_size && g.epochs == c.epochs
+        }) {
+            Some((_, _, members)) => members.push(i),
+            None => {
+                let plan = Plan::new(spec)?;
+                plan.check_samples(samples)?;
+                groups.push((plan, c.clone(), vec![i]));
+            }
+        }
+    }
+    let mut models: Vec<Option<Model>> = vec![None; jobs.len()];
+    for (plan, shape, members) in &groups {
+        let trained = Group::new(plan, shape, members, &jobs, samples).run(threads, observer)?;
+        for (&job, params) in members.iter().zip(trained) {
+            let model = Model::new(plan.spec.clone(), plan.unflatten(&params)).map_err(|e| EngineError::Mismatch(e.to_string()))?;
+            models[job] = Some(model);
+        }
+    }
+    Ok(models.into_iter().map(|m| m.expect("every job belongs to one group")).collect())
+}
+
+/// One member being trained.
+struct Member {
+    /// Index of its job.
+    job: usize,
+    /// Flat parameters.
+    params: Vec<f32>,
+    optimizer: OptimizerState,
+    dropout: ChaCha8Rng,
+    /// This step's dropout factors, per layer (empty for layers that are not dropout).
+    masks: Vec<Vec<f32>>,
+    /// Index of its source, and its place among the source's members.
+    source: usize,
+    slot: usize,
+    /// Summed train loss of the epoch so far.
+    loss: f64,
+    /// Set when a weight stopped being finite.
+    diverged: Option<String>,
+}
+
+/// Members that see the same batches (equal seeds).
+struct Source {
+    rng: ChaCha8Rng,
+    order: Vec<usize>,
+    members: Vec<usize>,
+}
+
+/// The result of one work item: every member's partial gradient and loss.
+#[derive(Default)]
+struct ItemOut {
+    grads: Vec<f32>,
+    losses: Vec<f64>,
+    labels: Vec<u32>,
+}
+
+/// Jobs that train in lock-step.
+struct Group<'a> {
+    plan: &'a Plan,
+    batch_size: usize,
+    epochs: usize,
+    samples: &'a Samples,
+    members: Vec<Member>,
+    sources: Vec<Source>,
+    /// Images per pass, and per work item (a multiple of it).
+    chunk: usize,
+    per_item: usize,
+    shared_prefix: bool,
+}
+
+impl<'a> Group<'a> {
+    fn new(plan: &'a Plan, shape: &TrainConfig, jobs_in: &[usize], jobs: &[TrainJob], samples: &'a Samples) -> Self {
+        let mut sources: Vec<(u64, Source)> = Vec::new();
+        let mut members = Vec::with_capacity(jobs_in.len());
+        for (m, &j) in jobs_in.iter().enumerate() {
+            let c = &jobs[j].config;
+            let source = match sources.iter().position(|(seed, _)| *seed == c.seed) {
+                Some(s) => s,
+                None => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
+                    rng.set_stream(SHUFFLE_STREAM);
+                    sources.push((c.seed, Source { rng, order: (0..samples.len()).collect(), members: Vec::new() }));
+                    sources.len() - 1
+                }
+            };
+            let slot = sources[source].1.members.len();
+            sources[source].1.members.push(m);
+            let mut dropout = ChaCha8Rng::seed_from_u64(c.seed);
+            dropout.set_stream(DROPOUT_STREAM);
+            members.push(Member {
+                job: j,
+                params: plan.flatten(jobs[j].model.values()),
+                optimizer: OptimizerState::new(c.optimizer, c.lr, c.weight_decay, plan.param_len),
+                dropout,
+                masks: vec![Vec::new(); plan.layers.len()],
+                source,
+                slot,
+                loss: 0.0,
+                diverged: None,
+            });
+        }
+        let batch_size = shape.batch_size;
+        let chunk = pass::chunk_images(plan, batch_size);
+        let per_item = chunk * batch_size.div_ceil(chunk).div_ceil(ITEMS_PER_BATCH);
+        Group {
+            plan,
+            batch_size,
+            epochs: shape.epochs,
+            samples,
+            members,
+            sources: sources.into_iter().map(|(_, s)| s).collect(),
+            chunk,
+            per_item,
+            shared_prefix: pass::prefix_is_shared(plan),
+        }
+    }
+
+    /// Runs every epoch; returns the members' flat parameters.
+    fn run(mut self, threads: usize, observer: &mut dyn FnMut(TrainEvent)) -> Result<Vec<Vec<f32>>, EngineError> {
+        let n = self.samples.len();
+        let steps = n.div_ceil(self.batch_size);
+        let total = self.epochs * steps;
+        let mut workspaces: Vec<Workspace> = (0..threads.max(1)).map(|_| Workspace::default()).collect();
+        let mut sums: Vec<Vec<f32>> = vec![Vec::new(); threads.max(1)];
+        let mut items: Vec<ItemOut> = Vec::new();
+        let plan = self.plan;
+        let has_dropout = plan.layers.iter().any(|l| matches!(l.op, Op::Dropout { p } if p > 0.0));
+        for epoch in 1..=self.epochs {
+            for s in &mut self.sources {
+                s.order.shuffle(&mut s.rng);
+            }
+            for step in 0..steps {
+                let range = step * self.batch_size..((step + 1) * self.batch_size).min(n);
+                let nb = range.len();
+                if has_dropout {
+                    parallel::for_each(&mut self.members, &mut vec![(); threads.max(1)], |_, m, _| {
+                        draw_masks(plan, nb, m)
+                    });
+                }
+                let per_source = nb.div_ceil(self.per_item);
+                let count = per_source * self.sources.len();
+                items.resize_with(count.max(items.len()), ItemOut::default);
+                let this = &self;
+                parallel::for_each(&mut items[..count], &mut workspaces, |i, out, ws| {
+                    this.run_item(i / per_source, i % per_source, range.clone(), out, ws)
+                });
+                let items = &items[..count];
+                parallel::for_each(&mut self.members, &mut sums, |_, m, sum| {
+                    update(plan, m, &items[m.source * per_source..][..per_source], sum)
+                });
+                for m in &self.members {
+                    if let Some(tensor) = &m.diverged {
+                        return Err(EngineError::Diverged(format!(
+                            "job {}, epoch {epoch}: tensor '{tensor}' holds non-finite values; lower the learning rate",
+                            m.job
+                        )));
+                    }
+                    observer(TrainEvent::Step { job: m.job, done: (epoch - 1) * steps + step + 1, total });
+                }
+            }
+            for m in &mut self.members {
+                let loss = if n == 0 { 0.0 } else { m.loss / n as f64 };
+                if !loss.is_finite() {
+                    return Err(EngineError::Diverged(format!(
+                        "job {}, epoch {epoch}: the train loss is {loss}; lower the learning rate",
+                        m.job
+                    )));
+                }
+                observer(TrainEvent::Epoch { job: m.job, epoch, loss });
+                m.loss = 0.0;
+            }
+        }
+        Ok(self.members.into_iter().map(|m| m.params).collect())
+    }
+
+    /// Work item `item` of source `source`: the forward and backward passes of all the
+    /// source's members over the item's images of batch `range`.
+    fn run_item(&self, source: usize, item: usize, range: std::ops::Range<usize>, out: &mut ItemOut, ws: &mut Workspace) {
+        let (plan, samples) = (self.plan, self.samples);
+        let src = &self.sources[source];
+        let batch = &src.order[range];
+        let scale = 1.0 / batch.len() as f32;
+        let first = item * self.per_item;
+        let images = &batch[first..(first + self.per_item).min(batch.len())];
+        let p = plan.param_len;
+        out.grads.clear();
+        out.grads.resize(src.members.len() * p, 0.0);
+        out.losses.clear();
+        out.losses.resize(src.members.len(), 0.0);
+        for (c, chunk) in images.chunks(self.chunk).enumerate() {
+            out.labels.clear();
+            out.labels.extend(chunk.iter().map(|&i| samples.labels[i]));
+            for (slot, &m) in src.members.iter().enumerate() {
+                let member = &self.members[m];
+                let masks = DropoutMasks { masks: &member.masks, first: first + c * self.chunk };
+                let reuse = slot > 0 && self.shared_prefix;
+                let pixels = chunk.iter().map(|&i| samples.image(i));
+                pass::forward(plan, &member.params, pixels, plan.layers.len(), reuse, Some(masks), ws);
+                let (loss, _) = ws.cross_entropy(plan, &out.labels, Some(scale));
+                out.losses[slot] += loss;
+                let grad = &mut out.grads[slot * p..(slot + 1) * p];
+                pass::backward(plan, &member.params, Some(masks), ws, &mut GradSink::Sum(grad));
+            }
+        }
+    }
+}
+
+/// Draws this step's dropout factors (`0` with probability `p`, else `1/(1 − p)`), for each
+/// dropout layer in order, image by image, features in C, H, W order: the burn engine's
+/// order, so equal seeds give equal masks on both engines.
+fn draw_masks(plan: &Plan, batch: usize, m: &mut Member) {
+    for (l, layer) in plan.layers.iter().enumerate() {
+        let mask = &mut m.masks[l];
+        mask.clear();
+        if let Op::Dropout { p } = layer.op {
+            if p > 0.0 {
+                let keep = 1.0 / (1.0 - p);
+                let rng = &mut m.dropout;
+                mask.extend((0..batch * layer.in_len()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }));
+            }
+        }
+    }
+}
+
+/// Sums the member's partial gradients in item order, takes its optimiser step and checks
+/// that its weights are still finite.
+fn update(plan: &Plan, m: &mut Member, items: &[ItemOut], sum: &mut Vec<f32>) {
+    let p = plan.param_len;
+    sum.clear();
+    sum.extend_from_slice(&items[0].grads[m.slot * p..(m.slot + 1) * p]);
+    for item in &items[1..] {
+        sum.iter_mut().zip(&item.grads[m.slot * p..(m.slot + 1) * p]).for_each(|(s, g)| *s += g);
+    }
+    m.loss += items.iter().map(|i| i.losses[m.slot]).sum::<f64>();
+    m.optimizer.step(&mut m.params, sum);
+    if m.diverged.is_none() {
+        if let Some(at) = m.params.iter().position(|w| !w.is_finite()) {
+            let tensor = plan.offsets.partition_point(|&o| o <= at) - 1;
+            m.diverged = Some(plan.spec.params().map(|p| p[tensor].name.clone()).unwrap_or_default());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bench::random_samples;
+    use super::super::reference::random_model;
+    use super::*;
+    use crate::engine::Optimizer;
+
+    fn job(spec: &crate::ArchSpec, init: u64, seed: u64, optimizer: Optimizer, lr: f32) -> TrainJob {
+        TrainJob {
+            model: random_model(spec, init),
+            config: TrainConfig { epochs: 2, batch_size: 16, lr, weight_decay: 1e-3, optimizer, seed },
+        }
+    }
+
+    /// Five members of cnn-digits with dropout: two pairs sharing a seed, mixed optimisers.
+    fn jobs() -> Vec<TrainJob> {
+        let spec = crate::preset("cnn-digits").unwrap().with_dropout(0.25);
+        vec![
+            job(&spec, 1, 100, Optimizer::Adam, 1e-2),
+            job(&spec, 2, 100, Optimizer::Sgd { momentum: 0.9 }, 5e-2),
+            job(&spec, 3, 200, Optimizer::Adam, 3e-3),
+            job(&spec, 4, 100, Optimizer::Sgd { momentum: 0.0 }, 1e-1),
+            job(&spec, 5, 300, Optimizer::Adam, 1e-2),
+        ]
+    }
+
+    #[test]
+    fn a_member_trains_bit_identically_alone_or_batched_with_others() {
+        // 70 samples and batch 16: the last batch of each epoch is short.
+        let samples = random_samples([1, 8, 8], 70, 10, 9);
+        let together = train(2, jobs(), &samples, &mut |_| {}).unwrap();
+        for (i, j) in jobs().into_iter().enumerate() {
+            let alone = train(1, vec![j], &samples, &mut |_| {}).unwrap();
+            assert_eq!(alone[0], together[i], "job {i}");
+        }
+        // Training moved the weights.
+        assert_ne!(together[0], jobs()[0].model);
+    }
+
+    #[test]
+    fn training_is_deterministic_and_independent_of_the_thread_count() {
+        let samples = random_samples([1, 8, 8], 70, 10, 9);
+        let one = train(1, jobs(), &samples, &mut |_| {}).unwrap();
+        assert_eq!(one, train(1, jobs(), &samples, &mut |_| {}).unwrap());
+        for threads in [2, 3] {
+            assert_eq!(one, train(threads, jobs(), &samples, &mut |_| {}).unwrap(), "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn events_count_steps_and_epochs_of_every_job() {
+        let samples = random_samples([1, 8, 8], 70, 10, 9);
+        let mut steps = vec![0; 5];
+        let mut epochs = vec![Vec::new(); 5];
+        train(2, jobs(), &samples, &mut |e| match e {
+            TrainEvent::Step { job, done, total } => {
+                steps[job] += 1;
+                assert_eq!((done, total), (steps[job], 10));
+            }
+            TrainEvent::Epoch { job, epoch, loss } => {
+                assert!(loss.is_finite() && loss > 0.0);
+                epochs[job].push(epoch);
+            }
+        })
+        .unwrap();
+        assert_eq!(steps, vec![10; 5]);
+        assert!(epochs.iter().all(|e| e == &[1, 2]));
+    }
+
+    #[test]
+    fn cnn_digits_learns_the_digits() {
+        let data = crate::dataset::load("digits", &Default::default()).unwrap();
+        let spec = crate::preset("cnn-digits").unwrap();
+        let model = crate::engine::init_model(&spec, crate::engine::Init::KaimingUniform, 3).unwrap();
+        let config = TrainConfig { epochs: 8, batch_size: 32, lr: 3e-3, weight_decay: 0.0, optimizer: Optimizer::Adam, seed: 3 };
+        let mut losses = Vec::new();
+        let trained = train(2, vec![TrainJob { model, config }], &data.train, &mut |e| {
+            if let TrainEvent::Epoch { loss, .. } = e {
+                losses.push(loss)
+            }
+        })
+        .unwrap();
+        let e = super::super::inference::evaluate(2, &[&trained[0]], &data.test).unwrap()[0];
+        assert!(e.accuracy > 0.9, "test accuracy {} (epoch losses {losses:?})", e.accuracy);
+        assert!(losses[7] < losses[0] / 3.0, "{losses:?}");
+    }
+
+    #[test]
+    fn divergence_names_the_job_and_a_tensor() {
+        let samples = random_samples([1, 8, 8], 40, 10, 9);
+        let spec = crate::preset("cnn-digits").unwrap();
+        let jobs = vec![job(&spec, 1, 1, Optimizer::Adam, 1e-3), job(&spec, 2, 1, Optimizer::Sgd { momentum: 0.9 }, 1e30)];
+        let err = train(2, jobs, &samples, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, EngineError::Diverged(_)), "{err}");
+        let err = err.to_string();
+        assert!(err.contains("job 1") && (err.contains(".weight") || err.contains(".bias")), "{err}");
+    }
+
+    #[test]
+    fn bad_jobs_are_mismatches() {
+        let samples = random_samples([1, 8, 8], 10, 10, 9);
+        let mut j = jobs();
+        j[2].config.batch_size = 0;
+        assert!(train(1, j, &samples, &mut |_| {}).unwrap_err().to_string().contains("job 2"));
+        let other = random_samples([1, 28, 28], 10, 10, 9);
+        assert!(train(1, jobs(), &other, &mut |_| {}).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! Command-line arguments (clap derive). Parsing only; the work is in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// One-shot pruning of trained image classifiers, with pruners as plugins.
+///
+/// Pruners are shared libraries loaded at run time from the folder of this executable,
+/// from $HYPERPRUNE_PLUGIN_PATH (a colon-separated list of folders or files) and from
+/// every --plugin FILE.
+#[derive(Debug, Parser)]
+#[command(name = "hyperprune", version, about, long_about)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Load this plugin file as well (repeatable); it wins over a plugin of the same name
+    /// found elsewhere.
+    #[arg(long = "plugin", value_name = "FILE", global = true)]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of listing commands.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Format {
+    /// A table.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List installed pruner plugins, or show one's options.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Prune one model file with one pruner and write the pruned model and its masks.
+    Prune(PruneArgs),
+}
+
+/// `hyperprune plugins ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every plugin found: name, version, SDK version, path, capabilities.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// One plugin's description, options (with defaults and docs) and examples.
+    Info {
+        /// Plugin name, as in `plugins list`.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+/// Mask scope.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum ScopeArg {
+    /// Rank all prunable weights together.
+    #[default]
+    Global,
+    /// Prune every layer to the same sparsity.
+    Layer,
+}
+
+/// Options that describe a pruning request, shared by `prune` and `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// Global or per-layer allocation of the pruned weights.
+    #[arg(long, value_enum, default_value_t)]
+    pub scope: ScopeArg,
+    /// Mask pattern: `unstructured`, or `N:M` (keep N of every M consecutive weights of a
+    /// row, e.g. 2:4; the sparsity is then 1 - N/M).
+    #[arg(long, default_value = "unstructured")]
+    pub pattern: String,
+    /// Pruner option `name=value` (repeatable); see `hyperprune plugins info NAME`.
+    #[arg(long = "opt", value_name = "NAME=VALUE")]
+    pub options: Vec<String>,
+    /// Seed for every random choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `hyperprune prune`
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The model (safetensors, with the architecture in its metadata or a spec JSON beside it).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture preset name or spec JSON file, when the model file carries none.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Pruner name (see `hyperprune plugins list`).
+    #[arg(long)]
+    pub pruner: String,
+    /// Fraction of prunable weights to remove, in [0, 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub sparsity: f64,
+    /// Request options.
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Where to write the pruned model (safetensors). The masks go to
+    /// `<out stem>.masks.safetensors` beside it (u8, 1 = kept).
+    #[arg(long)]
+    pub out: PathBuf,
+}

@@ -1,0 +1,31 @@
+//! One file per subcommand; `run` dispatches.
+
+mod plugins;
+mod prune;
+
+use crate::cli::{Cli, Command};
+use crate::failure::bad_input;
+use crate::plugins::{Registry, discover};
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the subcommand reports.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
+        Command::Prune(args) => prune::run(&cli.global, args),
+    }
+}
+
+/// Discovers plugins; a `--plugin FILE` that fails to load is an error.
+///
+/// # Errors
+/// Bad input naming the first explicit plugin file that could not be loaded.
+pub fn registry(global: &crate::cli::GlobalArgs) -> anyhow::Result<Registry> {
+    let registry = discover(&global.plugins);
+    if let Some(first) = registry.explicit_failures.first() {
+        return Err(bad_input(first));
+    }
+    Ok(registry)
+}

@@ -1,0 +1,91 @@
+//! `hyperprune prune`: one model, one pruner, one sparsity.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context as _;
+use hyperprune_core::model::write_atomic;
+use hyperprune_core::{Model, model::encode_u8};
+
+use crate::cli::{GlobalArgs, PruneArgs};
+use crate::context::HostContext;
+use crate::outcome::CheckedOutcome;
+use crate::pruning::{ConfiguredPruner, request_from};
+
+/// Runs `prune`: nothing is written unless every check passed.
+///
+/// # Errors
+/// Bad input (model file, arch, pruner name, options, sparsity) or the plugin's failure.
+pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
+    let request = request_from(&args.request, args.sparsity)?;
+    let model = crate::inputs::model(&args.model, args.arch.as_deref())?;
+    let registry = super::registry(global)?;
+    let pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
+    let cancel = AtomicBool::new(false);
+    let ctx = HostContext::new(pruner.name(), None, &cancel);
+    let start = std::time::Instant::now();
+    let outcome = pruner.prune(&model, &request, &ctx).map_err(anyhow::Error::msg)?;
+    let elapsed = start.elapsed();
+    let pruned = outcome.apply(&model).map_err(anyhow::Error::msg)?;
+
+    let masks_path = masks_path(&args.out);
+    write_atomic(&masks_path, &masks_bytes(&model, &outcome)).with_context(|| "writing the masks")?;
+    if let Err(e) = pruned.save(&args.out) {
+        let _ = std::fs::remove_file(&masks_path);
+        return Err(e).context("writing the pruned model");
+    }
+    print_summary(&model, &outcome, args.sparsity);
+    println!(
+        "pruner {} {} in {:.3}s; wrote {} and {}",
+        pruner.name(),
+        pruner.plugin.info.version,
+        elapsed.as_secs_f64(),
+        args.out.display(),
+        masks_path.display()
+    );
+    Ok(())
+}
+
+/// `<dir>/<stem>.masks.safetensors` for an output model path.
+pub fn masks_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    out.with_file_name(format!("{stem}.masks.safetensors"))
+}
+
+fn masks_bytes(model: &Model, outcome: &CheckedOutcome) -> Vec<u8> {
+    let entries: Vec<(String, Vec<usize>, Vec<u8>)> = model
+        .prunable()
+        .zip(&outcome.keep)
+        .map(|((p, _), k)| (p.name.clone(), p.shape.clone(), k.iter().map(|&x| x as u8).collect()))
+        .collect();
+    encode_u8(&entries)
+}
+
+fn print_summary(model: &Model, outcome: &CheckedOutcome, requested: f64) {
+    println!("{:<16} {:<16} {:>9} {:>9} {:>9}", "LAYER", "SHAPE", "WEIGHTS", "PRUNED", "SPARSITY");
+    let (mut total, mut pruned_total) = (0usize, 0usize);
+    for ((p, w), keep) in model.prunable().zip(&outcome.keep) {
+        let pruned = keep.iter().filter(|&&k| !k).count();
+        total += w.len();
+        pruned_total += pruned;
+        println!(
+            "{:<16} {:<16} {:>9} {:>9} {:>8.2}%",
+            p.name,
+            format!("{:?}", p.shape),
+            w.len(),
+            pruned,
+            100.0 * pruned as f64 / w.len().max(1) as f64
+        );
+    }
+    let achieved = pruned_total as f64 / total.max(1) as f64;
+    println!(
+        "{:<16} {:<16} {:>9} {:>9} {:>8.2}%  (requested {:.2}%, compression {:.2}x)",
+        "total",
+        "",
+        total,
+        pruned_total,
+        100.0 * achieved,
+        100.0 * requested,
+        1.0 / (1.0 - achieved).max(f64::MIN_POSITIVE)
+    );
+}

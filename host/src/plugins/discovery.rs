@@ -1,0 +1,106 @@
+//! Where plugins are looked for, in order of precedence: `--plugin FILE`s, then
+//! `$HYPERPRUNE_PLUGIN_PATH` (colon-separated folders or files), then the folder of the
+//! executable. The first plugin of a name wins; later ones are skipped with a warning.
+
+use std::path::{Path, PathBuf};
+
+use super::loaded::{LoadError, Plugin, load};
+
+/// Environment variable listing extra plugin folders or files.
+pub const PLUGIN_PATH_VAR: &str = "HYPERPRUNE_PLUGIN_PATH";
+
+/// The plugins found, and the files that failed to load.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Loaded plugins, unique by name, in discovery order.
+    pub plugins: Vec<Plugin>,
+    /// Files named explicitly (`--plugin`) that failed: these are errors.
+    pub explicit_failures: Vec<LoadError>,
+    /// Files found by scanning folders that are not plugins (other libraries): skipped.
+    pub skipped: Vec<LoadError>,
+}
+
+impl Registry {
+    /// The plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<&Plugin> {
+        self.plugins.iter().find(|p| p.name() == name)
+    }
+
+    /// The names of all plugins, comma separated (for error messages).
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = self.plugins.iter().map(Plugin::name).collect();
+        if names.is_empty() { "none found".into() } else { names.join(", ") }
+    }
+
+    fn add(&mut self, plugin: Plugin) {
+        if let Some(first) = self.get(plugin.name()) {
+            tracing::warn!(
+                "plugin '{}' at {} is shadowed by {}",
+                plugin.name(),
+                plugin.path.display(),
+                first.path.display()
+            );
+        } else {
+            tracing::debug!("loaded plugin '{}' from {}", plugin.name(), plugin.path.display());
+            self.plugins.push(plugin);
+        }
+    }
+}
+
+/// Finds and loads every plugin. Explicit files that fail are recorded in
+/// [`Registry::explicit_failures`]; scanned files that are not plugins in
+/// [`Registry::skipped`].
+pub fn discover(explicit: &[PathBuf]) -> Registry {
+    let mut registry = Registry::default();
+    let mut seen = std::collections::HashSet::new();
+    for path in explicit {
+        seen.insert(canonical(path));
+        match load(path) {
+            Ok(p) => registry.add(p),
+            Err(e) => registry.explicit_failures.push(e),
+        }
+    }
+    let mut scanned = Vec::new();
+    if let Some(paths) = std::env::var_os(PLUGIN_PATH_VAR) {
+        for entry in std::env::split_paths(&paths) {
+            if entry.is_file() {
+                scanned.push(entry);
+            } else {
+                scanned.extend(libraries_in(&entry));
+            }
+        }
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        scanned.extend(libraries_in(&dir));
+    }
+    for path in scanned {
+        if !seen.insert(canonical(&path)) {
+            continue;
+        }
+        match load(&path) {
+            Ok(p) => registry.add(p),
+            Err(e) => {
+                tracing::debug!("skipped {e}");
+                registry.skipped.push(e);
+            }
+        }
+    }
+    registry
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Shared libraries directly in `dir`, sorted by name for a stable order.
+fn libraries_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut libs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION))
+        .collect();
+    libs.sort();
+    libs
+}
