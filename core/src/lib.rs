@@ -17,6 +17,7 @@ pub mod arch;
 pub mod dataset;
 pub mod engine;
 pub mod model;
+pub mod zoo;
 mod view;
 
 pub use arch::{Activation, ArchError, ArchSpec, LayerSpec, ParamSpec, preset, presets};

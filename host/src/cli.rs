@@ -65,6 +65,112 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Prune one model file with one pruner and write the pruned model and its masks.
     Prune(PruneArgs),
+    /// Train, inspect and list model zoos (populations of trained CNNs).
+    #[command(subcommand)]
+    Zoo(ZooCommand),
+}
+
+/// Where networks run.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Execution engine: `cpu` (hand-written, batched; the CPU default) or `burn` (the
+    /// reference; also the GPU engine).
+    #[arg(long, value_enum, default_value_t)]
+    pub engine: crate::engines::EngineKind,
+    /// Device: `cpu`, `cuda` or `cuda:N` (needs a build with `--features cuda`; uses burn).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Which dataset, and where its files are.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Dataset name: digits (embedded), mnist, fashion-mnist, idx, cifar10.
+    #[arg(long, default_value = "digits")]
+    pub dataset: String,
+    /// Folder with the dataset's files (searched before the default locations).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `hyperprune zoo ...`
+#[derive(Debug, Subcommand)]
+pub enum ZooCommand {
+    /// Train a zoo: sample member hyperparameters, train every member, split by member.
+    /// Rerunning the same command resumes: finished members are not retrained.
+    Train(ZooTrainArgs),
+    /// Show a zoo's members and its accuracy distribution.
+    Show {
+        /// The zoo folder.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List the zoos in a folder.
+    List {
+        /// Folder holding zoo folders.
+        #[arg(default_value = "zoos")]
+        root: PathBuf,
+    },
+}
+
+/// Optimiser choice on the command line.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum OptimizerArg {
+    /// Adam.
+    #[default]
+    Adam,
+    /// SGD with momentum (see --momentum).
+    Sgd,
+}
+
+/// `hyperprune zoo train`
+#[derive(Debug, Args)]
+pub struct ZooTrainArgs {
+    /// Architecture preset or spec JSON file.
+    #[arg(long, default_value = "cnn-digits")]
+    pub arch: String,
+    /// Dataset.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Number of members.
+    #[arg(long, default_value_t = 16)]
+    pub members: usize,
+    /// Epochs per member.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Base learning rate (members sample in [lr/10, lr] when `lr` is varied).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t)]
+    pub optimizer: OptimizerArg,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Hyperparameters that vary across members (comma list of seed, lr, activation, init,
+    /// weight-decay, dropout).
+    #[arg(long, value_delimiter = ',', default_value = "seed")]
+    pub vary: Vec<String>,
+    /// Fractions of members in train,val,test.
+    #[arg(long, value_delimiter = ',', default_value = "0.7,0.15,0.15")]
+    pub split: Vec<f64>,
+    /// Zoo seed: hyperparameters, member seeds and the split derive from it.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Members trained per engine call (batched together); also the resume granularity.
+    #[arg(long, default_value_t = 16)]
+    pub chunk: usize,
+    /// Where networks run.
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 /// `hyperprune plugins ...`

@@ -2,6 +2,7 @@
 
 mod plugins;
 mod prune;
+pub mod zoo;
 
 use crate::cli::{Cli, Command};
 use crate::failure::bad_input;
@@ -15,6 +16,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
         Command::Prune(args) => prune::run(&cli.global, args),
+        Command::Zoo(cmd) => zoo::run(&cli.global, cmd),
     }
 }
 

@@ -24,6 +24,7 @@
 mod activation;
 pub mod bench;
 mod calibration;
+mod direct;
 mod gemm;
 mod inference;
 mod layers;

@@ -11,6 +11,7 @@
 //! `δ_i · unfold(x_i)ᵀ`, never by one backward pass per image.
 
 use super::activation;
+use super::direct::{self, Direct};
 use super::gemm::{MatMut, MatRef, matmul};
 use super::layers;
 use super::plan::{Op, Plan};
@@ -20,8 +21,12 @@ use super::plan::{Op, Plan};
 pub(crate) struct Workspace {
     /// `acts[l]`: input of layer `l` (`[c, n, s]`); `acts[L]`: the logits `[classes, n]`.
     acts: Vec<Vec<f32>>,
-    /// Unfolded input of each non-pointwise convolution; reused for its input gradient.
+    /// Per non-pointwise convolution: its unfolded input (reused for its input gradient),
+    /// or, on the direct path, its zero-padded input.
     cols: Vec<Vec<f32>>,
+    /// The padded output gradient and the flipped weights of a direct input gradient.
+    dpad: Vec<f32>,
+    flipped: Vec<f32>,
     /// Winning input offset of each max-pooling output.
     argmax: Vec<Vec<u32>>,
     /// Gradient with respect to the current layer's output, and the next one down.
@@ -162,6 +167,14 @@ pub(crate) fn forward<'a>(
         let x = &before[l][..layer.in_len() * n];
         let y = &mut after[0][..layer.out_len() * n];
         match &layer.op {
+            Op::Dense { geom, weight, bias, .. } if direct::supports(geom) => {
+                if !(reuse_prefix && l == plan.first_dense) {
+                    direct::pad(c * n, geom.h, geom.w, geom.pad, x, &mut cols[l]);
+                }
+                let wt = &params[*weight..][..geom.cout * geom.unfolded()];
+                let b = bias.map(|b| &params[b..][..geom.cout]);
+                direct::forward(&Direct::forward(geom, n), &cols[l], wt, b, y);
+            }
             Op::Dense { geom, weight, bias, .. } => {
                 let (k, width) = (geom.unfolded(), n * geom.out_plane());
                 let unfolded: &[f32] = if geom.is_pointwise() {
@@ -211,7 +224,7 @@ pub(crate) fn backward(
     sink: &mut GradSink<'_>,
 ) {
     let n = ws.n;
-    let Workspace { acts, cols, argmax, grad, grad_next, .. } = ws;
+    let Workspace { acts, cols, argmax, grad, grad_next, dpad, flipped, .. } = ws;
     for l in (plan.first_dense..plan.layers.len()).rev() {
         let layer = &plan.layers[l];
         let (c, s) = layer.input;
@@ -221,6 +234,31 @@ pub(crate) fn backward(
         let x = &acts[l][..layer.in_len() * n];
         let y = &acts[l + 1][..layer.out_len() * n];
         match &layer.op {
+            Op::Dense { geom, weight, bias, prunable } if direct::supports(geom) => {
+                let (k, width) = (geom.unfolded(), n * geom.out_plane());
+                let d = Direct::forward(geom, n);
+                match sink {
+                    GradSink::Sum(g) => {
+                        direct::weight_grad(&d, 0..n, &cols[l], dy, 1.0, &mut g[*weight..][..geom.cout * k]);
+                        if let Some(b) = bias {
+                            layers::add_row_sums(&mut g[*b..][..geom.cout], dy, width);
+                        }
+                    }
+                    GradSink::Rows { rows, segments } => {
+                        let p = &plan.prunable[*prunable];
+                        for seg in segments.iter() {
+                            let row = &mut rows[seg.row * plan.prunable_len + p.prunable_offset..][..p.len];
+                            direct::weight_grad(&d, seg.start..seg.end, &cols[l], dy, seg.scale, row);
+                        }
+                    }
+                }
+                if need_dx {
+                    let wt = &params[*weight..][..geom.cout * k];
+                    direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, dpad);
+                    direct::flip(geom.cout, geom.cin, geom.k, wt, flipped);
+                    direct::forward(&Direct::input_gradient(geom, n), dpad, flipped, None, dx);
+                }
+            }
             Op::Dense { geom, weight, bias, prunable } => {
                 let (k, width, plane) = (geom.unfolded(), n * geom.out_plane(), geom.out_plane());
                 let unfolded = if geom.is_pointwise() { x } else { &cols[l][..k * width] };

@@ -1,0 +1,550 @@
+//! Stride-1 convolutions computed straight from zero-padded input planes by AVX2/FMA
+//! kernels, without an unfolded copy of the input.
+//!
+//! With a handful of channels (`cnn-s`: 1→8→6), unfolding costs more than the products:
+//! every input value is copied `k²` times into rows too short for a matrix kernel to
+//! amortise its packing. Here the accumulators stay in registers instead: a block of up to
+//! 12 vectors (output channels × 8-wide runs of one or two output rows) gathers all
+//! `cin·k²` taps, reading each input vector once per tap for all channels of the block.
+//!
+//! - forward: `y[co, i, oy, ox] = b[co] + Σ w[co, ci, ky, kx] · xp[ci, i, oy+ky, ox+kx]`;
+//! - input gradient: the same kernel on the output gradient padded by `k − 1 − pad`, with
+//!   the weights flipped and transposed ([`flip`]);
+//! - weight gradient: `dw[co, ci, ky, kx] = Σ dy[co, i, oy, ox] · xp[ci, i, oy+ky, ox+kx]`,
+//!   vectorised along `ox` and reduced across lanes once per weight.
+//!
+//! Every sum runs in a fixed order, so results are deterministic; they differ from the
+//! unfolded path only by rounding. Used when the CPU has AVX2 and FMA, the stride is 1 and
+//! the padding is below the kernel size; everything else takes the unfolding path.
+
+use super::plan::ConvGeom;
+
+/// Values readable past the last plane: vector loads may run up to 7 values beyond a row.
+pub(crate) const SLACK: usize = 8;
+
+/// Geometry of a direct convolution over padded planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Direct {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Images.
+    pub n: usize,
+    /// Padded input height and width.
+    pub hp: usize,
+    /// Padded input width.
+    pub wp: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Padded input rows `[lo, hi)` that may be non-zero (the rest is padding): taps that
+    /// only read padding rows are skipped.
+    pub rows: (usize, usize),
+}
+
+impl Direct {
+    /// The forward convolution of `g` over `n` images.
+    pub fn forward(g: &ConvGeom, n: usize) -> Direct {
+        let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+        Direct { cin: g.cin, cout: g.cout, k: g.k, n, hp, wp, oh: g.oh, ow: g.ow, rows: (g.pad, g.pad + g.h) }
+    }
+
+    /// The convolution that computes `g`'s input gradient from its output gradient padded by
+    /// `k − 1 − pad`.
+    pub fn input_gradient(g: &ConvGeom, n: usize) -> Direct {
+        let q = g.k - 1 - g.pad;
+        let (hp, wp) = (g.oh + 2 * q, g.ow + 2 * q);
+        Direct { cin: g.cout, cout: g.cin, k: g.k, n, hp, wp, oh: g.h, ow: g.w, rows: (q, q + g.oh) }
+    }
+
+    /// Scalars of the padded input, slack included.
+    pub fn padded_len(&self) -> usize {
+        self.cin * self.n * self.hp * self.wp + SLACK
+    }
+}
+
+/// Whether `g` takes the direct path on this CPU.
+pub(crate) fn supports(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.pad < g.k && !g.is_pointwise() && available()
+}
+
+/// Whether the CPU has AVX2 and FMA (checked once; the answer is cached by std).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Copies `planes` planes of `h × w` into `xp` with `pad` zeros on every side, plus
+/// [`SLACK`] zeros at the end.
+///
+/// # Shapes
+/// - `x`: `[planes, h·w]`; `xp`: `[planes, (h+2·pad)·(w+2·pad)] + SLACK`
+pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: &mut Vec<f32>) {
+    let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+    let len = planes * hp * wp + SLACK;
+    xp.clear();
+    xp.resize(len, 0.0);
+    for p in 0..planes {
+        let src = &x[p * h * w..(p + 1) * h * w];
+        let dst = &mut xp[p * hp * wp..(p + 1) * hp * wp];
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            dst[(y + pad) * wp + pad..][..w].copy_from_slice(row);
+        }
+    }
+}
+
+/// The weights of the input-gradient convolution: `out[ci, co, ky, kx] =
+/// w[co, ci, k−1−ky, k−1−kx]`.
+///
+/// # Shapes
+/// - `w`: `[cout, cin, k, k]`; `out`: `[cin, cout, k, k]`
+pub(crate) fn flip(cout: usize, cin: usize, k: usize, w: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(cout * cin * k * k, 0.0);
+    for co in 0..cout {
+        for ci in 0..cin {
+            for ky in 0..k {
+                for kx in 0..k {
+                    out[((ci * cout + co) * k + ky) * k + kx] = w[((co * cin + ci) * k + (k - 1 - ky)) * k + (k - 1 - kx)];
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(xp, w) + bias`.
+///
+/// # Shapes
+/// - `xp`: [`Direct::padded_len`]; `w`: `[cout, cin, k, k]`; `bias`: `[cout]`;
+///   `y`: `[cout, n, oh·ow]`
+///
+/// # Panics
+/// When a slice is too short, or the CPU lacks AVX2/FMA.
+pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    assert!(available(), "direct convolutions need AVX2 and FMA");
+    assert!(g.hp >= g.oh + g.k - 1 && g.wp >= g.ow + g.k - 1, "padded input too small for {g:?}");
+    assert!(xp.len() >= g.padded_len() && w.len() >= g.cout * g.cin * g.k * g.k);
+    assert!(y.len() >= g.cout * g.n * g.oh * g.ow && bias.is_none_or(|b| b.len() >= g.cout));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2 and FMA are present (asserted above) and the slices are long enough for
+    // every access the kernels make (asserted above; see `avx2::forward`).
+    unsafe {
+        avx2::forward(g, xp, w, bias, y)
+    }
+}
+
+/// `dw += scale · Σ_{i ∈ images} dy_i ⋆ xp_i`: the weight gradient of the images `images`.
+///
+/// # Shapes
+/// - `xp`: [`Direct::padded_len`]; `dy`: `[cout, n, oh·ow]`; `dw`: `[cout, cin, k, k]`
+///
+/// # Panics
+/// When a slice is too short, the range exceeds `n`, or the CPU lacks AVX2/FMA.
+pub(crate) fn weight_grad(g: &Direct, images: std::ops::Range<usize>, xp: &[f32], dy: &[f32], scale: f32, dw: &mut [f32]) {
+    assert!(available(), "direct convolutions need AVX2 and FMA");
+    assert!(g.hp >= g.oh + g.k - 1 && g.wp >= g.ow + g.k - 1, "padded input too small for {g:?}");
+    assert!(images.start <= images.end && images.end <= g.n);
+    assert!(xp.len() >= g.padded_len() && dy.len() >= g.cout * g.n * g.oh * g.ow);
+    assert!(dw.len() >= g.cout * g.cin * g.k * g.k);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `forward`.
+    unsafe {
+        avx2::weight_grad(g, images, xp, dy, scale, dw)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The kernels. Every raw access stays inside the slices checked by the callers:
+    //! input reads reach at most `(cin·n − 1)·hp·wp + (hp − 1)·wp + ⌈ow/8⌉·8 + k − 2`,
+    //! which is below `cin·n·hp·wp + SLACK` because `ow + k − 1 ≤ wp`; output and
+    //! gradient accesses beyond a row's `ow` valid columns are masked.
+
+    use std::arch::x86_64::*;
+
+    use super::Direct;
+
+    /// Lane masks: `MASKS[8 − v..][..8]` enables the first `v` lanes.
+    static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    #[inline(always)]
+    unsafe fn mask(valid: usize) -> __m256i {
+        // SAFETY: 8 − valid ≤ 8 (valid ≥ 1... ≤ 8), so the 8 read values lie in MASKS.
+        unsafe { _mm256_loadu_si256(MASKS.as_ptr().add(8 - valid) as *const __m256i) }
+    }
+
+    /// Geometry of one register block: where it reads, where it writes.
+    #[derive(Clone, Copy)]
+    struct Block {
+        /// Distance between consecutive input channels' planes (`n·hp·wp`).
+        in_channel: usize,
+        /// Distance between consecutive output channels' planes (`n·oh·ow`).
+        out_channel: usize,
+        /// Distance between consecutive output channels' weights (`cin·k·k`).
+        w_channel: usize,
+        wp: usize,
+        ow: usize,
+        k: usize,
+        cin: usize,
+        /// Valid lanes of the last vector of the run.
+        last: usize,
+        /// Kernel rows to visit (the others only read padding).
+        ky: (usize, usize),
+    }
+
+    /// `CB` output channels × `R` rows × `V` vectors of 8 columns.
+    #[inline(always)]
+    unsafe fn block<const CB: usize, const V: usize, const R: usize>(
+        b: &Block,
+        x: *const f32,
+        w: *const f32,
+        bias: Option<*const f32>,
+        y: *mut f32,
+    ) {
+        // SAFETY (whole body): offsets stay within the bounds documented for the module.
+        unsafe {
+            let mut acc = [[[_mm256_setzero_ps(); V]; R]; CB];
+            if let Some(bias) = bias {
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let v = _mm256_broadcast_ss(&*bias.add(c));
+                    *a = [[v; V]; R];
+                }
+            }
+            for ci in 0..b.cin {
+                for ky in b.ky.0..b.ky.1 {
+                    let row = x.add(ci * b.in_channel + ky * b.wp);
+                    let wrow = w.add((ci * b.k + ky) * b.k);
+                    for kx in 0..b.k {
+                        let mut xv = [[_mm256_setzero_ps(); V]; R];
+                        for (r, xr) in xv.iter_mut().enumerate() {
+                            for (v, xv) in xr.iter_mut().enumerate() {
+                                *xv = _mm256_loadu_ps(row.add(r * b.wp + kx + 8 * v));
+                            }
+                        }
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            let wv = _mm256_broadcast_ss(&*wrow.add(c * b.w_channel + kx));
+                            for r in 0..R {
+                                for v in 0..V {
+                                    a[r][v] = _mm256_fmadd_ps(wv, xv[r][v], a[r][v]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let m = mask(b.last);
+            for (c, a) in acc.iter().enumerate() {
+                for (r, ar) in a.iter().enumerate() {
+                    let out = y.add(c * b.out_channel + r * b.ow);
+                    for (v, &value) in ar.iter().enumerate() {
+                        if v + 1 < V || b.last == 8 {
+                            _mm256_storeu_ps(out.add(8 * v), value);
+                        } else {
+                            _mm256_maskstore_ps(out.add(8 * v), m, value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the block shape `(cb, v, r)` (`cb ≤ 12 / (v·r)`).
+    #[inline(always)]
+    unsafe fn dispatch(cb: usize, v: usize, r: usize, b: &Block, x: *const f32, w: *const f32, bias: Option<*const f32>, y: *mut f32) {
+        macro_rules! arms {
+            ($(($c:literal, $v:literal, $r:literal)),*) => {
+                match (cb, v, r) {
+                    // SAFETY: forwarded from the caller.
+                    $(($c, $v, $r) => unsafe { block::<$c, $v, $r>(b, x, w, bias, y) },)*
+                    _ => unreachable!("block shape ({cb}, {v}, {r}) is never chosen"),
+                }
+            };
+        }
+        arms!(
+            (1, 1, 2), (2, 1, 2), (3, 1, 2), (4, 1, 2), (5, 1, 2), (6, 1, 2),
+            (1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 1, 1), (5, 1, 1), (6, 1, 1),
+            (1, 2, 1), (2, 2, 1), (3, 2, 1), (4, 2, 1), (5, 2, 1), (6, 2, 1),
+            (1, 3, 1), (2, 3, 1), (3, 3, 1), (4, 3, 1)
+        )
+    }
+
+    /// See [`super::forward`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+        let (x, wt, out) = (xp.as_ptr(), w.as_ptr(), y.as_mut_ptr());
+        let bias = bias.map(|b| b.as_ptr());
+        for ox0 in (0..g.ow).step_by(24) {
+            let cols = (g.ow - ox0).min(24);
+            let v = cols.div_ceil(8);
+            let last = cols - 8 * (v - 1);
+            let max_cb = 12 / (v * if v == 1 { 2 } else { 1 });
+            let mut b = Block {
+                in_channel: g.n * g.hp * g.wp,
+                out_channel: g.n * g.oh * g.ow,
+                w_channel: g.cin * g.k * g.k,
+                wp: g.wp,
+                ow: g.ow,
+                k: g.k,
+                cin: g.cin,
+                last,
+                ky: (0, g.k),
+            };
+            for i in 0..g.n {
+                for co in (0..g.cout).step_by(max_cb) {
+                    let cb = (g.cout - co).min(max_cb);
+                    let mut oy = 0;
+                    while oy < g.oh {
+                        let r = if v == 1 && oy + 1 < g.oh { 2 } else { 1 };
+                        // Rows oy..oy+r read input rows oy+ky..oy+r−1+ky.
+                        let (lo, hi) = g.rows;
+                        b.ky = (lo.saturating_sub(oy + r - 1).min(g.k), hi.saturating_sub(oy).min(g.k));
+                        // SAFETY: the offsets address image i, channel co, row oy, column
+                        // ox0 inside the checked slices.
+                        unsafe {
+                            let xi = x.add(i * g.hp * g.wp + oy * g.wp + ox0);
+                            let yi = out.add((co * g.n + i) * g.oh * g.ow + oy * g.ow + ox0);
+                            let bi = bias.map(|b| b.add(co));
+                            dispatch(cb, v, r, &b, xi, wt.add(co * b.w_channel), bi, yi);
+                        }
+                        oy += r;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `CB` output channels × `KX` kernel columns of one kernel row `ky`, summed over the
+    /// images' rows.
+    #[inline(always)]
+    unsafe fn dw_block<const CB: usize, const KX: usize>(
+        g: &Direct,
+        images: std::ops::Range<usize>,
+        x: *const f32,
+        dy: *const f32,
+    ) -> [[f32; KX]; CB] {
+        // SAFETY (whole body): offsets stay within the bounds documented for the module;
+        // gradient reads past a row's valid columns are masked (and read as zeros).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); KX]; CB];
+            let vectors = g.ow.div_ceil(8);
+            let last = g.ow - 8 * (vectors - 1);
+            let m = mask(last);
+            let out_channel = g.n * g.oh * g.ow;
+            for i in images {
+                for oy in 0..g.oh {
+                    let xrow = x.add(i * g.hp * g.wp + oy * g.wp);
+                    let drow = dy.add(i * g.oh * g.ow + oy * g.ow);
+                    for v in 0..vectors {
+                        let mut d = [_mm256_setzero_ps(); CB];
+                        for (c, d) in d.iter_mut().enumerate() {
+                            let at = drow.add(c * out_channel + 8 * v);
+                            // Masked loads are slow (microcoded on some CPUs): only the ragged
+                            // end of a row takes one.
+                            *d = if v + 1 < vectors || last == 8 { _mm256_loadu_ps(at) } else { _mm256_maskload_ps(at, m) };
+                        }
+                        for kx in 0..KX {
+                            let xv = _mm256_loadu_ps(xrow.add(8 * v + kx));
+                            for c in 0..CB {
+                                acc[c][kx] = _mm256_fmadd_ps(d[c], xv, acc[c][kx]);
+                            }
+                        }
+                    }
+                }
+            }
+            let mut sums = [[0f32; KX]; CB];
+            for (s, a) in sums.iter_mut().zip(&acc) {
+                for (s, &a) in s.iter_mut().zip(a) {
+                    *s = hsum(a);
+                }
+            }
+            sums
+        }
+    }
+
+    /// The sum of the 8 lanes, in a fixed order.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY: register-only intrinsics; the callers run with AVX2 enabled.
+        unsafe {
+            let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+        }
+    }
+
+    /// See [`super::weight_grad`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weight_grad(
+        g: &Direct,
+        images: std::ops::Range<usize>,
+        xp: &[f32],
+        dy: &[f32],
+        scale: f32,
+        dw: &mut [f32],
+    ) {
+        let (x, d) = (xp.as_ptr(), dy.as_ptr());
+        for co in (0..g.cout).step_by(2) {
+            let cb = (g.cout - co).min(2);
+            for ci in 0..g.cin {
+                for ky in 0..g.k {
+                    for kx0 in (0..g.k).step_by(5) {
+                        let at = WeightGroup { co, ci, ky, kx0 };
+                        // SAFETY: forwarded from the caller.
+                        unsafe {
+                            match (cb, (g.k - kx0).min(5)) {
+                                (1, 1) => group::<1, 1>(g, &at, images.clone(), x, d, scale, dw),
+                                (1, 2) => group::<1, 2>(g, &at, images.clone(), x, d, scale, dw),
+                                (1, 3) => group::<1, 3>(g, &at, images.clone(), x, d, scale, dw),
+                                (1, 4) => group::<1, 4>(g, &at, images.clone(), x, d, scale, dw),
+                                (1, 5) => group::<1, 5>(g, &at, images.clone(), x, d, scale, dw),
+                                (2, 1) => group::<2, 1>(g, &at, images.clone(), x, d, scale, dw),
+                                (2, 2) => group::<2, 2>(g, &at, images.clone(), x, d, scale, dw),
+                                (2, 3) => group::<2, 3>(g, &at, images.clone(), x, d, scale, dw),
+                                (2, 4) => group::<2, 4>(g, &at, images.clone(), x, d, scale, dw),
+                                (2, 5) => group::<2, 5>(g, &at, images.clone(), x, d, scale, dw),
+                                _ => unreachable!("1 or 2 channels, 1 to 5 kernel columns"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first weight of a group: output channel, input channel, kernel row and column.
+    struct WeightGroup {
+        co: usize,
+        ci: usize,
+        ky: usize,
+        kx0: usize,
+    }
+
+    /// Adds `scale ·` the gradient of weights `[co..co+CB, ci, ky, kx0..kx0+KX]` into `dw`.
+    #[inline(always)]
+    unsafe fn group<const CB: usize, const KX: usize>(
+        g: &Direct,
+        at: &WeightGroup,
+        images: std::ops::Range<usize>,
+        x: *const f32,
+        dy: *const f32,
+        scale: f32,
+        dw: &mut [f32],
+    ) {
+        // SAFETY: channel, row and column offsets inside the checked slices (see the module
+        // bounds).
+        let sums = unsafe {
+            dw_block::<CB, KX>(
+                g,
+                images,
+                x.add(at.ci * g.n * g.hp * g.wp + at.ky * g.wp + at.kx0),
+                dy.add(at.co * g.n * g.oh * g.ow),
+            )
+        };
+        for (c, s) in sums.iter().enumerate() {
+            let first = (((at.co + c) * g.cin + at.ci) * g.k + at.ky) * g.k + at.kx0;
+            for (w, &v) in dw[first..first + KX].iter_mut().zip(s) {
+                *w += scale * v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// Direct convolution straight from the definition, in f64.
+    fn naive(g: &ConvGeom, n: usize, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let mut y = vec![0.0; g.cout * n * g.oh * g.ow];
+        for co in 0..g.cout {
+            for i in 0..n {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut s = 0.0;
+                        for ci in 0..g.cin {
+                            for ky in 0..g.k {
+                                for kx in 0..g.k {
+                                    let (iy, ix) = ((oy + ky) as isize - g.pad as isize, (ox + kx) as isize - g.pad as isize);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                        s += w[((co * g.cin + ci) * g.k + ky) * g.k + kx] as f64
+                                            * x[(ci * n + i) * g.h * g.w + iy as usize * g.w + ix as usize] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[(co * n + i) * g.oh * g.ow + oy * g.ow + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn forward_input_and_weight_gradients_match_the_definition() {
+        if !available() {
+            return;
+        }
+        // Widths of 1 to 3 vectors with ragged ends, odd heights, 1 to 7 channels, padding.
+        for (cin, cout, h, w, k, pad) in
+            [(1, 8, 28, 28, 5, 0), (8, 6, 12, 12, 5, 0), (6, 4, 4, 4, 2, 0), (3, 7, 9, 13, 3, 1), (2, 5, 11, 30, 7, 3), (4, 3, 6, 20, 3, 2)]
+        {
+            let g = ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 };
+            let n = 3;
+            let x = random(cin * n * h * w, 1);
+            let wt = random(cout * cin * k * k, 2);
+            let d = Direct::forward(&g, n);
+            let mut xp = Vec::new();
+            pad_planes(&g, n, &x, &mut xp);
+            let mut y = vec![f32::NAN; cout * n * g.oh * g.ow];
+            forward(&d, &xp, &wt, None, &mut y);
+            let want = naive(&g, n, &x, &wt);
+            for (a, b) in y.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-4, "{g:?}: {a} {b}");
+            }
+            // Adjoint identities: <conv(x), dy> = <x, dx> = Σ w · dw.
+            let dy = random(y.len(), 3);
+            let lhs: f64 = want.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum();
+            let gi = Direct::input_gradient(&g, n);
+            let (mut dyp, mut flipped) = (Vec::new(), Vec::new());
+            super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp);
+            flip(cout, cin, k, &wt, &mut flipped);
+            let mut dx = vec![f32::NAN; x.len()];
+            forward(&gi, &dyp, &flipped, None, &mut dx);
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| (a * b) as f64).sum();
+            assert!((lhs - rhs).abs() < 1e-3, "{g:?}: {lhs} {rhs}");
+            let mut dw = vec![0.0; wt.len()];
+            weight_grad(&d, 0..n, &xp, &dy, 1.0, &mut dw);
+            let rhs: f64 = wt.iter().zip(&dw).map(|(a, b)| (a * b) as f64).sum();
+            assert!((lhs - rhs).abs() < 1e-3, "{g:?}: {lhs} {rhs}");
+            // Image ranges add up, and the scale applies.
+            let mut parts = vec![0.0; wt.len()];
+            weight_grad(&d, 0..1, &xp, &dy, 2.0, &mut parts);
+            weight_grad(&d, 1..n, &xp, &dy, 2.0, &mut parts);
+            for (a, b) in parts.iter().zip(&dw) {
+                assert!((a - 2.0 * b).abs() < 1e-4);
+            }
+        }
+    }
+
+    fn pad_planes(g: &ConvGeom, n: usize, x: &[f32], xp: &mut Vec<f32>) {
+        pad(g.cin * n, g.h, g.w, g.pad, x, xp);
+    }
+}

@@ -1,0 +1,120 @@
+//! `zoo.json`: what a zoo is, how its members were trained, and how they are split.
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Activation, ArchSpec};
+use crate::engine::{Init, Optimizer};
+
+/// Version of the `zoo.json` layout.
+pub const ZOO_FORMAT: u32 = 1;
+
+/// Which part of a zoo: members are split by member, never by weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Members learned pruners fit on.
+    Train,
+    /// Members for model selection.
+    Val,
+    /// Members every reported number comes from.
+    Test,
+    /// Every member.
+    All,
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "train" => Ok(Split::Train),
+            "val" => Ok(Split::Val),
+            "test" => Ok(Split::Test),
+            "all" => Ok(Split::All),
+            other => Err(format!("unknown split '{other}', expected train, val, test or all")),
+        }
+    }
+}
+
+/// The hyperparameters of one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hyperparams {
+    /// Activation of every hidden layer.
+    pub activation: Activation,
+    /// Weight initialisation.
+    pub init: Init,
+    /// Learning rate.
+    pub lr: f32,
+    /// L2 weight decay.
+    pub weight_decay: f32,
+    /// Dropout probability before hidden linear layers.
+    pub dropout: f32,
+    /// Seed of initialisation, shuffling and dropout.
+    pub seed: u64,
+}
+
+/// One member's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Four-digit id, e.g. `0007`.
+    pub id: String,
+    /// File, relative to the zoo folder.
+    pub file: String,
+    /// Split the member belongs to.
+    pub split: Split,
+    /// How it was trained.
+    pub hyperparams: Hyperparams,
+    /// The member's own architecture (the zoo's with its activation and dropout).
+    pub arch: ArchSpec,
+    /// Dense accuracy on the dataset's train split (None until trained).
+    pub train_accuracy: Option<f64>,
+    /// Dense accuracy on the dataset's test split (None until trained).
+    pub test_accuracy: Option<f64>,
+    /// Dense mean cross-entropy on the test split.
+    pub test_loss: Option<f64>,
+}
+
+impl MemberInfo {
+    /// Whether the member finished training.
+    pub fn is_trained(&self) -> bool {
+        self.test_accuracy.is_some()
+    }
+}
+
+/// The settings shared by every member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooSettings {
+    /// Epochs per member.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Optimiser.
+    pub optimizer: Optimizer,
+    /// Base learning rate (varied around when `lr` is in `vary`).
+    pub lr: f32,
+    /// Which hyperparameters vary across members.
+    pub vary: Vec<String>,
+    /// Zoo seed: member hyperparameters, member seeds and the split derive from it.
+    pub seed: u64,
+    /// Fractions of members in train / val / test.
+    pub split: [f64; 3],
+}
+
+/// The contents of `zoo.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZooMeta {
+    /// Layout version ([`ZOO_FORMAT`]).
+    pub format: u32,
+    /// Zoo name (the folder name by default).
+    pub name: String,
+    /// Base architecture.
+    pub arch: ArchSpec,
+    /// Dataset the members were trained on.
+    pub dataset: String,
+    /// Engine that trained the members.
+    pub engine: String,
+    /// Shared settings.
+    pub settings: ZooSettings,
+    /// Every member, trained or not yet.
+    pub members: Vec<MemberInfo>,
+}

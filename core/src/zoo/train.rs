@@ -1,0 +1,214 @@
+//! Training a planned zoo, resumably: members are trained in chunks, each member file is
+//! written atomically, and `zoo.json` is rewritten after every chunk, so an interrupted
+//! run restarts where it stopped and never sees a half-written member.
+
+use std::path::Path;
+
+use super::ZooError;
+use super::meta::ZooMeta;
+use super::store::{ZOO_FILE, Zoo};
+use crate::dataset::Dataset;
+use crate::engine::{Engine, TrainConfig, TrainEvent, TrainJob, init_model};
+
+/// Progress of a zoo run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ZooEvent {
+    /// Training starts: `remaining` of `total` members still need training.
+    Start {
+        /// Members in the zoo.
+        total: usize,
+        /// Members to train in this run.
+        remaining: usize,
+        /// Optimisation steps in this run.
+        steps: usize,
+    },
+    /// Some optimisation steps finished.
+    Steps {
+        /// Steps finished in this run so far.
+        done: usize,
+    },
+    /// A member is trained and written.
+    MemberDone {
+        /// Member id.
+        id: String,
+        /// Its dense test accuracy.
+        test_accuracy: f64,
+    },
+}
+
+/// Trains every untrained member of `meta` into `dir`, `chunk` members per engine call.
+///
+/// If `dir` already holds a zoo, it must have been planned with the same settings; its
+/// trained members are kept and only the rest are trained.
+///
+/// # Errors
+/// A different zoo already in `dir`, engine failures, I/O errors (all naming the file).
+pub fn train_zoo(
+    dir: &Path,
+    meta: ZooMeta,
+    engine: &dyn Engine,
+    dataset: &Dataset,
+    chunk: usize,
+    observer: &mut dyn FnMut(ZooEvent),
+) -> Result<Zoo, ZooError> {
+    let mut zoo = match Zoo::open(dir) {
+        Ok(existing) => resume(existing, &meta, dir)?,
+        Err(ZooError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Zoo::new(dir, meta),
+        Err(e) => return Err(e),
+    };
+    zoo.save_meta()?;
+    let todo: Vec<usize> = (0..zoo.meta().members.len())
+        .filter(|&i| {
+            let m = &zoo.meta().members[i];
+            !m.is_trained() || !dir.join(&m.file).is_file()
+        })
+        .collect();
+    let settings = zoo.meta().settings.clone();
+    let steps_per_member = settings.epochs * dataset.train.len().div_ceil(settings.batch_size.max(1));
+    observer(ZooEvent::Start {
+        total: zoo.meta().members.len(),
+        remaining: todo.len(),
+        steps: steps_per_member * todo.len(),
+    });
+    let mut steps_before = 0usize;
+    for group in todo.chunks(chunk.max(1)) {
+        let mut jobs = Vec::with_capacity(group.len());
+        for &i in group {
+            let m = &zoo.meta().members[i];
+            let model = init_model(&m.arch, m.hyperparams.init, m.hyperparams.seed)
+                .map_err(|e| ZooError::Settings(e.to_string()))?;
+            let config = TrainConfig {
+                epochs: settings.epochs,
+                batch_size: settings.batch_size,
+                lr: m.hyperparams.lr,
+                weight_decay: m.hyperparams.weight_decay,
+                optimizer: settings.optimizer,
+                seed: m.hyperparams.seed,
+            };
+            jobs.push(TrainJob { model, config });
+        }
+        let mut done_per_job = vec![0usize; group.len()];
+        let trained = engine
+            .train(jobs, &dataset.train, &mut |event| {
+                if let TrainEvent::Step { job, done, .. } = event {
+                    if let Some(d) = done_per_job.get_mut(job) {
+                        *d = done;
+                    }
+                    observer(ZooEvent::Steps { done: steps_before + done_per_job.iter().sum::<usize>() });
+                }
+            })
+            .map_err(ZooError::Engine)?;
+        steps_before += steps_per_member * group.len();
+        let refs: Vec<&crate::Model> = trained.iter().collect();
+        let train_eval = engine.evaluate(&refs, &dataset.train).map_err(ZooError::Engine)?;
+        let test_eval = engine.evaluate(&refs, &dataset.test).map_err(ZooError::Engine)?;
+        for (k, &i) in group.iter().enumerate() {
+            let member = zoo.meta().members[i].clone();
+            zoo.save_member(&member, &trained[k])?;
+            let m = &mut zoo.meta_mut().members[i];
+            m.train_accuracy = Some(train_eval[k].accuracy);
+            m.test_accuracy = Some(test_eval[k].accuracy);
+            m.test_loss = Some(test_eval[k].loss);
+            observer(ZooEvent::MemberDone { id: m.id.clone(), test_accuracy: test_eval[k].accuracy });
+        }
+        zoo.save_meta()?;
+    }
+    Ok(zoo)
+}
+
+/// Checks that the zoo in `dir` was planned like `meta`, and keeps its trained members.
+fn resume(existing: Zoo, meta: &ZooMeta, dir: &Path) -> Result<Zoo, ZooError> {
+    let old = existing.meta();
+    let differs = |field: &str| ZooError::Settings(format!(
+        "{} holds a zoo with a different {field}; use another --out folder, or delete it to start over",
+        dir.join(ZOO_FILE).display()
+    ));
+    if old.arch != meta.arch {
+        return Err(differs("architecture"));
+    }
+    if old.dataset != meta.dataset {
+        return Err(differs("dataset"));
+    }
+    if old.settings != meta.settings {
+        return Err(differs("training settings (epochs, batch size, lr, vary, seed or split)"));
+    }
+    if old.members.len() != meta.members.len() {
+        return Err(differs("member count"));
+    }
+    Ok(existing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{FlexEngine, Optimizer};
+    use crate::zoo::{Split, ZooSettings, plan};
+
+    fn digits_plan(members: usize) -> ZooMeta {
+        let settings = ZooSettings {
+            epochs: 4,
+            batch_size: 32,
+            optimizer: Optimizer::Adam,
+            lr: 3e-3,
+            vary: vec!["seed".into(), "init".into()],
+            seed: 11,
+            split: [0.5, 0.0, 0.5],
+        };
+        plan("t", &crate::preset("cnn-digits").unwrap(), "digits", "burn-flex", settings, members).unwrap()
+    }
+
+    fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join("members"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn same_seed_gives_byte_identical_members_and_an_interrupted_zoo_resumes() {
+        let data = crate::dataset::load("digits", &Default::default()).unwrap();
+        let engine = FlexEngine::new();
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let zoo = train_zoo(a.path(), digits_plan(4), &engine, &data, 2, &mut |_| {}).unwrap();
+        assert_eq!(zoo.members(Split::All).len(), 4);
+        // Chance is 10%; a few epochs of Adam put every activation well above it.
+        let accs: Vec<f64> = zoo.members(Split::All).iter().map(|m| m.test_accuracy.unwrap()).collect();
+        assert!(accs.iter().all(|&a| a > 0.5), "{accs:?}");
+        let fa = files(a.path());
+        assert!(fa.windows(2).all(|w| w[0].1 != w[1].1), "members with different seeds differ");
+        train_zoo(b.path(), digits_plan(4), &engine, &data, 2, &mut |_| {}).unwrap();
+        assert_eq!(files(a.path()), files(b.path()), "same seed, byte-identical member files");
+
+        // Interrupt B after its first chunk: the second chunk's members are not recorded
+        // and one of their files is missing, as if the run was killed mid-write.
+        let mut meta = Zoo::open(b.path()).unwrap().meta().clone();
+        for m in &mut meta.members[2..] {
+            m.test_accuracy = None;
+        }
+        std::fs::remove_file(b.path().join(&meta.members[3].file)).unwrap();
+        Zoo::new(b.path(), meta).save_meta().unwrap();
+        let mut retrained = Vec::new();
+        train_zoo(b.path(), digits_plan(4), &engine, &data, 2, &mut |e| {
+            if let ZooEvent::MemberDone { id, .. } = e {
+                retrained.push(id);
+            }
+        })
+        .unwrap();
+        assert_eq!(retrained, vec!["0002", "0003"], "finished members are not retrained");
+        assert_eq!(files(a.path()), files(b.path()));
+    }
+
+    #[test]
+    fn a_zoo_with_other_settings_is_not_overwritten() {
+        let data = crate::dataset::load("digits", &Default::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let engine = FlexEngine::new();
+        train_zoo(dir.path(), digits_plan(1), &engine, &data, 1, &mut |_| {}).unwrap();
+        let err = train_zoo(dir.path(), digits_plan(2), &engine, &data, 1, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("zoo.json") && err.contains("member count"), "{err}");
+    }
+}

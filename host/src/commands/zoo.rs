@@ -1,0 +1,213 @@
+//! `hyperprune zoo train|show|list`.
+
+use std::path::Path;
+
+use hyperprune_core::dataset::{DataOptions, Dataset};
+use hyperprune_core::engine::Optimizer;
+use hyperprune_core::zoo::{Split, Zoo, ZooEvent, ZooSettings, plan, train_zoo};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{DataArgs, Format, GlobalArgs, OptimizerArg, ZooCommand, ZooTrainArgs};
+use crate::failure::bad_input;
+
+/// Runs a `zoo` subcommand.
+///
+/// # Errors
+/// Bad input (arch, dataset, settings, an existing zoo with other settings) or training
+/// failures.
+pub fn run(global: &GlobalArgs, cmd: ZooCommand) -> anyhow::Result<()> {
+    match cmd {
+        ZooCommand::Train(args) => train(global, args).map(|_| ()),
+        ZooCommand::Show { dir, format } => show(&dir, format),
+        ZooCommand::List { root } => {
+            let zoos = Zoo::list(&root);
+            if zoos.is_empty() {
+                println!("no zoos under {}", root.display());
+            }
+            for zoo in zoos {
+                match zoo {
+                    Ok(z) => {
+                        let m = z.meta();
+                        let trained = z.members(Split::All).len();
+                        println!(
+                            "{:<32} {:<12} {:<14} {:>4}/{:<4} members",
+                            z.dir().display(),
+                            m.arch.name,
+                            m.dataset,
+                            trained,
+                            m.members.len()
+                        );
+                    }
+                    Err(e) => println!("{e}"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads the dataset named in `args`.
+///
+/// # Errors
+/// Bad input: unknown dataset, missing or malformed files.
+pub fn dataset(args: &DataArgs) -> anyhow::Result<Dataset> {
+    let options = DataOptions { data_dir: args.data_dir.clone() };
+    hyperprune_core::dataset::load(&args.dataset, &options).map_err(bad_input)
+}
+
+/// Trains (or resumes) a zoo and returns it.
+///
+/// # Errors
+/// As [`run`].
+pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
+    let arch = crate::inputs::arch(&args.arch)?;
+    let data = dataset(&args.data)?;
+    if data.input_shape() != arch.input || data.classes != arch.classes {
+        return Err(bad_input(format!(
+            "architecture '{}' takes {:?} inputs and {} classes, but dataset '{}' has {:?} and {}",
+            arch.name,
+            arch.input,
+            arch.classes,
+            data.name,
+            data.input_shape(),
+            data.classes
+        )));
+    }
+    let [train, val, test] = args.split.as_slice() else {
+        return Err(bad_input(format!("--split needs three fractions train,val,test, got {:?}", args.split)));
+    };
+    let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
+    let settings = ZooSettings {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: match args.optimizer {
+            OptimizerArg::Adam => Optimizer::Adam,
+            OptimizerArg::Sgd => Optimizer::Sgd { momentum: args.momentum },
+        },
+        lr: args.lr,
+        vary: args.vary.clone(),
+        seed: args.seed,
+        split: [*train, *val, *test],
+    };
+    let name = args.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "zoo".into());
+    let meta = plan(&name, &arch, &data.name, engine.name(), settings, args.members).map_err(bad_input)?;
+    let bar = progress_bar(global.quiet);
+    let mut done_members = 0usize;
+    let zoo = train_zoo(&args.out, meta, engine.as_ref(), &data, args.chunk, &mut |event| match event {
+        ZooEvent::Start { total, remaining, steps } => {
+            if remaining < total {
+                bar.println(format!("resuming: {} of {total} members already trained", total - remaining));
+            }
+            bar.set_length(steps as u64);
+            bar.set_message(format!("{remaining} members to train on {}", engine.name()));
+        }
+        ZooEvent::Steps { done } => bar.set_position(done as u64),
+        ZooEvent::MemberDone { id, test_accuracy } => {
+            done_members += 1;
+            bar.set_message(format!("{done_members} trained, last: member {id} {:.1}%", 100.0 * test_accuracy));
+            if !global.quiet {
+                bar.println(format!("member {id}: test accuracy {:.2}%", 100.0 * test_accuracy));
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+    if !global.quiet {
+        summary(&zoo);
+    }
+    Ok(zoo)
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps, eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn summary(zoo: &Zoo) {
+    let accs: Vec<f64> = zoo.members(Split::All).iter().filter_map(|m| m.test_accuracy).collect();
+    let (mean, std) = mean_std(&accs);
+    let split_count = |s| zoo.members(s).len();
+    println!(
+        "zoo {} ({} on {}): {} members (train {}, val {}, test {}); dense test accuracy {:.2}% ± {:.2}",
+        zoo.dir().display(),
+        zoo.meta().arch.name,
+        zoo.meta().dataset,
+        accs.len(),
+        split_count(Split::Train),
+        split_count(Split::Val),
+        split_count(Split::Test),
+        100.0 * mean,
+        100.0 * std
+    );
+}
+
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+    (mean, var.sqrt())
+}
+
+fn show(dir: &Path, format: Format) -> anyhow::Result<()> {
+    let zoo = Zoo::open(dir).map_err(bad_input)?;
+    if let Format::Json = format {
+        println!("{}", serde_json::to_string_pretty(zoo.meta())?);
+        return Ok(());
+    }
+    let m = zoo.meta();
+    println!(
+        "zoo {} — {} on {}, trained by {}, seed {}, vary {}",
+        m.name,
+        m.arch.name,
+        m.dataset,
+        m.engine,
+        m.settings.seed,
+        m.settings.vary.join(",")
+    );
+    println!("{:<6} {:<6} {:<9} {:<16} {:>9} {:>8} {:>8} {:>9} {:>9}", "ID", "SPLIT", "ACT", "INIT", "LR", "WD", "DROPOUT", "TRAIN%", "TEST%");
+    for member in &m.members {
+        let h = &member.hyperparams;
+        let pct = |x: Option<f64>| x.map(|a| format!("{:.2}", 100.0 * a)).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<6} {:<6} {:<9} {:<16} {:>9.2e} {:>8} {:>8} {:>9} {:>9}",
+            member.id,
+            format!("{:?}", member.split).to_lowercase(),
+            h.activation.name(),
+            serde_json::to_value(h.init)?.as_str().unwrap_or("?"),
+            h.lr,
+            h.weight_decay,
+            h.dropout,
+            pct(member.train_accuracy),
+            pct(member.test_accuracy)
+        );
+    }
+    let accs: Vec<f64> = zoo.members(Split::All).iter().filter_map(|m| m.test_accuracy).collect();
+    if !accs.is_empty() {
+        let mut sorted = accs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (mean, std) = mean_std(&accs);
+        let q = |f: f64| 100.0 * sorted[((sorted.len() - 1) as f64 * f).round() as usize];
+        println!(
+            "test accuracy: mean {:.2}% ± {:.2}, min {:.2}%, median {:.2}%, max {:.2}% over {} trained members",
+            100.0 * mean,
+            100.0 * std,
+            q(0.0),
+            q(0.5),
+            q(1.0),
+            accs.len()
+        );
+    }
+    Ok(())
+}

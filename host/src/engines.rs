@@ -1,0 +1,47 @@
+//! Choosing the execution engine and device from the command line.
+
+use clap::ValueEnum;
+use hyperprune_core::engine::{CpuEngine, Engine, FlexEngine};
+
+use crate::failure::bad_input;
+
+/// Which engine runs the networks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// Hand-written CPU engine: batched members, im2col + GEMM (the CPU default).
+    #[default]
+    Cpu,
+    /// burn 0.21 (flex backend on CPU, cuda backend on a GPU): the reference.
+    Burn,
+}
+
+/// Builds the engine for `kind` on `device` (`cpu`, `cuda` or `cuda:N`).
+///
+/// # Errors
+/// Bad input for an unknown device, or a device this build or machine cannot use.
+pub fn engine(kind: EngineKind, device: &str) -> anyhow::Result<Box<dyn Engine>> {
+    match device {
+        "cpu" => Ok(match kind {
+            EngineKind::Cpu => Box::new(CpuEngine::new()),
+            EngineKind::Burn => Box::new(FlexEngine::new()),
+        }),
+        d if d == "cuda" || d.starts_with("cuda:") => cuda_engine(d),
+        other => Err(bad_input(format!("unknown device '{other}': expected cpu, cuda or cuda:N"))),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_engine(device: &str) -> anyhow::Result<Box<dyn Engine>> {
+    Err(bad_input(format!(
+        "--device {device}: this hyperprune was built without CUDA support; rebuild with `cargo build --release --features cuda`"
+    )))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_engine(device: &str) -> anyhow::Result<Box<dyn Engine>> {
+    let index = match device.split_once(':') {
+        None => 0,
+        Some((_, n)) => n.parse::<usize>().map_err(|_| bad_input(format!("--device {device}: expected cuda:N with N a GPU index")))?,
+    };
+    hyperprune_core::engine::cuda_engine(index).map_err(bad_input)
+}
