@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod dataset;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod zoo;
 mod view;

@@ -26,6 +26,17 @@ impl<'m> LayerViews<'m> {
 
     /// Runs `f` with a `ModelRef` whose weight slices point into the model's own buffers.
     pub fn with_ref<R>(&self, f: impl FnOnce(ModelRef<'_>) -> R) -> R {
+        let (layers, others) = self.parts();
+        f(self.view(&layers, &others))
+    }
+
+    /// A `ModelRef` over parts from [`LayerViews::parts`]; for holding several views at once.
+    pub fn view<'a>(&'a self, layers: &'a [LayerRef<'a>], others: &'a [TensorRef<'a>]) -> ModelRef<'a> {
+        ModelRef { arch_json: RStr::from_str(&self.arch_json), layers: RSlice::from_slice(layers), others: RSlice::from_slice(others) }
+    }
+
+    /// The borrowed layer and tensor views of the model.
+    pub fn parts(&self) -> (Vec<LayerRef<'_>>, Vec<TensorRef<'_>>) {
         let mut layers = Vec::new();
         let mut others = Vec::new();
         for ((p, v), shape) in self.model.params().iter().zip(self.model.values()).zip(&self.shapes) {
@@ -47,11 +58,7 @@ impl<'m> LayerViews<'m> {
                 });
             }
         }
-        f(ModelRef {
-            arch_json: RStr::from_str(&self.arch_json),
-            layers: RSlice::from_slice(&layers),
-            others: RSlice::from_slice(&others),
-        })
+        (layers, others)
     }
 }
 

@@ -68,6 +68,95 @@ pub enum Command {
     /// Train, inspect and list model zoos (populations of trained CNNs).
     #[command(subcommand)]
     Zoo(ZooCommand),
+    /// Benchmark pruners head-to-head over a zoo's members and sparsity levels; resumable.
+    Bench(BenchArgs),
+    /// Accuracy and loss of one model (optionally masked) on a dataset's test split.
+    Eval(EvalArgs),
+    /// Train a small zoo on the embedded digits data and bench every installed pruner on
+    /// it: the whole pipeline in a few minutes, no set-up.
+    Demo(DemoArgs),
+    /// Summarise a bench run: a table, SVG plots and one self-contained HTML page, written
+    /// into the run folder.
+    Report(ReportArgs),
+}
+
+/// `hyperprune report`
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The bench run folder.
+    pub run: PathBuf,
+}
+
+/// `hyperprune bench`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    /// `merge`, or nothing to run a bench.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    /// The zoo to benchmark on.
+    #[arg(long)]
+    pub zoo: Option<PathBuf>,
+    /// Which members: test (the default, never seen by learned pruners), val, train or all.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Pruners, comma separated, or `all` for every installed one.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub pruners: Vec<String>,
+    /// Compression ratios (prunable weights / remaining ones); default 2,4,8,16,32.
+    #[arg(long, value_delimiter = ',', conflicts_with = "sparsity")]
+    pub compression: Vec<f64>,
+    /// Sparsities instead of compression ratios.
+    #[arg(long, value_delimiter = ',')]
+    pub sparsity: Vec<f64>,
+    /// Calibration samples (from the train split) for data-aware pruners that ask for the
+    /// default.
+    #[arg(long, default_value_t = 1024)]
+    pub calib_samples: u64,
+    /// Pruner option `pruner.name=value` (repeatable).
+    #[arg(long = "opt", value_name = "PRUNER.NAME=VALUE")]
+    pub options: Vec<String>,
+    /// Seed of every pruning request.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Global or per-layer allocation.
+    #[arg(long, value_enum, default_value_t)]
+    pub scope: ScopeArg,
+    /// Run folder: results.jsonl, run.json and the report go here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Use only the first K members of the split.
+    #[arg(long)]
+    pub members: Option<usize>,
+    /// Run only the deterministic slice i/n of the tasks (join with `bench merge`).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Worker threads pruning in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Folder with the dataset's files, if the zoo's dataset needs one.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where networks run.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Stop after this many new rows (simulates an interrupted run; for tests).
+    #[arg(long, hide = true)]
+    pub stop_after: Option<usize>,
+}
+
+/// `hyperprune bench merge`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Join the results of several runs (e.g. shards) into one run folder and report it.
+    Merge {
+        /// Output run folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Run folders to join.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
 }
 
 /// Where networks run.
@@ -242,4 +331,65 @@ pub struct PruneArgs {
     /// `<out stem>.masks.safetensors` beside it (u8, 1 = kept).
     #[arg(long)]
     pub out: PathBuf,
+    /// Dataset for data-aware pruners (calibration from its train split) and for --eval.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Folder with the dataset's files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Calibration samples for pruners that ask for the default.
+    #[arg(long, default_value_t = 1024)]
+    pub calib_samples: u64,
+    /// Print dense and pruned test accuracy side by side (needs --dataset).
+    #[arg(long, requires = "dataset")]
+    pub eval: bool,
+    /// Where networks run (data services and --eval).
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// `hyperprune eval`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model (safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture preset or spec JSON file, when the model file carries none.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Masks file written by `hyperprune prune` (u8, 1 = kept); applied before evaluating.
+    #[arg(long)]
+    pub masks: Option<PathBuf>,
+    /// Dataset.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Where networks run.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// `hyperprune demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Zoo members to train on the embedded digits data (half train, half test).
+    #[arg(long, default_value_t = 24)]
+    pub members: usize,
+    /// Epochs per member.
+    #[arg(long, default_value_t = 8)]
+    pub epochs: usize,
+    /// Folder for the zoo and the run.
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    /// Worker threads pruning in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Seed of the zoo and the bench.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where networks run.
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }

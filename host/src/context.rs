@@ -31,12 +31,20 @@ pub struct HostContext<'a> {
     cancel: &'a AtomicBool,
     /// Largest number of calibration samples any service used in this call.
     calib_used: AtomicU64,
+    /// Samples used when a plugin asks for 0 ("the host's default").
+    default_samples: u64,
 }
 
 impl<'a> HostContext<'a> {
     /// A context for plugin `plugin`, with data services when `data` is given.
     pub fn new(plugin: &str, data: Option<DataServices<'a>>, cancel: &'a AtomicBool) -> HostContext<'a> {
-        HostContext { plugin: plugin.to_string(), data, cancel, calib_used: AtomicU64::new(0) }
+        HostContext { plugin: plugin.to_string(), data, cancel, calib_used: AtomicU64::new(0), default_samples: 1024 }
+    }
+
+    /// Sets how many calibration samples a request for 0 samples gets (`--calib-samples`).
+    pub fn with_default_samples(mut self, samples: u64) -> HostContext<'a> {
+        self.default_samples = samples;
+        self
     }
 
     /// The largest number of calibration samples a data service used so far.
@@ -62,14 +70,16 @@ impl<'a> HostContext<'a> {
     }
 
     fn calibration(&self, data: &Samples, calib: CalibRequest) -> Samples {
-        let samples = calibration_subset(data, calib.samples as usize, calib.seed);
+        let n = if calib.samples == 0 { self.default_samples } else { calib.samples };
+        let samples = calibration_subset(data, n as usize, calib.seed);
         self.calib_used.fetch_max(samples.len() as u64, Ordering::Relaxed);
         samples
     }
 }
 
 /// `n` samples drawn without replacement by a seeded shuffle (all when `n` is 0 or larger
-/// than the split). Equal seeds give equal subsets.
+/// than the split). Equal seeds give equal subsets. Calibration data always comes from a
+/// dataset's train split, never from its test split.
 pub fn calibration_subset(data: &Samples, n: usize, seed: u64) -> Samples {
     let total = data.len();
     let n = if n == 0 { total } else { n.min(total) };

@@ -30,15 +30,39 @@ pub fn engine(kind: EngineKind, device: &str) -> anyhow::Result<Box<dyn Engine>>
     }
 }
 
+/// The NVIDIA driver library every CUDA program loads.
+const LIBCUDA: &str = "libcuda.so.1";
+
+/// Checks that the NVIDIA driver library can be loaded.
+///
+/// # Errors
+/// One line naming the missing library and the fix.
+pub fn probe_cuda_driver() -> Result<(), String> {
+    // SAFETY: loading the system's NVIDIA driver library runs its initialisers, which is
+    // what any CUDA program does; the handle is dropped at once.
+    match unsafe { libloading::Library::new(LIBCUDA) } {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "the NVIDIA driver library {LIBCUDA} could not be loaded ({}); install the NVIDIA driver, or use --device cpu",
+            e.to_string().lines().next().unwrap_or("not found")
+        )),
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 fn cuda_engine(device: &str) -> anyhow::Result<Box<dyn Engine>> {
+    let driver = match probe_cuda_driver() {
+        Ok(()) => String::new(),
+        Err(e) => format!("; also, {e}"),
+    };
     Err(bad_input(format!(
-        "--device {device}: this hyperprune was built without CUDA support; rebuild with `cargo build --release --features cuda`"
+        "--device {device}: this hyperprune was built without CUDA support; rebuild with `cargo build --release --features cuda`{driver}"
     )))
 }
 
 #[cfg(feature = "cuda")]
 fn cuda_engine(device: &str) -> anyhow::Result<Box<dyn Engine>> {
+    probe_cuda_driver().map_err(|e| bad_input(format!("--device {device}: {e}")))?;
     let index = match device.split_once(':') {
         None => 0,
         Some((_, n)) => n.parse::<usize>().map_err(|_| bad_input(format!("--device {device}: expected cuda:N with N a GPU index")))?,

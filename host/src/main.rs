@@ -4,7 +4,9 @@
 //! under `commands/`. Errors carry context with `anyhow`; bad input exits with code 2,
 //! other failures with 1.
 
+mod bench;
 mod cli;
+mod clock;
 mod commands;
 mod context;
 mod engines;
@@ -14,6 +16,7 @@ mod logging;
 mod outcome;
 mod plugins;
 mod pruning;
+mod report;
 
 use std::process::ExitCode;
 

@@ -58,6 +58,37 @@ impl ConfiguredPruner {
         self.plugin.name()
     }
 
+    /// Whether the pruner must be fitted on a zoo before it prunes.
+    pub fn learnable(&self) -> bool {
+        self.plugin.info.capabilities.learnable
+    }
+
+    /// Fits the pruner on `zoo` (the train members).
+    ///
+    /// # Errors
+    /// The plugin's error or panic, as one message.
+    pub fn fit(&mut self, zoo: hyperprune_sdk::ZooRef<'_>, ctx: &HostContext<'_>) -> Result<(), String> {
+        let name = self.plugin.info.name.clone();
+        self.pruner.fit(zoo, hyperprune_sdk::context_ref(ctx)).into_result().map_err(|e| plugin_error(&name, &e))
+    }
+
+    /// The learned state.
+    ///
+    /// # Errors
+    /// The plugin's error, as one message.
+    pub fn save_state(&self) -> Result<Vec<u8>, String> {
+        self.pruner.save_state().into_result().map(|v| v.to_vec()).map_err(|e| plugin_error(self.name(), &e))
+    }
+
+    /// Restores a learned state.
+    ///
+    /// # Errors
+    /// The plugin's error, as one message.
+    pub fn load_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let name = self.plugin.info.name.clone();
+        self.pruner.load_state(state.into()).into_result().map_err(|e| plugin_error(&name, &e))
+    }
+
     /// Prunes `model` and checks the outcome.
     ///
     /// # Errors

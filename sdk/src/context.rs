@@ -32,7 +32,8 @@ pub enum LogLevel {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CalibRequest {
-    /// Number of samples from the dataset's train split.
+    /// Number of samples from the dataset's train split; 0 asks for the host's default
+    /// (the bench's `--calib-samples`, 1024 unless set).
     pub samples: u64,
     /// Mini-batch size for averaged per-sample gradients (1 = true per-sample).
     pub minibatch: u64,

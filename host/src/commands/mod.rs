@@ -1,7 +1,11 @@
 //! One file per subcommand; `run` dispatches.
 
+mod bench;
+mod demo;
+mod eval;
 mod plugins;
 mod prune;
+mod report;
 pub mod zoo;
 
 use crate::cli::{Cli, Command};
@@ -17,6 +21,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(cmd) => plugins::run(&cli.global, cmd),
         Command::Prune(args) => prune::run(&cli.global, args),
         Command::Zoo(cmd) => zoo::run(&cli.global, cmd),
+        Command::Bench(args) => bench::run(&cli.global, args),
+        Command::Eval(args) => eval::run(args),
+        Command::Demo(args) => demo::run(&cli.global, args),
+        Command::Report(args) => report::run(args),
     }
 }
 

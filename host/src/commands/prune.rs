@@ -8,7 +8,7 @@ use hyperprune_core::model::write_atomic;
 use hyperprune_core::{Model, model::encode_u8};
 
 use crate::cli::{GlobalArgs, PruneArgs};
-use crate::context::HostContext;
+use crate::context::{DataServices, HostContext};
 use crate::outcome::CheckedOutcome;
 use crate::pruning::{ConfiguredPruner, request_from};
 
@@ -21,8 +21,25 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let model = crate::inputs::model(&args.model, args.arch.as_deref())?;
     let registry = super::registry(global)?;
     let pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
+    let caps = &pruner.plugin.info.capabilities;
+    if (caps.needs_data || caps.needs_gradients) && args.dataset.is_none() {
+        return Err(crate::failure::bad_input(format!(
+            "pruner '{}' needs calibration data: pass --dataset NAME (and --data-dir DIR if its files are not in the default place)",
+            pruner.name()
+        )));
+    }
+    let data = match &args.dataset {
+        Some(name) => {
+            let data = super::zoo::dataset(&crate::cli::DataArgs { dataset: name.clone(), data_dir: args.data_dir.clone() })?;
+            super::eval::check_fits(&model, &data)?;
+            Some(data)
+        }
+        None => None,
+    };
+    let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
+    let services = data.as_ref().map(|d| DataServices { engine: engine.as_ref(), dataset: d });
     let cancel = AtomicBool::new(false);
-    let ctx = HostContext::new(pruner.name(), None, &cancel);
+    let ctx = HostContext::new(pruner.name(), services, &cancel).with_default_samples(args.calib_samples);
     let start = std::time::Instant::now();
     let outcome = pruner.prune(&model, &request, &ctx).map_err(anyhow::Error::msg)?;
     let elapsed = start.elapsed();
@@ -35,6 +52,18 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         return Err(e).context("writing the pruned model");
     }
     print_summary(&model, &outcome, args.sparsity);
+    if let (true, Some(d)) = (args.eval, &data) {
+        let evals = engine.evaluate(&[&model, &pruned], &d.test)?;
+        println!(
+            "test accuracy on {}: dense {:.2}% -> pruned {:.2}% (retention {:.2}%), loss {:.4} -> {:.4}",
+            d.name,
+            100.0 * evals[0].accuracy,
+            100.0 * evals[1].accuracy,
+            100.0 * evals[1].accuracy / evals[0].accuracy.max(f64::MIN_POSITIVE),
+            evals[0].loss,
+            evals[1].loss
+        );
+    }
     println!(
         "pruner {} {} in {:.3}s; wrote {} and {}",
         pruner.name(),

@@ -91,16 +91,22 @@ pub(crate) fn available() -> bool {
 /// - `x`: `[planes, h·w]`; `xp`: `[planes, (h+2·pad)·(w+2·pad)] + SLACK`
 pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: &mut Vec<f32>) {
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-    let len = planes * hp * wp + SLACK;
+    let len = planes * hp * wp;
     xp.clear();
-    xp.resize(len, 0.0);
-    for p in 0..planes {
-        let src = &x[p * h * w..(p + 1) * h * w];
-        let dst = &mut xp[p * hp * wp..(p + 1) * hp * wp];
-        for (y, row) in src.chunks_exact(w).enumerate() {
-            dst[(y + pad) * wp + pad..][..w].copy_from_slice(row);
+    if pad == 0 {
+        // Unpadded planes are the input itself: one copy, no zeroing.
+        xp.extend_from_slice(&x[..len]);
+    } else {
+        xp.resize(len, 0.0);
+        for p in 0..planes {
+            let src = &x[p * h * w..(p + 1) * h * w];
+            let dst = &mut xp[p * hp * wp..(p + 1) * hp * wp];
+            for (y, row) in src.chunks_exact(w).enumerate() {
+                dst[(y + pad) * wp + pad..][..w].copy_from_slice(row);
+            }
         }
     }
+    xp.resize(len + SLACK, 0.0);
 }
 
 /// The weights of the input-gradient convolution: `out[ci, co, ky, kx] =

@@ -118,3 +118,124 @@ impl Engine for CpuEngine {
         calibration::masked_loss_and_grad(self.threads, model, soft_mask, samples)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The CPU engine against the burn engine, the reference every engine is held to.
+
+    use super::bench::random_samples;
+    use super::reference::{random_model, tiny_spec};
+    use super::*;
+    use crate::engine::{FlexEngine, Optimizer, TrainConfig};
+
+    /// Largest |a − b| over the largest |b|: both engines compute in f32 with different
+    /// summation orders (relative rounding ~1e-6), so 1e-4 of the scale separates agreement
+    /// from any real discrepancy by two orders of magnitude.
+    fn relative(a: &[f32], b: &[f32]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-12);
+        a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
+    }
+
+    fn specs() -> Vec<crate::ArchSpec> {
+        let mut specs: Vec<_> = ["cnn-s", "cnn-digits", "lenet5", "mlpnet"].iter().map(|n| crate::preset(n).unwrap()).collect();
+        specs.push(tiny_spec());
+        specs
+    }
+
+    #[test]
+    fn logits_hessians_and_gradients_match_burn() {
+        let (cpu, burn) = (CpuEngine::with_threads(2), FlexEngine::new());
+        for spec in specs() {
+            let samples = random_samples(spec.input, 12, spec.classes, 61);
+            for seed in [1, 2] {
+                let model = random_model(&spec, seed);
+                let what = format!("{} member {seed}", spec.name);
+                let r = relative(&cpu.logits(&model, &samples).unwrap(), &burn.logits(&model, &samples).unwrap());
+                assert!(r < 1e-4, "{what}: logits differ by {r}");
+                for minibatch in [1, 5] {
+                    let (a, b) = (
+                        cpu.per_sample_gradients(&model, &samples, minibatch).unwrap(),
+                        burn.per_sample_gradients(&model, &samples, minibatch).unwrap(),
+                    );
+                    assert_eq!((a.rows, a.cols), (b.rows, b.cols), "{what}");
+                    for row in 0..a.rows {
+                        let range = row * a.cols..(row + 1) * a.cols;
+                        let r = relative(&a.data[range.clone()], &b.data[range]);
+                        assert!(r < 1e-4, "{what}: minibatch {minibatch} row {row} differs by {r}");
+                    }
+                }
+                for layer in 0..model.params().iter().filter(|p| p.prunable).count() {
+                    let ((a, na), (b, nb)) = (
+                        cpu.layer_input_hessian(&model, layer, &samples).unwrap(),
+                        burn.layer_input_hessian(&model, layer, &samples).unwrap(),
+                    );
+                    assert_eq!((a.rows, na), (b.rows, nb), "{what} layer {layer}");
+                    let scale = b.data.iter().fold(0f64, |m, v| m.max(v.abs()));
+                    let err = a.data.iter().zip(&b.data).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(err <= 1e-5 * scale, "{what}: hessian of layer {layer} differs by {err} (scale {scale})");
+                }
+                let mask: Vec<f32> = (0..model.prunable_count()).map(|j| (j % 5) as f32 / 4.0).collect();
+                let ((la, ga), (lb, gb)) = (
+                    cpu.masked_loss_and_grad(&model, &mask, &samples).unwrap(),
+                    burn.masked_loss_and_grad(&model, &mask, &samples).unwrap(),
+                );
+                assert!((la - lb).abs() < 1e-5 * lb.abs().max(1.0), "{what}: masked loss {la} vs {lb}");
+                let r = relative(&ga, &gb);
+                assert!(r < 1e-4, "{what}: mask gradient differs by {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn training_follows_burn_step_for_step() {
+        // Same shuffles, same dropout masks, same update rule: with SGD (updates linear in
+        // the gradients) 6 steps keep the f32 rounding differences near 1e-6 relative. Adam
+        // is left out: for gradients near 0 its update lr·g/(|g| + ε) turns rounding noise
+        // into steps of size lr.
+        let spec = crate::preset("cnn-digits").unwrap().with_dropout(0.2);
+        let samples = random_samples(spec.input, 90, 10, 71);
+        let jobs = || -> Vec<TrainJob> {
+            (0..3)
+                .map(|i| TrainJob {
+                    model: random_model(&spec, 80 + i),
+                    config: TrainConfig {
+                        epochs: 2,
+                        batch_size: 32,
+                        lr: 0.05,
+                        weight_decay: 1e-3,
+                        optimizer: Optimizer::Sgd { momentum: 0.9 },
+                        seed: [5, 5, 6][i as usize],
+                    },
+                })
+                .collect()
+        };
+        let mut cpu_losses = Vec::new();
+        let a = CpuEngine::with_threads(2)
+            .train(jobs(), &samples, &mut |e| {
+                if let TrainEvent::Epoch { loss, .. } = e {
+                    cpu_losses.push(loss)
+                }
+            })
+            .unwrap();
+        let mut burn_losses = Vec::new();
+        let b = FlexEngine::new()
+            .train(jobs(), &samples, &mut |e| {
+                if let TrainEvent::Epoch { loss, .. } = e {
+                    burn_losses.push(loss)
+                }
+            })
+            .unwrap();
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            for (t, (u, v)) in x.values().iter().zip(y.values()).enumerate() {
+                let r = relative(u, v);
+                assert!(r < 1e-4, "job {i}, tensor {t}: weights differ by {r}");
+            }
+        }
+        cpu_losses.sort_by(f64::total_cmp);
+        burn_losses.sort_by(f64::total_cmp);
+        for (x, y) in cpu_losses.iter().zip(&burn_losses) {
+            assert!((x - y).abs() < 1e-4 * y, "epoch losses {cpu_losses:?} vs {burn_losses:?}");
+        }
+    }
+}

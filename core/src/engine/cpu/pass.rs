@@ -316,6 +316,10 @@ fn scalars_per_image(plan: &Plan) -> usize {
         .layers
         .iter()
         .map(|l| match &l.op {
+            Op::Dense { geom, .. } if direct::supports(geom) => {
+                let d = Direct::forward(geom, 1);
+                l.in_len() + d.padded_len()
+            }
             Op::Dense { geom, .. } if !geom.is_pointwise() => l.in_len() + geom.unfolded() * geom.out_plane(),
             _ => l.in_len(),
         })
@@ -323,10 +327,11 @@ fn scalars_per_image(plan: &Plan) -> usize {
     kept + plan.classes() + 2 * plan.max_act_len()
 }
 
-/// Working set a pass over one chunk should fit in: half of a typical 512 KiB L2 cache, so
-/// that the unfolded inputs a product reads are still cached when the backward pass
-/// reads them again.
-const CHUNK_BYTES: usize = 256 << 10;
+/// Working set of a pass over one chunk. Larger chunks amortise per-pass costs (flipping
+/// weights, small products for linear layers); smaller ones stay in cache. On `cnn-s`
+/// (2 cores, 512 KiB L2 each, 8 MiB shared L3) 1 MiB, about 12 images, trained ~1.5× faster
+/// than 256 KiB and ~10% faster than 2 MiB.
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// Images per pass: as many as fit [`CHUNK_BYTES`], at least 1 and at most `cap`.
 ///

@@ -2,17 +2,17 @@
 //!
 //! Jobs with the same spec, batch size and epoch count form a group that advances in
 //! lock-step, one optimisation step of every member at a time. Each step fans out over
-//! work items `(batch source, run of images)`; an item runs the forward and backward pass
-//! of every member of its source on its images, one cache-sized chunk at a time, and keeps
-//! each member's partial gradient; members then sum their partials in item order and take
-//! their optimiser step.
+//! work items `(team, run of images)`, a team being up to eight members that see the same
+//! batches; an item runs the forward and backward pass of every member of its team on its
+//! images, one cache-sized chunk at a time, and keeps each member's partial gradient;
+//! members then sum their partials in item order and take their optimiser step.
 //!
 //! **Batches.** A member's shuffle order and dropout masks come from its own seed
 //! (`ChaCha8Rng` streams 0 and 1, the burn engine's scheme), so a member trains exactly as it
 //! would alone, whatever other jobs share the call. Members whose seeds are equal see the
 //! same batches (and draw the same dropout masks): they form one *source*, and the work that
-//! depends on the images alone (gathering them, unfolding them for the first convolution)
-//! is done once per chunk for all of them. Zoos that want that speed-up give members one
+//! depends on the images alone (gathering them, unfolding or padding them for the first
+//! convolution) is done once per chunk for each team of them. Zoos that want that speed-up give members one
 //! seed and vary their initialisation and hyper-parameters instead.
 //!
 //! **Determinism.** Item boundaries depend on the batch size and the network only, every
@@ -36,9 +36,13 @@ use crate::model::Model;
 const SHUFFLE_STREAM: u64 = 0;
 /// The ChaCha stream of dropout masks.
 const DROPOUT_STREAM: u64 = 1;
-/// At most this many work items per source and step: enough to keep every thread busy
+/// At most this many work items per team and step: enough to keep every thread busy
 /// with one member, few enough that partial gradients stay cheap to sum.
 const ITEMS_PER_BATCH: usize = 8;
+/// Members of one source that one work item runs, one after the other, on each chunk:
+/// enough to share the chunk's image-only work, few enough to keep work items small and
+/// threads evenly loaded at the end of a step.
+const TEAM: usize = 8;
 
 /// Trains every job, returning the models in job order.
 ///
@@ -89,8 +93,8 @@ struct Member {
     dropout: ChaCha8Rng,
     /// This step's dropout factors, per layer (empty for layers that are not dropout).
     masks: Vec<Vec<f32>>,
-    /// Index of its source, and its place among the source's members.
-    source: usize,
+    /// Index of its team, and its place in the team.
+    team: usize,
     slot: usize,
     /// Summed train loss of the epoch so far.
     loss: f64,
@@ -98,10 +102,15 @@ struct Member {
     diverged: Option<String>,
 }
 
-/// Members that see the same batches (equal seeds).
+/// The batch order of members whose seeds are equal.
 struct Source {
     rng: ChaCha8Rng,
     order: Vec<usize>,
+}
+
+/// Up to [`TEAM`] members of one source, run together by each work item.
+struct Team {
+    source: usize,
     members: Vec<usize>,
 }
 
@@ -121,6 +130,7 @@ struct Group<'a> {
     samples: &'a Samples,
     members: Vec<Member>,
     sources: Vec<Source>,
+    teams: Vec<Team>,
     /// Images per pass, and per work item (a multiple of it).
     chunk: usize,
     per_item: usize,
@@ -130,6 +140,7 @@ struct Group<'a> {
 impl<'a> Group<'a> {
     fn new(plan: &'a Plan, shape: &TrainConfig, jobs_in: &[usize], jobs: &[TrainJob], samples: &'a Samples) -> Self {
         let mut sources: Vec<(u64, Source)> = Vec::new();
+        let mut teams: Vec<Team> = Vec::new();
         let mut members = Vec::with_capacity(jobs_in.len());
         for (m, &j) in jobs_in.iter().enumerate() {
             let c = &jobs[j].config;
@@ -138,12 +149,19 @@ impl<'a> Group<'a> {
                 None => {
                     let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
                     rng.set_stream(SHUFFLE_STREAM);
-                    sources.push((c.seed, Source { rng, order: (0..samples.len()).collect(), members: Vec::new() }));
+                    sources.push((c.seed, Source { rng, order: (0..samples.len()).collect() }));
                     sources.len() - 1
                 }
             };
-            let slot = sources[source].1.members.len();
-            sources[source].1.members.push(m);
+            let team = match teams.iter().rposition(|t| t.source == source) {
+                Some(t) if teams[t].members.len() < TEAM => t,
+                _ => {
+                    teams.push(Team { source, members: Vec::new() });
+                    teams.len() - 1
+                }
+            };
+            let slot = teams[team].members.len();
+            teams[team].members.push(m);
             let mut dropout = ChaCha8Rng::seed_from_u64(c.seed);
             dropout.set_stream(DROPOUT_STREAM);
             members.push(Member {
@@ -152,7 +170,7 @@ impl<'a> Group<'a> {
                 optimizer: OptimizerState::new(c.optimizer, c.lr, c.weight_decay, plan.param_len),
                 dropout,
                 masks: vec![Vec::new(); plan.layers.len()],
-                source,
+                team,
                 slot,
                 loss: 0.0,
                 diverged: None,
@@ -168,6 +186,7 @@ impl<'a> Group<'a> {
             samples,
             members,
             sources: sources.into_iter().map(|(_, s)| s).collect(),
+            teams,
             chunk,
             per_item,
             shared_prefix: pass::prefix_is_shared(plan),
@@ -196,16 +215,16 @@ impl<'a> Group<'a> {
                         draw_masks(plan, nb, m)
                     });
                 }
-                let per_source = nb.div_ceil(self.per_item);
-                let count = per_source * self.sources.len();
+                let per_team = nb.div_ceil(self.per_item);
+                let count = per_team * self.teams.len();
                 items.resize_with(count.max(items.len()), ItemOut::default);
                 let this = &self;
                 parallel::for_each(&mut items[..count], &mut workspaces, |i, out, ws| {
-                    this.run_item(i / per_source, i % per_source, range.clone(), out, ws)
+                    this.run_item(i / per_team, i % per_team, range.clone(), out, ws)
                 });
                 let items = &items[..count];
                 parallel::for_each(&mut self.members, &mut sums, |_, m, sum| {
-                    update(plan, m, &items[m.source * per_source..][..per_source], sum)
+                    update(plan, m, &items[m.team * per_team..][..per_team], sum)
                 });
                 for m in &self.members {
                     if let Some(tensor) = &m.diverged {
@@ -232,24 +251,24 @@ impl<'a> Group<'a> {
         Ok(self.members.into_iter().map(|m| m.params).collect())
     }
 
-    /// Work item `item` of source `source`: the forward and backward passes of all the
-    /// source's members over the item's images of batch `range`.
-    fn run_item(&self, source: usize, item: usize, range: std::ops::Range<usize>, out: &mut ItemOut, ws: &mut Workspace) {
+    /// Work item `item` of team `team`: the forward and backward passes of the team's
+    /// members over the item's images of batch `range`.
+    fn run_item(&self, team: usize, item: usize, range: std::ops::Range<usize>, out: &mut ItemOut, ws: &mut Workspace) {
         let (plan, samples) = (self.plan, self.samples);
-        let src = &self.sources[source];
-        let batch = &src.order[range];
+        let team = &self.teams[team];
+        let batch = &self.sources[team.source].order[range];
         let scale = 1.0 / batch.len() as f32;
         let first = item * self.per_item;
         let images = &batch[first..(first + self.per_item).min(batch.len())];
         let p = plan.param_len;
         out.grads.clear();
-        out.grads.resize(src.members.len() * p, 0.0);
+        out.grads.resize(team.members.len() * p, 0.0);
         out.losses.clear();
-        out.losses.resize(src.members.len(), 0.0);
+        out.losses.resize(team.members.len(), 0.0);
         for (c, chunk) in images.chunks(self.chunk).enumerate() {
             out.labels.clear();
             out.labels.extend(chunk.iter().map(|&i| samples.labels[i]));
-            for (slot, &m) in src.members.iter().enumerate() {
+            for (slot, &m) in team.members.iter().enumerate() {
                 let member = &self.members[m];
                 let masks = DropoutMasks { masks: &member.masks, first: first + c * self.chunk };
                 let reuse = slot > 0 && self.shared_prefix;

@@ -1,0 +1,75 @@
+//! One line of `results.jsonl`: one (member, pruner, sparsity) outcome.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether the row holds a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Pruned and evaluated.
+    Ok,
+    /// The plugin failed, panicked or returned an invalid outcome; see `error`.
+    Error,
+}
+
+/// One benchmark result. Every field is always present; numbers that do not exist for an
+/// error row are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    /// Zoo name.
+    pub zoo: String,
+    /// Member id.
+    pub member: String,
+    /// Architecture name.
+    pub arch: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Pruner name.
+    pub pruner: String,
+    /// Pruner version.
+    pub pruner_version: String,
+    /// Pruner options, defaults filled in.
+    pub options: serde_json::Value,
+    /// Seed of the request.
+    pub seed: u64,
+    /// Requested sparsity.
+    pub requested_sparsity: f64,
+    /// Requested compression ratio, 1 / (1 − requested sparsity).
+    pub compression: f64,
+    /// Achieved sparsity of the prunable weights.
+    pub achieved_sparsity: Option<f64>,
+    /// Achieved compression: prunable weights / nonzero prunable weights (ShrinkBench).
+    pub achieved_compression: Option<f64>,
+    /// Whole-model compression: all parameters / nonzero parameters (biases included).
+    pub model_compression: Option<f64>,
+    /// Theoretical speed-up: dense FLOPs / FLOPs of the masked model.
+    pub flops_speedup: Option<f64>,
+    /// Dense test accuracy of the member.
+    pub dense_accuracy: f64,
+    /// Dense test loss.
+    pub dense_loss: f64,
+    /// Test accuracy after pruning (no fine-tuning).
+    pub pruned_accuracy: Option<f64>,
+    /// Test loss after pruning.
+    pub pruned_loss: Option<f64>,
+    /// pruned_accuracy / dense_accuracy.
+    pub retention: Option<f64>,
+    /// Wall time of the plugin's `prune` call, seconds.
+    pub prune_seconds: Option<f64>,
+    /// Calibration samples the pruner used (0 for data-free pruners).
+    pub calib_samples: u64,
+    /// Ok or error.
+    pub status: Status,
+    /// The error message of an error row.
+    pub error: Option<String>,
+}
+
+impl ResultRow {
+    /// The identity of a row for resuming: the same key is never run twice.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{:.9}|{}",
+            self.zoo, self.member, self.pruner, self.options, self.requested_sparsity, self.seed
+        )
+    }
+}

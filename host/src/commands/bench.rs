@@ -1,0 +1,272 @@
+//! `hyperprune bench` and `hyperprune bench merge`.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::std_types::{RSlice, RStr};
+use anyhow::Context as _;
+use hyperprune_core::model::write_atomic;
+use hyperprune_core::zoo::{Split, Zoo};
+use hyperprune_core::{LayerViews, Model};
+use hyperprune_sdk::{MemberRef, Pattern, PruneRequest, Scope, ZooRef};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bench::plan::{Shard, sparsity_for, tasks};
+use crate::bench::results::{RESULTS_FILE, ResultsWriter, read_rows};
+use crate::bench::run::{Bench, BenchMember};
+use crate::cli::{BenchArgs, BenchCommand, DataArgs, GlobalArgs, ScopeArg};
+use crate::context::HostContext;
+use crate::failure::bad_input;
+use crate::plugins::Registry;
+use crate::pruning::ConfiguredPruner;
+
+/// The compression ratios a bench reports when none are given.
+pub const DEFAULT_COMPRESSIONS: [f64; 5] = [2.0, 4.0, 8.0, 16.0, 32.0];
+
+/// Runs `bench` or `bench merge`.
+///
+/// # Errors
+/// Bad input (zoo, pruners, options, sparsities, shard) or I/O failures. Plugin failures
+/// are error rows, not errors.
+pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchCommand::Merge { out, runs }) = args.command {
+        return merge(&out, &runs);
+    }
+    let zoo_dir = args.zoo.clone().ok_or_else(|| bad_input("bench needs --zoo DIR (a folder made by `hyperprune zoo train`)"))?;
+    let out = args.out.clone().ok_or_else(|| bad_input("bench needs --out DIR (the run folder, e.g. runs/NAME)"))?;
+    let registry = super::registry(global)?;
+    let zoo = Zoo::open(&zoo_dir).map_err(bad_input)?;
+    let split: Split = args.split.parse().map_err(bad_input)?;
+    let sparsities = sparsities(&args)?;
+    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose().map_err(bad_input)?;
+    let mut pruners = configure_pruners(&registry, &args.pruners, &args.options)?;
+    let data = super::zoo::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+    let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
+
+    let mut infos: Vec<_> = zoo.members(split).into_iter().cloned().collect();
+    if let Some(k) = args.members {
+        infos.truncate(k);
+    }
+    if infos.is_empty() {
+        return Err(bad_input(format!("{}: no trained members in split '{}'", zoo_dir.display(), args.split)));
+    }
+    let models: Vec<Model> = infos.iter().map(|m| zoo.load(m)).collect::<Result<_, _>>().map_err(bad_input)?;
+    let dense = engine.evaluate(&models.iter().collect::<Vec<_>>(), &data.test)?;
+
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    write_run_json(&out, &args, &zoo, engine.name())?;
+    fit_learnable(&mut pruners, &zoo, &out, &data, engine.as_ref(), args.calib_samples)?;
+
+    let members: Vec<BenchMember> = infos
+        .into_iter()
+        .zip(models)
+        .zip(dense)
+        .map(|((info, model), dense)| BenchMember { info, model, dense })
+        .collect();
+    let bench = Bench {
+        zoo: zoo.meta().name.clone(),
+        dataset: &data,
+        engine: engine.as_ref(),
+        members,
+        pruners,
+        request: PruneRequest {
+            sparsity: 0.0,
+            scope: match args.scope {
+                ScopeArg::Global => Scope::Global,
+                ScopeArg::Layer => Scope::PerLayer,
+            },
+            pattern: Pattern::Unstructured,
+            seed: args.seed,
+        },
+        calib_samples: args.calib_samples,
+        jobs: args.jobs,
+    };
+    let all = tasks(bench.members.len(), bench.pruners.len(), &sparsities, shard);
+    let results_path = out.join(RESULTS_FILE);
+    let existing = read_rows(&results_path)?;
+    let mut writer = ResultsWriter::open(&results_path, &existing)?;
+    let bar = if global.quiet { ProgressBar::hidden() } else { ProgressBar::new(all.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rows, eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    let done_before = all.iter().filter(|t| writer.has(&bench.key(t))).count();
+    bar.set_position(done_before as u64);
+    if done_before > 0 {
+        bar.println(format!("resuming: {done_before} of {} rows already in {}", all.len(), results_path.display()));
+    }
+    let counts = bench.run(&all, &mut writer, args.stop_after, &|row| {
+        bar.inc(1);
+        bar.set_message(format!("{} {} {:.0}x", row.member, row.pruner, row.compression));
+        if let Some(e) = &row.error {
+            bar.println(format!("error: member {} {} at sparsity {}: {e}", row.member, row.pruner, row.requested_sparsity));
+        }
+    })?;
+    bar.finish_and_clear();
+    tracing::info!("{} ok rows, {} error rows, {} already present", counts.ok, counts.errors, counts.skipped);
+    finish(&out, global.quiet)
+}
+
+/// Writes the report and prints the summary table.
+fn finish(out: &Path, quiet: bool) -> anyhow::Result<()> {
+    let paths = crate::report::write_report(out)?;
+    if !quiet {
+        let rows = read_rows(&out.join(RESULTS_FILE))?;
+        println!("{}", crate::report::summary_table(&rows));
+        println!("report: {}", paths.html.display());
+    }
+    Ok(())
+}
+
+fn sparsities(args: &BenchArgs) -> anyhow::Result<Vec<f64>> {
+    let list: Vec<f64> = if !args.sparsity.is_empty() {
+        args.sparsity.clone()
+    } else if !args.compression.is_empty() {
+        for &c in &args.compression {
+            if !(c >= 1.0 && c.is_finite()) {
+                return Err(bad_input(format!("--compression ratios must be finite and >= 1, got {c}")));
+            }
+        }
+        args.compression.iter().map(|&c| sparsity_for(c)).collect()
+    } else {
+        DEFAULT_COMPRESSIONS.iter().map(|&c| sparsity_for(c)).collect()
+    };
+    if let Some(bad) = list.iter().find(|s| !(0.0..1.0).contains(*s)) {
+        return Err(bad_input(format!("sparsity must be in [0, 1), got {bad}")));
+    }
+    Ok(list)
+}
+
+/// Splits `pruner.name=value` options by pruner and configures every pruner.
+fn configure_pruners(registry: &Registry, names: &[String], options: &[String]) -> anyhow::Result<Vec<ConfiguredPruner>> {
+    let names: Vec<String> = if names.iter().any(|n| n == "all") {
+        registry.plugins.iter().map(|p| p.name().to_string()).collect()
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        return Err(bad_input(format!("no pruners to run (installed: {})", registry.names())));
+    }
+    for o in options {
+        let prefix = o.split_once('.').map(|(p, _)| p).filter(|p| !p.contains('='));
+        match prefix {
+            Some(p) if names.iter().any(|n| n == p) => {}
+            _ => return Err(bad_input(format!("--opt '{o}' must look like PRUNER.NAME=VALUE for one of {}", names.join(", ")))),
+        }
+    }
+    names
+        .iter()
+        .map(|name| {
+            let mine: Vec<String> = options
+                .iter()
+                .filter_map(|o| o.strip_prefix(&format!("{name}.")).map(str::to_string))
+                .collect();
+            ConfiguredPruner::new(registry, name, &mine)
+        })
+        .collect()
+}
+
+/// Fits every learnable pruner on the zoo's train members, or loads the state a previous
+/// run of this bench saved in `out/state/`.
+fn fit_learnable(
+    pruners: &mut [ConfiguredPruner],
+    zoo: &Zoo,
+    out: &Path,
+    data: &hyperprune_core::dataset::Dataset,
+    engine: &dyn hyperprune_core::engine::Engine,
+    calib_samples: u64,
+) -> anyhow::Result<()> {
+    for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
+        let state_path = out.join("state").join(format!("{}.bin", pruner.name()));
+        if let Ok(state) = std::fs::read(&state_path) {
+            tracing::info!("{}: loading the state fitted earlier from {}", pruner.name(), state_path.display());
+            pruner.load_state(&state).map_err(anyhow::Error::msg)?;
+            continue;
+        }
+        let train = zoo.members(Split::Train);
+        if train.is_empty() {
+            return Err(bad_input(format!("pruner '{}' must be fitted, but the zoo has no train members", pruner.name())));
+        }
+        let models: Vec<Model> = train.iter().map(|m| zoo.load(m)).collect::<Result<_, _>>().map_err(bad_input)?;
+        let hyper: Vec<String> = train.iter().map(|m| serde_json::to_string(&m.hyperparams).unwrap_or_default()).collect();
+        let views: Vec<LayerViews<'_>> = models.iter().map(LayerViews::new).collect();
+        tracing::info!("fitting {} on {} train members", pruner.name(), models.len());
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let ctx = HostContext::new(pruner.name(), Some(crate::context::DataServices { engine, dataset: data }), &cancel)
+            .with_default_samples(calib_samples);
+        let parts: Vec<_> = views.iter().map(LayerViews::parts).collect();
+        let members: Vec<MemberRef<'_>> = views
+            .iter()
+            .zip(&parts)
+            .zip(&train)
+            .zip(&hyper)
+            .map(|(((view, (layers, others)), info), hp)| MemberRef {
+                id: RStr::from_str(&info.id),
+                model: view.view(layers, others),
+                dense_accuracy: info.test_accuracy.unwrap_or(0.0),
+                hyperparams_json: RStr::from_str(hp),
+            })
+            .collect();
+        let zoo_ref = ZooRef {
+            name: RStr::from_str(&zoo.meta().name),
+            dataset: RStr::from_str(&zoo.meta().dataset),
+            members: RSlice::from_slice(&members),
+        };
+        let result = pruner.fit(zoo_ref, &ctx);
+        result.map_err(anyhow::Error::msg)?;
+        let state = pruner.save_state().map_err(anyhow::Error::msg)?;
+        std::fs::create_dir_all(out.join("state"))?;
+        write_atomic(&state_path, &state)?;
+    }
+    Ok(())
+}
+
+fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyhow::Result<()> {
+    let run = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "hyperprune_version": env!("CARGO_PKG_VERSION"),
+        "sdk_version": hyperprune_sdk::SDK_VERSION,
+        "seed": args.seed,
+        "machine": machine(),
+        "started": crate::clock::now_utc(),
+        "engine": engine,
+        "zoo": zoo.dir().display().to_string(),
+        "split": args.split,
+        "calib_samples": args.calib_samples,
+    });
+    write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    Ok(())
+}
+
+/// A one-line description of this machine: OS, architecture, cores, CPU model.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{} {}, {cores} cores, {cpu}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// `bench merge`: joins run folders (first row of a key wins) and reports the result.
+fn merge(out: &Path, runs: &[PathBuf]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let target = out.join(RESULTS_FILE);
+    let mut seen = std::collections::HashSet::new();
+    let mut text = String::new();
+    for run in runs {
+        for row in read_rows(&run.join(RESULTS_FILE))? {
+            if seen.insert(row.key()) {
+                text.push_str(&serde_json::to_string(&row)?);
+                text.push('\n');
+            }
+        }
+        if !out.join("run.json").exists() {
+            if let Ok(bytes) = std::fs::read(run.join("run.json")) {
+                write_atomic(&out.join("run.json"), &bytes)?;
+            }
+        }
+    }
+    write_atomic(&target, text.as_bytes())?;
+    println!("merged {} rows from {} runs into {}", seen.len(), runs.len(), target.display());
+    finish(out, false)
+}

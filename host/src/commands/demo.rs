@@ -1,0 +1,61 @@
+//! `hyperprune demo`: the whole pipeline on the embedded digits data, no set-up: train a
+//! small `cnn-digits` zoo, bench every installed pruner at compression 2–32 on its test
+//! members (learned pruners fit on its train members first), print the table and the
+//! path of the HTML report.
+
+use crate::cli::{BenchArgs, DataArgs, DemoArgs, GlobalArgs, OptimizerArg, ScopeArg, ZooTrainArgs};
+
+/// Runs the demo. Rerunning it reuses the trained zoo and the finished rows.
+///
+/// # Errors
+/// Whatever zoo training or the bench reports.
+pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
+    let zoo_dir = args.out.join("digits-cnn");
+    if !global.quiet {
+        println!("1/2 training a zoo of {} cnn-digits members on the embedded digits data -> {}", args.members, zoo_dir.display());
+    }
+    super::zoo::train(
+        global,
+        ZooTrainArgs {
+            arch: "cnn-digits".into(),
+            data: DataArgs { dataset: "digits".into(), data_dir: None },
+            members: args.members,
+            epochs: args.epochs,
+            batch_size: 32,
+            lr: 3e-3,
+            optimizer: OptimizerArg::Adam,
+            momentum: 0.9,
+            vary: vec!["seed".into(), "init".into(), "lr".into(), "weight-decay".into()],
+            split: vec![0.5, 0.0, 0.5],
+            seed: args.seed,
+            out: zoo_dir.clone(),
+            chunk: 24,
+            exec: args.exec.clone(),
+        },
+    )?;
+    if !global.quiet {
+        println!("2/2 benchmarking every installed pruner on the test members at compression 2, 4, 8, 16, 32");
+    }
+    super::bench::run(
+        global,
+        BenchArgs {
+            command: None,
+            zoo: Some(zoo_dir),
+            split: "test".into(),
+            pruners: vec!["all".into()],
+            compression: vec![],
+            sparsity: vec![],
+            calib_samples: 512,
+            options: vec![],
+            seed: args.seed,
+            scope: ScopeArg::Global,
+            out: Some(args.out.clone()),
+            members: None,
+            shard: None,
+            jobs: args.jobs,
+            data_dir: None,
+            exec: args.exec,
+            stop_after: None,
+        },
+    )
+}
