@@ -77,7 +77,76 @@ pub enum Command {
     Demo(DemoArgs),
     /// Summarise a bench run: a table, SVG plots and one self-contained HTML page, written
     /// into the run folder.
-    Report(ReportArgs),
+    Report(ReportArgs),    /// Measure engine throughput (training, inference, per-sample gradients), or check
+    /// that an engine/device agrees with the CPU engine on a zoo's members.
+    #[command(subcommand)]
+    BenchEngine(BenchEngineCommand),
+}
+
+/// `hyperprune bench-engine ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchEngineCommand {
+    /// Training member-images/s, inference images/s, test-set evaluation time and the time
+    /// of 1,000 per-sample gradients, for each architecture and setting.
+    Throughput(ThroughputArgs),
+    /// Logits and per-sample gradients of an engine/device against the CPU engine on a
+    /// zoo's members; fails when they differ by more than the tolerance.
+    Agree(AgreeArgs),
+}
+
+/// `hyperprune bench-engine throughput`
+#[derive(Debug, Args)]
+pub struct ThroughputArgs {
+    /// Architectures (presets or spec files).
+    #[arg(long, value_delimiter = ',', default_value = "cnn-s,lenet5,mlpnet")]
+    pub arch: Vec<String>,
+    /// Dataset for images (`random` for generated images of the architecture's shape).
+    #[arg(long, default_value = "random")]
+    pub dataset: String,
+    /// Folder with the dataset's files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Members trained together in one call.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub members: Vec<usize>,
+    /// Mini-batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    pub batch: Vec<usize>,
+    /// Thread counts (CPU engine only).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Training images per timed run (one epoch over this many).
+    #[arg(long, default_value_t = 8192)]
+    pub images: usize,
+    /// Per-sample gradients to time.
+    #[arg(long, default_value_t = 1000)]
+    pub gradients: usize,
+    /// Where networks run.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// `hyperprune bench-engine agree`
+#[derive(Debug, Args)]
+pub struct AgreeArgs {
+    /// The zoo whose members are compared.
+    #[arg(long)]
+    pub zoo: PathBuf,
+    /// Members to compare.
+    #[arg(long, default_value_t = 4)]
+    pub members: usize,
+    /// Samples (from the test split) for logits and per-sample gradients.
+    #[arg(long, default_value_t = 64)]
+    pub samples: usize,
+    /// Largest allowed relative difference (max |a-b| / max |a|).
+    #[arg(long, default_value_t = 1e-3)]
+    pub tolerance: f64,
+    /// Folder with the dataset's files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The engine and device compared with the CPU engine.
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 /// `hyperprune report`
@@ -257,6 +326,11 @@ pub struct ZooTrainArgs {
     /// Members trained per engine call (batched together); also the resume granularity.
     #[arg(long, default_value_t = 16)]
     pub chunk: usize,
+    /// Give every member its own mini-batch order and dropout masks (from its seed). By
+    /// default members share the zoo seed's data order and differ by initialisation, which
+    /// lets the CPU engine train a chunk in one batched pass.
+    #[arg(long)]
+    pub own_data_order: bool,
     /// Where networks run.
     #[command(flatten)]
     pub exec: ExecArgs,

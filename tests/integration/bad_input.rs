@@ -84,3 +84,21 @@ fn unknown_pruner_lists_the_installed_ones() {
     let model = write_model(dir.path(), "cnn-s", 1);
     prune_fails(&model, &["--pruner", "nope", "--sparsity", "0.5"], &["unknown pruner 'nope'", "magnitude", "random"]);
 }
+
+#[test]
+fn device_cuda_without_cuda_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("zoo");
+    let o = hyperprune(&["zoo", "train", "--members", "1", "--epochs", "1", "--device", "cuda", "--out", out.to_str().unwrap()]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--device cuda") && stderr.contains("--features cuda"), "{stderr}");
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so.1").exists() {
+        assert!(stderr.contains("libcuda.so.1"), "names the missing driver library: {stderr}");
+    }
+    assert!(!out.exists(), "nothing written");
+    let o = hyperprune(&["zoo", "train", "--members", "1", "--device", "tpu", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("unknown device 'tpu'"));
+}

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod bench;
+mod data_aware;
 mod fashion;
 mod fixtures;
 mod plugins;

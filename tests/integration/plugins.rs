@@ -21,6 +21,35 @@ fn shipped_plugins_load_from_their_shared_libraries() {
     }
 }
 
+fn needs_data(row: &serde_json::Value) -> bool {
+    row["capabilities"]["needs_data"] == true || row["capabilities"]["needs_gradients"] == true
+}
+
+#[test]
+fn data_aware_plugins_prune_exactly_with_calibration_from_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), "cnn-digits", 1);
+    let n = load_model(&model).prunable_count();
+    let data_aware: Vec<String> = plugin_names().into_iter().filter(|(_, r)| needs_data(r)).map(|(n, _)| n).collect();
+    assert!(data_aware.len() >= 3, "obs, woodfisher and chita are installed: {data_aware:?}");
+    for name in data_aware {
+        for (s, scope) in [("0.5", "global"), ("0.75", "layer")] {
+            let a = dir.path().join(format!("{name}-{s}-a.safetensors"));
+            let b = dir.path().join(format!("{name}-{s}-b.safetensors"));
+            let extra = ["--scope", scope, "--dataset", "digits", "--calib-samples", "128"];
+            prune(&model, &name, s, "3", &a, &extra);
+            prune(&model, &name, s, "3", &b, &extra);
+            let ma = read_masks(&dir.path().join(format!("{name}-{s}-a.masks.safetensors")));
+            let mb = read_masks(&dir.path().join(format!("{name}-{s}-b.masks.safetensors")));
+            let pruned = ma.iter().flat_map(|(_, m)| m).filter(|&&k| !k).count();
+            assert_eq!(pruned, (s.parse::<f64>().unwrap() * n as f64).round() as usize, "{name} at {s} ({scope})");
+            assert_eq!(ma, mb, "{name}: same seed and data, same mask");
+            let weights = load_model(&a);
+            assert!(weights.values().iter().flatten().all(|x| x.is_finite()));
+        }
+    }
+}
+
 fn prune(model: &std::path::Path, pruner: &str, sparsity: &str, seed: &str, out: &std::path::Path, extra: &[&str]) {
     let mut args = vec!["prune", "--model", model.to_str().unwrap(), "--pruner", pruner, "--sparsity", sparsity];
     args.extend(["--seed", seed, "--out", out.to_str().unwrap()]);
@@ -34,8 +63,8 @@ fn every_plugin_prunes_exactly_round_s_n_and_repeats_with_the_same_seed() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), "lenet5", 1);
     let n = load_model(&model).prunable_count();
-    for (name, _) in plugin_names() {
-        if name == "misbehave" || name == "row-magnitude" {
+    for (name, row) in plugin_names() {
+        if needs_data(&row) {
             continue;
         }
         for (s, scope) in [("0.5", "global"), ("0.9", "global"), ("0.33", "layer")] {
@@ -91,14 +120,16 @@ fn magnitude_round_trip_zeroes_exactly_ninety_percent_and_keeps_biases() {
 fn every_plugin_example_runs() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), "cnn-digits", 5);
-    for (name, _) in plugin_names() {
+    for (name, row) in plugin_names() {
+        let data: &[&str] = if needs_data(&row) { &["--dataset", "digits", "--calib-samples", "64"] } else { &[] };
         let out = hyperprune(&["plugins", "info", &name, "--format", "json"]);
         let info: hyperprune_sdk::PrunerInfo = serde_json::from_slice(&out.stdout).expect("info is JSON");
         for (i, example) in info.examples.iter().enumerate() {
             let target = dir.path().join(format!("{name}-{i}.safetensors"));
             let sparsity = example.sparsity.to_string();
             let opts: Vec<String> = example.options.iter().flat_map(|o| ["--opt".to_string(), o.clone()]).collect();
-            let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+            let mut opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+            opts.extend(data);
             prune(&model, &name, &sparsity, "0", &target, &opts);
         }
     }

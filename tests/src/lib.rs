@@ -102,3 +102,52 @@ pub fn read_masks(path: &Path) -> Vec<(String, Vec<bool>)> {
 pub fn load_model(path: &Path) -> Model {
     Model::load(path, None).expect("model loads")
 }
+
+/// A small Fashion-MNIST zoo of `arch` (`members` members, `epochs` epochs, all members in
+/// the test split), trained once per test process through the CLI. Panics with the
+/// install hint when the dataset is missing.
+pub fn fashion_zoo(arch: &str, members: usize, epochs: usize) -> PathBuf {
+    static ZOOS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let key = format!("{arch}-{members}-{epochs}");
+    let mut zoos = ZOOS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, dir)) = zoos.iter().find(|(k, _)| *k == key) {
+        return dir.clone();
+    }
+    let dir = tempfile::tempdir().expect("temp dir").keep().join(format!("fmnist-{key}"));
+    let (members_arg, epochs_arg) = (members.to_string(), epochs.to_string());
+    let out = hyperprune(&[
+        "zoo", "train", "--arch", arch, "--dataset", "fashion-mnist", "--members", &members_arg, "--epochs", &epochs_arg,
+        "--vary", "seed", "--split", "0,0,1", "--seed", "5", "--out", dir.to_str().expect("utf-8 path"), "-q",
+    ]);
+    assert!(out.status.success(), "training a Fashion-MNIST zoo (apt-get install -y dataset-fashion-mnist?): {:?}", text(&out));
+    zoos.push((key, dir.clone()));
+    dir
+}
+
+/// Runs a bench and returns mean retention per (pruner, compression).
+pub fn bench_retention(zoo: &Path, pruners: &str, compressions: &str, extra: &[&str]) -> Vec<(String, f64, f64)> {
+    let run = tempfile::tempdir().expect("temp dir").keep();
+    let mut args = vec![
+        "bench", "--zoo", zoo.to_str().expect("utf-8 path"), "--pruners", pruners, "--compression", compressions,
+        "--out", run.to_str().expect("utf-8 path"), "-q",
+    ];
+    args.extend(extra);
+    let out = hyperprune(&args);
+    assert!(out.status.success(), "bench failed: {:?}", text(&out));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("results.jsonl"))
+        .expect("results written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    let mut groups: Vec<(String, f64, Vec<f64>)> = Vec::new();
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        let (p, c) = (r["pruner"].as_str().expect("pruner").to_string(), r["compression"].as_f64().expect("compression"));
+        let v = r["retention"].as_f64().expect("retention");
+        match groups.iter_mut().find(|(gp, gc, _)| *gp == p && *gc == c) {
+            Some(g) => g.2.push(v),
+            None => groups.push((p, c, vec![v])),
+        }
+    }
+    groups.into_iter().map(|(p, c, v)| (p, c, v.iter().sum::<f64>() / v.len() as f64)).collect()
+}

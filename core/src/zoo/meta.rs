@@ -49,8 +49,11 @@ pub struct Hyperparams {
     pub weight_decay: f32,
     /// Dropout probability before hidden linear layers.
     pub dropout: f32,
-    /// Seed of initialisation, shuffling and dropout.
+    /// Seed of the initialisation.
     pub seed: u64,
+    /// Seed of the mini-batch order and the dropout masks. Members that share it train in
+    /// one batched pass (see [`ZooSettings::own_data_order`]).
+    pub data_seed: u64,
 }
 
 /// One member's record.
@@ -98,6 +101,12 @@ pub struct ZooSettings {
     pub seed: u64,
     /// Fractions of members in train / val / test.
     pub split: [f64; 3],
+    /// When false (the default), every member sees the mini-batches in the same order (the
+    /// zoo seed's) and members differ by their initialisation seed and hyperparameters: the
+    /// CPU engine then trains a chunk of members in one batched pass. When true, a varied
+    /// seed also gives each member its own data order and dropout masks (slower).
+    #[serde(default)]
+    pub own_data_order: bool,
 }
 
 /// The contents of `zoo.json`.

@@ -10,7 +10,10 @@
 //! | `lr` | log-uniform in [lr/10, lr] | lr |
 //! | `weight-decay` | uniform over {0, 1e-4, 1e-3} | 0 |
 //! | `dropout` | uniform over {0, 0.5} | 0 |
-//! | `seed` | a distinct seed per member | the zoo seed for every member |
+//! | `seed` | a distinct initialisation seed per member | the zoo seed for every member |
+//!
+//! The mini-batch order and dropout masks come from the zoo seed for every member unless
+//! `own_data_order` is set (then from the member's seed), so that members train batched.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -63,7 +66,10 @@ pub fn plan(
             weight_decay: if varies("weight-decay") { [0.0, 1e-4, 1e-3][rng.random_range(0..3)] } else { 0.0 },
             dropout: if varies("dropout") { [0.0, 0.5][rng.random_range(0..2)] } else { 0.0 },
             seed: if varies("seed") { rng.random() } else { settings.seed },
+            data_seed: settings.seed,
         };
+        let data_seed = if settings.own_data_order { hp.seed } else { settings.seed };
+        let hp = Hyperparams { data_seed, ..hp };
         let member_arch = arch.with_activation(hp.activation).with_dropout(hp.dropout);
         let id = format!("{i:04}");
         list.push(MemberInfo {
@@ -124,6 +130,7 @@ mod tests {
             vary: vary.iter().map(|s| s.to_string()).collect(),
             seed: 9,
             split: [0.7, 0.15, 0.15],
+            own_data_order: false,
         }
     }
 

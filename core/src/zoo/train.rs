@@ -83,7 +83,7 @@ pub fn train_zoo(
                 lr: m.hyperparams.lr,
                 weight_decay: m.hyperparams.weight_decay,
                 optimizer: settings.optimizer,
-                seed: m.hyperparams.seed,
+                seed: m.hyperparams.data_seed,
             };
             jobs.push(TrainJob { model, config });
         }
@@ -153,6 +153,7 @@ mod tests {
             vary: vec!["seed".into(), "init".into()],
             seed: 11,
             split: [0.5, 0.0, 0.5],
+            own_data_order: false,
         };
         plan("t", &crate::preset("cnn-digits").unwrap(), "digits", "burn-flex", settings, members).unwrap()
     }

@@ -1,6 +1,7 @@
 //! One file per subcommand; `run` dispatches.
 
 mod bench;
+mod bench_engine;
 mod demo;
 mod eval;
 mod plugins;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&cli.global, args),
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(&cli.global, args),
+        Command::BenchEngine(cmd) => bench_engine::run(cmd),
         Command::Report(args) => report::run(args),
     }
 }

@@ -53,7 +53,11 @@ pub fn page(name: &str, run: &RunInfo, summary: &Summary, rows: &[ResultRow]) ->
             "Mean accuracy retention per pruner; the band is ±1 std over members.",
         ),
         (svg::prune_time(summary, Target::Inline), "Median wall time of one prune call per pruner (log scale)."),
-        (svg::sparsity(summary, Target::Inline), "Achieved against requested sparsity of every ok row."),
+        (
+            svg::sparsity(summary, Target::Inline),
+            "Achieved against requested sparsity of every ok row; each pruner's markers are shifted \
+             sideways by a few pixels so that pruners on the same point stay visible.",
+        ),
     ];
     for (plot, caption) in plots {
         out.push_str(&format!("<figure>\n{plot}<figcaption>{caption}</figcaption>\n</figure>\n"));

@@ -50,11 +50,18 @@ pub fn retention(summary: &Summary, target: Target) -> String {
     let x = Scale::new(x_min - pad, x_max + pad, area.left, area.right);
     let stats = summary.pruners.iter().flat_map(|p| &p.groups).filter_map(|g| g.retention);
     let bounds = stats.flat_map(|s| [100.0 * (s.mean - s.std), 100.0 * (s.mean + s.std)]);
-    let (y_min, y_max) = extent(bounds.chain([100.0])).map_or((0.0, 100.0), |(lo, hi)| (lo.max(0.0), hi));
+    let (y_min, y_max) =
+        extent(bounds.chain([100.0])).map_or((0.0, 100.0), |(lo, hi)| ((lo - 0.03 * (hi - lo)).max(0.0), hi));
     let (y_lo, y_hi, step) = nice_range(y_min, y_max);
     let y = Scale::new(y_lo, y_hi, area.bottom, area.top);
-    let x_ticks: Vec<(f64, String)> =
-        log_ratios.iter().zip(&summary.compressions).filter_map(|(lx, c)| Some(((*lx)?, c.label.clone()))).collect();
+    // A label per compression level, skipping those that would overprint their left neighbour.
+    let mut x_ticks: Vec<(f64, String)> = Vec::new();
+    for (lx, c) in log_ratios.iter().zip(&summary.compressions) {
+        let Some(lx) = *lx else { continue };
+        if x_ticks.last().is_none_or(|(last, _)| x.at(lx) - x.at(*last) >= 34.0) {
+            x_ticks.push((lx, c.label.clone()));
+        }
+    }
     canvas.axes(&area, (&x, &x_ticks), (&y, &linear_ticks(y_lo, y_hi, step)));
     canvas.axis_labels(&area, "requested compression (log scale)", "accuracy retention (%)");
     if (y_lo..=y_hi).contains(&100.0) {
@@ -123,7 +130,7 @@ pub fn prune_time(summary: &Summary, target: Target) -> String {
             }
             None => canvas.text((cx, area.bottom - 10.0), "no results", 11.0, "middle", MUTED),
         }
-        let name = escape(&truncate(&pruner.name, 20));
+        let name = escape(&truncate(&pruner.name, if fits { 20 } else { 16 }));
         if fits {
             canvas.push(format!(
                 r#"<text x="{}" y="{}" font-size="11" text-anchor="middle" fill="{INK}">{name}</text>"#,
@@ -147,7 +154,11 @@ pub fn sparsity(summary: &Summary, target: Target) -> String {
     let area = Area::WITH_LEGEND;
     let all = summary.pruners.iter().flat_map(|p| &p.sparsity).flat_map(|(r, a)| [100.0 * r, 100.0 * a]);
     let (min, max) = extent(all).unwrap_or((0.0, 100.0));
-    let (lo, hi, step) = nice_range(min, max);
+    // At least 10 points wide: a zoom onto hundredths of a percent would make a pruner that
+    // is on target by any practical measure look far off the diagonal.
+    let (min, max) = if max - min < 10.0 { ((min + max) / 2.0 - 5.0, (min + max) / 2.0 + 5.0) } else { (min, max) };
+    // A little room below the lowest point keeps it off the axis line.
+    let (lo, hi, step) = nice_range(min - 0.02 * (max - min), max);
     let (lo, hi) = (lo.max(0.0), hi.min(100.0).max(lo.max(0.0) + step));
     let x = Scale::new(lo, hi, area.left, area.right);
     let y = Scale::new(lo, hi, area.bottom, area.top);
@@ -155,12 +166,18 @@ pub fn sparsity(summary: &Summary, target: Target) -> String {
     canvas.axes(&area, (&x, &ticks), (&y, &ticks));
     canvas.axis_labels(&area, "requested sparsity (%)", "achieved sparsity (%)");
     canvas.line((x.at(lo), y.at(lo)), (x.at(hi), y.at(hi)), MUTED, 1.0, Some("4 3"));
-    canvas.text((x.at(hi) - 4.0, y.at(hi) + 14.0), "y = x", 11.0, "end", MUTED);
-    for (i, pruner) in summary.pruners.iter().enumerate() {
+    // Pruners that hit their targets all land on the same points of the diagonal; each is
+    // shifted sideways by a few pixels, in legend order, so that none hides another.
+    let with_points = summary.pruners.iter().filter(|p| !p.sparsity.is_empty()).count();
+    let dodge = if with_points > 6 { 30.0 / with_points as f64 } else { 5.0 };
+    let mut k = 0.0;
+    for (i, pruner) in summary.pruners.iter().enumerate().filter(|(_, p)| !p.sparsity.is_empty()) {
+        let shift = (k - (with_points as f64 - 1.0) / 2.0) * dodge;
+        k += 1.0;
         // Members at the same sparsity often land on the same pixel; one marker each is enough.
         let mut drawn = std::collections::BTreeSet::new();
         for (requested, achieved) in &pruner.sparsity {
-            let (px, py) = (x.at(100.0 * requested), y.at(100.0 * achieved));
+            let (px, py) = (x.at(100.0 * requested) + shift, y.at(100.0 * achieved));
             if drawn.insert((num(px), num(py))) {
                 let tip = format!(
                     "{}: requested {:.2} %, achieved {:.2} %",
@@ -172,7 +189,10 @@ pub fn sparsity(summary: &Summary, target: Target) -> String {
             }
         }
     }
-    canvas.legend(&area, summary, |p| !p.sparsity.is_empty());
+    let below = canvas.legend(&area, summary, |p| !p.sparsity.is_empty());
+    let lx = area.right + 14.0;
+    canvas.line((lx, below + 6.0), (lx + 22.0, below + 6.0), MUTED, 1.0, Some("4 3"));
+    canvas.text((lx + 28.0, below + 10.0), "y = x: on target", 11.0, "start", MUTED);
     canvas.finish()
 }
 
@@ -359,8 +379,9 @@ impl Canvas {
     }
 
     /// One entry per pruner right of the plot area: its line and marker and its name, or
-    /// "no results" under the name of a pruner with nothing `shown` in this plot.
-    fn legend(&mut self, area: &Area, summary: &Summary, shown: fn(&PrunerSummary) -> bool) {
+    /// "no results" under the name of a pruner with nothing `shown` in this plot. Returns the
+    /// y below the last entry.
+    fn legend(&mut self, area: &Area, summary: &Summary, shown: fn(&PrunerSummary) -> bool) -> f64 {
         let x = area.right + 14.0;
         let mut y = area.top + 8.0;
         for (i, pruner) in summary.pruners.iter().enumerate() {
@@ -371,12 +392,12 @@ impl Canvas {
                 self.text((x + 28.0, y + 4.0), &name, 11.0, "start", INK);
                 y += 18.0;
             } else {
-                self.line((x, y), (x + 22.0, y), MUTED, 1.5, Some("3 3"));
                 self.text((x + 28.0, y + 4.0), &name, 11.0, "start", MUTED);
                 self.text((x + 28.0, y + 17.0), "no results", 10.0, "start", MUTED);
                 y += 30.0;
             }
         }
+        y
     }
 }
 

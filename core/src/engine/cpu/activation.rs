@@ -40,7 +40,9 @@ pub(crate) fn backward(act: Activation, x: &[f32], y: &[f32], dy: &[f32], dx: &m
     };
     match act {
         // PyTorch's rule: the gradient passes where the output is positive.
-        Activation::Relu => dx.iter_mut().zip(y).zip(dy).for_each(|((dx, &y), &dy)| *dx = if y > 0.0 { dy } else { 0.0 }),
+        Activation::Relu => {
+            dx.iter_mut().zip(y).zip(dy).for_each(|((dx, &y), &dy)| *dx = if y > 0.0 { dy } else { 0.0 })
+        }
         Activation::Tanh => dx.iter_mut().zip(y).zip(dy).for_each(|((dx, &y), &dy)| *dx = dy * (1.0 - y * y)),
         Activation::Sigmoid => dx.iter_mut().zip(y).zip(dy).for_each(|((dx, &y), &dy)| *dx = dy * (y * (1.0 - y))),
         Activation::Gelu => each(&|x, _, dy| (dy as f64 * gelu_derivative(x as f64)) as f32, dx),
@@ -199,7 +201,9 @@ mod tests {
     #[test]
     fn erfc_matches_known_values_and_is_continuous_at_the_switch() {
         // Values of erfc from tables (15 digits).
-        for (z, want) in [(0.5, 0.479_500_122_186_953_5), (1.0, 0.157_299_207_050_285_1), (3.0, 2.209_049_699_858_544e-5)] {
+        for (z, want) in
+            [(0.5, 0.479_500_122_186_953_5), (1.0, 0.157_299_207_050_285_1), (3.0, 2.209_049_699_858_544e-5)]
+        {
             assert!(((erfc(z) - want) / want).abs() < 1e-13, "erfc({z})");
         }
         let (below, above) = (erfc(2.0 - 1e-12), erfc(2.0));

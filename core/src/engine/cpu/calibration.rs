@@ -35,7 +35,8 @@ fn prepare(model: &Model, samples: &Samples) -> Result<Plan, EngineError> {
 /// The sample ranges of the chunks, grouped into at most [`SLICES`] slices of consecutive
 /// chunks.
 fn slices(samples: usize, chunk: usize) -> Vec<Vec<Range<usize>>> {
-    let chunks: Vec<Range<usize>> = (0..samples.div_ceil(chunk)).map(|c| c * chunk..((c + 1) * chunk).min(samples)).collect();
+    let chunks: Vec<Range<usize>> =
+        (0..samples.div_ceil(chunk)).map(|c| c * chunk..((c + 1) * chunk).min(samples)).collect();
     let per_slice = chunks.len().div_ceil(SLICES).max(1);
     chunks.chunks(per_slice).map(<[_]>::to_vec).collect()
 }
@@ -143,7 +144,13 @@ pub(crate) fn per_sample_gradients(
             }
             pass::forward(&plan, &params, range.clone().map(|i| samples.image(i)), plan.layers.len(), false, None, ws);
             ws.cross_entropy(&plan, &samples.labels[range], Some(1.0));
-            pass::backward(&plan, &params, None, ws, &mut GradSink::Rows { rows: &mut out[..], segments: &segments[..] });
+            pass::backward(
+                &plan,
+                &params,
+                None,
+                ws,
+                &mut GradSink::Rows { rows: &mut out[..], segments: &segments[..] },
+            );
         }
     });
     Ok(DenseMatrix { rows, cols: p, data })
@@ -322,16 +329,16 @@ mod tests {
 
     #[test]
     fn hessians_match_a_naive_unfold() {
-        for (spec, n) in [(tiny_spec(), 6), (crate::preset("cnn-s").unwrap(), 3), (crate::preset("lenet5").unwrap(), 2)] {
+        for (spec, n) in [(tiny_spec(), 6), (crate::preset("cnn-s").unwrap(), 3), (crate::preset("lenet5").unwrap(), 2)]
+        {
             let model = random_model(&spec, 41);
             let samples = random_samples(spec.input, n, spec.classes, 42);
             let params = reference::params_of(&model);
             let plan = Plan::new(&spec).unwrap();
             for (index, p) in plan.prunable.iter().enumerate() {
                 let (h, count) = layer_input_hessian(2, &model, index, &samples).unwrap();
-                let rows: Vec<Vec<f64>> = (0..n)
-                    .flat_map(|i| reference::unfolded_rows(&spec, &params, samples.image(i), p.layer))
-                    .collect();
+                let rows: Vec<Vec<f64>> =
+                    (0..n).flat_map(|i| reference::unfolded_rows(&spec, &params, samples.image(i), p.layer)).collect();
                 let d = rows[0].len();
                 assert_eq!((h.rows, h.cols, count), (d, d, rows.len()), "{} layer {index}", spec.name);
                 let mut want = vec![0.0; d * d];

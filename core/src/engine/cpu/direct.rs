@@ -87,26 +87,32 @@ pub(crate) fn available() -> bool {
 /// Copies `planes` planes of `h × w` into `xp` with `pad` zeros on every side, plus
 /// [`SLACK`] zeros at the end.
 ///
+/// When `xp` already has the padded length it is taken to hold an earlier padding of the
+/// same geometry, whose zero borders are kept: only the interiors are rewritten.
+///
 /// # Shapes
 /// - `x`: `[planes, h·w]`; `xp`: `[planes, (h+2·pad)·(w+2·pad)] + SLACK`
 pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: &mut Vec<f32>) {
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
     let len = planes * hp * wp;
-    xp.clear();
     if pad == 0 {
-        // Unpadded planes are the input itself: one copy, no zeroing.
+        // Unpadded planes are the input itself: one copy.
+        xp.clear();
         xp.extend_from_slice(&x[..len]);
-    } else {
-        xp.resize(len, 0.0);
-        for p in 0..planes {
-            let src = &x[p * h * w..(p + 1) * h * w];
-            let dst = &mut xp[p * hp * wp..(p + 1) * hp * wp];
-            for (y, row) in src.chunks_exact(w).enumerate() {
-                dst[(y + pad) * wp + pad..][..w].copy_from_slice(row);
-            }
+        xp.resize(len + SLACK, 0.0);
+        return;
+    }
+    if xp.len() != len + SLACK {
+        xp.clear();
+        xp.resize(len + SLACK, 0.0);
+    }
+    for p in 0..planes {
+        let src = &x[p * h * w..(p + 1) * h * w];
+        let dst = &mut xp[p * hp * wp..(p + 1) * hp * wp];
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            dst[(y + pad) * wp + pad..][..w].copy_from_slice(row);
         }
     }
-    xp.resize(len + SLACK, 0.0);
 }
 
 /// The weights of the input-gradient convolution: `out[ci, co, ky, kx] =
@@ -121,7 +127,8 @@ pub(crate) fn flip(cout: usize, cin: usize, k: usize, w: &[f32], out: &mut Vec<f
         for ci in 0..cin {
             for ky in 0..k {
                 for kx in 0..k {
-                    out[((ci * cout + co) * k + ky) * k + kx] = w[((co * cin + ci) * k + (k - 1 - ky)) * k + (k - 1 - kx)];
+                    out[((ci * cout + co) * k + ky) * k + kx] =
+                        w[((co * cin + ci) * k + (k - 1 - ky)) * k + (k - 1 - kx)];
                 }
             }
         }
@@ -156,7 +163,14 @@ pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y
 ///
 /// # Panics
 /// When a slice is too short, the range exceeds `n`, or the CPU lacks AVX2/FMA.
-pub(crate) fn weight_grad(g: &Direct, images: std::ops::Range<usize>, xp: &[f32], dy: &[f32], scale: f32, dw: &mut [f32]) {
+pub(crate) fn weight_grad(
+    g: &Direct,
+    images: std::ops::Range<usize>,
+    xp: &[f32],
+    dy: &[f32],
+    scale: f32,
+    dw: &mut [f32],
+) {
     assert!(available(), "direct convolutions need AVX2 and FMA");
     assert!(g.hp >= g.oh + g.k - 1 && g.wp >= g.ow + g.k - 1, "padded input too small for {g:?}");
     assert!(images.start <= images.end && images.end <= g.n);
@@ -208,15 +222,20 @@ mod avx2 {
         ky: (usize, usize),
     }
 
-    /// `CB` output channels × `R` rows × `V` vectors of 8 columns.
-    #[inline(always)]
-    unsafe fn block<const CB: usize, const V: usize, const R: usize>(
-        b: &Block,
+    /// Where one register block reads and writes: its first input value, weight, bias and
+    /// output value.
+    #[derive(Clone, Copy)]
+    struct At {
         x: *const f32,
         w: *const f32,
         bias: Option<*const f32>,
         y: *mut f32,
-    ) {
+    }
+
+    /// `CB` output channels × `R` rows × `V` vectors of 8 columns.
+    #[inline(always)]
+    unsafe fn block<const CB: usize, const V: usize, const R: usize>(b: &Block, at: At) {
+        let At { x, w, bias, y } = at;
         // SAFETY (whole body): offsets stay within the bounds documented for the module.
         unsafe {
             let mut acc = [[[_mm256_setzero_ps(); V]; R]; CB];
@@ -266,21 +285,39 @@ mod avx2 {
 
     /// Runs the block shape `(cb, v, r)` (`cb ≤ 12 / (v·r)`).
     #[inline(always)]
-    unsafe fn dispatch(cb: usize, v: usize, r: usize, b: &Block, x: *const f32, w: *const f32, bias: Option<*const f32>, y: *mut f32) {
+    unsafe fn dispatch(cb: usize, v: usize, r: usize, b: &Block, at: At) {
         macro_rules! arms {
             ($(($c:literal, $v:literal, $r:literal)),*) => {
                 match (cb, v, r) {
                     // SAFETY: forwarded from the caller.
-                    $(($c, $v, $r) => unsafe { block::<$c, $v, $r>(b, x, w, bias, y) },)*
+                    $(($c, $v, $r) => unsafe { block::<$c, $v, $r>(b, at) },)*
                     _ => unreachable!("block shape ({cb}, {v}, {r}) is never chosen"),
                 }
             };
         }
         arms!(
-            (1, 1, 2), (2, 1, 2), (3, 1, 2), (4, 1, 2), (5, 1, 2), (6, 1, 2),
-            (1, 1, 1), (2, 1, 1), (3, 1, 1), (4, 1, 1), (5, 1, 1), (6, 1, 1),
-            (1, 2, 1), (2, 2, 1), (3, 2, 1), (4, 2, 1), (5, 2, 1), (6, 2, 1),
-            (1, 3, 1), (2, 3, 1), (3, 3, 1), (4, 3, 1)
+            (1, 1, 2),
+            (2, 1, 2),
+            (3, 1, 2),
+            (4, 1, 2),
+            (5, 1, 2),
+            (6, 1, 2),
+            (1, 1, 1),
+            (2, 1, 1),
+            (3, 1, 1),
+            (4, 1, 1),
+            (5, 1, 1),
+            (6, 1, 1),
+            (1, 2, 1),
+            (2, 2, 1),
+            (3, 2, 1),
+            (4, 2, 1),
+            (5, 2, 1),
+            (6, 2, 1),
+            (1, 3, 1),
+            (2, 3, 1),
+            (3, 3, 1),
+            (4, 3, 1)
         )
     }
 
@@ -319,8 +356,8 @@ mod avx2 {
                         unsafe {
                             let xi = x.add(i * g.hp * g.wp + oy * g.wp + ox0);
                             let yi = out.add((co * g.n + i) * g.oh * g.ow + oy * g.ow + ox0);
-                            let bi = bias.map(|b| b.add(co));
-                            dispatch(cb, v, r, &b, xi, wt.add(co * b.w_channel), bi, yi);
+                            let at = At { x: xi, w: wt.add(co * b.w_channel), bias: bias.map(|b| b.add(co)), y: yi };
+                            dispatch(cb, v, r, &b, at);
                         }
                         oy += r;
                     }
@@ -356,8 +393,14 @@ mod avx2 {
                             let at = drow.add(c * out_channel + 8 * v);
                             // Masked loads are slow (microcoded on some CPUs): only the ragged
                             // end of a row takes one.
-                            *d = if v + 1 < vectors || last == 8 { _mm256_loadu_ps(at) } else { _mm256_maskload_ps(at, m) };
+                            *d = if v + 1 < vectors || last == 8 {
+                                _mm256_loadu_ps(at)
+                            } else {
+                                _mm256_maskload_ps(at, m)
+                            };
                         }
+                        // `kx` is a column offset as well as an index.
+                        #[allow(clippy::needless_range_loop)]
                         for kx in 0..KX {
                             let xv = _mm256_loadu_ps(xrow.add(8 * v + kx));
                             for c in 0..CB {
@@ -487,7 +530,8 @@ mod tests {
                         for ci in 0..g.cin {
                             for ky in 0..g.k {
                                 for kx in 0..g.k {
-                                    let (iy, ix) = ((oy + ky) as isize - g.pad as isize, (ox + kx) as isize - g.pad as isize);
+                                    let (iy, ix) =
+                                        ((oy + ky) as isize - g.pad as isize, (ox + kx) as isize - g.pad as isize);
                                     if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
                                         s += w[((co * g.cin + ci) * g.k + ky) * g.k + kx] as f64
                                             * x[(ci * n + i) * g.h * g.w + iy as usize * g.w + ix as usize] as f64;
@@ -509,9 +553,14 @@ mod tests {
             return;
         }
         // Widths of 1 to 3 vectors with ragged ends, odd heights, 1 to 7 channels, padding.
-        for (cin, cout, h, w, k, pad) in
-            [(1, 8, 28, 28, 5, 0), (8, 6, 12, 12, 5, 0), (6, 4, 4, 4, 2, 0), (3, 7, 9, 13, 3, 1), (2, 5, 11, 30, 7, 3), (4, 3, 6, 20, 3, 2)]
-        {
+        for (cin, cout, h, w, k, pad) in [
+            (1, 8, 28, 28, 5, 0),
+            (8, 6, 12, 12, 5, 0),
+            (6, 4, 4, 4, 2, 0),
+            (3, 7, 9, 13, 3, 1),
+            (2, 5, 11, 30, 7, 3),
+            (4, 3, 6, 20, 3, 2),
+        ] {
             let g = ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 };
             let n = 3;
             let x = random(cin * n * h * w, 1);

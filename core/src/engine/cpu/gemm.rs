@@ -1,4 +1,5 @@
-//! Strided matrix views and the one matrix product every layer is built on.
+//! Strided matrix views and the matrix product behind linear layers and unfolded
+//! (im2col) convolutions.
 //!
 //! The product is the `gemm` crate's (runtime-dispatched SIMD kernels), always called
 //! single-threaded: the engine parallelises over members and chunks of images itself, so
@@ -37,7 +38,11 @@ impl<'a, T> MatRef<'a, T> {
     /// # Panics
     /// When an element would lie outside `data`.
     pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        assert!(fits(data.len(), rows, cols, rs, cs), "a {rows}x{cols} view (strides {rs}, {cs}) exceeds {} values", data.len());
+        assert!(
+            fits(data.len(), rows, cols, rs, cs),
+            "a {rows}x{cols} view (strides {rs}, {cs}) exceeds {} values",
+            data.len()
+        );
         MatRef { data, rows, cols, rs, cs }
     }
 
@@ -73,7 +78,11 @@ impl<'a, T> MatMut<'a, T> {
     /// # Panics
     /// When an element would lie outside `data`.
     pub fn new(data: &'a mut [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        assert!(fits(data.len(), rows, cols, rs, cs), "a {rows}x{cols} view (strides {rs}, {cs}) exceeds {} values", data.len());
+        assert!(
+            fits(data.len(), rows, cols, rs, cs),
+            "a {rows}x{cols} view (strides {rs}, {cs}) exceeds {} values",
+            data.len()
+        );
         MatMut { data, rows, cols, rs, cs }
     }
 
@@ -96,15 +105,16 @@ impl<'a, T> MatMut<'a, T> {
 ///
 /// # Panics
 /// When the shapes do not fit.
-pub(crate) fn matmul<T: Scalar>(
-    dst: MatMut<'_, T>,
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    accumulate: bool,
-    scale: T,
-) {
+pub(crate) fn matmul<T: Scalar>(dst: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool, scale: T) {
     let (m, n, k) = (dst.rows, dst.cols, a.cols);
-    assert!(a.rows == m && b.rows == k && b.cols == n, "matmul of {m}x{n} from {}x{} times {}x{}", a.rows, a.cols, b.rows, b.cols);
+    assert!(
+        a.rows == m && b.rows == k && b.cols == n,
+        "matmul of {m}x{n} from {}x{} times {}x{}",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -200,13 +210,25 @@ mod tests {
         // Transposed operands stored the other way round, accumulated with a scale.
         let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-        matmul(MatMut::row_major(&mut c, m, n), MatRef::row_major(&at, k, m).t(), MatRef::row_major(&bt, n, k).t(), true, 0.5);
+        matmul(
+            MatMut::row_major(&mut c, m, n),
+            MatRef::row_major(&at, k, m).t(),
+            MatRef::row_major(&bt, n, k).t(),
+            true,
+            0.5,
+        );
         for (x, y) in c.iter().zip(&want) {
             assert!((*x as f64 - 1.5 * y).abs() < 1e-5, "{x} {y}");
         }
         // A column window.
         let mut c2 = vec![0f32; m * 3];
-        matmul(MatMut::row_major(&mut c2, m, 3), MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n).columns(4, 7), false, 1.0);
+        matmul(
+            MatMut::row_major(&mut c2, m, 3),
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n).columns(4, 7),
+            false,
+            1.0,
+        );
         for i in 0..m {
             for j in 0..3 {
                 assert!((c2[i * 3 + j] as f64 - want[i * n + 4 + j]).abs() < 1e-5);

@@ -140,7 +140,8 @@ mod tests {
                 let best = (0..10).fold(0, |b, k| if row[k] > row[b] { k } else { b });
                 correct += usize::from(best == label as usize);
                 let max = row.iter().copied().fold(f32::MIN, f32::max) as f64;
-                loss += max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() - row[label as usize] as f64;
+                loss +=
+                    max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() - row[label as usize] as f64;
             }
             assert_eq!(e.accuracy, correct as f64 / 150.0);
             assert!((e.loss - loss / 150.0).abs() < 1e-6, "{} {}", e.loss, loss / 150.0);

@@ -172,8 +172,23 @@ pub(crate) fn add_bias(y: &mut [f32], bias: &[f32], width: usize) {
 /// - `dy`: `[c, width]`, `db`: `[c]`
 pub(crate) fn add_row_sums(db: &mut [f32], dy: &[f32], width: usize) {
     for (d, row) in db.iter_mut().zip(dy.chunks_exact(width)) {
-        *d += row.iter().sum::<f32>();
+        *d += sum(row);
     }
+}
+
+/// The sum of `values` in eight interleaved partial sums: a fixed order that vectorises,
+/// where a single running sum would wait on every addition.
+fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    let pairs = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + rest.iter().sum::<f32>()
 }
 
 /// Max pooling of every plane; `argmax` records, per output, the input offset (within its
@@ -187,18 +202,18 @@ pub(crate) fn max_pool(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32], ar
         let src = &x[p * ip..(p + 1) * ip];
         let (dst, arg) = (&mut y[p * op..(p + 1) * op], &mut argmax[p * op..(p + 1) * op]);
         if g.k == 2 && g.stride == 2 {
-            // The common 2×2 window, unrolled: four loads and three comparisons.
+            // The common 2×2 window as a tournament of selects (no data-dependent branches,
+            // which would mispredict on every other window); ties keep the earlier input.
             for oy in 0..g.oh {
+                let (top, bottom) = (&src[2 * oy * g.w..][..g.w], &src[(2 * oy + 1) * g.w..][..g.w]);
                 for ox in 0..g.ow {
-                    let a = 2 * oy * g.w + 2 * ox;
-                    let mut best = (src[a], a);
-                    for at in [a + 1, a + g.w, a + g.w + 1] {
-                        if src[at] > best.0 {
-                            best = (src[at], at);
-                        }
-                    }
-                    dst[oy * g.ow + ox] = best.0;
-                    arg[oy * g.ow + ox] = best.1 as u32;
+                    let at = (2 * oy * g.w + 2 * ox) as u32;
+                    let (a, b, c, d) = (top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]);
+                    let (m1, i1) = if b > a { (b, at + 1) } else { (a, at) };
+                    let (m2, i2) = if d > c { (d, at + g.w as u32 + 1) } else { (c, at + g.w as u32) };
+                    let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
+                    dst[oy * g.ow + ox] = m;
+                    arg[oy * g.ow + ox] = i;
                 }
             }
             continue;
@@ -434,7 +449,9 @@ mod tests {
 
     #[test]
     fn unfold_and_fold_match_the_definition_for_every_stride_and_padding() {
-        for (cin, h, w, k, stride, pad) in [(1, 6, 6, 3, 1, 0), (2, 7, 5, 3, 2, 1), (3, 5, 5, 2, 1, 2), (2, 9, 8, 4, 3, 1), (1, 4, 4, 5, 1, 2)] {
+        for (cin, h, w, k, stride, pad) in
+            [(1, 6, 6, 3, 1, 0), (2, 7, 5, 3, 2, 1), (3, 5, 5, 2, 1, 2), (2, 9, 8, 4, 3, 1), (1, 4, 4, 5, 1, 2)]
+        {
             let g = geometry(cin, h, w, k, stride, pad);
             let n = 3;
             let x = random(cin * n * h * w, 1);

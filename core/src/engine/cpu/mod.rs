@@ -5,21 +5,27 @@
 //! `cnn-s` (~1.2 MFLOP per image and training step) and does not scale with threads or
 //! with members batched into grouped convolutions. This engine instead:
 //!
-//! - stores activations channel-major with the images of a chunk inside
-//!   (`[c, n, h·w]`, see [`plan`]), so that a convolution over a chunk is a single matrix
-//!   product with the unfolded input (im2col) and a linear layer is the same product;
-//! - runs those products with the `gemm` crate's SIMD kernels, single-threaded, and spreads
-//!   work over threads itself, by (batch source, run of images) for training and by chunks
-//!   of images for everything else, with item boundaries that never depend on the thread
-//!   count and sums taken in item order: results are bit-identical for any thread count;
-//! - trains every member of a call in lock-step; members whose seeds agree share their
-//!   batches and the unfolding of the first layer's input (see [`train`] for the batch
-//!   semantics: a member's result never depends on which other jobs train beside it);
-//! - computes per-sample gradients directly from batched backward passes, as products of
-//!   the output gradients and the unfolded inputs over each run's columns.
+//! - stores activations channel-major with the images of a chunk inside (`[c, n, h·w]`),
+//!   so that a layer over a whole chunk of images is one kernel call;
+//! - runs stride-1 convolutions with register-blocked AVX2/FMA kernels straight from
+//!   zero-padded input planes (forward, input gradient and weight gradient, `direct.rs`),
+//!   and everything else (linear layers, strided convolutions, CPUs without AVX2) as
+//!   matrix products of the `gemm` crate over unfolded inputs (im2col);
+//! - spreads work over threads itself, by (team of members, run of images) for training
+//!   and by chunks of images for everything else, with item boundaries that never depend
+//!   on the thread count and sums taken in item order: results are bit-identical for any
+//!   thread count;
+//! - trains every member of a call in lock-step; a member's shuffle and dropout masks come
+//!   from its own seed, exactly as in the burn engine, so its result never depends on which
+//!   other jobs train beside it; members with equal seeds share batches and the image-only
+//!   work of each chunk (`train.rs` has the details);
+//! - computes per-sample gradients directly from batched backward passes: a row of a
+//!   layer is the product of the output gradients and the (unfolded) inputs over the
+//!   columns of its samples, i.e. the sum of the per-sample outer products `δ_i x_iᵀ`.
 //!
 //! Supported layers: everything [`crate::LayerSpec`] describes (conv2d with stride and
 //! padding, linear, max and average pooling, flatten, ReLU, tanh, GELU, sigmoid, dropout).
+//! [`bench`] holds the timed runs behind `hyperprune bench-engine`.
 
 mod activation;
 pub mod bench;
@@ -138,7 +144,8 @@ mod tests {
     }
 
     fn specs() -> Vec<crate::ArchSpec> {
-        let mut specs: Vec<_> = ["cnn-s", "cnn-digits", "lenet5", "mlpnet"].iter().map(|n| crate::preset(n).unwrap()).collect();
+        let mut specs: Vec<_> =
+            ["cnn-s", "cnn-digits", "lenet5", "mlpnet"].iter().map(|n| crate::preset(n).unwrap()).collect();
         specs.push(tiny_spec());
         specs
     }

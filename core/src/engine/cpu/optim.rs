@@ -28,7 +28,14 @@ impl OptimizerState {
     /// A fresh state for `len` parameters.
     pub fn new(kind: Optimizer, lr: f32, weight_decay: f32, len: usize) -> Self {
         let second = if kind == Optimizer::Adam { vec![0.0; len] } else { Vec::new() };
-        OptimizerState { kind, lr: lr as f64, weight_decay: weight_decay as f64, steps: 0, first: vec![0.0; len], second }
+        OptimizerState {
+            kind,
+            lr: lr as f64,
+            weight_decay: weight_decay as f64,
+            steps: 0,
+            first: vec![0.0; len],
+            second,
+        }
     }
 
     /// One update of every parameter from its gradient.

@@ -1,14 +1,15 @@
 //! The forward and backward pass of one model over one chunk of images.
 //!
 //! A [`Workspace`] holds everything a pass keeps for its backward half (every layer's input,
-//! the unfolded inputs of convolutions, the winners of max pooling); one is owned by each
-//! thread and reused from chunk to chunk, so that the hot loop allocates nothing.
+//! the padded or unfolded inputs of convolutions, the winners of max pooling); one is owned
+//! by each thread and reused from chunk to chunk, so that the hot loop allocates nothing.
 //!
 //! Weight gradients go to a [`GradSink`]: summed into a flat gradient (training, masked
 //! loss), or, per run of consecutive images, written as rows of a per-sample gradient
-//! matrix. A row is computed straight from the backward pass as `δ_seg × unfold(x)_segᵀ`
-//! over the columns of the run's images, i.e. the sum of the per-image outer products
-//! `δ_i · unfold(x_i)ᵀ`, never by one backward pass per image.
+//! matrix. A row is computed straight from the backward pass as the product of the output
+//! gradients and the inputs over the columns of the run's images (`δ_run × unfold(x)_runᵀ`,
+//! or the direct kernel's correlation restricted to those images), i.e. the sum of the
+//! per-image outer products `δ_i · unfold(x_i)ᵀ`, never by one backward pass per image.
 
 use super::activation;
 use super::direct::{self, Direct};
@@ -16,16 +17,23 @@ use super::gemm::{MatMut, MatRef, matmul};
 use super::layers;
 use super::plan::{Op, Plan};
 
-/// Buffers of one thread for passes over chunks of up to `capacity` images.
+/// Buffers of one thread for passes over chunks of images of one network.
+///
+/// Padded copies keep their zero borders from one pass to the next (only interiors are
+/// rewritten), which is valid while the network and the chunk size stay the same: a
+/// workspace handed another network drops its buffers.
 #[derive(Debug, Default)]
 pub(crate) struct Workspace {
+    /// The network it serves.
+    spec: Option<crate::arch::ArchSpec>,
     /// `acts[l]`: input of layer `l` (`[c, n, s]`); `acts[L]`: the logits `[classes, n]`.
     acts: Vec<Vec<f32>>,
     /// Per non-pointwise convolution: its unfolded input (reused for its input gradient),
     /// or, on the direct path, its zero-padded input.
     cols: Vec<Vec<f32>>,
-    /// The padded output gradient and the flipped weights of a direct input gradient.
-    dpad: Vec<f32>,
+    /// Per direct convolution: its padded output gradient; and the flipped weights of an
+    /// input gradient.
+    dpad: Vec<Vec<f32>>,
     flipped: Vec<f32>,
     /// Winning input offset of each max-pooling output.
     argmax: Vec<Vec<u32>>,
@@ -84,7 +92,11 @@ pub(crate) struct Segment {
 impl Workspace {
     /// Sizes the buffers for chunks of `n` images of `plan`.
     pub fn prepare(&mut self, plan: &Plan, n: usize) {
+        if self.spec.as_ref() != Some(&plan.spec) {
+            *self = Workspace { spec: Some(plan.spec.clone()), ..Workspace::default() };
+        }
         let layers = plan.layers.len();
+        self.dpad.resize_with(layers, Vec::new);
         self.acts.resize_with(layers + 1, Vec::new);
         self.cols.resize_with(layers, Vec::new);
         self.argmax.resize_with(layers, Vec::new);
@@ -254,9 +266,9 @@ pub(crate) fn backward(
                 }
                 if need_dx {
                     let wt = &params[*weight..][..geom.cout * k];
-                    direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, dpad);
+                    direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, &mut dpad[l]);
                     direct::flip(geom.cout, geom.cin, geom.k, wt, flipped);
-                    direct::forward(&Direct::input_gradient(geom, n), dpad, flipped, None, dx);
+                    direct::forward(&Direct::input_gradient(geom, n), &dpad[l], flipped, None, dx);
                 }
             }
             Op::Dense { geom, weight, bias, prunable } => {

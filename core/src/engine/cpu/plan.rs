@@ -185,9 +185,14 @@ impl Plan {
             let (c, h, w) = dims(inputs[i]);
             let (oc, oh, ow) = dims(outputs[i]);
             let op = match layer {
-                LayerSpec::Conv2d { kernel, stride, padding, .. } => {
-                    dense(i, &params, &offsets, ConvGeom { cin: c, h, w, cout: oc, k: *kernel, stride: *stride, pad: *padding, oh, ow }, &mut prunable, &mut prunable_len)
-                }
+                LayerSpec::Conv2d { kernel, stride, padding, .. } => dense(
+                    i,
+                    &params,
+                    &offsets,
+                    ConvGeom { cin: c, h, w, cout: oc, k: *kernel, stride: *stride, pad: *padding, oh, ow },
+                    &mut prunable,
+                    &mut prunable_len,
+                ),
                 LayerSpec::Linear { .. } => dense(
                     i,
                     &params,

@@ -70,8 +70,7 @@ pub(crate) fn activations(spec: &ArchSpec, params: &Params, image: &[f32]) -> Ve
                 for ci in 0..c {
                     for oy in 0..oh {
                         for ox in 0..ow {
-                            let window =
-                                (0..k * k).map(|j| x[(ci * h + oy * s + j / k) * w + ox * s + j % k]);
+                            let window = (0..k * k).map(|j| x[(ci * h + oy * s + j / k) * w + ox * s + j % k]);
                             y[(ci * oh + oy) * ow + ox] = if max {
                                 window.fold(f64::NEG_INFINITY, f64::max)
                             } else {

@@ -61,9 +61,10 @@ pub(crate) fn train(
             return Err(EngineError::Mismatch(format!("job {i}: batch size must be positive")));
         }
         let (spec, c) = (job.model.spec(), &job.config);
-        match groups.iter_mut().find(|(p, g, _)| {
-            &p.spec == spec && g.batch_size == c.batch_size && g.epochs == c.epochs
-        }) {
+        match groups
+            .iter_mut()
+            .find(|(p, g, _)| &p.spec == spec && g.batch_size == c.batch_size && g.epochs == c.epochs)
+        {
             Some((_, _, members)) => members.push(i),
             None => {
                 let plan = Plan::new(spec)?;
@@ -76,7 +77,8 @@ pub(crate) fn train(
     for (plan, shape, members) in &groups {
         let trained = Group::new(plan, shape, members, &jobs, samples).run(threads, observer)?;
         for (&job, params) in members.iter().zip(trained) {
-            let model = Model::new(plan.spec.clone(), plan.unflatten(&params)).map_err(|e| EngineError::Mismatch(e.to_string()))?;
+            let model = Model::new(plan.spec.clone(), plan.unflatten(&params))
+                .map_err(|e| EngineError::Mismatch(e.to_string()))?;
             models[job] = Some(model);
         }
     }
@@ -290,12 +292,12 @@ fn draw_masks(plan: &Plan, batch: usize, m: &mut Member) {
     for (l, layer) in plan.layers.iter().enumerate() {
         let mask = &mut m.masks[l];
         mask.clear();
-        if let Op::Dropout { p } = layer.op {
-            if p > 0.0 {
-                let keep = 1.0 / (1.0 - p);
-                let rng = &mut m.dropout;
-                mask.extend((0..batch * layer.in_len()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }));
-            }
+        if let Op::Dropout { p } = layer.op
+            && p > 0.0
+        {
+            let keep = 1.0 / (1.0 - p);
+            let rng = &mut m.dropout;
+            mask.extend((0..batch * layer.in_len()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }));
         }
     }
 }
@@ -311,11 +313,11 @@ fn update(plan: &Plan, m: &mut Member, items: &[ItemOut], sum: &mut Vec<f32>) {
     }
     m.loss += items.iter().map(|i| i.losses[m.slot]).sum::<f64>();
     m.optimizer.step(&mut m.params, sum);
-    if m.diverged.is_none() {
-        if let Some(at) = m.params.iter().position(|w| !w.is_finite()) {
-            let tensor = plan.offsets.partition_point(|&o| o <= at) - 1;
-            m.diverged = Some(plan.spec.params().map(|p| p[tensor].name.clone()).unwrap_or_default());
-        }
+    if m.diverged.is_none()
+        && let Some(at) = m.params.iter().position(|w| !w.is_finite())
+    {
+        let tensor = plan.offsets.partition_point(|&o| o <= at) - 1;
+        m.diverged = Some(plan.spec.params().map(|p| p[tensor].name.clone()).unwrap_or_default());
     }
 }
 
@@ -393,7 +395,8 @@ mod tests {
         let data = crate::dataset::load("digits", &Default::default()).unwrap();
         let spec = crate::preset("cnn-digits").unwrap();
         let model = crate::engine::init_model(&spec, crate::engine::Init::KaimingUniform, 3).unwrap();
-        let config = TrainConfig { epochs: 8, batch_size: 32, lr: 3e-3, weight_decay: 0.0, optimizer: Optimizer::Adam, seed: 3 };
+        let config =
+            TrainConfig { epochs: 8, batch_size: 32, lr: 3e-3, weight_decay: 0.0, optimizer: Optimizer::Adam, seed: 3 };
         let mut losses = Vec::new();
         let trained = train(2, vec![TrainJob { model, config }], &data.train, &mut |e| {
             if let TrainEvent::Epoch { loss, .. } = e {
@@ -410,7 +413,8 @@ mod tests {
     fn divergence_names_the_job_and_a_tensor() {
         let samples = random_samples([1, 8, 8], 40, 10, 9);
         let spec = crate::preset("cnn-digits").unwrap();
-        let jobs = vec![job(&spec, 1, 1, Optimizer::Adam, 1e-3), job(&spec, 2, 1, Optimizer::Sgd { momentum: 0.9 }, 1e30)];
+        let jobs =
+            vec![job(&spec, 1, 1, Optimizer::Adam, 1e-3), job(&spec, 2, 1, Optimizer::Sgd { momentum: 0.9 }, 1e30)];
         let err = train(2, jobs, &samples, &mut |_| {}).unwrap_err();
         assert!(matches!(err, EngineError::Diverged(_)), "{err}");
         let err = err.to_string();

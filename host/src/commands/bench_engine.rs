@@ -1,0 +1,138 @@
+//! `hyperprune bench-engine throughput|agree`: engine speed, and agreement of an engine or
+//! device with the CPU engine. Timings are for `docs/BENCHMARKS.md`, never for tests.
+
+use std::time::Instant;
+
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::{CpuEngine, Engine, Init, Optimizer, TrainConfig, TrainJob, init_model};
+use hyperprune_core::zoo::{Split, Zoo};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cli::{AgreeArgs, BenchEngineCommand, DataArgs, ThroughputArgs};
+use crate::engines::EngineKind;
+use crate::failure::bad_input;
+
+/// Runs `bench-engine`.
+///
+/// # Errors
+/// Bad input, engine failures, or (for `agree`) a difference above the tolerance.
+pub fn run(cmd: BenchEngineCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchEngineCommand::Throughput(args) => throughput(&args),
+        BenchEngineCommand::Agree(args) => agree(&args),
+    }
+}
+
+fn random_samples(shape: [usize; 3], n: usize, classes: usize, seed: u64) -> Samples {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let images = (0..n * shape.iter().product::<usize>()).map(|_| rng.random_range(0.0..1.0)).collect();
+    Samples { shape, images, labels: (0..n).map(|_| rng.random_range(0..classes as u32)).collect() }
+}
+
+fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
+    println!("machine: {}", super::bench::machine());
+    println!(
+        "{:<10} {:<10} {:>7} {:>7} {:>6} {:>14} {:>12} {:>12} {:>14}",
+        "ARCH", "ENGINE", "THREADS", "MEMBERS", "BATCH", "TRAIN img/s", "INFER img/s", "EVAL 10k s", "1k GRADS s"
+    );
+    for arch_name in &args.arch {
+        let spec = crate::inputs::arch(arch_name)?;
+        let (train, test) = if args.dataset == "random" {
+            (
+                random_samples(spec.input, args.images, spec.classes, 1),
+                random_samples(spec.input, 10_000, spec.classes, 2),
+            )
+        } else {
+            let data = super::zoo::dataset(&DataArgs { dataset: args.dataset.clone(), data_dir: args.data_dir.clone() })?;
+            (data.train.head(args.images), data.test.head(10_000))
+        };
+        let threads: Vec<usize> = if args.exec.engine == EngineKind::Cpu && args.exec.device == "cpu" {
+            args.threads.clone()
+        } else {
+            vec![0]
+        };
+        for &t in &threads {
+            let engine: Box<dyn Engine> = if t > 0 {
+                Box::new(CpuEngine::with_threads(t))
+            } else {
+                crate::engines::engine(args.exec.engine, &args.exec.device)?
+            };
+            for &members in &args.members {
+                for &batch in &args.batch {
+                    let jobs: Vec<TrainJob> = (0..members as u64)
+                        .map(|seed| {
+                            let model = init_model(&spec, Init::KaimingUniform, seed).map_err(bad_input)?;
+                            let config = TrainConfig {
+                                epochs: 1,
+                                batch_size: batch,
+                                lr: 1e-3,
+                                weight_decay: 0.0,
+                                optimizer: Optimizer::Adam,
+                                seed: 0,
+                            };
+                            Ok(TrainJob { model, config })
+                        })
+                        .collect::<anyhow::Result<_>>()?;
+                    let start = Instant::now();
+                    let trained = engine.train(jobs, &train, &mut |_| {})?;
+                    let train_rate = (members * train.len()) as f64 / start.elapsed().as_secs_f64();
+                    let model = &trained[0];
+                    let start = Instant::now();
+                    engine.evaluate(&[model], &test)?;
+                    let eval_s = start.elapsed().as_secs_f64();
+                    let infer_rate = test.len() as f64 / eval_s;
+                    let grads = train.head(args.gradients);
+                    let start = Instant::now();
+                    engine.per_sample_gradients(model, &grads, 1)?;
+                    let grads_s = start.elapsed().as_secs_f64() * 1000.0 / grads.len().max(1) as f64;
+                    println!(
+                        "{:<10} {:<10} {:>7} {:>7} {:>6} {:>14.0} {:>12.0} {:>12.3} {:>14.3}",
+                        spec.name,
+                        engine.name(),
+                        if t == 0 { "-".to_string() } else { t.to_string() },
+                        members,
+                        batch,
+                        train_rate,
+                        infer_rate,
+                        eval_s * 10_000.0 / test.len() as f64,
+                        grads_s
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Largest absolute difference relative to the largest magnitude of the reference.
+fn relative_difference(reference: &[f32], other: &[f32]) -> f64 {
+    let scale = reference.iter().fold(0f64, |m, x| m.max(x.abs() as f64)).max(f64::MIN_POSITIVE);
+    let diff = reference.iter().zip(other).fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
+    diff / scale
+}
+
+fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
+    let zoo = Zoo::open(&args.zoo).map_err(bad_input)?;
+    let data = super::zoo::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+    let samples = data.test.head(args.samples);
+    let reference = CpuEngine::new();
+    let other = crate::engines::engine(args.exec.engine, &args.exec.device)?;
+    let mut worst = 0f64;
+    println!("{:<8} {:>16} {:>22}   ({} vs {} on {} samples)", "MEMBER", "LOGITS rel.diff", "PER-SAMPLE GRAD rel.diff", other.name(), reference.name(), samples.len());
+    for member in zoo.members(Split::All).into_iter().take(args.members) {
+        let model = zoo.load(member).map_err(bad_input)?;
+        let a = reference.logits(&model, &samples)?;
+        let b = other.logits(&model, &samples)?;
+        let ga = reference.per_sample_gradients(&model, &samples, 1)?;
+        let gb = other.per_sample_gradients(&model, &samples, 1)?;
+        let (dl, dg) = (relative_difference(&a, &b), relative_difference(&ga.data, &gb.data));
+        worst = worst.max(dl).max(dg);
+        println!("{:<8} {:>16.2e} {:>22.2e}", member.id, dl, dg);
+    }
+    if worst > args.tolerance {
+        anyhow::bail!("largest relative difference {worst:.2e} exceeds the tolerance {:.0e}", args.tolerance);
+    }
+    println!("agreement within {:.0e} (largest {worst:.2e})", args.tolerance);
+    Ok(())
+}

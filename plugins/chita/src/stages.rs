@@ -1,0 +1,328 @@
+//! CHITA (one stage) and CHITA++ (several): the procedure that talks to the host.
+//!
+//! CHITA++ (Benbaki et al. 2023, §4) follows a sparsity schedule from dense to the target.
+//! The local quadratic model is only trusted near the point it was built at, so at each
+//! stage the per-sample gradients are recomputed at the current (already pruned and
+//! updated) weights, and the ℓ0 problem is solved with `w̄` = those weights and the stage's
+//! budget. The schedule is geometric in density: stage `t` of `T` keeps a fraction
+//! `(1 − s)^{t/T}` of the weights, so every stage removes the same fraction of what is left
+//! (the last stage lands exactly on `s`). One stage is plain CHITA.
+
+use hyperprune_sdk::{CalibRequest, Ctx, ModelBuf, ModelRef, PruneRequest};
+
+use crate::budget::plan;
+use crate::grads::Gradients;
+use crate::solver::{L0Problem, SolverConfig, solve};
+
+/// Everything the options set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChitaConfig {
+    /// Calibration samples (0 = the host's default).
+    pub samples: u64,
+    /// The ridge, relative to the mean of the empirical Fisher's diagonal (see the crate doc).
+    pub lambda: f64,
+    /// Maximum IHT iterations per solve.
+    pub iterations: usize,
+    /// Weights per block (0 = the whole model in one problem).
+    pub block_size: usize,
+    /// Stages of the sparsity schedule (1 = CHITA, more = CHITA++).
+    pub stages: usize,
+}
+
+impl Default for ChitaConfig {
+    fn default() -> ChitaConfig {
+        ChitaConfig { samples: 0, lambda: DEFAULT_LAMBDA, iterations: 100, block_size: 0, stages: 1 }
+    }
+}
+
+/// The default relative ridge; see the crate doc for how it was chosen.
+pub const DEFAULT_LAMBDA: f64 = 1e-2;
+
+/// The sparsity of each stage: `1 − (1 − s)^{t/T}` for `t = 1..=T`, the last exactly `s`.
+pub fn stage_sparsities(sparsity: f64, stages: usize) -> Vec<f64> {
+    let stages = stages.max(1);
+    (1..=stages)
+        .map(|t| if t == stages { sparsity } else { 1.0 - (1.0 - sparsity).powf(t as f64 / stages as f64) })
+        .collect()
+}
+
+/// Prunes `model`: the keep masks and the new weights, one vector per layer.
+///
+/// # Errors
+/// When the host cannot give gradients, returns a matrix of the wrong shape or with
+/// non-finite values, when the user cancels, or when a solve fails.
+pub fn prune(
+    model: &ModelRef<'_>,
+    request: &PruneRequest,
+    ctx: &Ctx<'_>,
+    config: &ChitaConfig,
+) -> Result<(Vec<Vec<bool>>, Vec<Vec<f32>>), String> {
+    let sizes: Vec<usize> = model.layers().iter().map(|l| l.weights().len()).collect();
+    let p: usize = sizes.iter().sum();
+    if p == 0 {
+        return Ok((sizes.iter().map(|_| Vec::new()).collect(), sizes.iter().map(|_| Vec::new()).collect()));
+    }
+    let mut buf = ModelBuf::new(model);
+    let mut keep = vec![true; p];
+    let schedule = stage_sparsities(request.sparsity, config.stages);
+    let calib = CalibRequest { samples: config.samples, minibatch: 1, seed: request.seed };
+    let cancelled = || ctx.cancelled();
+    for (stage, &sparsity) in schedule.iter().enumerate() {
+        ctx.progress(stage, schedule.len());
+        let grads = buf.with_view(|view| ctx.per_sample_gradients(&view, calib))?;
+        let (n, cols) = (grads.rows as usize, grads.cols as usize);
+        if cols != p || n == 0 {
+            return Err(format!("expected per-sample gradients of shape n × {p} with n > 0, got {n} × {cols}"));
+        }
+        if grads.data.iter().any(|v| !v.is_finite()) {
+            return Err("the per-sample gradients hold a non-finite value; check the model and the data".into());
+        }
+        let g = Gradients::new(&grads.data, n, p)?;
+        let wbar: Vec<f64> = buf.weights().iter().flatten().map(|&w| w as f64).collect();
+        let norms = g.column_sq_norms();
+        let mu = ridge(config.lambda, &norms);
+        let saliency: Vec<f64> = wbar.iter().zip(&norms).map(|(w, c)| w * w * (c + mu)).collect();
+        let mut w = vec![0.0f64; p];
+        let mut objective = 0.0;
+        let mut iterations = 0;
+        let mut swaps = 0;
+        for block in plan(&sizes, request.scope, sparsity, config.block_size, &saliency) {
+            let problem = L0Problem {
+                g: g.columns(block.start, block.end - block.start),
+                wbar: &wbar[block.start..block.end],
+                mu,
+                groups: block.groups,
+            };
+            let sol = solve(&problem, SolverConfig { iterations: config.iterations }, &cancelled)?;
+            w[block.start..block.end].copy_from_slice(&sol.w);
+            keep[block.start..block.end].copy_from_slice(&sol.keep);
+            objective += sol.objective;
+            iterations = iterations.max(sol.iht_iterations);
+            swaps += sol.swaps;
+        }
+        drop(grads);
+        if w.iter().any(|v| !v.is_finite() || v.abs() > f32::MAX as f64) {
+            return Err("the updated weights are not finite in f32; raise lambda".into());
+        }
+        let mut offset = 0;
+        for layer in buf.weights_mut() {
+            for (dst, (&v, &k)) in layer.iter_mut().zip(w[offset..].iter().zip(&keep[offset..])) {
+                *dst = if k { v as f32 } else { 0.0 };
+            }
+            offset += layer.len();
+        }
+        ctx.info(&format!(
+            "stage {}/{}: sparsity {sparsity:.4}, {n} samples, ridge μ = {mu:.3e}, objective {objective:.4e}, \
+             {iterations} IHT iterations, {swaps} swaps",
+            stage + 1,
+            schedule.len()
+        ));
+    }
+    ctx.progress(schedule.len(), schedule.len());
+    let mut masks = Vec::with_capacity(sizes.len());
+    let mut offset = 0;
+    for &n in &sizes {
+        masks.push(keep[offset..offset + n].to_vec());
+        offset += n;
+    }
+    Ok((masks, buf.weights().to_vec()))
+}
+
+/// `μ = nλ_paper` from the relative `lambda`: `λ_paper = lambda · tr(F)/p` with
+/// `F = GᵀG/n`, so `μ = lambda · mean_j ‖Gⱼ‖²`. A model whose gradients all vanish gets
+/// `μ = lambda`, which keeps the back-solve well posed (it then returns `w̄_S`).
+pub fn ridge(lambda: f64, column_sq_norms: &[f64]) -> f64 {
+    let mean = column_sq_norms.iter().sum::<f64>() / column_sq_norms.len().max(1) as f64;
+    if mean > 0.0 { lambda * mean } else { lambda }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::{RResult, RSlice, RStr};
+    use hyperprune_sdk::rng::SplitMix64;
+    use hyperprune_sdk::{
+        DataSplit, Evaluation, LayerKind, LayerRef, LogLevel, LossAndGrad, Matrix, PluginError, Scope, TensorRef,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A host stand-in: synthetic per-sample gradients (a fixed random matrix plus a term
+    /// depending on the weights it is asked at, so stages see different gradients), and a
+    /// count of the gradient calls.
+    struct SyntheticHost {
+        n: usize,
+        calls: AtomicUsize,
+        weights_seen: std::sync::Mutex<Vec<Vec<f32>>>,
+    }
+
+    impl hyperprune_sdk::Context for SyntheticHost {
+        fn log(&self, _: LogLevel, _: RStr<'_>) {}
+        fn progress(&self, _: u64, _: u64) {}
+        fn cancelled(&self) -> bool {
+            false
+        }
+        fn layer_input_hessian(&self, _: ModelRef<'_>, _: u32, _: CalibRequest) -> RResult<Matrix<f64>, PluginError> {
+            RResult::RErr(PluginError::new(hyperprune_sdk::ErrorKind::Unavailable, "not in this test"))
+        }
+        fn per_sample_gradients(&self, model: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let w = model.flat_weights();
+            self.weights_seen.lock().unwrap().push(w.clone());
+            let p = w.len();
+            let mut rng = SplitMix64::new(17);
+            let data: Vec<f32> = (0..self.n * p).map(|t| (rng.next_f32() - 0.5) + 0.3 * w[t % p]).collect();
+            RResult::ROk(Matrix { rows: self.n as u64, cols: p as u64, data: data.into() })
+        }
+        fn masked_loss_and_grad(
+            &self,
+            _: ModelRef<'_>,
+            _: RSlice<'_, f32>,
+            _: CalibRequest,
+        ) -> RResult<LossAndGrad, PluginError> {
+            RResult::RErr(PluginError::new(hyperprune_sdk::ErrorKind::Unavailable, "not in this test"))
+        }
+        fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
+            RResult::RErr(PluginError::new(hyperprune_sdk::ErrorKind::Unavailable, "not in this test"))
+        }
+    }
+
+    /// Owned storage for a two-layer model (a 5×8 and a 3×5 linear layer).
+    struct TestModel {
+        shapes: Vec<Vec<u64>>,
+        weights: Vec<Vec<f32>>,
+    }
+
+    impl TestModel {
+        fn new(seed: u64) -> TestModel {
+            let mut rng = SplitMix64::new(seed);
+            let shapes = vec![vec![5u64, 8], vec![3, 5]];
+            let weights =
+                shapes.iter().map(|s| (0..s[0] * s[1]).map(|_| rng.next_f32() * 2.0 - 1.0).collect()).collect();
+            TestModel { shapes, weights }
+        }
+
+        fn with_view<R>(&self, f: impl FnOnce(ModelRef<'_>) -> R) -> R {
+            let layers: Vec<LayerRef<'_>> = (0..2)
+                .map(|i| LayerRef {
+                    name: RStr::from_str(["0.weight", "2.weight"][i]),
+                    kind: LayerKind::Linear,
+                    shape: RSlice::from_slice(&self.shapes[i]),
+                    weights: RSlice::from_slice(&self.weights[i]),
+                })
+                .collect();
+            let others: Vec<TensorRef<'_>> = Vec::new();
+            f(ModelRef {
+                arch_json: RStr::from_str("{}"),
+                layers: RSlice::from_slice(&layers),
+                others: RSlice::from_slice(&others),
+            })
+        }
+    }
+
+    fn host(n: usize) -> SyntheticHost {
+        SyntheticHost { n, calls: AtomicUsize::new(0), weights_seen: Default::default() }
+    }
+
+    #[test]
+    fn schedule_is_geometric_in_density_and_ends_on_target() {
+        let s = stage_sparsities(0.96875, 5);
+        assert_eq!(s.len(), 5);
+        assert_eq!(s[4], 0.96875);
+        // Density 1/32 over 5 stages: each stage halves the density.
+        for (t, &st) in s.iter().enumerate() {
+            assert!(((1.0 - st) - 0.5f64.powi(t as i32 + 1)).abs() < 1e-12, "stage {t}: {st}");
+        }
+        assert_eq!(stage_sparsities(0.5, 1), vec![0.5]);
+    }
+
+    #[test]
+    fn multi_stage_calls_the_gradient_service_once_per_stage_at_the_current_weights() {
+        let model = TestModel::new(3);
+        for stages in [1usize, 3, 5] {
+            let h = host(6);
+            let ctx = Ctx::from_impl(&h);
+            let config = ChitaConfig { stages, ..ChitaConfig::default() };
+            let (masks, weights) =
+                model.with_view(|m| prune(&m, &PruneRequest::global(0.75, 1), &ctx, &config)).unwrap();
+            assert_eq!(h.calls.load(Ordering::SeqCst), stages, "stages={stages}");
+            let seen = h.weights_seen.lock().unwrap();
+            // Stage 1 sees the dense model; each later stage sees the previous stage's
+            // output, with exactly that stage's pruned count at zero... or fewer, if a
+            // kept weight was solved to exactly 0.
+            let schedule = stage_sparsities(0.75, stages);
+            assert_eq!(seen[0], model.weights.concat());
+            for t in 1..stages {
+                let zeros = seen[t].iter().filter(|&&w| w == 0.0).count();
+                assert!(zeros >= (schedule[t - 1] * 55.0).round() as usize, "stage {t}: {zeros} zeros");
+            }
+            let pruned: usize = masks.iter().flatten().filter(|&&k| !k).count();
+            assert_eq!(pruned, (0.75f64 * 55.0).round() as usize);
+            assert_eq!(weights.iter().map(Vec::len).collect::<Vec<_>>(), vec![40, 15]);
+        }
+    }
+
+    #[test]
+    fn exact_sparsity_for_every_scope_and_block_size() {
+        let model = TestModel::new(4);
+        for scope in [Scope::Global, Scope::PerLayer] {
+            for block_size in [0usize, 7, 1000] {
+                for s in [0.5, 0.75, 0.875, 0.9375] {
+                    let h = host(9);
+                    let ctx = Ctx::from_impl(&h);
+                    let request = PruneRequest { scope, ..PruneRequest::global(s, 2) };
+                    let config = ChitaConfig { block_size, stages: 2, ..ChitaConfig::default() };
+                    let (masks, weights) = model.with_view(|m| prune(&m, &request, &ctx, &config)).unwrap();
+                    let pruned: Vec<usize> = masks.iter().map(|m| m.iter().filter(|&&k| !k).count()).collect();
+                    let what = format!("{scope:?} block {block_size} s={s}");
+                    assert_eq!(pruned.iter().sum::<usize>(), (s * 55.0).round() as usize, "{what}");
+                    if scope == Scope::PerLayer {
+                        assert_eq!(pruned, hyperprune_sdk::masking::per_layer_counts(&[40, 15], s), "{what}");
+                    }
+                    for (m, w) in masks.iter().zip(&weights) {
+                        assert!(m.iter().zip(w).all(|(&k, &v)| k || v == 0.0), "{what}: pruned weights are zero");
+                        assert!(w.iter().all(|v| v.is_finite()), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_gradient_matrix_of_the_wrong_shape_is_an_error() {
+        struct Wrong;
+        impl hyperprune_sdk::Context for Wrong {
+            fn log(&self, _: LogLevel, _: RStr<'_>) {}
+            fn progress(&self, _: u64, _: u64) {}
+            fn cancelled(&self) -> bool {
+                false
+            }
+            fn layer_input_hessian(
+                &self,
+                _: ModelRef<'_>,
+                _: u32,
+                _: CalibRequest,
+            ) -> RResult<Matrix<f64>, PluginError> {
+                unreachable!()
+            }
+            fn per_sample_gradients(&self, _: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
+                RResult::ROk(Matrix { rows: 2, cols: 3, data: vec![0.0; 6].into() })
+            }
+            fn masked_loss_and_grad(
+                &self,
+                _: ModelRef<'_>,
+                _: RSlice<'_, f32>,
+                _: CalibRequest,
+            ) -> RResult<LossAndGrad, PluginError> {
+                unreachable!()
+            }
+            fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
+                unreachable!()
+            }
+        }
+        let model = TestModel::new(5);
+        let ctx = Ctx::from_impl(&Wrong);
+        let err =
+            model.with_view(|m| prune(&m, &PruneRequest::global(0.5, 1), &ctx, &ChitaConfig::default())).unwrap_err();
+        assert!(err.contains("n × 55") && err.contains("2 × 3"), "{err}");
+    }
+}

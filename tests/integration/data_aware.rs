@@ -1,0 +1,41 @@
+//! The data-aware pruners against magnitude on real data (Fashion-MNIST). Ignored by
+//! default; `.ci/run` installs the dataset and runs them.
+
+use hyperprune_tests::{bench_retention, fashion_zoo};
+
+fn mean(results: &[(String, f64, f64)], pruner: &str, compression: f64) -> f64 {
+    results
+        .iter()
+        .find(|(p, c, _)| p == pruner && *c == compression)
+        .unwrap_or_else(|| panic!("no result for {pruner} at {compression}x: {results:?}"))
+        .2
+}
+
+#[test]
+#[ignore = "needs Fashion-MNIST: apt-get install -y dataset-fashion-mnist"]
+fn obs_woodfisher_chita_beat_magnitude_on_cnn_s() {
+    let zoo = fashion_zoo("cnn-s", 4, 2);
+    let r = bench_retention(&zoo, "magnitude,obs,woodfisher,chita", "2,4", &[]);
+    for c in [2.0, 4.0] {
+        for p in ["obs", "woodfisher", "chita"] {
+            assert!(mean(&r, p, c) > mean(&r, "magnitude", c), "{p} at {c}x: {r:?}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs Fashion-MNIST: apt-get install -y dataset-fashion-mnist"]
+fn obs_woodfisher_chita_beat_magnitude_on_mlpnet_and_chita_plus_plus_beats_chita() {
+    let zoo = fashion_zoo("mlpnet", 4, 2);
+    let r = bench_retention(&zoo, "magnitude,obs,woodfisher,chita", "4,8", &[]);
+    for c in [4.0, 8.0] {
+        for p in ["obs", "woodfisher", "chita"] {
+            assert!(mean(&r, p, c) > mean(&r, "magnitude", c), "{p} at {c}x: {r:?}");
+        }
+    }
+    let single = bench_retention(&zoo, "chita", "8,16", &["--opt", "chita.stages=1"]);
+    let multi = bench_retention(&zoo, "chita", "8,16", &["--opt", "chita.stages=5"]);
+    for c in [8.0, 16.0] {
+        assert!(mean(&multi, "chita", c) > mean(&single, "chita", c) + 0.02, "CHITA++ at {c}x: {multi:?} vs {single:?}");
+    }
+}
