@@ -77,7 +77,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Summarise a bench run: a table, SVG plots and one self-contained HTML page, written
     /// into the run folder.
-    Report(ReportArgs),    /// Measure engine throughput (training, inference, per-sample gradients), or check
+    Report(ReportArgs),
+    /// Measure engine throughput (training, inference, per-sample gradients), or check
     /// that an engine/device agrees with the CPU engine on a zoo's members.
     #[command(subcommand)]
     BenchEngine(BenchEngineCommand),

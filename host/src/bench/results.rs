@@ -11,8 +11,8 @@ use super::row::ResultRow;
 /// File name of the results inside a run folder.
 pub const RESULTS_FILE: &str = "results.jsonl";
 
-/// Reads every row of a results file. A missing file is empty; an incomplete last line
-/// (a run killed mid-write) is dropped from the file with a warning.
+/// Reads every row of a results file for resuming. A missing file is empty; an incomplete
+/// last line (a run killed mid-write) is cut from the file with a warning.
 ///
 /// # Errors
 /// A line that does not parse, naming the file and line; I/O errors.
@@ -22,24 +22,13 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<ResultRow>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let complete = match text.rfind('\n') {
-        Some(end) => &text[..=end],
-        None => "",
-    };
-    if complete.len() < text.len() {
+    let complete = text.rfind('\n').map_or(0, |end| end + 1);
+    if complete < text.len() {
         tracing::warn!("{}: dropping an incomplete last line (the previous run was interrupted)", path.display());
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
-        file.set_len(complete.len() as u64)?;
+        file.set_len(complete as u64)?;
     }
-    complete
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| crate::failure::bad_input(format!("{}: line {}: not a result row: {e}", path.display(), i + 1)))
-        })
-        .collect()
+    crate::report::read_results(path)
 }
 
 /// Appends rows to a results file, one flushed line at a time.

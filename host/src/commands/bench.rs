@@ -233,7 +233,7 @@ fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyh
         "split": args.split,
         "calib_samples": args.calib_samples,
     });
-    write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
+    write_atomic(&out.join(crate::report::RUN_FILE), serde_json::to_string_pretty(&run)?.as_bytes())?;
     Ok(())
 }
 
@@ -260,9 +260,9 @@ fn merge(out: &Path, runs: &[PathBuf]) -> anyhow::Result<()> {
                 text.push('\n');
             }
         }
-        if !out.join("run.json").exists() {
-            if let Ok(bytes) = std::fs::read(run.join("run.json")) {
-                write_atomic(&out.join("run.json"), &bytes)?;
+        if !out.join(crate::report::RUN_FILE).exists() {
+            if let Ok(bytes) = std::fs::read(run.join(crate::report::RUN_FILE)) {
+                write_atomic(&out.join(crate::report::RUN_FILE), &bytes)?;
             }
         }
     }

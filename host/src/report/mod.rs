@@ -23,8 +23,7 @@ pub use table::summary_table;
 use crate::bench::ResultRow;
 use crate::failure::bad_input;
 
-/// The rows of a bench run, one JSON [`ResultRow`] a line.
-pub const RESULTS_FILE: &str = "results.jsonl";
+pub use crate::bench::results::RESULTS_FILE;
 /// The bench's description of the run: command, version, seed, machine, date.
 pub const RUN_FILE: &str = "run.json";
 

@@ -18,9 +18,19 @@
 //! ```
 //!
 //! at `O(n²·k + n³)`. Neither path forms anything `p × p`: the largest matrix is
-//! `min(n, k)²`, and `G_S` is read in chunks converted to f64 on the fly.
+//! `min(n, k)²` (`n²` for [`SampleSystem`]), and `G_S` is read in chunks converted to f64 on
+//! the fly.
+//!
+//! # Swaps on the `n × n` system
+//!
+//! [`SampleSystem`] keeps `K = G_SG_Sᵀ + μI` factorised, which makes the optimal objective
+//! on `S` a closed form, `F(S) = (μ/2)·(cᵀK⁻¹c + Σ_{j∉S} w̄ⱼ²)` (the minimum of a ridge
+//! problem `½‖Aδ − c‖² + (μ/2)‖δ‖²` is `(μ/2)cᵀ(AAᵀ + μI)⁻¹c`), and scores the exact
+//! `F(S − i + j)` of a swap by a rank-2 Woodbury update of `K⁻¹` in `O(n)` per pair once
+//! `K⁻¹Gᵢ` and `K⁻¹Gⱼ` are known. The active-set updates of [`crate::solver`] use it.
 
 use faer::linalg::matmul::triangular::{BlockStructure, matmul};
+use faer::linalg::solvers::Llt;
 use faer::linalg::solvers::Solve;
 use faer::{Accum, Mat, Par, Side};
 
@@ -40,17 +50,13 @@ const CHUNK: usize = 512;
 /// solution is not finite.
 pub fn ridge_on_support(g: &Gradients<'_>, wbar: &[f64], support: &[usize], mu: f64) -> Result<Vec<f64>, String> {
     let (n, k) = (g.rows(), support.len());
-    if k == 0 {
-        return Ok(Vec::new());
-    }
-    // c = G_{S̄}·w̄_{S̄}: zero the kept entries of w̄ and multiply.
-    let mut pruned_part = wbar.to_vec();
-    for &j in support {
-        pruned_part[j] = 0.0;
-    }
-    let c = g.mul(&pruned_part);
-    let delta = if k <= n { direct(g, support, &c, mu)? } else { woodbury(g, support, &c, mu)? };
-    let w: Vec<f64> = support.iter().zip(&delta).map(|(&j, d)| wbar[j] + d).collect();
+    let w = if k == 0 {
+        Vec::new()
+    } else if k <= n {
+        direct(g, wbar, support, mu)?
+    } else {
+        SampleSystem::new(g, wbar, support, mu)?.values()
+    };
     if w.iter().any(|v| !v.is_finite()) {
         return Err("the ridge back-solve produced a non-finite weight; raise lambda".into());
     }
@@ -59,8 +65,14 @@ pub fn ridge_on_support(g: &Gradients<'_>, wbar: &[f64], support: &[usize], mu: 
 
 /// `k ≤ n`: solve `(G_SᵀG_S + μI)·δ = G_Sᵀc`. `H` accumulates `RᵀR` over chunks `R` of rows
 /// of `G_S` (lower triangle only, which is all the Cholesky reads).
-fn direct(g: &Gradients<'_>, support: &[usize], c: &[f64], mu: f64) -> Result<Vec<f64>, String> {
+fn direct(g: &Gradients<'_>, wbar: &[f64], support: &[usize], mu: f64) -> Result<Vec<f64>, String> {
     let (n, k) = (g.rows(), support.len());
+    // c = G_{S̄}·w̄_{S̄}: zero the kept entries of w̄ and multiply.
+    let mut pruned = wbar.to_vec();
+    for &j in support {
+        pruned[j] = 0.0;
+    }
+    let c = g.mul(&pruned);
     let mut h = Mat::<f64>::zeros(k, k);
     for t in 0..k {
         h[(t, t)] = mu;
@@ -82,45 +94,218 @@ fn direct(g: &Gradients<'_>, support: &[usize], c: &[f64], mu: f64) -> Result<Ve
             Par::Seq,
         );
     }
-    let rhs = g.tmul_support(support, c);
-    cholesky_solve(h, &rhs)
+    let rhs = g.tmul_support(support, &c);
+    let delta = solve_vec(&factor(&h)?, &rhs);
+    Ok(support.iter().zip(delta).map(|(&j, d)| wbar[j] + d).collect())
 }
 
-/// `n < k`: solve `(G_SG_Sᵀ + μI)·z = c`, then `δ = G_Sᵀz`. `K` accumulates `CCᵀ` over
-/// chunks `C` of columns of `G_S`.
-fn woodbury(g: &Gradients<'_>, support: &[usize], c: &[f64], mu: f64) -> Result<Vec<f64>, String> {
+/// The `n × n` (Woodbury) form of the back-solve for one support, kept factorised so swaps
+/// can be scored and applied without rebuilding it.
+#[derive(Debug, Clone)]
+pub struct SampleSystem<'g, 'a> {
+    g: &'g Gradients<'a>,
+    wbar: &'g [f64],
+    mu: f64,
+    support: Vec<usize>,
+    /// Lower triangle of `K = G_SG_Sᵀ + μI`.
+    kmat: Mat<f64>,
+    llt: Llt<f64>,
+    /// `c = G_{S̄}·w̄_{S̄}`.
+    c: Vec<f64>,
+    /// `z = K⁻¹c`.
+    z: Vec<f64>,
+    /// `Σ_{j∉S} w̄ⱼ²`.
+    pruned_sq: f64,
+}
+
+/// One swap's effect, `F(S − out + inn) − F(S)`, for every pair of `outs × ins`, row-major.
+pub type SwapDeltas = Vec<f64>;
+
+impl<'g, 'a> SampleSystem<'g, 'a> {
+    /// Builds and factorises `K` for `support` (distinct columns): `O(n²·k + n³)`.
+    ///
+    /// # Errors
+    /// When `K` is not positive definite (only possible with `μ = 0`).
+    pub fn new(g: &'g Gradients<'a>, wbar: &'g [f64], support: &[usize], mu: f64) -> Result<Self, String> {
+        let n = g.rows();
+        let mut kmat = gram_of_columns(g, support);
+        for i in 0..n {
+            kmat[(i, i)] += mu;
+        }
+        let mut pruned = wbar.to_vec();
+        for &j in support {
+            pruned[j] = 0.0;
+        }
+        let pruned_sq = pruned.iter().map(|w| w * w).sum();
+        let c = g.mul(&pruned);
+        let llt = factor(&kmat)?;
+        let z = solve_vec(&llt, &c);
+        Ok(SampleSystem { g, wbar, mu, support: support.to_vec(), kmat, llt, c, z, pruned_sq })
+    }
+
+    /// The support, in the order [`SampleSystem::values`] follows.
+    pub fn support(&self) -> &[usize] {
+        &self.support
+    }
+
+    /// `F(S)`: the objective at the optimum on the support.
+    pub fn objective(&self) -> f64 {
+        let czk: f64 = self.c.iter().zip(&self.z).map(|(a, b)| a * b).sum();
+        0.5 * self.mu * (czk + self.pruned_sq)
+    }
+
+    /// The optimal `w_S = w̄_S + G_Sᵀz`, one value per support entry.
+    pub fn values(&self) -> Vec<f64> {
+        let delta = self.g.tmul_support(&self.support, &self.z);
+        self.support.iter().zip(delta).map(|(&j, d)| self.wbar[j] + d).collect()
+    }
+
+    /// The residual `G(w − w̄) = G_Sδ − c = −μz` at the optimum.
+    pub fn residual(&self) -> Vec<f64> {
+        self.z.iter().map(|z| -self.mu * z).collect()
+    }
+
+    /// `F(S − i + j) − F(S)` for every `i` in `outs` (in the support) and `j` in `ins` (not
+    /// in it), row-major `|outs| × |ins|`: `O(n²·(|outs| + |ins|) + n·|outs|·|ins|)`.
+    ///
+    /// With `a = Gᵢ`, `e = Gⱼ`, `K' = K − aaᵀ + eeᵀ = K + U·diag(−1, 1)·Uᵀ`, `U = [a e]`, and
+    /// `c' = c + w̄ᵢa − w̄ⱼe`, Woodbury gives
+    /// `c'ᵀK'⁻¹c' = c'ᵀK⁻¹c' − vᵀM⁻¹v` with `v = UᵀK⁻¹c'` and
+    /// `M = diag(−1, 1) + UᵀK⁻¹U`. A pair whose `M` is singular scores `+∞`.
+    pub fn swap_deltas(&self, outs: &[usize], ins: &[usize]) -> SwapDeltas {
+        let n = self.g.rows();
+        let cols: Vec<usize> = outs.iter().chain(ins).copied().collect();
+        // Columns of G for the candidates (n × m), and K⁻¹ times them.
+        let gc = Mat::<f64>::from_fn(n, cols.len(), |i, t| self.g.row(i)[cols[t]] as f64);
+        let mut u = gc.clone();
+        self.llt.solve_in_place(u.as_mut());
+        let dot = |x: usize, y: &[f64]| (0..n).map(|i| gc[(i, x)] * y[i]).sum::<f64>();
+        let col_dot = |x: usize, y: usize| (0..n).map(|i| gc[(i, x)] * u[(i, y)]).sum::<f64>();
+        let cz: f64 = self.c.iter().zip(&self.z).map(|(a, b)| a * b).sum();
+        let a_z: Vec<f64> = (0..outs.len()).map(|x| dot(x, &self.z)).collect();
+        let a_ua: Vec<f64> = (0..outs.len()).map(|x| col_dot(x, x)).collect();
+        let e_z: Vec<f64> = (0..ins.len()).map(|y| dot(outs.len() + y, &self.z)).collect();
+        let e_ue: Vec<f64> = (0..ins.len()).map(|y| col_dot(outs.len() + y, outs.len() + y)).collect();
+        let mut deltas = Vec::with_capacity(outs.len() * ins.len());
+        for (x, &i) in outs.iter().enumerate() {
+            let wi = self.wbar[i];
+            for (y, &j) in ins.iter().enumerate() {
+                let wj = self.wbar[j];
+                let cross = col_dot(x, outs.len() + y);
+                let ckc = cz + 2.0 * wi * a_z[x] - 2.0 * wj * e_z[y] + wi * wi * a_ua[x] - 2.0 * wi * wj * cross
+                    + wj * wj * e_ue[y];
+                let v1 = a_z[x] + wi * a_ua[x] - wj * cross;
+                let v2 = e_z[y] + wi * cross - wj * e_ue[y];
+                let (m00, m11) = (a_ua[x] - 1.0, 1.0 + e_ue[y]);
+                let det = m00 * m11 - cross * cross;
+                if det.abs() <= 1e-12 * (m00.abs() * m11.abs() + cross * cross) || !det.is_finite() {
+                    deltas.push(f64::INFINITY);
+                    continue;
+                }
+                let quad = (m11 * v1 * v1 - 2.0 * cross * v1 * v2 + m00 * v2 * v2) / det;
+                deltas.push(0.5 * self.mu * (ckc - quad - cz + wi * wi - wj * wj));
+            }
+        }
+        deltas
+    }
+
+    /// The system after swapping every `(out, in)` pair: `K` updated by rank-1 terms
+    /// (`O(n²)` each) and refactorised (`O(n³)`).
+    ///
+    /// # Errors
+    /// When the updated `K` is not positive definite (rounding with a tiny ridge).
+    pub fn with_swaps(&self, pairs: &[(usize, usize)]) -> Result<Self, String> {
+        let n = self.g.rows();
+        let mut next = self.clone();
+        let mut in_support = vec![false; self.wbar.len()];
+        for &j in &self.support {
+            in_support[j] = true;
+        }
+        for &(out, inn) in pairs {
+            let a: Vec<f64> = (0..n).map(|i| self.g.row(i)[out] as f64).collect();
+            let e: Vec<f64> = (0..n).map(|i| self.g.row(i)[inn] as f64).collect();
+            for col in 0..n {
+                for row in col..n {
+                    next.kmat[(row, col)] += e[row] * e[col] - a[row] * a[col];
+                }
+            }
+            let (wo, wi) = (self.wbar[out], self.wbar[inn]);
+            for ((c, ai), ei) in next.c.iter_mut().zip(&a).zip(&e) {
+                *c += wo * ai - wi * ei;
+            }
+            next.pruned_sq += wo * wo - wi * wi;
+            in_support[out] = false;
+            in_support[inn] = true;
+        }
+        next.support = (0..self.wbar.len()).filter(|&j| in_support[j]).collect();
+        next.llt = factor(&next.kmat)?;
+        next.z = solve_vec(&next.llt, &next.c);
+        Ok(next)
+    }
+}
+
+/// Lower triangle of `G_SG_Sᵀ` (`n × n`), accumulated over chunks of columns of `G_S`,
+/// split over a few threads (each with its own accumulator) when large.
+fn gram_of_columns(g: &Gradients<'_>, support: &[usize]) -> Mat<f64> {
     let n = g.rows();
-    let mut kmat = Mat::<f64>::zeros(n, n);
-    for i in 0..n {
-        kmat[(i, i)] = mu;
+    let chunks: Vec<&[usize]> = support.chunks(CHUNK).collect();
+    let threads = if n * n * support.len() < 1 << 24 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, 4).min(chunks.len())
+    };
+    let accumulate = |mine: &mut Mat<f64>, t: usize| {
+        for cols in chunks.iter().skip(t).step_by(threads) {
+            // Cᵀ (chunk × n), column-major: column i is row i of G gathered on the chunk.
+            let ct = Mat::<f64>::from_fn(cols.len(), n, |t, i| g.row(i)[cols[t]] as f64);
+            matmul(
+                mine.as_mut(),
+                BlockStructure::TriangularLower,
+                Accum::Add,
+                ct.transpose(),
+                BlockStructure::Rectangular,
+                ct.as_ref(),
+                BlockStructure::Rectangular,
+                1.0,
+                Par::Seq,
+            );
+        }
+    };
+    if threads <= 1 {
+        let mut k = Mat::<f64>::zeros(n, n);
+        accumulate(&mut k, 0);
+        return k;
     }
-    for cols in support.chunks(CHUNK) {
-        // Cᵀ (chunk × n), column-major: column i is row i of G gathered on the chunk.
-        let ct = Mat::<f64>::from_fn(cols.len(), n, |t, i| g.row(i)[cols[t]] as f64);
-        matmul(
-            kmat.as_mut(),
-            BlockStructure::TriangularLower,
-            Accum::Add,
-            ct.transpose(),
-            BlockStructure::Rectangular,
-            ct.as_ref(),
-            BlockStructure::Rectangular,
-            1.0,
-            Par::Seq,
-        );
+    let parts: Vec<Mat<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let accumulate = &accumulate;
+                scope.spawn(move || {
+                    let mut k = Mat::<f64>::zeros(n, n);
+                    accumulate(&mut k, t);
+                    k
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| Mat::zeros(n, n));
+    for part in parts {
+        total += part;
     }
-    let z = cholesky_solve(kmat, c)?;
-    Ok(g.tmul_support(support, &z))
+    total
 }
 
-/// Solves `A·x = b` for symmetric positive definite `A` given by its lower triangle.
-fn cholesky_solve(a: Mat<f64>, b: &[f64]) -> Result<Vec<f64>, String> {
-    let llt = a
-        .llt(Side::Lower)
-        .map_err(|e| format!("the ridge back-solve's system is not positive definite ({e:?}); use lambda > 0"))?;
+fn factor(a: &Mat<f64>) -> Result<Llt<f64>, String> {
+    a.llt(Side::Lower)
+        .map_err(|e| format!("the ridge back-solve's system is not positive definite ({e:?}); use lambda > 0"))
+}
+
+fn solve_vec(llt: &Llt<f64>, b: &[f64]) -> Vec<f64> {
     let mut rhs = Mat::<f64>::from_fn(b.len(), 1, |i, _| b[i]);
     llt.solve_in_place(rhs.as_mut());
-    Ok((0..b.len()).map(|i| rhs[(i, 0)]).collect())
+    (0..b.len()).map(|i| rhs[(i, 0)]).collect()
 }
 
 #[cfg(test)]
@@ -211,6 +396,50 @@ mod tests {
         for seed in 0..3 {
             check(12, 70, 50, seed);
             check(5, 40, 6, seed + 10);
+        }
+    }
+
+    #[test]
+    fn swap_scores_equal_the_objective_change_of_a_rebuilt_system() {
+        for (n, p, k, seed) in [(6, 20, 8, 1u64), (15, 30, 10, 2), (4, 12, 3, 3)] {
+            let data = random(n * p, seed);
+            let g = Gradients::new(&data, n, p).unwrap();
+            let wbar: Vec<f64> = random(p, seed + 50).into_iter().map(f64::from).collect();
+            let support: Vec<usize> = (0..p).filter(|j| j % 3 != 1).take(k).collect();
+            let mu = 0.2;
+            let sys = SampleSystem::new(&g, &wbar, &support, mu).unwrap();
+            // F(S) in closed form equals f at the optimal values.
+            let mut w = vec![0.0; p];
+            for (&j, v) in support.iter().zip(sys.values()) {
+                w[j] = v;
+            }
+            let r: Vec<f64> = g.mul(&w.iter().zip(&wbar).map(|(a, b)| a - b).collect::<Vec<_>>());
+            let f = 0.5 * r.iter().map(|x| x * x).sum::<f64>()
+                + 0.5 * mu * w.iter().zip(&wbar).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+            // Two f64 evaluations of a value of order 1: 1e-10 relative covers rounding.
+            assert!((sys.objective() - f).abs() <= 1e-10 * f.abs().max(1.0), "{} vs {f}", sys.objective());
+            let outs: Vec<usize> = support.iter().copied().step_by(2).collect();
+            let ins: Vec<usize> = (0..p).filter(|j| !support.contains(j)).collect();
+            let deltas = sys.swap_deltas(&outs, &ins);
+            for (x, &i) in outs.iter().enumerate() {
+                for (y, &j) in ins.iter().enumerate() {
+                    let rebuilt = sys.with_swaps(&[(i, j)]).unwrap();
+                    let mut swapped: Vec<usize> = support.iter().copied().filter(|&s| s != i).chain([j]).collect();
+                    swapped.sort_unstable();
+                    assert_eq!(rebuilt.support(), swapped.as_slice());
+                    let fresh = SampleSystem::new(&g, &wbar, &swapped, mu).unwrap().objective();
+                    let want = fresh - sys.objective();
+                    // Woodbury updates of a system with condition number < 10⁴: 1e-8
+                    // relative to F is a wide margin over the ~1e-12 expected.
+                    let tol = 1e-8 * sys.objective().abs().max(1.0);
+                    assert!(
+                        (deltas[x * ins.len() + y] - want).abs() <= tol,
+                        "swap {i}->{j}: {} vs {want}",
+                        deltas[x * ins.len() + y]
+                    );
+                    assert!((rebuilt.objective() - fresh).abs() <= tol, "updated system {i}->{j}");
+                }
+            }
         }
     }
 

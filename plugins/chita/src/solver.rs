@@ -41,7 +41,7 @@
 //!
 //! Every product is with `G` or `Gᵀ`; nothing `p × p` is formed.
 
-use crate::backsolve::ridge_on_support;
+use crate::backsolve::{SampleSystem, ridge_on_support};
 use crate::grads::Gradients;
 
 /// Doublings of the step tried after the support-restricted exact step.
@@ -50,15 +50,16 @@ const MAX_DOUBLINGS: usize = 12;
 const MAX_HALVINGS: usize = 30;
 /// IHT stops after this many consecutive steps that leave the support unchanged: the values
 /// on a fixed support are then polished faster by conjugate gradients.
-const STALL_STEPS: usize = 3;
+const STALL_STEPS: usize = 5;
 /// IHT also stops when a step lowers `f` by less than this fraction.
 const REL_TOL: f64 = 1e-7;
 /// Rounds of active-set (swap) updates.
-const ACTIVE_SET_ROUNDS: usize = 10;
-/// Conjugate-gradient steps polishing the values on a support in each round.
-const CG_STEPS: usize = 10;
-/// Removals and additions per group scored exactly for the single best swap.
+const ACTIVE_SET_ROUNDS: usize = 20;
+/// Removals and additions per group whose swaps are scored exactly in each round.
 const SWAP_CANDIDATES: usize = 32;
+/// Swaps factorise an `n × n` system each round (`O(n³)`); beyond this many samples they are
+/// skipped and the support from IHT is back-solved directly.
+const MAX_SWAP_SAMPLES: usize = 4096;
 
 /// A set of weights sharing one budget: the columns `start..end` keep exactly `keep`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,28 +155,22 @@ pub fn solve(problem: &L0Problem<'_>, config: SolverConfig, cancelled: &dyn Fn()
             break;
         }
     }
-    let mut swaps = 0;
-    for _ in 0..ACTIVE_SET_ROUNDS {
-        if cancelled() {
-            return Err(CANCELLED.into());
-        }
-        cur = ws.polish(cur, CG_STEPS);
-        match ws.swap_round(&cur) {
-            Some((next, m)) => {
-                swaps += m;
-                cur = next;
-            }
-            None => break,
-        }
+    let (support, values, swaps) = if problem.g.rows() <= MAX_SWAP_SAMPLES {
+        let (sys, swaps) = ws.active_set_updates(&cur.support, cancelled)?;
+        (sys.support().to_vec(), sys.values(), swaps)
+    } else {
+        (cur.support.clone(), ridge_on_support(&problem.g, problem.wbar, &cur.support, problem.mu)?, 0)
+    };
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err("the ridge back-solve produced a non-finite weight; raise lambda".into());
     }
-    let values = ridge_on_support(&problem.g, problem.wbar, &cur.support, problem.mu)?;
     let mut w = vec![0.0; problem.wbar.len()];
-    for (&j, v) in cur.support.iter().zip(values) {
+    for (&j, v) in support.iter().zip(values) {
         w[j] = v;
     }
-    let solved = ws.evaluate(w, cur.support.clone());
-    // The back-solve is the exact optimum on the support; keep the iterate only if rounding
-    // made it look better.
+    let solved = ws.evaluate(w, support);
+    // The back-solve is the exact optimum on its support, never worse than the IHT iterate
+    // on the same support; keep the iterate only if rounding made it look better.
     let best = if solved.f <= cur.f { solved } else { cur };
     let mut keep = vec![false; best.w.len()];
     for &j in &best.support {
@@ -316,72 +311,59 @@ impl<'a, 'p> Workspace<'a, 'p> {
         None
     }
 
-    /// Conjugate gradients on the values of the support (the support is kept): minimises
-    /// `f` restricted to `S`, whose Hessian is `G_SᵀG_S + μI`, at `O(n·k)` per step.
-    fn polish(&self, it: Iterate, steps: usize) -> Iterate {
-        let Iterate { mut w, support, mut r, .. } = it;
-        let g = &self.p.g;
-        let mu = self.p.mu;
-        let mut x: Vec<f64> = support.iter().map(|&j| w[j]).collect();
-        let gs = g.tmul_support(&support, &r);
-        let mut res: Vec<f64> =
-            support.iter().zip(&gs).zip(&x).map(|((&j, gj), xj)| -(gj + mu * (xj - self.p.wbar[j]))).collect();
-        let mut d = res.clone();
-        let mut rr: f64 = res.iter().map(|v| v * v).sum();
-        for _ in 0..steps {
-            if rr <= f64::MIN_POSITIVE {
+    /// Step 3: active-set updates. Starting from the exact optimum on `support`, each round
+    /// scores swaps exactly ([`SampleSystem::swap_deltas`]) between the
+    /// [`SWAP_CANDIDATES`] cheapest removals and the largest additions of each group
+    /// (ranked by the separable estimates of the module doc), then applies the best
+    /// disjoint improving swaps together, halving their number until the exact objective
+    /// falls. Returns the final system and the number of swaps made.
+    fn active_set_updates<'s>(
+        &'s self,
+        support: &[usize],
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<(SampleSystem<'s, 'a>, usize), String> {
+        let mut sys = SampleSystem::new(&self.p.g, self.p.wbar, support, self.p.mu)?;
+        let mut swaps = 0;
+        for _ in 0..ACTIVE_SET_ROUNDS {
+            if cancelled() {
+                return Err(CANCELLED.into());
+            }
+            let picked = self.improving_swaps(&sys);
+            let mut m = picked.len();
+            let mut improved = false;
+            while m > 0 {
+                if let Ok(next) = sys.with_swaps(&picked[..m]) {
+                    if next.objective() < sys.objective() {
+                        sys = next;
+                        swaps += m;
+                        improved = true;
+                        break;
+                    }
+                }
+                m /= 2;
+            }
+            if !improved {
                 break;
             }
-            let gd = g.mul_support(&support, &d);
-            let mut q = g.tmul_support(&support, &gd);
-            for (qj, dj) in q.iter_mut().zip(&d) {
-                *qj += mu * dj;
-            }
-            let dq: f64 = d.iter().zip(&q).map(|(a, b)| a * b).sum();
-            if dq <= 0.0 {
-                break;
-            }
-            let alpha = rr / dq;
-            for (xj, dj) in x.iter_mut().zip(&d) {
-                *xj += alpha * dj;
-            }
-            for (ri, gdi) in r.iter_mut().zip(&gd) {
-                *ri += alpha * gdi;
-            }
-            for (sj, qj) in res.iter_mut().zip(&q) {
-                *sj -= alpha * qj;
-            }
-            let rr_new: f64 = res.iter().map(|v| v * v).sum();
-            let beta = rr_new / rr;
-            for (dj, sj) in d.iter_mut().zip(&res) {
-                *dj = sj + beta * *dj;
-            }
-            rr = rr_new;
         }
-        for (&j, xj) in support.iter().zip(&x) {
-            w[j] = *xj;
-        }
-        // Recompute the residual exactly: the running update drifts by rounding.
-        self.evaluate(w, support)
+        Ok((sys, swaps))
     }
 
-    /// Step 3: one round of swaps; `Some((new iterate, swaps made))` when one lowered `f`.
-    ///
-    /// First a batch: within each group, the cheapest removals are paired with the largest
-    /// additions while the estimated gain beats the cost, and the best `m` pairs are applied
-    /// together, halving `m` until `f` falls (`m ≥ 2`). Failing that, the single best swap
-    /// among the [`SWAP_CANDIDATES`] cheapest removals and largest additions of each group,
-    /// scored exactly with the new weight re-optimised after the removal:
-    /// `Δ(i, j) = ρᵢ − (gⱼ − wᵢ·GⱼᵀGᵢ)²/(2cⱼ)`.
-    fn swap_round(&self, it: &Iterate) -> Option<(Iterate, usize)> {
-        let grad = self.gradient(it);
-        let mut in_support = vec![false; it.w.len()];
-        for &j in &it.support {
+    /// Disjoint swaps `(out, in)` with an exact decrease, best first.
+    fn improving_swaps(&self, sys: &SampleSystem<'_, '_>) -> Vec<(usize, usize)> {
+        let p = self.p.wbar.len();
+        let mut w = vec![0.0; p];
+        let mut in_support = vec![false; p];
+        for (&j, v) in sys.support().iter().zip(sys.values()) {
+            w[j] = v;
             in_support[j] = true;
         }
-        // (estimated decrease, out, in, value of the new weight)
-        let mut pairs: Vec<(f64, usize, usize, f64)> = Vec::new();
-        let mut single: Option<(f64, usize, usize, f64)> = None;
+        let r = sys.residual();
+        let it = Iterate { w, support: sys.support().to_vec(), r, f: sys.objective() };
+        let grad = self.gradient(&it);
+        // Only decreases above rounding noise count.
+        let threshold = -1e-12 * it.f.abs();
+        let mut found: Vec<(f64, usize, usize)> = Vec::new();
         for group in &self.p.groups {
             let cols = group.start..group.end;
             let mut removal: Vec<(f64, usize)> = cols
@@ -389,102 +371,39 @@ impl<'a, 'p> Workspace<'a, 'p> {
                 .filter(|&j| in_support[j])
                 .map(|i| (-grad[i] * it.w[i] + 0.5 * self.curvature[i] * it.w[i] * it.w[i], i))
                 .collect();
-            let mut gain: Vec<(f64, usize)> = cols
-                .filter(|&j| !in_support[j])
-                .map(|j| (grad[j] * grad[j] / (2.0 * self.curvature[j]), j))
-                .collect();
+            let mut gain: Vec<(f64, usize)> =
+                cols.filter(|&j| !in_support[j]).map(|j| (grad[j] * grad[j] / (2.0 * self.curvature[j]), j)).collect();
             removal.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             gain.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            for (&(cost, i), &(win, j)) in removal.iter().zip(&gain) {
-                if win <= cost {
-                    break;
-                }
-                pairs.push((win - cost, i, j, -grad[j] / self.curvature[j]));
+            let outs: Vec<usize> = removal.iter().take(SWAP_CANDIDATES).map(|&(_, i)| i).collect();
+            let ins: Vec<usize> = gain.iter().take(SWAP_CANDIDATES).map(|&(_, j)| j).collect();
+            if outs.is_empty() || ins.is_empty() {
+                continue;
             }
-            let removal = &removal[..removal.len().min(SWAP_CANDIDATES)];
-            let gain = &gain[..gain.len().min(SWAP_CANDIDATES)];
-            if let Some(best) = self.best_single_swap(it, &grad, removal, gain) {
-                if single.is_none_or(|s| best.0 > s.0) {
-                    single = Some(best);
-                }
-            }
-        }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut m = pairs.len();
-        while m >= 2 {
-            let cand = self.swapped(it, &pairs[..m]);
-            if cand.f < it.f {
-                return Some((cand, m));
-            }
-            m /= 2;
-        }
-        let cand = self.swapped(it, &[single?]);
-        (cand.f < it.f).then_some((cand, 1))
-    }
-
-    /// The swap `(decrease, out, in, new value)` of largest exact decrease among the given
-    /// removals `(ρᵢ, i)` and additions `(γⱼ, j)`, if any decreases `f`.
-    fn best_single_swap(
-        &self,
-        it: &Iterate,
-        grad: &[f64],
-        removal: &[(f64, usize)],
-        gain: &[(f64, usize)],
-    ) -> Option<(f64, usize, usize, f64)> {
-        if removal.is_empty() || gain.is_empty() {
-            return None;
-        }
-        let outs: Vec<usize> = removal.iter().map(|&(_, i)| i).collect();
-        let ins: Vec<usize> = gain.iter().map(|&(_, j)| j).collect();
-        let cross = self.cross_products(&outs, &ins);
-        let mut best: Option<(f64, usize, usize, f64)> = None;
-        for (a, &(cost, i)) in removal.iter().enumerate() {
-            for (b, &(_, j)) in gain.iter().enumerate() {
-                // Gradient at j once w_i is zeroed: g_j − w_i·G_jᵀG_i.
-                let gj = grad[j] - it.w[i] * cross[a * ins.len() + b];
-                let decrease = gj * gj / (2.0 * self.curvature[j]) - cost;
-                if decrease > 0.0 && best.is_none_or(|s| decrease > s.0) {
-                    best = Some((decrease, i, j, -gj / self.curvature[j]));
-                }
-            }
-        }
-        best
-    }
-
-    /// `GᵢᵀGⱼ` for every `i` of `outs` and `j` of `ins`, row-major `|outs| × |ins|`:
-    /// `O(n·|outs|·|ins|)`.
-    fn cross_products(&self, outs: &[usize], ins: &[usize]) -> Vec<f64> {
-        let g = &self.p.g;
-        let mut cross = vec![0.0f64; outs.len() * ins.len()];
-        for row in 0..g.rows() {
-            let row = g.row(row);
-            for (a, &i) in outs.iter().enumerate() {
-                let gi = row[i] as f64;
-                if gi != 0.0 {
-                    for (c, &j) in cross[a * ins.len()..(a + 1) * ins.len()].iter_mut().zip(ins) {
-                        *c += gi * row[j] as f64;
+            let deltas = sys.swap_deltas(&outs, &ins);
+            for (x, &i) in outs.iter().enumerate() {
+                for (y, &j) in ins.iter().enumerate() {
+                    let d = deltas[x * ins.len() + y];
+                    if d < threshold {
+                        found.push((d, i, j));
                     }
                 }
             }
         }
-        cross
-    }
-
-    /// `it` with the given swaps applied, evaluated exactly.
-    fn swapped(&self, it: &Iterate, pairs: &[(f64, usize, usize, f64)]) -> Iterate {
-        let mut w = it.w.clone();
-        let mut in_support = vec![false; w.len()];
-        for &j in &it.support {
-            in_support[j] = true;
-        }
-        for &(_, out, inn, value) in pairs {
-            w[out] = 0.0;
-            in_support[out] = false;
-            w[inn] = value;
-            in_support[inn] = true;
-        }
-        let support: Vec<usize> = (0..w.len()).filter(|&j| in_support[j]).collect();
-        self.evaluate(w, support)
+        found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut used = std::collections::HashSet::new();
+        found
+            .into_iter()
+            .filter(|&(_, i, j)| {
+                let fresh = !used.contains(&i) && !used.contains(&j);
+                if fresh {
+                    used.insert(i);
+                    used.insert(j);
+                }
+                fresh
+            })
+            .map(|(_, i, j)| (i, j))
+            .collect()
     }
 }
 
@@ -530,14 +449,16 @@ mod tests {
     #[test]
     fn objective_within_one_percent_of_brute_force() {
         let mut worst: f64 = 0.0;
-        for seed in 0..12u64 {
+        for seed in 0..27u64 {
             let p = 10 + (seed as usize % 7); // 10..=16
             let n = [4, 8, 20][seed as usize % 3]; // both n < k and k ≤ n
             let k = [p / 4, p / 2, 3 * p / 4][(seed as usize / 3) % 3];
+            // From a nearly unregularised fit to a ridge-dominated one.
+            let lambda = [1e-3, 0.05, 1.0][seed as usize / 9];
             let (data, wbar) = problem_data(n, p, seed);
             let g = Gradients::new(&data, n, p).unwrap();
             let norms = g.column_sq_norms();
-            let mu = 0.05 * norms.iter().sum::<f64>() / p as f64;
+            let mu = lambda * norms.iter().sum::<f64>() / p as f64;
             let problem = L0Problem { g, wbar: &wbar, mu, groups: vec![Group { start: 0, end: p, keep: k }] };
             let sol = solve(&problem, SolverConfig { iterations: 100 }, &|| false).unwrap();
             assert_eq!(sol.keep.iter().filter(|&&x| x).count(), k);
@@ -545,10 +466,11 @@ mod tests {
             let ratio = sol.objective / best;
             worst = worst.max(ratio);
             // The brief's bar: CHITA's objective within 1% of the best support's optimum.
-            let sup: Vec<usize> = (0..p).filter(|&j| sol.keep[j]).collect();
-            let mut best_swap = f64::INFINITY;
-            for &i in &sup { for j in 0..p { if !sol.keep[j] { let mut s2: Vec<usize> = sup.iter().copied().filter(|&x| x != i).collect(); s2.push(j); s2.sort(); best_swap = best_swap.min(best_on_support(&problem, &s2)); } } }
-            eprintln!("seed {seed} n={n} p={p} k={k} ratio {ratio} iht {} swaps {} best1swap/obj {}", sol.iht_iterations, sol.swaps, best_swap / sol.objective); if false { assert!(ratio <= 1.01, "seed {seed} (n={n}, p={p}, k={k}): chita {} vs best {best}", sol.objective); }
+            assert!(
+                ratio <= 1.01,
+                "seed {seed} (n={n}, p={p}, k={k}, lambda={lambda}): chita {} vs best {best}",
+                sol.objective
+            );
         }
         eprintln!("worst chita/brute-force objective ratio: {worst:.6}");
     }

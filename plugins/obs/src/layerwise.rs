@@ -208,7 +208,8 @@ fn parallel_rows<T: Send>(
         }
     });
     *done = base + rows;
-    if cancelled {
+    // Other threads may have taken every row before the calling thread asked.
+    if cancelled || monitor.cancelled() {
         return Err("cancelled".into());
     }
     monitor.progress(*done, steps);

@@ -133,6 +133,7 @@ impl Pruner for Obs {
 
     fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, String> {
         let target = self.target(model, request)?;
+        let start = std::time::Instant::now();
         let calib = CalibRequest { samples: self.samples, minibatch: 1, seed: request.seed };
         let mut problems = Vec::with_capacity(model.layers().len());
         for (l, layer) in model.layers().iter().enumerate() {
@@ -155,7 +156,16 @@ impl Pruner for Obs {
                 DampedHessian::new(d, &xtx, self.damp).map_err(|e| format!("layer '{}': {e}", layer.name()))?;
             problems.push(LayerProblem { rows: layer.rows(), weights: layer.weights(), hessian });
         }
+        let hessians_done = start.elapsed();
         let pruned = prune_layers(&problems, &target, &CtxMonitor(ctx))?;
+        ctx.log(
+            LogLevel::Debug,
+            &format!(
+                "input hessians in {:.2} s, passes and re-solves in {:.2} s",
+                hessians_done.as_secs_f64(),
+                (start.elapsed() - hessians_done).as_secs_f64()
+            ),
+        );
         for (layer, p) in model.layers().iter().zip(&pruned) {
             let removed = p.keep.iter().filter(|&&k| !k).count();
             ctx.log(

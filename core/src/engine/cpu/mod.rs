@@ -25,7 +25,7 @@
 //!
 //! Supported layers: everything [`crate::LayerSpec`] describes (conv2d with stride and
 //! padding, linear, max and average pooling, flatten, ReLU, tanh, GELU, sigmoid, dropout).
-//! [`bench`] holds the timed runs behind `hyperprune bench-engine`.
+//! [`mod@bench`] holds the timed runs behind `hyperprune bench-engine`.
 
 mod activation;
 pub mod bench;
