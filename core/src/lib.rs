@@ -18,8 +18,8 @@ pub mod dataset;
 pub mod engine;
 pub mod metrics;
 pub mod model;
-pub mod zoo;
 mod view;
+pub mod zoo;
 
 pub use arch::{Activation, ArchError, ArchSpec, LayerSpec, ParamSpec, preset, presets};
 pub use model::{Model, ModelError};

@@ -70,7 +70,8 @@ mod tests {
     #[test]
     fn cnn_s_flops_and_compression_by_hand() {
         let spec = crate::preset("cnn-s").unwrap();
-        let mut model = Model::new(spec.clone(), spec.params().unwrap().iter().map(|p| vec![1.0; p.numel()]).collect()).unwrap();
+        let mut model =
+            Model::new(spec.clone(), spec.params().unwrap().iter().map(|p| vec![1.0; p.numel()]).collect()).unwrap();
         // conv1 200 weights × 24·24, conv2 1200 × 8·8, conv3 96 × 3·3, fc 720 and 200.
         let dense = 200 * 576 + 1200 * 64 + 96 * 9 + 720 + 200;
         let c = compression(&model);

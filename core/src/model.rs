@@ -328,7 +328,9 @@ pub fn encode_f32(entries: &[(String, Vec<usize>, &[f32])], metadata: Option<Has
 pub fn encode_u8(entries: &[(String, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     let views: Vec<(String, TensorView<'_>)> = entries
         .iter()
-        .map(|(name, shape, v)| (name.clone(), TensorView::new(Dtype::U8, shape.clone(), v).expect("shape matches the value count")))
+        .map(|(name, shape, v)| {
+            (name.clone(), TensorView::new(Dtype::U8, shape.clone(), v).expect("shape matches the value count"))
+        })
         .collect();
     safetensors::tensor::serialize(views, None).expect("in-memory serialisation of u8 tensors cannot fail")
 }

@@ -32,7 +32,11 @@ impl<'m> LayerViews<'m> {
 
     /// A `ModelRef` over parts from [`LayerViews::parts`]; for holding several views at once.
     pub fn view<'a>(&'a self, layers: &'a [LayerRef<'a>], others: &'a [TensorRef<'a>]) -> ModelRef<'a> {
-        ModelRef { arch_json: RStr::from_str(&self.arch_json), layers: RSlice::from_slice(layers), others: RSlice::from_slice(others) }
+        ModelRef {
+            arch_json: RStr::from_str(&self.arch_json),
+            layers: RSlice::from_slice(layers),
+            others: RSlice::from_slice(others),
+        }
     }
 
     /// The borrowed layer and tensor views of the model.

@@ -257,7 +257,7 @@ pub struct DataArgs {
 pub enum ZooCommand {
     /// Train a zoo: sample member hyperparameters, train every member, split by member.
     /// Rerunning the same command resumes: finished members are not retrained.
-    Train(ZooTrainArgs),
+    Train(Box<ZooTrainArgs>),
     /// Show a zoo's members and its accuracy distribution.
     Show {
         /// The zoo folder.

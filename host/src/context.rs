@@ -56,7 +56,9 @@ impl<'a> HostContext<'a> {
         let Some(data) = self.data else {
             return RResult::RErr(PluginError::new(
                 ErrorKind::Unavailable,
-                format!("host service '{name}' is not available in this run: give a dataset (--dataset) to use data-aware pruners"),
+                format!(
+                    "host service '{name}' is not available in this run: give a dataset (--dataset) to use data-aware pruners"
+                ),
             ));
         };
         match catch_unwind(AssertUnwindSafe(|| f(data))) {
@@ -115,7 +117,12 @@ impl Context for HostContext<'_> {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    fn layer_input_hessian(&self, model: ModelRef<'_>, layer: u32, calib: CalibRequest) -> RResult<Matrix<f64>, PluginError> {
+    fn layer_input_hessian(
+        &self,
+        model: ModelRef<'_>,
+        layer: u32,
+        calib: CalibRequest,
+    ) -> RResult<Matrix<f64>, PluginError> {
         self.service("layer_input_hessian", |d| {
             let model = model_from(&model)?;
             let samples = self.calibration(&d.dataset.train, calib);
@@ -128,7 +135,10 @@ impl Context for HostContext<'_> {
         self.service("per_sample_gradients", |d| {
             let model = model_from(&model)?;
             let samples = self.calibration(&d.dataset.train, calib);
-            let m = d.engine.per_sample_gradients(&model, &samples, calib.minibatch.max(1) as usize).map_err(|e| e.to_string())?;
+            let m = d
+                .engine
+                .per_sample_gradients(&model, &samples, calib.minibatch.max(1) as usize)
+                .map_err(|e| e.to_string())?;
             Ok(Matrix { rows: m.rows as u64, cols: m.cols as u64, data: m.data.into() })
         })
     }
@@ -142,7 +152,8 @@ impl Context for HostContext<'_> {
         self.service("masked_loss_and_grad", |d| {
             let model = model_from(&model)?;
             let samples = self.calibration(&d.dataset.train, calib);
-            let (loss, grad) = d.engine.masked_loss_and_grad(&model, soft_mask.as_slice(), &samples).map_err(|e| e.to_string())?;
+            let (loss, grad) =
+                d.engine.masked_loss_and_grad(&model, soft_mask.as_slice(), &samples).map_err(|e| e.to_string())?;
             Ok(LossAndGrad { loss, grad: grad.into() })
         })
     }

@@ -65,7 +65,9 @@ fn cuda_engine(device: &str) -> anyhow::Result<Box<dyn Engine>> {
     probe_cuda_driver().map_err(|e| bad_input(format!("--device {device}: {e}")))?;
     let index = match device.split_once(':') {
         None => 0,
-        Some((_, n)) => n.parse::<usize>().map_err(|_| bad_input(format!("--device {device}: expected cuda:N with N a GPU index")))?,
+        Some((_, n)) => n
+            .parse::<usize>()
+            .map_err(|_| bad_input(format!("--device {device}: expected cuda:N with N a GPU index")))?,
     };
     hyperprune_core::engine::cuda_engine(index).map_err(bad_input)
 }

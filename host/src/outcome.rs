@@ -40,7 +40,11 @@ impl CheckedOutcome {
 pub fn check(model: &Model, outcome: &PruneOutcome) -> Result<CheckedOutcome, String> {
     let layers: Vec<_> = model.prunable().collect();
     if outcome.layers.len() != layers.len() {
-        return Err(format!("returned {} masks for a model with {} prunable layers", outcome.layers.len(), layers.len()));
+        return Err(format!(
+            "returned {} masks for a model with {} prunable layers",
+            outcome.layers.len(),
+            layers.len()
+        ));
     }
     let mut keep = Vec::with_capacity(layers.len());
     let mut new_weights = Vec::with_capacity(layers.len());
@@ -62,7 +66,12 @@ pub fn check(model: &Model, outcome: &PruneOutcome) -> Result<CheckedOutcome, St
         new_weights.push(match mask.new_weights.as_ref().into_option() {
             None => None,
             Some(v) if v.len() != w.len() => {
-                return Err(format!("new weights of '{}' have {} values; the layer has {}", param.name, v.len(), w.len()));
+                return Err(format!(
+                    "new weights of '{}' have {} values; the layer has {}",
+                    param.name,
+                    v.len(),
+                    w.len()
+                ));
             }
             Some(v) if v.iter().any(|x| !x.is_finite()) => {
                 return Err(format!("new weights of '{}' contain NaN or infinite values", param.name));

@@ -42,8 +42,10 @@ impl ConfiguredPruner {
             .get(name)
             .ok_or_else(|| bad_input(format!("unknown pruner '{name}' (installed: {})", registry.names())))?
             .clone();
-        let map = Options::from_assignments(&plugin.info.options, options).map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
-        let full = Options::from_json(&plugin.info.options, &map).map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
+        let map = Options::from_assignments(&plugin.info.options, options)
+            .map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
+        let full =
+            Options::from_json(&plugin.info.options, &map).map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
         let mut pruner = plugin.instantiate().map_err(|e| anyhow::anyhow!(plugin_error(name, &e)))?;
         let json = serde_json::Value::Object(map).to_string();
         pruner.configure(RStr::from_str(&json)).into_result().map_err(|e| match e.kind {
@@ -93,7 +95,12 @@ impl ConfiguredPruner {
     ///
     /// # Errors
     /// The plugin's error or panic, or what is wrong with its outcome, as one message.
-    pub fn prune(&self, model: &Model, request: &PruneRequest, ctx: &HostContext<'_>) -> Result<CheckedOutcome, String> {
+    pub fn prune(
+        &self,
+        model: &Model,
+        request: &PruneRequest,
+        ctx: &HostContext<'_>,
+    ) -> Result<CheckedOutcome, String> {
         let handle = hyperprune_sdk::context_ref(ctx);
         let outcome = model_ref(model, |view| self.pruner.prune(view, request, handle).into_result())
             .map_err(|e| plugin_error(self.name(), &e))?;

@@ -74,7 +74,7 @@ pub mod rng;
 mod zoo;
 
 pub use context::{
-    CalibRequest, Context, ContextRef, Ctx, DataSplit, context_ref, Evaluation, LogLevel, LossAndGrad, Matrix, NoData,
+    CalibRequest, Context, ContextRef, Ctx, DataSplit, Evaluation, LogLevel, LossAndGrad, Matrix, NoData, context_ref,
 };
 pub use error::{ErrorKind, PluginError};
 pub use ffi::{PrunerBox, PrunerModRef, SDK_VERSION};

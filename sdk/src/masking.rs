@@ -87,7 +87,7 @@ pub fn per_layer_keep(scores: &[&[f32]], sparsity: f64) -> Vec<Vec<bool>> {
 /// When `n > m`, `m == 0` or `row_len` does not divide `scores.len()`.
 pub fn nm_keep(scores: &[f32], row_len: usize, n: usize, m: usize) -> Vec<bool> {
     assert!(m > 0 && n <= m, "N:M needs 0 < m and n <= m, got {n}:{m}");
-    assert!(row_len > 0 && scores.len() % row_len == 0, "row length must divide the layer size");
+    assert!(row_len > 0 && scores.len().is_multiple_of(row_len), "row length must divide the layer size");
     let mut keep = vec![false; scores.len()];
     for row in 0..scores.len() / row_len {
         let start = row * row_len;

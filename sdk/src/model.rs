@@ -50,8 +50,7 @@ impl<'a> LayerRef<'a> {
 
     /// Length of one row: `in` for linear, `in·kh·kw` for conv (the im2col order of a row).
     pub fn row_len(&self) -> usize {
-        let rows = self.rows();
-        if rows == 0 { 0 } else { self.weights.len() / rows }
+        self.weights.len().checked_div(self.rows()).unwrap_or(0)
     }
 }
 

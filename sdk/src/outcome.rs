@@ -51,10 +51,8 @@ impl LayerMask {
         let full = (self.len / 64) as usize;
         let mut n: usize = self.keep_bits.iter().take(full).map(|w| w.count_ones() as usize).sum();
         let rest = self.len % 64;
-        if rest > 0 {
-            if let Some(w) = self.keep_bits.get(full) {
-                n += (w & ((1u64 << rest) - 1)).count_ones() as usize;
-            }
+        if let Some(w) = self.keep_bits.get(full).filter(|_| rest > 0) {
+            n += (w & ((1u64 << rest) - 1)).count_ones() as usize;
         }
         n
     }

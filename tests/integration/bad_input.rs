@@ -89,7 +89,18 @@ fn unknown_pruner_lists_the_installed_ones() {
 fn device_cuda_without_cuda_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("zoo");
-    let o = hyperprune(&["zoo", "train", "--members", "1", "--epochs", "1", "--device", "cuda", "--out", out.to_str().unwrap()]);
+    let o = hyperprune(&[
+        "zoo",
+        "train",
+        "--members",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "cuda",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

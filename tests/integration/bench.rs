@@ -12,8 +12,23 @@ fn zoo() -> &'static Path {
     ZOO.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep().join("digits-zoo");
         let o = hyperprune(&[
-            "zoo", "train", "--arch", "cnn-digits", "--members", "3", "--epochs", "4", "--batch-size", "32",
-            "--lr", "3e-3", "--split", "0,0,1", "--out", dir.to_str().unwrap(), "-q",
+            "zoo",
+            "train",
+            "--arch",
+            "cnn-digits",
+            "--members",
+            "3",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--split",
+            "0,0,1",
+            "--out",
+            dir.to_str().unwrap(),
+            "-q",
         ]);
         assert!(o.status.success(), "{:?}", text(&o));
         dir
@@ -22,8 +37,16 @@ fn zoo() -> &'static Path {
 
 fn bench(out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
-        "bench", "--zoo", zoo().to_str().unwrap(), "--pruners", "random,magnitude", "--compression", "2,8",
-        "--out", out.to_str().unwrap(), "-q",
+        "bench",
+        "--zoo",
+        zoo().to_str().unwrap(),
+        "--pruners",
+        "random,magnitude",
+        "--compression",
+        "2,8",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
     ];
     args.extend(extra);
     hyperprune(&args)
@@ -41,10 +64,30 @@ fn rows(run: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
 }
 
 const FIELDS: [&str; 24] = [
-    "zoo", "member", "arch", "dataset", "pruner", "pruner_version", "options", "seed", "requested_sparsity",
-    "compression", "achieved_sparsity", "achieved_compression", "model_compression", "flops_speedup",
-    "dense_accuracy", "dense_loss", "pruned_accuracy", "pruned_loss", "retention", "prune_seconds",
-    "calib_samples", "status", "error", "seed",
+    "zoo",
+    "member",
+    "arch",
+    "dataset",
+    "pruner",
+    "pruner_version",
+    "options",
+    "seed",
+    "requested_sparsity",
+    "compression",
+    "achieved_sparsity",
+    "achieved_compression",
+    "model_compression",
+    "flops_speedup",
+    "dense_accuracy",
+    "dense_loss",
+    "pruned_accuracy",
+    "pruned_loss",
+    "retention",
+    "prune_seconds",
+    "calib_samples",
+    "status",
+    "error",
+    "seed",
 ];
 
 #[test]
@@ -72,7 +115,9 @@ fn three_members_two_pruners_two_compressions_make_twelve_complete_rows_once() {
     assert_eq!(rows(run.path()), first, "a second identical run appends nothing");
 }
 
-fn without_timing(mut rows: Vec<serde_json::Map<String, serde_json::Value>>) -> Vec<serde_json::Map<String, serde_json::Value>> {
+fn without_timing(
+    mut rows: Vec<serde_json::Map<String, serde_json::Value>>,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
     for r in &mut rows {
         r.remove("prune_seconds");
     }
@@ -92,7 +137,11 @@ fn an_interrupted_run_resumes_to_the_same_file() {
     text.push_str("{\"zoo\":\"digits-zo");
     std::fs::write(&path, text).unwrap();
     assert!(bench(cut.path(), &[]).status.success());
-    assert_eq!(without_timing(rows(cut.path())), without_timing(rows(whole.path())), "prune times aside, the files are equal");
+    assert_eq!(
+        without_timing(rows(cut.path())),
+        without_timing(rows(whole.path())),
+        "prune times aside, the files are equal"
+    );
 }
 
 #[test]
@@ -100,8 +149,20 @@ fn a_panicking_plugin_gives_error_rows_and_the_run_completes() {
     let run = tempfile::tempdir().unwrap();
     let plugin = fixtures().misbehave.to_str().unwrap().to_string();
     let o = hyperprune(&[
-        "--plugin", &plugin, "bench", "--zoo", zoo().to_str().unwrap(), "--pruners", "misbehave,magnitude",
-        "--opt", "misbehave.mode=panic", "--compression", "4", "--out", run.path().to_str().unwrap(), "-q",
+        "--plugin",
+        &plugin,
+        "bench",
+        "--zoo",
+        zoo().to_str().unwrap(),
+        "--pruners",
+        "misbehave,magnitude",
+        "--opt",
+        "misbehave.mode=panic",
+        "--compression",
+        "4",
+        "--out",
+        run.path().to_str().unwrap(),
+        "-q",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let all = rows(run.path());
@@ -128,10 +189,16 @@ fn shards_merge_into_the_whole() {
     assert!(bench(b.path(), &["--shard", "1/2"]).status.success());
     let merged = tempfile::tempdir().unwrap();
     let o = hyperprune(&[
-        "bench", "merge", "--out", merged.path().to_str().unwrap(), a.path().to_str().unwrap(), b.path().to_str().unwrap(),
+        "bench",
+        "merge",
+        "--out",
+        merged.path().to_str().unwrap(),
+        a.path().to_str().unwrap(),
+        b.path().to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
-    let key = |r: &serde_json::Map<String, serde_json::Value>| format!("{}{}{}", r["member"], r["pruner"], r["compression"]);
+    let key =
+        |r: &serde_json::Map<String, serde_json::Value>| format!("{}{}{}", r["member"], r["pruner"], r["compression"]);
     let mut m: Vec<_> = without_timing(rows(merged.path()));
     let mut w: Vec<_> = without_timing(rows(whole.path()));
     m.sort_by_key(key);
@@ -185,7 +252,8 @@ fn pytorch_layout_state_dict_evaluates_like_a_direct_computation() {
                 }
             }
         }
-        let logits: Vec<f32> = (0..10).map(|o| fc_b[o] + (0..72).map(|j| fc_w[o * 72 + j] * feat[j]).sum::<f32>()).collect();
+        let logits: Vec<f32> =
+            (0..10).map(|o| fc_b[o] + (0..72).map(|j| fc_w[o * 72 + j] * feat[j]).sum::<f32>()).collect();
         let best = (0..10).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
         correct += usize::from(best as u32 == data.test.labels[i]);
     }

@@ -36,6 +36,9 @@ fn obs_woodfisher_chita_beat_magnitude_on_mlpnet_and_chita_plus_plus_beats_chita
     let single = bench_retention(&zoo, "chita", "8,16", &["--opt", "chita.stages=1"]);
     let multi = bench_retention(&zoo, "chita", "8,16", &["--opt", "chita.stages=5"]);
     for c in [8.0, 16.0] {
-        assert!(mean(&multi, "chita", c) > mean(&single, "chita", c) + 0.02, "CHITA++ at {c}x: {multi:?} vs {single:?}");
+        assert!(
+            mean(&multi, "chita", c) > mean(&single, "chita", c) + 0.02,
+            "CHITA++ at {c}x: {multi:?} vs {single:?}"
+        );
     }
 }

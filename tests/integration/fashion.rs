@@ -19,7 +19,14 @@ fn cnn_s_reaches_75_percent_after_two_epochs() {
     // (PyTorch reaches 78.4% median over 3 seeds here).
     let job = TrainJob {
         model: init_model(&spec, Init::Uniform, 1).unwrap(),
-        config: TrainConfig { epochs: 2, batch_size: 64, lr: 1e-3, weight_decay: 0.0, optimizer: Optimizer::Adam, seed: 1 },
+        config: TrainConfig {
+            epochs: 2,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            optimizer: Optimizer::Adam,
+            seed: 1,
+        },
     };
     let trained = engine.train(vec![job], &data.train, &mut |_| {}).unwrap();
     let eval = engine.evaluate(&[&trained[0]], &data.test).unwrap();
@@ -33,8 +40,25 @@ fn a_small_fashion_zoo_builds_and_magnitude_beats_random() {
     let zoo = dir.path().join("fmnist-cnn-s");
     let zoo_arg = zoo.to_str().unwrap();
     let o = hyperprune(&[
-        "zoo", "train", "--arch", "cnn-s", "--dataset", "fashion-mnist", "--members", "4", "--epochs", "2",
-        "--vary", "seed", "--split", "0,0,1", "--seed", "3", "--out", zoo_arg, "-q",
+        "zoo",
+        "train",
+        "--arch",
+        "cnn-s",
+        "--dataset",
+        "fashion-mnist",
+        "--members",
+        "4",
+        "--epochs",
+        "2",
+        "--vary",
+        "seed",
+        "--split",
+        "0,0,1",
+        "--seed",
+        "3",
+        "--out",
+        zoo_arg,
+        "-q",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(zoo.join("zoo.json")).unwrap()).unwrap();
@@ -44,8 +68,16 @@ fn a_small_fashion_zoo_builds_and_magnitude_beats_random() {
 
     let run = dir.path().join("run");
     let o = hyperprune(&[
-        "bench", "--zoo", zoo_arg, "--pruners", "random,magnitude", "--compression", "2,4,8",
-        "--out", run.to_str().unwrap(), "-q",
+        "bench",
+        "--zoo",
+        zoo_arg,
+        "--pruners",
+        "random,magnitude",
+        "--compression",
+        "2,4,8",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("results.jsonl"))

@@ -137,6 +137,7 @@ fn a_plugin_sees_the_hosts_buffers_without_a_copy() {
     assert!(model.prunable_count() > 1_000_000);
     let host_ptr = model.values()[0].as_ptr() as usize;
     let ctx = NoData;
-    let err = model_ref(&model, |view| pruner.prune(view, &PruneRequest::global(0.5, 0), context_ref(&ctx)).unwrap_err());
+    let err =
+        model_ref(&model, |view| pruner.prune(view, &PruneRequest::global(0.5, 0), context_ref(&ctx)).unwrap_err());
     assert_eq!(err.message.as_str(), format!("ptr={host_ptr}"));
 }

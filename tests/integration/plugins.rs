@@ -14,7 +14,8 @@ fn plugin_names() -> Vec<(String, serde_json::Value)> {
 fn shipped_plugins_load_from_their_shared_libraries() {
     let names = plugin_names();
     for expected in ["magnitude", "random"] {
-        let (_, row) = names.iter().find(|(n, _)| n == expected).unwrap_or_else(|| panic!("{expected} not listed: {names:?}"));
+        let (_, row) =
+            names.iter().find(|(n, _)| n == expected).unwrap_or_else(|| panic!("{expected} not listed: {names:?}"));
         let path = row["path"].as_str().unwrap();
         assert!(path.ends_with(&format!(".{}", std::env::consts::DLL_EXTENSION)), "{path}");
         assert_eq!(row["sdk_version"], hyperprune_sdk::SDK_VERSION);
@@ -90,7 +91,10 @@ fn random_masks_change_with_the_seed() {
     let b = dir.path().join("b.safetensors");
     prune(&model, "random", "0.5", "1", &a, &[]);
     prune(&model, "random", "0.5", "2", &b, &[]);
-    assert_ne!(read_masks(&dir.path().join("a.masks.safetensors")), read_masks(&dir.path().join("b.masks.safetensors")));
+    assert_ne!(
+        read_masks(&dir.path().join("a.masks.safetensors")),
+        read_masks(&dir.path().join("b.masks.safetensors"))
+    );
 }
 
 #[test]

@@ -25,7 +25,12 @@ fn target_dir() -> PathBuf {
 
 fn cargo(args: &[&str], dir: &Path) {
     let out = Command::new(env!("CARGO")).args(args).current_dir(dir).output().expect("cargo runs");
-    assert!(out.status.success(), "cargo {args:?} in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Builds the host binary and every default plugin (release), once per test process.
@@ -82,7 +87,8 @@ pub fn text(out: &Output) -> (String, String) {
 
 /// Writes a freshly initialised model of `preset_name` to `dir/name.safetensors`.
 pub fn write_model(dir: &Path, preset_name: &str, seed: u64) -> PathBuf {
-    let model = init_model(&preset(preset_name).expect("known preset"), Init::KaimingUniform, seed).expect("valid preset");
+    let model =
+        init_model(&preset(preset_name).expect("known preset"), Init::KaimingUniform, seed).expect("valid preset");
     let path = dir.join(format!("{preset_name}-{seed}.safetensors"));
     model.save(&path).expect("model saves");
     path
@@ -116,10 +122,31 @@ pub fn fashion_zoo(arch: &str, members: usize, epochs: usize) -> PathBuf {
     let dir = tempfile::tempdir().expect("temp dir").keep().join(format!("fmnist-{key}"));
     let (members_arg, epochs_arg) = (members.to_string(), epochs.to_string());
     let out = hyperprune(&[
-        "zoo", "train", "--arch", arch, "--dataset", "fashion-mnist", "--members", &members_arg, "--epochs", &epochs_arg,
-        "--vary", "seed", "--split", "0,0,1", "--seed", "5", "--out", dir.to_str().expect("utf-8 path"), "-q",
+        "zoo",
+        "train",
+        "--arch",
+        arch,
+        "--dataset",
+        "fashion-mnist",
+        "--members",
+        &members_arg,
+        "--epochs",
+        &epochs_arg,
+        "--vary",
+        "seed",
+        "--split",
+        "0,0,1",
+        "--seed",
+        "5",
+        "--out",
+        dir.to_str().expect("utf-8 path"),
+        "-q",
     ]);
-    assert!(out.status.success(), "training a Fashion-MNIST zoo (apt-get install -y dataset-fashion-mnist?): {:?}", text(&out));
+    assert!(
+        out.status.success(),
+        "training a Fashion-MNIST zoo (apt-get install -y dataset-fashion-mnist?): {:?}",
+        text(&out)
+    );
     zoos.push((key, dir.clone()));
     dir
 }
@@ -128,8 +155,16 @@ pub fn fashion_zoo(arch: &str, members: usize, epochs: usize) -> PathBuf {
 pub fn bench_retention(zoo: &Path, pruners: &str, compressions: &str, extra: &[&str]) -> Vec<(String, f64, f64)> {
     let run = tempfile::tempdir().expect("temp dir").keep();
     let mut args = vec![
-        "bench", "--zoo", zoo.to_str().expect("utf-8 path"), "--pruners", pruners, "--compression", compressions,
-        "--out", run.to_str().expect("utf-8 path"), "-q",
+        "bench",
+        "--zoo",
+        zoo.to_str().expect("utf-8 path"),
+        "--pruners",
+        pruners,
+        "--compression",
+        compressions,
+        "--out",
+        run.to_str().expect("utf-8 path"),
+        "-q",
     ];
     args.extend(extra);
     let out = hyperprune(&args);
@@ -142,7 +177,8 @@ pub fn bench_retention(zoo: &Path, pruners: &str, compressions: &str, extra: &[&
     let mut groups: Vec<(String, f64, Vec<f64>)> = Vec::new();
     for r in &rows {
         assert_eq!(r["status"], "ok", "{r}");
-        let (p, c) = (r["pruner"].as_str().expect("pruner").to_string(), r["compression"].as_f64().expect("compression"));
+        let (p, c) =
+            (r["pruner"].as_str().expect("pruner").to_string(), r["compression"].as_f64().expect("compression"));
         let v = r["retention"].as_f64().expect("retention");
         match groups.iter_mut().find(|(gp, gc, _)| *gp == p && *gc == c) {
             Some(g) => g.2.push(v),

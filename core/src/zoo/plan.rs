@@ -48,7 +48,10 @@ pub fn plan(
     }
     let sum: f64 = settings.split.iter().sum();
     if (sum - 1.0).abs() > 1e-6 || settings.split.iter().any(|f| *f < 0.0) {
-        return Err(ZooError::Settings(format!("split fractions must be non-negative and sum to 1, got {:?}", settings.split)));
+        return Err(ZooError::Settings(format!(
+            "split fractions must be non-negative and sum to 1, got {:?}",
+            settings.split
+        )));
     }
     if members == 0 {
         return Err(ZooError::Settings("a zoo needs at least one member".into()));

@@ -119,10 +119,12 @@ pub fn train_zoo(
 /// Checks that the zoo in `dir` was planned like `meta`, and keeps its trained members.
 fn resume(existing: Zoo, meta: &ZooMeta, dir: &Path) -> Result<Zoo, ZooError> {
     let old = existing.meta();
-    let differs = |field: &str| ZooError::Settings(format!(
-        "{} holds a zoo with a different {field}; use another --out folder, or delete it to start over",
-        dir.join(ZOO_FILE).display()
-    ));
+    let differs = |field: &str| {
+        ZooError::Settings(format!(
+            "{} holds a zoo with a different {field}; use another --out folder, or delete it to start over",
+            dir.join(ZOO_FILE).display()
+        ))
+    };
     if old.arch != meta.arch {
         return Err(differs("architecture"));
     }

@@ -62,7 +62,8 @@ mod tests {
     fn shards_partition_the_tasks() {
         let all = tasks(3, 2, &[0.5, 0.75], None);
         assert_eq!(all.len(), 12);
-        let mut joined: Vec<Task> = (0..5).flat_map(|i| tasks(3, 2, &[0.5, 0.75], Some(Shard { index: i, count: 5 }))).collect();
+        let mut joined: Vec<Task> =
+            (0..5).flat_map(|i| tasks(3, 2, &[0.5, 0.75], Some(Shard { index: i, count: 5 }))).collect();
         joined.sort_by(|a, b| (a.member, a.pruner).cmp(&(b.member, b.pruner)).then(a.sparsity.total_cmp(&b.sparsity)));
         assert_eq!(joined, all);
         assert!("3/3".parse::<Shard>().is_err());

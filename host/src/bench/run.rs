@@ -132,7 +132,8 @@ impl Bench<'_> {
         row.achieved_compression = Some(c.compression);
         row.model_compression = Some(c.model_compression);
         row.flops_speedup = Some(c.speedup());
-        let eval = self.engine.evaluate(&[&pruned], &self.dataset.test).map_err(|e| format!("evaluation failed: {e}"))?;
+        let eval =
+            self.engine.evaluate(&[&pruned], &self.dataset.test).map_err(|e| format!("evaluation failed: {e}"))?;
         let eval = eval.first().ok_or("the engine returned no evaluation")?;
         row.pruned_accuracy = Some(eval.accuracy);
         row.pruned_loss = Some(eval.loss);
@@ -159,36 +160,39 @@ impl Bench<'_> {
         let mut counts = Counts { skipped: tasks.len() - todo.len(), ..Counts::default() };
         let cancel = AtomicBool::new(false);
         let next = AtomicUsize::new(0);
-        let pending: Mutex<(BTreeMap<usize, ResultRow>, usize, Option<anyhow::Error>)> = Mutex::new((BTreeMap::new(), 0, None));
+        let pending: Mutex<(BTreeMap<usize, ResultRow>, usize, Option<anyhow::Error>)> =
+            Mutex::new((BTreeMap::new(), 0, None));
         let writer = Mutex::new(writer);
         let counts_cell = Mutex::new(&mut counts);
         std::thread::scope(|scope| {
             for _ in 0..self.jobs.max(1) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= limit || cancel.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let row = self.run_task(todo[i], &cancel);
-                    let mut state = pending.lock().expect("no thread panics while holding it");
-                    state.0.insert(i, row);
-                    // Write every row whose predecessors are all written.
+                scope.spawn(|| {
                     loop {
-                        let position = state.1;
-                        let Some(row) = state.0.remove(&position) else { break };
-                        state.1 += 1;
-                        let mut w = writer.lock().expect("no thread panics while holding it");
-                        if let Err(e) = w.append(&row) {
-                            state.2 = Some(e);
-                            cancel.store(true, Ordering::Relaxed);
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= limit || cancel.load(Ordering::Relaxed) {
                             break;
                         }
-                        let mut c = counts_cell.lock().expect("no thread panics while holding it");
-                        match row.status {
-                            Status::Ok => c.ok += 1,
-                            Status::Error => c.errors += 1,
+                        let row = self.run_task(todo[i], &cancel);
+                        let mut state = pending.lock().expect("no thread panics while holding it");
+                        state.0.insert(i, row);
+                        // Write every row whose predecessors are all written.
+                        loop {
+                            let position = state.1;
+                            let Some(row) = state.0.remove(&position) else { break };
+                            state.1 += 1;
+                            let mut w = writer.lock().expect("no thread panics while holding it");
+                            if let Err(e) = w.append(&row) {
+                                state.2 = Some(e);
+                                cancel.store(true, Ordering::Relaxed);
+                                break;
+                            }
+                            let mut c = counts_cell.lock().expect("no thread panics while holding it");
+                            match row.status {
+                                Status::Ok => c.ok += 1,
+                                Status::Error => c.errors += 1,
+                            }
+                            on_row(&row);
                         }
-                        on_row(&row);
                     }
                 });
             }

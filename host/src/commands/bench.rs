@@ -31,7 +31,8 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(BenchCommand::Merge { out, runs }) = args.command {
         return merge(&out, &runs);
     }
-    let zoo_dir = args.zoo.clone().ok_or_else(|| bad_input("bench needs --zoo DIR (a folder made by `hyperprune zoo train`)"))?;
+    let zoo_dir =
+        args.zoo.clone().ok_or_else(|| bad_input("bench needs --zoo DIR (a folder made by `hyperprune zoo train`)"))?;
     let out = args.out.clone().ok_or_else(|| bad_input("bench needs --out DIR (the run folder, e.g. runs/NAME)"))?;
     let registry = super::registry(global)?;
     let zoo = Zoo::open(&zoo_dir).map_err(bad_input)?;
@@ -98,7 +99,10 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         bar.inc(1);
         bar.set_message(format!("{} {} {:.0}x", row.member, row.pruner, row.compression));
         if let Some(e) = &row.error {
-            bar.println(format!("error: member {} {} at sparsity {}: {e}", row.member, row.pruner, row.requested_sparsity));
+            bar.println(format!(
+                "error: member {} {} at sparsity {}: {e}",
+                row.member, row.pruner, row.requested_sparsity
+            ));
         }
     })?;
     bar.finish_and_clear();
@@ -137,7 +141,11 @@ fn sparsities(args: &BenchArgs) -> anyhow::Result<Vec<f64>> {
 }
 
 /// Splits `pruner.name=value` options by pruner and configures every pruner.
-fn configure_pruners(registry: &Registry, names: &[String], options: &[String]) -> anyhow::Result<Vec<ConfiguredPruner>> {
+fn configure_pruners(
+    registry: &Registry,
+    names: &[String],
+    options: &[String],
+) -> anyhow::Result<Vec<ConfiguredPruner>> {
     let names: Vec<String> = if names.iter().any(|n| n == "all") {
         registry.plugins.iter().map(|p| p.name().to_string()).collect()
     } else {
@@ -150,16 +158,19 @@ fn configure_pruners(registry: &Registry, names: &[String], options: &[String]) 
         let prefix = o.split_once('.').map(|(p, _)| p).filter(|p| !p.contains('='));
         match prefix {
             Some(p) if names.iter().any(|n| n == p) => {}
-            _ => return Err(bad_input(format!("--opt '{o}' must look like PRUNER.NAME=VALUE for one of {}", names.join(", ")))),
+            _ => {
+                return Err(bad_input(format!(
+                    "--opt '{o}' must look like PRUNER.NAME=VALUE for one of {}",
+                    names.join(", ")
+                )));
+            }
         }
     }
     names
         .iter()
         .map(|name| {
-            let mine: Vec<String> = options
-                .iter()
-                .filter_map(|o| o.strip_prefix(&format!("{name}.")).map(str::to_string))
-                .collect();
+            let mine: Vec<String> =
+                options.iter().filter_map(|o| o.strip_prefix(&format!("{name}.")).map(str::to_string)).collect();
             ConfiguredPruner::new(registry, name, &mine)
         })
         .collect()
@@ -184,15 +195,20 @@ fn fit_learnable(
         }
         let train = zoo.members(Split::Train);
         if train.is_empty() {
-            return Err(bad_input(format!("pruner '{}' must be fitted, but the zoo has no train members", pruner.name())));
+            return Err(bad_input(format!(
+                "pruner '{}' must be fitted, but the zoo has no train members",
+                pruner.name()
+            )));
         }
         let models: Vec<Model> = train.iter().map(|m| zoo.load(m)).collect::<Result<_, _>>().map_err(bad_input)?;
-        let hyper: Vec<String> = train.iter().map(|m| serde_json::to_string(&m.hyperparams).unwrap_or_default()).collect();
+        let hyper: Vec<String> =
+            train.iter().map(|m| serde_json::to_string(&m.hyperparams).unwrap_or_default()).collect();
         let views: Vec<LayerViews<'_>> = models.iter().map(LayerViews::new).collect();
         tracing::info!("fitting {} on {} train members", pruner.name(), models.len());
         let cancel = std::sync::atomic::AtomicBool::new(false);
-        let ctx = HostContext::new(pruner.name(), Some(crate::context::DataServices { engine, dataset: data }), &cancel)
-            .with_default_samples(calib_samples);
+        let ctx =
+            HostContext::new(pruner.name(), Some(crate::context::DataServices { engine, dataset: data }), &cancel)
+                .with_default_samples(calib_samples);
         let parts: Vec<_> = views.iter().map(LayerViews::parts).collect();
         let members: Vec<MemberRef<'_>> = views
             .iter()
@@ -241,7 +257,12 @@ fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyh
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{} {}, {cores} cores, {cpu}", std::env::consts::OS, std::env::consts::ARCH)
@@ -260,10 +281,9 @@ fn merge(out: &Path, runs: &[PathBuf]) -> anyhow::Result<()> {
                 text.push('\n');
             }
         }
-        if !out.join(crate::report::RUN_FILE).exists() {
-            if let Ok(bytes) = std::fs::read(run.join(crate::report::RUN_FILE)) {
-                write_atomic(&out.join(crate::report::RUN_FILE), &bytes)?;
-            }
+        let run_file = out.join(crate::report::RUN_FILE);
+        if let (false, Ok(bytes)) = (run_file.exists(), std::fs::read(run.join(crate::report::RUN_FILE))) {
+            write_atomic(&run_file, &bytes)?;
         }
     }
     write_atomic(&target, text.as_bytes())?;

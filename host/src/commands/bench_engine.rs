@@ -44,7 +44,8 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
                 random_samples(spec.input, 10_000, spec.classes, 2),
             )
         } else {
-            let data = super::zoo::dataset(&DataArgs { dataset: args.dataset.clone(), data_dir: args.data_dir.clone() })?;
+            let data =
+                super::zoo::dataset(&DataArgs { dataset: args.dataset.clone(), data_dir: args.data_dir.clone() })?;
             (data.train.head(args.images), data.test.head(10_000))
         };
         let threads: Vec<usize> = if args.exec.engine == EngineKind::Cpu && args.exec.device == "cpu" {
@@ -119,7 +120,15 @@ fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
     let reference = CpuEngine::new();
     let other = crate::engines::engine(args.exec.engine, &args.exec.device)?;
     let mut worst = 0f64;
-    println!("{:<8} {:>16} {:>22}   ({} vs {} on {} samples)", "MEMBER", "LOGITS rel.diff", "PER-SAMPLE GRAD rel.diff", other.name(), reference.name(), samples.len());
+    println!(
+        "{:<8} {:>16} {:>22}   ({} vs {} on {} samples)",
+        "MEMBER",
+        "LOGITS rel.diff",
+        "PER-SAMPLE GRAD rel.diff",
+        other.name(),
+        reference.name(),
+        samples.len()
+    );
     for member in zoo.members(Split::All).into_iter().take(args.members) {
         let model = zoo.load(member).map_err(bad_input)?;
         let a = reference.logits(&model, &samples)?;

@@ -12,7 +12,11 @@ use crate::cli::{BenchArgs, DataArgs, DemoArgs, GlobalArgs, OptimizerArg, ScopeA
 pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let zoo_dir = args.out.join("digits-cnn");
     if !global.quiet {
-        println!("1/2 training a zoo of {} cnn-digits members on the embedded digits data -> {}", args.members, zoo_dir.display());
+        println!(
+            "1/2 training a zoo of {} cnn-digits members on the embedded digits data -> {}",
+            args.members,
+            zoo_dir.display()
+        );
     }
     super::zoo::train(
         global,

@@ -77,7 +77,8 @@ fn read_masks(path: &Path, model: &Model) -> anyhow::Result<Vec<Vec<bool>>> {
     model
         .prunable()
         .map(|(p, w)| {
-            let view = st.tensor(&p.name).map_err(|_| bad_input(format!("{}: no mask for '{}'", path.display(), p.name)))?;
+            let view =
+                st.tensor(&p.name).map_err(|_| bad_input(format!("{}: no mask for '{}'", path.display(), p.name)))?;
             if view.dtype() != safetensors::Dtype::U8 || view.data().len() != w.len() {
                 return Err(bad_input(format!(
                     "{}: mask '{}' must be u8 with {} entries, found {:?} with {} bytes",

@@ -80,7 +80,10 @@ pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<()> {
                     }
                     for e in &p.info.examples {
                         let opts: String = e.options.iter().map(|o| format!(" --opt {o}")).collect();
-                        println!("example: {} — hyperprune prune --pruner {} --sparsity {}{opts} ...", e.description, p.info.name, e.sparsity);
+                        println!(
+                            "example: {} — hyperprune prune --pruner {} --sparsity {}{opts} ...",
+                            e.description, p.info.name, e.sparsity
+                        );
                     }
                 }
             }

@@ -30,7 +30,8 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     }
     let data = match &args.dataset {
         Some(name) => {
-            let data = super::zoo::dataset(&crate::cli::DataArgs { dataset: name.clone(), data_dir: args.data_dir.clone() })?;
+            let data =
+                super::zoo::dataset(&crate::cli::DataArgs { dataset: name.clone(), data_dir: args.data_dir.clone() })?;
             super::eval::check_fits(&model, &data)?;
             Some(data)
         }
@@ -75,10 +76,23 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `<dir>/<stem>.masks.safetensors` for an output model path.
+/// `<dir>/<name>.masks.safetensors` for an output model path (`<name>` is the file name
+/// without a `.safetensors` suffix; any other dots are kept).
 pub fn masks_path(out: &Path) -> PathBuf {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let name = out.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
     out.with_file_name(format!("{stem}.masks.safetensors"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_path_keeps_dots_that_are_not_the_extension() {
+        assert_eq!(masks_path(Path::new("/t/m.safetensors")), Path::new("/t/m.masks.safetensors"));
+        assert_eq!(masks_path(Path::new("/t/x-0.5")), Path::new("/t/x-0.5.masks.safetensors"));
+    }
 }
 
 fn masks_bytes(model: &Model, outcome: &CheckedOutcome) -> Vec<u8> {

@@ -17,7 +17,7 @@ use crate::failure::bad_input;
 /// failures.
 pub fn run(global: &GlobalArgs, cmd: ZooCommand) -> anyhow::Result<()> {
     match cmd {
-        ZooCommand::Train(args) => train(global, args).map(|_| ()),
+        ZooCommand::Train(args) => train(global, *args).map(|_| ()),
         ZooCommand::Show { dir, format } => show(&dir, format),
         ZooCommand::List { root } => {
             let zoos = Zoo::list(&root);
@@ -177,7 +177,10 @@ fn show(dir: &Path, format: Format) -> anyhow::Result<()> {
         m.settings.seed,
         m.settings.vary.join(",")
     );
-    println!("{:<6} {:<6} {:<9} {:<16} {:>9} {:>8} {:>8} {:>9} {:>9}", "ID", "SPLIT", "ACT", "INIT", "LR", "WD", "DROPOUT", "TRAIN%", "TEST%");
+    println!(
+        "{:<6} {:<6} {:<9} {:<16} {:>9} {:>8} {:>8} {:>9} {:>9}",
+        "ID", "SPLIT", "ACT", "INIT", "LR", "WD", "DROPOUT", "TRAIN%", "TEST%"
+    );
     for member in &m.members {
         let h = &member.hyperparams;
         let pct = |x: Option<f64>| x.map(|a| format!("{:.2}", 100.0 * a)).unwrap_or_else(|| "-".into());

@@ -118,9 +118,6 @@ pub struct SampleSystem<'g, 'a> {
     pruned_sq: f64,
 }
 
-/// One swap's effect, `F(S − out + inn) − F(S)`, for every pair of `outs × ins`, row-major.
-pub type SwapDeltas = Vec<f64>;
-
 impl<'g, 'a> SampleSystem<'g, 'a> {
     /// Builds and factorises `K` for `support` (distinct columns): `O(n²·k + n³)`.
     ///
@@ -165,51 +162,79 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
         self.z.iter().map(|z| -self.mu * z).collect()
     }
 
-    /// `F(S − i + j) − F(S)` for every `i` in `outs` (in the support) and `j` in `ins` (not
-    /// in it), row-major `|outs| × |ins|`: `O(n²·(|outs| + |ins|) + n·|outs|·|ins|)`.
-    ///
-    /// With `a = Gᵢ`, `e = Gⱼ`, `K' = K − aaᵀ + eeᵀ = K + U·diag(−1, 1)·Uᵀ`, `U = [a e]`, and
-    /// `c' = c + w̄ᵢa − w̄ⱼe`, Woodbury gives
-    /// `c'ᵀK'⁻¹c' = c'ᵀK⁻¹c' − vᵀM⁻¹v` with `v = UᵀK⁻¹c'` and
-    /// `M = diag(−1, 1) + UᵀK⁻¹U`. A pair whose `M` is singular scores `+∞`.
-    pub fn swap_deltas(&self, outs: &[usize], ins: &[usize]) -> SwapDeltas {
+    /// Prepares swap scoring between `outs` (in the support) and `ins` (not in it):
+    /// `K⁻¹` times their columns and all their inner products under `K⁻¹`,
+    /// `O(n²·m + n·m²)` for `m = |outs| + |ins|` candidates.
+    pub fn candidates(&self, outs: &[usize], ins: &[usize]) -> SwapCandidates {
         let n = self.g.rows();
         let cols: Vec<usize> = outs.iter().chain(ins).copied().collect();
-        // Columns of G for the candidates (n × m), and K⁻¹ times them.
-        let gc = Mat::<f64>::from_fn(n, cols.len(), |i, t| self.g.row(i)[cols[t]] as f64);
+        // Columns of G for the candidates (n × m), read row by row through their transpose.
+        let gct = Mat::<f64>::from_fn(cols.len(), n, |t, i| self.g.row(i)[cols[t]] as f64);
+        let gc = gct.transpose().to_owned();
         let mut u = gc.clone();
         self.llt.solve_in_place(u.as_mut());
-        let dot = |x: usize, y: &[f64]| (0..n).map(|i| gc[(i, x)] * y[i]).sum::<f64>();
-        let col_dot = |x: usize, y: usize| (0..n).map(|i| gc[(i, x)] * u[(i, y)]).sum::<f64>();
-        let cz: f64 = self.c.iter().zip(&self.z).map(|(a, b)| a * b).sum();
-        let a_z: Vec<f64> = (0..outs.len()).map(|x| dot(x, &self.z)).collect();
-        let a_ua: Vec<f64> = (0..outs.len()).map(|x| col_dot(x, x)).collect();
-        let e_z: Vec<f64> = (0..ins.len()).map(|y| dot(outs.len() + y, &self.z)).collect();
-        let e_ue: Vec<f64> = (0..ins.len()).map(|y| col_dot(outs.len() + y, outs.len() + y)).collect();
-        let mut deltas = Vec::with_capacity(outs.len() * ins.len());
-        for (x, &i) in outs.iter().enumerate() {
-            let wi = self.wbar[i];
-            for (y, &j) in ins.iter().enumerate() {
-                let wj = self.wbar[j];
-                let cross = col_dot(x, outs.len() + y);
-                let ckc = cz + 2.0 * wi * a_z[x] - 2.0 * wj * e_z[y] + wi * wi * a_ua[x] - 2.0 * wi * wj * cross
-                    + wj * wj * e_ue[y];
-                let v1 = a_z[x] + wi * a_ua[x] - wj * cross;
-                let v2 = e_z[y] + wi * cross - wj * e_ue[y];
-                let (m00, m11) = (a_ua[x] - 1.0, 1.0 + e_ue[y]);
-                let det = m00 * m11 - cross * cross;
-                if det.abs() <= 1e-12 * (m00.abs() * m11.abs() + cross * cross) || !det.is_finite() {
-                    deltas.push(f64::INFINITY);
-                    continue;
-                }
-                let quad = (m11 * v1 * v1 - 2.0 * cross * v1 * v2 + m00 * v2 * v2) / det;
-                deltas.push(0.5 * self.mu * (ckc - quad - cz + wi * wi - wj * wj));
-            }
-        }
-        deltas
+        let z = Mat::<f64>::from_fn(n, 1, |i, _| self.z[i]);
+        let uz = gct.as_ref() * z.as_ref();
+        let q = gct.as_ref() * u.as_ref();
+        SwapCandidates { outs: outs.to_vec(), ins: ins.to_vec(), uz: (0..cols.len()).map(|t| uz[(t, 0)]).collect(), q }
     }
 
-    /// The system after swapping every `(out, in)` pair: `K` updated by rank-1 terms
+    /// `F(S − outs[x] + ins[y]) − F(S)` of the single swap `(x, y)` (indices into the
+    /// candidate lists): the 2 × 2 case of [`SampleSystem::batch_delta`] in closed form.
+    pub fn pair_delta(&self, cand: &SwapCandidates, x: usize, y: usize) -> f64 {
+        let a = cand.outs.len();
+        let (i, j) = (cand.outs[x], cand.ins[y]);
+        let (wi, wj) = (self.wbar[i], self.wbar[j]);
+        let (az, ez) = (cand.uz[x], cand.uz[a + y]);
+        let (aa, ee, ae) = (cand.q[(x, x)], cand.q[(a + y, a + y)], cand.q[(x, a + y)]);
+        // c'ᵀK⁻¹c' with c' = c + w̄ᵢa − w̄ⱼe.
+        let ckc = 2.0 * wi * az - 2.0 * wj * ez + wi * wi * aa - 2.0 * wi * wj * ae + wj * wj * ee;
+        let (v1, v2) = (az + wi * aa - wj * ae, ez + wi * ae - wj * ee);
+        let (m00, m11) = (aa - 1.0, 1.0 + ee);
+        let det = m00 * m11 - ae * ae;
+        if !det.is_finite() || det.abs() <= 1e-12 * (m00.abs() * m11.abs() + ae * ae) {
+            return f64::INFINITY;
+        }
+        let quad = (m11 * v1 * v1 - 2.0 * ae * v1 * v2 + m00 * v2 * v2) / det;
+        0.5 * self.mu * (ckc - quad + wi * wi - wj * wj)
+    }
+
+    /// `F(S') − F(S)` for the support after all the swaps `(x, y)` (indices into the
+    /// candidate lists; each used once), without refactorising: with `U` the swapped
+    /// columns, `D = diag(−1 for removals, +1 for additions)`, `K' = K + UDUᵀ` and
+    /// `c' = c + Ut` (`t` = `w̄ᵢ` for removals, `−w̄ⱼ` for additions), Woodbury gives
+    /// `c'ᵀK'⁻¹c' = c'ᵀK⁻¹c' − vᵀ(D + UᵀK⁻¹U)⁻¹v`, `v = UᵀK⁻¹c'`: `O(m³)` for `m` swaps.
+    pub fn batch_delta(&self, cand: &SwapCandidates, pairs: &[(usize, usize)]) -> f64 {
+        let a = cand.outs.len();
+        let idx: Vec<usize> = pairs.iter().map(|&(x, _)| x).chain(pairs.iter().map(|&(_, y)| a + y)).collect();
+        let m = pairs.len();
+        let col = |t: usize| if t < a { cand.outs[t] } else { cand.ins[t - a] };
+        let t: Vec<f64> =
+            idx.iter().enumerate().map(|(r, &c)| if r < m { self.wbar[col(c)] } else { -self.wbar[col(c)] }).collect();
+        let qu = Mat::<f64>::from_fn(2 * m, 2 * m, |r, c| cand.q[(idx[r], idx[c])]);
+        let qt: Vec<f64> = (0..2 * m).map(|r| (0..2 * m).map(|c| qu[(r, c)] * t[c]).sum()).collect();
+        let uz: Vec<f64> = idx.iter().map(|&c| cand.uz[c]).collect();
+        let ckc: f64 = (0..2 * m).map(|r| 2.0 * t[r] * uz[r] + t[r] * qt[r]).sum();
+        let mut v = Mat::<f64>::from_fn(2 * m, 1, |r, _| uz[r] + qt[r]);
+        let v0: Vec<f64> = (0..2 * m).map(|r| v[(r, 0)]).collect();
+        let mmat = Mat::<f64>::from_fn(2 * m, 2 * m, |r, c| {
+            qu[(r, c)]
+                + if r != c {
+                    0.0
+                } else if r < m {
+                    -1.0
+                } else {
+                    1.0
+                }
+        });
+        mmat.partial_piv_lu().solve_in_place(v.as_mut());
+        let quad: f64 = (0..2 * m).map(|r| v0[r] * v[(r, 0)]).sum();
+        let ridge: f64 = (0..m).map(|r| t[r] * t[r] - t[m + r] * t[m + r]).sum();
+        let delta = 0.5 * self.mu * (ckc - quad + ridge);
+        if delta.is_finite() { delta } else { f64::INFINITY }
+    }
+
+    /// The system after the swaps `(out column, in column)`: `K` updated by rank-1 terms
     /// (`O(n²)` each) and refactorised (`O(n³)`).
     ///
     /// # Errors
@@ -225,8 +250,9 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
             let a: Vec<f64> = (0..n).map(|i| self.g.row(i)[out] as f64).collect();
             let e: Vec<f64> = (0..n).map(|i| self.g.row(i)[inn] as f64).collect();
             for col in 0..n {
+                let (ac, ec) = (a[col], e[col]);
                 for row in col..n {
-                    next.kmat[(row, col)] += e[row] * e[col] - a[row] * a[col];
+                    next.kmat[(row, col)] += e[row] * ec - a[row] * ac;
                 }
             }
             let (wo, wi) = (self.wbar[out], self.wbar[inn]);
@@ -242,6 +268,19 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
         next.z = solve_vec(&next.llt, &next.c);
         Ok(next)
     }
+}
+
+/// Swap candidates prepared by [`SampleSystem::candidates`].
+#[derive(Debug, Clone)]
+pub struct SwapCandidates {
+    /// Columns that may leave the support.
+    pub outs: Vec<usize>,
+    /// Columns that may enter it.
+    pub ins: Vec<usize>,
+    /// `[a; e]ᵀz` for the candidate columns (outs first).
+    uz: Vec<f64>,
+    /// `[a; e]ᵀK⁻¹[a; e]`.
+    q: Mat<f64>,
 }
 
 /// Lower triangle of `G_SG_Sᵀ` (`n × n`), accumulated over chunks of columns of `G_S`,
@@ -420,7 +459,10 @@ mod tests {
             assert!((sys.objective() - f).abs() <= 1e-10 * f.abs().max(1.0), "{} vs {f}", sys.objective());
             let outs: Vec<usize> = support.iter().copied().step_by(2).collect();
             let ins: Vec<usize> = (0..p).filter(|j| !support.contains(j)).collect();
-            let deltas = sys.swap_deltas(&outs, &ins);
+            let cand = sys.candidates(&outs, &ins);
+            // Woodbury updates of a system with condition number < 10⁴: 1e-8 relative to F
+            // is a wide margin over the ~1e-12 expected.
+            let tol = 1e-8 * sys.objective().abs().max(1.0);
             for (x, &i) in outs.iter().enumerate() {
                 for (y, &j) in ins.iter().enumerate() {
                     let rebuilt = sys.with_swaps(&[(i, j)]).unwrap();
@@ -429,17 +471,21 @@ mod tests {
                     assert_eq!(rebuilt.support(), swapped.as_slice());
                     let fresh = SampleSystem::new(&g, &wbar, &swapped, mu).unwrap().objective();
                     let want = fresh - sys.objective();
-                    // Woodbury updates of a system with condition number < 10⁴: 1e-8
-                    // relative to F is a wide margin over the ~1e-12 expected.
-                    let tol = 1e-8 * sys.objective().abs().max(1.0);
-                    assert!(
-                        (deltas[x * ins.len() + y] - want).abs() <= tol,
-                        "swap {i}->{j}: {} vs {want}",
-                        deltas[x * ins.len() + y]
-                    );
+                    let (pair, batch) = (sys.pair_delta(&cand, x, y), sys.batch_delta(&cand, &[(x, y)]));
+                    assert!((pair - want).abs() <= tol, "swap {i}->{j}: {pair} vs {want}");
+                    assert!((batch - want).abs() <= tol, "batch of one {i}->{j}: {batch} vs {want}");
                     assert!((rebuilt.objective() - fresh).abs() <= tol, "updated system {i}->{j}");
                 }
             }
+            // A batch of disjoint swaps against a system rebuilt on the final support.
+            let pairs: Vec<(usize, usize)> =
+                (0..outs.len().min(ins.len()).min(3)).map(|t| (t, ins.len() - 1 - t)).collect();
+            let cols: Vec<(usize, usize)> = pairs.iter().map(|&(x, y)| (outs[x], ins[y])).collect();
+            let after = sys.with_swaps(&cols).unwrap();
+            let fresh = SampleSystem::new(&g, &wbar, after.support(), mu).unwrap().objective();
+            let batch = sys.batch_delta(&cand, &pairs);
+            assert!((batch - (fresh - sys.objective())).abs() <= tol, "batch: {batch} vs {}", fresh - sys.objective());
+            assert!((after.objective() - fresh).abs() <= tol, "batch-updated system");
         }
     }
 

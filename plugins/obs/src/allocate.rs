@@ -8,8 +8,8 @@
 //! curve is convex (non-decreasing steps) this is exact; OBS curves are not always convex
 //! (a removal can make the next one cheaper), and a row whose next step is expensive then
 //! hides cheaper steps behind it. We accept that: the steps are mostly increasing, the
-//! merge is simple and deterministic, and the count is exact by construction. (OBC itself
-//! ranks the recorded step losses of all rows of a layer the same way.)
+//! merge is simple and deterministic, and the count is exact by construction. (OBC's reference
+//! code also allocates a layer's removals over its rows from these recorded step losses.)
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;

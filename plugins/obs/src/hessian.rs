@@ -7,8 +7,8 @@
 //! The host's `layer_input_hessian` returns `XᵀX/n`. We work with `G = XᵀX/n` itself, not
 //! with the `H = 2XᵀX/n` of the OBS papers: the loss of a row `w` replaced by `ŵ` is
 //! `L(ŵ) = (1/n)‖Xw − Xŵ‖² = (w − ŵ)ᵀ G (w − ŵ) = ½ (w − ŵ)ᵀ H (w − ŵ)`, so removing weight
-//! `q` costs `½ w_q² / [H⁻¹]_qq = w_q² / [G⁻¹]_qq` (Hassibi & Stork 1993, eq. 5; Frantar &
-//! Alistarh 2022, eq. 3), and the update `δ = −(w_q / [G⁻¹]_qq) G⁻¹[:, q]` is the same in
+//! `q` costs `½ w_q² / [H⁻¹]_qq = w_q² / [G⁻¹]_qq` (Hassibi & Stork 1993; Frantar & Alistarh
+//! 2022, eq. 2), and the update `δ = −(w_q / [G⁻¹]_qq) G⁻¹[:, q]` is the same in
 //! both conventions (the factor 2 cancels). With damping the loss is the damped one,
 //! `(1/n)‖X(w − ŵ)‖² + λ'‖w − ŵ‖²` with `λ' = λ·mean(diag XᵀX/n)`.
 

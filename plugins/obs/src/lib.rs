@@ -22,7 +22,9 @@
 //!   loss increases of all rows of all layers and prunes the cheapest `round(s·n)`;
 //!   `uniform` prunes every layer to the requested sparsity (exact total through
 //!   `masking::per_layer_counts`) and merges the rows within each layer. A per-layer request
-//!   (`--scope per-layer`) always means `uniform`.
+//!   (`--scope per-layer`) always means `uniform`. `global` compares the layers' losses as
+//!   they are, unnormalised: `(1/n)‖XW − XŴ‖²` with `n` the rows of the unfolded input, so a
+//!   conv layer's loss is per output position and a linear layer's per sample.
 //!
 //! N:M requests are supported (each row's pass only removes from groups that have not met
 //! their quota). The algorithm makes no random choice: the request's seed only chooses the

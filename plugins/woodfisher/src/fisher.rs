@@ -27,7 +27,9 @@ use faer::{Accum, Side};
 
 /// Gradients per Woodbury step when building an explicit inverse: large enough that the
 /// step is a matrix product, small enough that the `chunk × chunk` solve stays negligible.
-/// The result is the same for every chunk size (see the tests); only speed differs.
+/// The result is the same for every chunk size (see the tests); only speed differs:
+/// for `b = 128`, `n = 1024` one block took 23 ms with chunk 1 (the rank-one recursion),
+/// 6.0–6.3 ms with 8–32, 6.9 ms with 64 and 9.8 ms with 128 (release build, one core).
 pub const RECURSION_CHUNK: usize = 32;
 
 /// The explicit inverse of `λI + GᵀG/n` for `G = grads` (`n × b`), built by the Woodbury

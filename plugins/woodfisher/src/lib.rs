@@ -40,8 +40,14 @@ pub use fisher::{LowRankInverse, RECURSION_CHUNK, woodbury_inverse};
 pub use procedure::{DENSE_LIMIT, Gradients, Monitor, Pruned, Settings, Silent, block_width, woodfisher};
 pub use update::{BlockUpdate, obs_update_dense, obs_update_low_rank};
 
-/// The default damping `λ`. See the `damp` option's doc for why it is larger than the
-/// paper's `1e-5`.
+/// The default damping `λ`: the paper's `1e-5`, which also did best here. On 4-member
+/// Fashion-MNIST zoos (2 epochs, 1,024 gradients, blocks of 128) mean retention was, for
+/// λ = 1e-6 / 1e-5 / 1e-4 / 1e-3: mlpnet at 8× 92.4 / **94.7** / 93.8 / 84.6 % and at 16×
+/// 69.4 / **74.5** / 67.9 / 60.4 %; cnn-s at 4× 41.8 / 71.3 / 74.6 / 75.5 % (its 1e-5..1e-3
+/// spread is within member-to-member noise; magnitude: 59.5 %). Smaller λ trusts the
+/// rank-deficient gradient sample too much (cnn-s at 1e-6 collapses); larger λ drifts
+/// toward magnitude pruning. The Fisher's scale depends on the model's loss, so a model
+/// far from these may want its own value.
 pub const DEFAULT_DAMP: f64 = 1e-5;
 
 /// WoodFisher pruning.
