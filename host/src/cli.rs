@@ -327,11 +327,11 @@ pub struct ZooTrainArgs {
     /// Members trained per engine call (batched together); also the resume granularity.
     #[arg(long, default_value_t = 16)]
     pub chunk: usize,
-    /// Give every member its own mini-batch order and dropout masks (from its seed). By
-    /// default members share the zoo seed's data order and differ by initialisation, which
-    /// lets the CPU engine train a chunk in one batched pass.
+    /// Give every member the same mini-batch order and dropout masks (the zoo seed's), so
+    /// members differ only by initialisation and hyperparameters. By default a member's seed
+    /// drives its data order too.
     #[arg(long)]
-    pub own_data_order: bool,
+    pub shared_data_order: bool,
     /// Where networks run.
     #[command(flatten)]
     pub exec: ExecArgs,

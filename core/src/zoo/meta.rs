@@ -51,8 +51,8 @@ pub struct Hyperparams {
     pub dropout: f32,
     /// Seed of the initialisation.
     pub seed: u64,
-    /// Seed of the mini-batch order and the dropout masks. Members that share it train in
-    /// one batched pass (see [`ZooSettings::own_data_order`]).
+    /// Seed of the mini-batch order and the dropout masks (see
+    /// [`ZooSettings::shared_data_order`]).
     pub data_seed: u64,
 }
 
@@ -101,12 +101,12 @@ pub struct ZooSettings {
     pub seed: u64,
     /// Fractions of members in train / val / test.
     pub split: [f64; 3],
-    /// When false (the default), every member sees the mini-batches in the same order (the
-    /// zoo seed's) and members differ by their initialisation seed and hyperparameters: the
-    /// CPU engine then trains a chunk of members in one batched pass. When true, a varied
-    /// seed also gives each member its own data order and dropout masks (slower).
+    /// When true, every member sees the mini-batches in the same order and draws the same
+    /// dropout masks (the zoo seed's), and members differ only by initialisation and
+    /// hyperparameters; the CPU engine then also shares the per-image work of a batch.
+    /// When false (the default), a member's seed drives its data order and dropout too.
     #[serde(default)]
-    pub own_data_order: bool,
+    pub shared_data_order: bool,
 }
 
 /// The contents of `zoo.json`.

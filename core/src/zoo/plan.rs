@@ -12,8 +12,8 @@
 //! | `dropout` | uniform over {0, 0.5} | 0 |
 //! | `seed` | a distinct initialisation seed per member | the zoo seed for every member |
 //!
-//! The mini-batch order and dropout masks come from the zoo seed for every member unless
-//! `own_data_order` is set (then from the member's seed), so that members train batched.
+//! The mini-batch order and dropout masks come from the member's seed, or from the zoo seed
+//! for every member when `shared_data_order` is set.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -71,7 +71,7 @@ pub fn plan(
             seed: if varies("seed") { rng.random() } else { settings.seed },
             data_seed: settings.seed,
         };
-        let data_seed = if settings.own_data_order { hp.seed } else { settings.seed };
+        let data_seed = if settings.shared_data_order { settings.seed } else { hp.seed };
         let hp = Hyperparams { data_seed, ..hp };
         let member_arch = arch.with_activation(hp.activation).with_dropout(hp.dropout);
         let id = format!("{i:04}");
@@ -133,7 +133,7 @@ mod tests {
             vary: vary.iter().map(|s| s.to_string()).collect(),
             seed: 9,
             split: [0.7, 0.15, 0.15],
-            own_data_order: false,
+            shared_data_order: false,
         }
     }
 

@@ -155,7 +155,7 @@ mod tests {
             vary: vec!["seed".into(), "init".into()],
             seed: 11,
             split: [0.5, 0.0, 0.5],
-            own_data_order: false,
+            shared_data_order: false,
         };
         plan("t", &crate::preset("cnn-digits").unwrap(), "digits", "burn-flex", settings, members).unwrap()
     }

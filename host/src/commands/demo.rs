@@ -34,7 +34,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             seed: args.seed,
             out: zoo_dir.clone(),
             chunk: 24,
-            own_data_order: false,
+            shared_data_order: false,
             exec: args.exec.clone(),
         },
     )?;

@@ -84,17 +84,6 @@ pub fn masks_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{stem}.masks.safetensors"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masks_path_keeps_dots_that_are_not_the_extension() {
-        assert_eq!(masks_path(Path::new("/t/m.safetensors")), Path::new("/t/m.masks.safetensors"));
-        assert_eq!(masks_path(Path::new("/t/x-0.5")), Path::new("/t/x-0.5.masks.safetensors"));
-    }
-}
-
 fn masks_bytes(model: &Model, outcome: &CheckedOutcome) -> Vec<u8> {
     let entries: Vec<(String, Vec<usize>, Vec<u8>)> = model
         .prunable()
@@ -131,4 +120,15 @@ fn print_summary(model: &Model, outcome: &CheckedOutcome, requested: f64) {
         100.0 * requested,
         1.0 / (1.0 - achieved).max(f64::MIN_POSITIVE)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_path_keeps_dots_that_are_not_the_extension() {
+        assert_eq!(masks_path(Path::new("/t/m.safetensors")), Path::new("/t/m.masks.safetensors"));
+        assert_eq!(masks_path(Path::new("/t/x-0.5")), Path::new("/t/x-0.5.masks.safetensors"));
+    }
 }

@@ -88,7 +88,7 @@ pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
         vary: args.vary.clone(),
         seed: args.seed,
         split: [*train, *val, *test],
-        own_data_order: args.own_data_order,
+        shared_data_order: args.shared_data_order,
     };
     let name = args.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "zoo".into());
     let meta = plan(&name, &arch, &data.name, engine.name(), settings, args.members).map_err(bad_input)?;
