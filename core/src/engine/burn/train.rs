@@ -187,48 +187,4 @@ mod tests {
             .unwrap_err();
         assert!(matches!(&err, EngineError::Diverged(m) if m.contains("job 0, epoch 1")), "{err}");
     }
-
-    /// Training throughput of the burn baseline; run with
-    /// `cargo test --release -p hyperprune-core burn_training_throughput -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn burn_training_throughput() {
-        let engine = FlexEngine::new();
-        for (name, n) in [("cnn-digits", 8192), ("cnn-s", 4096)] {
-            let spec = preset(name).unwrap();
-            let d: usize = spec.input.iter().product();
-            let samples = Samples {
-                shape: spec.input,
-                images: random_images(n, d, 1),
-                labels: (0..n).map(|i| (i % 10) as u32).collect(),
-            };
-            let mut j = job(&spec, Optimizer::Adam, 1e-3, 1, 1);
-            j.config.batch_size = 64;
-            // One warm-up epoch, then the timed one.
-            engine.train(vec![j.clone()], &samples, &mut |_| {}).unwrap();
-            let start = Instant::now();
-            engine.train(vec![j], &samples, &mut |_| {}).unwrap();
-            let train = n as f64 / start.elapsed().as_secs_f64();
-            let start = Instant::now();
-            engine.evaluate(&[&init_model(&spec, Init::Uniform, 1).unwrap()], &samples).unwrap();
-            let eval = n as f64 / start.elapsed().as_secs_f64();
-            eprintln!("{name}: train {train:.0} images/s (batch 64, Adam), evaluate {eval:.0} images/s");
-        }
-        let spec = preset("cnn-s").unwrap();
-        let model = init_model(&spec, Init::Uniform, 1).unwrap();
-        let samples = Samples { shape: spec.input, images: random_images(1024, 784, 2), labels: vec![1; 1024] };
-        let start = Instant::now();
-        engine.per_sample_gradients(&model, &samples.head(256), 1).unwrap();
-        let per_sample = 256.0 / start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        engine.layer_input_hessian(&model, 1, &samples).unwrap();
-        let hessian = 1024.0 / start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        engine.masked_loss_and_grad(&model, &vec![1.0; model.prunable_count()], &samples).unwrap();
-        let masked = 1024.0 / start.elapsed().as_secs_f64();
-        eprintln!(
-            "cnn-s calibration: per-sample gradients {per_sample:.0} samples/s, conv-2 Hessian {hessian:.0} samples/s, \
-             masked loss+grad {masked:.0} samples/s"
-        );
-    }
 }
