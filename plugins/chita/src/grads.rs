@@ -78,14 +78,8 @@ impl<'a> Gradients<'a> {
     /// `G_S·v` (length `n`) for the columns `support` and values `v` (one per column).
     pub fn mul_support(&self, support: &[usize], v: &[f64]) -> Vec<f64> {
         debug_assert_eq!(support.len(), v.len());
-        self.by_rows(support.len(), |rows| {
-            rows.map(|i| {
-                let row = self.row(i);
-                support.iter().zip(v).map(|(&j, &x)| row[j] as f64 * x).sum::<f64>()
-            })
-            .collect::<Vec<f64>>()
-        })
-        .concat()
+        self.by_rows(support.len(), |rows| rows.map(|i| gather_dot(self.row(i), support, v)).collect::<Vec<f64>>())
+            .concat()
     }
 
     /// `Gᵀ·r` (length `p`), `r` of length `n`.
@@ -176,6 +170,20 @@ fn dot(a: &[f32], b: &[f64]) -> f64 {
         }
     }
     let tail: f64 = ra.iter().zip(rb).map(|(&x, &y)| x as f64 * y).sum();
+    acc[0] + acc[1] + acc[2] + acc[3] + tail
+}
+
+/// `Σ_t row[support[t]]·v[t]`, with four accumulators as in [`dot`].
+fn gather_dot(row: &[f32], support: &[usize], v: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (cs, cv) = (support.chunks_exact(4), v.chunks_exact(4));
+    let (rs, rv) = (cs.remainder(), cv.remainder());
+    for (s, x) in cs.zip(cv) {
+        for l in 0..4 {
+            acc[l] += row[s[l]] as f64 * x[l];
+        }
+    }
+    let tail: f64 = rs.iter().zip(rv).map(|(&j, &x)| row[j] as f64 * x).sum();
     acc[0] + acc[1] + acc[2] + acc[3] + tail
 }
 

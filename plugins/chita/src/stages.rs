@@ -1,6 +1,6 @@
 //! CHITA (one stage) and CHITA++ (several): the procedure that talks to the host.
 //!
-//! CHITA++ (Benbaki et al. 2023, §4) follows a sparsity schedule from dense to the target.
+//! CHITA++ (Benbaki et al. 2023, the multi-stage procedure) follows a sparsity schedule from dense to the target.
 //! The local quadratic model is only trusted near the point it was built at, so at each
 //! stage the per-sample gradients are recomputed at the current (already pruned and
 //! updated) weights, and the ℓ0 problem is solved with `w̄` = those weights and the stage's
@@ -36,7 +36,7 @@ impl Default for ChitaConfig {
 }
 
 /// The default relative ridge; see the crate doc for how it was chosen.
-pub const DEFAULT_LAMBDA: f64 = 1e-2;
+pub const DEFAULT_LAMBDA: f64 = 1.0;
 
 /// The sparsity of each stage: `1 − (1 − s)^{t/T}` for `t = 1..=T`, the last exactly `s`.
 pub fn stage_sparsities(sparsity: f64, stages: usize) -> Vec<f64> {
@@ -46,7 +46,16 @@ pub fn stage_sparsities(sparsity: f64, stages: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Prunes `model`: the keep masks and the new weights, one vector per layer.
+/// What [`prune`] returns, one vector per layer in model order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pruned {
+    /// Keep masks (`true` = kept).
+    pub keep: Vec<Vec<bool>>,
+    /// The new weights, zero where pruned.
+    pub weights: Vec<Vec<f32>>,
+}
+
+/// Prunes `model`: the keep masks and the new weights.
 ///
 /// # Errors
 /// When the host cannot give gradients, returns a matrix of the wrong shape or with
@@ -56,11 +65,16 @@ pub fn prune(
     request: &PruneRequest,
     ctx: &Ctx<'_>,
     config: &ChitaConfig,
-) -> Result<(Vec<Vec<bool>>, Vec<Vec<f32>>), String> {
+) -> Result<Pruned, String> {
     let sizes: Vec<usize> = model.layers().iter().map(|l| l.weights().len()).collect();
     let p: usize = sizes.iter().sum();
-    if p == 0 {
-        return Ok((sizes.iter().map(|_| Vec::new()).collect(), sizes.iter().map(|_| Vec::new()).collect()));
+    if request.pruned_count(p) == 0 {
+        // Nothing to prune (also an empty model): the dense model is the optimum, and no
+        // gradients are needed.
+        return Ok(Pruned {
+            keep: sizes.iter().map(|&n| vec![true; n]).collect(),
+            weights: model.layers().iter().map(|l| l.weights().to_vec()).collect(),
+        });
     }
     let mut buf = ModelBuf::new(model);
     let mut keep = vec![true; p];
@@ -125,7 +139,7 @@ pub fn prune(
         masks.push(keep[offset..offset + n].to_vec());
         offset += n;
     }
-    Ok((masks, buf.weights().to_vec()))
+    Ok(Pruned { keep: masks, weights: buf.weights().to_vec() })
 }
 
 /// `μ = nλ_paper` from the relative `lambda`: `λ_paper = lambda · tr(F)/p` with
@@ -242,7 +256,7 @@ mod tests {
             let h = host(6);
             let ctx = Ctx::from_impl(&h);
             let config = ChitaConfig { stages, ..ChitaConfig::default() };
-            let (masks, weights) =
+            let Pruned { keep: masks, weights } =
                 model.with_view(|m| prune(&m, &PruneRequest::global(0.75, 1), &ctx, &config)).unwrap();
             assert_eq!(h.calls.load(Ordering::SeqCst), stages, "stages={stages}");
             let seen = h.weights_seen.lock().unwrap();
@@ -271,7 +285,8 @@ mod tests {
                     let ctx = Ctx::from_impl(&h);
                     let request = PruneRequest { scope, ..PruneRequest::global(s, 2) };
                     let config = ChitaConfig { block_size, stages: 2, ..ChitaConfig::default() };
-                    let (masks, weights) = model.with_view(|m| prune(&m, &request, &ctx, &config)).unwrap();
+                    let Pruned { keep: masks, weights } =
+                        model.with_view(|m| prune(&m, &request, &ctx, &config)).unwrap();
                     let pruned: Vec<usize> = masks.iter().map(|m| m.iter().filter(|&&k| !k).count()).collect();
                     let what = format!("{scope:?} block {block_size} s={s}");
                     assert_eq!(pruned.iter().sum::<usize>(), (s * 55.0).round() as usize, "{what}");
