@@ -103,8 +103,9 @@ impl Context for HostContext<'_> {
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         let plugin = &self.plugin;
         match level {
-            LogLevel::Debug => tracing::debug!("[{plugin}] {message}"),
-            LogLevel::Info => tracing::info!("[{plugin}] {message}"),
+            // A bench prunes hundreds of times: a plugin's per-call info lines show with -v.
+            LogLevel::Debug => tracing::trace!("[{plugin}] {message}"),
+            LogLevel::Info => tracing::debug!("[{plugin}] {message}"),
             LogLevel::Warn => tracing::warn!("[{plugin}] {message}"),
         }
     }
