@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::ArchSpec;
 use crate::dataset::Samples;
 use crate::model::Model;
 
@@ -198,4 +199,33 @@ pub trait Engine: Send + Sync {
         soft_mask: &[f32],
         samples: &Samples,
     ) -> Result<(f64, Vec<f32>), EngineError>;
+}
+
+/// Checks that `samples` fit `spec` (shared by every engine).
+///
+/// # Errors
+/// [`EngineError::Mismatch`] naming the network, when the image shape, the number of
+/// pixels or a label does not fit.
+pub(crate) fn check_samples(spec: &ArchSpec, samples: &Samples) -> Result<(), EngineError> {
+    if samples.shape != spec.input {
+        return Err(EngineError::Mismatch(format!(
+            "images are {:?} (c, h, w) but network '{}' expects {:?}; use a dataset of that shape or another architecture",
+            samples.shape, spec.name, spec.input
+        )));
+    }
+    if samples.images.len() != samples.len() * samples.image_len() {
+        return Err(EngineError::Mismatch(format!(
+            "{} labels need {} pixels, {} given",
+            samples.len(),
+            samples.len() * samples.image_len(),
+            samples.images.len()
+        )));
+    }
+    if let Some(&label) = samples.labels.iter().find(|&&l| l as usize >= spec.classes) {
+        return Err(EngineError::Mismatch(format!(
+            "label {label} is out of range for network '{}' with {} classes",
+            spec.name, spec.classes
+        )));
+    }
+    Ok(())
 }

@@ -17,27 +17,7 @@ pub(super) const INFERENCE_BATCH: usize = 1024;
 /// [`EngineError::Mismatch`] naming the network, when the image shape, the number of
 /// pixels or a label does not fit.
 pub(super) fn check_samples(spec: &ArchSpec, samples: &Samples) -> Result<(), EngineError> {
-    if samples.shape != spec.input {
-        return Err(EngineError::Mismatch(format!(
-            "images are {:?} (c, h, w) but network '{}' expects {:?}; use a dataset of that shape or another architecture",
-            samples.shape, spec.name, spec.input
-        )));
-    }
-    if samples.images.len() != samples.len() * samples.image_len() {
-        return Err(EngineError::Mismatch(format!(
-            "{} labels need {} pixels, {} given",
-            samples.len(),
-            samples.len() * samples.image_len(),
-            samples.images.len()
-        )));
-    }
-    if let Some(&label) = samples.labels.iter().find(|&&l| l as usize >= spec.classes) {
-        return Err(EngineError::Mismatch(format!(
-            "label {label} is out of range for network '{}' with {} classes",
-            spec.name, spec.classes
-        )));
-    }
-    Ok(())
+    crate::engine::base::check_samples(spec, samples)
 }
 
 /// The images of samples `indices`, in that order.

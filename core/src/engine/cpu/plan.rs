@@ -264,28 +264,7 @@ impl Plan {
     /// [`EngineError::Mismatch`] naming the network, when the image shape, the number of
     /// pixels or a label does not fit.
     pub fn check_samples(&self, samples: &crate::dataset::Samples) -> Result<(), EngineError> {
-        let spec = &self.spec;
-        if samples.shape != spec.input {
-            return Err(EngineError::Mismatch(format!(
-                "images are {:?} (c, h, w) but network '{}' expects {:?}; use a dataset of that shape or another architecture",
-                samples.shape, spec.name, spec.input
-            )));
-        }
-        if samples.images.len() != samples.len() * samples.image_len() {
-            return Err(EngineError::Mismatch(format!(
-                "{} labels need {} pixels, {} given",
-                samples.len(),
-                samples.len() * samples.image_len(),
-                samples.images.len()
-            )));
-        }
-        if let Some(&label) = samples.labels.iter().find(|&&l| l as usize >= spec.classes) {
-            return Err(EngineError::Mismatch(format!(
-                "label {label} is out of range for network '{}' with {} classes",
-                spec.name, spec.classes
-            )));
-        }
-        Ok(())
+        crate::engine::base::check_samples(&self.spec, samples)
     }
 }
 
