@@ -31,7 +31,7 @@ pub struct ChitaConfig {
 
 impl Default for ChitaConfig {
     fn default() -> ChitaConfig {
-        ChitaConfig { samples: 0, lambda: DEFAULT_LAMBDA, iterations: 100, block_size: 0, stages: 1 }
+        ChitaConfig { samples: 0, lambda: DEFAULT_LAMBDA, iterations: 25, block_size: 0, stages: 1 }
     }
 }
 
