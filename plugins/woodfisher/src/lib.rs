@@ -40,14 +40,14 @@ pub use fisher::{LowRankInverse, RECURSION_CHUNK, woodbury_inverse};
 pub use procedure::{DENSE_LIMIT, Gradients, Monitor, Pruned, Settings, Silent, block_width, woodfisher};
 pub use update::{BlockUpdate, obs_update_dense, obs_update_low_rank};
 
-/// The default damping `λ`: the paper's `1e-5`, which also did best here. On 4-member
-/// Fashion-MNIST zoos (2 epochs, 1,024 gradients, blocks of 128) mean retention was, for
-/// λ = 1e-6 / 1e-5 / 1e-4 / 1e-3: mlpnet at 8× 92.4 / **94.7** / 93.8 / 84.6 % and at 16×
-/// 69.4 / **74.5** / 67.9 / 60.4 %; cnn-s at 4× 41.8 / 71.3 / 74.6 / 75.5 % (its 1e-5..1e-3
-/// spread is within member-to-member noise; magnitude: 59.5 %). Smaller λ trusts the
-/// rank-deficient gradient sample too much (cnn-s at 1e-6 collapses); larger λ drifts
-/// toward magnitude pruning. The Fisher's scale depends on the model's loss, so a model
-/// far from these may want its own value.
+/// The default damping `λ`: the paper's `1e-5`, which also did best here up to 8×. On the
+/// 8-member Fashion-MNIST zoos of `docs/BENCHMARKS.md` (1,024 gradients, blocks of 128; mean
+/// retention of the first 4 members for λ = 1e-5 / 1e-4 / 1e-3 / 1e-2): mlpnet at 8×
+/// **95.3** / 92.9 / 86.6 / 78.0 %, lenet5 at 8× **97.8** / 96.8 / 95.2 / 92.7 %. At 16× and
+/// beyond the one-shot update overshoots and more damping or none helps (lenet5 at 16×:
+/// 20.1 / 59.8 / **72.2** / 58.6 %; at 32× `update=false` is best), and cnn-s at 4× prefers
+/// 1e-4 (78.0 vs 68.8 %). The Fisher's scale depends on the model's loss, so a model far from
+/// these may want its own value.
 pub const DEFAULT_DAMP: f64 = 1e-5;
 
 /// WoodFisher pruning.
@@ -88,7 +88,7 @@ impl Pruner for WoodFisher {
                     "damp",
                     DEFAULT_DAMP,
                     "dampening lambda added to the fisher's diagonal; larger values trust the gradients less and \
-                     move the method toward magnitude pruning",
+                     move the method toward magnitude pruning (at 16x and beyond try 1e-3, or update=false)",
                 ),
                 OptionSpec::int(
                     "block_size",
