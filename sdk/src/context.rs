@@ -281,3 +281,122 @@ impl Context for NoData {
         unavailable("evaluate")
     }
 }
+
+/// How a [`TestHost`] answers [`Context::layer_input_hessian`].
+pub type HessianFn<'a> =
+    dyn Fn(ModelRef<'_>, u32, CalibRequest) -> RResult<Matrix<f64>, PluginError> + Send + Sync + 'a;
+
+/// How a [`TestHost`] answers [`Context::per_sample_gradients`].
+pub type GradientsFn<'a> = dyn Fn(ModelRef<'_>, CalibRequest) -> RResult<Matrix<f32>, PluginError> + Send + Sync + 'a;
+
+/// A stand-in host for a plugin's unit tests: it answers the data services it was given a
+/// closure for, and every other one like [`NoData`] (kind [`ErrorKind::Unavailable`]). Logs
+/// are dropped and it never cancels.
+///
+/// ```
+/// use hyperprune_sdk::{Ctx, Matrix, TestHost};
+/// use hyperprune_sdk::abi_stable::std_types::RResult;
+///
+/// let host = TestHost::new()
+///     .with_gradients(|_model, _request| RResult::ROk(Matrix { rows: 1, cols: 2, data: vec![0.5, -0.5].into() }));
+/// let ctx = Ctx::from_impl(&host);
+/// # let _ = ctx;
+/// ```
+#[derive(Default)]
+pub struct TestHost<'a> {
+    hessian: Option<Box<HessianFn<'a>>>,
+    gradients: Option<Box<GradientsFn<'a>>>,
+}
+
+impl<'a> TestHost<'a> {
+    /// A host that answers no data service.
+    pub fn new() -> TestHost<'a> {
+        TestHost::default()
+    }
+
+    /// Answers layer-input Hessians with `f`.
+    pub fn with_hessian(
+        mut self,
+        f: impl Fn(ModelRef<'_>, u32, CalibRequest) -> RResult<Matrix<f64>, PluginError> + Send + Sync + 'a,
+    ) -> TestHost<'a> {
+        self.hessian = Some(Box::new(f));
+        self
+    }
+
+    /// Answers per-sample gradients with `f`.
+    pub fn with_gradients(
+        mut self,
+        f: impl Fn(ModelRef<'_>, CalibRequest) -> RResult<Matrix<f32>, PluginError> + Send + Sync + 'a,
+    ) -> TestHost<'a> {
+        self.gradients = Some(Box::new(f));
+        self
+    }
+}
+
+impl Context for TestHost<'_> {
+    fn log(&self, _level: LogLevel, _message: RStr<'_>) {}
+
+    fn progress(&self, _done: u64, _total: u64) {}
+
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    fn layer_input_hessian(
+        &self,
+        model: ModelRef<'_>,
+        layer: u32,
+        request: CalibRequest,
+    ) -> RResult<Matrix<f64>, PluginError> {
+        match &self.hessian {
+            Some(f) => f(model, layer, request),
+            None => unavailable("layer_input_hessian"),
+        }
+    }
+
+    fn per_sample_gradients(&self, model: ModelRef<'_>, request: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
+        match &self.gradients {
+            Some(f) => f(model, request),
+            None => unavailable("per_sample_gradients"),
+        }
+    }
+
+    fn masked_loss_and_grad(
+        &self,
+        _: ModelRef<'_>,
+        _: RSlice<'_, f32>,
+        _: CalibRequest,
+    ) -> RResult<LossAndGrad, PluginError> {
+        unavailable("masked_loss_and_grad")
+    }
+
+    fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
+        unavailable("evaluate")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::RSlice;
+
+    #[test]
+    fn a_test_host_answers_what_it_was_given_and_nothing_else() {
+        let model = ModelRef {
+            arch_json: RStr::from_str("{}"),
+            layers: RSlice::from_slice(&[]),
+            others: RSlice::from_slice(&[]),
+        };
+        let calib = CalibRequest { samples: 4, minibatch: 1, seed: 0 };
+        let host = TestHost::new().with_gradients(|_, request| {
+            RResult::ROk(Matrix { rows: request.samples, cols: 1, data: vec![1.5; request.samples as usize].into() })
+        });
+        let ctx = Ctx::from_impl(&host);
+        let g = ctx.per_sample_gradients(&model, calib).unwrap();
+        assert_eq!((g.rows, g.cols, g.get(3, 0)), (4, 1, 1.5));
+        let err = ctx.layer_input_hessian(&model, 0, calib).unwrap_err();
+        assert!(err.contains("layer_input_hessian") && err.contains("not available"), "{err}");
+        assert!(ctx.evaluate(&model, DataSplit::Test, 10).is_err());
+        assert!(!ctx.cancelled());
+    }
+}

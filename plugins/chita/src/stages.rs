@@ -155,31 +155,18 @@ mod tests {
     use super::*;
     use abi_stable::std_types::{RResult, RSlice, RStr};
     use hyperprune_sdk::rng::SplitMix64;
-    use hyperprune_sdk::{
-        DataSplit, Evaluation, LayerKind, LayerRef, LogLevel, LossAndGrad, Matrix, PluginError, Scope, TensorRef,
-    };
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use hyperprune_sdk::{LayerKind, LayerRef, Matrix, PluginError, Scope, TensorRef, TestHost};
 
     /// A host stand-in: synthetic per-sample gradients (a fixed random matrix plus a term
     /// depending on the weights it is asked at, so stages see different gradients), and a
-    /// count of the gradient calls.
+    /// record of the weights of every gradient call.
     struct SyntheticHost {
         n: usize,
-        calls: AtomicUsize,
         weights_seen: std::sync::Mutex<Vec<Vec<f32>>>,
     }
 
-    impl hyperprune_sdk::Context for SyntheticHost {
-        fn log(&self, _: LogLevel, _: RStr<'_>) {}
-        fn progress(&self, _: u64, _: u64) {}
-        fn cancelled(&self) -> bool {
-            false
-        }
-        fn layer_input_hessian(&self, _: ModelRef<'_>, _: u32, _: CalibRequest) -> RResult<Matrix<f64>, PluginError> {
-            RResult::RErr(PluginError::new(hyperprune_sdk::ErrorKind::Unavailable, "not in this test"))
-        }
-        fn per_sample_gradients(&self, model: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
+    impl SyntheticHost {
+        fn gradients(&self, model: ModelRef<'_>) -> RResult<Matrix<f32>, PluginError> {
             let w = model.flat_weights();
             self.weights_seen.lock().unwrap().push(w.clone());
             let p = w.len();
@@ -187,16 +174,9 @@ mod tests {
             let data: Vec<f32> = (0..self.n * p).map(|t| (rng.next_f32() - 0.5) + 0.3 * w[t % p]).collect();
             RResult::ROk(Matrix { rows: self.n as u64, cols: p as u64, data: data.into() })
         }
-        fn masked_loss_and_grad(
-            &self,
-            _: ModelRef<'_>,
-            _: RSlice<'_, f32>,
-            _: CalibRequest,
-        ) -> RResult<LossAndGrad, PluginError> {
-            RResult::RErr(PluginError::new(hyperprune_sdk::ErrorKind::Unavailable, "not in this test"))
-        }
-        fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
-            RResult::RErr(PluginError::new(hyperprune_sdk::ErrorKind::Unavailable, "not in this test"))
+
+        fn calls(&self) -> usize {
+            self.weights_seen.lock().unwrap().len()
         }
     }
 
@@ -234,7 +214,7 @@ mod tests {
     }
 
     fn host(n: usize) -> SyntheticHost {
-        SyntheticHost { n, calls: AtomicUsize::new(0), weights_seen: Default::default() }
+        SyntheticHost { n, weights_seen: Default::default() }
     }
 
     #[test]
@@ -254,11 +234,12 @@ mod tests {
         let model = TestModel::new(3);
         for stages in [1usize, 3, 5] {
             let h = host(6);
-            let ctx = Ctx::from_impl(&h);
+            let test_host = TestHost::new().with_gradients(|m, _| h.gradients(m));
+            let ctx = Ctx::from_impl(&test_host);
             let config = ChitaConfig { stages, ..ChitaConfig::default() };
             let Pruned { keep: masks, weights } =
                 model.with_view(|m| prune(&m, &PruneRequest::global(0.75, 1), &ctx, &config)).unwrap();
-            assert_eq!(h.calls.load(Ordering::SeqCst), stages, "stages={stages}");
+            assert_eq!(h.calls(), stages, "stages={stages}");
             let seen = h.weights_seen.lock().unwrap();
             // Stage 1 sees the dense model; each later stage sees the previous stage's
             // output, with exactly that stage's pruned count at zero... or fewer, if a
@@ -282,7 +263,8 @@ mod tests {
             for block_size in [0usize, 7, 1000] {
                 for s in [0.5, 0.75, 0.875, 0.9375] {
                     let h = host(9);
-                    let ctx = Ctx::from_impl(&h);
+                    let test_host = TestHost::new().with_gradients(|m, _| h.gradients(m));
+                    let ctx = Ctx::from_impl(&test_host);
                     let request = PruneRequest { scope, ..PruneRequest::global(s, 2) };
                     let config = ChitaConfig { block_size, stages: 2, ..ChitaConfig::default() };
                     let Pruned { keep: masks, weights } =
@@ -304,38 +286,10 @@ mod tests {
 
     #[test]
     fn a_gradient_matrix_of_the_wrong_shape_is_an_error() {
-        struct Wrong;
-        impl hyperprune_sdk::Context for Wrong {
-            fn log(&self, _: LogLevel, _: RStr<'_>) {}
-            fn progress(&self, _: u64, _: u64) {}
-            fn cancelled(&self) -> bool {
-                false
-            }
-            fn layer_input_hessian(
-                &self,
-                _: ModelRef<'_>,
-                _: u32,
-                _: CalibRequest,
-            ) -> RResult<Matrix<f64>, PluginError> {
-                unreachable!()
-            }
-            fn per_sample_gradients(&self, _: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
-                RResult::ROk(Matrix { rows: 2, cols: 3, data: vec![0.0; 6].into() })
-            }
-            fn masked_loss_and_grad(
-                &self,
-                _: ModelRef<'_>,
-                _: RSlice<'_, f32>,
-                _: CalibRequest,
-            ) -> RResult<LossAndGrad, PluginError> {
-                unreachable!()
-            }
-            fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
-                unreachable!()
-            }
-        }
+        let wrong =
+            TestHost::new().with_gradients(|_, _| RResult::ROk(Matrix { rows: 2, cols: 3, data: vec![0.0; 6].into() }));
         let model = TestModel::new(5);
-        let ctx = Ctx::from_impl(&Wrong);
+        let ctx = Ctx::from_impl(&wrong);
         let err =
             model.with_view(|m| prune(&m, &PruneRequest::global(0.5, 1), &ctx, &ChitaConfig::default())).unwrap_err();
         assert!(err.contains("n × 55") && err.contains("2 × 3"), "{err}");

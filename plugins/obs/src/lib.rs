@@ -227,27 +227,13 @@ mod tests {
     use super::*;
     use hyperprune_sdk::abi_stable::std_types::{RResult, RSlice, RStr};
     use hyperprune_sdk::rng::SplitMix64;
-    use hyperprune_sdk::{Context, DataSplit, Evaluation, LayerKind, LayerRef, LossAndGrad, Matrix, PluginError};
+    use hyperprune_sdk::{LayerKind, LayerRef, Matrix, TestHost};
 
     /// A host that answers `layer_input_hessian` from fixed random inputs, one `XᵀX/n` per
     /// row length; `wrong_size` makes it answer with a 1×1 matrix.
-    struct FakeHost {
-        wrong_size: bool,
-    }
-
-    impl Context for FakeHost {
-        fn log(&self, _: LogLevel, _: RStr<'_>) {}
-        fn progress(&self, _: u64, _: u64) {}
-        fn cancelled(&self) -> bool {
-            false
-        }
-        fn layer_input_hessian(
-            &self,
-            model: ModelRef<'_>,
-            layer: u32,
-            _: CalibRequest,
-        ) -> RResult<Matrix<f64>, PluginError> {
-            let d = if self.wrong_size { 1 } else { model.layers()[layer as usize].row_len() };
+    fn fake_host(wrong_size: bool) -> TestHost<'static> {
+        TestHost::new().with_hessian(move |model, layer, _| {
+            let d = if wrong_size { 1 } else { model.layers()[layer as usize].row_len() };
             let n = 3 * d;
             let mut r = SplitMix64::new(u64::from(layer));
             let x: Vec<f64> = (0..n * d).map(|_| 2.0 * r.next_f64() - 1.0).collect();
@@ -255,21 +241,7 @@ mod tests {
                 .map(|k| (0..n).map(|s| x[s * d + k / d] * x[s * d + k % d]).sum::<f64>() / n as f64)
                 .collect::<Vec<_>>();
             RResult::ROk(Matrix { rows: d as u64, cols: d as u64, data: data.into() })
-        }
-        fn per_sample_gradients(&self, _: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
-            unreachable!("obs needs no gradients")
-        }
-        fn masked_loss_and_grad(
-            &self,
-            _: ModelRef<'_>,
-            _: RSlice<'_, f32>,
-            _: CalibRequest,
-        ) -> RResult<LossAndGrad, PluginError> {
-            unreachable!("obs needs no gradients")
-        }
-        fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
-            unreachable!("obs evaluates nothing")
-        }
+        })
     }
 
     /// A conv `[4, 2, 2, 2]` and a linear `[3, 16]`, random weights.
@@ -306,7 +278,7 @@ mod tests {
 
     #[test]
     fn prunes_exact_totals_through_the_host_interface() {
-        let host = FakeHost { wrong_size: false };
+        let host = fake_host(false);
         let ctx = Ctx::from_impl(&host);
         with_model(|model| {
             for s in [0.25, 0.5, 0.9] {
@@ -328,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_hessian_of_the_wrong_size_is_a_clear_error() {
-        let host = FakeHost { wrong_size: true };
+        let host = fake_host(true);
         let ctx = Ctx::from_impl(&host);
         let err = with_model(|model| Obs::default().prune(model, &PruneRequest::global(0.5, 0), &ctx).unwrap_err());
         assert!(err.contains("'0.weight' is 1×1, expected 8×8"), "{err}");
