@@ -70,6 +70,10 @@ pub enum Command {
     Zoo(ZooCommand),
     /// Benchmark pruners head-to-head over a zoo's members and sparsity levels; resumable.
     Bench(BenchArgs),
+    /// Fit a learnable pruner on a zoo's train members and save its state, for
+    /// `prune --opt state=FILE` and `bench --opt PRUNER.state=FILE`.
+    #[command(long_about = FIT_ABOUT)]
+    Fit(FitArgs),
     /// Accuracy and loss of one model (optionally masked) on a dataset's test split.
     Eval(EvalArgs),
     /// Train a small zoo on the embedded digits data and bench every installed pruner on
@@ -213,6 +217,52 @@ pub struct BenchArgs {
     /// Stop after this many new rows (simulates an interrupted run; for tests).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+}
+
+const FIT_ABOUT: &str = "\
+Fit a learnable pruner on a zoo's train members and save its state.
+
+The pruner sees the zoo's train members (to learn from) and its val members (to choose \
+settings); never its test members. A pruner that declared `fit_needs_data` gets the zoo's \
+dataset through the data services: calibration samples from the dataset's train split, and \
+`evaluate(Val)` on the held-out val slice of it.
+
+Beside STATE_FILE (`DIR/NAME.EXT`) the fit writes `DIR/NAME.fit.jsonl`, one JSON line per \
+curve row the pruner records, and while it runs `DIR/NAME.EXT.checkpoint`, the pruner's \
+newest checkpoint. A fit that was interrupted resumes from that checkpoint when run again \
+with the same --out; the checkpoint is deleted once the state is written.
+
+Use the state with `hyperprune prune --pruner NAME --opt state=STATE_FILE ...` or \
+`hyperprune bench --opt NAME.state=STATE_FILE ...`.";
+
+/// `hyperprune fit`
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// The learnable pruner to fit (see `hyperprune plugins list`).
+    #[arg(long)]
+    pub pruner: String,
+    /// The zoo whose train (and val) members it fits on.
+    #[arg(long)]
+    pub zoo: PathBuf,
+    /// Where to write the fitted state; the curve and checkpoint go beside it.
+    #[arg(long, value_name = "STATE_FILE")]
+    pub out: PathBuf,
+    /// Pruner option `name=value` (repeatable); see `hyperprune plugins info NAME`.
+    #[arg(long = "opt", value_name = "NAME=VALUE")]
+    pub options: Vec<String>,
+    /// Calibration samples (from the dataset's train split, val slice excluded) for data
+    /// services the pruner calls with the default.
+    #[arg(long, default_value_t = 1024)]
+    pub calib_samples: u64,
+    /// Folder with the zoo dataset's files, if it needs one.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seed of the fit; reaches the pruner as the `seed` option when it declares one.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where networks run (the data services).
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 /// `hyperprune bench merge`

@@ -1,44 +1,85 @@
-//! The host side of the SDK `Context`: logging and progress for plugins, and the data
-//! services (layer Hessians, per-sample gradients, masked loss, evaluation) computed by
-//! core's engine on the run's dataset. Every callback catches panics, so a host bug
-//! becomes an error returned to the plugin, never an unwind across the ABI.
+//! The host side of the SDK `Context`: logging and progress for plugins, the data services
+//! (layer Hessians, per-sample gradients, masked loss and distillation, evaluation) computed
+//! by core's engine on the run's dataset, and a fit's curve rows and checkpoints. Every
+//! callback catches panics, so a host bug becomes an error returned to the plugin, never an
+//! unwind across the ABI.
+//!
+//! Whether a call gets data is the host's decision, not a convention: a pruner that declared
+//! it needs no data gets a context whose data services all answer `Unavailable`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use hyperprune_core::Model;
-use hyperprune_core::dataset::{Dataset, Samples};
+use hyperprune_core::dataset::Samples;
 use hyperprune_core::engine::Engine;
 use hyperprune_sdk::ffi::panic_message;
 use hyperprune_sdk::{
     CalibRequest, Context, DataSplit, ErrorKind, Evaluation, LogLevel, LossAndGrad, Matrix, ModelRef, PluginError,
 };
 
-/// The engine and dataset behind the data services.
+use crate::calibration::TrainSplit;
+use crate::fitting::FitSink;
+
+/// The engine and data behind the data services.
 #[derive(Clone, Copy)]
 pub struct DataServices<'a> {
     /// Runs the networks.
     pub engine: &'a dyn Engine,
-    /// Calibration samples come from its train split; never from its test split.
-    pub dataset: &'a Dataset,
+    /// The dataset's train split, cut into calibration samples and the val slice; the test
+    /// split never reaches a plugin.
+    pub split: &'a TrainSplit<'a>,
+}
+
+/// What the data services of one call answer.
+#[derive(Clone)]
+enum DataAccess<'a> {
+    /// Computed on this engine and data.
+    Served(DataServices<'a>),
+    /// The run has no dataset (`hyperprune prune` without `--dataset`).
+    NoDataset,
+    /// The pruner declared it needs none; the message says so.
+    Declined(String),
 }
 
 /// The context handed to one plugin call.
 pub struct HostContext<'a> {
     plugin: String,
-    data: Option<DataServices<'a>>,
+    data: DataAccess<'a>,
     cancel: &'a AtomicBool,
     /// Largest number of calibration samples any service used in this call.
     calib_used: AtomicU64,
     /// Samples used when a plugin asks for 0 ("the host's default").
     default_samples: u64,
+    /// Where `record` and `checkpoint` go while fitting.
+    fit: Option<&'a FitSink>,
 }
 
 impl<'a> HostContext<'a> {
     /// A context for plugin `plugin`, with data services when `data` is given.
     pub fn new(plugin: &str, data: Option<DataServices<'a>>, cancel: &'a AtomicBool) -> HostContext<'a> {
-        HostContext { plugin: plugin.to_string(), data, cancel, calib_used: AtomicU64::new(0), default_samples: 1024 }
+        HostContext {
+            plugin: plugin.to_string(),
+            data: data.map_or(DataAccess::NoDataset, DataAccess::Served),
+            cancel,
+            calib_used: AtomicU64::new(0),
+            default_samples: 1024,
+            fit: None,
+        }
+    }
+
+    /// Refuses every data service, whether or not the run has data: the pruner declared
+    /// (in its capabilities, `what`) that it needs none.
+    pub fn declining_data(mut self, what: &str) -> HostContext<'a> {
+        self.data = DataAccess::Declined(format!("pruner '{}' declared it needs no data ({what})", self.plugin));
+        self
+    }
+
+    /// Sends `record` and `checkpoint` to `sink` (a running fit).
+    pub fn with_fit_sink(mut self, sink: &'a FitSink) -> HostContext<'a> {
+        self.fit = Some(sink);
+        self
     }
 
     /// Sets how many calibration samples a request for 0 samples gets (`--calib-samples`).
@@ -53,46 +94,41 @@ impl<'a> HostContext<'a> {
     }
 
     fn service<T>(&self, name: &str, f: impl FnOnce(DataServices<'a>) -> Result<T, String>) -> RResult<T, PluginError> {
-        let Some(data) = self.data else {
-            return RResult::RErr(PluginError::new(
-                ErrorKind::Unavailable,
-                format!(
+        let data = match &self.data {
+            DataAccess::Served(data) => *data,
+            DataAccess::NoDataset => {
+                return RResult::RErr(PluginError::unavailable(format!(
                     "host service '{name}' is not available in this run: give a dataset (--dataset) to use data-aware pruners"
-                ),
-            ));
+                )));
+            }
+            DataAccess::Declined(why) => {
+                return RResult::RErr(PluginError::unavailable(format!(
+                    "host service '{name}' is not available: {why}; declare it in the pruner's capabilities to get data"
+                )));
+            }
         };
-        match catch_unwind(AssertUnwindSafe(|| f(data))) {
-            Ok(Ok(v)) => RResult::ROk(v),
-            Ok(Err(message)) => RResult::RErr(PluginError::new(ErrorKind::Failed, format!("{name}: {message}"))),
-            Err(payload) => RResult::RErr(PluginError::new(
-                ErrorKind::Failed,
-                format!("{name}: the host panicked: {}", panic_message(payload.as_ref())),
-            )),
-        }
+        guarded(name, || f(data))
     }
 
-    fn calibration(&self, data: &Samples, calib: CalibRequest) -> Samples {
+    fn calibration(&self, split: &TrainSplit<'_>, calib: CalibRequest) -> Samples {
         let n = if calib.samples == 0 { self.default_samples } else { calib.samples };
-        let samples = calibration_subset(data, n as usize, calib.seed);
+        let samples = split.calibration(n as usize, calib.seed);
         self.calib_used.fetch_max(samples.len() as u64, Ordering::Relaxed);
         samples
     }
 }
 
-/// `n` samples drawn without replacement by a seeded shuffle (all when `n` is 0 or larger
-/// than the split). Equal seeds give equal subsets. Calibration data always comes from a
-/// dataset's train split, never from its test split.
-pub fn calibration_subset(data: &Samples, n: usize, seed: u64) -> Samples {
-    let total = data.len();
-    let n = if n == 0 { total } else { n.min(total) };
-    let mut rng = hyperprune_sdk::rng::SplitMix64::new(seed ^ 0xC0FF_EE00_D1CE_5EED);
-    let mut idx: Vec<usize> = (0..total).collect();
-    for i in 0..n {
-        let j = i + (rng.next_u64() % (total - i) as u64) as usize;
-        idx.swap(i, j);
+/// Runs a host callback, turning its error into kind `Failed` and a panic into an error
+/// naming the service.
+fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(message)) => RResult::RErr(PluginError::new(ErrorKind::Failed, format!("{name}: {message}"))),
+        Err(payload) => RResult::RErr(PluginError::new(
+            ErrorKind::Failed,
+            format!("{name}: the host panicked: {}", panic_message(payload.as_ref())),
+        )),
     }
-    idx.truncate(n);
-    data.subset(&idx)
 }
 
 fn model_from(view: &ModelRef<'_>) -> Result<Model, String> {
@@ -126,7 +162,7 @@ impl Context for HostContext<'_> {
     ) -> RResult<Matrix<f64>, PluginError> {
         self.service("layer_input_hessian", |d| {
             let model = model_from(&model)?;
-            let samples = self.calibration(&d.dataset.train, calib);
+            let samples = self.calibration(d.split, calib);
             let (m, _n) = d.engine.layer_input_hessian(&model, layer as usize, &samples).map_err(|e| e.to_string())?;
             Ok(Matrix { rows: m.rows as u64, cols: m.cols as u64, data: m.data.into() })
         })
@@ -135,7 +171,7 @@ impl Context for HostContext<'_> {
     fn per_sample_gradients(&self, model: ModelRef<'_>, calib: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
         self.service("per_sample_gradients", |d| {
             let model = model_from(&model)?;
-            let samples = self.calibration(&d.dataset.train, calib);
+            let samples = self.calibration(d.split, calib);
             let m = d
                 .engine
                 .per_sample_gradients(&model, &samples, calib.minibatch.max(1) as usize)
@@ -152,7 +188,7 @@ impl Context for HostContext<'_> {
     ) -> RResult<LossAndGrad, PluginError> {
         self.service("masked_loss_and_grad", |d| {
             let model = model_from(&model)?;
-            let samples = self.calibration(&d.dataset.train, calib);
+            let samples = self.calibration(d.split, calib);
             let (loss, grad) =
                 d.engine.masked_loss_and_grad(&model, soft_mask.as_slice(), &samples).map_err(|e| e.to_string())?;
             Ok(LossAndGrad { loss, grad: grad.into() })
@@ -163,12 +199,79 @@ impl Context for HostContext<'_> {
         self.service("evaluate", |d| {
             let model = model_from(&model)?;
             let data = match split {
-                DataSplit::Train => self.calibration(&d.dataset.train, CalibRequest { samples, minibatch: 1, seed: 0 }),
-                DataSplit::Test => d.dataset.test.head(if samples == 0 { usize::MAX } else { samples as usize }),
+                DataSplit::Train => self.calibration(d.split, CalibRequest { samples, minibatch: 1, seed: 0 }),
+                DataSplit::Val => d.split.val(samples as usize),
             };
+            if data.is_empty() {
+                let which = if split == DataSplit::Val { "val slice" } else { "calibration part" };
+                return Err(format!("the {which} of this dataset's train split is empty"));
+            }
             let e = d.engine.evaluate(&[&model], &data).map_err(|e| e.to_string())?;
             let e = e.first().ok_or("the engine returned no evaluation")?;
             Ok(Evaluation { accuracy: e.accuracy, loss: e.loss, samples: e.samples as u64 })
         })
+    }
+
+    fn masked_distill_loss_and_grad(
+        &self,
+        model: ModelRef<'_>,
+        soft_mask: RSlice<'_, f32>,
+        calib: CalibRequest,
+        temperature: f64,
+    ) -> RResult<LossAndGrad, PluginError> {
+        self.service("masked_distill_loss_and_grad", |d| {
+            let model = model_from(&model)?;
+            let samples = self.calibration(d.split, calib);
+            let (loss, grad) = d
+                .engine
+                .masked_distill_loss_and_grad(&model, soft_mask.as_slice(), &samples, temperature)
+                .map_err(|e| e.to_string())?;
+            Ok(LossAndGrad { loss, grad: grad.into() })
+        })
+    }
+
+    fn record(&self, row_json: RStr<'_>) {
+        let Some(sink) = self.fit else { return };
+        if let RResult::RErr(e) = guarded("record", || sink.record(row_json.as_str())) {
+            tracing::warn!("[{}] {e}", self.plugin);
+        }
+    }
+
+    fn checkpoint(&self, state: RSlice<'_, u8>) -> RResult<(), PluginError> {
+        match self.fit {
+            Some(sink) => guarded("checkpoint", || sink.checkpoint(state.as_slice())),
+            None => RResult::RErr(PluginError::unavailable(
+                "host service 'checkpoint' is only available while fitting (`hyperprune fit`)",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_model() -> ModelRef<'static> {
+        ModelRef { arch_json: RStr::from_str("{}"), layers: RSlice::from_slice(&[]), others: RSlice::from_slice(&[]) }
+    }
+
+    #[test]
+    fn a_context_declining_data_refuses_every_data_service_and_says_why() {
+        let cancel = AtomicBool::new(false);
+        let ctx = HostContext::new("p", None, &cancel).declining_data("capabilities.needs_data is false");
+        let calib = CalibRequest { samples: 4, minibatch: 1, seed: 0 };
+        let errors = [
+            ctx.layer_input_hessian(empty_model(), 0, calib).unwrap_err(),
+            ctx.per_sample_gradients(empty_model(), calib).unwrap_err(),
+            ctx.masked_loss_and_grad(empty_model(), RSlice::from_slice(&[]), calib).unwrap_err(),
+            ctx.masked_distill_loss_and_grad(empty_model(), RSlice::from_slice(&[]), calib, 1.0).unwrap_err(),
+            ctx.evaluate(empty_model(), DataSplit::Val, 0).unwrap_err(),
+        ];
+        for e in errors {
+            assert!(e.is_unavailable() && e.message.contains("pruner 'p' declared it needs no data"), "{e}");
+        }
+        ctx.record(RStr::from_str("{}"));
+        assert!(ctx.checkpoint(RSlice::from_slice(b"x")).unwrap_err().is_unavailable());
+        assert_eq!(ctx.calibration_samples_used(), 0);
     }
 }

@@ -5,12 +5,14 @@
 //! other failures with 1.
 
 mod bench;
+mod calibration;
 mod cli;
 mod clock;
 mod commands;
 mod context;
 mod engines;
 mod failure;
+mod fitting;
 mod inputs;
 mod logging;
 mod outcome;

@@ -1,14 +1,22 @@
 //! Running one pruner on one model through the ABI: pick the plugin, parse and apply its
 //! options, call `prune` on a zero-copy view, check the outcome. Shared by `prune` and
 //! `bench`.
+//!
+//! The host, not the pruner, decides what a `prune` call may use: a pruner that declared
+//! no data needs ([`ConfiguredPruner::prunes_with_data`]) gets a context that refuses every
+//! data service.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 use abi_stable::std_types::RStr;
 use anyhow::Context as _;
 use hyperprune_core::{Model, model_ref};
 use hyperprune_sdk::{ErrorKind, Options, Pattern, PluginError, PruneRequest, PrunerBox, Scope};
 
+use crate::bench::DataUse;
 use crate::cli::{RequestArgs, ScopeArg};
-use crate::context::HostContext;
+use crate::context::{DataServices, HostContext};
 use crate::failure::bad_input;
 use crate::outcome::{CheckedOutcome, check};
 use crate::plugins::{Plugin, Registry};
@@ -19,7 +27,19 @@ pub struct ConfiguredPruner {
     pub plugin: Plugin,
     /// The options as a JSON object, defaults filled in.
     pub options: serde_json::Value,
+    /// The host-level option `state=FILE` of a learnable pruner: the fitted state to load
+    /// (see `fitting::load_state_file`). Never sent to the plugin.
+    pub state_file: Option<PathBuf>,
     pruner: PrunerBox,
+}
+
+/// The host-level option of learnable pruners: `state=FILE`.
+pub const STATE_OPTION: &str = "state";
+
+/// A state's identity in result rows: 16 hex digits of the FNV-1a hash of its bytes.
+pub fn state_fingerprint(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
 }
 
 /// Formats a plugin error the way the host reports it: `plugin 'x' panicked: ...`.
@@ -31,18 +51,25 @@ pub fn plugin_error(name: &str, e: &PluginError) -> String {
 }
 
 impl ConfiguredPruner {
-    /// Finds `name` in `registry`, validates `options` (`name=value`) against its schema,
-    /// and configures a fresh instance.
+    /// Finds `name` in `registry`, takes the host-level `state=FILE` out of `options`,
+    /// validates the rest (`name=value`) against its schema, and configures a fresh instance.
     ///
     /// # Errors
-    /// Bad input for an unknown pruner, unknown option or option of the wrong type; the
-    /// plugin's own error when it rejects the combination.
+    /// Bad input for an unknown pruner, unknown option or option of the wrong type, or a
+    /// `state=` for a pruner that learns nothing; the plugin's own error when it rejects the
+    /// combination.
     pub fn new(registry: &Registry, name: &str, options: &[String]) -> anyhow::Result<ConfiguredPruner> {
         let plugin = registry
             .get(name)
             .ok_or_else(|| bad_input(format!("unknown pruner '{name}' (installed: {})", registry.names())))?
             .clone();
-        let map = Options::from_assignments(&plugin.info.options, options)
+        let (state_file, options) = take_state_option(options);
+        if state_file.is_some() && !plugin.info.capabilities.learnable {
+            return Err(bad_input(format!(
+                "pruner '{name}' learns nothing, so it takes no fitted state: drop the option {STATE_OPTION}=FILE"
+            )));
+        }
+        let map = Options::from_assignments(&plugin.info.options, &options)
             .map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
         let full =
             Options::from_json(&plugin.info.options, &map).map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
@@ -52,7 +79,16 @@ impl ConfiguredPruner {
             ErrorKind::InvalidOptions => bad_input(format!("pruner '{name}': {}", e.message)),
             _ => anyhow::anyhow!(plugin_error(name, &e)),
         })?;
-        Ok(ConfiguredPruner { plugin, options: full.to_json(), pruner })
+        Ok(ConfiguredPruner { plugin, options: full.to_json(), state_file, pruner })
+    }
+
+    /// Records which fitted state this instance holds: `options.state` becomes the state's
+    /// fingerprint, so result rows of two different states (fitted on other zoos or with
+    /// other settings) never share a row key, and a rerun with the same state resumes.
+    pub fn mark_state(&mut self, bytes: &[u8]) {
+        if let serde_json::Value::Object(map) = &mut self.options {
+            map.insert(STATE_OPTION.into(), serde_json::Value::String(state_fingerprint(bytes)));
+        }
     }
 
     /// The plugin's name.
@@ -63,6 +99,36 @@ impl ConfiguredPruner {
     /// Whether the pruner must be fitted on a zoo before it prunes.
     pub fn learnable(&self) -> bool {
         self.plugin.info.capabilities.learnable
+    }
+
+    /// Whether its `prune` calls get data services: it declared `needs_data` (or
+    /// `needs_gradients`, which needs data too).
+    pub fn prunes_with_data(&self) -> bool {
+        let caps = &self.plugin.info.capabilities;
+        caps.needs_data || caps.needs_gradients
+    }
+
+    /// What a result row says about the pruner's data.
+    pub fn data_use(&self) -> DataUse {
+        if self.prunes_with_data() { DataUse::Train } else { DataUse::None }
+    }
+
+    /// The context of a `prune` call: `data` when the pruner declared it needs data, else
+    /// a context whose data services all answer `Unavailable`.
+    pub fn prune_context<'a>(&self, data: Option<DataServices<'a>>, cancel: &'a AtomicBool) -> HostContext<'a> {
+        let ctx = HostContext::new(self.name(), data, cancel);
+        if self.prunes_with_data() { ctx } else { ctx.declining_data("capabilities.needs_data is false") }
+    }
+
+    /// The context of a `fit` call: `data` when the pruner declared `fit_needs_data`, else a
+    /// context whose data services all answer `Unavailable`.
+    pub fn fit_context<'a>(&self, data: Option<DataServices<'a>>, cancel: &'a AtomicBool) -> HostContext<'a> {
+        let ctx = HostContext::new(self.name(), data, cancel);
+        if self.plugin.info.capabilities.fit_needs_data {
+            ctx
+        } else {
+            ctx.declining_data("capabilities.fit_needs_data is false")
+        }
     }
 
     /// Fits the pruner on `zoo` (the train members).
@@ -85,10 +151,9 @@ impl ConfiguredPruner {
     /// Restores a learned state.
     ///
     /// # Errors
-    /// The plugin's error, as one message.
-    pub fn load_state(&mut self, state: &[u8]) -> Result<(), String> {
-        let name = self.plugin.info.name.clone();
-        self.pruner.load_state(state.into()).into_result().map_err(|e| plugin_error(&name, &e))
+    /// The plugin's error, with its kind (`InvalidState` for a corrupt or foreign state).
+    pub fn load_state(&mut self, state: &[u8]) -> Result<(), PluginError> {
+        self.pruner.load_state(state.into()).into_result()
     }
 
     /// Prunes `model` and checks the outcome.
@@ -100,12 +165,59 @@ impl ConfiguredPruner {
         model: &Model,
         request: &PruneRequest,
         ctx: &HostContext<'_>,
-    ) -> Result<CheckedOutcome, String> {
+    ) -> Result<CheckedOutcome, PruneFailure> {
         let handle = hyperprune_sdk::context_ref(ctx);
         let outcome = model_ref(model, |view| self.pruner.prune(view, request, handle).into_result())
-            .map_err(|e| plugin_error(self.name(), &e))?;
-        check(model, &outcome).map_err(|e| format!("plugin '{}' returned an invalid outcome: {e}", self.name()))
+            .map_err(|e| PruneFailure { kind: Some(e.kind), message: plugin_error(self.name(), &e) })?;
+        check(model, &outcome).map_err(|e| PruneFailure {
+            kind: None,
+            message: format!("plugin '{}' returned an invalid outcome: {e}", self.name()),
+        })
     }
+}
+
+/// Why a `prune` call failed: the plugin's error kind (none when the host rejected the
+/// outcome) and the host's one-line message.
+#[derive(Debug)]
+pub struct PruneFailure {
+    /// The plugin's error kind, if the plugin returned an error.
+    pub kind: Option<ErrorKind>,
+    /// `plugin 'x' failed: ...` and the like.
+    pub message: String,
+}
+
+impl PruneFailure {
+    /// Whether the user's input caused it: options, or a state that does not fit the model
+    /// (kinds `InvalidOptions`, `InvalidState`).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self.kind, Some(ErrorKind::InvalidOptions | ErrorKind::InvalidState))
+    }
+}
+
+impl std::fmt::Display for PruneFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A bench row keeps the message.
+impl From<PruneFailure> for String {
+    fn from(failure: PruneFailure) -> String {
+        failure.message
+    }
+}
+
+/// Takes every `state=FILE` out of `options` (`name=value` strings); the last one wins.
+pub fn take_state_option(options: &[String]) -> (Option<PathBuf>, Vec<String>) {
+    let mut state = None;
+    let mut rest = Vec::with_capacity(options.len());
+    for option in options {
+        match option.split_once('=') {
+            Some((name, file)) if name.trim() == STATE_OPTION => state = Some(PathBuf::from(file)),
+            _ => rest.push(option.clone()),
+        }
+    }
+    (state, rest)
 }
 
 /// Builds a request from the CLI's request options and a sparsity.
@@ -132,5 +244,19 @@ fn parse_pattern(text: &str) -> anyhow::Result<Pattern> {
     match parsed {
         Some((n, m)) if m > 0 && n <= m => Ok(Pattern::NM { n, m }),
         _ => Err(bad_input("expected 'unstructured' or N:M with 0 <= N <= M, M > 0 (e.g. 2:4)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_option_is_taken_out_and_the_last_one_wins() {
+        let options: Vec<String> = ["steps=3", "state=a.bin", "lr=0.1", " state =b.bin"].map(String::from).into();
+        let (state, rest) = take_state_option(&options);
+        assert_eq!(state, Some(PathBuf::from("b.bin")));
+        assert_eq!(rest, ["steps=3", "lr=0.1"]);
+        assert_eq!(take_state_option(&["statefulness=1".to_string()]).0, None);
     }
 }

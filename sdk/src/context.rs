@@ -70,7 +70,7 @@ impl<T: Copy> Matrix<T> {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq)]
 pub struct LossAndGrad {
-    /// Mean cross-entropy over the samples.
+    /// The mean loss over the samples (cross-entropy, or the distillation KL).
     pub loss: f64,
     /// Gradient of the loss with respect to the soft mask, one value per prunable weight in
     /// layer order.
@@ -89,14 +89,16 @@ pub struct Evaluation {
     pub samples: u64,
 }
 
-/// Where a data service evaluates.
+/// Where a data service evaluates. The dataset's test split is not among them: it is the
+/// host's alone, for the numbers a bench reports.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataSplit {
-    /// The dataset's train split (calibration data).
+    /// Calibration samples: the dataset's train split less the val slice.
     Train,
-    /// The dataset's test split.
-    Test,
+    /// A held-out slice of the dataset's train split (never used for calibration), for
+    /// choosing settings.
+    Val,
 }
 
 /// The host side of a call: implemented by the host, called by plugins.
@@ -143,8 +145,32 @@ pub trait Context: Send + Sync {
 
     /// Accuracy and loss of the model as given (zero the pruned weights first) on
     /// `samples` samples of `split` (0 = the whole split).
-    #[sabi(last_prefix_field)]
     fn evaluate(&self, model: ModelRef<'_>, split: DataSplit, samples: u64) -> RResult<Evaluation, PluginError>;
+
+    /// Distillation of the dense model into the soft-masked one: the mean over calibration
+    /// samples of `T² · KL(softmax(z/T) ‖ softmax(z_m/T))`, where `z` are the logits of the
+    /// model as given and `z_m` those with prunable weights `w ⊙ m`, and its gradient with
+    /// respect to `m` (one value per prunable weight, layer order). The `T²` factor keeps
+    /// gradient magnitudes comparable across temperatures (Hinton et al., 2015).
+    fn masked_distill_loss_and_grad(
+        &self,
+        model: ModelRef<'_>,
+        soft_mask: RSlice<'_, f32>,
+        calib: CalibRequest,
+        temperature: f64,
+    ) -> RResult<LossAndGrad, PluginError>;
+
+    /// Records one row of a fit's curve (a JSON object: step, loss, val retention, ...);
+    /// the host appends it to `<state stem>.fit.jsonl` beside the state file it writes
+    /// (`hyperprune fit`, or a bench's own fit). Outside a fit, a no-op.
+    fn record(&self, row_json: RStr<'_>);
+
+    /// Stores a checkpoint of a running `fit` (what [`crate::Pruner::save_state`] would
+    /// return now). When a fit is interrupted, the next `hyperprune fit` into the same state
+    /// file calls `load_state` with the newest checkpoint before `fit`, so the pruner can
+    /// resume. Errors when the host cannot store checkpoints in this run.
+    #[sabi(last_prefix_field)]
+    fn checkpoint(&self, state: RSlice<'_, u8>) -> RResult<(), PluginError>;
 }
 
 /// The FFI handle of a host context, as passed across the ABI.
@@ -194,46 +220,71 @@ impl<'a> Ctx<'a> {
     /// See [`Context::layer_input_hessian`].
     ///
     /// # Errors
-    /// The host's message when the service is unavailable or fails.
+    /// The host's error: kind [`ErrorKind::Unavailable`] when the run has no data (or the
+    /// pruner declared it needs none), `Failed` when the service failed.
     pub fn layer_input_hessian(
         &self,
         model: &ModelRef<'_>,
         layer: usize,
         calib: CalibRequest,
-    ) -> Result<Matrix<f64>, String> {
-        self.inner.layer_input_hessian(*model, layer as u32, calib).into_result().map_err(|e| e.to_string())
+    ) -> Result<Matrix<f64>, PluginError> {
+        self.inner.layer_input_hessian(*model, layer as u32, calib).into_result()
     }
 
     /// See [`Context::per_sample_gradients`].
     ///
     /// # Errors
-    /// The host's message when the service is unavailable or fails.
-    pub fn per_sample_gradients(&self, model: &ModelRef<'_>, calib: CalibRequest) -> Result<Matrix<f32>, String> {
-        self.inner.per_sample_gradients(*model, calib).into_result().map_err(|e| e.to_string())
+    /// As [`Ctx::layer_input_hessian`].
+    pub fn per_sample_gradients(&self, model: &ModelRef<'_>, calib: CalibRequest) -> Result<Matrix<f32>, PluginError> {
+        self.inner.per_sample_gradients(*model, calib).into_result()
     }
 
     /// See [`Context::masked_loss_and_grad`].
     ///
     /// # Errors
-    /// The host's message when the service is unavailable or fails.
+    /// As [`Ctx::layer_input_hessian`].
     pub fn masked_loss_and_grad(
         &self,
         model: &ModelRef<'_>,
         soft_mask: &[f32],
         calib: CalibRequest,
-    ) -> Result<LossAndGrad, String> {
-        self.inner
-            .masked_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib)
-            .into_result()
-            .map_err(|e| e.to_string())
+    ) -> Result<LossAndGrad, PluginError> {
+        self.inner.masked_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib).into_result()
     }
 
     /// See [`Context::evaluate`].
     ///
     /// # Errors
-    /// The host's message when the service is unavailable or fails.
-    pub fn evaluate(&self, model: &ModelRef<'_>, split: DataSplit, samples: usize) -> Result<Evaluation, String> {
-        self.inner.evaluate(*model, split, samples as u64).into_result().map_err(|e| e.to_string())
+    /// As [`Ctx::layer_input_hessian`].
+    pub fn evaluate(&self, model: &ModelRef<'_>, split: DataSplit, samples: usize) -> Result<Evaluation, PluginError> {
+        self.inner.evaluate(*model, split, samples as u64).into_result()
+    }
+
+    /// See [`Context::masked_distill_loss_and_grad`].
+    ///
+    /// # Errors
+    /// As [`Ctx::layer_input_hessian`].
+    pub fn masked_distill_loss_and_grad(
+        &self,
+        model: &ModelRef<'_>,
+        soft_mask: &[f32],
+        calib: CalibRequest,
+        temperature: f64,
+    ) -> Result<LossAndGrad, PluginError> {
+        self.inner.masked_distill_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib, temperature).into_result()
+    }
+
+    /// See [`Context::record`]: `row` should be a JSON object.
+    pub fn record(&self, row: &serde_json::Value) {
+        self.inner.record(row.to_string().as_str().into());
+    }
+
+    /// See [`Context::checkpoint`].
+    ///
+    /// # Errors
+    /// Kind `Unavailable` when the host stores no checkpoints in this run.
+    pub fn checkpoint(&self, state: &[u8]) -> Result<(), PluginError> {
+        self.inner.checkpoint(RSlice::from_slice(state)).into_result()
     }
 }
 
@@ -249,6 +300,49 @@ fn unavailable<T>(service: &str) -> RResult<T, PluginError> {
     ))
 }
 
+/// Answers every data service of a [`Context`] with [`ErrorKind::Unavailable`]: what the
+/// host hands a pruner that declared it needs no data.
+macro_rules! no_data_services {
+    () => {
+        fn layer_input_hessian(&self, _: ModelRef<'_>, _: u32, _: CalibRequest) -> RResult<Matrix<f64>, PluginError> {
+            unavailable("layer_input_hessian")
+        }
+
+        fn per_sample_gradients(&self, _: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
+            unavailable("per_sample_gradients")
+        }
+
+        fn masked_loss_and_grad(
+            &self,
+            _: ModelRef<'_>,
+            _: RSlice<'_, f32>,
+            _: CalibRequest,
+        ) -> RResult<LossAndGrad, PluginError> {
+            unavailable("masked_loss_and_grad")
+        }
+
+        fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
+            unavailable("evaluate")
+        }
+
+        fn masked_distill_loss_and_grad(
+            &self,
+            _: ModelRef<'_>,
+            _: RSlice<'_, f32>,
+            _: CalibRequest,
+            _: f64,
+        ) -> RResult<LossAndGrad, PluginError> {
+            unavailable("masked_distill_loss_and_grad")
+        }
+
+        fn record(&self, _: RStr<'_>) {}
+
+        fn checkpoint(&self, _: RSlice<'_, u8>) -> RResult<(), PluginError> {
+            unavailable("checkpoint")
+        }
+    };
+}
+
 impl Context for NoData {
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         eprintln!("[{level:?}] {message}");
@@ -260,26 +354,7 @@ impl Context for NoData {
         false
     }
 
-    fn layer_input_hessian(&self, _: ModelRef<'_>, _: u32, _: CalibRequest) -> RResult<Matrix<f64>, PluginError> {
-        unavailable("layer_input_hessian")
-    }
-
-    fn per_sample_gradients(&self, _: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
-        unavailable("per_sample_gradients")
-    }
-
-    fn masked_loss_and_grad(
-        &self,
-        _: ModelRef<'_>,
-        _: RSlice<'_, f32>,
-        _: CalibRequest,
-    ) -> RResult<LossAndGrad, PluginError> {
-        unavailable("masked_loss_and_grad")
-    }
-
-    fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
-        unavailable("evaluate")
-    }
+    no_data_services!();
 }
 
 /// How a [`TestHost`] answers [`Context::layer_input_hessian`].
@@ -289,9 +364,15 @@ pub type HessianFn<'a> =
 /// How a [`TestHost`] answers [`Context::per_sample_gradients`].
 pub type GradientsFn<'a> = dyn Fn(ModelRef<'_>, CalibRequest) -> RResult<Matrix<f32>, PluginError> + Send + Sync + 'a;
 
+/// How a [`TestHost`] answers [`Context::masked_distill_loss_and_grad`]: model, soft mask,
+/// request, temperature.
+pub type DistillFn<'a> =
+    dyn Fn(ModelRef<'_>, &[f32], CalibRequest, f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a;
+
 /// A stand-in host for a plugin's unit tests: it answers the data services it was given a
 /// closure for, and every other one like [`NoData`] (kind [`ErrorKind::Unavailable`]). Logs
-/// are dropped and it never cancels.
+/// are dropped and it never cancels; fit-curve rows and checkpoints are kept, for
+/// [`TestHost::records`] and [`TestHost::checkpoints`].
 ///
 /// ```
 /// use hyperprune_sdk::{Ctx, Matrix, TestHost};
@@ -306,6 +387,9 @@ pub type GradientsFn<'a> = dyn Fn(ModelRef<'_>, CalibRequest) -> RResult<Matrix<
 pub struct TestHost<'a> {
     hessian: Option<Box<HessianFn<'a>>>,
     gradients: Option<Box<GradientsFn<'a>>>,
+    distill: Option<Box<DistillFn<'a>>>,
+    records: std::sync::Mutex<Vec<String>>,
+    checkpoints: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl<'a> TestHost<'a> {
@@ -330,6 +414,25 @@ impl<'a> TestHost<'a> {
     ) -> TestHost<'a> {
         self.gradients = Some(Box::new(f));
         self
+    }
+
+    /// Answers the distillation service with `f`.
+    pub fn with_distill(
+        mut self,
+        f: impl Fn(ModelRef<'_>, &[f32], CalibRequest, f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a,
+    ) -> TestHost<'a> {
+        self.distill = Some(Box::new(f));
+        self
+    }
+
+    /// The fit-curve rows recorded so far (JSON text).
+    pub fn records(&self) -> Vec<String> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The checkpoints stored so far, oldest first.
+    pub fn checkpoints(&self) -> Vec<Vec<u8>> {
+        self.checkpoints.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }
 
@@ -373,6 +476,32 @@ impl Context for TestHost<'_> {
     fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
         unavailable("evaluate")
     }
+
+    fn masked_distill_loss_and_grad(
+        &self,
+        model: ModelRef<'_>,
+        soft_mask: RSlice<'_, f32>,
+        request: CalibRequest,
+        temperature: f64,
+    ) -> RResult<LossAndGrad, PluginError> {
+        match &self.distill {
+            Some(f) => f(model, soft_mask.as_slice(), request, temperature),
+            None => unavailable("masked_distill_loss_and_grad"),
+        }
+    }
+
+    fn record(&self, row_json: RStr<'_>) {
+        if let Ok(mut r) = self.records.lock() {
+            r.push(row_json.to_string());
+        }
+    }
+
+    fn checkpoint(&self, state: RSlice<'_, u8>) -> RResult<(), PluginError> {
+        if let Ok(mut c) = self.checkpoints.lock() {
+            c.push(state.to_vec());
+        }
+        RResult::ROk(())
+    }
 }
 
 #[cfg(test)]
@@ -395,8 +524,10 @@ mod tests {
         let g = ctx.per_sample_gradients(&model, calib).unwrap();
         assert_eq!((g.rows, g.cols, g.get(3, 0)), (4, 1, 1.5));
         let err = ctx.layer_input_hessian(&model, 0, calib).unwrap_err();
-        assert!(err.contains("layer_input_hessian") && err.contains("not available"), "{err}");
-        assert!(ctx.evaluate(&model, DataSplit::Test, 10).is_err());
+        assert!(err.is_unavailable(), "{err}");
+        assert!(err.message.contains("layer_input_hessian") && err.message.contains("not available"), "{err}");
+        assert!(ctx.evaluate(&model, DataSplit::Val, 10).unwrap_err().is_unavailable());
+        assert!(ctx.masked_distill_loss_and_grad(&model, &[], calib, 1.0).unwrap_err().is_unavailable());
         assert!(!ctx.cancelled());
     }
 }

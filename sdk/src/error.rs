@@ -19,6 +19,8 @@ pub enum ErrorKind {
     InvalidOptions,
     /// The call was cancelled.
     Cancelled,
+    /// A saved state is corrupt, or was written by another plugin, version or architecture.
+    InvalidState,
 }
 
 /// An error returned across the ABI: a kind and a message.
@@ -35,6 +37,50 @@ impl PluginError {
     /// A new error.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> PluginError {
         PluginError { kind, message: RString::from(message.into()) }
+    }
+
+    /// The method failed ([`ErrorKind::Failed`]).
+    pub fn failed(message: impl Into<String>) -> PluginError {
+        PluginError::new(ErrorKind::Failed, message)
+    }
+
+    /// The method is not implemented by this plugin ([`ErrorKind::NotSupported`]).
+    pub fn not_supported(message: impl Into<String>) -> PluginError {
+        PluginError::new(ErrorKind::NotSupported, message)
+    }
+
+    /// A host service is not available in this run ([`ErrorKind::Unavailable`]).
+    pub fn unavailable(message: impl Into<String>) -> PluginError {
+        PluginError::new(ErrorKind::Unavailable, message)
+    }
+
+    /// The options (or a state written under other options) were rejected
+    /// ([`ErrorKind::InvalidOptions`]).
+    pub fn invalid_options(message: impl Into<String>) -> PluginError {
+        PluginError::new(ErrorKind::InvalidOptions, message)
+    }
+
+    /// Whether a host service answered that it is not available in this run.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+
+    /// The same error with `context: ` put before its message.
+    pub fn context(self, context: impl std::fmt::Display) -> PluginError {
+        PluginError { kind: self.kind, message: format!("{context}: {}", self.message).into() }
+    }
+}
+
+/// A plain message is a [`ErrorKind::Failed`] error, so `?` works on `Result<_, String>`.
+impl From<String> for PluginError {
+    fn from(message: String) -> PluginError {
+        PluginError::failed(message)
+    }
+}
+
+impl From<&str> for PluginError {
+    fn from(message: &str) -> PluginError {
+        PluginError::failed(message)
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`Pruner`] into both, catching every panic at the boundary.
 //!
 //! Growth points (`last_prefix_field`): new methods go after `load_state` in
-//! [`PrunerFfi`], after `evaluate` in [`crate::Context`], and new fields after `new` in
+//! [`PrunerFfi`], after `checkpoint` in [`crate::Context`], and new fields after `new` in
 //! [`PrunerMod`]. Anything else changes the layout and older plugins stop loading (safely:
 //! abi_stable refuses them).
 
@@ -23,7 +23,7 @@ use crate::error::{ErrorKind, PluginError};
 use crate::model::ModelRef;
 use crate::options::Options;
 use crate::outcome::PruneOutcome;
-use crate::pruner::{NOT_SUPPORTED, Pruner};
+use crate::pruner::Pruner;
 use crate::request::PruneRequest;
 use crate::zoo::ZooRef;
 
@@ -119,15 +119,12 @@ pub fn root_module<P: Pruner + Default>() -> PrunerModRef {
     PrunerMod { sdk_version, new: new_pruner::<P> }.leak_into_prefix()
 }
 
-/// Runs `f`, turning an `Err` into [`ErrorKind::Failed`] (or `NotSupported`) and a panic
-/// into [`ErrorKind::Panicked`] with the panic message.
-fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, PluginError> {
+/// Runs `f`, passing its error through and turning a panic into [`ErrorKind::Panicked`]
+/// with the panic message.
+fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
-        Ok(Err(message)) => {
-            let kind = if message == NOT_SUPPORTED { ErrorKind::NotSupported } else { ErrorKind::Failed };
-            RResult::RErr(PluginError::new(kind, message))
-        }
+        Ok(Err(e)) => RResult::RErr(e),
         Err(payload) => RResult::RErr(PluginError::new(ErrorKind::Panicked, panic_message(payload.as_ref()))),
     }
 }
@@ -149,7 +146,7 @@ struct Adapter<P> {
 
 impl<P: Pruner> PrunerFfi for Adapter<P> {
     fn info(&self) -> RResult<RString, PluginError> {
-        guard(|| serde_json::to_string(&self.inner.info()).map(RString::from).map_err(|e| e.to_string()))
+        guard(|| serde_json::to_string(&self.inner.info()).map(RString::from).map_err(|e| e.to_string().into()))
     }
 
     fn configure(&mut self, options_json: RStr<'_>) -> RResult<(), PluginError> {
@@ -214,6 +211,7 @@ mod tests {
     fn version_compatibility_rules() {
         assert!(versions_compatible("0.1.0", "0.1.7"));
         assert!(!versions_compatible("0.1.0", "0.2.0"));
+        assert!(!versions_compatible("0.2.0", "0.1.0"));
         assert!(!versions_compatible("0.1.0", "0.0.1"));
         assert!(versions_compatible("1.2.0", "1.0.0"));
         assert!(!versions_compatible("1.2.0", "2.0.0"));
@@ -226,7 +224,7 @@ mod tests {
         assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Failed, "bad"));
         let e = guard::<()>(|| panic!("boom {}", 42)).unwrap_err();
         assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Panicked, "boom 42"));
-        let e = guard::<()>(|| Err(NOT_SUPPORTED.into())).unwrap_err();
+        let e = guard::<()>(|| Err(PluginError::not_supported("no"))).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotSupported);
     }
 }

@@ -6,9 +6,15 @@ use serde::{Deserialize, Serialize};
 /// What a pruner needs from the host and can do.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
-    /// Calls data services (Hessians, evaluation): the host must provide a dataset.
+    /// Calls data services (Hessians, gradients, evaluation) at prune time: the host must
+    /// provide a dataset. A pruner that leaves it `false` gets a context whose data services
+    /// all answer `Unavailable` (the host enforces it), and its bench rows say `data: none`.
     #[serde(default)]
     pub needs_data: bool,
+    /// Calls data services while fitting (`fit`), e.g. a distillation loss; says nothing
+    /// about prune time.
+    #[serde(default)]
+    pub fit_needs_data: bool,
     /// Calls gradient services (per-sample gradients, masked loss).
     #[serde(default)]
     pub needs_gradients: bool,

@@ -9,7 +9,7 @@
 //! A complete plugin (a `cdylib` crate depending on `hyperprune-sdk` and `abi_stable`):
 //!
 //! ```no_run
-//! use hyperprune_sdk::{Ctx, ModelRef, PruneOutcome, PruneRequest, Pruner, PrunerInfo};
+//! use hyperprune_sdk::{Ctx, ModelRef, PluginError, PruneOutcome, PruneRequest, Pruner, PrunerInfo};
 //! use hyperprune_sdk::{export_pruner, masking};
 //!
 //! /// Prunes the weights with the largest magnitude: a bad idea, a short example.
@@ -28,7 +28,7 @@
 //!         }
 //!     }
 //!
-//!     fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _ctx: &Ctx<'_>) -> Result<PruneOutcome, String> {
+//!     fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
 //!         let scores: Vec<Vec<f32>> = model.layers().iter().map(|l| l.weights().iter().map(|w| -w.abs()).collect()).collect();
 //!         let views: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
 //!         let rows: Vec<usize> = model.layers().iter().map(|l| l.row_len()).collect();
@@ -74,8 +74,8 @@ pub mod rng;
 mod zoo;
 
 pub use context::{
-    CalibRequest, Context, ContextRef, Ctx, DataSplit, Evaluation, GradientsFn, HessianFn, LogLevel, LossAndGrad,
-    Matrix, NoData, TestHost, context_ref,
+    CalibRequest, Context, ContextRef, Ctx, DataSplit, DistillFn, Evaluation, GradientsFn, HessianFn, LogLevel,
+    LossAndGrad, Matrix, NoData, TestHost, context_ref,
 };
 pub use error::{ErrorKind, PluginError};
 pub use ffi::{PrunerBox, PrunerModRef, SDK_VERSION};
@@ -89,3 +89,5 @@ pub use zoo::{MemberRef, ZooRef};
 
 /// Re-exported so the export macro's users and the host agree on one version.
 pub use abi_stable;
+/// Re-exported for [`Ctx::record`] and plugin options, so plugins need not list it.
+pub use serde_json;

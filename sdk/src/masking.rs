@@ -49,6 +49,19 @@ pub fn layer_keep_count(scores: &[f32], count: usize) -> Vec<bool> {
     keep
 }
 
+/// Indices of the `count` highest scores, best first (ties: the earlier position first).
+pub fn top_indices(scores: &[f32], count: usize) -> Vec<usize> {
+    let count = count.min(scores.len());
+    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+    let cmp = |&a: &u32, &b: &u32| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b));
+    if count > 0 && count < scores.len() {
+        order.select_nth_unstable_by(count - 1, cmp);
+    }
+    order.truncate(count);
+    order.sort_unstable_by(cmp);
+    order.into_iter().map(|i| i as usize).collect()
+}
+
 /// How many weights each layer prunes so that every layer is within one weight of
 /// `sparsity · n_l` and the total is exactly `round(sparsity · n)` (largest remainders).
 pub fn per_layer_counts(sizes: &[usize], sparsity: f64) -> Vec<usize> {
@@ -137,6 +150,13 @@ mod tests {
         let keep = global_keep(&[&a, &b], 0.4);
         assert_eq!(count_pruned(&keep), 2);
         assert_eq!(keep, vec![vec![true, false, true], vec![false, true]]);
+    }
+
+    #[test]
+    fn top_indices_are_the_best_in_order() {
+        assert_eq!(top_indices(&[0.1, 3.0, 2.0, 3.0], 3), vec![1, 3, 2]);
+        assert_eq!(top_indices(&[1.0, 2.0], 0), Vec::<usize>::new());
+        assert_eq!(top_indices(&[1.0, 2.0], 5), vec![1, 0]);
     }
 
     #[test]

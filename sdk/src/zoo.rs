@@ -19,7 +19,8 @@ pub struct MemberRef<'a> {
     pub hyperparams_json: RStr<'a>,
 }
 
-/// The members a learned pruner may fit on (a zoo's train split, never its test split).
+/// The members a learned pruner may fit on (a zoo's train split) and choose settings on
+/// (its val split); never its test split, whose members are the host's alone.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct ZooRef<'a> {
@@ -27,6 +28,8 @@ pub struct ZooRef<'a> {
     pub name: RStr<'a>,
     /// Dataset the members were trained on.
     pub dataset: RStr<'a>,
-    /// The members.
+    /// The train members: what the pruner learns from.
     pub members: RSlice<'a, MemberRef<'a>>,
+    /// The val members: for choosing settings and checkpoints (may be empty).
+    pub val: RSlice<'a, MemberRef<'a>>,
 }

@@ -72,7 +72,7 @@ fn incompatible_sdk_version_is_one_line_naming_both_versions() {
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("0.0.7") && stderr.contains(hyperprune_sdk::SDK_VERSION), "{stderr}");
+    assert!(stderr.contains("0.1.4") && stderr.contains(hyperprune_sdk::SDK_VERSION), "{stderr}");
 }
 
 #[test]
@@ -140,4 +140,14 @@ fn a_plugin_sees_the_hosts_buffers_without_a_copy() {
     let err =
         model_ref(&model, |view| pruner.prune(view, &PruneRequest::global(0.5, 0), context_ref(&ctx)).unwrap_err());
     assert_eq!(err.message.as_str(), format!("ptr={host_ptr}"));
+}
+
+#[test]
+fn the_readme_plugin_is_the_example_crate_verbatim() {
+    let readme = std::fs::read_to_string(hyperprune_tests::root().join("README.md")).unwrap();
+    let example = std::fs::read_to_string(hyperprune_tests::root().join("examples/row-magnitude/src/lib.rs")).unwrap();
+    let start = readme.find("```rust\n//! Row-wise").expect("the README shows the example") + "```rust\n".len();
+    let end = start + readme[start..].find("```").expect("a closed code block");
+    assert_eq!(&readme[start..end], example, "README's 'Write a pruner' block and examples/row-magnitude differ");
+    assert!(example.lines().count() <= 32, "the example stays about 30 lines");
 }

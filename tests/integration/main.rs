@@ -4,5 +4,6 @@ mod bad_input;
 mod bench;
 mod data_aware;
 mod fashion;
+mod fitting;
 mod fixtures;
 mod plugins;

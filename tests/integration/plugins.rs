@@ -26,12 +26,19 @@ fn needs_data(row: &serde_json::Value) -> bool {
     row["capabilities"]["needs_data"] == true || row["capabilities"]["needs_gradients"] == true
 }
 
+/// A learnable pruner prunes only with a fitted state (`--opt state=FILE`); the generic
+/// tests here skip it, `fitting.rs` covers fit, states and pruning with them.
+fn learnable(row: &serde_json::Value) -> bool {
+    row["capabilities"]["learnable"] == true
+}
+
 #[test]
 fn data_aware_plugins_prune_exactly_with_calibration_from_digits() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), "cnn-digits", 1);
     let n = load_model(&model).prunable_count();
-    let data_aware: Vec<String> = plugin_names().into_iter().filter(|(_, r)| needs_data(r)).map(|(n, _)| n).collect();
+    let data_aware: Vec<String> =
+        plugin_names().into_iter().filter(|(_, r)| needs_data(r) && !learnable(r)).map(|(n, _)| n).collect();
     assert!(data_aware.len() >= 3, "obs, woodfisher and chita are installed: {data_aware:?}");
     for name in data_aware {
         for (s, scope) in [("0.5", "global"), ("0.75", "layer")] {
@@ -65,7 +72,7 @@ fn every_plugin_prunes_exactly_round_s_n_and_repeats_with_the_same_seed() {
     let model = write_model(dir.path(), "lenet5", 1);
     let n = load_model(&model).prunable_count();
     for (name, row) in plugin_names() {
-        if needs_data(&row) {
+        if needs_data(&row) || learnable(&row) {
             continue;
         }
         for (s, scope) in [("0.5", "global"), ("0.9", "global"), ("0.33", "layer")] {
@@ -124,7 +131,7 @@ fn magnitude_round_trip_zeroes_exactly_ninety_percent_and_keeps_biases() {
 fn every_plugin_example_runs() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path(), "cnn-digits", 5);
-    for (name, row) in plugin_names() {
+    for (name, row) in plugin_names().into_iter().filter(|(_, r)| !learnable(r)) {
         let data: &[&str] = if needs_data(&row) { &["--dataset", "digits", "--calib-samples", "64"] } else { &[] };
         let out = hyperprune(&["plugins", "info", &name, "--format", "json"]);
         let info: hyperprune_sdk::PrunerInfo = serde_json::from_slice(&out.stdout).expect("info is JSON");

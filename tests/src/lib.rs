@@ -47,6 +47,8 @@ pub struct Fixtures {
     pub wrong_sdk: PathBuf,
     /// A shared library that is not a plugin.
     pub not_a_plugin: PathBuf,
+    /// A learnable pruner: fits per-layer |w| quantiles, saves them as JSON.
+    pub learner: PathBuf,
     /// The README's out-of-tree example plugin.
     pub row_magnitude: PathBuf,
 }
@@ -64,6 +66,7 @@ pub fn fixtures() -> &'static Fixtures {
             misbehave: lib("hyperprune_fixture_misbehave"),
             wrong_sdk: lib("hyperprune_fixture_wrong_sdk"),
             not_a_plugin: lib("hyperprune_fixture_not_a_plugin"),
+            learner: lib("hyperprune_fixture_learner"),
             row_magnitude: lib("row_magnitude"),
         }
     })

@@ -199,6 +199,36 @@ pub trait Engine: Send + Sync {
         soft_mask: &[f32],
         samples: &Samples,
     ) -> Result<(f64, Vec<f32>), EngineError>;
+
+    /// Distillation of the dense model into its soft-masked copy: the mean over `samples` of
+    /// `T² · KL(softmax(z/T) ‖ softmax(z_m/T))`, where `z` are the logits of `model` as given and
+    /// `z_m` the logits with prunable weights `w ⊙ m`, and the gradient of that mean with respect
+    /// to the soft mask `m` (one value per prunable weight, layer order).
+    ///
+    /// # Errors
+    /// Shape mismatch, a mask of the wrong length, no samples, or a temperature that is not
+    /// finite and positive.
+    fn masked_distill_loss_and_grad(
+        &self,
+        model: &Model,
+        soft_mask: &[f32],
+        samples: &Samples,
+        temperature: f64,
+    ) -> Result<(f64, Vec<f32>), EngineError>;
+}
+
+/// Checks a distillation temperature (shared by every engine).
+///
+/// # Errors
+/// [`EngineError::Mismatch`] when `temperature` is not finite and positive.
+pub(crate) fn check_temperature(temperature: f64) -> Result<(), EngineError> {
+    if temperature.is_finite() && temperature > 0.0 {
+        Ok(())
+    } else {
+        Err(EngineError::Mismatch(format!(
+            "the distillation temperature must be finite and positive, {temperature} given; use 1 to distil the plain softmax, or a larger value to soften it"
+        )))
+    }
 }
 
 /// Checks that `samples` fit `spec` (shared by every engine).

@@ -1,6 +1,6 @@
-//! Row-wise magnitude pruning: every output unit (row) keeps its own largest weights,
-//! so no neuron is cut off entirely. A complete hyperprune plugin in about 30 lines.
-use hyperprune_sdk::{Ctx, ModelRef, PruneOutcome, PruneRequest, Pruner, PrunerInfo, export_pruner, masking};
+//! Row-wise magnitude pruning: every output unit keeps its own largest weights.
+use hyperprune_sdk::{Ctx, ModelRef, PluginError, PruneOutcome, PruneRequest, Pruner, PrunerInfo};
+use hyperprune_sdk::{export_pruner, masking};
 
 #[derive(Default)]
 struct RowMagnitude;
@@ -17,7 +17,7 @@ impl Pruner for RowMagnitude {
         }
     }
 
-    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _: &Ctx<'_>) -> Result<PruneOutcome, String> {
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
         let mut keep = Vec::new();
         for layer in model.layers() {
             let rows: Vec<&[f32]> = layer.weights().chunks(layer.row_len()).collect();

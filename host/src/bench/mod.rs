@@ -5,4 +5,4 @@ pub mod results;
 pub mod row;
 pub mod run;
 
-pub use row::{ResultRow, Status};
+pub use row::{DataUse, ResultRow, Status};

@@ -12,6 +12,28 @@ pub enum Status {
     Error,
 }
 
+/// What data a pruner's `prune` call was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataUse {
+    /// None: the pruner declared it needs no data, and the host refused every data service.
+    None,
+    /// Calibration samples from the dataset's train split. Also what rows written before
+    /// the field existed read as: every pruner was offered data then.
+    #[default]
+    Train,
+}
+
+impl DataUse {
+    /// `none` or `train`, as in `results.jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataUse::None => "none",
+            DataUse::Train => "train",
+        }
+    }
+}
+
 /// One benchmark result. Every field is always present; numbers that do not exist for an
 /// error row are `null`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +80,9 @@ pub struct ResultRow {
     pub prune_seconds: Option<f64>,
     /// Calibration samples the pruner used (0 for data-free pruners).
     pub calib_samples: u64,
+    /// What data the pruner was given at prune time (`none` or `train`).
+    #[serde(default)]
+    pub data: DataUse,
     /// Ok or error.
     pub status: Status,
     /// The error message of an error row.
@@ -71,5 +96,23 @@ impl ResultRow {
             "{}|{}|{}|{}|{:.9}|{}",
             self.zoo, self.member, self.pruner, self.options, self.requested_sparsity, self.seed
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_written_before_the_data_field_still_parse() {
+        let old = r#"{"zoo":"z","member":"0001","arch":"cnn-digits","dataset":"digits","pruner":"magnitude",
+            "pruner_version":"0.1.0","options":{},"seed":0,"requested_sparsity":0.5,"compression":2.0,
+            "achieved_sparsity":0.5,"achieved_compression":2.0,"model_compression":1.9,"flops_speedup":2.0,
+            "dense_accuracy":0.9,"dense_loss":0.3,"pruned_accuracy":0.8,"pruned_loss":0.5,"retention":0.89,
+            "prune_seconds":0.001,"calib_samples":0,"status":"ok","error":null}"#;
+        let mut row: ResultRow = serde_json::from_str(old).unwrap();
+        assert_eq!(row.data, DataUse::Train);
+        row.data = DataUse::None;
+        assert_eq!(serde_json::to_value(&row).unwrap()["data"], "none");
     }
 }

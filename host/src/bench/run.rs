@@ -19,7 +19,8 @@ use hyperprune_sdk::ffi::panic_message;
 use super::plan::Task;
 use super::results::ResultsWriter;
 use super::row::{ResultRow, Status};
-use crate::context::{DataServices, HostContext};
+use crate::calibration::TrainSplit;
+use crate::context::DataServices;
 use crate::pruning::ConfiguredPruner;
 
 /// A member under test: its record, weights and dense evaluation.
@@ -36,8 +37,11 @@ pub struct BenchMember {
 pub struct Bench<'a> {
     /// Zoo name.
     pub zoo: String,
-    /// Dataset (calibration from train, evaluation on test).
+    /// Dataset (evaluation on test).
     pub dataset: &'a Dataset,
+    /// Its train split cut into calibration samples and the val slice: what data-aware
+    /// pruners get.
+    pub split: &'a TrainSplit<'a>,
     /// Engine.
     pub engine: &'a dyn Engine,
     /// Members under test.
@@ -94,6 +98,7 @@ impl Bench<'_> {
             retention: None,
             prune_seconds: None,
             calib_samples: 0,
+            data: pruner.data_use(),
             status: Status::Error,
             error: None,
         }
@@ -118,8 +123,8 @@ impl Bench<'_> {
     fn prune_and_evaluate(&self, task: &Task, cancel: &AtomicBool, row: &mut ResultRow) -> Result<(), String> {
         let member = &self.members[task.member];
         let pruner = &self.pruners[task.pruner];
-        let data = DataServices { engine: self.engine, dataset: self.dataset };
-        let ctx = HostContext::new(pruner.name(), Some(data), cancel).with_default_samples(self.calib_samples);
+        let data = DataServices { engine: self.engine, split: self.split };
+        let ctx = pruner.prune_context(Some(data), cancel).with_default_samples(self.calib_samples);
         let request = PruneRequest { sparsity: task.sparsity, ..self.request };
         let start = Instant::now();
         let outcome = pruner.prune(&member.model, &request, &ctx);

@@ -2,20 +2,21 @@
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::std_types::{RSlice, RStr};
 use anyhow::Context as _;
+use hyperprune_core::Model;
 use hyperprune_core::model::write_atomic;
 use hyperprune_core::zoo::{Split, Zoo};
-use hyperprune_core::{LayerViews, Model};
-use hyperprune_sdk::{MemberRef, Pattern, PruneRequest, Scope, ZooRef};
+use hyperprune_sdk::{Pattern, PruneRequest, Scope};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::plan::{Shard, sparsity_for, tasks};
 use crate::bench::results::{RESULTS_FILE, ResultsWriter, read_rows};
 use crate::bench::run::{Bench, BenchMember};
+use crate::calibration::TrainSplit;
 use crate::cli::{BenchArgs, BenchCommand, DataArgs, GlobalArgs, ScopeArg};
-use crate::context::HostContext;
+use crate::context::DataServices;
 use crate::failure::bad_input;
+use crate::fitting::{FitFiles, fit, load_state_file};
 use crate::plugins::Registry;
 use crate::pruning::ConfiguredPruner;
 
@@ -55,7 +56,15 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     write_run_json(&out, &args, &zoo, engine.name())?;
-    fit_learnable(&mut pruners, &zoo, &out, &data, engine.as_ref(), args.calib_samples)?;
+    let train_split = TrainSplit::new(&data.train);
+    tracing::debug!(
+        "dataset {}: {} calibration samples, a val slice of {}",
+        data.name,
+        train_split.calibration_len(),
+        train_split.val_len()
+    );
+    let services = DataServices { engine: engine.as_ref(), split: &train_split };
+    fit_learnable(&mut pruners, &zoo, &out, services, args.calib_samples)?;
 
     let members: Vec<BenchMember> = infos
         .into_iter()
@@ -66,6 +75,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let bench = Bench {
         zoo: zoo.meta().name.clone(),
         dataset: &data,
+        split: &train_split,
         engine: engine.as_ref(),
         members,
         pruners,
@@ -176,62 +186,35 @@ fn configure_pruners(
         .collect()
 }
 
-/// Fits every learnable pruner on the zoo's train members, or loads the state a previous
-/// run of this bench saved in `out/state/`.
+/// Readies every learnable pruner: loads the state given with `--opt P.state=FILE`, else the
+/// state a previous run of this bench saved in `out/state/P.bin`, else fits it on the zoo's
+/// train members and saves the state there (see [`crate::fitting`]).
 fn fit_learnable(
     pruners: &mut [ConfiguredPruner],
     zoo: &Zoo,
     out: &Path,
-    data: &hyperprune_core::dataset::Dataset,
-    engine: &dyn hyperprune_core::engine::Engine,
+    data: DataServices<'_>,
     calib_samples: u64,
 ) -> anyhow::Result<()> {
     for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
-        let state_path = out.join("state").join(format!("{}.bin", pruner.name()));
-        if let Ok(state) = std::fs::read(&state_path) {
-            tracing::info!("{}: loading the state fitted earlier from {}", pruner.name(), state_path.display());
-            pruner.load_state(&state).map_err(anyhow::Error::msg)?;
+        if let Some(path) = pruner.state_file.clone() {
+            load_state_file(pruner, &path)?;
             continue;
         }
-        let train = zoo.members(Split::Train);
-        if train.is_empty() {
-            return Err(bad_input(format!(
-                "pruner '{}' must be fitted, but the zoo has no train members",
-                pruner.name()
-            )));
+        let files = FitFiles::for_state(&out.join("state").join(format!("{}.bin", pruner.name())));
+        if files.state.is_file() {
+            tracing::info!("{}: loading the state fitted earlier from {}", pruner.name(), files.state.display());
+            load_state_file(pruner, &files.state)?;
+            continue;
         }
-        let models: Vec<Model> = train.iter().map(|m| zoo.load(m)).collect::<Result<_, _>>().map_err(bad_input)?;
-        let hyper: Vec<String> =
-            train.iter().map(|m| serde_json::to_string(&m.hyperparams).unwrap_or_default()).collect();
-        let views: Vec<LayerViews<'_>> = models.iter().map(LayerViews::new).collect();
-        tracing::info!("fitting {} on {} train members", pruner.name(), models.len());
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        let ctx =
-            HostContext::new(pruner.name(), Some(crate::context::DataServices { engine, dataset: data }), &cancel)
-                .with_default_samples(calib_samples);
-        let parts: Vec<_> = views.iter().map(LayerViews::parts).collect();
-        let members: Vec<MemberRef<'_>> = views
-            .iter()
-            .zip(&parts)
-            .zip(&train)
-            .zip(&hyper)
-            .map(|(((view, (layers, others)), info), hp)| MemberRef {
-                id: RStr::from_str(&info.id),
-                model: view.view(layers, others),
-                dense_accuracy: info.test_accuracy.unwrap_or(0.0),
-                hyperparams_json: RStr::from_str(hp),
-            })
-            .collect();
-        let zoo_ref = ZooRef {
-            name: RStr::from_str(&zoo.meta().name),
-            dataset: RStr::from_str(&zoo.meta().dataset),
-            members: RSlice::from_slice(&members),
-        };
-        let result = pruner.fit(zoo_ref, &ctx);
-        result.map_err(anyhow::Error::msg)?;
-        let state = pruner.save_state().map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(out.join("state"))?;
-        write_atomic(&state_path, &state)?;
+        let summary = fit(pruner, zoo, &files, Some(data), calib_samples)?;
+        tracing::info!(
+            "{}: fitted on {} train members in {:.2} s; state {}",
+            pruner.name(),
+            summary.train,
+            summary.seconds,
+            files.state.display()
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_engine;
 mod demo;
 mod eval;
+mod fit;
 mod plugins;
 mod prune;
 mod report;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(args) => prune::run(&cli.global, args),
         Command::Zoo(cmd) => zoo::run(&cli.global, cmd),
         Command::Bench(args) => bench::run(&cli.global, args),
+        Command::Fit(args) => fit::run(&cli.global, args),
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::BenchEngine(cmd) => bench_engine::run(cmd),

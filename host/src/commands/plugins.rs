@@ -37,6 +37,7 @@ pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<()> {
                             (c.needs_data, "data"),
                             (c.needs_gradients, "gradients"),
                             (c.learnable, "learnable"),
+                            (c.fit_needs_data, "fit-data"),
                             (c.updates_weights, "updates-weights"),
                         ]
                         .iter()

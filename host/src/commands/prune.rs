@@ -7,22 +7,28 @@ use anyhow::Context as _;
 use hyperprune_core::model::write_atomic;
 use hyperprune_core::{Model, model::encode_u8};
 
+use crate::calibration::TrainSplit;
 use crate::cli::{GlobalArgs, PruneArgs};
-use crate::context::{DataServices, HostContext};
+use crate::context::DataServices;
+use crate::fitting::{load_state_file, must_be_fitted};
 use crate::outcome::CheckedOutcome;
 use crate::pruning::{ConfiguredPruner, request_from};
 
 /// Runs `prune`: nothing is written unless every check passed.
 ///
 /// # Errors
-/// Bad input (model file, arch, pruner name, options, sparsity) or the plugin's failure.
+/// Bad input (model file, arch, pruner name, options, sparsity, a learnable pruner's missing
+/// or rejected state, a state that does not fit the model) or the plugin's failure.
 pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let request = request_from(&args.request, args.sparsity)?;
     let model = crate::inputs::model(&args.model, args.arch.as_deref())?;
     let registry = super::registry(global)?;
-    let pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
-    let caps = &pruner.plugin.info.capabilities;
-    if (caps.needs_data || caps.needs_gradients) && args.dataset.is_none() {
+    let mut pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
+    if pruner.learnable() {
+        let state = pruner.state_file.clone().ok_or_else(|| must_be_fitted(&args.pruner))?;
+        load_state_file(&mut pruner, &state)?;
+    }
+    if pruner.prunes_with_data() && args.dataset.is_none() {
         return Err(crate::failure::bad_input(format!(
             "pruner '{}' needs calibration data: pass --dataset NAME (and --data-dir DIR if its files are not in the default place)",
             pruner.name()
@@ -38,11 +44,14 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         None => None,
     };
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
-    let services = data.as_ref().map(|d| DataServices { engine: engine.as_ref(), dataset: d });
+    let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
+    let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });
     let cancel = AtomicBool::new(false);
-    let ctx = HostContext::new(pruner.name(), services, &cancel).with_default_samples(args.calib_samples);
+    let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
     let start = std::time::Instant::now();
-    let outcome = pruner.prune(&model, &request, &ctx).map_err(anyhow::Error::msg)?;
+    let outcome = pruner
+        .prune(&model, &request, &ctx)
+        .map_err(|e| if e.is_bad_input() { crate::failure::bad_input(e) } else { anyhow::Error::msg(e.message) })?;
     let elapsed = start.elapsed();
     let pruned = outcome.apply(&model).map_err(anyhow::Error::msg)?;
 

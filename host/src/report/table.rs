@@ -1,6 +1,6 @@
 //! The summary of a bench: per pruner and requested compression, the mean ± std over members
-//! of accuracy retention and of pruned accuracy, the median prune time per pruner and the
-//! error counts; and the markdown that shows it.
+//! of accuracy retention and of pruned accuracy, the median prune time per pruner, the data
+//! it pruned with (`none` or `train`) and the error counts; and the markdown that shows it.
 //!
 //! The statistics ([`Summary`]) are computed once and rendered twice: as markdown here and as
 //! HTML in `html.rs`, both from the same [`TextTable`]s so the two never disagree.
@@ -97,6 +97,8 @@ pub struct PrunerSummary {
     pub groups: Vec<Group>,
     /// Median wall time of `prune` over the ok rows, seconds.
     pub median_prune_seconds: Option<f64>,
+    /// What data it pruned with: `none`, `train`, or both joined if its rows differ.
+    pub data: String,
     /// Ok rows.
     pub ok: usize,
     /// Error rows.
@@ -197,7 +199,7 @@ impl Summary {
     fn retention_table(&self) -> TextTable {
         let mut table = self.table_skeleton(
             "Accuracy retention, % of dense (mean ± std over members; best per column in bold)",
-            &["median prune time", "errors"],
+            &["median prune time", "data", "errors"],
         );
         let best: Vec<Option<f64>> = (0..self.compressions.len()).map(|c| self.best_retention(c)).collect();
         for pruner in &self.pruners {
@@ -207,6 +209,7 @@ impl Summary {
                 row.push(TextCell { text: group_text(group, group.retention), bold: is_best });
             }
             row.push(TextCell::plain(&pruner.median_prune_seconds.map_or("—".into(), format_seconds)));
+            row.push(TextCell::plain(&pruner.data));
             row.push(TextCell::plain(&pruner.errors.to_string()));
             table.rows.push(row);
         }
@@ -260,21 +263,29 @@ fn compressions(rows: &[ResultRow]) -> Vec<Compression> {
 }
 
 /// A row's pruner name; `name (k=v, ...)` for a pruner the bench ran with several option
-/// sets, so that those do not merge into one line.
+/// sets, so that those do not merge into one line. Only the options whose values differ
+/// between those sets are named (a state's fingerprint among them).
 fn pruner_names(rows: &[ResultRow]) -> impl Fn(&ResultRow) -> String {
     let mut options: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for row in rows {
         options.entry(&row.pruner).or_default().insert(row.options.to_string());
     }
-    let several: BTreeSet<String> =
-        options.into_iter().filter(|(_, o)| o.len() > 1).map(|(name, _)| name.to_owned()).collect();
+    let mut differing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, sets) in options.into_iter().filter(|(_, o)| o.len() > 1) {
+        let parsed: Vec<serde_json::Value> = sets.iter().filter_map(|s| serde_json::from_str(s).ok()).collect();
+        let keys: BTreeSet<String> =
+            parsed.iter().filter_map(|v| v.as_object()).flat_map(|m| m.keys().cloned()).collect();
+        let differ = keys.into_iter().filter(|k| parsed.iter().any(|v| v.get(k) != parsed[0].get(k))).collect();
+        differing.insert(name.to_owned(), differ);
+    }
     move |row| {
-        if !several.contains(&row.pruner) {
+        let Some(keys) = differing.get(&row.pruner) else {
             return row.pruner.clone();
-        }
+        };
         let options = match &row.options {
             serde_json::Value::Object(map) => map
                 .iter()
+                .filter(|(k, _)| keys.is_empty() || keys.contains(*k))
                 .map(|(k, v)| match v {
                     serde_json::Value::String(s) => format!("{k}={s}"),
                     other => format!("{k}={other}"),
@@ -306,6 +317,7 @@ fn pruner_summary(name: String, rows: &[&ResultRow], compressions: &[Compression
         name,
         groups,
         median_prune_seconds: median(ok.iter().filter_map(|r| r.prune_seconds)),
+        data: rows.iter().map(|r| r.data.as_str()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "),
         ok: ok.len(),
         errors: rows.len() - ok.len(),
         sparsity: ok
@@ -464,6 +476,11 @@ pub(super) mod tests {
             retention,
             prune_seconds: ok.then_some(seconds),
             calib_samples: 0,
+            data: if pruner == "magnitude" || pruner == "random" {
+                crate::bench::DataUse::None
+            } else {
+                crate::bench::DataUse::Train
+            },
             status: if ok { Status::Ok } else { Status::Error },
             error: (!ok).then(|| "plugin panicked: index <out of bounds> & \"more\"".into()),
         }
@@ -500,13 +517,19 @@ pub(super) mod tests {
         // Best: magnitude at 2× (98 > 97), random at 4× (95 > 94).
         // Median prune time: magnitude 1..6 ms → (3 + 4) / 2 = 3.5 ms; random 10..50 ms (the
         // error row has no time) → 30 ms. Errors: magnitude 0, random 1.
-        assert!(table.contains("| magnitude | **98.0 ± 1.0** |       94.0 ± 1.0 |           3.50 ms |      0 |\n"));
-        assert!(table.contains("| random    |     97.0 ± 1.7 | **95.0 ± 4.2 †** |           30.0 ms |      1 |\n"));
+        assert!(
+            table.contains("| magnitude | **98.0 ± 1.0** |       94.0 ± 1.0 |           3.50 ms | none |      0 |\n")
+        );
+        assert!(
+            table.contains("| random    |     97.0 ± 1.7 | **95.0 ± 4.2 †** |           30.0 ms | none |      1 |\n")
+        );
         // Pruned accuracy = 0.9 × retention, std scales alike:
         // magnitude 88.2 ± 0.9, 84.6 ± 0.9; random 87.3 ± 1.6 (0.9√3), 85.5 ± 3.8 (0.9·√18).
         assert!(table.contains("| magnitude | 88.2 ± 0.9 |   84.6 ± 0.9 |\n"), "{table}");
         assert!(table.contains("| random    | 87.3 ± 1.6 | 85.5 ± 3.8 † |\n"), "{table}");
-        assert!(table.contains("| pruner    |             2× |               4× | median prune time | errors |"));
+        assert!(
+            table.contains("| pruner    |             2× |               4× | median prune time | data | errors |")
+        );
         assert!(table.contains("3 members · 11 rows ok · 1 error row"), "{table}");
         assert!(table.contains("zoo digits-small · arch cnn-digits · dataset digits"), "{table}");
         assert!(table.contains("dense test accuracy 90.0 ± 0.0 %"), "{table}");
@@ -567,6 +590,25 @@ pub(super) mod tests {
         assert_eq!(
             names,
             ["magnitude (defaults)", "magnitude (scope=layer)", "random (defaults)", "random (scope=layer)"]
+        );
+    }
+
+    #[test]
+    fn only_the_options_that_differ_name_the_lines() {
+        let mut rows = rows();
+        for r in rows.iter_mut() {
+            let arch = if r.member == "m0" { "pointwise" } else { "equivariant" };
+            r.options = serde_json::json!({ "arch": arch, "hidden": 16, "steps": 400 });
+        }
+        let names: Vec<String> = Summary::of(&rows).pruners.into_iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "magnitude (arch=equivariant)",
+                "magnitude (arch=pointwise)",
+                "random (arch=equivariant)",
+                "random (arch=pointwise)"
+            ]
         );
     }
 }

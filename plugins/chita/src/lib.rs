@@ -58,8 +58,8 @@ pub mod solver;
 pub mod stages;
 
 use hyperprune_sdk::{
-    Capabilities, Ctx, Example, ModelRef, OptionSpec, Options, Pattern, PruneOutcome, PruneRequest, Pruner, PrunerInfo,
-    export_pruner,
+    Capabilities, Ctx, Example, ModelRef, OptionSpec, Options, Pattern, PluginError, PruneOutcome, PruneRequest,
+    Pruner, PrunerInfo, export_pruner,
 };
 
 pub use stages::{ChitaConfig, DEFAULT_LAMBDA};
@@ -110,6 +110,7 @@ impl Pruner for Chita {
             ],
             capabilities: Capabilities {
                 needs_data: true,
+                fit_needs_data: false,
                 needs_gradients: true,
                 learnable: false,
                 updates_weights: true,
@@ -125,19 +126,19 @@ impl Pruner for Chita {
         }
     }
 
-    fn configure(&mut self, options: &Options) -> Result<(), String> {
-        self.config = config_from(options)?;
+    fn configure(&mut self, options: &Options) -> Result<(), PluginError> {
+        self.config = config_from(options).map_err(PluginError::invalid_options)?;
         Ok(())
     }
 
-    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, String> {
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
         if let Pattern::NM { n, m } = request.pattern {
-            return Err(format!(
+            return Err(PluginError::not_supported(format!(
                 "chita prunes unstructured sparsity only; N:M patterns ({n}:{m}) are not supported, drop --pattern"
-            ));
+            )));
         }
         if !(0.0..1.0).contains(&request.sparsity) {
-            return Err(format!("sparsity must be in [0, 1), got {}", request.sparsity));
+            return Err(format!("sparsity must be in [0, 1), got {}", request.sparsity).into());
         }
         let pruned = stages::prune(model, request, ctx, &self.config)?;
         Ok(PruneOutcome::from_keep(model, &pruned.keep).with_new_weights(pruned.weights))
@@ -204,6 +205,6 @@ mod tests {
         };
         let request = PruneRequest { pattern: Pattern::NM { n: 2, m: 4 }, ..PruneRequest::global(0.5, 0) };
         let err = Chita::default().prune(&model, &request, &Ctx::from_impl(&hyperprune_sdk::NoData)).unwrap_err();
-        assert!(err.contains("N:M"), "{err}");
+        assert!(err.message.contains("N:M"), "{err}");
     }
 }

@@ -8,7 +8,7 @@
 //! `(1 − s)^{t/T}` of the weights, so every stage removes the same fraction of what is left
 //! (the last stage lands exactly on `s`). One stage is plain CHITA.
 
-use hyperprune_sdk::{CalibRequest, Ctx, ModelBuf, ModelRef, PruneRequest};
+use hyperprune_sdk::{CalibRequest, Ctx, ModelBuf, ModelRef, PluginError, PruneRequest};
 
 use crate::budget::plan;
 use crate::grads::Gradients;
@@ -65,7 +65,7 @@ pub fn prune(
     request: &PruneRequest,
     ctx: &Ctx<'_>,
     config: &ChitaConfig,
-) -> Result<Pruned, String> {
+) -> Result<Pruned, PluginError> {
     let sizes: Vec<usize> = model.layers().iter().map(|l| l.weights().len()).collect();
     let p: usize = sizes.iter().sum();
     if request.pruned_count(p) == 0 {
@@ -86,7 +86,7 @@ pub fn prune(
         let grads = buf.with_view(|view| ctx.per_sample_gradients(&view, calib))?;
         let (n, cols) = (grads.rows as usize, grads.cols as usize);
         if cols != p || n == 0 {
-            return Err(format!("expected per-sample gradients of shape n × {p} with n > 0, got {n} × {cols}"));
+            return Err(format!("expected per-sample gradients of shape n × {p} with n > 0, got {n} × {cols}").into());
         }
         if grads.data.iter().any(|v| !v.is_finite()) {
             return Err("the per-sample gradients hold a non-finite value; check the model and the data".into());
@@ -155,7 +155,7 @@ mod tests {
     use super::*;
     use abi_stable::std_types::{RResult, RSlice, RStr};
     use hyperprune_sdk::rng::SplitMix64;
-    use hyperprune_sdk::{LayerKind, LayerRef, Matrix, PluginError, Scope, TensorRef, TestHost};
+    use hyperprune_sdk::{LayerKind, LayerRef, Matrix, Scope, TensorRef, TestHost};
 
     /// A host stand-in: synthetic per-sample gradients (a fixed random matrix plus a term
     /// depending on the weights it is asked at, so stages see different gradients), and a
@@ -292,6 +292,6 @@ mod tests {
         let ctx = Ctx::from_impl(&wrong);
         let err =
             model.with_view(|m| prune(&m, &PruneRequest::global(0.5, 1), &ctx, &ChitaConfig::default())).unwrap_err();
-        assert!(err.contains("n × 55") && err.contains("2 × 3"), "{err}");
+        assert!(err.message.contains("n × 55") && err.message.contains("2 × 3"), "{err}");
     }
 }

@@ -11,8 +11,8 @@
 mod score;
 
 use hyperprune_sdk::{
-    Capabilities, Ctx, Example, ModelRef, OptionSpec, Options, PruneOutcome, PruneRequest, Pruner, PrunerInfo,
-    export_pruner, masking,
+    Capabilities, Ctx, Example, ModelRef, OptionSpec, Options, PluginError, PruneOutcome, PruneRequest, Pruner,
+    PrunerInfo, export_pruner, masking,
 };
 
 pub use score::{Normalize, magnitude_scores};
@@ -47,12 +47,12 @@ impl Pruner for Magnitude {
         }
     }
 
-    fn configure(&mut self, options: &Options) -> Result<(), String> {
+    fn configure(&mut self, options: &Options) -> Result<(), PluginError> {
         self.normalize = options.str("normalize").parse()?;
         Ok(())
     }
 
-    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _ctx: &Ctx<'_>) -> Result<PruneOutcome, String> {
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
         let scores = magnitude_scores(&model.weights(), self.normalize);
         let views: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
         let rows: Vec<usize> = model.layers().iter().map(|l| l.row_len()).collect();

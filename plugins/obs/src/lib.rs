@@ -36,8 +36,8 @@ pub mod layerwise;
 pub mod surgeon;
 
 use hyperprune_sdk::{
-    CalibRequest, Capabilities, Ctx, Example, LogLevel, ModelRef, OptionSpec, Options, Pattern, PruneOutcome,
-    PruneRequest, Pruner, PrunerInfo, Scope, export_pruner, masking,
+    CalibRequest, Capabilities, Ctx, Example, LogLevel, ModelRef, OptionSpec, Options, Pattern, PluginError,
+    PruneOutcome, PruneRequest, Pruner, PrunerInfo, Scope, export_pruner, masking,
 };
 
 use crate::hessian::DampedHessian;
@@ -118,14 +118,16 @@ impl Pruner for Obs {
         }
     }
 
-    fn configure(&mut self, options: &Options) -> Result<(), String> {
+    fn configure(&mut self, options: &Options) -> Result<(), PluginError> {
         let samples = options.int("samples");
         let damp = options.float("damp");
         if samples < 0 {
-            return Err(format!("samples must be 0 (host default) or positive, got {samples}"));
+            return Err(PluginError::invalid_options(format!(
+                "samples must be 0 (host default) or positive, got {samples}"
+            )));
         }
         if !(damp.is_finite() && damp >= 0.0) {
-            return Err(format!("damp must be a finite number >= 0, got {damp}"));
+            return Err(PluginError::invalid_options(format!("damp must be a finite number >= 0, got {damp}")));
         }
         self.samples = samples as u64;
         self.damp = damp;
@@ -133,7 +135,7 @@ impl Pruner for Obs {
         Ok(())
     }
 
-    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, String> {
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
         let target = self.target(model, request)?;
         let start = std::time::Instant::now();
         let calib = CalibRequest { samples: self.samples, minibatch: 1, seed: request.seed };
@@ -145,12 +147,12 @@ impl Pruner for Obs {
             } else {
                 let m = ctx.layer_input_hessian(model, l, calib)?;
                 if m.rows as usize != d || m.cols as usize != d {
-                    return Err(format!(
+                    return Err(PluginError::failed(format!(
                         "the host's input hessian of layer '{}' is {}×{}, expected {d}×{d} (the row length)",
                         layer.name(),
                         m.rows,
                         m.cols
-                    ));
+                    )));
                 }
                 m.data.to_vec()
             };
@@ -303,7 +305,7 @@ mod tests {
         let host = fake_host(true);
         let ctx = Ctx::from_impl(&host);
         let err = with_model(|model| Obs::default().prune(model, &PruneRequest::global(0.5, 0), &ctx).unwrap_err());
-        assert!(err.contains("'0.weight' is 1×1, expected 8×8"), "{err}");
+        assert!(err.message.contains("'0.weight' is 1×1, expected 8×8"), "{err}");
     }
 
     #[test]
@@ -313,7 +315,7 @@ mod tests {
         let parse = |a: &[&str]| Options::from_json(&schema, &Options::from_assignments(&schema, a).unwrap()).unwrap();
         obs.configure(&parse(&["damp=0.1", "allocation=uniform", "samples=64"])).unwrap();
         assert_eq!(obs, Obs { samples: 64, damp: 0.1, allocation: Allocation::Uniform });
-        assert!(obs.configure(&parse(&["damp=-1"])).unwrap_err().contains("damp must be"));
-        assert!(obs.configure(&parse(&["samples=-3"])).unwrap_err().contains("samples must be"));
+        assert!(obs.configure(&parse(&["damp=-1"])).unwrap_err().message.contains("damp must be"));
+        assert!(obs.configure(&parse(&["samples=-3"])).unwrap_err().message.contains("samples must be"));
     }
 }

@@ -6,7 +6,8 @@
 
 use hyperprune_sdk::rng::SplitMix64;
 use hyperprune_sdk::{
-    Capabilities, Ctx, Example, ModelRef, PruneOutcome, PruneRequest, Pruner, PrunerInfo, export_pruner, masking,
+    Capabilities, Ctx, Example, ModelRef, PluginError, PruneOutcome, PruneRequest, Pruner, PrunerInfo, export_pruner,
+    masking,
 };
 
 /// Random pruning.
@@ -31,7 +32,7 @@ impl Pruner for RandomPruner {
         }
     }
 
-    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _ctx: &Ctx<'_>) -> Result<PruneOutcome, String> {
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, _ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
         let sizes: Vec<usize> = model.layers().iter().map(|l| l.weights.len()).collect();
         let scores = random_scores(&sizes, request.seed);
         let views: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();

@@ -32,8 +32,8 @@ mod procedure;
 mod update;
 
 use hyperprune_sdk::{
-    CalibRequest, Capabilities, Ctx, Example, ModelRef, OptionSpec, Options, PruneOutcome, PruneRequest, Pruner,
-    PrunerInfo, export_pruner, masking,
+    CalibRequest, Capabilities, Ctx, Example, ModelRef, OptionSpec, Options, PluginError, PruneOutcome, PruneRequest,
+    Pruner, PrunerInfo, export_pruner, masking,
 };
 
 pub use fisher::{LowRankInverse, RECURSION_CHUNK, woodbury_inverse};
@@ -110,6 +110,7 @@ impl Pruner for WoodFisher {
             ],
             capabilities: Capabilities {
                 needs_data: true,
+                fit_needs_data: false,
                 needs_gradients: true,
                 learnable: false,
                 updates_weights: true,
@@ -129,7 +130,48 @@ impl Pruner for WoodFisher {
         }
     }
 
-    fn configure(&mut self, options: &Options) -> Result<(), String> {
+    fn configure(&mut self, options: &Options) -> Result<(), PluginError> {
+        self.apply(options).map_err(PluginError::invalid_options)
+    }
+
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
+        // Check the block width before the (costly) gradients are computed.
+        block_width(model.prunable_count(), &self.settings)?;
+        let started = std::time::Instant::now();
+        let calib = CalibRequest { samples: self.samples, minibatch: self.minibatch, seed: request.seed };
+        let grads = ctx
+            .per_sample_gradients(model, calib)
+            .map_err(|e| e.context("woodfisher needs per-sample gradients (run with a dataset)"))?;
+        let gradient_secs = started.elapsed().as_secs_f64();
+        let rows: Vec<usize> = model.layers().iter().map(|l| l.row_len()).collect();
+        let view = Gradients { rows: grads.rows as usize, cols: grads.cols as usize, data: &grads.data };
+        let out = woodfisher(
+            &model.weights(),
+            view,
+            &self.settings,
+            |scores| masking::keep_for_request(scores, &rows, request),
+            &HostMonitor(ctx),
+        )?;
+        let predicted = out.loss_increase.map_or_else(|| "n/a (update=false)".into(), |d| format!("{d:.4e}"));
+        ctx.info(&format!(
+            "woodfisher: {} gradients, blocks of {}, damp {:e}; gradients {gradient_secs:.2}s, total {:.2}s; \
+             predicted loss increase {predicted}",
+            grads.rows,
+            out.block,
+            self.settings.damp,
+            started.elapsed().as_secs_f64()
+        ));
+        let outcome = PruneOutcome::from_keep(model, &out.keep);
+        Ok(match out.new_weights {
+            Some(w) => outcome.with_new_weights(w),
+            None => outcome,
+        })
+    }
+}
+
+impl WoodFisher {
+    /// Reads and checks the options.
+    fn apply(&mut self, options: &Options) -> Result<(), String> {
         let samples = options.int("samples");
         let minibatch = options.int("minibatch");
         let block_size = options.int("block_size");
@@ -155,40 +197,6 @@ impl Pruner for WoodFisher {
             allow_dense: options.bool("allow_dense"),
         };
         Ok(())
-    }
-
-    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, String> {
-        // Check the block width before the (costly) gradients are computed.
-        block_width(model.prunable_count(), &self.settings)?;
-        let started = std::time::Instant::now();
-        let calib = CalibRequest { samples: self.samples, minibatch: self.minibatch, seed: request.seed };
-        let grads = ctx
-            .per_sample_gradients(model, calib)
-            .map_err(|e| format!("woodfisher needs per-sample gradients (run with a dataset): {e}"))?;
-        let gradient_secs = started.elapsed().as_secs_f64();
-        let rows: Vec<usize> = model.layers().iter().map(|l| l.row_len()).collect();
-        let view = Gradients { rows: grads.rows as usize, cols: grads.cols as usize, data: &grads.data };
-        let out = woodfisher(
-            &model.weights(),
-            view,
-            &self.settings,
-            |scores| masking::keep_for_request(scores, &rows, request),
-            &HostMonitor(ctx),
-        )?;
-        let predicted = out.loss_increase.map_or_else(|| "n/a (update=false)".into(), |d| format!("{d:.4e}"));
-        ctx.info(&format!(
-            "woodfisher: {} gradients, blocks of {}, damp {:e}; gradients {gradient_secs:.2}s, total {:.2}s; \
-             predicted loss increase {predicted}",
-            grads.rows,
-            out.block,
-            self.settings.damp,
-            started.elapsed().as_secs_f64()
-        ));
-        let outcome = PruneOutcome::from_keep(model, &out.keep);
-        Ok(match out.new_weights {
-            Some(w) => outcome.with_new_weights(w),
-            None => outcome,
-        })
     }
 }
 

@@ -1,14 +1,17 @@
 //! The calibration services pruners ask the host for: layer-input Hessians, per-sample
-//! gradients, and the loss and gradient of a soft-masked model.
+//! gradients, and the loss (cross-entropy or distillation of the dense model) and gradient
+//! of a soft-masked model.
 
-use ::burn::tensor::Tensor;
+use std::ops::Range;
+
 use ::burn::tensor::backend::{AutodiffBackend, Backend};
-use ::burn::tensor::module;
 use ::burn::tensor::ops::UnfoldOptions;
+use ::burn::tensor::{Tensor, activation, module};
 
 use super::batch::{INFERENCE_BATCH, check_samples, chunks, images_in, one_hot};
-use super::network::{Features, Op, Plan, cross_entropy_sum, download, upload};
+use super::network::{Features, Op, Plan, cross_entropy_sum, distillation_sum, download, upload};
 use crate::dataset::Samples;
+use crate::engine::base::check_temperature;
 use crate::engine::{DenseMatrix, EngineError};
 use crate::model::Model;
 
@@ -169,6 +172,44 @@ pub(super) fn masked_loss_and_grad<B: AutodiffBackend>(
     samples: &Samples,
     device: &B::Device,
 ) -> Result<(f64, Vec<f32>), EngineError> {
+    masked_objective::<B>(model, soft_mask, samples, device, |plan, _, params, range| {
+        let targets = one_hot::<B>(samples.labels[range.clone()].iter().copied(), plan.spec.classes, device);
+        cross_entropy_sum(plan.logits(params, images_in::<B>(samples, range, device), None), targets)
+    })
+}
+
+/// Mean distillation loss `T² · KL(softmax(z/T) ‖ softmax(z_m/T))` of the model with
+/// prunable weights `w ⊙ m` (logits `z_m`) against the model as given (logits `z`, taken
+/// without a graph), and its gradient with respect to `m` (layer order).
+///
+/// # Errors
+/// [`EngineError::Mismatch`] for a temperature that is not finite and positive, a mask of
+/// the wrong length, no samples, or samples that do not fit.
+pub(super) fn masked_distill_loss_and_grad<B: AutodiffBackend>(
+    model: &Model,
+    soft_mask: &[f32],
+    samples: &Samples,
+    temperature: f64,
+    device: &B::Device,
+) -> Result<(f64, Vec<f32>), EngineError> {
+    check_temperature(temperature)?;
+    masked_objective::<B>(model, soft_mask, samples, device, |plan, dense, params, range| {
+        let teacher = plan.logits(dense, images_in::<B::InnerBackend>(samples, range.clone(), device), None);
+        let log_p = Tensor::from_inner(activation::log_softmax(teacher.div_scalar(temperature), 1));
+        distillation_sum(plan.logits(params, images_in::<B>(samples, range, device), None), log_p, temperature)
+    })
+}
+
+/// The mean over `samples` of `chunk_loss` (a chunk's summed loss, given the plan, the
+/// weights as given, the weights `w ⊙ m` and the chunk's samples), and its gradient with
+/// respect to `m` (layer order).
+fn masked_objective<B: AutodiffBackend>(
+    model: &Model,
+    soft_mask: &[f32],
+    samples: &Samples,
+    device: &B::Device,
+    chunk_loss: impl Fn(&Plan, &[Tensor<B::InnerBackend, 1>], &[Tensor<B, 1>], Range<usize>) -> Tensor<B, 1>,
+) -> Result<(f64, Vec<f32>), EngineError> {
     let plan = prepare(model, samples)?;
     if soft_mask.len() != model.prunable_count() {
         return Err(EngineError::Mismatch(format!(
@@ -201,9 +242,7 @@ pub(super) fn masked_loss_and_grad<B: AutodiffBackend>(
                 if p.prunable { w * leaf.next().expect("one mask per prunable weight").clone() } else { w }
             })
             .collect();
-        let targets = one_hot::<B>(samples.labels[range.clone()].iter().copied(), plan.spec.classes, device);
-        let logits = plan.logits(&params, images_in::<B>(samples, range, device), None);
-        let chunk_loss = cross_entropy_sum(logits, targets);
+        let chunk_loss = chunk_loss(&plan, &inner, &params, range);
         let grads = chunk_loss.clone().div_scalar(n).backward();
         loss += download(chunk_loss.inner())[0] as f64;
         let g = Tensor::cat(
@@ -271,6 +310,27 @@ mod tests {
         let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let lse = logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln() + max;
         lse - logits[samples.labels[s] as usize]
+    }
+
+    /// `T² · KL(softmax(z/T) ‖ softmax(z_s/T))` of sample `s` under the f64 reference forward
+    /// pass, `z` the logits under `teacher` and `z_s` those under `student`.
+    fn naive_distillation(
+        spec: &ArchSpec,
+        teacher: &[Vec<f64>],
+        student: &[Vec<f64>],
+        samples: &Samples,
+        s: usize,
+        temperature: f64,
+    ) -> f64 {
+        let log_softmax = |values: &[Vec<f64>]| {
+            let z: Vec<f64> = naive_forward(spec, values, samples.image(s)).iter().map(|v| v / temperature).collect();
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = z.iter().map(|v| (v - max).exp()).sum::<f64>().ln() + max;
+            z.into_iter().map(move |v| v - lse)
+        };
+        let log_q: Vec<f64> = log_softmax(student).collect();
+        let kl: f64 = log_softmax(teacher).zip(log_q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum();
+        temperature * temperature * kl
     }
 
     /// `(parameter index, offset in a gradient row)` of every prunable weight tensor.
@@ -445,6 +505,56 @@ mod tests {
     }
 
     #[test]
+    fn masked_distillation_matches_direct_loss_and_central_differences() {
+        let (model, samples) = tiny();
+        let mut rng = ChaCha8Rng::seed_from_u64(22);
+        let mask: Vec<f32> = (0..model.prunable_count()).map(|_| rng.random_range(0.0..1.0)).collect();
+        let mask64: Vec<f64> = mask.iter().map(|&m| m as f64).collect();
+        let dense = widen(model.values());
+        for temperature in [1.0, 4.0] {
+            let (loss, grad) =
+                masked_distill_loss_and_grad::<B>(&model, &mask, &samples, temperature, &Default::default()).unwrap();
+            assert_eq!(grad.len(), mask.len());
+            let distilled = |mask: &[f64]| {
+                let mut v = dense.clone();
+                for (param, offset) in prunable_offsets(&model) {
+                    v[param].iter_mut().enumerate().for_each(|(j, w)| *w *= mask[offset + j]);
+                }
+                (0..samples.len())
+                    .map(|s| naive_distillation(model.spec(), &dense, &v, &samples, s, temperature))
+                    .sum::<f64>()
+                    / samples.len() as f64
+            };
+            let want = distilled(&mask64);
+            // burn sums T² · p · (log p − log q) in f32: log-softmax values of O(1) logits
+            // are off by ~1e-7 each, the loss by ~1e-6·T²; a wrong loss is off by O(loss).
+            assert!(want > 1e-2, "T = {temperature}: loss {want} too small to test");
+            assert!((loss - want).abs() <= 1e-5 * temperature * temperature, "T = {temperature}: {loss} vs {want}");
+            let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+            for (param, offset) in prunable_offsets(&model) {
+                for j in probes(model.values()[param].len()) {
+                    let fd = central_difference(|h| {
+                        let mut m = mask64.clone();
+                        m[offset + j] += h;
+                        distilled(&m)
+                    });
+                    let got = grad[offset + j] as f64;
+                    assert!((got - fd).abs() <= 1e-4 * scale, "T = {temperature}, param {param}[{j}]: {got} vs {fd}");
+                }
+            }
+            // A pruned weight is zero, so its mask entry cannot change the loss.
+            let (_, first) = model.prunable().next().unwrap();
+            assert!(first.iter().zip(&grad).all(|(&w, &g)| w != 0.0 || g == 0.0));
+        }
+        for temperature in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+            let err = masked_distill_loss_and_grad::<B>(&model, &mask, &samples, temperature, &Default::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("temperature must be finite and positive"), "{temperature}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_layer_index_and_mask_length_are_mismatches_naming_the_network() {
         let (model, samples) = tiny();
         let device = Default::default();
@@ -454,5 +564,7 @@ mod tests {
         assert!(err.contains("3 entries") && err.contains("calib"), "{err}");
         let err = per_sample_gradients::<B>(&model, &samples, 0, &device).unwrap_err().to_string();
         assert!(err.contains("positive"), "{err}");
+        let err = masked_distill_loss_and_grad::<B>(&model, &[1.0; 3], &samples, 1.0, &device).unwrap_err().to_string();
+        assert!(err.contains("3 entries") && err.contains("calib"), "{err}");
     }
 }

@@ -126,6 +126,16 @@ impl<B: AutodiffBackend> Engine for BurnEngine<B> {
     ) -> Result<(f64, Vec<f32>), EngineError> {
         calibration::masked_loss_and_grad::<B>(model, soft_mask, samples, &self.device)
     }
+
+    fn masked_distill_loss_and_grad(
+        &self,
+        model: &Model,
+        soft_mask: &[f32],
+        samples: &Samples,
+        temperature: f64,
+    ) -> Result<(f64, Vec<f32>), EngineError> {
+        calibration::masked_distill_loss_and_grad::<B>(model, soft_mask, samples, temperature, &self.device)
+    }
 }
 
 /// Accuracy and mean cross-entropy (log-sum-exp in f64) from row-major logits.

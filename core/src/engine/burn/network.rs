@@ -250,6 +250,22 @@ pub(super) fn cross_entropy_sum<Bk: Backend>(logits: Tensor<Bk, 2>, targets: Ten
     (activation::log_softmax(logits, 1) * targets).sum().neg()
 }
 
+/// Sum over the batch of `T² · KL(p ‖ softmax(logits/T))` for the teacher's log-probabilities
+/// `log p` (constants: no gradient flows into the teacher).
+///
+/// # Shapes
+/// - `logits`, `teacher_log_probs`: `[batch, classes]`
+/// - returns `[1]`
+pub(super) fn distillation_sum<Bk: Backend>(
+    logits: Tensor<Bk, 2>,
+    teacher_log_probs: Tensor<Bk, 2>,
+    temperature: f64,
+) -> Tensor<Bk, 1> {
+    let log_q = activation::log_softmax(logits.div_scalar(temperature), 1);
+    let p = teacher_log_probs.clone().exp();
+    (p * (teacher_log_probs - log_q)).sum().mul_scalar(temperature * temperature)
+}
+
 /// Uploads parameter values as flat tensors.
 ///
 /// # Shapes

@@ -1,5 +1,6 @@
 //! The calibration services pruners ask the host for: layer-input Hessians, per-sample
-//! gradients, and the loss and gradient of a soft-masked model.
+//! gradients, and the loss (cross-entropy or distillation of the dense model) and gradient
+//! of a soft-masked model.
 //!
 //! Sums over samples are split into a fixed number of slices of consecutive chunks (at most
 //! [`SLICES`], never depending on the thread count), each summed in order, then the slices
@@ -13,6 +14,7 @@ use super::parallel;
 use super::pass::{self, GradSink, Segment, Workspace};
 use super::plan::{Op, Plan};
 use crate::dataset::Samples;
+use crate::engine::base::check_temperature;
 use crate::engine::{DenseMatrix, EngineError};
 use crate::model::Model;
 
@@ -172,6 +174,52 @@ pub(crate) fn masked_loss_and_grad(
     soft_mask: &[f32],
     samples: &Samples,
 ) -> Result<(f64, Vec<f32>), EngineError> {
+    masked_objective(threads, model, soft_mask, samples, Objective::CrossEntropy)
+}
+
+/// Mean distillation loss `T² · KL(softmax(z/T) ‖ softmax(z_m/T))` of the model with
+/// prunable weights `w ⊙ m` (logits `z_m`) against the model as given (logits `z`), and its
+/// gradient with respect to `m`.
+///
+/// # Errors
+/// [`EngineError::Mismatch`] for a temperature that is not finite and positive, a mask of
+/// the wrong length, no samples, or samples that do not fit.
+pub(crate) fn masked_distill_loss_and_grad(
+    threads: usize,
+    model: &Model,
+    soft_mask: &[f32],
+    samples: &Samples,
+    temperature: f64,
+) -> Result<(f64, Vec<f32>), EngineError> {
+    check_temperature(temperature)?;
+    masked_objective(threads, model, soft_mask, samples, Objective::Distillation { temperature })
+}
+
+/// What a soft-masked model is scored by.
+#[derive(Debug, Clone, Copy)]
+enum Objective {
+    /// Cross-entropy against the labels.
+    CrossEntropy,
+    /// Distillation of the model as given (the teacher) into its masked copy.
+    Distillation {
+        /// Softmax temperature `T`, finite and positive.
+        temperature: f64,
+    },
+}
+
+/// Mean `objective` of the model with prunable weights `w ⊙ m` over `samples`, and its
+/// gradient with respect to `m`: the gradient with respect to the effective weights, times
+/// `w`.
+///
+/// A chunk's teacher logits come from a forward pass with the weights as given, just before
+/// the masked pass over the same images, which reuses the parameter-free prefix.
+fn masked_objective(
+    threads: usize,
+    model: &Model,
+    soft_mask: &[f32],
+    samples: &Samples,
+    objective: Objective,
+) -> Result<(f64, Vec<f32>), EngineError> {
     let plan = prepare(model, samples)?;
     if soft_mask.len() != plan.prunable_len {
         return Err(EngineError::Mismatch(format!(
@@ -190,13 +238,26 @@ pub(crate) fn masked_loss_and_grad(
     let chunk = pass::chunk_images(&plan, MAX_CHUNK);
     let slices = slices(samples.len(), chunk);
     let scale = 1.0 / samples.len() as f32;
+    let (all, reuse) = (plan.layers.len(), pass::prefix_is_shared(&plan));
     let mut partials: Vec<(f64, Vec<f32>)> = vec![(0.0, Vec::new()); slices.len()];
-    let mut workspaces: Vec<Workspace> = (0..threads).map(|_| Workspace::default()).collect();
-    parallel::for_each(&mut partials, &mut workspaces, |s, (loss, grad), ws| {
+    let mut scratch: Vec<(Workspace, Vec<f32>)> = (0..threads).map(|_| Default::default()).collect();
+    parallel::for_each(&mut partials, &mut scratch, |s, (loss, grad), (ws, teacher)| {
         grad.resize(plan.param_len, 0.0);
         for range in &slices[s] {
-            pass::forward(&plan, &params, range.clone().map(|i| samples.image(i)), plan.layers.len(), false, None, ws);
-            *loss += ws.cross_entropy(&plan, &samples.labels[range.clone()], Some(scale)).0;
+            let images = || range.clone().map(|i| samples.image(i));
+            *loss += match objective {
+                Objective::CrossEntropy => {
+                    pass::forward(&plan, &params, images(), all, false, None, ws);
+                    ws.cross_entropy(&plan, &samples.labels[range.clone()], Some(scale)).0
+                }
+                Objective::Distillation { temperature } => {
+                    pass::forward(&plan, &weights, images(), all, false, None, ws);
+                    teacher.clear();
+                    teacher.extend_from_slice(ws.logits(&plan));
+                    pass::forward(&plan, &params, images(), all, reuse, None, ws);
+                    ws.distillation(&plan, teacher, temperature, scale)
+                }
+            };
             pass::backward(&plan, &params, None, ws, &mut GradSink::Sum(grad));
         }
     });
@@ -310,6 +371,78 @@ mod tests {
     }
 
     #[test]
+    fn masked_distillation_matches_the_reference_and_central_differences() {
+        let spec = tiny_spec();
+        let model = random_model(&spec, 23);
+        let samples = random_samples(spec.input, 7, 3, 24);
+        let positions = prunable_positions(&model);
+        let mask: Vec<f32> = (0..positions.len()).map(|j| ((j * 7919) % 13) as f32 / 8.0).collect();
+        let m64: Vec<f64> = mask.iter().map(|&v| v as f64).collect();
+        let dense = reference::params_of(&model);
+        for temperature in [1.0, 4.0] {
+            let distilled = |m: &[f64]| {
+                let mut p = dense.clone();
+                for (&(t, i), &v) in positions.iter().zip(m) {
+                    p[t][i] *= v;
+                }
+                reference::mean_distillation(&spec, &dense, &p, &samples, 0..7, temperature)
+            };
+            let (loss, grad) = masked_distill_loss_and_grad(2, &model, &mask, &samples, temperature).unwrap();
+            let want = distilled(&m64);
+            // The loss is taken in f64 from f32 logits (absolute error ~1e-6): it moves by
+            // at most Σ|∂loss/∂z| ≤ 2T per unit of logit error on each of teacher and
+            // student, so 1e-5·T bounds it, far below the loss itself.
+            assert!(want > 1e-2, "T = {temperature}: loss {want} too small to test");
+            assert!((loss - want).abs() < 1e-5 * temperature, "T = {temperature}: {loss} vs {want}");
+            let fd: Vec<f64> = (0..mask.len())
+                .map(|j| {
+                    let at = |d: f64| {
+                        let mut m = m64.clone();
+                        m[j] += d;
+                        distilled(&m)
+                    };
+                    (at(H) - at(-H)) / (2.0 * H)
+                })
+                .collect();
+            assert_close(&grad, &fd, &format!("T = {temperature}, mask gradient"));
+        }
+    }
+
+    #[test]
+    fn masked_distillation_of_an_unmasked_model_is_zero() {
+        // cnn-s with 100 samples: several chunks and slices, and the direct convolutions
+        // whose padded input the masked pass reuses from the teacher's.
+        for (spec, n) in [(tiny_spec(), 7), (crate::preset("cnn-s").unwrap(), 100)] {
+            let model = random_model(&spec, 25);
+            let samples = random_samples(spec.input, n, spec.classes, 26);
+            let ones = vec![1.0; model.prunable_count()];
+            for temperature in [1.0, 4.0] {
+                let (loss, grad) = masked_distill_loss_and_grad(2, &model, &ones, &samples, temperature).unwrap();
+                assert!(loss.abs() <= 1e-6, "{} T = {temperature}: loss {loss}", spec.name);
+                let worst = grad.iter().fold(0f32, |m, g| m.max(g.abs()));
+                assert!(worst <= 1e-6, "{} T = {temperature}: gradient up to {worst}", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn masked_distillation_rejects_a_bad_mask_temperature_or_no_samples() {
+        let spec = tiny_spec();
+        let model = random_model(&spec, 27);
+        let samples = random_samples(spec.input, 3, 3, 28);
+        let mask = vec![0.5; model.prunable_count()];
+        let err = masked_distill_loss_and_grad(1, &model, &mask[1..], &samples, 1.0).unwrap_err().to_string();
+        assert!(err.contains("soft mask has") && err.contains("'tiny'"), "{err}");
+        for temperature in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = masked_distill_loss_and_grad(1, &model, &mask, &samples, temperature).unwrap_err().to_string();
+            assert!(err.contains("temperature must be finite and positive"), "{temperature}: {err}");
+        }
+        let none = Samples { shape: spec.input, images: Vec::new(), labels: Vec::new() };
+        let err = masked_distill_loss_and_grad(1, &model, &mask, &none, 1.0).unwrap_err().to_string();
+        assert!(err.contains("at least one sample"), "{err}");
+    }
+
+    #[test]
     fn per_sample_rows_average_to_the_minibatch_gradient() {
         // cnn-s with 100 samples: several chunks and work items, runs crossing chunks.
         let spec = crate::preset("cnn-s").unwrap();
@@ -376,11 +509,44 @@ mod tests {
             layer_input_hessian(1, &model, 1, &samples).unwrap().0,
             per_sample_gradients(1, &model, &samples, 3).unwrap(),
             masked_loss_and_grad(1, &model, &mask, &samples).unwrap(),
+            masked_distill_loss_and_grad(1, &model, &mask, &samples, 2.0).unwrap(),
         );
         for threads in [2, 3] {
             assert_eq!(layer_input_hessian(threads, &model, 1, &samples).unwrap().0, one.0);
             assert_eq!(per_sample_gradients(threads, &model, &samples, 3).unwrap(), one.1);
             assert_eq!(masked_loss_and_grad(threads, &model, &mask, &samples).unwrap(), one.2);
+            assert_eq!(masked_distill_loss_and_grad(threads, &model, &mask, &samples, 2.0).unwrap(), one.3);
+        }
+    }
+
+    /// Wall-clock time of one soft-mask call (cross-entropy and distillation) on 256 random
+    /// samples, 2 threads: `cargo test --release -p hyperprune-core masked_objective_timings
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing, not a test"]
+    fn masked_objective_timings() {
+        for name in ["cnn-s", "lenet5"] {
+            let spec = crate::preset(name).unwrap();
+            let model = random_model(&spec, 61);
+            let samples = random_samples(spec.input, 256, spec.classes, 62);
+            let mask = vec![0.5; model.prunable_count()];
+            // Best and median of 11 calls after a warm-up: the best is what the code costs
+            // on an idle machine, the median what a busy one gives.
+            let time = |f: &dyn Fn()| {
+                f();
+                let mut ms: Vec<f64> = (0..11)
+                    .map(|_| {
+                        let start = std::time::Instant::now();
+                        f();
+                        start.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect();
+                ms.sort_by(f64::total_cmp);
+                format!("{:.1} ms (median {:.1})", ms[0], ms[5])
+            };
+            let ce = time(&|| drop(masked_loss_and_grad(2, &model, &mask, &samples).unwrap()));
+            let kd = time(&|| drop(masked_distill_loss_and_grad(2, &model, &mask, &samples, 4.0).unwrap()));
+            println!("{name}, 256 samples, 2 threads, per call: cross-entropy {ce}, distillation {kd}");
         }
     }
 }

@@ -123,6 +123,16 @@ impl Engine for CpuEngine {
     ) -> Result<(f64, Vec<f32>), EngineError> {
         calibration::masked_loss_and_grad(self.threads, model, soft_mask, samples)
     }
+
+    fn masked_distill_loss_and_grad(
+        &self,
+        model: &Model,
+        soft_mask: &[f32],
+        samples: &Samples,
+        temperature: f64,
+    ) -> Result<(f64, Vec<f32>), EngineError> {
+        calibration::masked_distill_loss_and_grad(self.threads, model, soft_mask, samples, temperature)
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +152,12 @@ mod tests {
         let scale = b.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-12);
         a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
     }
+
+    /// burn sums `T² · p · (log p − log q)` in f32: each log-softmax value carries an
+    /// absolute error of ~1e-7 of the logits' size (O(1) here), so a sample's KL is off by
+    /// ~1e-6 and the loss by ~1e-6·T² (the CPU engine sums in f64 and is exact by comparison).
+    /// A wrong loss (no T², a reversed KL) is off by O(loss), ≥ 1e-2 here.
+    const DISTILL_LOSS_TOL: f64 = 1e-5;
 
     fn specs() -> Vec<crate::ArchSpec> {
         let mut specs: Vec<_> =
@@ -190,6 +206,18 @@ mod tests {
                 assert!((la - lb).abs() < 1e-5 * lb.abs().max(1.0), "{what}: masked loss {la} vs {lb}");
                 let r = relative(&ga, &gb);
                 assert!(r < 1e-4, "{what}: mask gradient differs by {r}");
+                for temperature in [1.0, 4.0] {
+                    let ((la, ga), (lb, gb)) = (
+                        cpu.masked_distill_loss_and_grad(&model, &mask, &samples, temperature).unwrap(),
+                        burn.masked_distill_loss_and_grad(&model, &mask, &samples, temperature).unwrap(),
+                    );
+                    assert!(
+                        (la - lb).abs() < DISTILL_LOSS_TOL * temperature * temperature,
+                        "{what}, T = {temperature}: distillation loss {la} vs {lb}"
+                    );
+                    let r = relative(&ga, &gb);
+                    assert!(r < 1e-4, "{what}, T = {temperature}: distillation gradient differs by {r}");
+                }
             }
         }
     }

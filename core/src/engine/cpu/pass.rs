@@ -144,6 +144,18 @@ impl Workspace {
             None => layers::softmax_cross_entropy(plan.classes(), logits, labels, 1.0, None),
         }
     }
+
+    /// The distillation loss of the last forward pass (the student) against `teacher`
+    /// logits at `temperature`, summed over the chunk, and seeds the backward pass with its
+    /// gradient times `grad_scale` (see [`layers::softmax_distillation`]).
+    ///
+    /// # Shapes
+    /// - `teacher`: `[classes, n]`, as [`Workspace::logits`]
+    pub fn distillation(&mut self, plan: &Plan, teacher: &[f32], temperature: f64, grad_scale: f32) -> f64 {
+        let len = plan.classes() * self.n;
+        let student = &self.acts[plan.layers.len()][..len];
+        layers::softmax_distillation(plan.classes(), student, teacher, temperature, grad_scale, &mut self.grad[..len])
+    }
 }
 
 /// Runs layers `0..until` on `images`, keeping every layer's input in `ws`.
@@ -221,8 +233,9 @@ pub(crate) fn prefix_is_shared(plan: &Plan) -> bool {
     !plan.layers[..plan.first_dense].iter().any(|l| matches!(l.op, Op::Dropout { .. }))
 }
 
-/// Back-propagates the gradient seeded by [`Workspace::cross_entropy`] through the whole
-/// network, sending weight (and, for [`GradSink::Sum`], bias) gradients to `sink`.
+/// Back-propagates the gradient seeded by [`Workspace::cross_entropy`] or
+/// [`Workspace::distillation`] through the whole network, sending weight (and, for
+/// [`GradSink::Sum`], bias) gradients to `sink`.
 ///
 /// `dropout` must be the masks of the forward pass.
 ///

@@ -118,6 +118,33 @@ pub(crate) fn mean_loss(spec: &ArchSpec, params: &Params, samples: &Samples, ran
         / n
 }
 
+/// Mean over `samples[range]` of `T² · KL(softmax(z/T) ‖ softmax(z_s/T))`, `z` the logits
+/// under `teacher` and `z_s` those under `student`.
+pub(crate) fn mean_distillation(
+    spec: &ArchSpec,
+    teacher: &Params,
+    student: &Params,
+    samples: &Samples,
+    range: std::ops::Range<usize>,
+    temperature: f64,
+) -> f64 {
+    let log_softmax = |params: &Params, image: &[f32]| {
+        let z: Vec<f64> = logits(spec, params, image).iter().map(|v| v / temperature).collect();
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        z.into_iter().map(move |v| v - lse)
+    };
+    let n = range.len() as f64;
+    range
+        .map(|i| {
+            let log_q: Vec<f64> = log_softmax(student, samples.image(i)).collect();
+            let kl: f64 = log_softmax(teacher, samples.image(i)).zip(log_q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum();
+            temperature * temperature * kl
+        })
+        .sum::<f64>()
+        / n
+}
+
 /// The unfolded input rows of dense layer `layer` for one image: one row `[in, kh, kw]`
 /// per output position (a linear layer has one row: its input).
 pub(crate) fn unfolded_rows(spec: &ArchSpec, params: &Params, image: &[f32], layer: usize) -> Vec<Vec<f64>> {

@@ -1,0 +1,86 @@
+//! `hyperprune fit`: fit a learnable pruner on a zoo and save its state.
+
+use hyperprune_core::zoo::Zoo;
+
+use crate::calibration::TrainSplit;
+use crate::cli::{DataArgs, FitArgs, GlobalArgs};
+use crate::context::DataServices;
+use crate::failure::bad_input;
+use crate::fitting::{FitFiles, fit};
+use crate::pruning::{ConfiguredPruner, STATE_OPTION};
+
+/// The pruner option `--seed` sets.
+const SEED_OPTION: &str = "seed";
+
+/// Runs `fit`.
+///
+/// # Errors
+/// Bad input (zoo, pruner, options, a zoo without train members, a checkpoint the pruner
+/// rejects), the plugin's failure, or I/O writing the state.
+pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
+    let registry = super::registry(global)?;
+    let zoo = Zoo::open(&args.zoo).map_err(bad_input)?;
+    let options = options_with_seed(&registry, &args)?;
+    let mut pruner = ConfiguredPruner::new(&registry, &args.pruner, &options)?;
+    if pruner.state_file.is_some() {
+        return Err(bad_input(format!(
+            "fit writes the state to --out {}; drop the option {STATE_OPTION}=FILE",
+            args.out.display()
+        )));
+    }
+    let files = FitFiles::for_state(&args.out);
+    let summary = if pruner.plugin.info.capabilities.fit_needs_data {
+        let data =
+            super::zoo::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+        let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
+        let split = TrainSplit::new(&data.train);
+        tracing::debug!(
+            "dataset {}: {} calibration samples, a val slice of {}",
+            data.name,
+            split.calibration_len(),
+            split.val_len()
+        );
+        let services = DataServices { engine: engine.as_ref(), split: &split };
+        fit(&mut pruner, &zoo, &files, Some(services), args.calib_samples)?
+    } else {
+        fit(&mut pruner, &zoo, &files, None, args.calib_samples)?
+    };
+    println!(
+        "fitted {} {} on {} train members ({} val) of {} in {:.2} s{}; wrote {} ({} bytes) and {} ({} curve {})",
+        pruner.name(),
+        pruner.plugin.info.version,
+        summary.train,
+        summary.val,
+        zoo.dir().display(),
+        summary.seconds,
+        if summary.resumed { ", resumed from a checkpoint" } else { "" },
+        files.state.display(),
+        summary.state_bytes,
+        files.curve.display(),
+        summary.curve_rows,
+        if summary.curve_rows == 1 { "row" } else { "rows" },
+    );
+    Ok(())
+}
+
+/// `--opt` with `seed=S` added for `--seed S`.
+fn options_with_seed(registry: &crate::plugins::Registry, args: &FitArgs) -> anyhow::Result<Vec<String>> {
+    let mut options = args.options.clone();
+    let Some(seed) = args.seed else {
+        return Ok(options);
+    };
+    let Some(plugin) = registry.get(&args.pruner) else {
+        return Ok(options); // ConfiguredPruner::new names the unknown pruner.
+    };
+    if !plugin.info.options.iter().any(|o| o.name == SEED_OPTION) {
+        return Err(bad_input(format!(
+            "pruner '{}' declares no '{SEED_OPTION}' option, so --seed cannot reach it; drop --seed",
+            args.pruner
+        )));
+    }
+    if options.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == SEED_OPTION)) {
+        return Err(bad_input(format!("give the seed once: --seed {seed} or --opt {SEED_OPTION}=..., not both")));
+    }
+    options.push(format!("{SEED_OPTION}={seed}"));
+    Ok(options)
+}

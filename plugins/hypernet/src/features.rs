@@ -1,0 +1,264 @@
+//! The per-weight input encoding: what the hypernetwork knows about each weight.
+//!
+//! Every feature is a function of the weight's value and of statistics over sets that a
+//! permutation of hidden units maps onto themselves (its row, its column, its layer, the
+//! model), so permuting the hidden units of a network permutes the feature rows the same
+//! way: the encoding is permutation-equivariant. Ties in ranks share their mean rank for the
+//! same reason.
+
+use hyperprune_sdk::ModelRef;
+
+use crate::geometry::{LayerView, square_side, views};
+
+/// Names of the features, in column order.
+pub const NAMES: [&str; FEATURES] = [
+    "w/rms_layer",
+    "|w|/rms_layer",
+    "|w| standardised in layer",
+    "|w| standardised in row",
+    "rank of |w| in layer",
+    "rank of |w| in model",
+    "row norm / layer mean",
+    "column norm / layer mean",
+    "depth",
+    "is conv",
+    "position y (kernel; map after a flatten; input pixel)",
+    "position x (kernel; map after a flatten; input pixel)",
+    "log fan-in",
+    "log fan-out",
+    "share of weights",
+    "bias of output unit",
+    "bias of input unit",
+    "|w|/rms_model",
+    "distance of the position from the centre",
+    "incoming norm of the input unit / layer mean",
+];
+
+/// Number of features per weight.
+pub const FEATURES: usize = 20;
+
+/// Column of the model-wide magnitude rank: the hypernetwork's score starts from it (a
+/// residual on global magnitude pruning).
+pub const MODEL_RANK: usize = 5;
+
+/// The columns kept by the `features=magnitude` ablation: magnitude and its ranks only.
+pub const MAGNITUDE_ONLY: [usize; 4] = [1, 4, 5, 17];
+
+/// Which features the hypernetwork reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureSet {
+    /// All of [`NAMES`].
+    Full,
+    /// Only the columns of [`MAGNITUDE_ONLY`]; the others are zero.
+    Magnitude,
+}
+
+/// The encoded model: one row of [`FEATURES`] values per prunable weight, layer order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    /// The layers' views.
+    pub views: Vec<LayerView>,
+    /// `[p, FEATURES]`, row-major.
+    pub data: Vec<f32>,
+}
+
+impl Encoded {
+    /// Number of prunable weights.
+    pub fn len(&self) -> usize {
+        self.data.len() / FEATURES
+    }
+
+    /// Whether the model has no prunable weights.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Offsets of each layer's first weight.
+    pub fn offsets(&self) -> Vec<usize> {
+        let mut at = 0;
+        self.views
+            .iter()
+            .map(|v| {
+                let o = at;
+                at += v.len();
+                o
+            })
+            .collect()
+    }
+}
+
+/// Encodes `model`.
+///
+/// # Errors
+/// When a layer's shape does not fit its kind (see [`views`]).
+pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> {
+    let views = views(model)?;
+    let weights = model.weights();
+    let p: usize = views.iter().map(LayerView::len).sum();
+    let mut data = vec![0f32; p * FEATURES];
+    let abs_all: Vec<f32> = weights.iter().flat_map(|w| w.iter().map(|v| v.abs())).collect();
+    let model_rank = percentile_ranks(&abs_all);
+    let model_rms = rms(&abs_all).max(1e-12);
+    let depth_den = (views.len().max(2) - 1) as f32;
+    let biases: Vec<Option<&[f32]>> = model.layers().iter().map(|l| bias_of(model, l.name())).collect();
+    let mut offset = 0;
+    for (l, (view, w)) in views.iter().zip(&weights).enumerate() {
+        let abs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+        let layer_rms = rms(w).max(1e-12);
+        let (abs_mean, abs_std) = mean_std(&abs);
+        let layer_rank = percentile_ranks(&abs);
+        let row_len = view.inp * view.k;
+        let row_norms: Vec<f32> = w.chunks(row_len.max(1)).map(norm).collect();
+        let mut col_sq = vec![0f32; view.inp];
+        for (j, v) in w.iter().enumerate() {
+            col_sq[(j / view.k) % view.inp] += v * v;
+        }
+        let col_norms: Vec<f32> = col_sq.iter().map(|s| s.sqrt()).collect();
+        let row_mean = mean(&row_norms).max(1e-12);
+        let col_mean = mean(&col_norms).max(1e-12);
+        let out_bias = biases[l].filter(|b| b.len() == view.out);
+        let in_bias = l.checked_sub(1).and_then(|q| biases[q]).filter(|b| b.len() == view.inp);
+        let bias_scale = |b: &[f32]| rms(b).max(1e-6);
+        // How strongly each input unit is driven: the norm of its incoming weights (the
+        // previous layer's row), relative to that layer's mean; a data-free activity proxy.
+        let incoming: Option<Vec<f32>> = l.checked_sub(1).filter(|&q| views[q].out == view.inp).map(|q| {
+            let prev_rows: Vec<f32> = weights[q].chunks(views[q].fan_in().max(1)).map(norm).collect();
+            let m = mean(&prev_rows).max(1e-12);
+            prev_rows.iter().map(|r| r / m).collect()
+        });
+        // The first layer of an MLP on square images reads pixels: their position matters.
+        let pixel_side = (l == 0 && !view.conv && view.k == 1).then(|| square_side(view.inp)).flatten();
+        let row_stats: Vec<(f32, f32)> = abs.chunks(row_len.max(1)).map(mean_std).collect();
+        let constant = [
+            l as f32 / depth_den,
+            if view.conv { 1.0 } else { 0.0 },
+            (view.fan_in() as f32).ln() / 1000f32.ln(),
+            ((view.out * view.k) as f32).ln() / 1000f32.ln(),
+            view.len() as f32 / p.max(1) as f32,
+        ];
+        for (j, &v) in w.iter().enumerate() {
+            let (o, i, k) = (j / row_len, (j / view.k) % view.inp, j % view.k);
+            let (r_mean, r_std) = row_stats[o];
+            let (ky, kx) = if view.k > 1 && view.kh * view.kw == view.k {
+                (centred(k / view.kw, view.kh), centred(k % view.kw, view.kw))
+            } else if let Some(side) = pixel_side {
+                (centred(i / side, side), centred(i % side, side))
+            } else {
+                (0.0, 0.0)
+            };
+            let row = &mut data[(offset + j) * FEATURES..][..FEATURES];
+            row[0] = v / layer_rms;
+            row[1] = abs[j] / layer_rms;
+            row[2] = clamp((abs[j] - abs_mean) / abs_std.max(1e-12));
+            row[3] = clamp((abs[j] - r_mean) / r_std.max(1e-12));
+            row[4] = layer_rank[j];
+            row[5] = model_rank[offset + j];
+            row[6] = row_norms[o] / row_mean;
+            row[7] = col_norms[i] / col_mean;
+            row[8] = constant[0];
+            row[9] = constant[1];
+            row[10] = ky;
+            row[11] = kx;
+            row[12] = constant[2];
+            row[13] = constant[3];
+            row[14] = constant[4];
+            row[15] = out_bias.map_or(0.0, |b| clamp(b[o] / bias_scale(b)));
+            row[16] = in_bias.map_or(0.0, |b| clamp(b[i] / bias_scale(b)));
+            row[17] = abs[j] / model_rms;
+            row[18] = (0.5 * (ky * ky + kx * kx)).sqrt();
+            row[19] = incoming.as_ref().map_or(0.0, |n| clamp(n[i]));
+        }
+        offset += view.len();
+    }
+    if set == FeatureSet::Magnitude {
+        for row in data.chunks_mut(FEATURES) {
+            for (c, v) in row.iter_mut().enumerate() {
+                if !MAGNITUDE_ONLY.contains(&c) {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+    Ok(Encoded { views, data })
+}
+
+/// The bias belonging to weight tensor `name` (`"3.weight"` → `"3.bias"`).
+fn bias_of<'a>(model: &ModelRef<'a>, name: &str) -> Option<&'a [f32]> {
+    let prefix = name.strip_suffix("weight")?;
+    model.others.iter().find(|t| t.name.as_str().strip_prefix(prefix) == Some("bias")).map(|t| t.values.as_slice())
+}
+
+/// Position `i` of `n`, mapped to `[-1, 1]`.
+fn centred(i: usize, n: usize) -> f32 {
+    if n <= 1 { 0.0 } else { 2.0 * i as f32 / (n - 1) as f32 - 1.0 }
+}
+
+fn clamp(v: f32) -> f32 {
+    v.clamp(-5.0, 5.0)
+}
+
+fn mean(v: &[f32]) -> f32 {
+    if v.is_empty() { 0.0 } else { (v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64) as f32 }
+}
+
+fn mean_std(v: &[f32]) -> (f32, f32) {
+    let m = mean(v) as f64;
+    let var = if v.is_empty() { 0.0 } else { v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / v.len() as f64 };
+    (m as f32, var.sqrt() as f32)
+}
+
+fn rms(v: &[f32]) -> f32 {
+    if v.is_empty() { 0.0 } else { (v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt() as f32 }
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt() as f32
+}
+
+/// Rank of each value among all, scaled to `[0, 1]` (0 = smallest); equal values share
+/// their mean rank.
+pub fn percentile_ranks(values: &[f32]) -> Vec<f32> {
+    let n = values.len();
+    // Sorting (order key, index) pairs as integers is several times faster than a
+    // comparison sort of floats; the key orders floats as `total_cmp` does.
+    let key = |v: f32| {
+        let b = v.to_bits();
+        if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
+    };
+    let mut order: Vec<u64> = values.iter().enumerate().map(|(i, &v)| (key(v) as u64) << 32 | i as u64).collect();
+    order.sort_unstable();
+    let mut ranks = vec![0f32; n];
+    let scale = if n > 1 { 1.0 / (n - 1) as f64 } else { 0.0 };
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && order[end] >> 32 == order[start] >> 32 {
+            end += 1;
+        }
+        let rank = ((start + end - 1) as f64 / 2.0 * scale) as f32;
+        for &k in &order[start..end] {
+            ranks[(k & 0xFFFF_FFFF) as usize] = rank;
+        }
+        start = end;
+    }
+    ranks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_are_scaled_and_ties_share_their_mean_rank() {
+        assert_eq!(percentile_ranks(&[3.0, 1.0, 2.0]), vec![1.0, 0.0, 0.5]);
+        assert_eq!(percentile_ranks(&[1.0, 1.0, 0.0]), vec![0.75, 0.75, 0.0]);
+        assert_eq!(percentile_ranks(&[5.0]), vec![0.0]);
+        assert_eq!(percentile_ranks(&[-1.0, 0.0, -3.0, 2.0]), vec![1.0 / 3.0, 2.0 / 3.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn names_match_the_feature_count_and_the_special_columns() {
+        assert_eq!(NAMES[MODEL_RANK], "rank of |w| in model");
+        assert!(MAGNITUDE_ONLY.iter().all(|&c| NAMES[c].contains("|w|")));
+    }
+}

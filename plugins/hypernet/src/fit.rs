@@ -1,0 +1,486 @@
+//! Fitting the hypernetwork over a zoo's train members, as a documented top-level procedure.
+//!
+//! Each step samples members and sparsities; for each, the network scores the member's
+//! weights, the hard top-k mask (with the per-layer floor) is what the host evaluates, and
+//! the gradient reaches the scores through a straight-through sigmoid around the detached
+//! boundary score, `σ((score − τ) / (T · spread))`, with `T` annealed geometrically from
+//! `t_start` to `t_end`. The loss is the host's distillation of the dense member into the
+//! masked one (`T_kd² · KL`, on calibration samples of the train split); the plugin never
+//! sees an image. The threshold head regresses the boundary score `τ`, so that
+//! `mask=threshold` keeps about `1 − s` of the weights. Adam updates the parameters; every
+//! `val_every` steps the masks of the val members are evaluated on the host's val slice
+//! and the parameters with the best mean retention are kept; the same moments are
+//! checkpointed, so an interrupted fit resumes.
+
+use std::time::Instant;
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Tensor, TensorData, activation};
+use hyperprune_sdk::rng::SplitMix64;
+use hyperprune_sdk::{
+    CalibRequest, Ctx, DataSplit, ErrorKind, LogLevel, MemberRef, ModelBuf, ModelRef, PluginError, PruneRequest,
+};
+
+use crate::features::{Encoded, FeatureSet, encode};
+use crate::mask::{self, MaskMode};
+use crate::network::{self, NetConfig, Params, feature_tensor, forward};
+use crate::state::{FitInfo, Meta, Progress, Resume, State};
+
+type Train = Autodiff<Flex>;
+
+/// How to fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitSettings {
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Adam's learning rate (cosine-decayed to a tenth).
+    pub lr: f64,
+    /// (member, sparsity) pairs per step.
+    pub members_per_step: usize,
+    /// Calibration samples per distillation call.
+    pub calib_samples: u64,
+    /// Distillation temperature `T_kd`.
+    pub kd_temperature: f64,
+    /// Straight-through temperature at the first step.
+    pub t_start: f64,
+    /// Straight-through temperature at the last step.
+    pub t_end: f64,
+    /// Sparsity range.
+    pub s_min: f64,
+    /// Sparsity range.
+    pub s_max: f64,
+    /// Draw `log(1/(1−s))` uniformly (every compression ratio equally often) instead of `s`.
+    pub log_uniform: bool,
+    /// Steps between validations (and checkpoints).
+    pub val_every: usize,
+    /// Val-slice samples per evaluation.
+    pub val_samples: u64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Per-layer floor of kept weights.
+    pub floor: f64,
+}
+
+/// A member encoded for the network.
+struct Prepared<'a> {
+    id: String,
+    model: ModelRef<'a>,
+    encoded: Encoded,
+    x: Tensor<Train, 2>,
+}
+
+fn prepare<'a>(members: &[MemberRef<'a>], set: FeatureSet) -> Result<Vec<Prepared<'a>>, PluginError> {
+    members
+        .iter()
+        .map(|m| {
+            let encoded = encode(&m.model, set).map_err(|e| PluginError::failed(format!("member {}: {e}", m.id)))?;
+            let x = feature_tensor::<Train>(&encoded, &Default::default());
+            Ok(Prepared { id: m.id.to_string(), model: m.model, encoded, x })
+        })
+        .collect()
+}
+
+/// Fits a network of shape `net` on `zoo`, from scratch or from `resume` (a checkpoint of
+/// the same configuration).
+///
+/// # Errors
+/// No train members; a member the encoder cannot read; a host service failing; the user
+/// cancelling ([`ErrorKind::Cancelled`]).
+pub fn fit(
+    net: NetConfig,
+    set: FeatureSet,
+    settings: &FitSettings,
+    zoo: &hyperprune_sdk::ZooRef<'_>,
+    resume: Option<State>,
+    ctx: &Ctx<'_>,
+    info: FitInfo,
+) -> Result<State, PluginError> {
+    let started = Instant::now();
+    if zoo.members.is_empty() {
+        return Err(PluginError::failed(format!("zoo '{}' has no train members to fit on", zoo.name)));
+    }
+    let train = prepare(zoo.members.as_slice(), set)?;
+    let val = prepare(zoo.val.as_slice(), set)?;
+    let fresh = Params::init(&net, settings.seed);
+    let (mut params, mut adam, mut best, start, mut spent) = match resume {
+        Some(State { params, resume: Some(r), meta: Meta { progress: Some(p), .. } }) if params.same_layout(&fresh) => {
+            ctx.info(&format!("resuming the fit at step {} of {}", p.step, settings.steps));
+            let best = p.best.map(|(v, s)| (v, s, r.best.clone()));
+            (params, Adam { first: r.first, second: r.second, t: p.step }, best, p.step, p.seconds)
+        }
+        _ => (fresh.clone(), Adam::new(&fresh), None, 0, 0.0),
+    };
+    let grid = val_grid(settings.s_min, settings.s_max);
+    let mut dense_val: Vec<Option<f64>> = vec![None; val.len()];
+    let mut val_available = !val.is_empty();
+    if val.is_empty() {
+        ctx.log(LogLevel::Warn, "the zoo has no val members: keeping the last parameters, no selection");
+    }
+    // Step 0 is validated too: the untrained network is magnitude pruning (with floors), so
+    // the kept parameters are never worse than that on the val members.
+    let mut select = |step: usize, params: &Params, best: &mut Option<(f64, usize, Params)>| {
+        if !val_available {
+            return Ok(());
+        }
+        match validate(&net, params, &val, &grid, settings, &mut dense_val, ctx) {
+            Ok(by_sparsity) => {
+                let retention = by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64;
+                let compressions: Vec<f64> = grid.iter().map(|s| 1.0 / (1.0 - s)).collect();
+                ctx.record(&serde_json::json!({
+                    "step": step, "val_retention": retention,
+                    "val_compressions": compressions, "val_retention_by_compression": by_sparsity,
+                }));
+                ctx.info(&format!("step {step}: val retention {retention:.4}"));
+                if best.as_ref().is_none_or(|(b, _, _)| retention > *b) {
+                    *best = Some((retention, step, params.clone()));
+                }
+                Ok(())
+            }
+            Err(e) if e.is_unavailable() => {
+                ctx.log(LogLevel::Warn, &format!("no validation in this run: {}", e.message));
+                val_available = false;
+                Ok(())
+            }
+            Err(e) => Err(e.context("validation")),
+        }
+    };
+    if start == 0 && settings.val_every > 0 {
+        select(0, &params, &mut best)?;
+    }
+    let mut checkpoints = true;
+    let mut loss_sum = 0.0;
+    let mut loss_n = 0usize;
+    for step in start..settings.steps {
+        if ctx.cancelled() {
+            return Err(PluginError::new(ErrorKind::Cancelled, format!("fit cancelled at step {step}")));
+        }
+        let progress = step as f64 / settings.steps.max(1) as f64;
+        let temperature = settings.t_start * (settings.t_end / settings.t_start).powf(progress);
+        let lr = settings.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+        let mut rng = SplitMix64::new(settings.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut grads: Vec<Vec<f32>> = params.list.iter().map(|p| vec![0.0; p.values.len()]).collect();
+        for j in 0..settings.members_per_step {
+            let member = &train[(rng.next_u64() % train.len() as u64) as usize];
+            let s = draw_sparsity(&mut rng, settings);
+            let calib = CalibRequest { samples: settings.calib_samples, minibatch: 1, seed: rng.next_u64() };
+            let loss = member_step(&net, &params, member, s, temperature, settings, calib, ctx, &mut grads)
+                .map_err(|e| e.context(format!("step {step}, member {} (pair {j})", member.id)))?;
+            loss_sum += loss;
+            loss_n += 1;
+        }
+        let scale = 1.0 / settings.members_per_step as f32;
+        grads.iter_mut().flatten().for_each(|g| *g *= scale);
+        adam.step(&mut params, &grads, lr);
+        ctx.progress(step + 1, settings.steps);
+        if (step + 1) % 10 == 0 || step + 1 == settings.steps {
+            ctx.record(&serde_json::json!({
+                "step": step + 1, "loss": loss_sum / loss_n.max(1) as f64, "temperature": temperature, "lr": lr,
+                "seconds": spent + started.elapsed().as_secs_f64(),
+            }));
+            loss_sum = 0.0;
+            loss_n = 0;
+        }
+        let last = step + 1 == settings.steps;
+        if settings.val_every > 0 && ((step + 1) % settings.val_every == 0 || last) {
+            select(step + 1, &params, &mut best)?;
+            if checkpoints && !last {
+                let seconds = spent + started.elapsed().as_secs_f64();
+                let progress = Progress { step: step + 1, best: best.as_ref().map(|(v, s, _)| (*v, *s)), seconds };
+                let resume = Resume {
+                    first: adam.first.clone(),
+                    second: adam.second.clone(),
+                    best: best.as_ref().map_or_else(|| params.clone(), |b| b.2.clone()),
+                };
+                let state = State {
+                    meta: meta(&net, set, settings, info.clone(), Some(progress)),
+                    params: params.clone(),
+                    resume: Some(resume),
+                };
+                if let Err(e) = ctx.checkpoint(&state.to_bytes()) {
+                    ctx.log(LogLevel::Debug, &format!("checkpoints off: {}", e.message));
+                    checkpoints = false;
+                }
+            }
+        }
+    }
+    spent += started.elapsed().as_secs_f64();
+    let mut info = info;
+    info.steps = settings.steps.max(start);
+    info.seconds = spent;
+    info.train_members = train.len();
+    info.val_members = val.len();
+    match best {
+        Some((retention, step, kept)) => {
+            info.best_step = step;
+            info.val_retention = Some(retention);
+            params = kept;
+        }
+        None => info.best_step = info.steps,
+    }
+    Ok(State { meta: meta(&net, set, settings, info, None), params, resume: None })
+}
+
+pub(crate) fn meta(
+    net: &NetConfig,
+    set: FeatureSet,
+    settings: &FitSettings,
+    fit: FitInfo,
+    progress: Option<Progress>,
+) -> Meta {
+    Meta {
+        format: crate::state::FORMAT.into(),
+        format_version: crate::state::FORMAT_VERSION,
+        plugin_version: env!("CARGO_PKG_VERSION").into(),
+        sdk_version: hyperprune_sdk::SDK_VERSION.into(),
+        net: *net,
+        features: match set {
+            FeatureSet::Full => "full".into(),
+            FeatureSet::Magnitude => "magnitude".into(),
+        },
+        s_min: settings.s_min,
+        s_max: settings.s_max,
+        fit,
+        progress,
+    }
+}
+
+fn draw_sparsity(rng: &mut SplitMix64, settings: &FitSettings) -> f64 {
+    let r = rng.next_f64();
+    if settings.log_uniform {
+        let (a, b) = (-(1.0 - settings.s_min).ln(), -(1.0 - settings.s_max).ln());
+        1.0 - (-(a + r * (b - a))).exp()
+    } else {
+        settings.s_min + r * (settings.s_max - settings.s_min)
+    }
+}
+
+/// One (member, sparsity) pair: forward, hard mask, the host's distillation gradient,
+/// straight-through backward; adds the parameter gradients into `grads` and returns the
+/// distillation loss.
+#[allow(clippy::too_many_arguments)]
+fn member_step(
+    net: &NetConfig,
+    params: &Params,
+    member: &Prepared<'_>,
+    s: f64,
+    temperature: f64,
+    settings: &FitSettings,
+    calib: CalibRequest,
+    ctx: &Ctx<'_>,
+    grads: &mut [Vec<f32>],
+) -> Result<f64, PluginError> {
+    let device = Default::default();
+    let leaves: Vec<Tensor<Train, 2>> =
+        params.tensors::<Train>(&device).into_iter().map(|t| t.require_grad()).collect();
+    let out = forward(net, params, &leaves, &member.encoded, member.x.clone(), s);
+    let scores = network::values(out.scores.clone());
+    let hard = hard_mask(&member.encoded, &scores, s, settings.floor);
+    let spread = std_dev(&scores).max(1e-6);
+    let distill = ctx.masked_distill_loss_and_grad(&member.model, &hard.as_f32(), calib, settings.kd_temperature)?;
+    let p = scores.len();
+    // Each pair's gradient is scaled to unit RMS: otherwise the pairs at high sparsity, whose
+    // losses and gradients are largest, would drown the others out.
+    let rms = (distill.grad.iter().map(|g| (*g as f64).powi(2)).sum::<f64>() / p.max(1) as f64).sqrt();
+    let unit: Vec<f32> = distill.grad.iter().map(|g| (*g as f64 / rms.max(1e-12)) as f32).collect();
+    let g = Tensor::<Train, 1>::from_data(TensorData::new(unit, [p]), &device);
+    let width = (temperature * spread as f64) as f32;
+    let soft = activation::sigmoid((out.scores - hard.threshold).div_scalar(width));
+    let surrogate = (soft * g).sum();
+    let threshold_loss = (out.threshold - hard.threshold).powf_scalar(2.0).sum();
+    let total = surrogate + threshold_loss;
+    let backward = total.backward();
+    for (acc, leaf) in grads.iter_mut().zip(&leaves) {
+        if let Some(g) = leaf.grad(&backward) {
+            let values = network::values(g);
+            acc.iter_mut().zip(values).for_each(|(a, v)| *a += v);
+        }
+    }
+    Ok(distill.loss)
+}
+
+/// The top-k mask of `scores` for a global request at `s`.
+pub fn hard_mask(encoded: &Encoded, scores: &[f32], s: f64, floor: f64) -> mask::Mask {
+    let layers = split_layers(encoded, scores);
+    mask::build(&layers, &PruneRequest::global(s, 0), floor, MaskMode::TopK)
+}
+
+/// `scores` cut into the layers of `encoded`.
+pub fn split_layers<'s>(encoded: &Encoded, scores: &'s [f32]) -> Vec<&'s [f32]> {
+    let mut rest = scores;
+    encoded
+        .views
+        .iter()
+        .map(|v| {
+            let (head, tail) = rest.split_at(v.len());
+            rest = tail;
+            head
+        })
+        .collect()
+}
+
+fn std_dev(v: &[f32]) -> f32 {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+}
+
+/// The compressions validated on: 2×, 4×, … within the fitted range, or its midpoint.
+fn val_grid(s_min: f64, s_max: f64) -> Vec<f64> {
+    let grid: Vec<f64> =
+        [2.0f64, 4.0, 8.0, 16.0, 32.0].iter().map(|c| 1.0 - 1.0 / c).filter(|s| (s_min..=s_max).contains(s)).collect();
+    if grid.is_empty() { vec![0.5 * (s_min + s_max)] } else { grid }
+}
+
+/// Mean retention of the val members' masks at each sparsity of `grid`, on the host's val
+/// slice.
+fn validate(
+    net: &NetConfig,
+    params: &Params,
+    val: &[Prepared<'_>],
+    grid: &[f64],
+    settings: &FitSettings,
+    dense: &mut [Option<f64>],
+    ctx: &Ctx<'_>,
+) -> Result<Vec<f64>, PluginError> {
+    let n = settings.val_samples as usize;
+    let mut sums = vec![0.0; grid.len()];
+    for (member, dense) in val.iter().zip(dense.iter_mut()) {
+        let base = match dense {
+            Some(d) => *d,
+            None => *dense.insert(ctx.evaluate(&member.model, DataSplit::Val, n)?.accuracy.max(1e-9)),
+        };
+        for (&s, sum) in grid.iter().zip(&mut sums) {
+            let (scores, _) = crate::infer::forward(net, params, &member.encoded, s);
+            let keep = hard_mask(&member.encoded, &scores, s, settings.floor).keep;
+            let mut buf = ModelBuf::new(&member.model);
+            for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
+                w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
+            }
+            let e = buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, n))?;
+            *sum += e.accuracy / base;
+        }
+    }
+    Ok(sums.iter().map(|s| s / val.len().max(1) as f64).collect())
+}
+
+/// Adam (Kingma & Ba), betas (0.9, 0.999), eps 1e-8, on every parameter.
+struct Adam {
+    first: Params,
+    second: Params,
+    t: usize,
+}
+
+impl Adam {
+    fn new(like: &Params) -> Adam {
+        let mut zero = like.clone();
+        zero.list.iter_mut().for_each(|p| p.values.iter_mut().for_each(|v| *v = 0.0));
+        Adam { first: zero.clone(), second: zero, t: 0 }
+    }
+
+    fn step(&mut self, params: &mut Params, grads: &[Vec<f32>], lr: f64) {
+        const B1: f64 = 0.9;
+        const B2: f64 = 0.999;
+        self.t += 1;
+        let c1 = 1.0 - B1.powi(self.t as i32);
+        let c2 = 1.0 - B2.powi(self.t as i32);
+        for (((p, m), v), g) in params.list.iter_mut().zip(&mut self.first.list).zip(&mut self.second.list).zip(grads) {
+            for (((w, m), v), &g) in p.values.iter_mut().zip(&mut m.values).zip(&mut v.values).zip(g) {
+                let g = g as f64;
+                *m = (B1 * *m as f64 + (1.0 - B1) * g) as f32;
+                *v = (B2 * *v as f64 + (1.0 - B2) * g * g) as f32;
+                let update = lr * (*m as f64 / c1) / ((*v as f64 / c2).sqrt() + 1e-8);
+                *w -= update as f32;
+            }
+        }
+    }
+}
+
+/// TEMPORARY diagnostic: direct per-model score optimisation with the same STE.
+pub fn debug_maskopt(
+    zoo: &hyperprune_sdk::ZooRef<'_>,
+    ctx: &Ctx<'_>,
+    s: f64,
+    steps: usize,
+    lr: f64,
+    t0: f64,
+    t1: f64,
+) -> Result<(), PluginError> {
+    for m in zoo.val.iter().take(3) {
+        let enc = encode(&m.model, FeatureSet::Full).map_err(PluginError::failed)?;
+        let mut scores: Vec<f32> =
+            enc.data.chunks_exact(crate::features::FEATURES).map(|r| r[crate::features::MODEL_RANK]).collect();
+        let eval = |sc: &[f32]| -> Result<f64, PluginError> {
+            let keep = hard_mask(&enc, sc, s, 0.01).keep;
+            let mut buf = ModelBuf::new(&m.model);
+            for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
+                w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
+            }
+            Ok(buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, 0))?.accuracy)
+        };
+        let dense = ctx.evaluate(&m.model, DataSplit::Val, 0)?.accuracy;
+        let before = eval(&scores)?;
+        let (mut mm, mut vv) = (vec![0f64; scores.len()], vec![0f64; scores.len()]);
+        for step in 0..steps {
+            let t = t0 * (t1 / t0).powf(step as f64 / steps as f64);
+            let hard = hard_mask(&enc, &scores, s, 0.01);
+            let spread = std_dev(&scores).max(1e-6) as f64;
+            let d = ctx.masked_distill_loss_and_grad(
+                &m.model,
+                &hard.as_f32(),
+                CalibRequest { samples: 256, minibatch: 1, seed: step as u64 },
+                1.0,
+            )?;
+            for i in 0..scores.len() {
+                let z = (scores[i] as f64 - hard.threshold as f64) / (t * spread);
+                let sg = 1.0 / (1.0 + (-z).exp());
+                let g = d.grad[i] as f64 * sg * (1.0 - sg) / (t * spread);
+                mm[i] = 0.9 * mm[i] + 0.1 * g;
+                vv[i] = 0.999 * vv[i] + 0.001 * g * g;
+                let c1 = 1.0 - 0.9f64.powi(step as i32 + 1);
+                let c2 = 1.0 - 0.999f64.powi(step as i32 + 1);
+                scores[i] -= (lr * (mm[i] / c1) / ((vv[i] / c2).sqrt() + 1e-8)) as f32;
+            }
+            if step % 50 == 0 {
+                ctx.log(LogLevel::Warn, &format!("step {step} loss {:.4}", d.loss));
+            }
+        }
+        let after = eval(&scores)?;
+        // Magnitude within each layer, at maskopt's per-layer budgets.
+        let hard = hard_mask(&enc, &scores, s, 0.01);
+        let budgets: Vec<usize> = hard.keep.iter().map(|k| k.iter().filter(|&&x| x).count()).collect();
+        let mag = hard_mask(
+            &enc,
+            &enc.data
+                .chunks_exact(crate::features::FEATURES)
+                .map(|r| r[crate::features::MODEL_RANK])
+                .collect::<Vec<_>>(),
+            s,
+            0.01,
+        );
+        let mag_budgets: Vec<usize> = mag.keep.iter().map(|k| k.iter().filter(|&&x| x).count()).collect();
+        let weights = m.model.weights();
+        let mut sc2: Vec<f32> = Vec::new();
+        for (w, &b) in weights.iter().zip(&budgets) {
+            let abs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+            let top = hyperprune_sdk::masking::top_indices(&abs, b);
+            let mut l = vec![0f32; w.len()];
+            for i in top {
+                l[i] = 1.0;
+            }
+            sc2.extend(l);
+        }
+        let mut buf = ModelBuf::new(&m.model);
+        let mut at = 0;
+        for w in buf.weights_mut().iter_mut() {
+            for v in w.iter_mut() {
+                if sc2[at] == 0.0 {
+                    *v = 0.0;
+                }
+                at += 1;
+            }
+        }
+        let realloc = buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, 0))?.accuracy;
+        ctx.log(LogLevel::Warn, &format!("member {}: dense {dense:.4} magnitude {before:.4} -> maskopt {after:.4}; magnitude at maskopt budgets {realloc:.4}; budgets mag {mag_budgets:?} opt {budgets:?}", m.id));
+    }
+    Ok(())
+}

@@ -1,0 +1,513 @@
+//! # hyperprune-plugin-hypernet
+//!
+//! Pruning as learning in weight space: a hypernetwork reads a trained network's weights
+//! and a requested sparsity `s` and outputs a mask, for any `s`, for networks it has never
+//! seen, in one forward pass, with no data at pruning time. It is fitted once over a model
+//! zoo's train members (`hyperprune fit --pruner hypernet --zoo DIR --out hypernet.state`)
+//! by distilling every dense member into its masked copy through the host's distillation
+//! service, and selected on the zoo's val members.
+//!
+//! What it is not: it does not move the kept weights (no OBS-style update), so at high
+//! sparsity it starts behind the methods that do; and it needs a fitted state to prune.
+//!
+//! Layout: `features.rs` encodes each weight (permutation-equivariant statistics),
+//! `geometry.rs` views layers as `[out, in, k]`, `network.rs` holds the two architectures
+//! (pointwise MLP, NFN-style equivariant) with FiLM sparsity conditioning, `mask.rs` turns
+//! scores into exact top-k masks with a per-layer floor, `fit.rs` is the training procedure
+//! and `state.rs` the state file. The network runs on burn's pure-Rust CPU backend.
+
+mod features;
+mod fit;
+mod geometry;
+mod infer;
+mod mask;
+mod network;
+mod state;
+#[cfg(test)]
+mod testing;
+
+use hyperprune_sdk::{
+    Capabilities, Ctx, ErrorKind, Example, LogLevel, ModelRef, OptionSpec, Options, Pattern, PluginError, PruneOutcome,
+    PruneRequest, Pruner, PrunerInfo, ZooRef, export_pruner,
+};
+
+pub use features::{FEATURES, FeatureSet, NAMES as FEATURE_NAMES, encode, percentile_ranks};
+pub use fit::FitSettings;
+pub use geometry::{LayerView, views};
+pub use mask::{Mask, MaskMode};
+pub use network::{Arch, NetConfig, Params};
+pub use state::State;
+
+/// The hypernetwork pruner: options, and the fitted state once there is one.
+#[derive(Debug)]
+pub struct Hypernet {
+    net: NetConfig,
+    features: FeatureSet,
+    settings: FitSettings,
+    mode: MaskMode,
+    options: serde_json::Value,
+    state: Option<State>,
+}
+
+impl Default for Hypernet {
+    fn default() -> Self {
+        let mut h = Hypernet {
+            net: NetConfig { arch: Arch::Pointwise, hidden: 16, depth: 2, film: true },
+            features: FeatureSet::Full,
+            settings: FitSettings {
+                steps: 0,
+                lr: 0.0,
+                members_per_step: 1,
+                calib_samples: 0,
+                kd_temperature: 1.0,
+                t_start: 1.0,
+                t_end: 0.05,
+                s_min: 0.3,
+                s_max: 0.97,
+                log_uniform: true,
+                val_every: 0,
+                val_samples: 0,
+                seed: 0,
+                floor: 0.01,
+            },
+            mode: MaskMode::TopK,
+            options: serde_json::Value::Null,
+            state: None,
+        };
+        let defaults = Options::parse(&h.info().options, "").expect("the defaults fit the schema");
+        h.configure(&defaults).expect("the defaults are valid");
+        h
+    }
+}
+
+fn options() -> Vec<OptionSpec> {
+    vec![
+        OptionSpec::choice(
+            "arch",
+            &["pointwise", "equivariant"],
+            "pointwise",
+            "fit: pointwise = an MLP on each weight's features; equivariant = NFN-style layers that also mix means over rows, columns, layers and neighbouring units",
+        ),
+        OptionSpec::int("hidden", 16, "fit: hidden channels of the network"),
+        OptionSpec::int("depth", 2, "fit: hidden layers after the input projection"),
+        OptionSpec::choice(
+            "conditioning",
+            &["film", "none"],
+            "film",
+            "fit: film = FiLM on every hidden layer from an embedding of s; none = one ranking for every s (ablation)",
+        ),
+        OptionSpec::choice(
+            "features",
+            &["full", "magnitude"],
+            "full",
+            "fit: full = every per-weight feature; magnitude = |w| and its ranks only (ablation)",
+        ),
+        OptionSpec::int("steps", 400, "fit: optimisation steps"),
+        OptionSpec::float("lr", 3e-3, "fit: Adam learning rate (cosine-decayed to a tenth)"),
+        OptionSpec::int("members_per_step", 4, "fit: (member, sparsity) pairs averaged per step"),
+        OptionSpec::int("calib_samples", 128, "fit: calibration images per distillation call (train split)"),
+        OptionSpec::float("kd_temperature", 1.0, "fit: distillation temperature"),
+        OptionSpec::float("t_start", 1.0, "fit: straight-through sigmoid temperature at the first step"),
+        OptionSpec::float("t_end", 0.05, "fit: straight-through sigmoid temperature at the last step"),
+        OptionSpec::float("s_min", 0.3, "fit: smallest sparsity trained on"),
+        OptionSpec::float("s_max", 0.97, "fit: largest sparsity trained on"),
+        OptionSpec::choice(
+            "s_sampling",
+            &["log-compression", "uniform"],
+            "log-compression",
+            "fit: log-compression draws log(1/(1-s)) uniformly (each compression ratio equally often); uniform draws s",
+        ),
+        OptionSpec::int(
+            "val_every",
+            50,
+            "fit: steps between validations on the val members (best kept) and checkpoints",
+        ),
+        OptionSpec::int("val_samples", 512, "fit: images of the host's val slice per validation"),
+        OptionSpec::int("seed", 0, "fit: seed of initialisation, member and sparsity draws and calibration batches"),
+        OptionSpec::float(
+            "floor",
+            0.01,
+            "fit and prune: every layer keeps at least max(1, floor x its size) weights (0 = off); taken out of the budget, so sparsity stays exact",
+        ),
+        OptionSpec::choice(
+            "mask",
+            &["topk", "threshold"],
+            "topk",
+            "prune: topk keeps exactly round((1-s)p) weights; threshold keeps scores above the predicted threshold and lets the sparsity emerge",
+        ),
+    ]
+}
+
+impl Pruner for Hypernet {
+    fn info(&self) -> PrunerInfo {
+        PrunerInfo {
+            name: "hypernet".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description:
+                "a hypernetwork fitted over a zoo: reads the weights and s, outputs the mask; no data at prune time"
+                    .into(),
+            options: options(),
+            capabilities: Capabilities {
+                needs_data: false,
+                fit_needs_data: true,
+                needs_gradients: false,
+                learnable: true,
+                updates_weights: false,
+            },
+            examples: vec![
+                Example { description: "exact global top-k at 8x".into(), options: vec![], sparsity: 0.875 },
+                Example {
+                    description: "sparsity emerging from the predicted threshold".into(),
+                    options: vec!["mask=threshold".into()],
+                    sparsity: 0.75,
+                },
+            ],
+        }
+    }
+
+    fn configure(&mut self, options: &Options) -> Result<(), PluginError> {
+        let positive = |name: &str| -> Result<usize, PluginError> {
+            match options.int(name) {
+                v if v >= 1 => Ok(v as usize),
+                v => Err(PluginError::invalid_options(format!("option '{name}' must be at least 1, got {v}"))),
+            }
+        };
+        let (s_min, s_max) = (options.float("s_min"), options.float("s_max"));
+        if !(0.0 < s_min && s_min <= s_max && s_max < 1.0) {
+            return Err(PluginError::invalid_options(format!(
+                "need 0 < s_min <= s_max < 1, got s_min={s_min}, s_max={s_max}"
+            )));
+        }
+        let (t_start, t_end) = (options.float("t_start"), options.float("t_end"));
+        if !(t_start > 0.0 && t_end > 0.0 && options.float("kd_temperature") > 0.0 && options.float("lr") > 0.0) {
+            return Err(PluginError::invalid_options("temperatures and lr must be positive"));
+        }
+        let floor = options.float("floor");
+        if !(0.0..0.5).contains(&floor) {
+            return Err(PluginError::invalid_options(format!("option 'floor' must be in [0, 0.5), got {floor}")));
+        }
+        self.net = NetConfig {
+            arch: if options.str("arch") == "equivariant" { Arch::Equivariant } else { Arch::Pointwise },
+            hidden: positive("hidden")?,
+            depth: options.int("depth").max(0) as usize,
+            film: options.str("conditioning") == "film",
+        };
+        self.features = if options.str("features") == "magnitude" { FeatureSet::Magnitude } else { FeatureSet::Full };
+        self.settings = FitSettings {
+            steps: positive("steps")?,
+            lr: options.float("lr"),
+            members_per_step: positive("members_per_step")?,
+            calib_samples: positive("calib_samples")? as u64,
+            kd_temperature: options.float("kd_temperature"),
+            t_start,
+            t_end,
+            s_min,
+            s_max,
+            log_uniform: options.str("s_sampling") == "log-compression",
+            val_every: options.int("val_every").max(0) as usize,
+            val_samples: options.int("val_samples").max(0) as u64,
+            seed: options.int("seed") as u64,
+            floor,
+        };
+        self.mode = if options.str("mask") == "threshold" { MaskMode::Threshold } else { MaskMode::TopK };
+        self.options = options.to_json();
+        Ok(())
+    }
+
+    fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
+        let state = self.state.as_ref().ok_or_else(|| {
+            PluginError::failed(
+                "the hypernetwork is not fitted: fit it with `hyperprune fit --pruner hypernet` and pass its state",
+            )
+        })?;
+        if let Pattern::NM { .. } = request.pattern {
+            return Err(PluginError::not_supported("N:M patterns are not supported by the hypernetwork"));
+        }
+        let meta = &state.meta;
+        if !(meta.s_min - 1e-9..=meta.s_max + 1e-9).contains(&request.sparsity) {
+            ctx.log(
+                LogLevel::Warn,
+                &format!(
+                    "sparsity {} is outside the fitted range [{}, {}]: the mask is an extrapolation",
+                    request.sparsity, meta.s_min, meta.s_max
+                ),
+            );
+        }
+        let outcome = masks(state, model, request, self.settings.floor, self.mode)?;
+        Ok(PruneOutcome::from_keep(model, &outcome.keep))
+    }
+
+    fn fit(&mut self, zoo: &ZooRef<'_>, ctx: &Ctx<'_>) -> Result<(), PluginError> {
+        let archs: std::collections::BTreeSet<String> =
+            zoo.members.iter().map(|m| arch_name(m.model.arch_json.as_str())).collect();
+        let info = state::FitInfo {
+            zoo: zoo.name.to_string(),
+            dataset: zoo.dataset.to_string(),
+            archs: archs.into_iter().collect(),
+            options: self.options.clone(),
+            ..Default::default()
+        };
+        if let Ok(v) = std::env::var("HYPERNET_DEBUG_MASKOPT") {
+            let a: Vec<f64> = v.split(',').map(|x| x.parse().unwrap()).collect();
+            return fit::debug_maskopt(zoo, ctx, a[0], a[1] as usize, a[2], a[3], a[4]);
+        }
+        // A checkpoint loaded before `fit` (an interrupted fit) resumes when it matches.
+        let resume = self.state.take().filter(|s| s.meta.progress.is_some() && s.meta.net == self.net);
+        let fitted = fit::fit(self.net, self.features, &self.settings, zoo, resume, ctx, info)?;
+        ctx.info(&format!(
+            "fitted in {:.1} s: {} steps, best val retention {}",
+            fitted.meta.fit.seconds,
+            fitted.meta.fit.steps,
+            fitted
+                .meta
+                .fit
+                .val_retention
+                .map_or("n/a".into(), |r| format!("{r:.4} at step {}", fitted.meta.fit.best_step))
+        ));
+        self.state = Some(fitted);
+        Ok(())
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, PluginError> {
+        self.state.as_ref().map(State::to_bytes).ok_or_else(|| PluginError::failed("nothing to save: not fitted"))
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), PluginError> {
+        let state = State::from_bytes(bytes)?;
+        if state.meta.progress.is_none() {
+            // A finished state brings its own network; fit options no longer apply.
+            self.net = state.meta.net;
+            self.features = feature_set(&state.meta.features)?;
+        }
+        self.state = Some(state);
+        Ok(())
+    }
+}
+
+fn feature_set(name: &str) -> Result<FeatureSet, PluginError> {
+    match name {
+        "full" => Ok(FeatureSet::Full),
+        "magnitude" => Ok(FeatureSet::Magnitude),
+        other => Err(PluginError::new(ErrorKind::InvalidState, format!("unknown feature set '{other}' in the state"))),
+    }
+}
+
+/// The `name` of an architecture JSON, or `"unknown"`.
+fn arch_name(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The mask a fitted state gives `model` for `request`: one forward pass on the CPU.
+///
+/// # Errors
+/// A model the encoder cannot read, or a finished state's unknown feature set.
+pub fn masks(
+    state: &State,
+    model: &ModelRef<'_>,
+    request: &PruneRequest,
+    floor: f64,
+    mode: MaskMode,
+) -> Result<Mask, PluginError> {
+    let set = feature_set(&state.meta.features)?;
+    let encoded = encode(model, set).map_err(PluginError::failed)?;
+    let (mut scores, threshold) = infer::forward(&state.meta.net, &state.params, &encoded, request.sparsity);
+    if mode == MaskMode::Threshold {
+        scores.iter_mut().for_each(|s| *s -= threshold);
+    }
+    let layers = fit::split_layers(&encoded, &scores);
+    Ok(mask::build(&layers, request, floor, mode))
+}
+
+export_pruner!(Hypernet);
+
+#[cfg(test)]
+mod tests {
+    use hyperprune_sdk::abi_stable::std_types::{RResult, RSlice, RStr};
+    use hyperprune_sdk::rng::SplitMix64;
+    use hyperprune_sdk::{LossAndGrad, MemberRef, NoData, TestHost};
+
+    use super::testing::{TestNet, model, permutation};
+    use super::*;
+
+    /// A fitted-looking state: random parameters everywhere, so that no part of the network
+    /// is trivially zero.
+    fn random_state(arch: Arch, seed: u64) -> State {
+        let net = NetConfig { arch, hidden: 8, depth: 2, film: true };
+        let mut params = Params::init(&net, seed);
+        let mut rng = SplitMix64::new(seed);
+        for p in &mut params.list {
+            p.values.iter_mut().for_each(|v| *v += 0.3 * (rng.next_f32() - 0.5));
+        }
+        let settings = Hypernet::default().settings;
+        State { meta: fit::meta(&net, FeatureSet::Full, &settings, Default::default(), None), params, resume: None }
+    }
+
+    fn prune(state: &State, net: &TestNet, s: f64) -> Vec<Vec<bool>> {
+        net.with_view(|m| masks(state, &m, &PruneRequest::global(s, 0), 0.01, MaskMode::TopK).unwrap().keep)
+    }
+
+    #[test]
+    fn permuting_hidden_units_permutes_the_mask_the_same_way() {
+        for arch in [Arch::Pointwise, Arch::Equivariant] {
+            let state = random_state(arch, 5);
+            let net = TestNet::cnn_s(1, 11);
+            // Conv channels (conv → conv), channels before the flatten (conv → linear), and
+            // hidden units of a linear layer (linear → linear).
+            for (layer, seed) in [(1usize, 1u64), (2, 2), (3, 3)] {
+                let perm = permutation(net.shapes[layer][0] as usize, seed);
+                let mut moved = net.clone();
+                moved.permute_units(layer, &perm);
+                for s in [0.5, 0.875, 0.96875] {
+                    let (a, b) = (prune(&state, &net, s), prune(&state, &moved, s));
+                    // The permuted network's masks, permuted back, are the original's.
+                    let mut back = moved.clone();
+                    back.weights = b.iter().map(|k| k.iter().map(|&x| f32::from(u8::from(x))).collect()).collect();
+                    let inverse: Vec<usize> = {
+                        let mut inv = vec![0; perm.len()];
+                        perm.iter().enumerate().for_each(|(j, &src)| inv[src] = j);
+                        inv
+                    };
+                    back.permute_units(layer, &inverse);
+                    let restored: Vec<Vec<bool>> =
+                        back.weights.iter().map(|w| w.iter().map(|&x| x > 0.5).collect()).collect();
+                    assert_eq!(restored, a, "{arch:?}, layer {layer}, s = {s}");
+                    assert_ne!(b, a, "the permutation must move something ({arch:?}, layer {layer})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_state_prunes_cnn_s_lenet5_and_a_wider_cnn_s_to_the_exact_sparsity() {
+        let mut rng = SplitMix64::new(9);
+        for arch in [Arch::Pointwise, Arch::Equivariant] {
+            let state = random_state(arch, 8);
+            for net in [TestNet::cnn_s(1, 1), TestNet::lenet5(2), TestNet::cnn_s(2, 3)] {
+                let p: usize = net.weights.iter().map(Vec::len).sum();
+                for _ in 0..50 {
+                    let s = 0.3 + 0.67 * rng.next_f64();
+                    let keep = prune(&state, &net, s);
+                    let pruned = keep.iter().flatten().filter(|&&k| !k).count();
+                    assert_eq!(pruned, PruneRequest::global(s, 0).pruned_count(p), "{} s = {s}", net.arch);
+                    assert!(keep.iter().all(|k| k.iter().any(|&x| x)), "a layer was emptied");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pruning_needs_no_data_and_an_unfitted_pruner_says_how_to_fit() {
+        let net = TestNet::cnn_s(1, 4);
+        let mut h = Hypernet::default();
+        let request = PruneRequest::global(0.75, 0);
+        let err = net.with_view(|m| h.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap_err());
+        assert!(err.message.contains("hyperprune fit --pruner hypernet"), "{err}");
+        h.state = Some(random_state(Arch::Pointwise, 1));
+        // NoData refuses every data service: pruning never asks for one.
+        let outcome = net.with_view(|m| h.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap());
+        assert_eq!(outcome.layers.len(), 5);
+        assert_eq!(outcome.pruned_count(), request.pruned_count(net.weights.iter().map(Vec::len).sum()));
+    }
+
+    /// A stand-in distillation: pruning weight `i` costs `w_i²`, so the best mask keeps the
+    /// largest weights and the gradient with respect to the mask is `−w²` (zero mask = all
+    /// pruned).
+    fn quadratic_host<'a>() -> TestHost<'a> {
+        TestHost::new().with_distill(|model, mask, _calib, _t| {
+            let w = model.flat_weights();
+            let loss = w.iter().zip(mask).map(|(w, m)| ((1.0 - m) * w * w) as f64).sum();
+            RResult::ROk(LossAndGrad { loss, grad: w.iter().map(|w| -w * w).collect::<Vec<f32>>().into() })
+        })
+    }
+
+    fn fitted(arch: &str, seed: u64, nets: &[TestNet]) -> Hypernet {
+        let mut h = Hypernet::default();
+        let schema = h.info().options;
+        let given = [format!("arch={arch}"), "steps=12".into(), "members_per_step=2".into(), format!("seed={seed}")];
+        let map = Options::from_assignments(&schema, &given).unwrap();
+        h.configure(&Options::from_json(&schema, &map).unwrap()).unwrap();
+        let parts: Vec<_> = nets.iter().map(TestNet::parts).collect();
+        let members: Vec<MemberRef<'_>> = nets
+            .iter()
+            .zip(&parts)
+            .map(|(n, (l, o))| MemberRef {
+                id: RStr::from_str("m"),
+                model: model(&n.arch, l, o),
+                dense_accuracy: 0.9,
+                hyperparams_json: RStr::from_str("{}"),
+            })
+            .collect();
+        let zoo = ZooRef {
+            name: RStr::from_str("test"),
+            dataset: RStr::from_str("none"),
+            members: RSlice::from_slice(&members),
+            val: RSlice::from_slice(&[]),
+        };
+        let host = quadratic_host();
+        h.fit(&zoo, &Ctx::from_impl(&host)).unwrap();
+        h
+    }
+
+    #[test]
+    fn fitting_is_deterministic_and_a_reloaded_state_gives_the_same_masks() {
+        let nets = [TestNet::cnn_s(1, 21), TestNet::cnn_s(1, 22)];
+        for arch in ["pointwise", "equivariant"] {
+            let a = fitted(arch, 3, &nets);
+            let b = fitted(arch, 3, &nets);
+            let c = fitted(arch, 4, &nets);
+            let params = |h: &Hypernet| h.state.as_ref().unwrap().params.clone();
+            assert_eq!(params(&a), params(&b), "{arch}: equal seeds, equal fits");
+            assert_ne!(params(&a), params(&c), "{arch}: the seed must matter");
+            assert_ne!(params(&a), Params::init(&a.net, 3), "{arch}: fitting must move the parameters");
+            let mut reloaded = Hypernet::default();
+            reloaded.load_state(&a.save_state().unwrap()).unwrap();
+            let test = TestNet::lenet5(30);
+            for s in [0.5, 0.9] {
+                let request = PruneRequest::global(s, 0);
+                let one = test.with_view(|m| a.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap());
+                let two = test.with_view(|m| reloaded.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap());
+                assert_eq!(one, two, "{arch}: s = {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_where_the_fit_stopped() {
+        // A fit of 12 steps equals one of 6 steps checkpointed and resumed for 6 more.
+        let nets = [TestNet::cnn_s(1, 41)];
+        let whole = fitted("pointwise", 7, &nets);
+        let mut h = Hypernet::default();
+        let schema = h.info().options;
+        let opts = |steps: usize| {
+            let given = [format!("steps={steps}"), "members_per_step=2".into(), "seed=7".into(), "val_every=6".into()];
+            Options::from_json(&schema, &Options::from_assignments(&schema, &given).unwrap()).unwrap()
+        };
+        h.configure(&opts(12)).unwrap();
+        let parts = nets[0].parts();
+        let members = [MemberRef {
+            id: RStr::from_str("m"),
+            model: model(&nets[0].arch, &parts.0, &parts.1),
+            dense_accuracy: 0.9,
+            hyperparams_json: RStr::from_str("{}"),
+        }];
+        let zoo = ZooRef {
+            name: RStr::from_str("test"),
+            dataset: RStr::from_str("none"),
+            members: RSlice::from_slice(&members),
+            val: RSlice::from_slice(&[]),
+        };
+        let host = quadratic_host();
+        h.fit(&zoo, &Ctx::from_impl(&host)).unwrap();
+        assert_eq!(h.state.as_ref().unwrap().params, whole.state.as_ref().unwrap().params);
+        let checkpoints = host.checkpoints();
+        assert_eq!(checkpoints.len(), 1, "one checkpoint, at step 6 (none at the end)");
+        let mut resumed = Hypernet::default();
+        resumed.configure(&opts(12)).unwrap();
+        resumed.load_state(&checkpoints[0]).unwrap();
+        resumed.fit(&zoo, &Ctx::from_impl(&quadratic_host())).unwrap();
+        assert_eq!(resumed.state.unwrap().params, whole.state.unwrap().params);
+    }
+}

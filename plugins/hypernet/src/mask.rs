@@ -1,0 +1,144 @@
+//! From scores to a mask: exact global top-k with a per-layer floor, per-layer top-k, or a
+//! threshold at zero (the sparsity then emerges from the scores).
+//!
+//! The floor keeps the `max(1, ⌈floor · n_l⌉)` best-scored weights of every layer whatever
+//! the global ranking says, so that no layer is cut off (a network with an empty layer
+//! outputs a constant). It is taken out of the kept budget, so the achieved sparsity still
+//! equals the request exactly.
+
+use hyperprune_sdk::{PruneRequest, Scope, masking};
+
+/// How scores become a mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskMode {
+    /// Keep exactly `round((1 − s) · p)` weights: the best scores (and the floors).
+    TopK,
+    /// Keep every weight whose score is above zero (and the floors).
+    Threshold,
+}
+
+/// A mask and where its boundary lies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mask {
+    /// Keep masks, one per layer.
+    pub keep: Vec<Vec<bool>>,
+    /// Flat index (layer order) of the lowest-scored weight kept by the ranking (not by a
+    /// floor), when there is one: the weight at the boundary.
+    pub boundary: Option<usize>,
+    /// Score midway between the lowest kept and the highest pruned weight (by the ranking).
+    pub threshold: f32,
+}
+
+impl Mask {
+    /// The mask as 0/1 floats, layer order.
+    pub fn as_f32(&self) -> Vec<f32> {
+        self.keep.iter().flatten().map(|&k| if k { 1.0 } else { 0.0 }).collect()
+    }
+
+    /// Fraction of weights pruned.
+    pub fn sparsity(&self) -> f64 {
+        let total: usize = self.keep.iter().map(Vec::len).sum();
+        let kept: usize = self.keep.iter().flatten().filter(|&&k| k).count();
+        if total == 0 { 0.0 } else { 1.0 - kept as f64 / total as f64 }
+    }
+}
+
+/// How many weights each layer keeps whatever the ranking: `max(1, ⌈floor · n_l⌉)` (none when
+/// `floor` is 0), scaled down when together they would exceed `budget`.
+pub fn floors(sizes: &[usize], floor: f64, budget: usize) -> Vec<usize> {
+    if floor <= 0.0 {
+        return vec![0; sizes.len()];
+    }
+    let want: Vec<usize> = sizes.iter().map(|&n| ((floor * n as f64).ceil() as usize).max(1).min(n)).collect();
+    let total: usize = want.iter().sum();
+    if total <= budget {
+        return want;
+    }
+    want.iter().map(|&f| f * budget / total).collect()
+}
+
+/// The mask for `request` from per-layer `scores` (higher = keep).
+pub fn build(scores: &[&[f32]], request: &PruneRequest, floor: f64, mode: MaskMode) -> Mask {
+    let sizes: Vec<usize> = scores.iter().map(|s| s.len()).collect();
+    let p: usize = sizes.iter().sum();
+    if request.scope == Scope::PerLayer && mode == MaskMode::TopK {
+        let keep = masking::per_layer_keep(scores, request.sparsity);
+        return Mask { boundary: None, threshold: f32::NAN, keep };
+    }
+    let budget = p - request.pruned_count(p);
+    let floors = floors(&sizes, floor, budget);
+    // Floors are reserved by lifting their scores above every other score.
+    let mut lifted: Vec<Vec<f32>> = scores.iter().map(|s| s.to_vec()).collect();
+    for (layer, &f) in lifted.iter_mut().zip(&floors) {
+        for i in masking::top_indices(layer, f) {
+            layer[i] = f32::INFINITY;
+        }
+    }
+    let views: Vec<&[f32]> = lifted.iter().map(Vec::as_slice).collect();
+    let keep = match mode {
+        MaskMode::TopK => masking::global_keep(&views, request.sparsity),
+        MaskMode::Threshold => views.iter().map(|s| s.iter().map(|&v| v > 0.0).collect()).collect(),
+    };
+    let (mut low_kept, mut high_pruned) = ((f32::INFINITY, None), f32::NEG_INFINITY);
+    let mut at = 0;
+    for (layer, k) in views.iter().zip(&keep) {
+        for (i, (&v, &kept)) in layer.iter().zip(k).enumerate() {
+            if kept && v.is_finite() && v < low_kept.0 {
+                low_kept = (v, Some(at + i));
+            } else if !kept && v > high_pruned {
+                high_pruned = v;
+            }
+        }
+        at += layer.len();
+    }
+    let threshold = match (low_kept.0.is_finite(), high_pruned.is_finite()) {
+        (true, true) => 0.5 * (low_kept.0 + high_pruned),
+        (true, false) => low_kept.0,
+        (false, true) => high_pruned,
+        (false, false) => 0.0,
+    };
+    Mask { keep, boundary: low_kept.1, threshold }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyperprune_sdk::rng::SplitMix64;
+
+    #[test]
+    fn top_k_is_exact_for_many_sparsities_and_keeps_every_floor() {
+        let mut rng = SplitMix64::new(7);
+        let sizes = [150usize, 2400, 30, 10];
+        let scores: Vec<Vec<f32>> =
+            sizes.iter().enumerate().map(|(l, &n)| (0..n).map(|_| rng.next_f32() + l as f32).collect()).collect();
+        let views: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
+        let p: usize = sizes.iter().sum();
+        for _ in 0..50 {
+            let s = 0.3 + 0.69 * rng.next_f64();
+            let request = PruneRequest::global(s, 0);
+            let mask = build(&views, &request, 0.01, MaskMode::TopK);
+            let pruned = mask.keep.iter().flatten().filter(|&&k| !k).count();
+            assert_eq!(pruned, request.pruned_count(p), "s = {s}");
+            // Layer 0 has the lowest scores: only its floor survives high sparsities.
+            assert!(mask.keep.iter().all(|k| k.iter().any(|&x| x)), "a layer was emptied at s = {s}");
+        }
+    }
+
+    #[test]
+    fn floors_never_exceed_the_budget() {
+        assert_eq!(floors(&[100, 1000], 0.01, 1000), vec![1, 10]);
+        assert_eq!(floors(&[100, 1000], 0.0, 1000), vec![0, 0]);
+        assert!(floors(&[100, 1000, 5], 0.5, 10).iter().sum::<usize>() <= 10);
+    }
+
+    #[test]
+    fn threshold_mode_keeps_positive_scores_and_the_boundary_is_between() {
+        let a = [-1.0f32, 0.5, 2.0, -0.2];
+        let mask = build(&[&a], &PruneRequest::global(0.5, 0), 0.0, MaskMode::Threshold);
+        assert_eq!(mask.keep[0], vec![false, true, true, false]);
+        let mask = build(&[&a], &PruneRequest::global(0.5, 0), 0.0, MaskMode::TopK);
+        assert_eq!(mask.keep[0], vec![false, true, true, false]);
+        assert_eq!(mask.boundary, Some(1));
+        assert!((mask.threshold - 0.15).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,229 @@
+//! The fitted state on disk: safetensors holding the network's parameters, with a JSON
+//! description in the metadata (format and plugin version, the network's configuration,
+//! the sparsity range and the zoo it was fitted on, fit metrics). A checkpoint of a running
+//! fit is the same file with the optimiser's moments, the best parameters so far and the
+//! step reached.
+
+use std::collections::HashMap;
+
+use hyperprune_sdk::{ErrorKind, PluginError};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::network::{NetConfig, Param, Params};
+
+/// The metadata key holding [`Meta`] as JSON.
+pub const META_KEY: &str = "hyperprune.hypernet";
+
+/// What a state file says of itself.
+pub const FORMAT: &str = "hyperprune-hypernet";
+
+/// Bumped when the meaning of a state changes; older states are refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything about a state except its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The plugin version that wrote it.
+    pub plugin_version: String,
+    /// The SDK version of that plugin.
+    pub sdk_version: String,
+    /// The network.
+    pub net: NetConfig,
+    /// `full` or `magnitude`.
+    pub features: String,
+    /// The sparsity range fitted on.
+    pub s_min: f64,
+    /// The sparsity range fitted on.
+    pub s_max: f64,
+    /// Where and how it was fitted.
+    pub fit: FitInfo,
+    /// Present in checkpoints of an unfinished fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// Where and how a state was fitted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FitInfo {
+    /// Zoo name.
+    pub zoo: String,
+    /// Dataset of the zoo.
+    pub dataset: String,
+    /// Architecture names of the train members.
+    pub archs: Vec<String>,
+    /// Train members fitted on.
+    pub train_members: usize,
+    /// Val members used for selection.
+    pub val_members: usize,
+    /// Optimisation steps.
+    pub steps: usize,
+    /// The step whose parameters were kept (best val retention).
+    pub best_step: usize,
+    /// Mean val retention of the kept parameters (NaN serialises as null: no val members).
+    pub val_retention: Option<f64>,
+    /// Wall time of the fit, seconds.
+    pub seconds: f64,
+    /// The fit options, as given.
+    pub options: serde_json::Value,
+}
+
+/// Where an unfinished fit stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Steps done.
+    pub step: usize,
+    /// Best val retention so far, and its step.
+    pub best: Option<(f64, usize)>,
+    /// Wall time spent so far.
+    pub seconds: f64,
+}
+
+/// A state: metadata, parameters, and for a checkpoint the optimiser's moments and the best
+/// parameters so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// Metadata.
+    pub meta: Meta,
+    /// The network's parameters.
+    pub params: Params,
+    /// Checkpoints only: Adam's first and second moments, and the best parameters.
+    pub resume: Option<Resume>,
+}
+
+/// What a checkpoint adds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// Adam's first moments.
+    pub first: Params,
+    /// Adam's second moments.
+    pub second: Params,
+    /// Best parameters so far.
+    pub best: Params,
+}
+
+impl State {
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut groups: Vec<(&str, &Params)> = vec![("net", &self.params)];
+        if let Some(r) = &self.resume {
+            groups.extend([("adam_m", &r.first), ("adam_v", &r.second), ("best", &r.best)]);
+        }
+        let bytes: Vec<(String, [usize; 2], Vec<u8>)> = groups
+            .iter()
+            .flat_map(|(group, params)| {
+                params.list.iter().map(move |p| {
+                    (format!("{group}.{}", p.name), p.shape, p.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+                })
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = bytes
+            .iter()
+            .map(|(name, shape, b)| {
+                (name.clone(), TensorView::new(Dtype::F32, shape.to_vec(), b).expect("shape matches the values"))
+            })
+            .collect();
+        let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&self.meta).expect("serialisable"))]);
+        safetensors::tensor::serialize(views, Some(meta)).expect("in-memory serialisation cannot fail")
+    }
+
+    /// Parses a state written by [`State::to_bytes`].
+    ///
+    /// # Errors
+    /// Kind [`ErrorKind::InvalidState`] saying what is wrong: not safetensors, not a
+    /// hypernet state, another format version, missing or misshapen tensors.
+    pub fn from_bytes(bytes: &[u8]) -> Result<State, PluginError> {
+        let invalid = |m: String| PluginError::new(ErrorKind::InvalidState, m);
+        let (_, metadata) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| invalid(format!("not a hypernet state (expected safetensors): {e}")))?;
+        let json = metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY).cloned())
+            .ok_or_else(|| invalid(format!("not a hypernet state: no '{META_KEY}' metadata")))?;
+        let meta: Meta = serde_json::from_str(&json).map_err(|e| invalid(format!("hypernet state metadata: {e}")))?;
+        if meta.format != FORMAT || meta.format_version != FORMAT_VERSION {
+            return Err(invalid(format!(
+                "state format '{}' v{} (plugin {}), expected '{FORMAT}' v{FORMAT_VERSION}: refit with this version",
+                meta.format, meta.format_version, meta.plugin_version
+            )));
+        }
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| invalid(format!("hypernet state tensors: {e}")))?;
+        let layout = Params::init(&meta.net, 0);
+        let read = |group: &str| -> Result<Params, PluginError> {
+            let list = layout
+                .list
+                .iter()
+                .map(|p| {
+                    let name = format!("{group}.{}", p.name);
+                    let t = tensors.tensor(&name).map_err(|_| invalid(format!("state lacks tensor '{name}'")))?;
+                    if t.dtype() != Dtype::F32 || t.shape() != p.shape {
+                        return Err(invalid(format!(
+                            "tensor '{name}' is {:?} {:?}, expected F32 {:?}",
+                            t.dtype(),
+                            t.shape(),
+                            p.shape
+                        )));
+                    }
+                    let values =
+                        t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    Ok(Param { name: p.name.clone(), shape: p.shape, values })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Params { list })
+        };
+        let params = read("net")?;
+        let resume = if meta.progress.is_some() {
+            Some(Resume { first: read("adam_m")?, second: read("adam_v")?, best: read("best")? })
+        } else {
+            None
+        };
+        Ok(State { meta, params, resume })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::Arch;
+
+    fn state() -> State {
+        let net = NetConfig { arch: Arch::Equivariant, hidden: 4, depth: 1, film: true };
+        State {
+            meta: Meta {
+                format: FORMAT.into(),
+                format_version: FORMAT_VERSION,
+                plugin_version: "0.1.0".into(),
+                sdk_version: "0.2.0".into(),
+                net,
+                features: "full".into(),
+                s_min: 0.3,
+                s_max: 0.97,
+                fit: FitInfo::default(),
+                progress: None,
+            },
+            params: Params::init(&net, 3),
+            resume: None,
+        }
+    }
+
+    #[test]
+    fn a_state_round_trips_and_garbage_is_refused_with_invalid_state() {
+        let s = state();
+        assert_eq!(State::from_bytes(&s.to_bytes()).unwrap(), s);
+        let e = State::from_bytes(b"not a state at all").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidState);
+        let mut bytes = s.to_bytes();
+        let n = bytes.len();
+        bytes.truncate(n - 10);
+        assert_eq!(State::from_bytes(&bytes).unwrap_err().kind, ErrorKind::InvalidState);
+        let mut other = state();
+        other.meta.format_version = 99;
+        let e = State::from_bytes(&other.to_bytes()).unwrap_err();
+        assert!(e.message.contains("v99"), "{e}");
+    }
+}
