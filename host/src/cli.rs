@@ -499,8 +499,9 @@ pub struct EvalArgs {
 /// `hyperprune demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Zoo members to train on the embedded digits data (half train, half test).
-    #[arg(long, default_value_t = 24)]
+    /// Zoo members to train on the embedded digits data (half train, an eighth val, the
+    /// rest test).
+    #[arg(long, default_value_t = 32)]
     pub members: usize,
     /// Epochs per member.
     #[arg(long, default_value_t = 8)]

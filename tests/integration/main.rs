@@ -6,4 +6,5 @@ mod data_aware;
 mod fashion;
 mod fitting;
 mod fixtures;
+mod hypernet;
 mod plugins;

@@ -41,6 +41,20 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let sparsities = sparsities(&args)?;
     let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose().map_err(bad_input)?;
     let mut pruners = configure_pruners(&registry, &args.pruners, &args.options)?;
+    if args.pruners.iter().any(|n| n == "all") && zoo.members(Split::Train).is_empty() {
+        // `all` on a zoo with nothing to fit on: the learnable pruners without a state sit out.
+        pruners.retain(|p| {
+            let keep = !p.learnable() || p.state_file.is_some();
+            if !keep {
+                tracing::warn!(
+                    "{}: skipped, the zoo has no train members to fit it on (pass --opt {}.state=FILE)",
+                    p.name(),
+                    p.name()
+                );
+            }
+            keep
+        });
+    }
     let data = super::zoo::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
 

@@ -1,7 +1,8 @@
 //! `hyperprune demo`: the whole pipeline on the embedded digits data, no set-up: train a
-//! small `cnn-digits` zoo, bench every installed pruner at compression 2–32 on its test
-//! members (learned pruners fit on its train members first), print the table and the
-//! path of the HTML report.
+//! small `cnn-digits` zoo (half train, an eighth val, the rest test members), bench every
+//! installed pruner at compression 2–32 on its test members (learned pruners, such as the
+//! hypernetwork, fit on its train members and select on its val members first), print the
+//! table and the path of the HTML report.
 
 use crate::cli::{BenchArgs, DataArgs, DemoArgs, GlobalArgs, OptimizerArg, ScopeArg, ZooTrainArgs};
 
@@ -30,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             optimizer: OptimizerArg::Adam,
             momentum: 0.9,
             vary: vec!["seed".into(), "init".into(), "lr".into(), "weight-decay".into()],
-            split: vec![0.5, 0.0, 0.5],
+            split: vec![0.5, 0.125, 0.375],
             seed: args.seed,
             out: zoo_dir.clone(),
             chunk: 24,
@@ -39,7 +40,10 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         },
     )?;
     if !global.quiet {
-        println!("2/2 benchmarking every installed pruner on the test members at compression 2, 4, 8, 16, 32");
+        println!(
+            "2/2 fitting the learnable pruners on the train members, then benchmarking every installed pruner on \
+             the test members at compression 2, 4, 8, 16, 32"
+        );
     }
     super::bench::run(
         global,

@@ -32,10 +32,13 @@ pub const NAMES: [&str; FEATURES] = [
     "|w|/rms_model",
     "distance of the position from the centre",
     "incoming norm of the input unit / layer mean",
+    "rank of the path saliency in layer",
+    "rank of the path saliency in model",
+    "outgoing norm of the output unit / layer mean",
 ];
 
 /// Number of features per weight.
-pub const FEATURES: usize = 20;
+pub const FEATURES: usize = 23;
 
 /// Column of the model-wide magnitude rank: the hypernetwork's score starts from it (a
 /// residual on global magnitude pruning).
@@ -101,8 +104,35 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
     let model_rms = rms(&abs_all).max(1e-12);
     let depth_den = (views.len().max(2) - 1) as f32;
     let biases: Vec<Option<&[f32]>> = model.layers().iter().map(|l| bias_of(model, l.name())).collect();
+    let (forward_flow, backward_flow) = path_flows(&views, &weights);
+    let saliency: Vec<Vec<f32>> = views
+        .iter()
+        .zip(&weights)
+        .enumerate()
+        .map(|(l, (view, w))| {
+            w.iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    let (o, i) = (j / view.fan_in().max(1), (j / view.k) % view.inp);
+                    v.abs() * forward_flow[l][i] * backward_flow[l][o]
+                })
+                .collect()
+        })
+        .collect();
+    let saliency_model_rank = percentile_ranks(&saliency.concat());
     let mut offset = 0;
     for (l, (view, w)) in views.iter().zip(&weights).enumerate() {
+        let saliency_rank = percentile_ranks(&saliency[l]);
+        // How much each output unit is read downstream: its column in the next layer.
+        let outgoing: Option<Vec<f32>> = views.get(l + 1).filter(|n| n.inp == view.out).map(|n| {
+            let mut sq = vec![0f32; view.out];
+            for (j, v) in weights[l + 1].iter().enumerate() {
+                sq[(j / n.k) % n.inp] += v * v;
+            }
+            let norms: Vec<f32> = sq.iter().map(|s| s.sqrt()).collect();
+            let m = mean(&norms).max(1e-12);
+            norms.iter().map(|x| x / m).collect()
+        });
         let abs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
         let layer_rms = rms(w).max(1e-12);
         let (abs_mean, abs_std) = mean_std(&abs);
@@ -167,6 +197,9 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
             row[17] = abs[j] / model_rms;
             row[18] = (0.5 * (ky * ky + kx * kx)).sqrt();
             row[19] = incoming.as_ref().map_or(0.0, |n| clamp(n[i]));
+            row[20] = saliency_rank[j];
+            row[21] = saliency_model_rank[offset + j];
+            row[22] = outgoing.as_ref().map_or(1.0, |n| clamp(n[o]));
         }
         offset += view.len();
     }
@@ -180,6 +213,43 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
         }
     }
     Ok(Encoded { views, data })
+}
+
+/// Data-free path flows (as in SynFlow, on the unit graph): with `A_l[o][i] = Σ_k |W_l[o,i,k]|`,
+/// the forward flow into each input unit of layer `l` (all-ones input, `f ← A f`) and the
+/// backward flow out of each output unit (`b ← Aᵀ b` from ones at the logits), each scaled
+/// to mean 1 per layer so that depth does not overflow them. A weight's path saliency is
+/// `|w| · f_in · b_out`: how much signal flows through it.
+fn path_flows(views: &[LayerView], weights: &[&[f32]]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let unit = |n: usize| vec![1f32; n];
+    let normalise = |mut v: Vec<f32>| {
+        let m = mean(&v).max(1e-30);
+        v.iter_mut().for_each(|x| *x /= m);
+        v
+    };
+    let mut forward = Vec::with_capacity(views.len());
+    let mut flow: Option<Vec<f32>> = None;
+    for (view, w) in views.iter().zip(weights) {
+        let input = flow.take().filter(|f| f.len() == view.inp).unwrap_or_else(|| unit(view.inp));
+        let mut out = vec![0f32; view.out];
+        for (j, v) in w.iter().enumerate() {
+            out[j / view.fan_in().max(1)] += v.abs() * input[(j / view.k) % view.inp];
+        }
+        forward.push(input);
+        flow = Some(normalise(out));
+    }
+    let mut backward = vec![Vec::new(); views.len()];
+    let mut flow: Option<Vec<f32>> = None;
+    for (l, (view, w)) in views.iter().zip(weights).enumerate().rev() {
+        let output = flow.take().filter(|f| f.len() == view.out).unwrap_or_else(|| unit(view.out));
+        let mut inp = vec![0f32; view.inp];
+        for (j, v) in w.iter().enumerate() {
+            inp[(j / view.k) % view.inp] += v.abs() * output[j / view.fan_in().max(1)];
+        }
+        backward[l] = output;
+        flow = Some(normalise(inp));
+    }
+    (forward, backward)
 }
 
 /// The bias belonging to weight tensor `name` (`"3.weight"` → `"3.bias"`).

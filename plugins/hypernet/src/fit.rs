@@ -21,9 +21,9 @@ use hyperprune_sdk::{
     CalibRequest, Ctx, DataSplit, ErrorKind, LogLevel, MemberRef, ModelBuf, ModelRef, PluginError, PruneRequest,
 };
 
-use crate::features::{Encoded, FeatureSet, encode};
+use crate::features::{Encoded, FEATURES, FeatureSet, MODEL_RANK, encode};
 use crate::mask::{self, MaskMode};
-use crate::network::{self, NetConfig, Params, feature_tensor, forward};
+use crate::network::{self, Allocation, NetConfig, Params, feature_tensor, forward};
 use crate::state::{FitInfo, Meta, Progress, Resume, State};
 
 type Train = Autodiff<Flex>;
@@ -274,20 +274,29 @@ fn member_step(
         params.tensors::<Train>(&device).into_iter().map(|t| t.require_grad()).collect();
     let out = forward(net, params, &leaves, &member.encoded, member.x.clone(), s);
     let scores = network::values(out.scores.clone());
-    let hard = hard_mask(&member.encoded, &scores, s, settings.floor);
+    let hard = select(net.allocation, &member.encoded, &scores, s, settings.floor);
     let spread = std_dev(&scores).max(1e-6);
     let distill = ctx.masked_distill_loss_and_grad(&member.model, &hard.as_f32(), calib, settings.kd_temperature)?;
     let p = scores.len();
-    // Each pair's gradient is scaled to unit RMS: otherwise the pairs at high sparsity, whose
-    // losses and gradients are largest, would drown the others out.
-    let rms = (distill.grad.iter().map(|g| (*g as f64).powi(2)).sum::<f64>() / p.max(1) as f64).sqrt();
-    let unit: Vec<f32> = distill.grad.iter().map(|g| (*g as f64 / rms.max(1e-12)) as f32).collect();
-    let g = Tensor::<Train, 1>::from_data(TensorData::new(unit, [p]), &device);
     let width = (temperature * spread as f64) as f32;
-    let soft = activation::sigmoid((out.scores - hard.threshold).div_scalar(width));
+    let thresholds = hard.per_weight();
+    // Under a magnitude allocation each layer has its own budget, so its own multiplier.
+    let groups: Vec<usize> = match net.allocation {
+        Allocation::Learned => vec![0; p],
+        Allocation::Magnitude => {
+            hard.keep.iter().enumerate().flat_map(|(l, k)| std::iter::repeat_n(l, k.len())).collect()
+        }
+    };
+    let unit = constrained_gradient(&distill.grad, &scores, &thresholds, &groups, width);
+    let g = Tensor::<Train, 1>::from_data(TensorData::new(unit, [p]), &device);
+    let boundary = Tensor::<Train, 1>::from_data(TensorData::new(thresholds, [p]), &device);
+    let soft = activation::sigmoid((out.scores - boundary).div_scalar(width));
     let surrogate = (soft * g).sum();
-    let threshold_loss = (out.threshold - hard.threshold).powf_scalar(2.0).sum();
-    let total = surrogate + threshold_loss;
+    // The threshold head learns the global boundary (what `mask=threshold` prunes at).
+    let total = match net.allocation {
+        Allocation::Learned => surrogate + (out.threshold - hard.thresholds[0]).powf_scalar(2.0).sum(),
+        Allocation::Magnitude => surrogate,
+    };
     let backward = total.backward();
     for (acc, leaf) in grads.iter_mut().zip(&leaves) {
         if let Some(g) = leaf.grad(&backward) {
@@ -298,10 +307,80 @@ fn member_step(
     Ok(distill.loss)
 }
 
-/// The top-k mask of `scores` for a global request at `s`.
-pub fn hard_mask(encoded: &Encoded, scores: &[f32], s: f64, floor: f64) -> mask::Mask {
+/// The distillation gradient with respect to the mask, made fit for a top-k mask.
+///
+/// Almost every weight has a negative gradient (keeping more is always closer to the dense
+/// model), so the raw gradient mostly says "raise every score": meaningless under a fixed
+/// budget, and harmful through a network whose outputs shift whole layers together. Under
+/// the constraint `Σ m = k` the useful part is the gradient minus its mean over the
+/// boundary (the Lagrange multiplier; one per budget: the model's, or each layer's under a
+/// magnitude allocation), weighted by the straight-through window
+/// `σ'((score − τ)/width)`: what remains says which weights to swap in and which out.
+/// Each pair's result is scaled to unit RMS over that window, so that pairs at high
+/// sparsity, whose gradients are largest, do not drown the others out.
+fn constrained_gradient(grad: &[f32], scores: &[f32], thresholds: &[f32], groups: &[usize], width: f32) -> Vec<f32> {
+    let window: Vec<f64> = scores
+        .iter()
+        .zip(thresholds)
+        .map(|(&s, &t)| {
+            let z = ((s - t) / width) as f64;
+            let sig = 1.0 / (1.0 + (-z).exp());
+            sig * (1.0 - sig)
+        })
+        .collect();
+    let n = groups.iter().max().map_or(0, |g| g + 1);
+    let (mut weight, mut sum) = (vec![0f64; n], vec![0f64; n]);
+    for ((&g, &w), &d) in grad.iter().zip(&window).zip(groups) {
+        weight[d] += w;
+        sum[d] += g as f64 * w;
+    }
+    let multiplier: Vec<f64> = sum.iter().zip(&weight).map(|(s, w)| s / w.max(1e-30)).collect();
+    let centred: Vec<f64> = grad.iter().zip(groups).map(|(&g, &d)| g as f64 - multiplier[d]).collect();
+    let total: f64 = window.iter().sum::<f64>().max(1e-30);
+    let rms = (centred.iter().zip(&window).map(|(g, w)| g * g * w).sum::<f64>() / total).sqrt().max(1e-12);
+    centred.iter().map(|g| (g / rms) as f32).collect()
+}
+
+/// A hard mask and its boundary, one threshold per layer.
+pub struct Selection {
+    /// Keep masks, one per layer.
+    pub keep: Vec<Vec<bool>>,
+    /// Per layer: the score between its lowest kept and highest pruned weight (the same for
+    /// every layer under a learned allocation: the global boundary).
+    pub thresholds: Vec<f32>,
+}
+
+/// The exact top-k mask of `scores` for a global request at `s`: across layers when the
+/// allocation is learned; within each layer, at global magnitude pruning's split (floors
+/// included), when it is magnitude's.
+pub fn select(allocation: Allocation, encoded: &Encoded, scores: &[f32], s: f64, floor: f64) -> Selection {
     let layers = split_layers(encoded, scores);
-    mask::build(&layers, &PruneRequest::global(s, 0), floor, MaskMode::TopK)
+    let request = PruneRequest::global(s, 0);
+    match allocation {
+        Allocation::Learned => {
+            let m = mask::build(&layers, &request, floor, MaskMode::TopK);
+            Selection { thresholds: vec![m.threshold; m.keep.len()], keep: m.keep }
+        }
+        Allocation::Magnitude => {
+            let ranks: Vec<f32> = encoded.data.chunks_exact(FEATURES).map(|r| r[MODEL_RANK]).collect();
+            let by_magnitude = mask::build(&split_layers(encoded, &ranks), &request, floor, MaskMode::TopK);
+            let budgets: Vec<usize> = by_magnitude.keep.iter().map(|k| k.iter().filter(|&&x| x).count()).collect();
+            let (keep, thresholds) = mask::with_budgets(&layers, &budgets);
+            Selection { keep, thresholds }
+        }
+    }
+}
+
+impl Selection {
+    /// The mask as 0/1 floats, layer order.
+    pub fn as_f32(&self) -> Vec<f32> {
+        self.keep.iter().flatten().map(|&k| if k { 1.0 } else { 0.0 }).collect()
+    }
+
+    /// Each weight's layer threshold, layer order.
+    fn per_weight(&self) -> Vec<f32> {
+        self.keep.iter().zip(&self.thresholds).flat_map(|(k, &t)| std::iter::repeat_n(t, k.len())).collect()
+    }
 }
 
 /// `scores` cut into the layers of `encoded`.
@@ -351,7 +430,7 @@ fn validate(
         };
         for (&s, sum) in grid.iter().zip(&mut sums) {
             let (scores, _) = crate::infer::forward(net, params, &member.encoded, s);
-            let keep = hard_mask(&member.encoded, &scores, s, settings.floor).keep;
+            let keep = select(net.allocation, &member.encoded, &scores, s, settings.floor).keep;
             let mut buf = ModelBuf::new(&member.model);
             for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
                 w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
@@ -395,92 +474,42 @@ impl Adam {
     }
 }
 
-/// TEMPORARY diagnostic: direct per-model score optimisation with the same STE.
-pub fn debug_maskopt(
-    zoo: &hyperprune_sdk::ZooRef<'_>,
-    ctx: &Ctx<'_>,
-    s: f64,
-    steps: usize,
-    lr: f64,
-    t0: f64,
-    t1: f64,
-) -> Result<(), PluginError> {
-    for m in zoo.val.iter().take(3) {
-        let enc = encode(&m.model, FeatureSet::Full).map_err(PluginError::failed)?;
-        let mut scores: Vec<f32> =
-            enc.data.chunks_exact(crate::features::FEATURES).map(|r| r[crate::features::MODEL_RANK]).collect();
-        let eval = |sc: &[f32]| -> Result<f64, PluginError> {
-            let keep = hard_mask(&enc, sc, s, 0.01).keep;
-            let mut buf = ModelBuf::new(&m.model);
-            for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
-                w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_constrained_gradient_ignores_a_uniform_push_and_centres_each_budget() {
+        let scores = [0.1f32, 0.4, 0.5, 0.6, 0.9, 0.45, 0.55];
+        let grad = [-1.0f32, -2.0, -0.5, -3.0, -1.0, -2.0, -0.2];
+        let thresholds = [0.5f32; 7];
+        let one = [0usize; 7];
+        let two = [0usize, 0, 0, 0, 0, 1, 1];
+        for groups in [&one[..], &two[..]] {
+            let g = constrained_gradient(&grad, &scores, &thresholds, groups, 0.1);
+            // Adding the same amount to every weight's gradient (keep more of everything)
+            // changes nothing once the multiplier is taken out.
+            let shifted: Vec<f32> = grad.iter().map(|v| v - 5.0).collect();
+            let h = constrained_gradient(&shifted, &scores, &thresholds, groups, 0.1);
+            assert!(g.iter().zip(&h).all(|(a, b)| (a - b).abs() < 1e-4), "{g:?} vs {h:?}");
+            // Within each budget, the window-weighted mean is zero and the weighted RMS one.
+            let window: Vec<f64> = scores
+                .iter()
+                .map(|&s| {
+                    let sig = 1.0 / (1.0 + (-((s - 0.5) / 0.1) as f64).exp());
+                    sig * (1.0 - sig)
+                })
+                .collect();
+            for d in 0..=*groups.iter().max().unwrap() {
+                let mean: f64 = (0..7).filter(|&i| groups[i] == d).map(|i| g[i] as f64 * window[i]).sum::<f64>();
+                assert!(mean.abs() < 1e-6, "group {d}: {mean}");
             }
-            Ok(buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, 0))?.accuracy)
-        };
-        let dense = ctx.evaluate(&m.model, DataSplit::Val, 0)?.accuracy;
-        let before = eval(&scores)?;
-        let (mut mm, mut vv) = (vec![0f64; scores.len()], vec![0f64; scores.len()]);
-        for step in 0..steps {
-            let t = t0 * (t1 / t0).powf(step as f64 / steps as f64);
-            let hard = hard_mask(&enc, &scores, s, 0.01);
-            let spread = std_dev(&scores).max(1e-6) as f64;
-            let d = ctx.masked_distill_loss_and_grad(
-                &m.model,
-                &hard.as_f32(),
-                CalibRequest { samples: 256, minibatch: 1, seed: step as u64 },
-                1.0,
-            )?;
-            for i in 0..scores.len() {
-                let z = (scores[i] as f64 - hard.threshold as f64) / (t * spread);
-                let sg = 1.0 / (1.0 + (-z).exp());
-                let g = d.grad[i] as f64 * sg * (1.0 - sg) / (t * spread);
-                mm[i] = 0.9 * mm[i] + 0.1 * g;
-                vv[i] = 0.999 * vv[i] + 0.001 * g * g;
-                let c1 = 1.0 - 0.9f64.powi(step as i32 + 1);
-                let c2 = 1.0 - 0.999f64.powi(step as i32 + 1);
-                scores[i] -= (lr * (mm[i] / c1) / ((vv[i] / c2).sqrt() + 1e-8)) as f32;
-            }
-            if step % 50 == 0 {
-                ctx.log(LogLevel::Warn, &format!("step {step} loss {:.4}", d.loss));
-            }
+            let rms = (0..7).map(|i| (g[i] as f64).powi(2) * window[i]).sum::<f64>() / window.iter().sum::<f64>();
+            assert!((rms - 1.0).abs() < 1e-5, "{rms}");
         }
-        let after = eval(&scores)?;
-        // Magnitude within each layer, at maskopt's per-layer budgets.
-        let hard = hard_mask(&enc, &scores, s, 0.01);
-        let budgets: Vec<usize> = hard.keep.iter().map(|k| k.iter().filter(|&&x| x).count()).collect();
-        let mag = hard_mask(
-            &enc,
-            &enc.data
-                .chunks_exact(crate::features::FEATURES)
-                .map(|r| r[crate::features::MODEL_RANK])
-                .collect::<Vec<_>>(),
-            s,
-            0.01,
-        );
-        let mag_budgets: Vec<usize> = mag.keep.iter().map(|k| k.iter().filter(|&&x| x).count()).collect();
-        let weights = m.model.weights();
-        let mut sc2: Vec<f32> = Vec::new();
-        for (w, &b) in weights.iter().zip(&budgets) {
-            let abs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
-            let top = hyperprune_sdk::masking::top_indices(&abs, b);
-            let mut l = vec![0f32; w.len()];
-            for i in top {
-                l[i] = 1.0;
-            }
-            sc2.extend(l);
-        }
-        let mut buf = ModelBuf::new(&m.model);
-        let mut at = 0;
-        for w in buf.weights_mut().iter_mut() {
-            for v in w.iter_mut() {
-                if sc2[at] == 0.0 {
-                    *v = 0.0;
-                }
-                at += 1;
-            }
-        }
-        let realloc = buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, 0))?.accuracy;
-        ctx.log(LogLevel::Warn, &format!("member {}: dense {dense:.4} magnitude {before:.4} -> maskopt {after:.4}; magnitude at maskopt budgets {realloc:.4}; budgets mag {mag_budgets:?} opt {budgets:?}", m.id));
+        // The weight that most wants in (most negative gradient) is pushed up the most.
+        let g = constrained_gradient(&grad, &scores, &thresholds, &one, 0.1);
+        let most = (0..7).min_by(|&a, &b| g[a].total_cmp(&g[b])).unwrap();
+        assert_eq!(most, 3);
     }
-    Ok(())
 }

@@ -165,14 +165,14 @@ mod tests {
 
     use super::*;
     use crate::features::{FeatureSet, encode};
-    use crate::network::{self, feature_tensor};
+    use crate::network::{self, Allocation, feature_tensor};
     use crate::testing::TestNet;
 
     #[test]
     fn the_plain_forward_equals_the_burn_forward() {
         for arch in [Arch::Pointwise, Arch::Equivariant] {
             for film in [true, false] {
-                let config = NetConfig { arch, hidden: 8, depth: 2, film };
+                let config = NetConfig { arch, hidden: 8, depth: 2, film, allocation: Allocation::Learned };
                 let mut params = Params::init(&config, 3);
                 let mut rng = SplitMix64::new(4);
                 for p in &mut params.list {

@@ -28,14 +28,14 @@ mod testing;
 
 use hyperprune_sdk::{
     Capabilities, Ctx, ErrorKind, Example, LogLevel, ModelRef, OptionSpec, Options, Pattern, PluginError, PruneOutcome,
-    PruneRequest, Pruner, PrunerInfo, ZooRef, export_pruner,
+    PruneRequest, Pruner, PrunerInfo, Scope, ZooRef, export_pruner,
 };
 
 pub use features::{FEATURES, FeatureSet, NAMES as FEATURE_NAMES, encode, percentile_ranks};
 pub use fit::FitSettings;
 pub use geometry::{LayerView, views};
 pub use mask::{Mask, MaskMode};
-pub use network::{Arch, NetConfig, Params};
+pub use network::{Allocation, Arch, NetConfig, Params};
 pub use state::State;
 
 /// The hypernetwork pruner: options, and the fitted state once there is one.
@@ -52,7 +52,7 @@ pub struct Hypernet {
 impl Default for Hypernet {
     fn default() -> Self {
         let mut h = Hypernet {
-            net: NetConfig { arch: Arch::Pointwise, hidden: 16, depth: 2, film: true },
+            net: NetConfig { arch: Arch::Pointwise, hidden: 16, depth: 2, film: true, allocation: Allocation::Learned },
             features: FeatureSet::Full,
             settings: FitSettings {
                 steps: 0,
@@ -88,6 +88,12 @@ fn options() -> Vec<OptionSpec> {
             "pointwise",
             "fit: pointwise = an MLP on each weight's features; equivariant = NFN-style layers that also mix means over rows, columns, layers and neighbouring units",
         ),
+        OptionSpec::choice(
+            "allocation",
+            &["learned", "magnitude"],
+            "learned",
+            "fit: learned = scores compete across layers, so the network also splits the budget between layers; magnitude = each layer keeps what global magnitude pruning keeps there (floors included) and the network only picks which weights (ablation; no mask=threshold)",
+        ),
         OptionSpec::int("hidden", 16, "fit: hidden channels of the network"),
         OptionSpec::int("depth", 2, "fit: hidden layers after the input projection"),
         OptionSpec::choice(
@@ -102,10 +108,10 @@ fn options() -> Vec<OptionSpec> {
             "full",
             "fit: full = every per-weight feature; magnitude = |w| and its ranks only (ablation)",
         ),
-        OptionSpec::int("steps", 400, "fit: optimisation steps"),
+        OptionSpec::int("steps", 600, "fit: optimisation steps"),
         OptionSpec::float("lr", 3e-3, "fit: Adam learning rate (cosine-decayed to a tenth)"),
         OptionSpec::int("members_per_step", 4, "fit: (member, sparsity) pairs averaged per step"),
-        OptionSpec::int("calib_samples", 128, "fit: calibration images per distillation call (train split)"),
+        OptionSpec::int("calib_samples", 256, "fit: calibration images per distillation call (train split)"),
         OptionSpec::float("kd_temperature", 1.0, "fit: distillation temperature"),
         OptionSpec::float("t_start", 1.0, "fit: straight-through sigmoid temperature at the first step"),
         OptionSpec::float("t_end", 0.05, "fit: straight-through sigmoid temperature at the last step"),
@@ -191,6 +197,11 @@ impl Pruner for Hypernet {
             hidden: positive("hidden")?,
             depth: options.int("depth").max(0) as usize,
             film: options.str("conditioning") == "film",
+            allocation: if options.str("allocation") == "magnitude" {
+                Allocation::Magnitude
+            } else {
+                Allocation::Learned
+            },
         };
         self.features = if options.str("features") == "magnitude" { FeatureSet::Magnitude } else { FeatureSet::Full };
         self.settings = FitSettings {
@@ -247,10 +258,6 @@ impl Pruner for Hypernet {
             options: self.options.clone(),
             ..Default::default()
         };
-        if let Ok(v) = std::env::var("HYPERNET_DEBUG_MASKOPT") {
-            let a: Vec<f64> = v.split(',').map(|x| x.parse().unwrap()).collect();
-            return fit::debug_maskopt(zoo, ctx, a[0], a[1] as usize, a[2], a[3], a[4]);
-        }
         // A checkpoint loaded before `fit` (an interrupted fit) resumes when it matches.
         let resume = self.state.take().filter(|s| s.meta.progress.is_some() && s.meta.net == self.net);
         let fitted = fit::fit(self.net, self.features, &self.settings, zoo, resume, ctx, info)?;
@@ -314,11 +321,22 @@ pub fn masks(
     let set = feature_set(&state.meta.features)?;
     let encoded = encode(model, set).map_err(PluginError::failed)?;
     let (mut scores, threshold) = infer::forward(&state.meta.net, &state.params, &encoded, request.sparsity);
-    if mode == MaskMode::Threshold {
-        scores.iter_mut().for_each(|s| *s -= threshold);
-    }
     let layers = fit::split_layers(&encoded, &scores);
-    Ok(mask::build(&layers, request, floor, mode))
+    match (mode, request.scope, state.meta.net.allocation) {
+        (MaskMode::Threshold, _, Allocation::Magnitude) => Err(PluginError::not_supported(
+            "mask=threshold needs a state fitted with allocation=learned (this one splits the budget by magnitude)",
+        )),
+        (MaskMode::Threshold, _, Allocation::Learned) => {
+            scores.iter_mut().for_each(|s| *s -= threshold);
+            let layers = fit::split_layers(&encoded, &scores);
+            Ok(mask::build(&layers, request, floor, mode))
+        }
+        (MaskMode::TopK, Scope::PerLayer, _) => Ok(mask::build(&layers, request, floor, mode)),
+        (MaskMode::TopK, _, allocation) => {
+            let selection = fit::select(allocation, &encoded, &scores, request.sparsity, floor);
+            Ok(Mask { keep: selection.keep, boundary: None, threshold: selection.thresholds[0] })
+        }
+    }
 }
 
 export_pruner!(Hypernet);
@@ -335,7 +353,7 @@ mod tests {
     /// A fitted-looking state: random parameters everywhere, so that no part of the network
     /// is trivially zero.
     fn random_state(arch: Arch, seed: u64) -> State {
-        let net = NetConfig { arch, hidden: 8, depth: 2, film: true };
+        let net = NetConfig { arch, hidden: 8, depth: 2, film: true, allocation: Allocation::Learned };
         let mut params = Params::init(&net, seed);
         let mut rng = SplitMix64::new(seed);
         for p in &mut params.list {

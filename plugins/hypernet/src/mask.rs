@@ -100,6 +100,31 @@ pub fn build(scores: &[&[f32]], request: &PruneRequest, floor: f64, mode: MaskMo
     Mask { keep, boundary: low_kept.1, threshold }
 }
 
+/// Keeps the `budgets[l]` best-scored weights of each layer `l`; returns the keep masks and,
+/// per layer, the score midway between its lowest kept and highest pruned weight.
+pub fn with_budgets(scores: &[&[f32]], budgets: &[usize]) -> (Vec<Vec<bool>>, Vec<f32>) {
+    scores
+        .iter()
+        .zip(budgets)
+        .map(|(layer, &b)| {
+            let mut keep = vec![false; layer.len()];
+            for i in masking::top_indices(layer, b.min(layer.len())) {
+                keep[i] = true;
+            }
+            let low_kept = layer.iter().zip(&keep).filter(|(_, k)| **k).map(|(v, _)| *v).fold(f32::INFINITY, f32::min);
+            let high_pruned =
+                layer.iter().zip(&keep).filter(|(_, k)| !**k).map(|(v, _)| *v).fold(f32::NEG_INFINITY, f32::max);
+            let threshold = match (low_kept.is_finite(), high_pruned.is_finite()) {
+                (true, true) => 0.5 * (low_kept + high_pruned),
+                (true, false) => low_kept,
+                (false, true) => high_pruned,
+                (false, false) => 0.0,
+            };
+            (keep, threshold)
+        })
+        .unzip()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +147,15 @@ mod tests {
             // Layer 0 has the lowest scores: only its floor survives high sparsities.
             assert!(mask.keep.iter().all(|k| k.iter().any(|&x| x)), "a layer was emptied at s = {s}");
         }
+    }
+
+    #[test]
+    fn budgets_are_kept_per_layer_with_thresholds_between() {
+        let (a, b) = ([0.1f32, 0.9, 0.5], [3.0f32, 1.0]);
+        let (keep, thresholds) = with_budgets(&[&a, &b], &[2, 0]);
+        assert_eq!(keep, vec![vec![false, true, true], vec![false, false]]);
+        assert!((thresholds[0] - 0.3).abs() < 1e-6);
+        assert_eq!(thresholds[1], 3.0);
     }
 
     #[test]

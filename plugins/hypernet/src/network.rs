@@ -45,6 +45,18 @@ pub enum Arch {
     Equivariant,
 }
 
+/// How the kept budget is split between layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocation {
+    /// The network's scores compete across layers: it chooses the split too.
+    #[default]
+    Learned,
+    /// Global magnitude pruning's split (with the floors): the network only chooses which
+    /// weights of each layer to keep (an ablation).
+    Magnitude,
+}
+
 /// The shape of a hypernetwork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
@@ -56,6 +68,9 @@ pub struct NetConfig {
     pub depth: usize,
     /// FiLM conditioning on the sparsity (off: one ranking for every sparsity).
     pub film: bool,
+    /// How the budget is split between layers.
+    #[serde(default)]
+    pub allocation: Allocation,
 }
 
 /// One named parameter tensor, `[rows, cols]`, row-major.

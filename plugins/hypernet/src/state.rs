@@ -189,10 +189,11 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::Arch;
+    use crate::network::{Allocation, Arch};
 
     fn state() -> State {
-        let net = NetConfig { arch: Arch::Equivariant, hidden: 4, depth: 1, film: true };
+        let net =
+            NetConfig { arch: Arch::Equivariant, hidden: 4, depth: 1, film: true, allocation: Allocation::Learned };
         State {
             meta: Meta {
                 format: FORMAT.into(),

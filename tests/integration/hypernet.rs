@@ -1,0 +1,170 @@
+//! The hypernetwork plugin end to end through the CLI: `fit` → state → `prune` and `bench`
+//! with the state, two states side by side in one run, and its one-line errors. A small
+//! digits zoo and a short fit keep it to seconds; quality is measured in `docs/HYPERNET.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use hyperprune_tests::{hyperprune, load_model, read_masks, text};
+
+/// A 6-member digits zoo: 3 train, 1 val, 2 test members.
+fn zoo() -> &'static Path {
+    static ZOO: OnceLock<PathBuf> = OnceLock::new();
+    ZOO.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep().join("hypernet-zoo");
+        let o = hyperprune(&[
+            "zoo",
+            "train",
+            "--arch",
+            "cnn-digits",
+            "--members",
+            "6",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--split",
+            "0.5,0.17,0.33",
+            "--out",
+            dir.to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        dir
+    })
+}
+
+/// Options of a fit that takes seconds.
+const SHORT: [&str; 8] =
+    ["--opt", "steps=30", "--opt", "val_every=10", "--opt", "hidden=8", "--opt", "val_samples=128"];
+
+fn fit(arch: &str) -> PathBuf {
+    let state = tempfile::tempdir().unwrap().keep().join(format!("hypernet-{arch}.state"));
+    let arch_opt = format!("arch={arch}");
+    let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", zoo().to_str().unwrap(), "--out"];
+    args.extend([state.to_str().unwrap(), "--opt", &arch_opt, "-q"]);
+    args.extend(SHORT);
+    let o = hyperprune(&args);
+    assert!(o.status.success(), "{:?}", text(&o));
+    state
+}
+
+/// States fitted once per test process.
+fn states() -> &'static (PathBuf, PathBuf) {
+    static STATES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    STATES.get_or_init(|| (fit("pointwise"), fit("equivariant")))
+}
+
+fn members(split: &str) -> Vec<PathBuf> {
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(zoo().join("zoo.json")).unwrap()).unwrap();
+    let list = meta["members"].as_array().unwrap();
+    list.iter().filter(|m| m["split"] == split).map(|m| zoo().join(m["file"].as_str().unwrap())).collect()
+}
+
+fn prune(model: &Path, out: &Path, sparsity: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["prune", "--model", model.to_str().unwrap(), "--pruner", "hypernet", "--sparsity", sparsity];
+    args.extend(["--out", out.to_str().unwrap(), "-q"]);
+    args.extend(extra);
+    hyperprune(&args)
+}
+
+fn one_line_error(o: &Output, expected: &[&str]) {
+    let (_, stderr) = text(o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "expected '{e}' in: {stderr}");
+    }
+}
+
+#[test]
+fn a_fitted_state_prunes_unseen_members_exactly_and_reproducibly_with_no_data() {
+    let (pointwise, equivariant) = states();
+    let dir = tempfile::tempdir().unwrap();
+    let curve = pointwise.with_file_name("hypernet-pointwise.fit.jsonl");
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&curve).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(rows.iter().any(|r| r.get("val_retention").is_some()), "validated on the val member: {rows:?}");
+    assert!(rows.iter().any(|r| r.get("loss").is_some()), "loss rows: {rows:?}");
+    for model in members("test") {
+        let n = load_model(&model).prunable_count();
+        for (state, sparsity) in [(pointwise, "0.6"), (equivariant, "0.9")] {
+            let opt = format!("state={}", state.display());
+            let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+            for out in [&a, &b] {
+                let o = prune(&model, out, sparsity, &["--opt", &opt]);
+                assert!(o.status.success(), "{:?}", text(&o));
+            }
+            let masks = read_masks(&dir.path().join("a.masks.safetensors"));
+            assert_eq!(masks, read_masks(&dir.path().join("b.masks.safetensors")), "same state, same masks");
+            let pruned = masks.iter().flat_map(|(_, m)| m).filter(|&&k| !k).count();
+            let s: f64 = sparsity.parse().unwrap();
+            assert_eq!(pruned, (s * n as f64).round() as usize, "exact sparsity {s} with {}", state.display());
+            assert!(masks.iter().all(|(_, m)| m.iter().any(|&k| k)), "the floor keeps every layer alive");
+        }
+    }
+}
+
+#[test]
+fn two_states_bench_side_by_side_without_sharing_rows() {
+    let (pointwise, equivariant) = states();
+    let run = tempfile::tempdir().unwrap();
+    for (state, arch) in [(pointwise, "pointwise"), (equivariant, "equivariant")] {
+        let state_opt = format!("hypernet.state={}", state.display());
+        let arch_opt = format!("hypernet.arch={arch}");
+        let o = hyperprune(&[
+            "bench",
+            "--zoo",
+            zoo().to_str().unwrap(),
+            "--pruners",
+            "hypernet",
+            "--compression",
+            "2,8",
+            "--opt",
+            &state_opt,
+            "--opt",
+            &arch_opt,
+            "--out",
+            run.path().to_str().unwrap(),
+            "-q",
+        ]);
+        assert!(o.status.success(), "{:?}", text(&o));
+    }
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.path().join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2 * 2 * 2, "2 states x 2 test members x 2 compressions");
+    for r in &rows {
+        assert_eq!((&r["status"], &r["data"]), (&serde_json::json!("ok"), &serde_json::json!("none")), "{r}");
+        assert_eq!(r["options"]["state"].as_str().map(str::len), Some(16), "the state's fingerprint: {r}");
+    }
+    let fingerprints: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r["options"]["state"].as_str().unwrap()).collect();
+    assert_eq!(fingerprints.len(), 2);
+    let summary = std::fs::read_to_string(run.path().join("summary.md")).unwrap();
+    assert!(summary.contains("hypernet (arch=equivariant, state="), "{summary}");
+    assert!(summary.contains("hypernet (arch=pointwise, state="), "{summary}");
+}
+
+#[test]
+fn pruning_without_a_state_or_with_a_broken_one_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = &members("test")[0];
+    let out = dir.path().join("p.safetensors");
+    one_line_error(&prune(model, &out, "0.5", &[]), &["hypernet", "fit"]);
+    let broken = dir.path().join("broken.state");
+    std::fs::write(&broken, b"not a state").unwrap();
+    let opt = format!("state={}", broken.display());
+    one_line_error(&prune(model, &out, "0.5", &["--opt", &opt]), &["broken.state"]);
+    // The learner fixture's state is JSON of another format: refused, naming the file.
+    let foreign = dir.path().join("foreign.state");
+    std::fs::write(&foreign, br#"{"format":"learner-v1","arch":"cnn-digits"}"#).unwrap();
+    let opt = format!("state={}", foreign.display());
+    one_line_error(&prune(model, &out, "0.5", &["--opt", &opt]), &["foreign.state"]);
+    assert!(!out.exists(), "nothing written");
+}
