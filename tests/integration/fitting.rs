@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use hyperprune_tests::{fixtures, hyperprune, load_model, read_masks, text, write_model};
+use hyperprune_tests::{fixtures, hyperprune, load_model, one_line_error, read_masks, text, write_model};
 
 /// A 4-member digits zoo, trained once per test process: 2 train, 1 val, 1 test member.
 fn zoo() -> &'static Path {
@@ -84,15 +84,6 @@ fn test_member(zoo: &Path) -> PathBuf {
 
 fn jsonl(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn one_line_error(o: &Output, expected: &[&str]) {
-    let (_, stderr) = text(o);
-    assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    for e in expected {
-        assert!(stderr.contains(e), "expected '{e}' in: {stderr}");
-    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use hyperprune_tests::{hyperprune, load_model, read_masks, text};
+use hyperprune_tests::{hyperprune, load_model, one_line_error, read_masks, text};
 
 /// A 6-member digits zoo: 3 train, 1 val, 2 test members.
 fn zoo() -> &'static Path {
@@ -69,15 +69,6 @@ fn prune(model: &Path, out: &Path, sparsity: &str, extra: &[&str]) -> Output {
     args.extend(["--out", out.to_str().unwrap(), "-q"]);
     args.extend(extra);
     hyperprune(&args)
-}
-
-fn one_line_error(o: &Output, expected: &[&str]) {
-    let (_, stderr) = text(o);
-    assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    for e in expected {
-        assert!(stderr.contains(e), "expected '{e}' in: {stderr}");
-    }
 }
 
 #[test]

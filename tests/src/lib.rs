@@ -107,6 +107,17 @@ pub fn read_masks(path: &Path) -> Vec<(String, Vec<bool>)> {
     masks
 }
 
+/// Asserts that `o` is the CLI's bad-input exit: code 2 and one line on stderr that
+/// contains every string of `expected`.
+pub fn one_line_error(o: &Output, expected: &[&str]) {
+    let (_, stderr) = text(o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "expected '{e}' in: {stderr}");
+    }
+}
+
 /// Loads a model file.
 pub fn load_model(path: &Path) -> Model {
     Model::load(path, None).expect("model loads")

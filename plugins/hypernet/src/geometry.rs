@@ -35,6 +35,12 @@ impl LayerView {
         self.len() == 0
     }
 
+    /// `(out, in)` of every weight, in the tensor's order (no division per weight).
+    pub fn units(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let (inp, k) = (self.inp, self.k);
+        (0..self.out).flat_map(move |o| (0..inp).flat_map(move |i| std::iter::repeat_n((o, i), k)))
+    }
+
     /// The weight tensor's fan-in: `in · k` in the original layout.
     pub fn fan_in(&self) -> usize {
         self.inp * self.k
@@ -130,5 +136,8 @@ mod tests {
         assert_eq!((v[1].out, v[1].inp, v[1].k, v[1].conv), (3, 4, 9, false));
         assert_eq!((v[1].kh, v[1].kw), (3, 3), "a square 3×3 map after the flatten");
         assert!(chained(&v[0], &v[1]));
+        let units: Vec<(usize, usize)> = v[1].units().collect();
+        assert_eq!(units.len(), v[1].len());
+        assert_eq!((units[0], units[8], units[9], units[35], units[36]), ((0, 0), (0, 0), (0, 1), (0, 3), (1, 0)));
     }
 }

@@ -139,7 +139,7 @@ fn options() -> Vec<OptionSpec> {
             "mask",
             &["topk", "threshold"],
             "topk",
-            "prune: topk keeps exactly round((1-s)p) weights; threshold keeps scores above the predicted threshold and lets the sparsity emerge",
+            "prune: topk keeps exactly round((1-s)p) weights; threshold keeps the weights whose standardised score is above the threshold predicted from s, and lets the sparsity emerge",
         ),
     ]
 }
@@ -327,6 +327,7 @@ pub fn masks(
             "mask=threshold needs a state fitted with allocation=learned (this one splits the budget by magnitude)",
         )),
         (MaskMode::Threshold, _, Allocation::Learned) => {
+            fit::standardise(&mut scores);
             scores.iter_mut().for_each(|s| *s -= threshold);
             let layers = fit::split_layers(&encoded, &scores);
             Ok(mask::build(&layers, request, floor, mode))
@@ -361,6 +362,16 @@ mod tests {
         }
         let settings = Hypernet::default().settings;
         State { meta: fit::meta(&net, FeatureSet::Full, &settings, Default::default(), None), params, resume: None }
+    }
+
+    /// A zoo of train members only.
+    fn train_only<'a>(members: &'a [MemberRef<'a>]) -> ZooRef<'a> {
+        ZooRef {
+            name: RStr::from_str("test"),
+            dataset: RStr::from_str("none"),
+            members: RSlice::from_slice(members),
+            val: RSlice::from_slice(&[]),
+        }
     }
 
     fn prune(state: &State, net: &TestNet, s: f64) -> Vec<Vec<bool>> {
@@ -458,12 +469,7 @@ mod tests {
                 hyperparams_json: RStr::from_str("{}"),
             })
             .collect();
-        let zoo = ZooRef {
-            name: RStr::from_str("test"),
-            dataset: RStr::from_str("none"),
-            members: RSlice::from_slice(&members),
-            val: RSlice::from_slice(&[]),
-        };
+        let zoo = train_only(&members);
         let host = quadratic_host();
         h.fit(&zoo, &Ctx::from_impl(&host)).unwrap();
         h
@@ -511,12 +517,7 @@ mod tests {
             dense_accuracy: 0.9,
             hyperparams_json: RStr::from_str("{}"),
         }];
-        let zoo = ZooRef {
-            name: RStr::from_str("test"),
-            dataset: RStr::from_str("none"),
-            members: RSlice::from_slice(&members),
-            val: RSlice::from_slice(&[]),
-        };
+        let zoo = train_only(&members);
         let host = quadratic_host();
         h.fit(&zoo, &Ctx::from_impl(&host)).unwrap();
         assert_eq!(h.state.as_ref().unwrap().params, whole.state.as_ref().unwrap().params);

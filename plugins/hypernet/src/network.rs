@@ -15,8 +15,9 @@
 //! embedding of `s` and `u = log(1/(1−s)) / log 32` (0 dense, 1 at 32×). The score is a
 //! residual on global magnitude pruning: `skip · rank(|w|) + head(h)`, with the head
 //! starting at zero, so an untrained network prunes by magnitude. A separate small head
-//! predicts the score threshold that keeps `1 − s` of the weights, which is what
-//! `mask=threshold` prunes at.
+//! predicts, from `s` alone, the threshold that keeps `1 − s` of the weights on the
+//! model's *standardised* scores (`(score − mean) / std` over its weights; raw scores may
+//! drift by any constant, which top-k ignores), which is what `mask=threshold` prunes at.
 //!
 //! Parameters are plain `Vec<f32>`s (the optimiser and the state file work on them); each
 //! forward builds burn tensors from them, so the same code runs with autodiff (fitting) and
@@ -162,7 +163,7 @@ pub fn embed(sparsity: f64) -> [f32; EMBED] {
 pub struct Output<B: Backend> {
     /// One score per prunable weight, layer order: `[p]`.
     pub scores: Tensor<B, 1>,
-    /// The predicted threshold for this sparsity: `[1]`.
+    /// The predicted threshold for this sparsity, on standardised scores: `[1]`.
     pub threshold: Tensor<B, 1>,
 }
 
