@@ -148,6 +148,13 @@ fn pruning_without_a_state_or_with_a_broken_one_is_a_one_line_error() {
     let model = &members("test")[0];
     let out = dir.path().join("p.safetensors");
     one_line_error(&prune(model, &out, "0.5", &[]), &["hypernet", "fit"]);
+    // Outside the fitted sparsity range: a warning, and the mask all the same.
+    let (pointwise, _) = states();
+    let opt = format!("state={}", pointwise.display());
+    let o = prune(model, &dir.path().join("far.safetensors"), "0.99", &["--opt", &opt]);
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("outside the fitted range [0.3, 0.97]"), "{stderr}");
     let broken = dir.path().join("broken.state");
     std::fs::write(&broken, b"not a state").unwrap();
     let opt = format!("state={}", broken.display());
