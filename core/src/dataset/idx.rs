@@ -403,14 +403,14 @@ mod tests {
         }
     }
 
-    fn shared_mnist_10k() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mnist-10k")
+    fn mnist_10k() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/mnist-10k")
     }
 
     #[test]
     fn mnist_10k_loads_8000_train_2000_test() {
-        let dir = shared_mnist_10k();
-        assert!(dir.is_dir(), "{} is missing; every checkout of this project has ../shared/data", dir.display());
+        let dir = mnist_10k();
+        assert!(dir.is_dir(), "{} is missing: it is part of the repository", dir.display());
         let d = MNIST.load(&options(&dir)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((d.train.len(), d.test.len()), (8_000, 2_000));
         assert_eq!(d.input_shape(), [1, 28, 28]);
