@@ -161,10 +161,15 @@ impl Pruner for Hypernet {
                 updates_weights: false,
             },
             examples: vec![
-                Example { description: "exact global top-k at 8x".into(), options: vec![], sparsity: 0.875 },
+                Example {
+                    description: "exact global top-k at 8x, with a state from `hyperprune fit --pruner hypernet`"
+                        .into(),
+                    options: vec!["state=hypernet.state".into()],
+                    sparsity: 0.875,
+                },
                 Example {
                     description: "sparsity emerging from the predicted threshold".into(),
-                    options: vec!["mask=threshold".into()],
+                    options: vec!["state=hypernet.state".into(), "mask=threshold".into()],
                     sparsity: 0.75,
                 },
             ],
