@@ -1,4 +1,5 @@
-//! Mask construction from scores: exact-count global and per-layer top-k, and N:M.
+//! Mask construction from scores: exact-count global and per-layer top-k, and N:M; and the
+//! gradient that moves scores behind a hard top-k mask ([`budget_gradient`]).
 //!
 //! Convention everywhere: a **higher score means more important**; the lowest-scored
 //! weights are pruned. Ties are broken deterministically by position (the weight that
@@ -131,6 +132,56 @@ pub fn keep_for_request(scores: &[&[f32]], row_lens: &[usize], request: &PruneRe
     }
 }
 
+/// A mask gradient made fit for the scores behind an exact top-k mask (see
+/// [`budget_gradient`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetGradient {
+    /// Per weight: the gradient minus its budget's multiplier, in units of its RMS over the
+    /// window.
+    pub centred: Vec<f64>,
+    /// Per weight: the straight-through window `σ'((score − τ) / width)`.
+    pub window: Vec<f64>,
+}
+
+/// The gradient of a loss with respect to a hard top-k mask, made fit for moving the scores
+/// behind it through a straight-through sigmoid `σ((score − τ) / width)`.
+///
+/// Almost every weight has a negative gradient (keeping more is always closer to the dense
+/// model), so the raw gradient mostly says "raise every score": meaningless under a fixed
+/// budget, and harmful to anything that moves many scores together. Under the constraint
+/// `Σ m = k` the useful part is the gradient minus its window-weighted mean over the
+/// boundary (the Lagrange multiplier; one per budget, `groups[i]` naming weight `i`'s), which
+/// says which weights to swap in and which out. It is scaled to unit RMS over the window,
+/// so that losses of different size (e.g. at different sparsities) weigh alike.
+/// `thresholds[i]` is the boundary score of weight `i`'s budget.
+pub fn budget_gradient(
+    grad: &[f32],
+    scores: &[f32],
+    thresholds: &[f32],
+    groups: &[usize],
+    width: f32,
+) -> BudgetGradient {
+    let window: Vec<f64> = scores
+        .iter()
+        .zip(thresholds)
+        .map(|(&s, &t)| {
+            let sig = 1.0 / (1.0 + (-((s - t) / width) as f64).exp());
+            sig * (1.0 - sig)
+        })
+        .collect();
+    let n = groups.iter().max().map_or(0, |g| g + 1);
+    let (mut weight, mut sum) = (vec![0f64; n], vec![0f64; n]);
+    for ((&g, &w), &d) in grad.iter().zip(&window).zip(groups) {
+        weight[d] += w;
+        sum[d] += g as f64 * w;
+    }
+    let multiplier: Vec<f64> = sum.iter().zip(&weight).map(|(s, w)| s / w.max(1e-30)).collect();
+    let centred: Vec<f64> = grad.iter().zip(groups).map(|(&g, &d)| g as f64 - multiplier[d]).collect();
+    let total: f64 = window.iter().sum::<f64>().max(1e-30);
+    let rms = (centred.iter().zip(&window).map(|(g, w)| g * g * w).sum::<f64>() / total).sqrt().max(1e-12);
+    BudgetGradient { centred: centred.iter().map(|g| g / rms).collect(), window }
+}
+
 fn pruned(sparsity: f64, n: usize) -> usize {
     ((sparsity * n as f64).round() as usize).min(n)
 }
@@ -184,5 +235,41 @@ mod tests {
         let scores = [1.0f32, 4.0, 3.0, 2.0, 0.0, 0.0, 5.0, 6.0];
         let keep = nm_keep(&scores, 8, 2, 4);
         assert_eq!(keep, vec![false, true, true, false, false, false, true, true]);
+    }
+
+    #[test]
+    fn the_budget_gradient_ignores_a_uniform_push_and_centres_each_budget() {
+        let scores = [0.1f32, 0.4, 0.5, 0.6, 0.9, 0.45, 0.55];
+        let grad = [-1.0f32, -2.0, -0.5, -3.0, -1.0, -2.0, -0.2];
+        let thresholds = [0.5f32; 7];
+        let one = [0usize; 7];
+        let two = [0usize, 0, 0, 0, 0, 1, 1];
+        for groups in [&one[..], &two[..]] {
+            let g = budget_gradient(&grad, &scores, &thresholds, groups, 0.1);
+            // Adding the same amount to every weight's gradient (keep more of everything)
+            // changes nothing once the multiplier is taken out.
+            let shifted: Vec<f32> = grad.iter().map(|v| v - 5.0).collect();
+            let h = budget_gradient(&shifted, &scores, &thresholds, groups, 0.1);
+            assert!(g.centred.iter().zip(&h.centred).all(|(a, b)| (a - b).abs() < 1e-4), "{g:?} vs {h:?}");
+            // Within each budget, the window-weighted mean is zero and the weighted RMS one.
+            let window: Vec<f64> = scores
+                .iter()
+                .map(|&s| {
+                    let sig = 1.0 / (1.0 + (-((s - 0.5) / 0.1) as f64).exp());
+                    sig * (1.0 - sig)
+                })
+                .collect();
+            assert!(g.window.iter().zip(&window).all(|(a, b)| (a - b).abs() < 1e-12));
+            for d in 0..=*groups.iter().max().unwrap() {
+                let mean: f64 = (0..7).filter(|&i| groups[i] == d).map(|i| g.centred[i] * window[i]).sum::<f64>();
+                assert!(mean.abs() < 1e-6, "group {d}: {mean}");
+            }
+            let rms = (0..7).map(|i| g.centred[i].powi(2) * window[i]).sum::<f64>() / window.iter().sum::<f64>();
+            assert!((rms - 1.0).abs() < 1e-5, "{rms}");
+        }
+        // The weight that most wants in (most negative gradient) is pushed up the most.
+        let g = budget_gradient(&grad, &scores, &thresholds, &one, 0.1);
+        let most = (0..7).min_by(|&a, &b| g.centred[a].total_cmp(&g.centred[b])).unwrap();
+        assert_eq!(most, 3);
     }
 }

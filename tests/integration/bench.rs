@@ -4,35 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use hyperprune_tests::{fixtures, hyperprune, text};
+use hyperprune_tests::{digits_zoo, fixtures, hyperprune, text};
 
 /// A 3-member digits zoo, trained once per test process (all members in the test split).
 fn zoo() -> &'static Path {
     static ZOO: OnceLock<PathBuf> = OnceLock::new();
-    ZOO.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep().join("digits-zoo");
-        let o = hyperprune(&[
-            "zoo",
-            "train",
-            "--arch",
-            "cnn-digits",
-            "--members",
-            "3",
-            "--epochs",
-            "4",
-            "--batch-size",
-            "32",
-            "--lr",
-            "3e-3",
-            "--split",
-            "0,0,1",
-            "--out",
-            dir.to_str().unwrap(),
-            "-q",
-        ]);
-        assert!(o.status.success(), "{:?}", text(&o));
-        dir
-    })
+    ZOO.get_or_init(|| digits_zoo("digits-zoo", 3, 4, "0,0,1"))
 }
 
 fn bench(out: &Path, extra: &[&str]) -> std::process::Output {

@@ -6,37 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use hyperprune_tests::{fixtures, hyperprune, load_model, one_line_error, read_masks, text, write_model};
+use hyperprune_tests::{digits_zoo, fixtures, hyperprune, load_model, one_line_error, read_masks, text, write_model};
 
 /// A 4-member digits zoo, trained once per test process: 2 train, 1 val, 1 test member.
 fn zoo() -> &'static Path {
     static ZOO: OnceLock<PathBuf> = OnceLock::new();
-    ZOO.get_or_init(|| train_zoo("learn-zoo", "4", "0.5,0.25,0.25"))
-}
-
-fn train_zoo(name: &str, members: &str, split: &str) -> PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep().join(name);
-    let o = hyperprune(&[
-        "zoo",
-        "train",
-        "--arch",
-        "cnn-digits",
-        "--members",
-        members,
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--lr",
-        "3e-3",
-        "--split",
-        split,
-        "--out",
-        dir.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(o.status.success(), "{:?}", text(&o));
-    dir
+    ZOO.get_or_init(|| digits_zoo("learn-zoo", 4, 2, "0.5,0.25,0.25"))
 }
 
 fn learner() -> String {
@@ -219,7 +194,7 @@ fn a_learnable_pruner_without_a_state_must_be_fitted_first() {
 
 #[test]
 fn fit_refuses_a_zoo_without_train_members_and_pruners_that_learn_nothing() {
-    let test_only = train_zoo("test-only", "1", "0,0,1");
+    let test_only = digits_zoo("test-only", 1, 2, "0,0,1");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s.state");
     let o = fit(&test_only, &state, &[]);

@@ -6,35 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use hyperprune_tests::{hyperprune, load_model, one_line_error, read_masks, text};
+use hyperprune_tests::{digits_zoo, hyperprune, load_model, one_line_error, read_masks, text};
 
 /// A 6-member digits zoo: 3 train, 1 val, 2 test members.
 fn zoo() -> &'static Path {
     static ZOO: OnceLock<PathBuf> = OnceLock::new();
-    ZOO.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep().join("hypernet-zoo");
-        let o = hyperprune(&[
-            "zoo",
-            "train",
-            "--arch",
-            "cnn-digits",
-            "--members",
-            "6",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "32",
-            "--lr",
-            "3e-3",
-            "--split",
-            "0.5,0.17,0.33",
-            "--out",
-            dir.to_str().unwrap(),
-            "-q",
-        ]);
-        assert!(o.status.success(), "{:?}", text(&o));
-        dir
-    })
+    ZOO.get_or_init(|| digits_zoo("hypernet-zoo", 6, 3, "0.5,0.17,0.33"))
 }
 
 /// Options of a fit that takes seconds.

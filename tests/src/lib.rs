@@ -107,6 +107,34 @@ pub fn read_masks(path: &Path) -> Vec<(String, Vec<bool>)> {
     masks
 }
 
+/// Trains a `cnn-digits` zoo on the embedded digits data into a fresh temporary folder
+/// `name` (batch 32, lr 3e-3) and returns the folder. `split` is `train,val,test`.
+pub fn digits_zoo(name: &str, members: usize, epochs: usize, split: &str) -> PathBuf {
+    let dir = tempfile::tempdir().expect("temp dir").keep().join(name);
+    let (members, epochs) = (members.to_string(), epochs.to_string());
+    let o = hyperprune(&[
+        "zoo",
+        "train",
+        "--arch",
+        "cnn-digits",
+        "--members",
+        &members,
+        "--epochs",
+        &epochs,
+        "--batch-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--split",
+        split,
+        "--out",
+        dir.to_str().expect("utf-8 path"),
+        "-q",
+    ]);
+    assert!(o.status.success(), "training a digits zoo: {:?}", text(&o));
+    dir
+}
+
 /// Asserts that `o` is the CLI's bad-input exit: code 2 and one line on stderr that
 /// contains every string of `expected`.
 pub fn one_line_error(o: &Output, expected: &[&str]) {

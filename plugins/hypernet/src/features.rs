@@ -103,14 +103,23 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
     let p: usize = views.iter().map(LayerView::len).sum();
     let mut data = vec![0f32; p * FEATURES];
     let abs_all: Vec<f32> = weights.iter().flat_map(|w| w.iter().map(|v| v.abs())).collect();
+    // Each layer's |w|, as a slice of `abs_all`.
+    let mut rest = abs_all.as_slice();
+    let abs_layers: Vec<&[f32]> = views
+        .iter()
+        .map(|v| {
+            let (head, tail) = rest.split_at(v.len());
+            rest = tail;
+            head
+        })
+        .collect();
     let model_rms = rms(&abs_all).max(1e-12);
     let depth_den = (views.len().max(2) - 1) as f32;
     let biases: Vec<Option<&[f32]>> = model.layers().iter().map(|l| bias_of(model, l.name())).collect();
     // The ranks (magnitude, path saliency; in the model and in each layer) are the costly
     // part: the magnitude ones on this thread, the saliency ones on another.
     let magnitude_ranks = || {
-        let layers: Vec<Vec<f32>> =
-            weights.iter().map(|w| percentile_ranks(&w.iter().map(|v| v.abs()).collect::<Vec<_>>())).collect();
+        let layers: Vec<Vec<f32>> = abs_layers.iter().map(|a| percentile_ranks(a)).collect();
         (percentile_ranks(&abs_all), layers)
     };
     let saliency_ranks = || {
@@ -151,9 +160,9 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
             let m = mean(&norms).max(1e-12);
             norms.iter().map(|x| x / m).collect()
         });
-        let abs: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+        let abs = abs_layers[l];
         let layer_rms = rms(w).max(1e-12);
-        let (abs_mean, abs_std) = mean_std(&abs);
+        let (abs_mean, abs_std) = mean_std(abs);
         let row_len = view.inp * view.k;
         let row_norms: Vec<f32> = w.chunks(row_len.max(1)).map(norm).collect();
         let mut col_sq = vec![0f32; view.inp];

@@ -19,6 +19,7 @@ use burn::tensor::{Tensor, TensorData, activation};
 use hyperprune_sdk::rng::SplitMix64;
 use hyperprune_sdk::{
     CalibRequest, Ctx, DataSplit, ErrorKind, LogLevel, MemberRef, ModelBuf, ModelRef, PluginError, PruneRequest,
+    masking,
 };
 
 use crate::features::{Encoded, FEATURES, FeatureSet, MODEL_RANK, encode};
@@ -244,8 +245,7 @@ fn calibrate_threshold(net: &NetConfig, params: &mut Params, train: &[Prepared<'
     let names = ["thr.w1", "thr.b1", "thr.w2", "thr.b2"];
     let index: Vec<usize> =
         names.iter().map(|n| params.list.iter().position(|p| p.name == *n).expect("threshold head")).collect();
-    let head = Params { list: index.iter().map(|&i| params.list[i].clone()).collect() };
-    let mut head = head;
+    let mut head = Params { list: index.iter().map(|&i| params.list[i].clone()).collect() };
     let mut adam = Adam::new(&head);
     let device = Default::default();
     let e: Vec<f32> = grid.iter().flat_map(|&s| network::embed(s)).collect();
@@ -336,7 +336,12 @@ fn member_step(
             hard.keep.iter().enumerate().flat_map(|(l, k)| std::iter::repeat_n(l, k.len())).collect()
         }
     };
-    let unit = constrained_gradient(&distill.grad, &scores, &thresholds, &groups, width);
+    // The distillation gradient made fit for a top-k mask (see `masking::budget_gradient`).
+    let unit: Vec<f32> = masking::budget_gradient(&distill.grad, &scores, &thresholds, &groups, width)
+        .centred
+        .iter()
+        .map(|&g| g as f32)
+        .collect();
     let g = Tensor::<Train, 1>::from_data(TensorData::new(unit, [p]), &device);
     let boundary = Tensor::<Train, 1>::from_data(TensorData::new(thresholds, [p]), &device);
     let soft = activation::sigmoid((out.scores - boundary).div_scalar(width));
@@ -357,40 +362,6 @@ fn member_step(
         }
     }
     Ok(distill.loss)
-}
-
-/// The distillation gradient with respect to the mask, made fit for a top-k mask.
-///
-/// Almost every weight has a negative gradient (keeping more is always closer to the dense
-/// model), so the raw gradient mostly says "raise every score": meaningless under a fixed
-/// budget, and harmful through a network whose outputs shift whole layers together. Under
-/// the constraint `Σ m = k` the useful part is the gradient minus its mean over the
-/// boundary (the Lagrange multiplier; one per budget: the model's, or each layer's under a
-/// magnitude allocation), weighted by the straight-through window
-/// `σ'((score − τ)/width)`: what remains says which weights to swap in and which out.
-/// Each pair's result is scaled to unit RMS over that window, so that pairs at high
-/// sparsity, whose gradients are largest, do not drown the others out.
-fn constrained_gradient(grad: &[f32], scores: &[f32], thresholds: &[f32], groups: &[usize], width: f32) -> Vec<f32> {
-    let window: Vec<f64> = scores
-        .iter()
-        .zip(thresholds)
-        .map(|(&s, &t)| {
-            let z = ((s - t) / width) as f64;
-            let sig = 1.0 / (1.0 + (-z).exp());
-            sig * (1.0 - sig)
-        })
-        .collect();
-    let n = groups.iter().max().map_or(0, |g| g + 1);
-    let (mut weight, mut sum) = (vec![0f64; n], vec![0f64; n]);
-    for ((&g, &w), &d) in grad.iter().zip(&window).zip(groups) {
-        weight[d] += w;
-        sum[d] += g as f64 * w;
-    }
-    let multiplier: Vec<f64> = sum.iter().zip(&weight).map(|(s, w)| s / w.max(1e-30)).collect();
-    let centred: Vec<f64> = grad.iter().zip(groups).map(|(&g, &d)| g as f64 - multiplier[d]).collect();
-    let total: f64 = window.iter().sum::<f64>().max(1e-30);
-    let rms = (centred.iter().zip(&window).map(|(g, w)| g * g * w).sum::<f64>() / total).sqrt().max(1e-12);
-    centred.iter().map(|g| (g / rms) as f32).collect()
 }
 
 /// A hard mask and its boundary, one threshold per layer.
@@ -533,45 +504,5 @@ impl Adam {
                 *w -= update as f32;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_constrained_gradient_ignores_a_uniform_push_and_centres_each_budget() {
-        let scores = [0.1f32, 0.4, 0.5, 0.6, 0.9, 0.45, 0.55];
-        let grad = [-1.0f32, -2.0, -0.5, -3.0, -1.0, -2.0, -0.2];
-        let thresholds = [0.5f32; 7];
-        let one = [0usize; 7];
-        let two = [0usize, 0, 0, 0, 0, 1, 1];
-        for groups in [&one[..], &two[..]] {
-            let g = constrained_gradient(&grad, &scores, &thresholds, groups, 0.1);
-            // Adding the same amount to every weight's gradient (keep more of everything)
-            // changes nothing once the multiplier is taken out.
-            let shifted: Vec<f32> = grad.iter().map(|v| v - 5.0).collect();
-            let h = constrained_gradient(&shifted, &scores, &thresholds, groups, 0.1);
-            assert!(g.iter().zip(&h).all(|(a, b)| (a - b).abs() < 1e-4), "{g:?} vs {h:?}");
-            // Within each budget, the window-weighted mean is zero and the weighted RMS one.
-            let window: Vec<f64> = scores
-                .iter()
-                .map(|&s| {
-                    let sig = 1.0 / (1.0 + (-((s - 0.5) / 0.1) as f64).exp());
-                    sig * (1.0 - sig)
-                })
-                .collect();
-            for d in 0..=*groups.iter().max().unwrap() {
-                let mean: f64 = (0..7).filter(|&i| groups[i] == d).map(|i| g[i] as f64 * window[i]).sum::<f64>();
-                assert!(mean.abs() < 1e-6, "group {d}: {mean}");
-            }
-            let rms = (0..7).map(|i| (g[i] as f64).powi(2) * window[i]).sum::<f64>() / window.iter().sum::<f64>();
-            assert!((rms - 1.0).abs() < 1e-5, "{rms}");
-        }
-        // The weight that most wants in (most negative gradient) is pushed up the most.
-        let g = constrained_gradient(&grad, &scores, &thresholds, &one, 0.1);
-        let most = (0..7).min_by(|&a, &b| g[a].total_cmp(&g[b])).unwrap();
-        assert_eq!(most, 3);
     }
 }

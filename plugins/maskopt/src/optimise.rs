@@ -6,8 +6,9 @@
 //!
 //! Under an exact budget only swaps matter, so the gradient's mean over the boundary window
 //! (the Lagrange multiplier of `Σ m = k`; one per layer for `scope=layer`) is taken out
-//! before Adam sees it: otherwise "keep more of everything", which almost every weight's
-//! gradient says, would drown the signal.
+//! before Adam sees it ([`masking::budget_gradient`], shared with the hypernetwork's fit):
+//! otherwise "keep more of everything", which almost every weight's gradient says, would
+//! drown the signal.
 
 use hyperprune_sdk::{CalibRequest, Ctx, ErrorKind, ModelRef, Pattern, PluginError, PruneRequest, Scope, masking};
 
@@ -69,7 +70,7 @@ pub fn optimise(
             return Err(PluginError::new(ErrorKind::Cancelled, format!("maskopt cancelled at step {step}")));
         }
         let progress = step as f64 / settings.steps.max(1) as f64;
-        let width = settings.t_start * (settings.t_end / settings.t_start).powf(progress) * spread;
+        let width = (settings.t_start * (settings.t_end / settings.t_start).powf(progress) * spread) as f32;
         let keep = hard_mask(&scores, &sizes, request);
         let flat: Vec<bool> = keep.concat();
         let mask: Vec<f32> = flat.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
@@ -83,8 +84,11 @@ pub fn optimise(
             losses.0 = d.loss;
         }
         losses.1 = d.loss;
-        let thresholds = boundaries(&scores, &flat, &groups);
-        let g = constrained_step(&d.grad, &scores, &thresholds, &groups, width);
+        let boundary = boundaries(&scores, &flat, &groups);
+        let thresholds: Vec<f32> = groups.iter().map(|&g| boundary[g]).collect();
+        let b = masking::budget_gradient(&d.grad, &scores, &thresholds, &groups, width);
+        // Through the straight-through sigmoid: ∂σ((s − τ)/width)/∂s = σ'/width.
+        let g = b.centred.iter().zip(&b.window).map(|(g, w)| g * w / width as f64);
         let t = (step + 1) as i32;
         let (c1, c2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
         for (((s, m), v), g) in scores.iter_mut().zip(&mut first).zip(&mut second).zip(g) {
@@ -134,29 +138,6 @@ fn boundaries(scores: &[f32], keep: &[bool], groups: &[usize]) -> Vec<f32> {
             (false, false) => 0.0,
         })
         .collect()
-}
-
-/// The gradient with respect to the scores: the mask gradient minus its window-weighted
-/// mean per group, scaled to unit RMS over the window, times the window `σ'(z)/width`.
-fn constrained_step(grad: &[f32], scores: &[f32], thresholds: &[f32], groups: &[usize], width: f64) -> Vec<f64> {
-    let window: Vec<f64> = scores
-        .iter()
-        .zip(groups)
-        .map(|(&s, &g)| {
-            let sig = 1.0 / (1.0 + (-((s - thresholds[g]) as f64 / width)).exp());
-            sig * (1.0 - sig)
-        })
-        .collect();
-    let n = thresholds.len();
-    let (mut weight, mut sum) = (vec![0f64; n], vec![0f64; n]);
-    for ((&g, &w), &d) in grad.iter().zip(&window).zip(groups) {
-        weight[d] += w;
-        sum[d] += g as f64 * w;
-    }
-    let centred: Vec<f64> = grad.iter().zip(groups).map(|(&g, &d)| g as f64 - sum[d] / weight[d].max(1e-30)).collect();
-    let total = window.iter().sum::<f64>().max(1e-30);
-    let rms = (centred.iter().zip(&window).map(|(g, w)| g * g * w).sum::<f64>() / total).sqrt().max(1e-30);
-    centred.iter().zip(&window).map(|(g, w)| g / rms * w / width).collect()
 }
 
 /// Rank of each value among all, scaled to `[0, 1]`; ties broken by position.

@@ -344,6 +344,35 @@ mod tests {
         out
     }
 
+    /// `values` with each prunable weight times its mask entry.
+    fn apply_mask(model: &Model, values: &[Vec<f64>], mask: &[f64]) -> Vec<Vec<f64>> {
+        let mut v = values.to_vec();
+        for (param, offset) in prunable_offsets(model) {
+            v[param].iter_mut().enumerate().for_each(|(j, w)| *w *= mask[offset + j]);
+        }
+        v
+    }
+
+    /// Checks `grad` (the engine's gradient with respect to the mask) against central
+    /// differences of `f` at a few probes of every prunable tensor, and that a weight that
+    /// is zero gets a zero gradient (its mask entry cannot change anything).
+    fn assert_mask_gradient(model: &Model, grad: &[f32], mask: &[f64], f: impl Fn(&[f64]) -> f64, label: &str) {
+        let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        for (param, offset) in prunable_offsets(model) {
+            for j in probes(model.values()[param].len()) {
+                let fd = central_difference(|h| {
+                    let mut m = mask.to_vec();
+                    m[offset + j] += h;
+                    f(&m)
+                });
+                let got = grad[offset + j] as f64;
+                assert!((got - fd).abs() <= 1e-4 * scale, "{label}param {param}[{j}]: {got} vs {fd}");
+            }
+        }
+        let (_, first) = model.prunable().next().unwrap();
+        assert!(first.iter().zip(grad).all(|(&w, &g)| w != 0.0 || g == 0.0));
+    }
+
     /// A few coordinates of a tensor of `numel` values: ends, middle, and an odd one.
     fn probes(numel: usize) -> [usize; 4] {
         [0, numel / 2, numel * 2 / 3 + 1, numel - 1]
@@ -476,32 +505,16 @@ mod tests {
         let mask: Vec<f32> = (0..model.prunable_count()).map(|_| rng.random_range(0.0..1.0)).collect();
         let (loss, grad) = masked_loss_and_grad::<B>(&model, &mask, &samples, &Default::default()).unwrap();
         assert_eq!(grad.len(), mask.len());
+        let dense = widen(model.values());
         let masked = |mask: &[f64]| {
-            let mut v = widen(model.values());
-            for (param, offset) in prunable_offsets(&model) {
-                v[param].iter_mut().enumerate().for_each(|(j, w)| *w *= mask[offset + j]);
-            }
+            let v = apply_mask(&model, &dense, mask);
             (0..samples.len()).map(|s| naive_loss(model.spec(), &v, &samples, s)).sum::<f64>() / samples.len() as f64
         };
         let mask64: Vec<f64> = mask.iter().map(|&m| m as f64).collect();
         let want = masked(&mask64);
         // An f32 forward pass and log-softmax: ~1e-7 relative.
         assert!((loss - want).abs() <= 1e-5 * want, "{loss} vs {want}");
-        let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-        for (param, offset) in prunable_offsets(&model) {
-            for j in probes(model.values()[param].len()) {
-                let fd = central_difference(|h| {
-                    let mut m = mask64.clone();
-                    m[offset + j] += h;
-                    masked(&m)
-                });
-                let got = grad[offset + j] as f64;
-                assert!((got - fd).abs() <= 1e-4 * scale, "param {param}[{j}]: {got} vs {fd}");
-            }
-        }
-        // A pruned weight is zero, so its mask entry cannot change the loss.
-        let (_, first) = model.prunable().next().unwrap();
-        assert!(first.iter().zip(&grad).all(|(&w, &g)| w != 0.0 || g == 0.0));
+        assert_mask_gradient(&model, &grad, &mask64, masked, "");
     }
 
     #[test]
@@ -516,10 +529,7 @@ mod tests {
                 masked_distill_loss_and_grad::<B>(&model, &mask, &samples, temperature, &Default::default()).unwrap();
             assert_eq!(grad.len(), mask.len());
             let distilled = |mask: &[f64]| {
-                let mut v = dense.clone();
-                for (param, offset) in prunable_offsets(&model) {
-                    v[param].iter_mut().enumerate().for_each(|(j, w)| *w *= mask[offset + j]);
-                }
+                let v = apply_mask(&model, &dense, mask);
                 (0..samples.len())
                     .map(|s| naive_distillation(model.spec(), &dense, &v, &samples, s, temperature))
                     .sum::<f64>()
@@ -530,21 +540,7 @@ mod tests {
             // are off by ~1e-7 each, the loss by ~1e-6·T²; a wrong loss is off by O(loss).
             assert!(want > 1e-2, "T = {temperature}: loss {want} too small to test");
             assert!((loss - want).abs() <= 1e-5 * temperature * temperature, "T = {temperature}: {loss} vs {want}");
-            let scale = grad.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-            for (param, offset) in prunable_offsets(&model) {
-                for j in probes(model.values()[param].len()) {
-                    let fd = central_difference(|h| {
-                        let mut m = mask64.clone();
-                        m[offset + j] += h;
-                        distilled(&m)
-                    });
-                    let got = grad[offset + j] as f64;
-                    assert!((got - fd).abs() <= 1e-4 * scale, "T = {temperature}, param {param}[{j}]: {got} vs {fd}");
-                }
-            }
-            // A pruned weight is zero, so its mask entry cannot change the loss.
-            let (_, first) = model.prunable().next().unwrap();
-            assert!(first.iter().zip(&grad).all(|(&w, &g)| w != 0.0 || g == 0.0));
+            assert_mask_gradient(&model, &grad, &mask64, distilled, &format!("T = {temperature}, "));
         }
         for temperature in [0.0, -2.0, f64::NAN, f64::INFINITY] {
             let err = masked_distill_loss_and_grad::<B>(&model, &mask, &samples, temperature, &Default::default())

@@ -339,6 +339,29 @@ mod tests {
         }
     }
 
+    /// The reference parameters with each prunable weight (at `positions`) times its mask entry.
+    fn apply_mask(dense: &[Vec<f64>], positions: &[(usize, usize)], mask: &[f64]) -> Vec<Vec<f64>> {
+        let mut p = dense.to_vec();
+        for (&(t, i), &v) in positions.iter().zip(mask) {
+            p[t][i] *= v;
+        }
+        p
+    }
+
+    /// `∂f/∂m_j` by central differences (step `H`) for every mask entry `j`.
+    fn mask_central_differences(mask: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+        (0..mask.len())
+            .map(|j| {
+                let at = |d: f64| {
+                    let mut m = mask.to_vec();
+                    m[j] += d;
+                    f(&m)
+                };
+                (at(H) - at(-H)) / (2.0 * H)
+            })
+            .collect()
+    }
+
     #[test]
     fn masked_loss_and_grad_match_central_differences() {
         let spec = tiny_spec();
@@ -346,26 +369,12 @@ mod tests {
         let samples = random_samples(spec.input, 7, 3, 22);
         let positions = prunable_positions(&model);
         let mask: Vec<f32> = (0..positions.len()).map(|j| ((j * 7919) % 13) as f32 / 8.0).collect();
-        let masked = |m: &[f64]| {
-            let mut p = reference::params_of(&model);
-            for (&(t, i), &v) in positions.iter().zip(m) {
-                p[t][i] *= v;
-            }
-            reference::mean_loss(&spec, &p, &samples, 0..7)
-        };
+        let dense = reference::params_of(&model);
+        let masked = |m: &[f64]| reference::mean_loss(&spec, &apply_mask(&dense, &positions, m), &samples, 0..7);
         let m64: Vec<f64> = mask.iter().map(|&v| v as f64).collect();
         let (loss, grad) = masked_loss_and_grad(2, &model, &mask, &samples).unwrap();
         assert!((loss - masked(&m64)).abs() < 1e-5, "{loss} vs {}", masked(&m64));
-        let fd: Vec<f64> = (0..mask.len())
-            .map(|j| {
-                let at = |d: f64| {
-                    let mut m = m64.clone();
-                    m[j] += d;
-                    masked(&m)
-                };
-                (at(H) - at(-H)) / (2.0 * H)
-            })
-            .collect();
+        let fd = mask_central_differences(&m64, masked);
         assert_close(&grad, &fd, "mask gradient");
         assert!(masked_loss_and_grad(1, &model, &mask[1..], &samples).is_err());
     }
@@ -381,11 +390,14 @@ mod tests {
         let dense = reference::params_of(&model);
         for temperature in [1.0, 4.0] {
             let distilled = |m: &[f64]| {
-                let mut p = dense.clone();
-                for (&(t, i), &v) in positions.iter().zip(m) {
-                    p[t][i] *= v;
-                }
-                reference::mean_distillation(&spec, &dense, &p, &samples, 0..7, temperature)
+                reference::mean_distillation(
+                    &spec,
+                    &dense,
+                    &apply_mask(&dense, &positions, m),
+                    &samples,
+                    0..7,
+                    temperature,
+                )
             };
             let (loss, grad) = masked_distill_loss_and_grad(2, &model, &mask, &samples, temperature).unwrap();
             let want = distilled(&m64);
@@ -394,16 +406,7 @@ mod tests {
             // student, so 1e-5·T bounds it, far below the loss itself.
             assert!(want > 1e-2, "T = {temperature}: loss {want} too small to test");
             assert!((loss - want).abs() < 1e-5 * temperature, "T = {temperature}: {loss} vs {want}");
-            let fd: Vec<f64> = (0..mask.len())
-                .map(|j| {
-                    let at = |d: f64| {
-                        let mut m = m64.clone();
-                        m[j] += d;
-                        distilled(&m)
-                    };
-                    (at(H) - at(-H)) / (2.0 * H)
-                })
-                .collect();
+            let fd = mask_central_differences(&m64, distilled);
             assert_close(&grad, &fd, &format!("T = {temperature}, mask gradient"));
         }
     }
@@ -516,37 +519,6 @@ mod tests {
             assert_eq!(per_sample_gradients(threads, &model, &samples, 3).unwrap(), one.1);
             assert_eq!(masked_loss_and_grad(threads, &model, &mask, &samples).unwrap(), one.2);
             assert_eq!(masked_distill_loss_and_grad(threads, &model, &mask, &samples, 2.0).unwrap(), one.3);
-        }
-    }
-
-    /// Wall-clock time of one soft-mask call (cross-entropy and distillation) on 256 random
-    /// samples, 2 threads: `cargo test --release -p hyperprune-core masked_objective_timings
-    /// -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a timing, not a test"]
-    fn masked_objective_timings() {
-        for name in ["cnn-s", "lenet5"] {
-            let spec = crate::preset(name).unwrap();
-            let model = random_model(&spec, 61);
-            let samples = random_samples(spec.input, 256, spec.classes, 62);
-            let mask = vec![0.5; model.prunable_count()];
-            // Best and median of 11 calls after a warm-up: the best is what the code costs
-            // on an idle machine, the median what a busy one gives.
-            let time = |f: &dyn Fn()| {
-                f();
-                let mut ms: Vec<f64> = (0..11)
-                    .map(|_| {
-                        let start = std::time::Instant::now();
-                        f();
-                        start.elapsed().as_secs_f64() * 1e3
-                    })
-                    .collect();
-                ms.sort_by(f64::total_cmp);
-                format!("{:.1} ms (median {:.1})", ms[0], ms[5])
-            };
-            let ce = time(&|| drop(masked_loss_and_grad(2, &model, &mask, &samples).unwrap()));
-            let kd = time(&|| drop(masked_distill_loss_and_grad(2, &model, &mask, &samples, 4.0).unwrap()));
-            println!("{name}, 256 samples, 2 threads, per call: cross-entropy {ce}, distillation {kd}");
         }
     }
 }
