@@ -16,8 +16,11 @@
 pub mod arch;
 pub mod dataset;
 pub mod engine;
+pub mod masks;
 pub mod metrics;
 pub mod model;
+#[cfg(test)]
+mod mutation;
 mod view;
 pub mod zoo;
 

@@ -10,7 +10,7 @@ use crate::arch::{ArchError, ArchSpec, ParamSpec};
 /// Metadata key under which the architecture JSON is stored in a safetensors file.
 pub const ARCH_METADATA_KEY: &str = "hyperprune.arch";
 
-/// What can go wrong loading or saving a model. Every variant names the file.
+/// What can go wrong loading or saving a model or its masks. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The file could not be read or written.
@@ -69,6 +69,18 @@ pub enum ModelError {
         /// What the file holds.
         found: String,
         /// What the spec needs.
+        expected: String,
+    },
+    /// The file holds a tensor that the architecture does not know.
+    #[error("{}: tensor '{name}' is not {expected} of architecture '{arch}'; was the file written for another model?", path.display())]
+    UnexpectedTensor {
+        /// The file.
+        path: PathBuf,
+        /// The architecture name.
+        arch: String,
+        /// The unknown tensor.
+        name: String,
+        /// What the tensors of the file must be, e.g. "a prunable weight".
         expected: String,
     },
     /// A tensor holds NaN or infinite values.
@@ -342,9 +354,8 @@ fn spec_for(path: &Path, stored: Option<&String>) -> Result<ArchSpec, ModelError
     let beside = [path.with_extension("arch.json"), path.with_extension("json")];
     for candidate in &beside {
         if candidate.is_file() {
-            let text = std::fs::read_to_string(candidate)
-                .map_err(|source| ModelError::Io { path: candidate.clone(), source })?;
-            return ArchSpec::from_json(&text).map_err(|source| ModelError::Arch { path: candidate.clone(), source });
+            // The spec's own error names the spec file; this one adds the model file.
+            return ArchSpec::read(candidate).map_err(|source| ModelError::Arch { path: path.to_path_buf(), source });
         }
     }
     Err(ModelError::NoArch { path: path.to_path_buf(), beside: beside[0].clone() })
@@ -443,6 +454,36 @@ mod tests {
         assert!(err.contains("no architecture found"), "{err}");
         std::fs::write(dir.path().join("torch.arch.json"), model.spec().to_json()).unwrap();
         assert_eq!(Model::load(&path, None).unwrap(), model);
+    }
+
+    /// A model small enough that most mutations land in the safetensors header or the
+    /// architecture metadata rather than in the values.
+    fn tiny_model() -> Model {
+        let spec = ArchSpec::from_json(
+            r#"{"name":"tiny","input":[1,4,4],"classes":2,"layers":[
+                {"type":"conv2d","out_channels":2,"kernel":3},{"type":"relu"},{"type":"flatten"},
+                {"type":"linear","out_features":2}]}"#,
+        )
+        .unwrap();
+        let values = spec.params().unwrap().iter().map(|p| (0..p.numel()).map(|j| j as f32 * 0.25).collect()).collect();
+        Model::new(spec, values).unwrap()
+    }
+
+    /// Bad input, everywhere: mutants of a model file never panic the loader, and every
+    /// refusal names the file, with the architecture from the file or given.
+    #[test]
+    fn property_mutated_model_files_never_panic_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let model = tiny_model();
+        let valid = model.to_bytes(&[]);
+        let stored =
+            crate::mutation::check_reader("model (stored arch)", &valid, &path, 2000, 1, |p| Model::load(p, None));
+        let spec = model.spec().clone();
+        let given = crate::mutation::check_reader("model (given arch)", &valid, &path, 1000, 2, |p| {
+            Model::load(p, Some(&spec))
+        });
+        assert!(stored.refused > 1000 && given.refused > 300, "{stored:?} {given:?}");
     }
 
     #[test]

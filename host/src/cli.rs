@@ -70,6 +70,9 @@ pub enum Command {
     Zoo(ZooCommand),
     /// Benchmark pruners head-to-head over a zoo's members and sparsity levels; resumable.
     Bench(BenchArgs),
+    /// Serve a supervisor's plugin calls over stdin/stdout (internal; started by bench).
+    #[command(hide = true)]
+    Worker,
     /// Fit a learnable pruner on a zoo's train members and save its state, for
     /// `prune --opt state=FILE` and `bench --opt PRUNER.state=FILE`.
     #[command(long_about = FIT_ABOUT)]
@@ -214,9 +217,33 @@ pub struct BenchArgs {
     /// Where networks run.
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// Where plugin `prune` calls run: `worker` (a separate process per pruner that is
+    /// killed and replaced when a plugin aborts, crashes, hangs or exhausts memory; the
+    /// task becomes an error row) or `none` (in this process: a little faster, but a
+    /// crashing plugin ends the bench).
+    #[arg(long, value_enum, default_value_t)]
+    pub isolate: IsolateArg,
+    /// Longest one `prune` call may take under `--isolate worker`, seconds; a call that
+    /// takes longer is killed and becomes an error row.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// Memory limit of each worker under `--isolate worker`, MiB (default: half of the
+    /// machine's memory).
+    #[arg(long, value_name = "MIB")]
+    pub worker_memory: Option<u64>,
     /// Stop after this many new rows (simulates an interrupted run; for tests).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+}
+
+/// Where plugin calls run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum IsolateArg {
+    /// In a supervised worker process.
+    #[default]
+    Worker,
+    /// In this process.
+    None,
 }
 
 const FIT_ABOUT: &str = "\
@@ -260,6 +287,10 @@ pub struct FitArgs {
     /// Seed of the fit; reaches the pruner as the `seed` option when it declares one.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Fit on the first K train members only (in `zoo.json` order; for learning curves).
+    /// The state's fit zoo records the subset.
+    #[arg(long, value_name = "K")]
+    pub train_members: Option<usize>,
     /// Where networks run (the data services).
     #[command(flatten)]
     pub exec: ExecArgs,

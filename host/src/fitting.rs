@@ -3,7 +3,9 @@
 //!
 //! A fit writes three files beside its state file `DIR/NAME.EXT`:
 //!
-//! - `DIR/NAME.EXT` itself, written atomically once `fit` returned;
+//! - `DIR/NAME.EXT` itself, written atomically once `fit` returned: the host's header (see
+//!   [`StateHeader`]: which pruner, version and options, fitted on which zoo) and the
+//!   plugin's own bytes;
 //! - `DIR/NAME.fit.jsonl`, the curve: one JSON object per `Context::record` call, appended
 //!   and flushed line by line (truncated when a fit starts afresh, appended to when it
 //!   resumes);
@@ -24,10 +26,142 @@ use hyperprune_core::model::write_atomic;
 use hyperprune_core::zoo::{MemberInfo, Split, Zoo};
 use hyperprune_core::{LayerViews, Model};
 use hyperprune_sdk::{ErrorKind, LayerRef, MemberRef, TensorRef, ZooRef};
+use serde::{Deserialize, Serialize};
 
 use crate::context::DataServices;
 use crate::failure::bad_input;
-use crate::pruning::{ConfiguredPruner, plugin_error};
+use crate::pruning::{ConfiguredPruner, plugin_error, state_fingerprint};
+
+/// The first line of a state file the host wrote: [`STATE_MAGIC`], then one line of JSON
+/// ([`StateHeader`]), then the plugin's bytes. A file without it is a bare plugin state
+/// (written before states were keyed): it loads, with a warning that its fit zoo is unknown.
+pub const STATE_MAGIC: &[u8] = b"hyperprune-state/1\n";
+
+/// What the host knows about a fitted state: enough to key it and to warn when it meets a
+/// zoo it was not fitted for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateHeader {
+    /// Pruner name.
+    pub pruner: String,
+    /// Plugin version that fitted it.
+    pub pruner_version: String,
+    /// The plugin's options at fit time, defaults filled in (host options left out).
+    pub options: serde_json::Value,
+    /// The zoo it was fitted on.
+    pub fit_zoo: FitZoo,
+}
+
+/// A fit zoo's identity: its name, dataset and architectures, and a hash of its train split
+/// as `zoo.json` records it (member ids, files, hyperparameters, accuracies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FitZoo {
+    /// Zoo name.
+    pub name: String,
+    /// Dataset its members were trained on.
+    pub dataset: String,
+    /// Architecture names of its train members, sorted, without repeats.
+    pub archs: Vec<String>,
+    /// Train members fitted on.
+    pub train_members: usize,
+    /// 16 hex digits: the FNV-1a hash of the train members' `zoo.json` records.
+    pub train_hash: String,
+}
+
+impl FitZoo {
+    /// The identity of `zoo`'s train split, or of its first `limit` train members.
+    pub fn of(zoo: &Zoo, limit: Option<usize>) -> FitZoo {
+        let mut train = zoo.members(Split::Train);
+        train.truncate(limit.unwrap_or(usize::MAX));
+        let records = serde_json::to_vec(&train).unwrap_or_default();
+        let mut archs: Vec<String> = train.iter().map(|m| m.arch.name.clone()).collect();
+        archs.sort();
+        archs.dedup();
+        FitZoo {
+            name: zoo.meta().name.clone(),
+            dataset: zoo.meta().dataset.clone(),
+            archs,
+            train_members: train.len(),
+            train_hash: state_fingerprint(&records),
+        }
+    }
+}
+
+impl StateHeader {
+    /// The header of a state `pruner` fits on `zoo` (its first `limit` train members) now.
+    pub fn new(pruner: &ConfiguredPruner, zoo: &Zoo, limit: Option<usize>) -> StateHeader {
+        StateHeader {
+            pruner: pruner.name().to_string(),
+            pruner_version: pruner.plugin.info.version.clone(),
+            options: pruner.plugin_options(),
+            fit_zoo: FitZoo::of(zoo, limit),
+        }
+    }
+
+    /// 8 hex digits naming the (pruner, version, options, fit zoo) key: a bench keeps the
+    /// state it fits in `RUN/state/PRUNER-KEY.bin`, so other settings never reuse it.
+    pub fn key(&self) -> String {
+        let key = serde_json::json!([self.pruner, self.pruner_version, self.options, self.fit_zoo.train_hash]);
+        state_fingerprint(key.to_string().as_bytes())[..8].to_string()
+    }
+
+    /// Where this header differs from `pruner` as configured now, in plugin version or
+    /// options, one phrase each.
+    pub fn differences(&self, pruner: &ConfiguredPruner) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.pruner_version != pruner.plugin.info.version {
+            out.push(format!("plugin version {} (now {})", self.pruner_version, pruner.plugin.info.version));
+        }
+        let now = pruner.plugin_options();
+        if let (Some(a), Some(b)) = (self.options.as_object(), now.as_object()) {
+            for (name, value) in a {
+                match b.get(name) {
+                    Some(now) if now == value => {}
+                    Some(now) => out.push(format!("{name}={value} (now {now})")),
+                    None => out.push(format!("{name}={value} (now unset)")),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A state file's contents: the host's header, if it has one, and the plugin's bytes.
+#[derive(Debug)]
+pub struct StateFile {
+    /// None for a bare plugin state.
+    pub header: Option<StateHeader>,
+    /// What the plugin's `load_state` gets.
+    pub payload: Vec<u8>,
+}
+
+/// The bytes of a state file: magic, header line, payload.
+pub fn encode_state(header: &StateHeader, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = STATE_MAGIC.to_vec();
+    bytes.extend_from_slice(serde_json::to_string(header).expect("a header serialises").as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Splits a state file's bytes; `path` is only for the message.
+///
+/// # Errors
+/// A file that starts like a host state but whose header line is missing or not a header.
+pub fn decode_state(path: &Path, bytes: &[u8]) -> Result<StateFile, String> {
+    let Some(rest) = bytes.strip_prefix(STATE_MAGIC) else {
+        return Ok(StateFile { header: None, payload: bytes.to_vec() });
+    };
+    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| {
+        format!("{}: corrupt state file: the header line after 'hyperprune-state/1' is cut off", path.display())
+    })?;
+    let header: StateHeader = serde_json::from_slice(&rest[..end]).map_err(|e| {
+        format!(
+            "{}: corrupt state file: the header is not {{pruner, pruner_version, options, fit_zoo}} ({e})",
+            path.display()
+        )
+    })?;
+    Ok(StateFile { header: Some(header), payload: rest[end + 1..].to_vec() })
+}
 
 /// The files of a fit, all derived from the state file's path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +265,8 @@ pub struct FitSummary {
     pub seconds: f64,
 }
 
-/// Fits `pruner` on the zoo's train members (its val members beside them) and writes the
+/// Fits `pruner` on the zoo's train members (the first `train_limit` of them, when given;
+/// its val members beside them) and writes the
 /// state to `files.state`, resuming from `files.checkpoint` when it exists. `data` is
 /// handed to the pruner only if it declared `fit_needs_data`.
 ///
@@ -145,6 +280,7 @@ pub fn fit(
     files: &FitFiles,
     data: Option<DataServices<'_>>,
     calib_samples: u64,
+    train_limit: Option<usize>,
 ) -> anyhow::Result<FitSummary> {
     let start = Instant::now();
     let name = pruner.name().to_string();
@@ -154,7 +290,19 @@ pub fn fit(
              pruner whose capabilities say learnable (see `hyperprune plugins list`)"
         )));
     }
-    let (train, val) = fit_members(zoo, &name)?;
+    let (mut train, val) = fit_members(zoo, &name)?;
+    match train_limit {
+        Some(0) => return Err(bad_input("--train-members must be at least 1")),
+        Some(k) if k > train.len() => {
+            return Err(bad_input(format!(
+                "{}: --train-members {k}, but the zoo has {} trained train members",
+                zoo.dir().display(),
+                train.len()
+            )));
+        }
+        Some(k) => train.truncate(k),
+        None => {}
+    }
     if let Some(parent) = files.state.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -188,8 +336,10 @@ pub fn fit(
     );
     pruner.fit(zoo_ref, &ctx).map_err(anyhow::Error::msg)?;
     let state = pruner.save_state().map_err(anyhow::Error::msg)?;
-    write_atomic(&files.state, &state).with_context(|| "writing the fitted state")?;
-    pruner.mark_state(&state);
+    let header = StateHeader::new(pruner, zoo, train_limit);
+    write_atomic(&files.state, &encode_state(&header, &state)).with_context(|| "writing the fitted state")?;
+    pruner.mark_state(&state, Some(header.fit_zoo.name));
+    pruner.state_path = Some(files.state.clone());
     if files.checkpoint.exists() {
         std::fs::remove_file(&files.checkpoint)
             .with_context(|| format!("removing the finished fit's checkpoint {}", files.checkpoint.display()))?;
@@ -281,14 +431,41 @@ fn member_refs<'a>(
         .collect()
 }
 
-/// Reads state file `path` and restores it into `pruner` (the host-level option
-/// `state=FILE`).
+/// What a loaded state is applied to: the dataset (when known) and the architectures.
+#[derive(Debug, Clone, Copy)]
+pub struct StateTarget<'a> {
+    /// Dataset name.
+    pub dataset: Option<&'a str>,
+    /// Architecture names.
+    pub archs: &'a [String],
+}
+
+/// The host header of state file `path`, without loading the state: None for a bare plugin
+/// state.
 ///
 /// # Errors
-/// Bad input naming the file: it does not exist or cannot be read, or the pruner rejects
-/// it (a corrupt state, or one written by another pruner or for another architecture; the
-/// plugin's message follows). A panic in the plugin is a plugin failure, not bad input.
-pub fn load_state_file(pruner: &mut ConfiguredPruner, path: &Path) -> anyhow::Result<()> {
+/// Bad input naming the file: unreadable, or a corrupt header.
+pub fn read_state_header(path: &Path) -> anyhow::Result<Option<StateHeader>> {
+    let bytes = std::fs::read(path).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+    Ok(decode_state(path, &bytes).map_err(bad_input)?.header)
+}
+
+/// Reads state file `path` and restores it into `pruner` (the host-level option
+/// `state=FILE`). Returns the state's header (None for a bare plugin state, with a warning).
+/// A state fitted with another plugin version or other options warns in one line; so does
+/// one fitted on another dataset or architecture than `target` (dataset, arch names), when
+/// given: applying a state across zoos is a study, not a mistake, but never a silent one.
+///
+/// # Errors
+/// Bad input naming the file: it does not exist or cannot be read, its header is corrupt or
+/// names another pruner, or the pruner rejects the payload (a corrupt state, or one for
+/// another architecture; the plugin's message follows). A panic in the plugin is a plugin
+/// failure, not bad input.
+pub fn load_state_file(
+    pruner: &mut ConfiguredPruner,
+    path: &Path,
+    target: Option<StateTarget<'_>>,
+) -> anyhow::Result<Option<StateHeader>> {
     let name = pruner.name().to_string();
     if !path.is_file() {
         return Err(bad_input(format!(
@@ -298,13 +475,67 @@ pub fn load_state_file(pruner: &mut ConfiguredPruner, path: &Path) -> anyhow::Re
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+    let file = decode_state(path, &bytes).map_err(bad_input)?;
+    match &file.header {
+        Some(header) if header.pruner != name => {
+            return Err(bad_input(format!(
+                "{}: this state was fitted by pruner '{}', not '{name}'",
+                path.display(),
+                header.pruner
+            )));
+        }
+        _ => {}
+    }
+    // Said once the state loaded: a state the plugin refuses is one error line, not more.
+    let warnings = match &file.header {
+        Some(header) => mismatches(path, header, pruner, target),
+        None => vec![format!(
+            "{}: a bare plugin state without the host's header (written before states were keyed): its fit zoo is \
+             unknown; refit to record it",
+            path.display()
+        )],
+    };
     tracing::debug!("{name}: loading the fitted state {}", path.display());
-    pruner.load_state(&bytes).map_err(|e| match e.kind {
+    pruner.load_state(&file.payload).map_err(|e| match e.kind {
         ErrorKind::Panicked => anyhow::anyhow!("{}: {}", path.display(), plugin_error(&name, &e)),
         _ => bad_input(format!("{}: pruner '{name}' cannot load this state: {}", path.display(), e.message)),
     })?;
-    pruner.mark_state(&bytes);
-    Ok(())
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    pruner.mark_state(&file.payload, file.header.as_ref().map(|h| h.fit_zoo.name.clone()));
+    pruner.state_path = Some(path.to_path_buf());
+    Ok(file.header)
+}
+
+/// One warning line per kind of mismatch between a loaded state and its use.
+fn mismatches(
+    path: &Path,
+    header: &StateHeader,
+    pruner: &ConfiguredPruner,
+    target: Option<StateTarget<'_>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let differences = header.differences(pruner);
+    if !differences.is_empty() {
+        out.push(format!("{}: fitted with {}", path.display(), differences.join(", ")));
+    }
+    let Some(target) = target else { return out };
+    let fit = &header.fit_zoo;
+    let other_dataset = target.dataset.is_some_and(|d| d != fit.dataset);
+    let other_arch = target.archs.iter().any(|a| !fit.archs.contains(a));
+    if other_dataset || other_arch {
+        out.push(format!(
+            "{}: fitted on zoo '{}' ({} {}), now applied to {} {}: a cross-zoo transfer",
+            path.display(),
+            fit.name,
+            fit.dataset,
+            fit.archs.join("+"),
+            target.dataset.unwrap_or("a model of"),
+            target.archs.join("+"),
+        ));
+    }
+    out
 }
 
 /// The one-line refusal for a learnable pruner asked to prune with no state.
@@ -318,6 +549,53 @@ pub fn must_be_fitted(name: &str) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header() -> StateHeader {
+        StateHeader {
+            pruner: "hypernet".into(),
+            pruner_version: "0.2.0".into(),
+            options: serde_json::json!({"steps": 600, "mask": "topk"}),
+            fit_zoo: FitZoo {
+                name: "fmnist-cnn-s".into(),
+                dataset: "fashion-mnist".into(),
+                archs: vec!["cnn-s".into()],
+                train_members: 48,
+                train_hash: "0123456789abcdef".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_state_file_is_magic_header_payload_and_a_bare_state_still_reads() {
+        let path = Path::new("s.state");
+        let payload = b"\x00\n{not json}\n\xff".to_vec();
+        let file = decode_state(path, &encode_state(&header(), &payload)).unwrap();
+        assert_eq!((file.header, file.payload), (Some(header()), payload.clone()));
+        let bare = decode_state(path, &payload).unwrap();
+        assert_eq!((bare.header, bare.payload), (None, payload));
+        let mut cut = STATE_MAGIC.to_vec();
+        cut.extend_from_slice(b"{\"pruner\":");
+        assert!(decode_state(path, &cut).unwrap_err().contains("s.state: corrupt state file: the header line"));
+        let mut wrong = STATE_MAGIC.to_vec();
+        wrong.extend_from_slice(b"[1,2]\npayload");
+        assert!(decode_state(path, &wrong).unwrap_err().starts_with("s.state: corrupt state file: the header is not"));
+    }
+
+    #[test]
+    fn the_key_changes_with_every_part_of_it() {
+        let base = header();
+        let key = base.key();
+        assert_eq!((key.len(), key.clone()), (8, header().key()), "8 hex digits, deterministic");
+        let mut other = header();
+        other.pruner_version = "0.2.1".into();
+        assert_ne!(other.key(), key);
+        let mut other = header();
+        other.options["steps"] = 601.into();
+        assert_ne!(other.key(), key);
+        let mut other = header();
+        other.fit_zoo.train_hash = "fedcba9876543210".into();
+        assert_ne!(other.key(), key);
+    }
 
     #[test]
     fn fit_files_sit_beside_the_state() {

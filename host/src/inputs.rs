@@ -1,9 +1,12 @@
-//! Reading the user's files: architectures and models, with every failure marked as bad
+//! Reading the user's files: architectures, models and datasets, with every failure marked as bad
 //! input (exit code 2) and naming the file.
 
 use std::path::Path;
 
+use hyperprune_core::dataset::{DataOptions, Dataset};
 use hyperprune_core::{ArchSpec, Model, preset};
+
+use crate::cli::DataArgs;
 
 use crate::failure::bad_input;
 
@@ -14,8 +17,7 @@ use crate::failure::bad_input;
 pub fn arch(name_or_path: &str) -> anyhow::Result<ArchSpec> {
     let path = Path::new(name_or_path);
     if path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
-        return ArchSpec::from_json(&text).map_err(|e| bad_input(format!("{}: {e}", path.display())));
+        return ArchSpec::read(path).map_err(bad_input);
     }
     preset(name_or_path).map_err(bad_input)
 }
@@ -30,4 +32,32 @@ pub fn model(path: &Path, arch_override: Option<&str>) -> anyhow::Result<Model> 
         return Err(bad_input(format!("{}: model file not found", path.display())));
     }
     Model::load(path, spec.as_ref()).map_err(bad_input)
+}
+
+/// Loads the dataset named in `args`.
+///
+/// # Errors
+/// Bad input: unknown dataset, missing or malformed files.
+pub fn dataset(args: &DataArgs) -> anyhow::Result<Dataset> {
+    let options = DataOptions { data_dir: args.data_dir.clone() };
+    hyperprune_core::dataset::load(&args.dataset, &options).map_err(bad_input)
+}
+
+/// Checks that an architecture's input shape and classes match the dataset's.
+///
+/// # Errors
+/// Bad input saying both shapes.
+pub fn check_fits(spec: &ArchSpec, data: &Dataset) -> anyhow::Result<()> {
+    if spec.input != data.input_shape() || spec.classes != data.classes {
+        return Err(bad_input(format!(
+            "architecture '{}' takes {:?} inputs and {} classes, but dataset '{}' has {:?} and {}",
+            spec.name,
+            spec.input,
+            spec.classes,
+            data.name,
+            data.input_shape(),
+            data.classes
+        )));
+    }
+    Ok(())
 }

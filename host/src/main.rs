@@ -14,11 +14,14 @@ mod engines;
 mod failure;
 mod fitting;
 mod inputs;
+mod isolation;
 mod logging;
+mod machine;
 mod outcome;
 mod plugins;
 mod pruning;
 mod report;
+mod results;
 
 use std::process::ExitCode;
 

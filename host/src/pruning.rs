@@ -12,14 +12,14 @@ use std::sync::atomic::AtomicBool;
 use abi_stable::std_types::RStr;
 use anyhow::Context as _;
 use hyperprune_core::{Model, model_ref};
-use hyperprune_sdk::{ErrorKind, Options, Pattern, PluginError, PruneRequest, PrunerBox, Scope};
+use hyperprune_sdk::{ErrorKind, Options, Pattern, PluginError, PruneOutcome, PruneRequest, PrunerBox, Scope};
 
-use crate::bench::DataUse;
 use crate::cli::{RequestArgs, ScopeArg};
 use crate::context::{DataServices, HostContext};
 use crate::failure::bad_input;
-use crate::outcome::{CheckedOutcome, check};
+use crate::outcome::{CheckedOutcome, check, verify_sparsity};
 use crate::plugins::{Plugin, Registry};
+use crate::results::DataUse;
 
 /// A plugin instance with its options applied.
 pub struct ConfiguredPruner {
@@ -30,11 +30,47 @@ pub struct ConfiguredPruner {
     /// The host-level option `state=FILE` of a learnable pruner: the fitted state to load
     /// (see `fitting::load_state_file`). Never sent to the plugin.
     pub state_file: Option<PathBuf>,
+    /// The host-level option `sparsity_check=exact|report`: whether an outcome whose
+    /// sparsity differs from the request is an error (`exact`, the default) or only recorded
+    /// (`report`, for pruners whose sparsity is meant to emerge, e.g. `hypernet
+    /// mask=threshold`). Never sent to the plugin; `report` shows in the row's options.
+    pub sparsity_check: SparsityCheck,
+    /// The zoo the loaded or fitted state was fitted on (`unknown` for a bare plugin state);
+    /// None until then, and for pruners that learn nothing.
+    pub fit_zoo: Option<String>,
+    /// The state file this instance holds (loaded or fitted), for a worker to load too.
+    pub state_path: Option<PathBuf>,
+    /// The plugin's own options as given (`name=value`, host-level ones taken out), for a
+    /// worker to configure its instance alike.
+    pub assignments: Vec<String>,
     pruner: PrunerBox,
 }
 
 /// The host-level option of learnable pruners: `state=FILE`.
 pub const STATE_OPTION: &str = "state";
+
+/// The host-level option of every pruner: `sparsity_check=exact|report`.
+pub const SPARSITY_CHECK_OPTION: &str = "sparsity_check";
+
+/// What the host does with an outcome whose sparsity is not what the request asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SparsityCheck {
+    /// An error (row): the outcome must prune exactly what was asked (see
+    /// [`crate::outcome::verify_sparsity`]).
+    #[default]
+    Exact,
+    /// Recorded in the row's `achieved_sparsity`, not enforced.
+    Report,
+}
+
+/// The options the host takes out of a pruner's `name=value` list before the plugin sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostOptions {
+    /// `state=FILE`.
+    pub state: Option<PathBuf>,
+    /// `sparsity_check=exact|report`.
+    pub sparsity_check: SparsityCheck,
+}
 
 /// A state's identity in result rows: 16 hex digits of the FNV-1a hash of its bytes.
 pub fn state_fingerprint(bytes: &[u8]) -> String {
@@ -59,17 +95,16 @@ impl ConfiguredPruner {
     /// `state=` for a pruner that learns nothing; the plugin's own error when it rejects the
     /// combination.
     pub fn new(registry: &Registry, name: &str, options: &[String]) -> anyhow::Result<ConfiguredPruner> {
-        let plugin = registry
-            .get(name)
-            .ok_or_else(|| bad_input(format!("unknown pruner '{name}' (installed: {})", registry.names())))?
-            .clone();
-        let (state_file, options) = take_state_option(options);
+        let plugin = registry.get(name).ok_or_else(|| bad_input(registry.unknown(name)))?.clone();
+        let (host, options) = take_host_options(options).map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
+        let state_file = host.state;
         if state_file.is_some() && !plugin.info.capabilities.learnable {
             return Err(bad_input(format!(
                 "pruner '{name}' learns nothing, so it takes no fitted state: drop the option {STATE_OPTION}=FILE"
             )));
         }
-        let map = Options::from_assignments(&plugin.info.options, &options)
+        let assignments = options;
+        let map = Options::from_assignments(&plugin.info.options, &assignments)
             .map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
         let full =
             Options::from_json(&plugin.info.options, &map).map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
@@ -79,16 +114,42 @@ impl ConfiguredPruner {
             ErrorKind::InvalidOptions => bad_input(format!("pruner '{name}': {}", e.message)),
             _ => anyhow::anyhow!(plugin_error(name, &e)),
         })?;
-        Ok(ConfiguredPruner { plugin, options: full.to_json(), state_file, pruner })
+        let mut options = full.to_json();
+        if let (SparsityCheck::Report, serde_json::Value::Object(map)) = (host.sparsity_check, &mut options) {
+            map.insert(SPARSITY_CHECK_OPTION.into(), "report".into());
+        }
+        Ok(ConfiguredPruner {
+            plugin,
+            options,
+            state_file,
+            sparsity_check: host.sparsity_check,
+            fit_zoo: None,
+            state_path: None,
+            assignments,
+            pruner,
+        })
     }
 
-    /// Records which fitted state this instance holds: `options.state` becomes the state's
-    /// fingerprint, so result rows of two different states (fitted on other zoos or with
-    /// other settings) never share a row key, and a rerun with the same state resumes.
-    pub fn mark_state(&mut self, bytes: &[u8]) {
+    /// Records which fitted state this instance holds: `options.state` becomes the
+    /// fingerprint of the plugin's state bytes, so result rows of two different states
+    /// (fitted on other zoos or with other settings) never share a row key, and a rerun with
+    /// the same state resumes; `fit_zoo` names the zoo it was fitted on (`unknown` if None).
+    pub fn mark_state(&mut self, bytes: &[u8], fit_zoo: Option<String>) {
         if let serde_json::Value::Object(map) = &mut self.options {
             map.insert(STATE_OPTION.into(), serde_json::Value::String(state_fingerprint(bytes)));
         }
+        self.fit_zoo = Some(fit_zoo.unwrap_or_else(|| "unknown".into()));
+    }
+
+    /// The options the plugin was configured with, defaults filled in, without the
+    /// host-level ones (`state`, `sparsity_check`).
+    pub fn plugin_options(&self) -> serde_json::Value {
+        let mut options = self.options.clone();
+        if let serde_json::Value::Object(map) = &mut options {
+            map.remove(STATE_OPTION);
+            map.remove(SPARSITY_CHECK_OPTION);
+        }
+        options
     }
 
     /// The plugin's name.
@@ -156,7 +217,7 @@ impl ConfiguredPruner {
         self.pruner.load_state(state.into()).into_result()
     }
 
-    /// Prunes `model` and checks the outcome.
+    /// Prunes `model` and checks the outcome ([`Self::accept`]).
     ///
     /// # Errors
     /// The plugin's error or panic, or what is wrong with its outcome, as one message.
@@ -166,13 +227,52 @@ impl ConfiguredPruner {
         request: &PruneRequest,
         ctx: &HostContext<'_>,
     ) -> Result<CheckedOutcome, PruneFailure> {
+        let outcome = self.prune_unchecked(model, request, ctx)?;
+        self.accept(model, &outcome, request)
+    }
+
+    /// Calls the plugin's `prune` on a zero-copy view of `model`; the outcome is unchecked.
+    ///
+    /// # Errors
+    /// The plugin's error or panic, as one message.
+    pub fn prune_unchecked(
+        &self,
+        model: &Model,
+        request: &PruneRequest,
+        ctx: &HostContext<'_>,
+    ) -> Result<PruneOutcome, PruneFailure> {
         let handle = hyperprune_sdk::context_ref(ctx);
-        let outcome = model_ref(model, |view| self.pruner.prune(view, request, handle).into_result())
-            .map_err(|e| PruneFailure { kind: Some(e.kind), message: plugin_error(self.name(), &e) })?;
-        check(model, &outcome).map_err(|e| PruneFailure {
+        model_ref(model, |view| self.pruner.prune(view, request, handle).into_result())
+            .map_err(|e| PruneFailure { kind: Some(e.kind), message: plugin_error(self.name(), &e) })
+    }
+
+    /// Checks an outcome against `model` and the request before anything counts it: the
+    /// layers, lengths and values of its masks, finite new weights, and (unless this
+    /// pruner's `sparsity_check` is `report`) the sparsity the request asked for.
+    ///
+    /// # Errors
+    /// What is wrong, naming the pruner and both numbers.
+    pub fn accept(
+        &self,
+        model: &Model,
+        outcome: &PruneOutcome,
+        request: &PruneRequest,
+    ) -> Result<CheckedOutcome, PruneFailure> {
+        let invalid = |e: String| PruneFailure {
             kind: None,
             message: format!("plugin '{}' returned an invalid outcome: {e}", self.name()),
-        })
+        };
+        let checked = check(model, outcome).map_err(invalid)?;
+        if self.sparsity_check == SparsityCheck::Exact {
+            let row_lens: Vec<usize> =
+                model.prunable().map(|(p, w)| w.len() / p.shape.first().copied().unwrap_or(1).max(1)).collect();
+            verify_sparsity(&checked, request, &row_lens).map_err(|e| {
+                invalid(format!(
+                    "{e} (a pruner whose sparsity is meant to emerge needs the option {SPARSITY_CHECK_OPTION}=report)"
+                ))
+            })?;
+        }
+        Ok(checked)
     }
 }
 
@@ -207,17 +307,30 @@ impl From<PruneFailure> for String {
     }
 }
 
-/// Takes every `state=FILE` out of `options` (`name=value` strings); the last one wins.
-pub fn take_state_option(options: &[String]) -> (Option<PathBuf>, Vec<String>) {
-    let mut state = None;
+/// Takes the host-level options (`state=FILE`, `sparsity_check=exact|report`) out of
+/// `options` (`name=value` strings); the last of each wins.
+///
+/// # Errors
+/// A `sparsity_check` value other than `exact` or `report`.
+pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>), String> {
+    let mut host = HostOptions::default();
     let mut rest = Vec::with_capacity(options.len());
     for option in options {
         match option.split_once('=') {
-            Some((name, file)) if name.trim() == STATE_OPTION => state = Some(PathBuf::from(file)),
+            Some((name, file)) if name.trim() == STATE_OPTION => host.state = Some(PathBuf::from(file)),
+            Some((name, value)) if name.trim() == SPARSITY_CHECK_OPTION => {
+                host.sparsity_check = match value.trim() {
+                    "exact" => SparsityCheck::Exact,
+                    "report" => SparsityCheck::Report,
+                    other => {
+                        return Err(format!("option {SPARSITY_CHECK_OPTION}: expected exact or report, got '{other}'"));
+                    }
+                }
+            }
             _ => rest.push(option.clone()),
         }
     }
-    (state, rest)
+    Ok((host, rest))
 }
 
 /// Builds a request from the CLI's request options and a sparsity.
@@ -252,11 +365,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_state_option_is_taken_out_and_the_last_one_wins() {
-        let options: Vec<String> = ["steps=3", "state=a.bin", "lr=0.1", " state =b.bin"].map(String::from).into();
-        let (state, rest) = take_state_option(&options);
-        assert_eq!(state, Some(PathBuf::from("b.bin")));
+    fn host_options_are_taken_out_and_the_last_one_wins() {
+        let options: Vec<String> =
+            ["steps=3", "state=a.bin", "lr=0.1", " state =b.bin", "sparsity_check=report"].map(String::from).into();
+        let (host, rest) = take_host_options(&options).unwrap();
+        assert_eq!(host.state, Some(PathBuf::from("b.bin")));
+        assert_eq!(host.sparsity_check, SparsityCheck::Report);
         assert_eq!(rest, ["steps=3", "lr=0.1"]);
-        assert_eq!(take_state_option(&["statefulness=1".to_string()]).0, None);
+        assert_eq!(take_host_options(&["statefulness=1".to_string()]).unwrap().0, HostOptions::default());
+        let e = take_host_options(&["sparsity_check=loose".to_string()]).unwrap_err();
+        assert!(e.contains("expected exact or report, got 'loose'"), "{e}");
     }
 }

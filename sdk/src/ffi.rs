@@ -11,6 +11,8 @@
 
 use std::ffi::CStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 
 use abi_stable::library::RootModule;
 use abi_stable::prefix_type::PrefixTypeTrait;
@@ -119,13 +121,47 @@ pub fn root_module<P: Pruner + Default>() -> PrunerModRef {
     PrunerMod { sdk_version, new: new_pruner::<P> }.leak_into_prefix()
 }
 
+/// Guards running now, in any thread: while one runs, the quiet hook swallows panics.
+static GUARDS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Where the last panic swallowed by the quiet hook happened: `file:line`.
+static LAST_PANIC_AT: Mutex<Option<String>> = Mutex::new(None);
+
+/// Installs, once, a panic hook that records a panic's location instead of printing it
+/// while any [`guard`] runs (the guard reports the panic as one error with that location),
+/// and defers to the hook it replaced otherwise. A plugin links its own copy of `std`, so
+/// this hook is the plugin's alone: the host's panics print as before.
+fn install_quiet_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDS_RUNNING.load(Ordering::SeqCst) == 0 {
+                return previous(info);
+            }
+            let at = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+            *LAST_PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()) = at;
+        }));
+    });
+}
+
 /// Runs `f`, passing its error through and turning a panic into [`ErrorKind::Panicked`]
-/// with the panic message.
+/// with the panic message and where it happened: one line, no hook output or backtrace.
 fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_quiet_hook();
+    GUARDS_RUNNING.fetch_add(1, Ordering::SeqCst);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+    match result {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e),
-        Err(payload) => RResult::RErr(PluginError::new(ErrorKind::Panicked, panic_message(payload.as_ref()))),
+        Err(payload) => {
+            let mut message = panic_message(payload.as_ref());
+            if let Some(at) = LAST_PANIC_AT.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                message = format!("{message} (at {at})");
+            }
+            RResult::RErr(PluginError::new(ErrorKind::Panicked, message))
+        }
     }
 }
 
@@ -223,7 +259,8 @@ mod tests {
         let e = guard::<()>(|| Err("bad".into())).unwrap_err();
         assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Failed, "bad"));
         let e = guard::<()>(|| panic!("boom {}", 42)).unwrap_err();
-        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Panicked, "boom 42"));
+        assert_eq!(e.kind, ErrorKind::Panicked);
+        assert!(e.message.starts_with("boom 42 (at ") && e.message.contains("ffi.rs:"), "{}", e.message);
         let e = guard::<()>(|| Err(PluginError::not_supported("no"))).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotSupported);
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hyperprune_tests::{hyperprune, text, write_model};
+use hyperprune_tests::{hyperprune, load_model, one_line_error, text, write_model};
 
 fn prune_fails(model: &Path, extra: &[&str], expected: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
@@ -112,4 +112,48 @@ fn device_cuda_without_cuda_is_one_clear_line() {
     let o = hyperprune(&["zoo", "train", "--members", "1", "--device", "tpu", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("unknown device 'tpu'"));
+}
+
+#[test]
+fn zoo_train_with_batch_size_zero_is_one_line_and_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("zoo");
+    let o = hyperprune(&["zoo", "train", "--members", "2", "--batch-size", "0", "--out", out.to_str().unwrap()]);
+    one_line_error(&o, &["batch size must be at least 1", "--batch-size"]);
+    assert!(!out.exists(), "no output folder is left behind");
+}
+
+#[test]
+fn eval_refuses_flat_masks_and_masks_for_unknown_tensors_naming_file_and_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = write_model(dir.path(), "cnn-digits", 1);
+    let model = load_model(&model_path);
+    let masks = |flat: bool, extra: Option<&str>| {
+        let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = model
+            .prunable()
+            .map(|(p, w)| (p.name.clone(), if flat { vec![w.len()] } else { p.shape.clone() }, vec![1; w.len()]))
+            .collect();
+        entries.extend(extra.map(|name| (name.to_string(), vec![3], vec![1; 3])));
+        hyperprune_core::model::encode_u8(&entries)
+    };
+    let eval = |masks_path: &Path| {
+        hyperprune(&[
+            "eval",
+            "--model",
+            model_path.to_str().unwrap(),
+            "--masks",
+            masks_path.to_str().unwrap(),
+            "--dataset",
+            "digits",
+        ])
+    };
+    let good = dir.path().join("good.masks.safetensors");
+    std::fs::write(&good, masks(false, None)).unwrap();
+    assert!(eval(&good).status.success(), "{:?}", text(&eval(&good)));
+    let flat = dir.path().join("flat.masks.safetensors");
+    std::fs::write(&flat, masks(true, None)).unwrap();
+    one_line_error(&eval(&flat), &["flat.masks.safetensors", "'0.weight'", "the weight's shape"]);
+    let unknown = dir.path().join("unknown.masks.safetensors");
+    std::fs::write(&unknown, masks(false, Some("fc9.weight"))).unwrap();
+    one_line_error(&eval(&unknown), &["unknown.masks.safetensors", "'fc9.weight'", "not a prunable weight"]);
 }

@@ -65,7 +65,13 @@ fn jsonl(path: &Path) -> Vec<serde_json::Value> {
 fn fit_writes_a_state_and_a_curve_and_pruning_with_it_matches_the_benchs_own_fit() {
     let state = fitted_state();
     let dir = state.parent().unwrap();
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    let bytes = std::fs::read(state).unwrap();
+    let mut parts = bytes.splitn(3, |&b| b == b'\n');
+    assert_eq!(parts.next(), Some(&b"hyperprune-state/1"[..]), "the host's magic line");
+    let header: serde_json::Value = serde_json::from_slice(parts.next().unwrap()).unwrap();
+    assert_eq!((header["pruner"].as_str(), header["fit_zoo"]["name"].as_str()), (Some("learner"), Some("learn-zoo")));
+    assert_eq!(header["fit_zoo"]["archs"], serde_json::json!(["cnn-digits"]));
+    let saved: serde_json::Value = serde_json::from_slice(parts.next().unwrap()).unwrap();
     assert_eq!((saved["format"].as_str(), saved["arch"].as_str()), (Some("learner-v1"), Some("cnn-digits")));
     assert!(!dir.join("learner.state.checkpoint").exists(), "the checkpoint goes once the state is written");
     let curve = jsonl(&dir.join("learner.fit.jsonl"));
@@ -102,8 +108,16 @@ fn fit_writes_a_state_and_a_curve_and_pruning_with_it_matches_the_benchs_own_fit
         jsonl(&out.join("results.jsonl"))
     };
     let rows = bench(in_run.path(), &[]);
-    assert_eq!(std::fs::read(in_run.path().join("state/learner.bin")).unwrap(), std::fs::read(state).unwrap());
-    assert!(in_run.path().join("state/learner.fit.jsonl").is_file());
+    let keyed: Vec<PathBuf> = std::fs::read_dir(in_run.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
+    assert_eq!(keyed.len(), 1, "{keyed:?}");
+    let name = keyed[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("learner-") && name.len() == "learner-01234567.bin".len(), "keyed by a hash: {name}");
+    assert_eq!(std::fs::read(&keyed[0]).unwrap(), std::fs::read(state).unwrap());
+    assert!(keyed[0].with_extension("fit.jsonl").is_file());
     let state_opt = format!("learner.state={}", state.display());
     let again = bench(loaded.path(), &["--opt", &state_opt]);
     assert!(!loaded.path().join("state").exists(), "a given state is loaded, not refitted");
@@ -174,7 +188,15 @@ fn a_state_fitted_on_another_architecture_is_refused_clearly() {
     let model = write_model(dir.path(), "lenet5", 1);
     let out = dir.path().join("out.safetensors");
     let o = prune(&model, &out, &["--opt", &format!("state={}", fitted_state().display())]);
-    one_line_error(&o, &["state was fitted on arch 'cnn-digits', this model is 'lenet5'"]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 2, "a warning and the error: {stderr}");
+    assert!(
+        lines[0].contains("fitted on zoo 'learn-zoo' (digits cnn-digits), now applied to a model of lenet5"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("state was fitted on arch 'cnn-digits', this model is 'lenet5'"), "{stderr}");
     assert!(!out.exists());
 }
 

@@ -7,4 +7,5 @@ mod fashion;
 mod fitting;
 mod fixtures;
 mod hypernet;
+mod isolation;
 mod plugins;

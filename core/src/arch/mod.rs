@@ -1,10 +1,12 @@
 //! Architectures: the JSON spec, shape inference and the built-in presets.
 
+use std::path::PathBuf;
+
 mod presets;
 mod spec;
 
 pub use presets::{Preset, preset, presets};
-pub use spec::{Activation, ArchSpec, FeatureShape, LayerSpec, ParamLayerKind, ParamSpec};
+pub use spec::{Activation, ArchSpec, FeatureShape, LayerSpec, MAX_ELEMENTS, ParamLayerKind, ParamSpec};
 
 /// What can be wrong with an architecture.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,22 @@ pub enum ArchError {
         layer: Option<usize>,
         /// What is wrong and what was expected.
         message: String,
+    },
+    /// A spec file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// What is wrong with the spec read from a file.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its spec.
+        source: Box<ArchError>,
     },
     /// No preset has that name.
     #[error("unknown architecture preset '{name}' (known: {known}); pass a preset name or a spec JSON file")]

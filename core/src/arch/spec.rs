@@ -1,8 +1,15 @@
 //! The architecture description: a sequential network as JSON.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use super::ArchError;
+
+/// The most scalars one feature map or parameter tensor may hold (2^40, 4 TiB of f32): far
+/// beyond any machine, and small enough that sizes, their products and their sums never
+/// overflow a `usize`. A spec that exceeds it is refused rather than wrapped around.
+pub const MAX_ELEMENTS: usize = 1 << 40;
 
 /// A sequential image classifier, as JSON.
 ///
@@ -196,10 +203,19 @@ pub enum FeatureShape {
 
 impl FeatureShape {
     /// Number of scalars.
+    ///
+    /// # Panics
+    /// When it overflows a `usize`, which no shape of a validated [`ArchSpec`] does (see
+    /// [`MAX_ELEMENTS`]).
     pub fn numel(self) -> usize {
+        self.checked_numel().expect("feature shapes of a validated spec fit in a usize")
+    }
+
+    /// Number of scalars, or `None` when it overflows a `usize`.
+    pub fn checked_numel(self) -> Option<usize> {
         match self {
-            FeatureShape::Map { c, h, w } => c * h * w,
-            FeatureShape::Flat(n) => n,
+            FeatureShape::Map { c, h, w } => c.checked_mul(h)?.checked_mul(w),
+            FeatureShape::Flat(n) => Some(n),
         }
     }
 }
@@ -253,9 +269,20 @@ impl ArchSpec {
             return Err(self.invalid(None, "classes must be at least 2"));
         }
         let mut shape = FeatureShape::Map { c, h, w };
+        if shape.checked_numel().is_none_or(|n| n > MAX_ELEMENTS) {
+            return Err(
+                self.invalid(None, &format!("input {:?} is too large (at most {MAX_ELEMENTS} scalars)", self.input))
+            );
+        }
         let mut out = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             shape = self.layer_output(i, layer, shape)?;
+            if shape.checked_numel().is_none_or(|n| n > MAX_ELEMENTS) {
+                return Err(self.invalid(
+                    Some(i),
+                    &format!("the layer's output {shape:?} is too large (at most {MAX_ELEMENTS} scalars)"),
+                ));
+            }
             out.push(shape);
         }
         match shape {
@@ -278,13 +305,17 @@ impl ArchSpec {
             if kernel == 0 || stride == 0 {
                 return Err(self.invalid(Some(i), "kernel and stride must be positive"));
             }
-            if h + 2 * padding < kernel || w + 2 * padding < kernel {
+            let padded = |side: usize| padding.checked_mul(2).and_then(|p| side.checked_add(p));
+            let (Some(hp), Some(wp)) = (padded(h), padded(w)) else {
+                return Err(self.invalid(Some(i), &format!("{what} padding {padding} is too large")));
+            };
+            if hp < kernel || wp < kernel {
                 return Err(self.invalid(
                     Some(i),
                     &format!("{what} kernel {kernel} is larger than its {h}x{w} input (padding {padding})"),
                 ));
             }
-            Ok((c, (h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1))
+            Ok((c, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1))
         };
         Ok(match layer {
             LayerSpec::Conv2d { out_channels, kernel, stride, padding, .. } => {
@@ -353,6 +384,12 @@ impl ArchSpec {
                 }
                 _ => continue,
             };
+            if weight_shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).is_none_or(|n| n > MAX_ELEMENTS) {
+                return Err(self.invalid(
+                    Some(i),
+                    &format!("weight shape {weight_shape:?} is too large (at most {MAX_ELEMENTS} scalars)"),
+                ));
+            }
             let prefix = name.clone().unwrap_or_else(|| i.to_string());
             params.push(ParamSpec {
                 name: format!("{prefix}.weight"),
@@ -385,7 +422,7 @@ impl ArchSpec {
     /// # Errors
     /// As [`ArchSpec::shapes`].
     pub fn param_count(&self) -> Result<usize, ArchError> {
-        Ok(self.params()?.iter().map(ParamSpec::numel).sum())
+        Ok(self.params()?.iter().map(ParamSpec::numel).fold(0, usize::saturating_add))
     }
 
     /// Number of prunable weights (conv and linear weights).
@@ -393,7 +430,7 @@ impl ArchSpec {
     /// # Errors
     /// As [`ArchSpec::shapes`].
     pub fn prunable_count(&self) -> Result<usize, ArchError> {
-        Ok(self.params()?.iter().filter(|p| p.prunable).map(ParamSpec::numel).sum())
+        Ok(self.params()?.iter().filter(|p| p.prunable).map(ParamSpec::numel).fold(0, usize::saturating_add))
     }
 
     /// The same network with every activation layer replaced by `activation`.
@@ -429,15 +466,28 @@ impl ArchSpec {
         spec
     }
 
-    /// Parses a spec from JSON and validates it.
+    /// Parses a spec from JSON and validates it: its shapes and its parameter tensors.
     ///
     /// # Errors
     /// [`ArchError::Json`] when the text is not a spec, [`ArchError::Invalid`] when it is
     /// inconsistent.
     pub fn from_json(text: &str) -> Result<ArchSpec, ArchError> {
         let spec: ArchSpec = serde_json::from_str(text).map_err(|e| ArchError::Json(e.to_string()))?;
-        spec.shapes()?;
+        // `params` checks the shapes and also what only the tensors show (a name used twice,
+        // a weight too large), so a spec that parses never fails later, far from its file.
+        spec.params()?;
         Ok(spec)
+    }
+
+    /// Reads and validates a spec JSON file.
+    ///
+    /// # Errors
+    /// [`ArchError::Io`] when the file cannot be read, [`ArchError::InFile`] wrapping what
+    /// [`ArchSpec::from_json`] found wrong; both name the file.
+    pub fn read(path: &Path) -> Result<ArchSpec, ArchError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ArchError::Io { path: path.to_path_buf(), source })?;
+        ArchSpec::from_json(&text).map_err(|e| ArchError::InFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     /// The spec as compact JSON.
@@ -497,6 +547,69 @@ mod tests {
         assert_eq!(ArchSpec::from_json(&spec.to_json()).unwrap(), spec);
         let bad = r#"{"name":"x","input":[1,8,8],"classes":10,"layers":[{"type":"flatten","oops":1}]}"#;
         assert!(ArchSpec::from_json(bad).is_err());
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_refused_not_wrapped() {
+        let spec = |layers: &str| format!(r#"{{"name":"x","input":[1,8,8],"classes":10,"layers":[{layers}]}}"#);
+        let cases = [
+            (spec(r#"{"type":"conv2d","out_channels":4,"kernel":3,"padding":18446744073709551615}"#), "padding"),
+            (
+                spec(concat!(
+                    r#"{"type":"conv2d","out_channels":4294967296,"kernel":1},"#,
+                    r#"{"type":"conv2d","out_channels":4294967296,"kernel":1},"#,
+                    r#"{"type":"flatten"},{"type":"linear","out_features":10}"#
+                )),
+                "weight shape [4294967296, 4294967296, 1, 1] is too large",
+            ),
+            (
+                spec(
+                    r#"{"type":"flatten"},{"type":"linear","out_features":1099511627776},{"type":"linear","out_features":10}"#,
+                ),
+                "too large",
+            ),
+        ];
+        for (json, want) in cases {
+            let err = ArchSpec::from_json(&json).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want), "{json}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_tensor_name_used_twice_is_refused_when_parsed_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twice.json");
+        let json = r#"{"name":"x","input":[1,8,8],"classes":10,"layers":[{"type":"flatten"},
+            {"type":"linear","out_features":16,"name":"fc"},{"type":"linear","out_features":10,"name":"fc"}]}"#;
+        std::fs::write(&path, json).unwrap();
+        let err = ArchSpec::read(&path).unwrap_err().to_string();
+        assert!(err.contains("twice.json") && err.contains("'fc.weight' is used twice"), "{err}");
+    }
+
+    #[test]
+    fn read_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.json");
+        let err = ArchSpec::read(&path).unwrap_err().to_string();
+        assert!(err.contains("spec.json"), "{err}");
+        std::fs::write(&path, r#"{"name":"x","input":[1,8,8],"classes":10,"layers":[{"type":"relu"}]}"#).unwrap();
+        let err = ArchSpec::read(&path).unwrap_err().to_string();
+        assert!(err.contains("spec.json") && err.contains("one per class"), "{err}");
+        std::fs::write(&path, preset("cnn-s").unwrap().to_json()).unwrap();
+        assert_eq!(ArchSpec::read(&path).unwrap(), preset("cnn-s").unwrap());
+    }
+
+    /// Bad input, everywhere: a few thousand mutants of a spec file never panic, and every
+    /// refusal names the file.
+    #[test]
+    fn property_mutated_spec_files_never_panic_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let valid = preset("lenet5").unwrap().to_json();
+        // A spec that reads never fails later, far from its file.
+        let read = |path: &std::path::Path| ArchSpec::read(path).map(|s| s.params().expect("read checks the tensors"));
+        let tally =
+            crate::mutation::check_reader("arch spec", valid.as_bytes(), &dir.path().join("spec.json"), 3000, 1, read);
+        assert!(tally.refused > 1000, "{tally:?}");
     }
 
     #[test]

@@ -245,6 +245,23 @@ mod tests {
         assert!(err.contains("data_batch_1.bin") && err.contains("empty"), "{err}");
     }
 
+    /// Bad input, everywhere: mutants of each batch file never panic the reader, and every
+    /// refusal names the mutated file.
+    #[test]
+    fn property_mutated_cifar10_batches_never_panic_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut refused = 0;
+        for (i, name) in TRAIN_BATCHES.iter().chain([&TEST_BATCH]).enumerate() {
+            write_batches(dir.path());
+            let path = dir.path().join(name);
+            let valid = fs::read(&path).expect("read");
+            let label = format!("CIFAR-10 ({name})");
+            refused +=
+                crate::mutation::check_reader(&label, &valid, &path, 400, i as u64, |_| load_from(dir.path())).refused;
+        }
+        assert!(refused > 1200, "{refused} of 2400 refused");
+    }
+
     #[test]
     fn cifar10_not_found_says_where_it_looked_and_how_to_fix_it() {
         let dir = tempfile::tempdir().expect("temp dir");

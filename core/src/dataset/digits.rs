@@ -205,4 +205,28 @@ mod tests {
         }
         assert_eq!(parse_csv(path, &format!("{}\n\n", row("3"))).map(|s| s.labels).ok(), Some(vec![3]));
     }
+
+    /// Bad input, everywhere: the embedded file is read from memory, but its parser gets the
+    /// same treatment as the file readers: mutants of a few rows never panic it, and every
+    /// refusal names the file.
+    #[test]
+    fn property_mutated_digits_csv_never_panics_and_errors_name_the_file() {
+        let mut text = String::new();
+        GzDecoder::new(DIGITS_CSV_GZ).read_to_string(&mut text).expect("embedded gzip");
+        let valid: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let parse = |path: &Path| {
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            parse_csv(path, &String::from_utf8_lossy(&bytes)).map_err(|e| e.to_string())
+        };
+        let tally = crate::mutation::check_reader(
+            "digits CSV",
+            valid.as_bytes(),
+            &dir.path().join("digits.csv"),
+            2000,
+            1,
+            parse,
+        );
+        assert!(tally.refused > 1000, "{tally:?}");
+    }
 }

@@ -5,7 +5,8 @@
 //! unsigned byte) and the number of dimensions; each dimension follows as a big-endian `u32`,
 //! then the data, row-major. Images are `[n, rows, cols]` (magic `0x00000803`), labels `[n]`
 //! (magic `0x00000801`). A folder holds four files under standard names, each raw or gzipped;
-//! gzip is recognised from the content, not the name.
+//! gzip is recognised from the content, not the name. When both `name` and `name.gz` are
+//! present, the raw file is read and a warning names both.
 //!
 //! The reader is strict: a wrong magic number, a short or over-long file, image and label
 //! counts that differ, or a label out of range are each a [`DatasetError::Format`] naming the
@@ -139,7 +140,19 @@ impl DatasetSource for IdxSource {
                 }
                 expected.classes
             }
-            None => train.labels.iter().chain(&test.labels).max().map_or(0, |&l| l as usize + 1),
+            None => {
+                let classes = train.labels.iter().chain(&test.labels).max().map_or(0, |&l| usize::from(l) + 1);
+                if classes < 2 {
+                    return Err(DatasetError::format(
+                        &train_labels,
+                        format!(
+                            "the labels here and in {} hold only class 0; expected at least two classes",
+                            test_labels.display()
+                        ),
+                    ));
+                }
+                classes
+            }
         };
         Ok(Dataset {
             name: self.name.to_string(),
@@ -177,7 +190,7 @@ impl IdxSource {
             let found = FILE_NAMES.map(|name| find_file(dir, name));
             if let [Some(a), Some(b), Some(c), Some(d)] = found.clone() {
                 tracing::debug!(dataset = self.name, dir = %dir.display(), "reading IDX files");
-                return Ok([a, b, c, d]);
+                return Ok([a, b, c, d].map(Found::read_path));
             }
             let missing: Vec<&str> =
                 FILE_NAMES.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(name, _)| *name).collect();
@@ -197,9 +210,40 @@ impl IdxSource {
     }
 }
 
-/// `dir/name` if it is a file, else `dir/name.gz` if that is.
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(name), dir.join(format!("{name}.gz"))].into_iter().find(|p| p.is_file())
+/// `dir/name` if it is a file (noting a `dir/name.gz` beside it, which it shadows), else
+/// `dir/name.gz` if that is.
+fn find_file(dir: &Path, name: &str) -> Option<Found> {
+    let (raw, gz) = (dir.join(name), dir.join(format!("{name}.gz")));
+    match (raw.is_file(), gz.is_file()) {
+        (true, gz_too) => Some(Found { path: raw, ignored: gz_too.then_some(gz) }),
+        (false, true) => Some(Found { path: gz, ignored: None }),
+        (false, false) => None,
+    }
+}
+
+/// A file found under one of the standard names.
+#[derive(Debug, Clone)]
+struct Found {
+    /// The file that is read.
+    path: PathBuf,
+    /// A `.gz` of the same name that is not read, because the raw file wins.
+    ignored: Option<PathBuf>,
+}
+
+impl Found {
+    /// The path, after warning when a `.gz` beside it is ignored: the two may differ (an old
+    /// extraction beside a new download) and the user should know which one was read.
+    fn read_path(self) -> PathBuf {
+        if let Some(gz) = &self.ignored {
+            tracing::warn!(
+                "both {} and {} exist; reading {} and ignoring the .gz (delete one to silence this)",
+                self.path.display(),
+                gz.display(),
+                self.path.display()
+            );
+        }
+        self.path
+    }
 }
 
 /// One split as stored: raw bytes, checked against each other but not yet against a
@@ -546,6 +590,100 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains(FASHION_MNIST_DEBIAN_DIR) && err.contains("apt-get install -y dataset-fashion-mnist"));
+    }
+
+    #[test]
+    fn raw_and_gzipped_copies_warn_once_naming_both_and_read_the_raw_one() {
+        let dir = valid_folder();
+        // The .gz holds other labels, so the test can tell which file was read.
+        let raw = dir.path().join(FILE_NAMES[1]);
+        let gz = dir.path().join(format!("{}.gz", FILE_NAMES[1]));
+        fs::write(&gz, gzip(&idx_bytes(LABELS_MAGIC, &[6], &[9; 6]))).expect("write");
+        let log = CapturedLog::default();
+        let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
+        let d = tracing::subscriber::with_default(subscriber, || MNIST.load(&options(dir.path())))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.train.labels, vec![0, 1, 2, 3, 4, 5], "the raw file is read");
+        let log = log.text();
+        assert_eq!(log.matches("WARN").count(), 1, "{log}");
+        let (raw, gz) = (raw.display().to_string(), gz.display().to_string());
+        assert!(log.contains(&format!("both {raw} and {gz} exist; reading {raw}")), "{log}");
+    }
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl CapturedLog {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+        }
+    }
+
+    impl Write for CapturedLog {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl tracing_subscriber::fmt::MakeWriter<'_> for CapturedLog {
+        type Writer = CapturedLog;
+
+        fn make_writer(&self) -> CapturedLog {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn labels_of_a_single_class_name_the_label_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = images_and_labels(5, 3, 4, 1);
+        let (c, d) = images_and_labels(2, 3, 4, 1);
+        for (name, bytes) in FILE_NAMES.iter().zip([a, b, c, d]) {
+            fs::write(dir.path().join(name), bytes).expect("write");
+        }
+        let err = load_error(&GENERIC_IDX, dir.path());
+        assert!(err.contains("train-labels-idx1-ubyte") && err.contains("t10k-labels-idx1-ubyte"), "{err}");
+        assert!(err.contains("only class 0") && err.contains("at least two classes"), "{err}");
+    }
+
+    /// Bad input, everywhere: mutants of each of the four files never panic the named and the
+    /// generic sources, raw or gzipped, and every refusal names the mutated file.
+    #[test]
+    fn property_mutated_idx_files_never_panic_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (train_images, train_labels) = images_and_labels(3, 28, 28, 10);
+        let (test_images, test_labels) = images_and_labels(2, 28, 28, 10);
+        let files = [train_images, train_labels, test_images, test_labels];
+        let write_all = || {
+            for (name, bytes) in FILE_NAMES.iter().zip(&files) {
+                fs::write(dir.path().join(name), bytes).expect("write");
+            }
+        };
+        let mut refused = 0;
+        for (i, (name, valid)) in FILE_NAMES.iter().zip(&files).enumerate() {
+            write_all();
+            let path = dir.path().join(name);
+            let seed = i as u64;
+            for (source, cases) in [(&MNIST, 500), (&GENERIC_IDX, 250)] {
+                let label = format!("IDX {} ({name})", source.name);
+                let load = |_: &Path| source.load(&options(dir.path()));
+                refused += crate::mutation::check_reader(&label, valid, &path, cases, seed, load).refused;
+            }
+        }
+        // A gzipped file: mutants are mostly corrupt streams, and a few decompress.
+        write_all();
+        fs::remove_file(dir.path().join(FILE_NAMES[1])).expect("remove");
+        let gz = dir.path().join(format!("{}.gz", FILE_NAMES[1]));
+        let load = |_: &Path| MNIST.load(&options(dir.path()));
+        refused +=
+            crate::mutation::check_reader("IDX mnist (gzipped labels)", &gzip(&files[1]), &gz, 250, 9, load).refused;
+        assert!(refused > 2000, "{refused} of 3250 refused");
     }
 
     #[test]

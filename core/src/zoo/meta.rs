@@ -127,3 +127,59 @@ pub struct ZooMeta {
     /// Every member, trained or not yet.
     pub members: Vec<MemberInfo>,
 }
+
+impl ZooMeta {
+    /// Checks what serde cannot: valid architectures, unique member ids, member files inside
+    /// the zoo folder, accuracies that are fractions and losses that are not negative.
+    ///
+    /// # Errors
+    /// A message naming the member and the field at fault (the caller adds the file).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.arch.params().map_err(|e| format!("field 'arch': {e}"))?;
+        self.settings.check().map_err(|e| format!("field 'settings': {e}"))?;
+        let mut ids = std::collections::HashSet::new();
+        for m in &self.members {
+            if !ids.insert(m.id.as_str()) {
+                return Err(format!("member id '{}' appears twice; every member needs its own id", m.id));
+            }
+            m.check().map_err(|e| format!("member '{}': {e}", m.id))?;
+        }
+        Ok(())
+    }
+}
+
+impl ZooSettings {
+    /// Checks the settings a trainer relies on.
+    ///
+    /// # Errors
+    /// A message naming the setting, its value and the fix.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("batch size must be at least 1, got 0; pass --batch-size N with N >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl MemberInfo {
+    fn check(&self) -> Result<(), String> {
+        self.arch.params().map_err(|e| format!("field 'arch': {e}"))?;
+        let file = std::path::Path::new(&self.file);
+        let inside = file.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if self.file.is_empty() || !inside {
+            return Err(format!(
+                "field 'file' is '{}', expected a relative path inside the zoo folder such as 'members/{}.safetensors'",
+                self.file, self.id
+            ));
+        }
+        for (field, value) in [("train_accuracy", self.train_accuracy), ("test_accuracy", self.test_accuracy)] {
+            if let Some(a) = value.filter(|a| !(0.0..=1.0).contains(a)) {
+                return Err(format!("field '{field}' is {a}, expected a fraction in [0, 1]"));
+            }
+        }
+        if let Some(loss) = self.test_loss.filter(|l| *l < 0.0) {
+            return Err(format!("field 'test_loss' is {loss}, expected a non-negative cross-entropy"));
+        }
+        Ok(())
+    }
+}

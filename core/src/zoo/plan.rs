@@ -32,7 +32,7 @@ const INITS: [Init; 4] = [Init::Uniform, Init::Normal, Init::KaimingUniform, Ini
 ///
 /// # Errors
 /// [`ZooError::Settings`] for an unknown `vary` factor, split fractions that do not sum to
-/// 1, or zero members.
+/// 1, zero members, or a zero batch size.
 pub fn plan(
     name: &str,
     arch: &ArchSpec,
@@ -56,6 +56,7 @@ pub fn plan(
     if members == 0 {
         return Err(ZooError::Settings("a zoo needs at least one member".into()));
     }
+    settings.check().map_err(ZooError::Settings)?;
     let varies = |f: &str| settings.vary.iter().any(|v| v == f);
     let own_activation = arch.layers.iter().find_map(|l| l.activation()).unwrap_or(Activation::Tanh);
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
@@ -159,5 +160,14 @@ mod tests {
         assert!(a.members.iter().all(|m| m.hyperparams.activation == Activation::Tanh && m.hyperparams.dropout == 0.0));
         let err = plan("z", &arch, "d", "cpu", settings(&["colour"]), 5).unwrap_err().to_string();
         assert!(err.contains("cannot vary 'colour'"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_batch_size_is_refused() {
+        let arch = crate::preset("cnn-s").unwrap();
+        let err = plan("z", &arch, "d", "cpu", ZooSettings { batch_size: 0, ..settings(&["seed"]) }, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch size must be at least 1") && err.contains("--batch-size"), "{err}");
     }
 }

@@ -20,7 +20,9 @@ impl Zoo {
     /// Opens the zoo in `dir`.
     ///
     /// # Errors
-    /// [`ZooError::Io`] / [`ZooError::Format`] naming `zoo.json`.
+    /// [`ZooError::Io`] / [`ZooError::Format`] naming `zoo.json`; a format error also names
+    /// the member and the field at fault (an invalid architecture, a duplicate id, a file
+    /// outside the folder, an accuracy outside [0, 1]).
     pub fn open(dir: &Path) -> Result<Zoo, ZooError> {
         let path = dir.join(ZOO_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| ZooError::Io { path: path.clone(), source })?;
@@ -32,6 +34,7 @@ impl Zoo {
                 message: format!("zoo format {} is not supported (expected {ZOO_FORMAT})", meta.format),
             });
         }
+        meta.check().map_err(|message| ZooError::Format { path, message })?;
         Ok(Zoo { dir: dir.to_path_buf(), meta })
     }
 
@@ -99,5 +102,103 @@ impl Zoo {
             entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join(ZOO_FILE).is_file()).collect();
         dirs.sort();
         dirs.iter().map(|d| Zoo::open(d)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Optimizer;
+    use crate::zoo::{ZooSettings, plan};
+
+    /// A planned zoo of three cnn-digits members, as if trained.
+    fn trained_meta() -> ZooMeta {
+        let settings = ZooSettings {
+            epochs: 1,
+            batch_size: 32,
+            optimizer: Optimizer::Adam,
+            lr: 1e-3,
+            vary: vec!["seed".into()],
+            seed: 3,
+            split: [0.4, 0.3, 0.3],
+            shared_data_order: false,
+        };
+        let mut meta = plan("t", &crate::preset("cnn-digits").unwrap(), "digits", "cpu", settings, 3).unwrap();
+        for (i, m) in meta.members.iter_mut().enumerate() {
+            m.train_accuracy = Some(0.9);
+            m.test_accuracy = Some(0.8 + 0.01 * i as f64);
+            m.test_loss = Some(0.5);
+        }
+        meta
+    }
+
+    /// Writes `meta` as the zoo.json of `dir` and returns the error of opening it.
+    fn open_error(dir: &Path, meta: ZooMeta) -> String {
+        Zoo::new(dir, meta).save_meta().unwrap();
+        match Zoo::open(dir) {
+            Ok(_) => panic!("the zoo in {} opened but should have been refused", dir.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_valid_zoo_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        Zoo::new(dir.path(), trained_meta()).save_meta().unwrap();
+        assert_eq!(Zoo::open(dir.path()).unwrap().meta(), &trained_meta());
+    }
+
+    #[test]
+    fn accuracies_outside_the_unit_interval_are_refused_naming_file_member_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = trained_meta();
+        meta.members[1].test_accuracy = Some(1.5);
+        let err = open_error(dir.path(), meta);
+        assert!(
+            err.contains("zoo.json") && err.contains("member '0001'") && err.contains("'test_accuracy' is 1.5"),
+            "{err}"
+        );
+        let mut meta = trained_meta();
+        meta.members[2].train_accuracy = Some(-0.1);
+        let err = open_error(dir.path(), meta);
+        assert!(err.contains("zoo.json") && err.contains("member '0002'") && err.contains("'train_accuracy'"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_member_ids_are_refused_naming_file_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = trained_meta();
+        meta.members[2].id = "0000".into();
+        let err = open_error(dir.path(), meta);
+        assert!(err.contains("zoo.json") && err.contains("member id '0000' appears twice"), "{err}");
+    }
+
+    #[test]
+    fn invalid_member_architectures_and_files_outside_the_zoo_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = trained_meta();
+        meta.members[0].arch.classes = 7;
+        let err = open_error(dir.path(), meta);
+        assert!(err.contains("zoo.json") && err.contains("member '0000'") && err.contains("field 'arch'"), "{err}");
+        for file in ["/etc/passwd", "../elsewhere.safetensors", ""] {
+            let mut meta = trained_meta();
+            meta.members[1].file = file.into();
+            let err = open_error(dir.path(), meta);
+            assert!(err.contains("member '0001'") && err.contains("field 'file'"), "{err}");
+        }
+    }
+
+    /// Bad input, everywhere: mutants of a zoo.json never panic `Zoo::open`, and every
+    /// refusal names the file.
+    #[test]
+    fn property_mutated_zoo_files_never_panic_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let zoo = Zoo::new(dir.path(), trained_meta());
+        zoo.save_meta().unwrap();
+        let valid = std::fs::read(dir.path().join(ZOO_FILE)).unwrap();
+        let tally = crate::mutation::check_reader("zoo.json", &valid, &dir.path().join(ZOO_FILE), 2000, 1, |p| {
+            Zoo::open(p.parent().expect("zoo.json has a folder"))
+        });
+        assert!(tally.refused > 1000, "{tally:?}");
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::ZooError;
+use super::memory::{available_memory, chunk_memory};
 use super::meta::ZooMeta;
 use super::store::{ZOO_FILE, Zoo};
 use crate::dataset::Dataset;
@@ -41,8 +42,12 @@ pub enum ZooEvent {
 /// If `dir` already holds a zoo, it must have been planned with the same settings; its
 /// trained members are kept and only the rest are trained.
 ///
+/// Invalid settings (a zero batch size) and a chunk estimated not to fit in the available
+/// memory (see [`chunk_memory`]) are refused before anything is written.
+///
 /// # Errors
-/// A different zoo already in `dir`, engine failures, I/O errors (all naming the file).
+/// A different zoo already in `dir`, [`ZooError::Settings`], [`ZooError::Memory`], engine
+/// failures, I/O errors (all naming the file).
 pub fn train_zoo(
     dir: &Path,
     meta: ZooMeta,
@@ -51,12 +56,14 @@ pub fn train_zoo(
     chunk: usize,
     observer: &mut dyn FnMut(ZooEvent),
 ) -> Result<Zoo, ZooError> {
+    // Everything that can be refused is checked before the first file is written, so a
+    // refused run leaves no folder behind.
+    meta.settings.check().map_err(ZooError::Settings)?;
     let mut zoo = match Zoo::open(dir) {
         Ok(existing) => resume(existing, &meta, dir)?,
         Err(ZooError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Zoo::new(dir, meta),
         Err(e) => return Err(e),
     };
-    zoo.save_meta()?;
     let todo: Vec<usize> = (0..zoo.meta().members.len())
         .filter(|&i| {
             let m = &zoo.meta().members[i];
@@ -64,6 +71,8 @@ pub fn train_zoo(
         })
         .collect();
     let settings = zoo.meta().settings.clone();
+    check_memory(zoo.meta(), &todo, chunk.max(1), available_memory())?;
+    zoo.save_meta()?;
     let steps_per_member = settings.epochs * dataset.train.len().div_ceil(settings.batch_size.max(1));
     observer(ZooEvent::Start {
         total: zoo.meta().members.len(),
@@ -114,6 +123,29 @@ pub fn train_zoo(
         zoo.save_meta()?;
     }
     Ok(zoo)
+}
+
+/// Refuses a run whose largest chunk would not fit in `available` bytes (no check when that
+/// is unknown).
+///
+/// # Errors
+/// [`ZooError::Memory`] with the estimate, the memory available and what to change.
+fn check_memory(meta: &ZooMeta, todo: &[usize], chunk: usize, available: Option<u64>) -> Result<(), ZooError> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let members = chunk.min(todo.len());
+    let batch_size = meta.settings.batch_size;
+    let mut needed = 0;
+    for &i in todo {
+        let arch = &meta.members[i].arch;
+        let estimate = chunk_memory(arch, members, batch_size).map_err(|e| ZooError::Settings(e.to_string()))?;
+        needed = needed.max(estimate);
+    }
+    if needed > available {
+        return Err(ZooError::Memory { arch: meta.arch.name.clone(), members, batch_size, needed, available });
+    }
+    Ok(())
 }
 
 /// Checks that the zoo in `dir` was planned like `meta`, and keeps its trained members.
@@ -203,6 +235,59 @@ mod tests {
         .unwrap();
         assert_eq!(retrained, vec!["0002", "0003"], "finished members are not retrained");
         assert_eq!(files(a.path()), files(b.path()));
+    }
+
+    #[test]
+    fn a_zero_batch_size_is_refused_before_the_folder_is_created() {
+        let data = crate::dataset::load("digits", &Default::default()).unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("zoo");
+        let mut meta = digits_plan(2);
+        meta.settings.batch_size = 0;
+        let err = train_zoo(&dir, meta, &FlexEngine::new(), &data, 2, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("batch size must be at least 1"), "{err}");
+        assert!(!dir.exists(), "a refused run leaves no folder behind");
+    }
+
+    /// An architecture of about 0.6 trillion parameters: its chunk estimate exceeds any
+    /// machine's memory, and allocating it would abort the process.
+    fn huge_plan() -> ZooMeta {
+        let arch = crate::ArchSpec::from_json(
+            r#"{"name":"huge","input":[1,8,8],"classes":10,"layers":[{"type":"flatten"},
+                {"type":"linear","out_features":8589934592},{"type":"relu"},{"type":"linear","out_features":10}]}"#,
+        )
+        .unwrap();
+        let settings = ZooSettings { batch_size: 32, ..digits_plan(1).settings };
+        plan("huge", &arch, "digits", "burn-flex", settings, 2).unwrap()
+    }
+
+    #[test]
+    fn a_chunk_too_large_for_memory_is_refused_in_one_line_before_anything_is_written() {
+        if available_memory().is_none() {
+            eprintln!("skipped: the available memory is unknown on this machine, so no check is made");
+            return;
+        }
+        let data = crate::dataset::load("digits", &Default::default()).unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("zoo");
+        let err = train_zoo(&dir, huge_plan(), &FlexEngine::new(), &data, 2, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("training 2 'huge' members together at batch size 32 needs about"), "{err}");
+        assert!(err.contains("GiB is available") && err.contains("--chunk") && err.contains("--batch-size"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!dir.exists(), "a refused run leaves no folder behind");
+    }
+
+    #[test]
+    fn the_memory_check_uses_the_largest_chunk_and_skips_when_memory_is_unknown() {
+        let meta = digits_plan(4);
+        let todo: Vec<usize> = (0..4).collect();
+        let two = chunk_memory(&meta.arch, 2, 32).unwrap();
+        check_memory(&meta, &todo, 2, Some(two)).unwrap();
+        let err = check_memory(&meta, &todo, 3, Some(two)).unwrap_err().to_string();
+        assert!(err.contains("training 3 'cnn-digits' members"), "{err}");
+        // Only the members left to train count: a chunk of 3 with one member left is one member.
+        check_memory(&meta, &todo[3..], 3, Some(two)).unwrap();
+        check_memory(&huge_plan(), &[0, 1], 2, None).unwrap();
     }
 
     #[test]

@@ -1,8 +1,5 @@
-//! The benchmark harness: tasks, execution, results and resuming.
+//! The benchmark harness: tasks and their execution. The rows it writes, and resuming from
+//! them, are [`crate::results`]'.
 
 pub mod plan;
-pub mod results;
-pub mod row;
 pub mod run;
-
-pub use row::{DataUse, ResultRow, Status};

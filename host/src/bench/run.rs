@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -17,11 +18,13 @@ use hyperprune_sdk::PruneRequest;
 use hyperprune_sdk::ffi::panic_message;
 
 use super::plan::Task;
-use super::results::ResultsWriter;
-use super::row::{ResultRow, Status};
 use crate::calibration::TrainSplit;
 use crate::context::DataServices;
+use crate::isolation::{CallError, Isolation, Setup, Task as IsolatedTask, Worker, interrupted};
+use crate::outcome::CheckedOutcome;
 use crate::pruning::ConfiguredPruner;
+use crate::results::ResultsWriter;
+use crate::results::{ResultRow, Status};
 
 /// A member under test: its record, weights and dense evaluation.
 pub struct BenchMember {
@@ -54,7 +57,26 @@ pub struct Bench<'a> {
     pub calib_samples: u64,
     /// Worker threads.
     pub jobs: usize,
+    /// Where `prune` calls run: None in this process, else in supervised workers.
+    pub isolation: Option<IsolatedRun>,
 }
+
+/// What a bench's workers need besides each pruner's own setup.
+#[derive(Debug, Clone)]
+pub struct IsolatedRun {
+    /// Timeout and memory limit.
+    pub isolation: Isolation,
+    /// The zoo folder (workers load members from it).
+    pub zoo_dir: PathBuf,
+    /// Dataset name and folder (for pruners that prune with data).
+    pub data: (String, Option<PathBuf>),
+    /// Engine name and device of the data services.
+    pub engine: (String, String),
+}
+
+/// One bench thread's workers, one per pruner, started on first use and replaced after a
+/// crash.
+pub type Workers = Vec<Option<Worker>>;
 
 /// Counts of what a run did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -84,6 +106,7 @@ impl Bench<'_> {
             pruner: pruner.name().to_string(),
             pruner_version: pruner.plugin.info.version.clone(),
             options: pruner.options.clone(),
+            fit_zoo: pruner.fit_zoo.clone(),
             seed: self.request.seed,
             requested_sparsity: task.sparsity,
             compression: 1.0 / (1.0 - task.sparsity),
@@ -104,33 +127,90 @@ impl Bench<'_> {
         }
     }
 
-    /// Runs one task; never panics (a host-side panic becomes an error row too).
-    pub fn run_task(&self, task: &Task, cancel: &AtomicBool) -> ResultRow {
+    /// Runs one task; never panics (a host-side panic becomes an error row too). None when
+    /// Ctrl-C cancelled it: no row, the task reruns on resume.
+    pub fn run_task(&self, task: &Task, cancel: &AtomicBool, workers: &mut Workers) -> Option<ResultRow> {
         let mut row = self.skeleton(task);
-        let result = catch_unwind(AssertUnwindSafe(|| self.prune_and_evaluate(task, cancel, &mut row)));
+        let result = catch_unwind(AssertUnwindSafe(|| self.prune_and_evaluate(task, cancel, workers, &mut row)));
         let error = match result {
             Ok(Ok(())) => None,
-            Ok(Err(message)) => Some(message),
+            Ok(Err(TaskError::Interrupted)) => return None,
+            Ok(Err(TaskError::Row(message))) => Some(message),
             Err(payload) => Some(format!("the host panicked: {}", panic_message(payload.as_ref()))),
         };
         if let Some(message) = error {
             row.status = Status::Error;
             row.error = Some(message);
         }
-        row
+        Some(row)
     }
 
-    fn prune_and_evaluate(&self, task: &Task, cancel: &AtomicBool, row: &mut ResultRow) -> Result<(), String> {
+    /// The plugin's checked outcome, from this process or from the pruner's worker.
+    fn outcome(
+        &self,
+        task: &Task,
+        cancel: &AtomicBool,
+        workers: &mut Workers,
+        row: &mut ResultRow,
+    ) -> Result<CheckedOutcome, TaskError> {
         let member = &self.members[task.member];
         let pruner = &self.pruners[task.pruner];
-        let data = DataServices { engine: self.engine, split: self.split };
-        let ctx = pruner.prune_context(Some(data), cancel).with_default_samples(self.calib_samples);
         let request = PruneRequest { sparsity: task.sparsity, ..self.request };
-        let start = Instant::now();
-        let outcome = pruner.prune(&member.model, &request, &ctx);
-        row.prune_seconds = Some(start.elapsed().as_secs_f64());
-        row.calib_samples = ctx.calibration_samples_used();
-        let outcome = outcome?;
+        let Some(run) = &self.isolation else {
+            let data = DataServices { engine: self.engine, split: self.split };
+            let ctx = pruner.prune_context(Some(data), cancel).with_default_samples(self.calib_samples);
+            let start = Instant::now();
+            let outcome = pruner.prune(&member.model, &request, &ctx);
+            row.prune_seconds = Some(start.elapsed().as_secs_f64());
+            row.calib_samples = ctx.calibration_samples_used();
+            return outcome.map_err(|e| TaskError::Row(e.message));
+        };
+        if workers.len() < self.pruners.len() {
+            workers.resize_with(self.pruners.len(), || None);
+        }
+        let slot = &mut workers[task.pruner];
+        if slot.is_none() {
+            *slot = Some(
+                Worker::start(&self.setup(run, pruner), &run.isolation).map_err(|e| call_error(pruner.name(), e))?,
+            );
+        }
+        let worker = slot.as_mut().expect("started above");
+        let call = worker.prune(&IsolatedTask::new(&member.info.id, &request), run.isolation.timeout, cancel);
+        let (outcome, seconds, calib) = call.map_err(|e| {
+            if !matches!(e, CallError::Failed { .. }) {
+                *slot = None; // dead: the next task starts a fresh worker
+            }
+            call_error(pruner.name(), e)
+        })?;
+        row.prune_seconds = Some(seconds);
+        row.calib_samples = calib;
+        pruner.accept(&member.model, &outcome, &request).map_err(|e| TaskError::Row(e.message))
+    }
+
+    /// A worker's setup for `pruner`.
+    fn setup(&self, run: &IsolatedRun, pruner: &ConfiguredPruner) -> Setup {
+        Setup {
+            plugin: pruner.plugin.path.clone(),
+            pruner: pruner.name().to_string(),
+            options: pruner.assignments.clone(),
+            state: pruner.state_path.clone(),
+            zoo: run.zoo_dir.clone(),
+            data: pruner.prunes_with_data().then(|| run.data.clone()),
+            engine: run.engine.clone(),
+            calib_samples: self.calib_samples,
+            memory_limit: run.isolation.memory_limit,
+        }
+    }
+
+    fn prune_and_evaluate(
+        &self,
+        task: &Task,
+        cancel: &AtomicBool,
+        workers: &mut Workers,
+        row: &mut ResultRow,
+    ) -> Result<(), TaskError> {
+        let member = &self.members[task.member];
+        let outcome = self.outcome(task, cancel, workers, row)?;
         let pruned = outcome.apply(&member.model)?;
         let c = compression(&pruned);
         row.achieved_sparsity = Some(outcome.achieved_sparsity());
@@ -139,7 +219,7 @@ impl Bench<'_> {
         row.flops_speedup = Some(c.speedup());
         let eval =
             self.engine.evaluate(&[&pruned], &self.dataset.test).map_err(|e| format!("evaluation failed: {e}"))?;
-        let eval = eval.first().ok_or("the engine returned no evaluation")?;
+        let eval = eval.first().ok_or_else(|| "the engine returned no evaluation".to_string())?;
         row.pruned_accuracy = Some(eval.accuracy);
         row.pruned_loss = Some(eval.loss);
         row.retention = Some(if member.dense.accuracy > 0.0 { eval.accuracy / member.dense.accuracy } else { 0.0 });
@@ -172,12 +252,16 @@ impl Bench<'_> {
         std::thread::scope(|scope| {
             for _ in 0..self.jobs.max(1) {
                 scope.spawn(|| {
+                    let mut workers = Workers::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= limit || cancel.load(Ordering::Relaxed) {
+                        if i >= limit || cancel.load(Ordering::Relaxed) || interrupted() {
                             break;
                         }
-                        let row = self.run_task(todo[i], &cancel);
+                        let Some(row) = self.run_task(todo[i], &cancel, &mut workers) else {
+                            cancel.store(true, Ordering::Relaxed);
+                            break;
+                        };
                         let mut state = pending.lock().expect("no thread panics while holding it");
                         state.0.insert(i, row);
                         // Write every row whose predecessors are all written.
@@ -205,6 +289,36 @@ impl Bench<'_> {
         if let Some(e) = pending.into_inner().expect("threads joined").2 {
             return Err(e);
         }
+        if interrupted() {
+            return Err(anyhow::anyhow!(
+                "interrupted: {} new rows written (rows finished after an unfinished one are rerun); run the same \
+                 command again to resume",
+                counts.ok + counts.errors
+            ));
+        }
         Ok(counts)
+    }
+}
+
+/// Why a task has no ok row.
+enum TaskError {
+    /// An error row with this message.
+    Row(String),
+    /// Ctrl-C: no row at all.
+    Interrupted,
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> TaskError {
+        TaskError::Row(message)
+    }
+}
+
+/// The error row of a call through a worker.
+fn call_error(pruner: &str, e: CallError) -> TaskError {
+    match e {
+        CallError::Failed { message, .. } => TaskError::Row(message),
+        CallError::Crashed(how) => TaskError::Row(format!("plugin '{pruner}': {how}; the worker was replaced")),
+        CallError::Interrupted => TaskError::Interrupted,
     }
 }

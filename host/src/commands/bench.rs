@@ -10,15 +10,16 @@ use hyperprune_sdk::{Pattern, PruneRequest, Scope};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::plan::{Shard, sparsity_for, tasks};
-use crate::bench::results::{RESULTS_FILE, ResultsWriter, read_rows};
-use crate::bench::run::{Bench, BenchMember};
+use crate::bench::run::{Bench, BenchMember, IsolatedRun};
 use crate::calibration::TrainSplit;
-use crate::cli::{BenchArgs, BenchCommand, DataArgs, GlobalArgs, ScopeArg};
+use crate::cli::{BenchArgs, BenchCommand, DataArgs, GlobalArgs, IsolateArg, ScopeArg};
 use crate::context::DataServices;
 use crate::failure::bad_input;
-use crate::fitting::{FitFiles, fit, load_state_file};
+use crate::fitting::{FitFiles, StateHeader, StateTarget, fit, load_state_file, read_state_header};
+use crate::isolation::Isolation;
 use crate::plugins::Registry;
 use crate::pruning::ConfiguredPruner;
+use crate::results::{RESULTS_FILE, ResultsWriter, RunLock, read_rows};
 
 /// The compression ratios a bench reports when none are given.
 pub const DEFAULT_COMPRESSIONS: [f64; 5] = [2.0, 4.0, 8.0, 16.0, 32.0];
@@ -55,7 +56,8 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
             keep
         });
     }
-    let data = super::zoo::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+    let data =
+        crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
 
     let mut infos: Vec<_> = zoo.members(split).into_iter().cloned().collect();
@@ -69,6 +71,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let dense = engine.evaluate(&models.iter().collect::<Vec<_>>(), &data.test)?;
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = RunLock::acquire(&out)?;
     write_run_json(&out, &args, &zoo, engine.name())?;
     let train_split = TrainSplit::new(&data.train);
     tracing::debug!(
@@ -104,6 +107,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         },
         calib_samples: args.calib_samples,
         jobs: args.jobs,
+        isolation: isolation(&args, &zoo_dir, &zoo.meta().dataset)?,
     };
     let all = tasks(bench.members.len(), bench.pruners.len(), &sparsities, shard);
     let results_path = out.join(RESULTS_FILE);
@@ -114,6 +118,10 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} rows, eta {eta} {msg}")
             .expect("valid template"),
     );
+    if bench.isolation.is_some() {
+        crate::isolation::catch_interrupt();
+    }
+    crate::isolation::tune_allocator();
     let done_before = all.iter().filter(|t| writer.has(&bench.key(t))).count();
     bar.set_position(done_before as u64);
     if done_before > 0 {
@@ -132,6 +140,31 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     tracing::info!("{} ok rows, {} error rows, {} already present", counts.ok, counts.errors, counts.skipped);
     finish(&out, global.quiet)
+}
+
+/// The settings of `--isolate worker`, or None for `--isolate none`.
+fn isolation(args: &BenchArgs, zoo_dir: &Path, dataset: &str) -> anyhow::Result<Option<IsolatedRun>> {
+    if args.isolate == IsolateArg::None {
+        return Ok(None);
+    }
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return Err(bad_input(format!("--timeout must be a positive number of seconds, got {}", args.timeout)));
+    }
+    if args.worker_memory == Some(0) {
+        return Err(bad_input("--worker-memory must be at least 1 MiB"));
+    }
+    Ok(Some(IsolatedRun {
+        isolation: Isolation {
+            timeout: std::time::Duration::from_secs_f64(args.timeout),
+            memory_limit: args.worker_memory.map(|mib| mib << 20).or_else(crate::isolation::default_memory_limit),
+        },
+        zoo_dir: zoo_dir.to_path_buf(),
+        data: (dataset.to_string(), args.data_dir.clone()),
+        engine: (
+            clap::ValueEnum::to_possible_value(&args.exec.engine).map_or("cpu".into(), |v| v.get_name().to_string()),
+            args.exec.device.clone(),
+        ),
+    }))
 }
 
 /// Writes the report and prints the summary table.
@@ -175,6 +208,12 @@ fn configure_pruners(
     } else {
         names.to_vec()
     };
+    if let Some(twice) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)).map(|(_, n)| n) {
+        return Err(bad_input(format!(
+            "--pruners names '{twice}' twice; run one pruner with several settings in separate benches (or \
+             separate --out folders) and join them with `bench merge`"
+        )));
+    }
     if names.is_empty() {
         return Err(bad_input(format!("no pruners to run (installed: {})", registry.names())));
     }
@@ -190,19 +229,29 @@ fn configure_pruners(
             }
         }
     }
-    names
-        .iter()
-        .map(|name| {
-            let mine: Vec<String> =
-                options.iter().filter_map(|o| o.strip_prefix(&format!("{name}.")).map(str::to_string)).collect();
-            ConfiguredPruner::new(registry, name, &mine)
-        })
-        .collect()
+    let mut pruners = Vec::with_capacity(names.len());
+    for name in &names {
+        let mine: Vec<String> =
+            options.iter().filter_map(|o| o.strip_prefix(&format!("{name}.")).map(str::to_string)).collect();
+        match ConfiguredPruner::new(registry, name, &mine) {
+            Ok(p) => pruners.push(p),
+            // A plugin that crashes while creating or configuring itself sits out; the
+            // others run. Bad input (a name, an option) still stops the bench.
+            Err(e) if !crate::failure::is_bad_input(&e) => tracing::warn!("{name}: disabled for this bench: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    if pruners.is_empty() {
+        return Err(anyhow::anyhow!("no pruner could be configured (see the warnings above)"));
+    }
+    Ok(pruners)
 }
 
-/// Readies every learnable pruner: loads the state given with `--opt P.state=FILE`, else the
-/// state a previous run of this bench saved in `out/state/P.bin`, else fits it on the zoo's
-/// train members and saves the state there (see [`crate::fitting`]).
+/// Readies every learnable pruner: loads the state given with `--opt P.state=FILE` (warning
+/// when it was fitted for other settings or another zoo), else the state a previous run of
+/// this bench fitted with the same key (pruner, version, options, train split) in
+/// `out/state/P-KEY.bin`, else fits it on the zoo's train members and saves the state there
+/// (see [`crate::fitting`]).
 fn fit_learnable(
     pruners: &mut [ConfiguredPruner],
     zoo: &Zoo,
@@ -210,18 +259,26 @@ fn fit_learnable(
     data: DataServices<'_>,
     calib_samples: u64,
 ) -> anyhow::Result<()> {
+    let mut archs: Vec<String> = zoo.meta().members.iter().map(|m| m.arch.name.clone()).collect();
+    archs.sort();
+    archs.dedup();
+    let target = Some(StateTarget { dataset: Some(&zoo.meta().dataset), archs: &archs });
     for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
         if let Some(path) = pruner.state_file.clone() {
-            load_state_file(pruner, &path)?;
+            load_state_file(pruner, &path, target)?;
             continue;
         }
-        let files = FitFiles::for_state(&out.join("state").join(format!("{}.bin", pruner.name())));
+        let header = StateHeader::new(pruner, zoo, None);
+        let files = FitFiles::for_state(&out.join("state").join(format!("{}-{}.bin", pruner.name(), header.key())));
         if files.state.is_file() {
-            tracing::info!("{}: loading the state fitted earlier from {}", pruner.name(), files.state.display());
-            load_state_file(pruner, &files.state)?;
-            continue;
+            if read_state_header(&files.state)?.as_ref() == Some(&header) {
+                tracing::info!("{}: loading the state fitted earlier from {}", pruner.name(), files.state.display());
+                load_state_file(pruner, &files.state, target)?;
+                continue;
+            }
+            tracing::warn!("{}: {} was fitted for other settings; fitting anew", pruner.name(), files.state.display());
         }
-        let summary = fit(pruner, zoo, &files, Some(data), calib_samples)?;
+        let summary = fit(pruner, zoo, &files, Some(data), calib_samples, None)?;
         tracing::info!(
             "{}: fitted on {} train members in {:.2} s; state {}",
             pruner.name(),
@@ -239,7 +296,7 @@ fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyh
         "hyperprune_version": env!("CARGO_PKG_VERSION"),
         "sdk_version": hyperprune_sdk::SDK_VERSION,
         "seed": args.seed,
-        "machine": machine(),
+        "machine": crate::machine::describe(),
         "started": crate::clock::now_utc(),
         "engine": engine,
         "zoo": zoo.dir().display().to_string(),
@@ -250,40 +307,45 @@ fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyh
     Ok(())
 }
 
-/// A one-line description of this machine: OS, architecture, cores, CPU model.
-pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{} {}, {cores} cores, {cpu}", std::env::consts::OS, std::env::consts::ARCH)
-}
-
-/// `bench merge`: joins run folders (first row of a key wins) and reports the result.
+/// `bench merge`: joins run folders (first row of a key wins) and reports the result. Every
+/// input is read before anything is written, and a merge that fails leaves no new folder.
 fn merge(out: &Path, runs: &[PathBuf]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)?;
-    let target = out.join(RESULTS_FILE);
     let mut seen = std::collections::HashSet::new();
     let mut text = String::new();
+    let mut run_json = None;
     for run in runs {
-        for row in read_rows(&run.join(RESULTS_FILE))? {
+        let results = run.join(RESULTS_FILE);
+        if !results.is_file() {
+            return Err(bad_input(format!(
+                "{}: not found; bench merge joins run folders made by `hyperprune bench`",
+                results.display()
+            )));
+        }
+        for row in read_rows(&results)? {
             if seen.insert(row.key()) {
                 text.push_str(&serde_json::to_string(&row)?);
                 text.push('\n');
             }
         }
-        let run_file = out.join(crate::report::RUN_FILE);
-        if let (false, Ok(bytes)) = (run_file.exists(), std::fs::read(run.join(crate::report::RUN_FILE))) {
-            write_atomic(&run_file, &bytes)?;
+        if run_json.is_none() {
+            run_json = std::fs::read(run.join(crate::report::RUN_FILE)).ok();
         }
     }
-    write_atomic(&target, text.as_bytes())?;
-    println!("merged {} rows from {} runs into {}", seen.len(), runs.len(), target.display());
-    finish(out, false)
+    let created = !out.exists();
+    let result = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        let _lock = RunLock::acquire(out)?;
+        let target = out.join(RESULTS_FILE);
+        let run_file = out.join(crate::report::RUN_FILE);
+        if let (false, Some(bytes)) = (run_file.exists(), &run_json) {
+            write_atomic(&run_file, bytes)?;
+        }
+        write_atomic(&target, text.as_bytes())?;
+        println!("merged {} rows from {} runs into {}", seen.len(), runs.len(), target.display());
+        finish(out, false)
+    })();
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    result
 }

@@ -31,7 +31,7 @@ fn random_samples(shape: [usize; 3], n: usize, classes: usize, seed: u64) -> Sam
 }
 
 fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
-    println!("machine: {}", super::bench::machine());
+    println!("machine: {}", crate::machine::describe());
     println!(
         "{:<10} {:<10} {:>7} {:>7} {:>6} {:>14} {:>12} {:>12} {:>14}",
         "ARCH", "ENGINE", "THREADS", "MEMBERS", "BATCH", "TRAIN img/s", "INFER img/s", "EVAL 10k s", "1k GRADS s"
@@ -45,7 +45,7 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
             )
         } else {
             let data =
-                super::zoo::dataset(&DataArgs { dataset: args.dataset.clone(), data_dir: args.data_dir.clone() })?;
+                crate::inputs::dataset(&DataArgs { dataset: args.dataset.clone(), data_dir: args.data_dir.clone() })?;
             (data.train.head(args.images), data.test.head(10_000))
         };
         let threads: Vec<usize> = if args.exec.engine == EngineKind::Cpu && args.exec.device == "cpu" {
@@ -115,7 +115,8 @@ fn relative_difference(reference: &[f32], other: &[f32]) -> f64 {
 
 fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
     let zoo = Zoo::open(&args.zoo).map_err(bad_input)?;
-    let data = super::zoo::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+    let data =
+        crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
     let samples = data.test.head(args.samples);
     let reference = CpuEngine::new();
     let other = crate::engines::engine(args.exec.engine, &args.exec.device)?;

@@ -64,6 +64,9 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             jobs: args.jobs,
             data_dir: None,
             exec: args.exec,
+            isolate: Default::default(),
+            timeout: 600.0,
+            worker_memory: None,
             stop_after: None,
         },
     )

@@ -31,7 +31,7 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
     let files = FitFiles::for_state(&args.out);
     let summary = if pruner.plugin.info.capabilities.fit_needs_data {
         let data =
-            super::zoo::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+            crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
         let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
         let split = TrainSplit::new(&data.train);
         tracing::debug!(
@@ -41,9 +41,9 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
             split.val_len()
         );
         let services = DataServices { engine: engine.as_ref(), split: &split };
-        fit(&mut pruner, &zoo, &files, Some(services), args.calib_samples)?
+        fit(&mut pruner, &zoo, &files, Some(services), args.calib_samples, args.train_members)?
     } else {
-        fit(&mut pruner, &zoo, &files, None, args.calib_samples)?
+        fit(&mut pruner, &zoo, &files, None, args.calib_samples, args.train_members)?
     };
     println!(
         "fitted {} {} on {} train members ({} val) of {} in {:.2} s{}; wrote {} ({} bytes) and {} ({} curve {})",

@@ -8,7 +8,7 @@ mod fit;
 mod plugins;
 mod prune;
 mod report;
-pub mod zoo;
+mod zoo;
 
 use crate::cli::{Cli, Command};
 use crate::failure::bad_input;
@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(args) => prune::run(&cli.global, args),
         Command::Zoo(cmd) => zoo::run(&cli.global, cmd),
         Command::Bench(args) => bench::run(&cli.global, args),
+        Command::Worker => crate::isolation::serve(),
         Command::Fit(args) => fit::run(&cli.global, args),
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(&cli.global, args),

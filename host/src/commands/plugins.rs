@@ -62,9 +62,7 @@ pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PluginsCommand::Info { name, format } => {
-            let p = registry
-                .get(&name)
-                .ok_or_else(|| bad_input(format!("unknown pruner '{name}' (installed: {})", registry.names())))?;
+            let p = registry.get(&name).ok_or_else(|| bad_input(registry.unknown(&name)))?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&p.info)?),
                 Format::Table => {

@@ -10,7 +10,7 @@ use hyperprune_core::{Model, model::encode_u8};
 use crate::calibration::TrainSplit;
 use crate::cli::{GlobalArgs, PruneArgs};
 use crate::context::DataServices;
-use crate::fitting::{load_state_file, must_be_fitted};
+use crate::fitting::{StateTarget, load_state_file, must_be_fitted};
 use crate::outcome::CheckedOutcome;
 use crate::pruning::{ConfiguredPruner, request_from};
 
@@ -26,7 +26,8 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let mut pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
     if pruner.learnable() {
         let state = pruner.state_file.clone().ok_or_else(|| must_be_fitted(&args.pruner))?;
-        load_state_file(&mut pruner, &state)?;
+        let target = StateTarget { dataset: args.dataset.as_deref(), archs: std::slice::from_ref(&model.spec().name) };
+        load_state_file(&mut pruner, &state, Some(target))?;
     }
     if pruner.prunes_with_data() && args.dataset.is_none() {
         return Err(crate::failure::bad_input(format!(
@@ -36,9 +37,11 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     }
     let data = match &args.dataset {
         Some(name) => {
-            let data =
-                super::zoo::dataset(&crate::cli::DataArgs { dataset: name.clone(), data_dir: args.data_dir.clone() })?;
-            super::eval::check_fits(&model, &data)?;
+            let data = crate::inputs::dataset(&crate::cli::DataArgs {
+                dataset: name.clone(),
+                data_dir: args.data_dir.clone(),
+            })?;
+            crate::inputs::check_fits(model.spec(), &data)?;
             Some(data)
         }
         None => None,

@@ -2,19 +2,18 @@
 
 use std::path::Path;
 
-use hyperprune_core::dataset::{DataOptions, Dataset};
 use hyperprune_core::engine::Optimizer;
-use hyperprune_core::zoo::{Split, Zoo, ZooEvent, ZooSettings, plan, train_zoo};
+use hyperprune_core::zoo::{Split, Zoo, ZooError, ZooEvent, ZooSettings, plan, train_zoo};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{DataArgs, Format, GlobalArgs, OptimizerArg, ZooCommand, ZooTrainArgs};
+use crate::cli::{Format, GlobalArgs, OptimizerArg, ZooCommand, ZooTrainArgs};
 use crate::failure::bad_input;
 
 /// Runs a `zoo` subcommand.
 ///
 /// # Errors
-/// Bad input (arch, dataset, settings, an existing zoo with other settings) or training
-/// failures.
+/// Bad input (arch, dataset, settings, an existing zoo with other settings, a chunk too large
+/// for memory) or training failures.
 pub fn run(global: &GlobalArgs, cmd: ZooCommand) -> anyhow::Result<()> {
     match cmd {
         ZooCommand::Train(args) => train(global, *args).map(|_| ()),
@@ -46,33 +45,14 @@ pub fn run(global: &GlobalArgs, cmd: ZooCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Loads the dataset named in `args`.
-///
-/// # Errors
-/// Bad input: unknown dataset, missing or malformed files.
-pub fn dataset(args: &DataArgs) -> anyhow::Result<Dataset> {
-    let options = DataOptions { data_dir: args.data_dir.clone() };
-    hyperprune_core::dataset::load(&args.dataset, &options).map_err(bad_input)
-}
-
 /// Trains (or resumes) a zoo and returns it.
 ///
 /// # Errors
 /// As [`run`].
 pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
     let arch = crate::inputs::arch(&args.arch)?;
-    let data = dataset(&args.data)?;
-    if data.input_shape() != arch.input || data.classes != arch.classes {
-        return Err(bad_input(format!(
-            "architecture '{}' takes {:?} inputs and {} classes, but dataset '{}' has {:?} and {}",
-            arch.name,
-            arch.input,
-            arch.classes,
-            data.name,
-            data.input_shape(),
-            data.classes
-        )));
-    }
+    let data = crate::inputs::dataset(&args.data)?;
+    crate::inputs::check_fits(&arch, &data)?;
     let [train, val, test] = args.split.as_slice() else {
         return Err(bad_input(format!("--split needs three fractions train,val,test, got {:?}", args.split)));
     };
@@ -94,7 +74,7 @@ pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
     let meta = plan(&name, &arch, &data.name, engine.name(), settings, args.members).map_err(bad_input)?;
     let bar = progress_bar(global.quiet);
     let mut done_members = 0usize;
-    let zoo = train_zoo(&args.out, meta, engine.as_ref(), &data, args.chunk, &mut |event| match event {
+    let trained = train_zoo(&args.out, meta, engine.as_ref(), &data, args.chunk, &mut |event| match event {
         ZooEvent::Start { total, remaining, steps } => {
             if remaining < total {
                 bar.println(format!("resuming: {} of {total} members already trained", total - remaining));
@@ -110,6 +90,11 @@ pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
                 bar.println(format!("member {id}: test accuracy {:.2}%", 100.0 * test_accuracy));
             }
         }
+    });
+    // Settings and memory refusals, and another zoo in the folder, are the user's to fix.
+    let zoo = trained.map_err(|e| match e {
+        ZooError::Settings(_) | ZooError::Memory { .. } | ZooError::Format { .. } => bad_input(e),
+        other => other.into(),
     })?;
     bar.finish_and_clear();
     if !global.quiet {
@@ -214,4 +199,57 @@ fn show(dir: &Path, format: Format) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// Runs `hyperprune zoo train ARGS --out DIR` in-process.
+    fn zoo_train(args: &[&str], out: &Path) -> anyhow::Result<Zoo> {
+        let mut argv = vec!["hyperprune", "-q", "zoo", "train", "--out", out.to_str().expect("utf-8 temp path")];
+        argv.extend(args);
+        let cli = Cli::try_parse_from(argv).expect("the arguments parse");
+        let Command::Zoo(ZooCommand::Train(args)) = cli.command else { unreachable!("a zoo train command") };
+        train(&cli.global, *args)
+    }
+
+    #[test]
+    fn a_zero_batch_size_is_bad_input_and_leaves_no_folder() {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let out = parent.path().join("zoo");
+        let err = zoo_train(&["--batch-size", "0", "--members", "2"], &out).expect_err("refused");
+        assert!(crate::failure::is_bad_input(&err), "{err:#}");
+        assert!(format!("{err:#}").contains("batch size must be at least 1"), "{err:#}");
+        assert!(!out.exists(), "no output folder is left behind");
+    }
+
+    #[test]
+    fn an_architecture_too_large_for_memory_is_one_line_of_bad_input_and_leaves_no_folder() {
+        if hyperprune_core::zoo::available_memory().is_none() {
+            eprintln!("skipped: the available memory is unknown on this machine, so no check is made");
+            return;
+        }
+        let parent = tempfile::tempdir().expect("temp dir");
+        let spec = parent.path().join("huge.json");
+        std::fs::write(
+            &spec,
+            r#"{"name":"huge","input":[1,8,8],"classes":10,"layers":[{"type":"flatten"},
+                {"type":"linear","out_features":8589934592},{"type":"relu"},{"type":"linear","out_features":10}]}"#,
+        )
+        .expect("write spec");
+        let out = parent.path().join("zoo");
+        let err = zoo_train(&["--arch", spec.to_str().expect("utf-8"), "--members", "2"], &out).expect_err("refused");
+        let text = format!("{err:#}");
+        assert!(crate::failure::is_bad_input(&err), "{text}");
+        assert!(
+            text.contains("GiB is available") && text.contains("--chunk") && text.contains("--batch-size"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!out.exists(), "no output folder is left behind");
+    }
 }

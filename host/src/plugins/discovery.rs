@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::loaded::{LoadError, Plugin, load};
+use super::loaded::{LoadError, NOT_A_LIBRARY, NOT_A_PLUGIN, Plugin, load};
 
 /// Environment variable listing extra plugin folders or files.
 pub const PLUGIN_PATH_VAR: &str = "HYPERPRUNE_PLUGIN_PATH";
@@ -24,6 +24,27 @@ impl Registry {
     /// The plugin called `name`.
     pub fn get(&self, name: &str) -> Option<&Plugin> {
         self.plugins.iter().find(|p| p.name() == name)
+    }
+
+    /// Why `name` is not here: the installed names, and the plugin files that failed to load
+    /// (those whose file name contains `name` first, when there are any).
+    pub fn unknown(&self, name: &str) -> String {
+        let mut text = format!("unknown pruner '{name}' (installed: {})", self.names());
+        let failed: Vec<&LoadError> = self
+            .explicit_failures
+            .iter()
+            .chain(&self.skipped)
+            .filter(|e| !e.message.starts_with(NOT_A_PLUGIN) && !e.message.starts_with(NOT_A_LIBRARY))
+            .collect();
+        let named: Vec<&&LoadError> =
+            failed.iter().filter(|e| e.path.file_name().is_some_and(|f| f.to_string_lossy().contains(name))).collect();
+        if let Some(e) = named.first() {
+            text.push_str(&format!("; a plugin file that may be it failed to load: {e}"));
+        } else if !failed.is_empty() {
+            let list: Vec<String> = failed.iter().map(ToString::to_string).collect();
+            text.push_str(&format!("; plugin files that failed to load: {}", list.join("; ")));
+        }
+        text
     }
 
     /// The names of all plugins, comma separated (for error messages).
@@ -80,7 +101,12 @@ pub fn discover(explicit: &[PathBuf]) -> Registry {
         match load(&path) {
             Ok(p) => registry.add(p),
             Err(e) => {
-                tracing::debug!("skipped {e}");
+                // Another library beside the plugins is no news; a plugin that fails is.
+                if e.message.starts_with(NOT_A_PLUGIN) || e.message.starts_with(NOT_A_LIBRARY) {
+                    tracing::debug!("skipped {e}");
+                } else {
+                    tracing::warn!("skipped a plugin that cannot load: {e}");
+                }
                 registry.skipped.push(e);
             }
         }

@@ -8,6 +8,12 @@ use abi_stable::std_types::RResult;
 use hyperprune_sdk::ffi::{SDK_VERSION_SYMBOL, versions_compatible};
 use hyperprune_sdk::{PluginError, PrunerBox, PrunerInfo, PrunerModRef, SDK_VERSION};
 
+/// How a [`LoadError`] for a file that is not a hyperprune plugin at all begins.
+pub const NOT_A_PLUGIN: &str = "not a hyperprune plugin";
+
+/// How a [`LoadError`] for a file that is not a loadable library begins.
+pub const NOT_A_LIBRARY: &str = "not a loadable shared library";
+
 /// Why a file could not be loaded as a plugin. Always one line, naming the file.
 #[derive(Debug)]
 pub struct LoadError {
@@ -103,17 +109,17 @@ fn probe_sdk_version(path: &Path) -> Result<String, String> {
     // SAFETY: opening a library runs its initialisers. We only open files the user put in a
     // plugin folder or named with --plugin, i.e. code they chose to run.
     let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("not a loadable shared library ({})", first_line(&e.to_string())))?;
+        .map_err(|e| format!("{NOT_A_LIBRARY} ({})", first_line(&e.to_string())))?;
     // SAFETY: the symbol, when present, is `extern "C" fn() -> *const c_char` as exported by
     // `hyperprune_sdk::export_pruner!`; a file that merely has a symbol of that name with
     // another type is not something we can detect, and is not a plugin anyone would ship.
     let version = unsafe {
-        let f = lib
-            .get::<unsafe extern "C" fn() -> *const c_char>(SDK_VERSION_SYMBOL)
-            .map_err(|_| "not a hyperprune plugin: it does not export `hyperprune_sdk_version` (was it built with `export_pruner!`?)".to_string())?;
+        let f = lib.get::<unsafe extern "C" fn() -> *const c_char>(SDK_VERSION_SYMBOL).map_err(|_| {
+            format!("{NOT_A_PLUGIN}: it does not export `hyperprune_sdk_version` (was it built with `export_pruner!`?)")
+        })?;
         let ptr = f();
         if ptr.is_null() {
-            return Err("not a hyperprune plugin: `hyperprune_sdk_version` returned null".into());
+            return Err(format!("{NOT_A_PLUGIN}: `hyperprune_sdk_version` returned null"));
         }
         CStr::from_ptr(ptr).to_string_lossy().into_owned()
     };

@@ -10,4 +10,4 @@ mod discovery;
 mod loaded;
 
 pub use discovery::{Registry, discover};
-pub use loaded::Plugin;
+pub use loaded::{Plugin, load};

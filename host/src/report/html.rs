@@ -6,25 +6,9 @@
 //! names no URL, script or web font.
 
 use super::RunInfo;
-use super::svg::{self, Target};
+use super::svg::{self, Target, escape};
 use super::table::{Summary, TextTable, compression_label};
-use crate::bench::{ResultRow, Status};
-
-/// `text` with `& < > " '` escaped, safe in HTML and SVG text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::results::{ResultRow, Status};
 
 /// The whole page for the run folder `name`.
 pub fn page(name: &str, run: &RunInfo, summary: &Summary, rows: &[ResultRow]) -> String {

@@ -11,7 +11,7 @@
 
 mod html;
 mod svg;
-mod table;
+pub(crate) mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -20,10 +20,8 @@ use hyperprune_core::model::write_atomic;
 
 pub use table::summary_table;
 
-use crate::bench::ResultRow;
-use crate::failure::bad_input;
-
-pub use crate::bench::results::RESULTS_FILE;
+use crate::results::ResultRow;
+pub use crate::results::{RESULTS_FILE, read_results};
 /// The bench's description of the run: command, version, seed, machine, date.
 pub const RUN_FILE: &str = "run.json";
 
@@ -101,35 +99,6 @@ impl RunInfo {
             split: field("split"),
         }
     }
-}
-
-/// Reads a `results.jsonl`; blank lines are skipped.
-///
-/// # Errors
-/// Bad input when the file cannot be read, or naming the file and line number of a line that
-/// is not a result row.
-pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultRow>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        bad_input(format!(
-            "cannot read {}: {e}; expected the results of a bench run (runs/NAME/{RESULTS_FILE})",
-            path.display()
-        ))
-    })?;
-    let mut rows = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row = serde_json::from_str(line).map_err(|e| {
-            bad_input(format!(
-                "{}:{}: not a result row: {e}; fix or delete that line (the bench reruns missing rows)",
-                path.display(),
-                index + 1
-            ))
-        })?;
-        rows.push(row);
-    }
-    Ok(rows)
 }
 
 /// Reads `run.json` if there is one. A missing or unreadable file gives an empty

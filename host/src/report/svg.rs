@@ -6,8 +6,23 @@
 //! and no scripts, and reads at its native 640×400. Each pruner keeps one colour and one
 //! marker shape in every plot, so the plots can be read side by side and without colour.
 
-use super::html::escape;
 use super::table::{MeanStd, PrunerSummary, Summary, format_seconds};
+
+/// `text` with `& < > " '` escaped, safe in HTML and SVG text and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Width of every plot, pixels.
 pub const WIDTH: f64 = 640.0;

@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::bench::{ResultRow, Status};
+use crate::pruning::SPARSITY_CHECK_OPTION;
+use crate::results::{ResultRow, Status};
 
 /// Mean and sample standard deviation (n − 1) of a group; the std of one value is 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,6 +106,9 @@ pub struct PrunerSummary {
     pub errors: usize,
     /// `(requested, achieved)` sparsity of every ok row that has both.
     pub sparsity: Vec<(f64, f64)>,
+    /// Whether the host enforced the requested sparsity on every ok row (none has the option
+    /// `sparsity_check: report`).
+    pub sparsity_verified: bool,
 }
 
 impl PrunerSummary {
@@ -199,7 +203,7 @@ impl Summary {
     fn retention_table(&self) -> TextTable {
         let mut table = self.table_skeleton(
             "Accuracy retention, % of dense (mean ± std over members; best per column in bold)",
-            &["median prune time", "data", "errors"],
+            &["median prune time", "data", "max Δ sparsity", "errors"],
         );
         let best: Vec<Option<f64>> = (0..self.compressions.len()).map(|c| self.best_retention(c)).collect();
         for pruner in &self.pruners {
@@ -210,6 +214,7 @@ impl Summary {
             }
             row.push(TextCell::plain(&pruner.median_prune_seconds.map_or("—".into(), format_seconds)));
             row.push(TextCell::plain(&pruner.data));
+            row.push(TextCell::plain(&sparsity_error_text(pruner)));
             row.push(TextCell::plain(&pruner.errors.to_string()));
             table.rows.push(row);
         }
@@ -238,6 +243,20 @@ impl Summary {
             note: any_partial.then(|| "† some rows of this cell failed; the mean is over the ok rows.".to_owned()),
         }
     }
+}
+
+/// How the achieved sparsity relates to the request: `exact` when the host verified it on
+/// every ok row (its `sparsity_check` was not `report`), else the largest gap between
+/// achieved and requested, in percentage points; `—` without ok rows.
+fn sparsity_error_text(pruner: &PrunerSummary) -> String {
+    if pruner.sparsity.is_empty() {
+        return "—".into();
+    }
+    if pruner.sparsity_verified {
+        return "exact".into();
+    }
+    let worst = pruner.sparsity.iter().map(|(requested, achieved)| (achieved - requested).abs()).fold(0.0, f64::max);
+    format!("{:.2} pp", 100.0 * worst)
 }
 
 /// `97.1 ± 0.8`, `97.1 ± 0.8 †` when some rows failed, `failed` when all did, `—` when the
@@ -279,8 +298,12 @@ fn pruner_names(rows: &[ResultRow]) -> impl Fn(&ResultRow) -> String {
         differing.insert(name.to_owned(), differ);
     }
     move |row| {
+        let fitted = match &row.fit_zoo {
+            Some(fit) if *fit != row.zoo => format!(" [fitted on {fit}]"),
+            _ => String::new(),
+        };
         let Some(keys) = differing.get(&row.pruner) else {
-            return row.pruner.clone();
+            return format!("{}{fitted}", row.pruner);
         };
         let options = match &row.options {
             serde_json::Value::Object(map) => map
@@ -295,7 +318,7 @@ fn pruner_names(rows: &[ResultRow]) -> impl Fn(&ResultRow) -> String {
             other => other.to_string(),
         };
         let options = if options.is_empty() { "defaults".to_owned() } else { options };
-        format!("{} ({options})", row.pruner)
+        format!("{} ({options}){fitted}", row.pruner)
     }
 }
 
@@ -320,6 +343,7 @@ fn pruner_summary(name: String, rows: &[&ResultRow], compressions: &[Compression
         data: rows.iter().map(|r| r.data.as_str()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "),
         ok: ok.len(),
         errors: rows.len() - ok.len(),
+        sparsity_verified: ok.iter().all(|r| r.options.get(SPARSITY_CHECK_OPTION).is_none()),
         sparsity: ok
             .iter()
             .filter_map(|r| Some((r.requested_sparsity, r.achieved_sparsity?)))
@@ -447,7 +471,7 @@ pub fn summary_table(rows: &[ResultRow]) -> String {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// One row; `retention` None makes an error row. Every member's dense accuracy is 0.9,
@@ -462,6 +486,7 @@ pub(super) mod tests {
             pruner: pruner.into(),
             pruner_version: "0.1.0".into(),
             options: serde_json::json!({}),
+            fit_zoo: None,
             seed: 0,
             requested_sparsity: sparsity,
             compression: 1.0 / (1.0 - sparsity),
@@ -477,9 +502,9 @@ pub(super) mod tests {
             prune_seconds: ok.then_some(seconds),
             calib_samples: 0,
             data: if pruner == "magnitude" || pruner == "random" {
-                crate::bench::DataUse::None
+                crate::results::DataUse::None
             } else {
-                crate::bench::DataUse::Train
+                crate::results::DataUse::Train
             },
             status: if ok { Status::Ok } else { Status::Error },
             error: (!ok).then(|| "plugin panicked: index <out of bounds> & \"more\"".into()),
@@ -518,17 +543,22 @@ pub(super) mod tests {
         // Median prune time: magnitude 1..6 ms → (3 + 4) / 2 = 3.5 ms; random 10..50 ms (the
         // error row has no time) → 30 ms. Errors: magnitude 0, random 1.
         assert!(
-            table.contains("| magnitude | **98.0 ± 1.0** |       94.0 ± 1.0 |           3.50 ms | none |      0 |\n")
+            table.contains("| magnitude | **98.0 ± 1.0** |       94.0 ± 1.0 |           3.50 ms | none |          exact |      0 |\n"),
+            "{table}"
         );
         assert!(
-            table.contains("| random    |     97.0 ± 1.7 | **95.0 ± 4.2 †** |           30.0 ms | none |      1 |\n")
+            table.contains("| random    |     97.0 ± 1.7 | **95.0 ± 4.2 †** |           30.0 ms | none |          exact |      1 |\n"),
+            "{table}"
         );
         // Pruned accuracy = 0.9 × retention, std scales alike:
         // magnitude 88.2 ± 0.9, 84.6 ± 0.9; random 87.3 ± 1.6 (0.9√3), 85.5 ± 3.8 (0.9·√18).
         assert!(table.contains("| magnitude | 88.2 ± 0.9 |   84.6 ± 0.9 |\n"), "{table}");
         assert!(table.contains("| random    | 87.3 ± 1.6 | 85.5 ± 3.8 † |\n"), "{table}");
         assert!(
-            table.contains("| pruner    |             2× |               4× | median prune time | data | errors |")
+            table.contains(
+                "| pruner    |             2× |               4× | median prune time | data | max Δ sparsity | errors |"
+            ),
+            "{table}"
         );
         assert!(table.contains("3 members · 11 rows ok · 1 error row"), "{table}");
         assert!(table.contains("zoo digits-small · arch cnn-digits · dataset digits"), "{table}");
@@ -578,6 +608,19 @@ pub(super) mod tests {
         assert_eq!((broken.ok, broken.errors, broken.median_prune_seconds), (0, 1, None));
         let table = summary_table(&rows);
         assert!(table.contains("| broken    |         failed |"), "{table}");
+    }
+
+    #[test]
+    fn achieved_sparsity_is_exact_when_checked_and_the_gap_when_only_reported() {
+        let mut emerged = row("m1", "hypernet", 0.5, Some(0.9), 0.01);
+        emerged.options = serde_json::json!({ "mask": "threshold", "sparsity_check": "report" });
+        emerged.achieved_sparsity = Some(0.4875);
+        let mut fitted_elsewhere = row("m1", "learner", 0.5, Some(0.9), 0.01);
+        fitted_elsewhere.fit_zoo = Some("other-zoo".into());
+        let summary = Summary::of(&[row("m1", "magnitude", 0.5, Some(0.9), 0.01), emerged, fitted_elsewhere]);
+        let text = |name: &str| sparsity_error_text(summary.pruners.iter().find(|p| p.name == name).unwrap());
+        assert_eq!((text("magnitude").as_str(), text("hypernet").as_str()), ("exact", "1.25 pp"));
+        assert!(summary.pruners.iter().any(|p| p.name == "learner [fitted on other-zoo]"), "{summary:?}");
     }
 
     #[test]

@@ -277,8 +277,8 @@ fn masked_objective(
 
 #[cfg(test)]
 mod tests {
-    use super::super::bench::random_samples;
     use super::super::reference::{self, Params, random_model, tiny_spec};
+    use super::super::synthetic::random_samples;
     use super::*;
 
     /// Central difference step: in f64 the truncation error (~h²·f''') is ~1e-12 and the

@@ -88,8 +88,8 @@ pub(crate) fn evaluate(threads: usize, models: &[&Model], samples: &Samples) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::bench::random_samples;
     use super::super::reference::{self, random_model, tiny_spec};
+    use super::super::synthetic::random_samples;
     use super::*;
 
     /// Largest |engine − reference| over the largest |reference| logit.

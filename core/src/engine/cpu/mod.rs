@@ -25,10 +25,8 @@
 //!
 //! Supported layers: everything [`crate::LayerSpec`] describes (conv2d with stride and
 //! padding, linear, max and average pooling, flatten, ReLU, tanh, GELU, sigmoid, dropout).
-//! [`mod@bench`] holds the timed runs behind `hyperprune bench-engine`.
 
 mod activation;
-pub mod bench;
 mod calibration;
 mod direct;
 mod gemm;
@@ -40,6 +38,8 @@ mod pass;
 mod plan;
 #[cfg(test)]
 mod reference;
+#[cfg(test)]
+mod synthetic;
 mod train;
 
 use crate::dataset::Samples;
@@ -139,8 +139,8 @@ impl Engine for CpuEngine {
 mod tests {
     //! The CPU engine against the burn engine, the reference every engine is held to.
 
-    use super::bench::random_samples;
     use super::reference::{random_model, tiny_spec};
+    use super::synthetic::random_samples;
     use super::*;
     use crate::engine::{FlexEngine, Optimizer, TrainConfig};
 

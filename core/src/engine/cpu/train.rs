@@ -323,8 +323,8 @@ fn update(plan: &Plan, m: &mut Member, items: &[ItemOut], sum: &mut Vec<f32>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::bench::random_samples;
     use super::super::reference::random_model;
+    use super::super::synthetic::random_samples;
     use super::*;
     use crate::engine::Optimizer;
 

@@ -50,8 +50,13 @@ pub struct ResultRow {
     pub pruner: String,
     /// Pruner version.
     pub pruner_version: String,
-    /// Pruner options, defaults filled in.
+    /// Pruner options, defaults filled in; for a learned pruner `state` is its state's
+    /// fingerprint; `sparsity_check: report` when the host only recorded the sparsity.
     pub options: serde_json::Value,
+    /// The zoo a learned pruner's state was fitted on (`unknown` for a bare plugin state);
+    /// null for pruners that learn nothing.
+    #[serde(default)]
+    pub fit_zoo: Option<String>,
     /// Seed of the request.
     pub seed: u64,
     /// Requested sparsity.

@@ -1,0 +1,312 @@
+//! Plugin calls in a worker process. A plugin is third-party native code: a panic is caught
+//! in-process, but an `abort()`, a segfault, an endless loop or unbounded allocation would
+//! take the whole bench with it. Isolated, each `prune` call runs in a worker (this binary's
+//! hidden `worker` subcommand) that loads the plugin, the member and the dataset and serves
+//! the data services itself; the supervisor hands it tasks, reads outcomes, checks and
+//! evaluates them. A worker that dies or passes the timeout is killed and replaced, and the
+//! task becomes an error row saying which. Zero-copy views never leave the worker.
+//!
+//! Ctrl-C: workers run in their own process group, so the terminal's SIGINT reaches only
+//! the supervisor, which sets `cancelled()` for every running call, waits
+//! [`CANCEL_GRACE`], then kills what still runs. Rows already written stay.
+
+mod protocol;
+mod worker;
+
+use std::collections::VecDeque;
+use std::io::{BufReader, BufWriter};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub use protocol::{Message, Setup, Task};
+pub use worker::serve;
+
+use protocol::{read_message, write_message};
+
+/// How long a cancelled call may take to return before its worker is killed.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// How plugin calls run: the settings of `--isolate worker`.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    /// Longest a `prune` call (or a worker's setup) may take.
+    pub timeout: Duration,
+    /// Each worker's memory limit, bytes.
+    pub memory_limit: Option<u64>,
+}
+
+/// Set by the SIGINT handler the supervisor installs.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs (once) a SIGINT handler that only sets a flag: the supervisor then cancels the
+/// running calls, waits for them and stops, instead of dying mid-row.
+pub fn catch_interrupt() {
+    extern "C" fn on_sigint(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let handler = on_sigint as extern "C" fn(libc::c_int);
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        }
+    });
+}
+
+/// Whether Ctrl-C was pressed since [`catch_interrupt`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Why a call through a worker produced no outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// The worker answered with a failure (the plugin's error, or its setup's).
+    Failed {
+        /// One line.
+        message: String,
+        /// Whether the user's input caused it.
+        bad_input: bool,
+    },
+    /// The worker died, hung or broke the protocol; it was killed and will be replaced.
+    Crashed(String),
+    /// Ctrl-C: the call was cancelled (and its worker killed if it did not return).
+    Interrupted,
+}
+
+/// A supervised worker serving one pruner.
+pub struct Worker {
+    child: Child,
+    stdin: BufWriter<ChildStdin>,
+    replies: mpsc::Receiver<std::io::Result<Option<Message>>>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    memory_limit: Option<u64>,
+}
+
+/// Lines of a worker's stderr kept for the error row.
+const STDERR_LINES: usize = 32;
+
+impl Worker {
+    /// Starts a worker and sets it up; waits for it to be ready.
+    ///
+    /// # Errors
+    /// The setup failed (bad options or state, a plugin that cannot load) or the worker
+    /// died or hung while setting up.
+    pub fn start(setup: &Setup, isolation: &Isolation) -> Result<Worker, CallError> {
+        let exe =
+            std::env::current_exe().map_err(|e| CallError::Crashed(format!("cannot find this executable: {e}")))?;
+        let mut child = Command::new(exe)
+            .args(["--quiet", "worker"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_BACKTRACE")
+            .process_group(0)
+            .spawn()
+            .map_err(|e| CallError::Crashed(format!("cannot start a worker process: {e}")))?;
+        let stdin = BufWriter::new(child.stdin.take().expect("piped"));
+        let stdout = child.stdout.take().expect("piped");
+        let stderr_pipe = child.stderr.take().expect("piped");
+        let (send, replies) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut input = BufReader::new(stdout);
+            loop {
+                let frame = read_message(&mut input);
+                let end = !matches!(frame, Ok(Some(_)));
+                if send.send(frame).is_err() || end {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == STDERR_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        let mut worker = Worker { child, stdin, replies, stderr, memory_limit: isolation.memory_limit };
+        match worker.exchange(&Message::Setup(setup.clone()), isolation.timeout, None)? {
+            Message::Ready => Ok(worker),
+            Message::Failed { message, bad_input } => Err(CallError::Failed { message, bad_input }),
+            other => Err(worker.broken(&format!("answered its setup with {other:?}"))),
+        }
+    }
+
+    /// Runs one task. On `Crashed` and `Interrupted` the worker is dead: drop it.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub fn prune(
+        &mut self,
+        task: &Task,
+        timeout: Duration,
+        cancel: &AtomicBool,
+    ) -> Result<(hyperprune_sdk::PruneOutcome, f64, u64), CallError> {
+        match self.exchange(&Message::Task(task.clone()), timeout, Some(cancel))? {
+            Message::Outcome { outcome, seconds, calib_samples } => Ok((outcome, seconds, calib_samples)),
+            Message::Failed { message, bad_input } => Err(CallError::Failed { message, bad_input }),
+            other => Err(self.broken(&format!("answered a task with {other:?}"))),
+        }
+    }
+
+    /// Sends `message` and waits for the reply, at most `timeout`; watches Ctrl-C and
+    /// `cancel` (the bench stopping) while it waits.
+    fn exchange(
+        &mut self,
+        message: &Message,
+        timeout: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Message, CallError> {
+        if write_message(&mut self.stdin, message).is_err() {
+            return Err(self.died());
+        }
+        let start = Instant::now();
+        let mut cancelled_at: Option<Instant> = None;
+        loop {
+            match self.replies.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(Some(reply))) => {
+                    return if cancelled_at.is_some() { Err(CallError::Interrupted) } else { Ok(reply) };
+                }
+                Ok(Ok(None)) | Err(mpsc::RecvTimeoutError::Disconnected) => return Err(self.died()),
+                Ok(Err(e)) => return Err(self.broken(&format!("sent a frame that does not decode ({e})"))),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let stop = interrupted() || cancel.is_some_and(|c| c.load(Ordering::SeqCst));
+            match cancelled_at {
+                None if stop => {
+                    let _ = write_message(&mut self.stdin, &Message::Cancel);
+                    cancelled_at = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() > CANCEL_GRACE => {
+                    self.kill();
+                    return Err(CallError::Interrupted);
+                }
+                _ => {}
+            }
+            if cancelled_at.is_none() && start.elapsed() > timeout {
+                self.kill();
+                return Err(CallError::Crashed(format!(
+                    "timed out after {} s (the worker was killed; raise --timeout for slower pruners)",
+                    timeout.as_secs_f64()
+                )));
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The worker broke the protocol: kill it and say so.
+    fn broken(&mut self, what: &str) -> CallError {
+        self.kill();
+        CallError::Crashed(format!("the worker {what}; it was killed"))
+    }
+
+    /// The worker's pipe closed: wait for it and say how it ended.
+    fn died(&mut self) -> CallError {
+        let status = self.child.wait();
+        let tail: Vec<String> = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        CallError::Crashed(describe_death(status.ok(), &tail, self.memory_limit))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// One line on how a worker ended: the signal or exit code, what it means, and the last
+/// thing it printed.
+fn describe_death(status: Option<std::process::ExitStatus>, stderr: &[String], memory_limit: Option<u64>) -> String {
+    let last =
+        stderr.iter().map(|l| l.trim()).rev().find(|l| !l.is_empty() && !l.starts_with("note:")).map(str::to_string);
+    let out_of_memory = stderr.iter().any(|l| l.trim_start().starts_with("memory allocation of"));
+    let how = match status {
+        _ if out_of_memory => format!(
+            "ran out of memory{}",
+            memory_limit.map_or(String::new(), |b| format!(
+                " (the worker's limit is {} MiB; raise it with --worker-memory)",
+                b >> 20
+            ))
+        ),
+        Some(s) => match s.signal() {
+            Some(libc::SIGABRT) => "aborted (SIGABRT)".to_string(),
+            Some(libc::SIGSEGV) => "crashed with a segmentation fault (SIGSEGV)".to_string(),
+            Some(libc::SIGBUS) => "crashed with a bus error (SIGBUS)".to_string(),
+            Some(libc::SIGILL) => "crashed on an illegal instruction (SIGILL)".to_string(),
+            Some(libc::SIGFPE) => "crashed on an arithmetic fault (SIGFPE)".to_string(),
+            Some(libc::SIGKILL) => "was killed (SIGKILL; by the OOM killer?)".to_string(),
+            Some(signal) => format!("was killed by signal {signal}"),
+            None => format!("exited with code {}", s.code().unwrap_or(-1)),
+        },
+        None => "vanished".to_string(),
+    };
+    match last {
+        Some(line) if !out_of_memory => format!("the worker {how}; its last words: {line}"),
+        _ => format!("the worker {how}"),
+    }
+}
+
+/// Keeps freed memory for reuse instead of handing it back to the kernel after every call:
+/// glibc serves allocations of 128 KiB and more with fresh `mmap`s and trims the heap as
+/// soon as 128 KiB are free at its top, so a pruner that allocates and frees its buffers call
+/// after call page-faults them in every time. Raising both thresholds (to 32 MiB, glibc's
+/// maximum for `mmap`, and 1 GiB) took a digits bench of maskopt and chita from 4.6 s to
+/// 0.5 s of system time. Called by a bench (both `--isolate` modes) and by its workers.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; valid values for both.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
+/// The default memory limit of a worker: half the machine's memory (None where unknown).
+pub fn default_memory_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024 / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deaths_are_told_apart() {
+        let signal = |s: i32| Some(std::process::ExitStatus::from_raw(s));
+        let code = |c: i32| Some(std::process::ExitStatus::from_raw(c << 8));
+        assert_eq!(
+            describe_death(signal(libc::SIGSEGV), &[], None),
+            "the worker crashed with a segmentation fault (SIGSEGV)"
+        );
+        assert_eq!(
+            describe_death(
+                signal(libc::SIGABRT),
+                &["".into(), "fatal runtime error: x".into(), "note: y".into()],
+                None
+            ),
+            "the worker aborted (SIGABRT); its last words: fatal runtime error: x"
+        );
+        let tail = ["memory allocation of 67108864 bytes failed".into(), "stack backtrace:".into(), "note: z".into()];
+        let oom = describe_death(signal(libc::SIGABRT), &tail, Some(512 << 20));
+        assert!(oom.contains("ran out of memory (the worker's limit is 512 MiB"), "{oom}");
+        assert_eq!(describe_death(code(3), &[], None), "the worker exited with code 3");
+    }
+}

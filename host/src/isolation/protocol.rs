@@ -1,0 +1,330 @@
+//! What the supervisor and a worker say to each other over the worker's stdin and stdout:
+//! length-prefixed frames (`u64` little-endian length, then the payload), each payload a tag
+//! byte and its body. Setup, tasks and errors are JSON; an outcome is packed binary (the
+//! masks' words and new weights as they are, so nothing is rounded on the way).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use abi_stable::std_types::{ROption, RVec};
+use hyperprune_sdk::{LayerMask, Pattern, PruneOutcome, PruneRequest, Scope};
+use serde::{Deserialize, Serialize};
+
+/// Supervisor → worker, once: which pruner to serve and what it may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    /// The plugin file (the one the supervisor loaded).
+    pub plugin: PathBuf,
+    /// Pruner name.
+    pub pruner: String,
+    /// The pruner's options as `name=value`, host-level ones (`sparsity_check`) included.
+    pub options: Vec<String>,
+    /// The state file to load, for a learnable pruner.
+    pub state: Option<PathBuf>,
+    /// The zoo whose members the tasks name.
+    pub zoo: PathBuf,
+    /// The dataset, for a pruner that prunes with data: name and folder.
+    pub data: Option<(String, Option<PathBuf>)>,
+    /// Engine name (`cpu`, `burn`) and device of the data services.
+    pub engine: (String, String),
+    /// Calibration samples a data service uses for "the default".
+    pub calib_samples: u64,
+    /// The worker's memory limit (`RLIMIT_DATA`), bytes.
+    pub memory_limit: Option<u64>,
+}
+
+/// Supervisor → worker: prune one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Member id in the zoo.
+    pub member: String,
+    /// Requested sparsity.
+    pub sparsity: f64,
+    /// `global` or `layer`.
+    pub scope: String,
+    /// N:M pattern, if any.
+    pub nm: Option<(u32, u32)>,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Task {
+    /// The task for `request` on member `member`.
+    pub fn new(member: &str, request: &PruneRequest) -> Task {
+        Task {
+            member: member.to_string(),
+            sparsity: request.sparsity,
+            scope: match request.scope {
+                Scope::Global => "global".into(),
+                Scope::PerLayer => "layer".into(),
+            },
+            nm: match request.pattern {
+                Pattern::Unstructured => None,
+                Pattern::NM { n, m } => Some((n, m)),
+            },
+            seed: request.seed,
+        }
+    }
+
+    /// The request it carries.
+    pub fn request(&self) -> PruneRequest {
+        PruneRequest {
+            sparsity: self.sparsity,
+            scope: if self.scope == "layer" { Scope::PerLayer } else { Scope::Global },
+            pattern: self.nm.map_or(Pattern::Unstructured, |(n, m)| Pattern::NM { n, m }),
+            seed: self.seed,
+        }
+    }
+}
+
+/// One frame's meaning.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Supervisor → worker: set up (first frame).
+    Setup(Setup),
+    /// Supervisor → worker: run a task.
+    Task(Task),
+    /// Supervisor → worker: set `cancelled()` for the running call.
+    Cancel,
+    /// Worker → supervisor: set up and waiting for tasks.
+    Ready,
+    /// Worker → supervisor: the setup or the task failed (one line; `bad_input` when the
+    /// user's input caused it).
+    Failed {
+        /// The message.
+        message: String,
+        /// Whether it is the user's input (options, state) rather than the plugin.
+        bad_input: bool,
+    },
+    /// Worker → supervisor: the plugin's outcome, unchecked.
+    Outcome {
+        /// The outcome as the plugin returned it.
+        outcome: PruneOutcome,
+        /// Wall time of the `prune` call, seconds.
+        seconds: f64,
+        /// Calibration samples it used.
+        calib_samples: u64,
+    },
+}
+
+/// Writes one frame and flushes.
+///
+/// # Errors
+/// I/O errors (a worker that died closes its pipes).
+pub fn write_message(out: &mut impl Write, message: &Message) -> std::io::Result<()> {
+    let payload = encode(message);
+    out.write_all(&(payload.len() as u64).to_le_bytes())?;
+    out.write_all(&payload)?;
+    out.flush()
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+///
+/// # Errors
+/// I/O errors, or a frame that does not decode.
+pub fn read_message(input: &mut impl Read) -> std::io::Result<Option<Message>> {
+    let mut len = [0u8; 8];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u64::from_le_bytes(len);
+    if len > MAX_FRAME {
+        return Err(invalid(format!("a frame of {len} bytes (at most {MAX_FRAME})")));
+    }
+    let mut payload = vec![0u8; len as usize];
+    input.read_exact(&mut payload)?;
+    decode(&payload).map(Some).map_err(invalid)
+}
+
+/// The largest frame either side accepts: 4 GiB (a model of a billion weights with new
+/// weights would not fit, and is not what this harness runs).
+const MAX_FRAME: u64 = 4 << 30;
+
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+}
+
+fn encode(message: &Message) -> Vec<u8> {
+    let json = |tag: u8, value: serde_json::Value| {
+        let mut v = vec![tag];
+        v.extend_from_slice(value.to_string().as_bytes());
+        v
+    };
+    match message {
+        Message::Setup(s) => json(b'S', serde_json::to_value(s).expect("a setup serialises")),
+        Message::Task(t) => json(b'T', serde_json::to_value(t).expect("a task serialises")),
+        Message::Cancel => vec![b'C'],
+        Message::Ready => vec![b'R'],
+        Message::Failed { message, bad_input } => {
+            json(b'E', serde_json::json!({ "message": message, "bad_input": bad_input }))
+        }
+        Message::Outcome { outcome, seconds, calib_samples } => {
+            let mut v = vec![b'O'];
+            v.extend_from_slice(&seconds.to_le_bytes());
+            v.extend_from_slice(&calib_samples.to_le_bytes());
+            v.extend_from_slice(&(outcome.layers.len() as u64).to_le_bytes());
+            for layer in outcome.layers.iter() {
+                v.extend_from_slice(&(layer.name.len() as u64).to_le_bytes());
+                v.extend_from_slice(layer.name.as_bytes());
+                v.extend_from_slice(&layer.len.to_le_bytes());
+                v.extend_from_slice(&(layer.keep_bits.len() as u64).to_le_bytes());
+                for word in layer.keep_bits.iter() {
+                    v.extend_from_slice(&word.to_le_bytes());
+                }
+                match layer.new_weights.as_ref().into_option() {
+                    None => v.push(0),
+                    Some(w) => {
+                        v.push(1);
+                        v.extend_from_slice(&(w.len() as u64).to_le_bytes());
+                        for x in w.iter() {
+                            v.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                }
+            }
+            v
+        }
+    }
+}
+
+fn decode(payload: &[u8]) -> Result<Message, String> {
+    let (&tag, body) = payload.split_first().ok_or("an empty frame")?;
+    let json = |what: &str| -> Result<serde_json::Value, String> {
+        serde_json::from_slice(body).map_err(|e| format!("a {what} frame that is not JSON: {e}"))
+    };
+    match tag {
+        b'S' => serde_json::from_value(json("setup")?).map(Message::Setup).map_err(|e| e.to_string()),
+        b'T' => serde_json::from_value(json("task")?).map(Message::Task).map_err(|e| e.to_string()),
+        b'C' => Ok(Message::Cancel),
+        b'R' => Ok(Message::Ready),
+        b'E' => {
+            let v = json("failure")?;
+            Ok(Message::Failed {
+                message: v["message"].as_str().unwrap_or("(no message)").to_string(),
+                bad_input: v["bad_input"].as_bool().unwrap_or(false),
+            })
+        }
+        b'O' => decode_outcome(body),
+        other => Err(format!("a frame with the unknown tag {other}")),
+    }
+}
+
+fn decode_outcome(body: &[u8]) -> Result<Message, String> {
+    let mut r = Reader { bytes: body, at: 0 };
+    let seconds = f64::from_le_bytes(r.take::<8>()?);
+    let calib_samples = r.u64()?;
+    let layers = r.u64()?;
+    let mut out = RVec::new();
+    for _ in 0..layers {
+        let name_len = r.len()?;
+        let name = String::from_utf8(r.slice(name_len)?.to_vec()).map_err(|e| format!("a layer name: {e}"))?;
+        let len = r.u64()?;
+        let words = r.len()?;
+        let keep_bits: RVec<u64> = (0..words).map(|_| r.u64()).collect::<Result<_, _>>()?;
+        let new_weights = match r.take::<1>()?[0] {
+            0 => ROption::RNone,
+            _ => {
+                let n = r.len()?;
+                let w: RVec<f32> = (0..n).map(|_| r.take::<4>().map(f32::from_le_bytes)).collect::<Result<_, _>>()?;
+                ROption::RSome(w)
+            }
+        };
+        out.push(LayerMask { name: name.into(), len, keep_bits, new_weights });
+    }
+    if r.at != body.len() {
+        return Err(format!("{} bytes after the outcome", body.len() - r.at));
+    }
+    Ok(Message::Outcome { outcome: PruneOutcome { layers: out }, seconds, calib_samples })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn slice(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or("a truncated outcome frame")?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.slice(N)?.try_into().expect("N bytes"))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+
+    /// A count that must fit in what is left of the frame (at one byte per item).
+    fn len(&mut self) -> Result<usize, String> {
+        let n = self.u64()?;
+        if n > (self.bytes.len() - self.at) as u64 {
+            return Err(format!("a count of {n} in a frame with {} bytes left", self.bytes.len() - self.at));
+        }
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(message: &Message) -> Message {
+        let mut buf = Vec::new();
+        write_message(&mut buf, message).unwrap();
+        let mut input = buf.as_slice();
+        let back = read_message(&mut input).unwrap().unwrap();
+        assert!(read_message(&mut input).unwrap().is_none(), "one frame, then a clean end");
+        back
+    }
+
+    #[test]
+    fn every_message_survives_the_pipe_bit_for_bit() {
+        let mut layer = LayerMask::from_keep("conv1.weight", &[true, false, true]);
+        layer.new_weights = ROption::RSome(vec![0.1f32, f32::MIN_POSITIVE, -3.5e-38].into());
+        let outcome = PruneOutcome { layers: vec![layer, LayerMask::from_keep("fc.weight", &[true; 130])].into() };
+        let messages = [
+            Message::Outcome { outcome, seconds: 0.1 + 0.2, calib_samples: 7 },
+            Message::Ready,
+            Message::Cancel,
+            Message::Failed { message: "plugin 'x' failed: ünïcode".into(), bad_input: true },
+            Message::Task(Task::new(
+                "0007",
+                &PruneRequest {
+                    sparsity: 1.0 - 1.0 / 3.0,
+                    scope: Scope::PerLayer,
+                    pattern: Pattern::NM { n: 2, m: 4 },
+                    seed: 9,
+                },
+            )),
+        ];
+        for m in &messages {
+            assert_eq!(&round_trip(m), m);
+        }
+        let Message::Task(t) = &messages[4] else { unreachable!() };
+        assert_eq!(t.request().sparsity.to_bits(), (1.0f64 - 1.0 / 3.0).to_bits());
+    }
+
+    #[test]
+    fn truncated_or_lying_frames_are_errors_not_panics() {
+        let mut buf = Vec::new();
+        let outcome = PruneOutcome { layers: vec![LayerMask::from_keep("w", &[true; 70])].into() };
+        write_message(&mut buf, &Message::Outcome { outcome, seconds: 1.0, calib_samples: 0 }).unwrap();
+        for cut in 1..buf.len() {
+            let mut short = &buf[..cut];
+            if cut >= 8 {
+                assert!(read_message(&mut short).is_err(), "cut at {cut}");
+            }
+        }
+        // A count far beyond the frame.
+        let mut lying = buf.clone();
+        lying[8 + 1 + 16..8 + 1 + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(read_message(&mut lying.as_slice()).is_err());
+        assert!(read_message(&mut [9u8, 0, 0, 0, 0, 0, 0, 0, b'Z'].as_slice()).is_err());
+    }
+}

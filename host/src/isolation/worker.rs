@@ -1,0 +1,178 @@
+//! The worker side: `hyperprune worker` (hidden) loads one plugin, configures it, loads its
+//! state, and prunes the members the supervisor names, one task at a time, on its main
+//! thread; a second thread reads the supervisor's frames so a `Cancel` reaches the running
+//! call. Whatever the plugin does to this process (abort, segfault, loop, exhaust memory)
+//! ends here; the supervisor sees a closed pipe or a timeout.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::os::fd::FromRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use clap::ValueEnum;
+use hyperprune_core::Model;
+use hyperprune_core::dataset::Dataset;
+use hyperprune_core::engine::Engine;
+use hyperprune_core::zoo::Zoo;
+
+use super::protocol::{Message, Setup, Task, read_message, write_message};
+use crate::calibration::TrainSplit;
+use crate::context::DataServices;
+use crate::engines::EngineKind;
+use crate::failure::is_bad_input;
+use crate::fitting::load_state_file;
+use crate::plugins::Registry;
+use crate::pruning::ConfiguredPruner;
+
+/// Runs the worker until its stdin closes.
+///
+/// # Errors
+/// Only when the protocol itself breaks (stdout closed, a frame that does not decode);
+/// everything a plugin does wrong is a `Failed` frame or the end of this process.
+pub fn serve() -> anyhow::Result<()> {
+    let mut out = BufWriter::new(protocol_stdout()?);
+    let (frames, inbox) = mpsc::channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel_reader = Arc::clone(&cancel);
+    std::thread::spawn(move || {
+        let mut input = BufReader::new(std::io::stdin().lock());
+        while let Ok(Some(message)) = read_message(&mut input) {
+            if message == Message::Cancel {
+                cancel_reader.store(true, Ordering::SeqCst);
+            } else if frames.send(message).is_err() {
+                break;
+            }
+        }
+    });
+    let Ok(Message::Setup(setup)) = inbox.recv() else {
+        return Ok(()); // The supervisor went away before saying anything.
+    };
+    die_with_supervisor();
+    super::tune_allocator();
+    if let Some(limit) = setup.memory_limit {
+        limit_memory(limit);
+    }
+    let mut served = match Served::new(&setup) {
+        Ok(s) => {
+            write_message(&mut out, &Message::Ready)?;
+            s
+        }
+        Err(e) => {
+            let failed = Message::Failed { message: format!("{e:#}"), bad_input: is_bad_input(&e) };
+            write_message(&mut out, &failed)?;
+            return Ok(());
+        }
+    };
+    while let Ok(message) = inbox.recv() {
+        let Message::Task(task) = message else { continue };
+        cancel.store(false, Ordering::SeqCst);
+        let reply = served.prune(&task, &cancel);
+        write_message(&mut out, &reply)?;
+    }
+    Ok(())
+}
+
+/// What a worker holds between tasks.
+struct Served {
+    pruner: ConfiguredPruner,
+    zoo: Zoo,
+    data: Option<(Dataset, Box<dyn Engine>)>,
+    calib_samples: u64,
+    models: HashMap<String, Model>,
+}
+
+impl Served {
+    fn new(setup: &Setup) -> anyhow::Result<Served> {
+        let plugin = crate::plugins::load(&setup.plugin).map_err(anyhow::Error::msg)?;
+        let registry = Registry { plugins: vec![plugin], ..Registry::default() };
+        let mut pruner = ConfiguredPruner::new(&registry, &setup.pruner, &setup.options)?;
+        if let Some(state) = &setup.state {
+            load_state_file(&mut pruner, state, None)?;
+        }
+        let zoo = Zoo::open(&setup.zoo).map_err(crate::failure::bad_input)?;
+        let data = match &setup.data {
+            Some((name, dir)) if pruner.prunes_with_data() => {
+                let args = crate::cli::DataArgs { dataset: name.clone(), data_dir: dir.clone() };
+                let dataset = crate::inputs::dataset(&args)?;
+                let kind = <EngineKind as ValueEnum>::from_str(&setup.engine.0, true).map_err(anyhow::Error::msg)?;
+                Some((dataset, crate::engines::engine(kind, &setup.engine.1)?))
+            }
+            _ => None,
+        };
+        Ok(Served { pruner, zoo, data, calib_samples: setup.calib_samples, models: HashMap::new() })
+    }
+
+    fn prune(&mut self, task: &Task, cancel: &AtomicBool) -> Message {
+        match self.try_prune(task, cancel) {
+            Ok(m) => m,
+            Err(e) => Message::Failed { message: format!("{e:#}"), bad_input: is_bad_input(&e) },
+        }
+    }
+
+    fn try_prune(&mut self, task: &Task, cancel: &AtomicBool) -> anyhow::Result<Message> {
+        if !self.models.contains_key(&task.member) {
+            let info = self
+                .zoo
+                .meta()
+                .members
+                .iter()
+                .find(|m| m.id == task.member)
+                .ok_or_else(|| anyhow::anyhow!("{}: no member {}", self.zoo.dir().display(), task.member))?;
+            let model = self.zoo.load(info).map_err(anyhow::Error::msg)?;
+            self.models.clear(); // tasks come member by member: keep one
+            self.models.insert(task.member.clone(), model);
+        }
+        let model = &self.models[&task.member];
+        let split = self.data.as_ref().map(|(d, _)| TrainSplit::new(&d.train));
+        let services = self
+            .data
+            .as_ref()
+            .zip(split.as_ref())
+            .map(|((_, engine), split)| DataServices { engine: engine.as_ref(), split });
+        let ctx = self.pruner.prune_context(services, cancel).with_default_samples(self.calib_samples);
+        let start = std::time::Instant::now();
+        let outcome = self.pruner.prune_unchecked(model, &task.request(), &ctx);
+        let seconds = start.elapsed().as_secs_f64();
+        match outcome {
+            Ok(outcome) => Ok(Message::Outcome { outcome, seconds, calib_samples: ctx.calibration_samples_used() }),
+            Err(e) => Ok(Message::Failed { bad_input: e.is_bad_input(), message: e.message }),
+        }
+    }
+}
+
+/// The protocol's stdout: a copy of file descriptor 1, after which 1 points at stderr, so a
+/// plugin that prints cannot corrupt the frames.
+fn protocol_stdout() -> anyhow::Result<std::fs::File> {
+    // SAFETY: dup and dup2 on the process's own standard descriptors; the new descriptor is
+    // owned by the returned File alone.
+    unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            anyhow::bail!("worker: cannot set up its protocol pipe: {}", std::io::Error::last_os_error());
+        }
+        Ok(std::fs::File::from_raw_fd(fd))
+    }
+}
+
+/// Caps the data segment (heap and anonymous mappings) at `bytes`, so that a plugin that
+/// allocates without bound fails an allocation (and aborts) instead of waking the machine's
+/// OOM killer.
+fn limit_memory(bytes: u64) {
+    let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+    // SAFETY: a plain system call on this process with a valid argument.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
+        tracing::warn!("worker: cannot limit memory: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Asks the kernel to kill this worker when the supervisor dies (a killed bench must not
+/// leave a looping plugin behind).
+fn die_with_supervisor() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain system call on this process with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}

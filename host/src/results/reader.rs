@@ -1,0 +1,93 @@
+//! Reading `results.jsonl`: for a report or a merge ([`read_results`]) and for resuming a
+//! bench ([`read_rows`], which also cuts a line an interrupted run left half-written).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::{RESULTS_FILE, ResultRow};
+use crate::failure::bad_input;
+
+/// Reads a `results.jsonl`; blank lines are skipped, and rows that repeat an earlier row's
+/// key are dropped with a warning.
+///
+/// # Errors
+/// Bad input when the file cannot be read, or naming the file and line number of a line that
+/// is not a result row.
+pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultRow>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad_input(format!(
+            "cannot read {}: {e}; expected the results of a bench run (runs/NAME/{RESULTS_FILE})",
+            path.display()
+        ))
+    })?;
+    let mut rows = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = serde_json::from_str(line).map_err(|e| {
+            bad_input(format!(
+                "{}:{}: not a result row: {e}; fix or delete that line (the bench reruns missing rows)",
+                path.display(),
+                index + 1
+            ))
+        })?;
+        rows.push(row);
+    }
+    Ok(dedupe(path, rows))
+}
+
+/// Reads every row of a results file for resuming. A missing file is empty; an incomplete
+/// last line (a run killed mid-write) is cut from the file with a warning.
+///
+/// # Errors
+/// A line that does not parse, naming the file and line; I/O errors.
+pub fn read_rows(path: &Path) -> anyhow::Result<Vec<ResultRow>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let complete = text.rfind('\n').map_or(0, |end| end + 1);
+    if complete < text.len() {
+        tracing::warn!("{}: dropping an incomplete last line (the previous run was interrupted)", path.display());
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(complete as u64)?;
+    }
+    read_results(path)
+}
+
+/// Drops every row whose key an earlier row already has, with one warning naming the file
+/// and the count: a mean must never count a result twice.
+fn dedupe(path: &Path, rows: Vec<ResultRow>) -> Vec<ResultRow> {
+    let before = rows.len();
+    let mut seen = HashSet::new();
+    let rows: Vec<ResultRow> = rows.into_iter().filter(|r| seen.insert(r.key())).collect();
+    if rows.len() < before {
+        tracing::warn!(
+            "{}: {} rows repeat the key of an earlier row (two processes wrote this folder?); the first of each \
+             is kept",
+            path.display(),
+            before - rows.len()
+        );
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::table::tests::row;
+
+    #[test]
+    fn duplicate_keys_are_dropped_first_one_kept() {
+        let mut second = row("0001", "magnitude", 0.5, Some(0.5), 0.1);
+        second.retention = Some(0.25);
+        let rows =
+            vec![row("0001", "magnitude", 0.5, Some(0.9), 0.1), row("0002", "magnitude", 0.5, Some(0.8), 0.1), second];
+        let kept = dedupe(Path::new("r.jsonl"), rows);
+        assert_eq!(kept.iter().map(|r| r.retention).collect::<Vec<_>>(), [Some(0.9), Some(0.8)]);
+    }
+}

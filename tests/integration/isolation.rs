@@ -1,0 +1,209 @@
+//! A harness third-party code cannot break or fool: plugins that prune nothing, set mask
+//! bits for weights that do not exist, abort, segfault, loop or allocate without bound each
+//! give error rows while the bench completes and the other pruner's rows stay what they are
+//! without the fixture; one writer per run folder; numbers bit-identical through merge.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use hyperprune_tests::{digits_zoo, ensure_built, fixtures, hyperprune, release_dir, text};
+
+/// A 2-member digits zoo (all test members), trained once per test process.
+fn zoo() -> &'static Path {
+    static ZOO: OnceLock<PathBuf> = OnceLock::new();
+    ZOO.get_or_init(|| digits_zoo("isolation-zoo", 2, 2, "0,0,1"))
+}
+
+fn bench_args<'a>(out: &'a Path, pruners: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let plugin = fixtures().misbehave.to_str().unwrap();
+    let mut args = vec!["--plugin", plugin, "bench", "--zoo", zoo().to_str().unwrap(), "--pruners", pruners];
+    args.extend(["--compression", "2,8", "--out", out.to_str().unwrap(), "-q"]);
+    args.extend(extra);
+    args
+}
+
+/// The rows of a run as JSON objects, `prune_seconds` dropped (the only field that may
+/// differ between two runs of the same task).
+fn rows(run: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    std::fs::read_to_string(run.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let serde_json::Value::Object(mut m) = serde_json::from_str(l).unwrap() else {
+                panic!("not an object: {l}")
+            };
+            m.remove("prune_seconds");
+            m
+        })
+        .collect()
+}
+
+/// Magnitude's rows without any fixture beside it.
+fn magnitude_alone() -> &'static Vec<serde_json::Map<String, serde_json::Value>> {
+    static ROWS: OnceLock<Vec<serde_json::Map<String, serde_json::Value>>> = OnceLock::new();
+    ROWS.get_or_init(|| {
+        let run = tempfile::tempdir().unwrap();
+        let o = hyperprune(&bench_args(run.path(), "magnitude", &[]));
+        assert!(o.status.success(), "{:?}", text(&o));
+        rows(run.path())
+    })
+}
+
+/// Benches the fixture in `mode` beside magnitude; checks that every fixture row is an
+/// error containing `expected`, that the bench completed, and that magnitude's rows equal
+/// those of a run without the fixture.
+fn misbehaving(mode: &str, extra: &[&str], expected: &str) {
+    let run = tempfile::tempdir().unwrap();
+    let option = format!("misbehave.mode={mode}");
+    let mut more = vec!["--opt", option.as_str()];
+    more.extend(extra);
+    let o = hyperprune(&bench_args(run.path(), "misbehave,magnitude", &more));
+    assert!(o.status.success(), "the bench completes: {:?}", text(&o));
+    let all = rows(run.path());
+    assert_eq!(all.len(), 8, "2 members x 2 pruners x 2 compressions");
+    let (fixture, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r["pruner"] == "misbehave");
+    for row in &fixture {
+        assert_eq!(row["status"], "error", "{row:?}");
+        let error = row["error"].as_str().unwrap();
+        assert!(error.contains(expected), "mode {mode}: expected '{expected}' in '{error}'");
+    }
+    assert_eq!(&others, magnitude_alone(), "mode {mode}: magnitude's rows are what they are without the fixture");
+    let summary = std::fs::read_to_string(run.path().join("summary.md")).unwrap();
+    let fixture_line = summary.lines().find(|l| l.contains("misbehave")).unwrap_or_default();
+    assert!(!fixture_line.contains("**"), "a fixture with no ok row is never shown as best: {fixture_line}");
+}
+
+#[test]
+fn a_pruner_that_prunes_nothing_is_an_error_not_the_best() {
+    misbehaving(
+        "prune-nothing",
+        &[],
+        "achieved sparsity 0.000000 (0 of 3592 weights pruned) differs from the requested",
+    );
+}
+
+#[test]
+fn mask_bits_past_a_layers_end_are_an_error() {
+    misbehaving("stray-bits", &[], "has bits set past its");
+}
+
+#[test]
+fn an_aborting_plugin_is_an_error_row() {
+    misbehaving("abort", &[], "the worker aborted (SIGABRT)");
+}
+
+#[test]
+fn a_segfaulting_plugin_is_an_error_row() {
+    misbehaving("segfault", &[], "segmentation fault (SIGSEGV)");
+}
+
+#[test]
+fn a_looping_plugin_times_out() {
+    misbehaving("loop", &["--timeout", "1"], "timed out after 1 s");
+}
+
+#[test]
+fn a_plugin_that_allocates_without_bound_runs_out_of_its_memory() {
+    misbehaving("allocate", &["--worker-memory", "256"], "ran out of memory (the worker's limit is 256 MiB");
+}
+
+#[test]
+fn in_process_runs_give_the_same_rows_as_isolated_ones() {
+    let run = tempfile::tempdir().unwrap();
+    let o = hyperprune(&bench_args(run.path(), "magnitude", &["--isolate", "none"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(&rows(run.path()), magnitude_alone());
+}
+
+#[test]
+fn a_second_bench_into_a_busy_folder_refuses_and_no_key_is_written_twice() {
+    ensure_built();
+    let run = tempfile::tempdir().unwrap();
+    // The first bench holds the folder for a few seconds: a looping fixture, 1 s timeouts.
+    let first_args = bench_args(run.path(), "misbehave,magnitude", &["--opt", "misbehave.mode=loop", "--timeout", "1"]);
+    let mut first = Command::new(release_dir().join("hyperprune"))
+        .args(&first_args)
+        .env_remove("HYPERPRUNE_PLUGIN_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = run.path().join(".lock");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != first.id().to_string() {
+        assert!(start.elapsed().as_secs() < 60, "the first bench took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = hyperprune(&bench_args(run.path(), "magnitude", &[]));
+    let (_, stderr) = text(&second);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("being written by another process (pid {})", first.id())), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(first.wait().unwrap().success());
+    let all = rows(run.path());
+    let keys: std::collections::HashSet<String> =
+        all.iter().map(|r| format!("{}|{}|{}", r["member"], r["pruner"], r["requested_sparsity"])).collect();
+    assert_eq!((all.len(), keys.len()), (8, 8), "every key once");
+    // The lock is released with the process: a third bench resumes and adds nothing.
+    let third = hyperprune(&bench_args(run.path(), "misbehave,magnitude", &["--opt", "misbehave.mode=loop"]));
+    assert!(third.status.success(), "{:?}", text(&third));
+    assert_eq!(rows(run.path()).len(), 8);
+}
+
+#[test]
+fn a_pruner_named_twice_is_refused() {
+    let run = tempfile::tempdir().unwrap();
+    let o = hyperprune(&bench_args(run.path(), "magnitude,random,magnitude", &[]));
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--pruners names 'magnitude' twice"), "{stderr}");
+}
+
+#[test]
+fn merge_and_resume_keep_every_number_bit_for_bit() {
+    let run = tempfile::tempdir().unwrap();
+    let o = hyperprune(&bench_args(run.path(), "magnitude,random", &["--stop-after", "3"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let before = std::fs::read_to_string(run.path().join("results.jsonl")).unwrap();
+    let o = hyperprune(&bench_args(run.path(), "magnitude,random", &[]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let resumed = std::fs::read_to_string(run.path().join("results.jsonl")).unwrap();
+    assert!(resumed.starts_with(&before), "resuming appends; it never rewrites a row");
+    assert_eq!(resumed.lines().count(), 8);
+    let merged = tempfile::tempdir().unwrap();
+    let out = merged.path().join("m");
+    let o = hyperprune(&["bench", "merge", "--out", out.to_str().unwrap(), run.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let after = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    assert_eq!(after, resumed, "a merge writes every row byte for byte, so every float bit for bit");
+    // And the parsed numbers are the written ones: no float changes on a read-back.
+    for line in after.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(serde_json::to_string(&row).unwrap().len(), line.len(), "{line}");
+    }
+}
+
+#[test]
+fn a_failed_merge_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let o =
+        hyperprune(&["bench", "merge", "--out", out.to_str().unwrap(), dir.path().join("missing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(!out.exists(), "nothing left behind");
+}
+
+#[test]
+fn a_plugin_that_panics_while_configuring_sits_out_and_the_others_run() {
+    let run = tempfile::tempdir().unwrap();
+    let o = hyperprune(&bench_args(run.path(), "misbehave,magnitude", &["--opt", "misbehave.mode=panic-in-configure"]));
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("misbehave: disabled for this bench: plugin 'misbehave' panicked: fixture panic in configure"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked at"), "no panic hook text: {stderr}");
+    assert_eq!(&rows(run.path()), magnitude_alone());
+}
