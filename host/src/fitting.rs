@@ -104,16 +104,20 @@ impl StateHeader {
         state_fingerprint(key.to_string().as_bytes())[..8].to_string()
     }
 
-    /// Where this header differs from `pruner` as configured now, in plugin version or
-    /// options, one phrase each.
+    /// Where this header differs from `pruner` as configured now, in plugin version or in the
+    /// options given explicitly, one phrase each.
     pub fn differences(&self, pruner: &ConfiguredPruner) -> Vec<String> {
         let mut out = Vec::new();
         if self.pruner_version != pruner.plugin.info.version {
             out.push(format!("plugin version {} (now {})", self.pruner_version, pruner.plugin.info.version));
         }
+        // Only the options given now: an option left at its default says nothing about the
+        // state (a learned pruner's fit options come from the state it loads).
+        let given: Vec<&str> =
+            pruner.assignments.iter().filter_map(|a| a.split_once('=')).map(|(k, _)| k.trim()).collect();
         let now = pruner.plugin_options();
         if let (Some(a), Some(b)) = (self.options.as_object(), now.as_object()) {
-            for (name, value) in a {
+            for (name, value) in a.iter().filter(|(name, _)| given.contains(&name.as_str())) {
                 match b.get(name) {
                     Some(now) if now == value => {}
                     Some(now) => out.push(format!("{name}={value} (now {now})")),
@@ -338,7 +342,7 @@ pub fn fit(
     let state = pruner.save_state().map_err(anyhow::Error::msg)?;
     let header = StateHeader::new(pruner, zoo, train_limit);
     write_atomic(&files.state, &encode_state(&header, &state)).with_context(|| "writing the fitted state")?;
-    pruner.mark_state(&state, Some(header.fit_zoo.name));
+    pruner.mark_state(&state, Some((&header.fit_zoo.name, header.fit_zoo.train_members, &header.options)));
     pruner.state_path = Some(files.state.clone());
     if files.checkpoint.exists() {
         std::fs::remove_file(&files.checkpoint)
@@ -503,7 +507,10 @@ pub fn load_state_file(
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    pruner.mark_state(&file.payload, file.header.as_ref().map(|h| h.fit_zoo.name.clone()));
+    pruner.mark_state(
+        &file.payload,
+        file.header.as_ref().map(|h| (h.fit_zoo.name.as_str(), h.fit_zoo.train_members, &h.options)),
+    );
     pruner.state_path = Some(path.to_path_buf());
     Ok(file.header)
 }

@@ -38,6 +38,9 @@ pub struct ConfiguredPruner {
     /// The zoo the loaded or fitted state was fitted on (`unknown` for a bare plugin state);
     /// None until then, and for pruners that learn nothing.
     pub fit_zoo: Option<String>,
+    /// How the state was fitted, for result rows and report labels: the fit zoo, its train
+    /// members, and the fit options that differ from the plugin's defaults.
+    pub fit: Option<String>,
     /// The state file this instance holds (loaded or fitted), for a worker to load too.
     pub state_path: Option<PathBuf>,
     /// The plugin's own options as given (`name=value`, host-level ones taken out), for a
@@ -124,6 +127,7 @@ impl ConfiguredPruner {
             state_file,
             sparsity_check: host.sparsity_check,
             fit_zoo: None,
+            fit: None,
             state_path: None,
             assignments,
             pruner,
@@ -134,11 +138,27 @@ impl ConfiguredPruner {
     /// fingerprint of the plugin's state bytes, so result rows of two different states
     /// (fitted on other zoos or with other settings) never share a row key, and a rerun with
     /// the same state resumes; `fit_zoo` names the zoo it was fitted on (`unknown` if None).
-    pub fn mark_state(&mut self, bytes: &[u8], fit_zoo: Option<String>) {
+    pub fn mark_state(&mut self, bytes: &[u8], fit: Option<(&str, usize, &serde_json::Value)>) {
         if let serde_json::Value::Object(map) = &mut self.options {
             map.insert(STATE_OPTION.into(), serde_json::Value::String(state_fingerprint(bytes)));
         }
-        self.fit_zoo = Some(fit_zoo.unwrap_or_else(|| "unknown".into()));
+        let Some((zoo, train, options)) = fit else {
+            self.fit_zoo = Some("unknown".into());
+            self.fit = Some("unknown".into());
+            return;
+        };
+        let defaults = Options::from_json(&self.plugin.info.options, &serde_json::Map::new()).map(|o| o.to_json());
+        let mut label = format!("{zoo}, {train} train");
+        if let (Some(given), Ok(serde_json::Value::Object(defaults))) = (options.as_object(), defaults) {
+            for (name, value) in given {
+                if defaults.get(name).is_some_and(|d| d != value) {
+                    let value = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+                    label.push_str(&format!(", {name}={value}"));
+                }
+            }
+        }
+        self.fit_zoo = Some(zoo.to_string());
+        self.fit = Some(label);
     }
 
     /// The options the plugin was configured with, defaults filled in, without the

@@ -9,3 +9,4 @@ mod fixtures;
 mod hypernet;
 mod isolation;
 mod plugins;
+mod study;

@@ -107,6 +107,7 @@ impl Bench<'_> {
             pruner_version: pruner.plugin.info.version.clone(),
             options: pruner.options.clone(),
             fit_zoo: pruner.fit_zoo.clone(),
+            fit: pruner.fit.clone(),
             seed: self.request.seed,
             requested_sparsity: task.sparsity,
             compression: 1.0 / (1.0 - task.sparsity),

@@ -297,9 +297,46 @@ fn pruner_names(rows: &[ResultRow]) -> impl Fn(&ResultRow) -> String {
         let differ = keys.into_iter().filter(|k| parsed.iter().any(|v| v.get(k) != parsed[0].get(k))).collect();
         differing.insert(name.to_owned(), differ);
     }
+    // Several states of one pruner: name them by how they were fitted, not by fingerprint.
+    let mut fits: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for row in rows {
+        if let Some(fit) = &row.fit {
+            fits.entry(&row.pruner).or_default().insert(fit);
+        }
+    }
+    for (name, keys) in differing.iter_mut() {
+        if fits.get(name.as_str()).is_some_and(|f| f.len() > 1) {
+            keys.remove(crate::pruning::STATE_OPTION);
+            if keys.is_empty() {
+                keys.insert(String::new()); // nothing else differs: no option list at all
+            }
+        }
+    }
+    // Of the fit labels of one pruner (`zoo, N train, k=v, ...`), keep the zoo and the parts
+    // that are not common to all of them.
+    let shared: BTreeMap<String, BTreeSet<String>> = fits
+        .iter()
+        .map(|(name, labels)| {
+            let parts = |l: &str| l.split(", ").skip(1).map(str::to_owned).collect::<BTreeSet<String>>();
+            let mut common = labels.first().map(|l| parts(l)).unwrap_or_default();
+            for label in labels {
+                common = common.intersection(&parts(label)).cloned().collect();
+            }
+            ((*name).to_owned(), common)
+        })
+        .collect();
     move |row| {
-        let fitted = match &row.fit_zoo {
-            Some(fit) if *fit != row.zoo => format!(" [fitted on {fit}]"),
+        let several = fits.get(row.pruner.as_str()).is_some_and(|f| f.len() > 1);
+        let short = |fit: &str| -> String {
+            let common = shared.get(&row.pruner);
+            let mut parts = fit.split(", ");
+            let mut kept: Vec<&str> = parts.next().into_iter().collect();
+            kept.extend(parts.filter(|p| common.is_none_or(|c| !c.contains(*p))));
+            kept.join(", ")
+        };
+        let fitted = match (&row.fit, &row.fit_zoo) {
+            (Some(fit), _) if several => format!(" [fitted on {}]", short(fit)),
+            (_, Some(zoo)) if *zoo != row.zoo => format!(" [fitted on {zoo}]"),
             _ => String::new(),
         };
         let Some(keys) = differing.get(&row.pruner) else {
@@ -317,6 +354,9 @@ fn pruner_names(rows: &[ResultRow]) -> impl Fn(&ResultRow) -> String {
                 .join(", "),
             other => other.to_string(),
         };
+        if options.is_empty() && keys.contains("") {
+            return format!("{}{fitted}", row.pruner);
+        }
         let options = if options.is_empty() { "defaults".to_owned() } else { options };
         format!("{} ({options}){fitted}", row.pruner)
     }
@@ -487,6 +527,7 @@ pub(crate) mod tests {
             pruner_version: "0.1.0".into(),
             options: serde_json::json!({}),
             fit_zoo: None,
+            fit: None,
             seed: 0,
             requested_sparsity: sparsity,
             compression: 1.0 / (1.0 - sparsity),
@@ -621,6 +662,20 @@ pub(crate) mod tests {
         let text = |name: &str| sparsity_error_text(summary.pruners.iter().find(|p| p.name == name).unwrap());
         assert_eq!((text("magnitude").as_str(), text("hypernet").as_str()), ("exact", "1.25 pp"));
         assert!(summary.pruners.iter().any(|p| p.name == "learner [fitted on other-zoo]"), "{summary:?}");
+
+        // Two states of one pruner differ by fingerprint only: named by how they were fitted.
+        let state = |fingerprint: &str, fit: &str| {
+            let mut r = row("m1", "hypernet", 0.5, Some(0.9), 0.01);
+            r.options = serde_json::json!({ "mask": "topk", "state": fingerprint });
+            (r.fit_zoo, r.fit) = (Some("digits-small".into()), Some(fit.into()));
+            r
+        };
+        let two = Summary::of(&[
+            state("aa", "digits-small, 8 train"),
+            state("bb", "digits-small, 8 train, arch=equivariant"),
+        ]);
+        let names: Vec<&str> = two.pruners.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["hypernet [fitted on digits-small, arch=equivariant]", "hypernet [fitted on digits-small]"]);
     }
 
     #[test]

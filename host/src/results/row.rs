@@ -57,6 +57,11 @@ pub struct ResultRow {
     /// null for pruners that learn nothing.
     #[serde(default)]
     pub fit_zoo: Option<String>,
+    /// How a learned pruner's state was fitted: `ZOO, N train` and the fit options that differ
+    /// from the plugin's defaults (`unknown` for a bare plugin state); null for pruners that
+    /// learn nothing.
+    #[serde(default)]
+    pub fit: Option<String>,
     /// Seed of the request.
     pub seed: u64,
     /// Requested sparsity.
