@@ -499,6 +499,18 @@ pub struct PruneArgs {
     /// Print dense and pruned test accuracy side by side (needs --dataset).
     #[arg(long, requires = "dataset")]
     pub eval: bool,
+    /// Where the plugin's `prune` call runs: `none` (in this process, the default) or
+    /// `worker` (a supervised process: an abort, crash, hang past --timeout or memory
+    /// exhaustion is a one-line error instead of the end of this process).
+    #[arg(long, value_enum, default_value = "none")]
+    pub isolate: IsolateArg,
+    /// Longest the `prune` call may take under `--isolate worker`, seconds.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// Memory limit of the worker under `--isolate worker`, MiB (default: half of the
+    /// machine's memory).
+    #[arg(long, value_name = "MIB")]
+    pub worker_memory: Option<u64>,
     /// Where networks run (data services and --eval).
     #[command(flatten)]
     pub exec: ExecArgs,

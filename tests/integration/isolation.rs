@@ -207,3 +207,84 @@ fn a_plugin_that_panics_while_configuring_sits_out_and_the_others_run() {
     assert!(!stderr.contains("panicked at"), "no panic hook text: {stderr}");
     assert_eq!(&rows(run.path()), magnitude_alone());
 }
+
+#[test]
+fn prune_in_a_worker_survives_an_abort_and_matches_in_process_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = hyperprune_tests::write_model(dir.path(), "cnn-digits", 1);
+    let plugin = fixtures().misbehave.to_str().unwrap().to_string();
+    let prune = |mode: &str, isolate: &str, out: &Path| {
+        hyperprune(&[
+            "--plugin",
+            &plugin,
+            "prune",
+            "--model",
+            model.to_str().unwrap(),
+            "--pruner",
+            "misbehave",
+            "--opt",
+            &format!("mode={mode}"),
+            "--sparsity",
+            "0.75",
+            "--isolate",
+            isolate,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let aborted = dir.path().join("aborted.safetensors");
+    let o = prune("abort", "worker", &aborted);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("plugin 'misbehave': the worker aborted (SIGABRT)"), "{stderr}");
+    assert!(!aborted.exists(), "nothing written");
+    let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+    assert!(prune("ok", "worker", &a).status.success());
+    assert!(prune("ok", "none", &b).status.success());
+    let masks = |p: &Path| {
+        hyperprune_tests::read_masks(
+            &p.with_file_name(format!("{}.masks.safetensors", p.file_stem().unwrap().to_str().unwrap())),
+        )
+    };
+    assert_eq!(masks(&a), masks(&b));
+}
+
+#[test]
+fn ctrl_c_cancels_the_running_call_keeps_the_written_rows_and_the_bench_resumes() {
+    ensure_built();
+    let run = tempfile::tempdir().unwrap();
+    // Magnitude's rows of member 0 come first; then the fixture loops, ignoring cancelled().
+    let args = bench_args(run.path(), "magnitude,misbehave", &["--opt", "misbehave.mode=loop"]);
+    let child = Command::new(release_dir().join("hyperprune"))
+        .args(&args)
+        .env_remove("HYPERPRUNE_PLUGIN_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let results = run.path().join("results.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&results).unwrap_or_default().lines().count() < 2 {
+        assert!(start.elapsed().as_secs() < 60, "magnitude's first rows are written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the fixture is looping now
+    let interrupted_at = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let waited = interrupted_at.elapsed().as_secs_f64();
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted: 2 new rows written"), "{stderr}");
+    assert!(stderr.contains("run the same command again to resume"), "{stderr}");
+    assert!((4.5..30.0).contains(&waited), "cancelled, 5 s of grace, then killed: {waited:.1} s");
+    assert_eq!(rows(run.path()).len(), 2, "the rows written before Ctrl-C stay, no row for the cancelled call");
+    // Resuming finishes the run; the looping fixture now times out into error rows.
+    let o =
+        hyperprune(&bench_args(run.path(), "magnitude,misbehave", &["--opt", "misbehave.mode=loop", "--timeout", "1"]));
+    assert!(o.status.success(), "{:?}", text(&o));
+    let all = rows(run.path());
+    assert_eq!(all.len(), 8);
+    assert_eq!(all.iter().filter(|r| r["pruner"] == "misbehave" && r["status"] == "error").count(), 4);
+}

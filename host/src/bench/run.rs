@@ -195,7 +195,7 @@ impl Bench<'_> {
             pruner: pruner.name().to_string(),
             options: pruner.assignments.clone(),
             state: pruner.state_path.clone(),
-            zoo: run.zoo_dir.clone(),
+            zoo: Some(run.zoo_dir.clone()),
             data: pruner.prunes_with_data().then(|| run.data.clone()),
             engine: run.engine.clone(),
             calib_samples: self.calib_samples,

@@ -147,23 +147,11 @@ fn isolation(args: &BenchArgs, zoo_dir: &Path, dataset: &str) -> anyhow::Result<
     if args.isolate == IsolateArg::None {
         return Ok(None);
     }
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        return Err(bad_input(format!("--timeout must be a positive number of seconds, got {}", args.timeout)));
-    }
-    if args.worker_memory == Some(0) {
-        return Err(bad_input("--worker-memory must be at least 1 MiB"));
-    }
     Ok(Some(IsolatedRun {
-        isolation: Isolation {
-            timeout: std::time::Duration::from_secs_f64(args.timeout),
-            memory_limit: args.worker_memory.map(|mib| mib << 20).or_else(crate::isolation::default_memory_limit),
-        },
+        isolation: Isolation::from_args(args.timeout, args.worker_memory)?,
         zoo_dir: zoo_dir.to_path_buf(),
         data: (dataset.to_string(), args.data_dir.clone()),
-        engine: (
-            clap::ValueEnum::to_possible_value(&args.exec.engine).map_or("cpu".into(), |v| v.get_name().to_string()),
-            args.exec.device.clone(),
-        ),
+        engine: crate::isolation::engine_of(&args.exec),
     }))
 }
 

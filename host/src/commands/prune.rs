@@ -8,11 +8,14 @@ use hyperprune_core::model::write_atomic;
 use hyperprune_core::{Model, model::encode_u8};
 
 use crate::calibration::TrainSplit;
+use crate::cli::IsolateArg;
 use crate::cli::{GlobalArgs, PruneArgs};
 use crate::context::DataServices;
 use crate::fitting::{StateTarget, load_state_file, must_be_fitted};
+use crate::isolation::{CallError, Isolation, Setup, Task, Worker};
 use crate::outcome::CheckedOutcome;
-use crate::pruning::{ConfiguredPruner, request_from};
+use crate::pruning::{ConfiguredPruner, PruneFailure, request_from};
+use hyperprune_sdk::PruneRequest;
 
 /// Runs `prune`: nothing is written unless every check passed.
 ///
@@ -50,11 +53,14 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
     let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });
     let cancel = AtomicBool::new(false);
-    let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
     let start = std::time::Instant::now();
-    let outcome = pruner
-        .prune(&model, &request, &ctx)
-        .map_err(|e| if e.is_bad_input() { crate::failure::bad_input(e) } else { anyhow::Error::msg(e.message) })?;
+    let outcome = if args.isolate == IsolateArg::Worker {
+        prune_in_worker(&args, &pruner, &model, &request, &cancel)?
+    } else {
+        let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
+        pruner.prune(&model, &request, &ctx)
+    }
+    .map_err(|e| if e.is_bad_input() { crate::failure::bad_input(e) } else { anyhow::Error::msg(e.message) })?;
     let elapsed = start.elapsed();
     let pruned = outcome.apply(&model).map_err(anyhow::Error::msg)?;
 
@@ -86,6 +92,50 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         masks_path.display()
     );
     Ok(())
+}
+
+/// The `prune` call of `--isolate worker`: the plugin runs in a supervised worker process,
+/// and its outcome is checked here like an in-process one.
+///
+/// # Errors
+/// Bad input (timeout, memory limit). A failed call, including a worker that died or timed
+/// out, is the `Err` inside the `Ok`, as for an in-process call.
+fn prune_in_worker(
+    args: &PruneArgs,
+    pruner: &ConfiguredPruner,
+    model: &Model,
+    request: &PruneRequest,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Result<CheckedOutcome, PruneFailure>> {
+    let isolation = Isolation::from_args(args.timeout, args.worker_memory)?;
+    let setup = Setup {
+        plugin: pruner.plugin.path.clone(),
+        pruner: pruner.name().to_string(),
+        options: pruner.assignments.clone(),
+        state: pruner.state_path.clone(),
+        zoo: None,
+        data: pruner.prunes_with_data().then(|| (args.dataset.clone().unwrap_or_default(), args.data_dir.clone())),
+        engine: crate::isolation::engine_of(&args.exec),
+        calib_samples: args.calib_samples,
+        memory_limit: isolation.memory_limit,
+    };
+    let failure = |e: CallError| match e {
+        CallError::Failed { message, bad_input } => {
+            PruneFailure { kind: bad_input.then_some(hyperprune_sdk::ErrorKind::InvalidOptions), message }
+        }
+        CallError::Crashed(how) => PruneFailure { kind: None, message: format!("plugin '{}': {how}", pruner.name()) },
+        CallError::Interrupted => PruneFailure { kind: None, message: "interrupted".into() },
+    };
+    let mut worker = match Worker::start(&setup, &isolation) {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(failure(e))),
+    };
+    let mut task = Task::new("", request);
+    task.model = Some((args.model.clone(), args.arch.clone()));
+    Ok(match worker.prune(&task, isolation.timeout, cancel) {
+        Ok((outcome, _, _)) => pruner.accept(model, &outcome, request),
+        Err(e) => Err(failure(e)),
+    })
 }
 
 /// `<dir>/<name>.masks.safetensors` for an output model path (`<name>` is the file name

@@ -38,6 +38,34 @@ pub struct Isolation {
     pub memory_limit: Option<u64>,
 }
 
+impl Isolation {
+    /// From `--timeout SECONDS` and `--worker-memory MIB` (default: half the machine's
+    /// memory).
+    ///
+    /// # Errors
+    /// Bad input for a timeout that is not a positive number or a zero memory limit.
+    pub fn from_args(timeout: f64, worker_memory: Option<u64>) -> anyhow::Result<Isolation> {
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(crate::failure::bad_input(format!(
+                "--timeout must be a positive number of seconds, got {timeout}"
+            )));
+        }
+        if worker_memory == Some(0) {
+            return Err(crate::failure::bad_input("--worker-memory must be at least 1 MiB"));
+        }
+        Ok(Isolation {
+            timeout: Duration::from_secs_f64(timeout),
+            memory_limit: worker_memory.map(|mib| mib << 20).or_else(default_memory_limit),
+        })
+    }
+}
+
+/// The engine name (`cpu`, `burn`) and device a worker builds its engine from.
+pub fn engine_of(exec: &crate::cli::ExecArgs) -> (String, String) {
+    let name = clap::ValueEnum::to_possible_value(&exec.engine).map_or("cpu".into(), |v| v.get_name().to_string());
+    (name, exec.device.clone())
+}
+
 /// Set by the SIGINT handler the supervisor installs.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 

@@ -21,8 +21,8 @@ pub struct Setup {
     pub options: Vec<String>,
     /// The state file to load, for a learnable pruner.
     pub state: Option<PathBuf>,
-    /// The zoo whose members the tasks name.
-    pub zoo: PathBuf,
+    /// The zoo whose members the tasks name (None when the tasks name model files).
+    pub zoo: Option<PathBuf>,
     /// The dataset, for a pruner that prunes with data: name and folder.
     pub data: Option<(String, Option<PathBuf>)>,
     /// Engine name (`cpu`, `burn`) and device of the data services.
@@ -36,8 +36,11 @@ pub struct Setup {
 /// Supervisor → worker: prune one member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
-    /// Member id in the zoo.
+    /// Member id in the zoo (empty when `model` is given).
     pub member: String,
+    /// A model file and its optional architecture override, instead of a zoo member.
+    #[serde(default)]
+    pub model: Option<(PathBuf, Option<String>)>,
     /// Requested sparsity.
     pub sparsity: f64,
     /// `global` or `layer`.
@@ -53,6 +56,7 @@ impl Task {
     pub fn new(member: &str, request: &PruneRequest) -> Task {
         Task {
             member: member.to_string(),
+            model: None,
             sparsity: request.sparsity,
             scope: match request.scope {
                 Scope::Global => "global".into(),

@@ -77,7 +77,7 @@ pub fn serve() -> anyhow::Result<()> {
 /// What a worker holds between tasks.
 struct Served {
     pruner: ConfiguredPruner,
-    zoo: Zoo,
+    zoo: Option<Zoo>,
     data: Option<(Dataset, Box<dyn Engine>)>,
     calib_samples: u64,
     models: HashMap<String, Model>,
@@ -91,7 +91,7 @@ impl Served {
         if let Some(state) = &setup.state {
             load_state_file(&mut pruner, state, None)?;
         }
-        let zoo = Zoo::open(&setup.zoo).map_err(crate::failure::bad_input)?;
+        let zoo = setup.zoo.as_deref().map(Zoo::open).transpose().map_err(crate::failure::bad_input)?;
         let data = match &setup.data {
             Some((name, dir)) if pruner.prunes_with_data() => {
                 let args = crate::cli::DataArgs { dataset: name.clone(), data_dir: dir.clone() };
@@ -112,19 +112,28 @@ impl Served {
     }
 
     fn try_prune(&mut self, task: &Task, cancel: &AtomicBool) -> anyhow::Result<Message> {
-        if !self.models.contains_key(&task.member) {
-            let info = self
-                .zoo
-                .meta()
-                .members
-                .iter()
-                .find(|m| m.id == task.member)
-                .ok_or_else(|| anyhow::anyhow!("{}: no member {}", self.zoo.dir().display(), task.member))?;
-            let model = self.zoo.load(info).map_err(anyhow::Error::msg)?;
+        let key = match &task.model {
+            Some((path, _)) => path.display().to_string(),
+            None => task.member.clone(),
+        };
+        if !self.models.contains_key(&key) {
+            let model = match (&task.model, &self.zoo) {
+                (Some((path, arch)), _) => crate::inputs::model(path, arch.as_deref())?,
+                (None, Some(zoo)) => {
+                    let info = zoo
+                        .meta()
+                        .members
+                        .iter()
+                        .find(|m| m.id == task.member)
+                        .ok_or_else(|| anyhow::anyhow!("{}: no member {}", zoo.dir().display(), task.member))?;
+                    zoo.load(info).map_err(anyhow::Error::msg)?
+                }
+                (None, None) => anyhow::bail!("a task without a model for a worker without a zoo"),
+            };
             self.models.clear(); // tasks come member by member: keep one
-            self.models.insert(task.member.clone(), model);
+            self.models.insert(key.clone(), model);
         }
-        let model = &self.models[&task.member];
+        let model = &self.models[&key];
         let split = self.data.as_ref().map(|(d, _)| TrainSplit::new(&d.train));
         let services = self
             .data
