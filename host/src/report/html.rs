@@ -5,13 +5,13 @@
 //! offline years later: the CSS is inline, the plots are inline `<svg>` elements, and the page
 //! names no URL, script or web font.
 
-use super::RunInfo;
 use super::svg::{self, Target, escape};
 use super::table::{Summary, TextTable, compression_label};
+use super::{FitCurves, RunInfo};
 use crate::results::{ResultRow, Status};
 
 /// The whole page for the run folder `name`.
-pub fn page(name: &str, run: &RunInfo, summary: &Summary, rows: &[ResultRow]) -> String {
+pub fn page(name: &str, run: &RunInfo, summary: &Summary, rows: &[ResultRow], curves: &FitCurves) -> String {
     let name = escape(name);
     let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -34,7 +34,7 @@ pub fn page(name: &str, run: &RunInfo, summary: &Summary, rows: &[ResultRow]) ->
     let plots = [
         (
             svg::retention(summary, Target::Inline),
-            "Mean accuracy retention per pruner; the band is ±1 std over members.",
+            "Mean accuracy retention per pruner; the band is ±1 std over members; maskopt, the mask ceiling, is dashed.",
         ),
         (svg::prune_time(summary, Target::Inline), "Median wall time of one prune call per pruner (log scale)."),
         (
@@ -44,6 +44,24 @@ pub fn page(name: &str, run: &RunInfo, summary: &Summary, rows: &[ResultRow]) ->
         ),
     ];
     for (plot, caption) in plots {
+        out.push_str(&format!("<figure>\n{plot}<figcaption>{caption}</figcaption>\n</figure>\n"));
+    }
+    let fits = [
+        (
+            &curves.loss,
+            "Fit: training loss",
+            "loss",
+            "Training loss of each fit in this run folder (state/*.fit.jsonl).",
+        ),
+        (
+            &curves.val,
+            "Fit: val retention",
+            "val retention (%)",
+            "Mean retention on the val members at each validation (the fit keeps the best state).",
+        ),
+    ];
+    for (series, title, y_label, caption) in fits.into_iter().filter(|(s, ..)| !s.is_empty()) {
+        let plot = svg::fit_curves(title, series, y_label, Target::Inline);
         out.push_str(&format!("<figure>\n{plot}<figcaption>{caption}</figcaption>\n</figure>\n"));
     }
     out.push_str("</div>\n");

@@ -127,17 +127,64 @@ pub fn write_report(run_dir: &Path) -> anyhow::Result<ReportPaths> {
     let summary = table::Summary::of(&rows);
     let name = run_name(run_dir);
     let paths = ReportPaths::in_dir(run_dir);
+    let curves = fit_curves(run_dir);
     let files = [
         (&paths.summary, summary_markdown(&name, &run, &rows)),
         (&paths.retention, svg::retention(&summary, svg::Target::File)),
         (&paths.prune_time, svg::prune_time(&summary, svg::Target::File)),
         (&paths.sparsity, svg::sparsity(&summary, svg::Target::File)),
-        (&paths.html, html::page(&name, &run, &summary, &rows)),
+        (&paths.html, html::page(&name, &run, &summary, &rows, &curves)),
     ];
     for (path, text) in files {
         write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
+    if !curves.loss.is_empty() || !curves.val.is_empty() {
+        let fit = run_dir.join(FIT_PLOT);
+        let svg = svg::fit_curves("Fit: training loss", &curves.loss, "loss", svg::Target::File);
+        write_atomic(&fit, svg.as_bytes()).with_context(|| format!("writing {}", fit.display()))?;
+    }
     Ok(paths)
+}
+
+/// `fit.svg`: written when the run folder holds fit curves (`state/*.fit.jsonl`, from a
+/// bench's in-run fit).
+pub const FIT_PLOT: &str = "fit.svg";
+
+/// The fit curves of a run: training loss and val retention (%) against step, one curve
+/// per `state/*.fit.jsonl`.
+#[derive(Debug, Default)]
+pub struct FitCurves {
+    /// `loss` of every curve row that has one.
+    pub loss: Vec<svg::Curve>,
+    /// `val_retention` × 100 of every curve row that has one.
+    pub val: Vec<svg::Curve>,
+}
+
+/// Reads `run_dir/state/*.fit.jsonl` (sorted by name); unreadable lines are skipped.
+fn fit_curves(run_dir: &Path) -> FitCurves {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run_dir.join("state"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.to_string_lossy().ends_with(".fit.jsonl"));
+    files.sort();
+    let mut curves = FitCurves::default();
+    for file in files {
+        let name = file.file_name().map(|n| n.to_string_lossy().trim_end_matches(".fit.jsonl").to_string());
+        let name = name.unwrap_or_default();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let series = |key: &str, scale: f64| -> Vec<(f64, f64)> {
+            rows.iter().filter_map(|r| Some((r["step"].as_f64()?, scale * r[key].as_f64()?))).collect()
+        };
+        let (loss, val) = (series("loss", 1.0), series("val_retention", 100.0));
+        if !loss.is_empty() {
+            curves.loss.push((name.clone(), loss));
+        }
+        if !val.is_empty() {
+            curves.val.push((name, val));
+        }
+    }
+    curves
 }
 
 /// `summary.md`: a title, the command when known, then [`summary_table`].

@@ -98,8 +98,10 @@ pub fn retention(summary: &Summary, target: Target) -> String {
                 format!("M{}", coords.join(" L"))
             })
             .collect();
+        // The mask ceiling is a reference, not a contender: dashed.
+        let dash = if is_ceiling(&pruner.name) { r#" stroke-dasharray="7 4""# } else { "" };
         canvas.push(format!(
-            r#"<path class="series" d="{}" fill="none" stroke="{}" stroke-width="2" stroke-linejoin="round"/>"#,
+            r#"<path class="series" d="{}" fill="none" stroke="{}" stroke-width="2" stroke-linejoin="round"{dash}/>"#,
             d.join(" "),
             colour(i)
         ));
@@ -110,6 +112,53 @@ pub fn retention(summary: &Summary, target: Target) -> String {
         }
     }
     canvas.legend(&area, summary, PrunerSummary::has_results);
+    canvas.finish()
+}
+
+/// The pruner the retention plot draws dashed: `maskopt`, which optimises each model's mask
+/// on data, is the ceiling a mask-only method can reach (docs/HYPERNET.md).
+pub const CEILING_PRUNER: &str = "maskopt";
+
+fn is_ceiling(name: &str) -> bool {
+    name == CEILING_PRUNER || name.starts_with(&format!("{CEILING_PRUNER} "))
+}
+
+/// One curve of a fit (a `*.fit.jsonl` file): its name and `(step, value)` points.
+pub type Curve = (String, Vec<(f64, f64)>);
+
+/// Plot 4 (when the run fitted a pruner): fit curves, value against step, one line per
+/// curve; `y_label` names the value.
+pub fn fit_curves(title: &str, curves: &[Curve], y_label: &str, target: Target) -> String {
+    let mut canvas = Canvas::new(target, title);
+    let area = Area::WITH_LEGEND;
+    let points = || curves.iter().flat_map(|(_, p)| p.iter());
+    let (x_min, x_max) = extent(points().map(|p| p.0)).unwrap_or((0.0, 1.0));
+    let (y_min, y_max) = extent(points().map(|p| p.1)).unwrap_or((0.0, 1.0));
+    let (x_lo, x_hi, x_step) = nice_range(x_min, x_max);
+    let (y_lo, y_hi, y_step) = nice_range(y_min, y_max);
+    let x = Scale::new(x_lo, x_hi, area.left, area.right);
+    let y = Scale::new(y_lo, y_hi, area.bottom, area.top);
+    canvas.axes(&area, (&x, &linear_ticks(x_lo, x_hi, x_step)), (&y, &linear_ticks(y_lo, y_hi, y_step)));
+    canvas.axis_labels(&area, "fit step", y_label);
+    let mut legend_y = area.top + 8.0;
+    for (i, (name, curve)) in curves.iter().enumerate() {
+        let coords: Vec<String> = curve
+            .iter()
+            .filter(|(sx, sy)| sx.is_finite() && sy.is_finite())
+            .map(|&(sx, sy)| format!("{},{}", num(x.at(sx)), num(y.at(sy))))
+            .collect();
+        if !coords.is_empty() {
+            canvas.push(format!(
+                r#"<path class="series" d="M{}" fill="none" stroke="{}" stroke-width="2" stroke-linejoin="round"/>"#,
+                coords.join(" L"),
+                colour(i)
+            ));
+        }
+        let lx = area.right + 14.0;
+        canvas.line((lx, legend_y), (lx + 22.0, legend_y), colour(i), 2.0, None);
+        canvas.text((lx + 28.0, legend_y + 4.0), &truncate(name, 19), 11.0, "start", INK);
+        legend_y += 18.0;
+    }
     canvas.finish()
 }
 
@@ -535,6 +584,22 @@ mod tests {
         for plot in [retention, prune_time, sparsity] {
             check_well_formed(&plot(&empty, Target::Inline));
         }
+    }
+
+    #[test]
+    fn the_ceiling_is_dashed_and_fit_curves_draw_one_line_each() {
+        let mut all = rows();
+        for r in all.iter_mut().filter(|r| r.pruner == "random") {
+            r.pruner = "maskopt".into();
+        }
+        let svg = retention(&Summary::of(&all), Target::File);
+        check_well_formed(&svg);
+        assert_eq!(svg.matches("stroke-dasharray=\"7 4\"").count(), 1, "only maskopt is dashed: {svg}");
+        let curves = vec![("a".to_string(), vec![(0.0, 1.0), (10.0, 0.5)]), ("b".to_string(), vec![(0.0, 2.0)])];
+        let svg = fit_curves("Fit loss", &curves, "loss", Target::File);
+        check_well_formed(&svg);
+        assert_eq!(svg.matches(r#"<path class="series""#).count(), 2, "{svg}");
+        assert!(!svg.contains("NaN"), "{svg}");
     }
 
     #[test]
