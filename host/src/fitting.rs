@@ -589,6 +589,21 @@ mod tests {
     }
 
     #[test]
+    fn property_mutated_state_files_never_panic_and_errors_name_the_file() {
+        let path = Path::new("/runs/x/state/hypernet.state");
+        let valid = encode_state(&header(), b"payload bytes");
+        let mut refused = 0;
+        for (case, bytes) in crate::testing::mutants(&valid, 3000, 12).into_iter().enumerate() {
+            let result = std::panic::catch_unwind(|| decode_state(path, &bytes));
+            if let Err(e) = result.unwrap_or_else(|_| panic!("case {case} panicked")) {
+                assert!(e.starts_with("/runs/x/state/hypernet.state: corrupt state file"), "case {case}: {e}");
+                refused += 1;
+            }
+        }
+        assert!(refused > 500, "refused {refused}");
+    }
+
+    #[test]
     fn the_key_changes_with_every_part_of_it() {
         let base = header();
         let key = base.key();

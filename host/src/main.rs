@@ -22,6 +22,8 @@ mod plugins;
 mod pruning;
 mod report;
 mod results;
+#[cfg(test)]
+mod testing;
 
 use std::process::ExitCode;
 

@@ -137,8 +137,12 @@ pub fn read_message(input: &mut impl Read) -> std::io::Result<Option<Message>> {
     if len > MAX_FRAME {
         return Err(invalid(format!("a frame of {len} bytes (at most {MAX_FRAME})")));
     }
-    let mut payload = vec![0u8; len as usize];
-    input.read_exact(&mut payload)?;
+    // Read what arrives rather than allocate what the length claims.
+    let mut payload = Vec::new();
+    input.take(len).read_to_end(&mut payload)?;
+    if payload.len() as u64 != len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "a frame cut short"));
+    }
     decode(&payload).map(Some).map_err(invalid)
 }
 
@@ -330,5 +334,22 @@ mod tests {
         lying[8 + 1 + 16..8 + 1 + 24].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(read_message(&mut lying.as_slice()).is_err());
         assert!(read_message(&mut [9u8, 0, 0, 0, 0, 0, 0, 0, b'Z'].as_slice()).is_err());
+    }
+
+    #[test]
+    fn property_mutated_frames_never_panic() {
+        let mut valid = Vec::new();
+        let mut layer = LayerMask::from_keep("w", &[true; 70]);
+        layer.new_weights = ROption::RSome(vec![0.5f32; 70].into());
+        let outcome = PruneOutcome { layers: vec![layer].into() };
+        write_message(&mut valid, &Message::Outcome { outcome, seconds: 1.0, calib_samples: 3 }).unwrap();
+        write_message(&mut valid, &Message::Failed { message: "x".into(), bad_input: false }).unwrap();
+        for (case, bytes) in crate::testing::mutants(&valid, 3000, 13).into_iter().enumerate() {
+            let result = std::panic::catch_unwind(|| {
+                let mut input = bytes.as_slice();
+                while let Ok(Some(_)) = read_message(&mut input) {}
+            });
+            assert!(result.is_ok(), "case {case} panicked");
+        }
     }
 }

@@ -90,4 +90,27 @@ mod tests {
         let kept = dedupe(Path::new("r.jsonl"), rows);
         assert_eq!(kept.iter().map(|r| r.retention).collect::<Vec<_>>(), [Some(0.9), Some(0.8)]);
     }
+
+    #[test]
+    fn property_mutated_results_files_never_panic_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RESULTS_FILE);
+        let rows = crate::report::table::tests::rows();
+        let valid: String = rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        let (mut accepted, mut refused) = (0, 0);
+        for (case, bytes) in crate::testing::mutants(valid.as_bytes(), 2000, 11).into_iter().enumerate() {
+            std::fs::write(&path, &bytes).unwrap();
+            let result = std::panic::catch_unwind(|| read_results(&path));
+            match result.unwrap_or_else(|_| panic!("case {case} panicked")) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    assert!(format!("{e:#}").contains(&path.display().to_string()), "case {case}: {e:#}");
+                    refused += 1;
+                }
+            }
+            // Resuming cuts an incomplete last line and must not panic either.
+            let _ = read_rows(&path);
+        }
+        assert!(refused > 1000 && accepted > 0, "accepted {accepted}, refused {refused}");
+    }
 }
