@@ -291,6 +291,15 @@ pub struct FitArgs {
     /// The state's fit zoo records the subset.
     #[arg(long, value_name = "K")]
     pub train_members: Option<usize>,
+    /// Where the fit runs: `none` (in this process, the default) or `worker` (a supervised
+    /// process: a plugin that aborts or crashes is a one-line error; the checkpoint stays
+    /// for resuming).
+    #[arg(long, value_enum, default_value = "none")]
+    pub isolate: IsolateArg,
+    /// Memory limit of the worker under `--isolate worker`, MiB (default: half of the
+    /// machine's memory).
+    #[arg(long, value_name = "MIB")]
+    pub worker_memory: Option<u64>,
     /// Where networks run (the data services).
     #[command(flatten)]
     pub exec: ExecArgs,

@@ -253,7 +253,7 @@ impl FitSink {
 }
 
 /// What a fit did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FitSummary {
     /// Train members fitted on.
     pub train: usize,

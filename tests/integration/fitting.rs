@@ -312,3 +312,20 @@ fn a_data_free_pruner_is_refused_every_data_service_and_a_data_aware_one_is_serv
         "{summary}"
     );
 }
+
+#[test]
+fn a_fit_in_a_worker_writes_the_same_state_and_fails_as_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("isolated.state");
+    let o = fit(zoo(), &state, &["--isolate", "worker"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("fitted learner"), "{:?}", text(&o));
+    assert_eq!(std::fs::read(&state).unwrap(), std::fs::read(fitted_state()).unwrap());
+    // A fit that fails after its checkpoint: one line, the checkpoint stays for a resume.
+    let broken = dir.path().join("broken.state");
+    let o = fit(zoo(), &broken, &["--isolate", "worker", "--opt", "interrupt=true"]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted after the checkpoint"), "{stderr}");
+    assert!(dir.path().join("broken.state.checkpoint").is_file() && !broken.exists());
+}

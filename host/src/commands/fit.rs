@@ -3,10 +3,12 @@
 use hyperprune_core::zoo::Zoo;
 
 use crate::calibration::TrainSplit;
+use crate::cli::IsolateArg;
 use crate::cli::{DataArgs, FitArgs, GlobalArgs};
 use crate::context::DataServices;
 use crate::failure::bad_input;
-use crate::fitting::{FitFiles, fit};
+use crate::fitting::{FitFiles, FitSummary, fit};
+use crate::isolation::{CallError, Isolation, Setup, Worker};
 use crate::pruning::{ConfiguredPruner, STATE_OPTION};
 
 /// The pruner option `--seed` sets.
@@ -29,7 +31,9 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
         )));
     }
     let files = FitFiles::for_state(&args.out);
-    let summary = if pruner.plugin.info.capabilities.fit_needs_data {
+    let summary = if args.isolate == IsolateArg::Worker {
+        fit_in_worker(&args, &pruner, &files)?
+    } else if pruner.plugin.info.capabilities.fit_needs_data {
         let data =
             crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
         let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
@@ -61,6 +65,37 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
         if summary.curve_rows == 1 { "row" } else { "rows" },
     );
     Ok(())
+}
+
+/// `fit --isolate worker`: the fit runs in a supervised worker, which writes the files.
+///
+/// # Errors
+/// Bad input (memory limit, options, zoo, checkpoint) or the plugin's failure, including a
+/// worker that died.
+fn fit_in_worker(args: &FitArgs, pruner: &ConfiguredPruner, files: &FitFiles) -> anyhow::Result<FitSummary> {
+    let isolation = Isolation::from_args(365.0 * 86_400.0, args.worker_memory)?; // no timeout for a fit
+    let setup = Setup {
+        plugin: pruner.plugin.path.clone(),
+        pruner: pruner.name().to_string(),
+        options: pruner.assignments.clone(),
+        state: None,
+        zoo: Some(args.zoo.clone()),
+        data: pruner.plugin.info.capabilities.fit_needs_data.then(|| {
+            (Zoo::open(&args.zoo).map(|z| z.meta().dataset.clone()).unwrap_or_default(), args.data_dir.clone())
+        }),
+        engine: crate::isolation::engine_of(&args.exec),
+        calib_samples: args.calib_samples,
+        memory_limit: isolation.memory_limit,
+    };
+    let as_error = |e: CallError| match e {
+        CallError::Failed { message, bad_input: true } => bad_input(message),
+        CallError::Failed { message, .. } => anyhow::Error::msg(message),
+        CallError::Crashed(how) => anyhow::anyhow!("plugin '{}': {how}", pruner.name()),
+        CallError::Interrupted => anyhow::anyhow!("interrupted"),
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut worker = Worker::start(&setup, &isolation).map_err(as_error)?;
+    worker.fit(&files.state, args.train_members, &cancel).map_err(as_error)
 }
 
 /// `--opt` with `seed=S` added for `--seed S`.

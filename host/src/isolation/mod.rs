@@ -187,6 +187,26 @@ impl Worker {
         }
     }
 
+    /// Fits the worker's pruner on its zoo and writes the state to `state`. A fit has no
+    /// timeout; Ctrl-C cancels it like a prune call.
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub fn fit(
+        &mut self,
+        state: &std::path::Path,
+        train_members: Option<usize>,
+        cancel: &AtomicBool,
+    ) -> Result<crate::fitting::FitSummary, CallError> {
+        let message = Message::Fit { state: state.to_path_buf(), train_members };
+        match self.exchange(&message, Duration::MAX, Some(cancel))? {
+            Message::Fitted(summary) => serde_json::from_value(summary)
+                .map_err(|e| self.broken(&format!("sent a fit summary that does not parse ({e})"))),
+            Message::Failed { message, bad_input } => Err(CallError::Failed { message, bad_input }),
+            other => Err(self.broken(&format!("answered a fit with {other:?}"))),
+        }
+    }
+
     /// Sends `message` and waits for the reply, at most `timeout`; watches Ctrl-C and
     /// `cancel` (the bench stopping) while it waits.
     fn exchange(

@@ -90,6 +90,16 @@ pub enum Message {
     Task(Task),
     /// Supervisor → worker: set `cancelled()` for the running call.
     Cancel,
+    /// Supervisor → worker: fit the pruner on the setup's zoo and write the state to this
+    /// file (curve and checkpoint beside it), on the first `train_members` train members.
+    Fit {
+        /// The state file.
+        state: PathBuf,
+        /// `fit --train-members`.
+        train_members: Option<usize>,
+    },
+    /// Worker → supervisor: the fit finished (a `FitSummary` as JSON).
+    Fitted(serde_json::Value),
     /// Worker → supervisor: set up and waiting for tasks.
     Ready,
     /// Worker → supervisor: the setup or the task failed (one line; `bad_input` when the
@@ -164,6 +174,10 @@ fn encode(message: &Message) -> Vec<u8> {
         Message::Setup(s) => json(b'S', serde_json::to_value(s).expect("a setup serialises")),
         Message::Task(t) => json(b'T', serde_json::to_value(t).expect("a task serialises")),
         Message::Cancel => vec![b'C'],
+        Message::Fit { state, train_members } => {
+            json(b'F', serde_json::json!({ "state": state, "train_members": train_members }))
+        }
+        Message::Fitted(summary) => json(b'D', summary.clone()),
         Message::Ready => vec![b'R'],
         Message::Failed { message, bad_input } => {
             json(b'E', serde_json::json!({ "message": message, "bad_input": bad_input }))
@@ -206,6 +220,14 @@ fn decode(payload: &[u8]) -> Result<Message, String> {
         b'S' => serde_json::from_value(json("setup")?).map(Message::Setup).map_err(|e| e.to_string()),
         b'T' => serde_json::from_value(json("task")?).map(Message::Task).map_err(|e| e.to_string()),
         b'C' => Ok(Message::Cancel),
+        b'F' => {
+            let v = json("fit")?;
+            Ok(Message::Fit {
+                state: v["state"].as_str().map(PathBuf::from).ok_or("a fit frame without a state path")?,
+                train_members: v["train_members"].as_u64().map(|k| k as usize),
+            })
+        }
+        b'D' => json("fitted").map(Message::Fitted),
         b'R' => Ok(Message::Ready),
         b'E' => {
             let v = json("failure")?;
@@ -300,6 +322,8 @@ mod tests {
             Message::Outcome { outcome, seconds: 0.1 + 0.2, calib_samples: 7 },
             Message::Ready,
             Message::Cancel,
+            Message::Fit { state: "/s/h.state".into(), train_members: Some(4) },
+            Message::Fitted(serde_json::json!({ "train": 4, "seconds": 0.5 })),
             Message::Failed { message: "plugin 'x' failed: ünïcode".into(), bad_input: true },
             Message::Task(Task::new(
                 "0007",
@@ -314,7 +338,7 @@ mod tests {
         for m in &messages {
             assert_eq!(&round_trip(m), m);
         }
-        let Message::Task(t) = &messages[4] else { unreachable!() };
+        let Message::Task(t) = &messages[6] else { unreachable!() };
         assert_eq!(t.request().sparsity.to_bits(), (1.0f64 - 1.0 / 3.0).to_bits());
     }
 

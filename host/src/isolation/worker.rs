@@ -66,9 +66,12 @@ pub fn serve() -> anyhow::Result<()> {
         }
     };
     while let Ok(message) = inbox.recv() {
-        let Message::Task(task) = message else { continue };
         cancel.store(false, Ordering::SeqCst);
-        let reply = served.prune(&task, &cancel);
+        let reply = match message {
+            Message::Task(task) => served.prune(&task, &cancel),
+            Message::Fit { state, train_members } => served.fit(&state, train_members),
+            _ => continue,
+        };
         write_message(&mut out, &reply)?;
     }
     Ok(())
@@ -93,15 +96,32 @@ impl Served {
         }
         let zoo = setup.zoo.as_deref().map(Zoo::open).transpose().map_err(crate::failure::bad_input)?;
         let data = match &setup.data {
-            Some((name, dir)) if pruner.prunes_with_data() => {
+            Some((name, dir)) => {
                 let args = crate::cli::DataArgs { dataset: name.clone(), data_dir: dir.clone() };
                 let dataset = crate::inputs::dataset(&args)?;
                 let kind = <EngineKind as ValueEnum>::from_str(&setup.engine.0, true).map_err(anyhow::Error::msg)?;
                 Some((dataset, crate::engines::engine(kind, &setup.engine.1)?))
             }
-            _ => None,
+            None => None,
         };
         Ok(Served { pruner, zoo, data, calib_samples: setup.calib_samples, models: HashMap::new() })
+    }
+
+    fn fit(&mut self, state: &std::path::Path, train_members: Option<usize>) -> Message {
+        let Some(zoo) = &self.zoo else {
+            return Message::Failed { message: "a fit for a worker without a zoo".into(), bad_input: false };
+        };
+        let split = self.data.as_ref().map(|(d, _)| TrainSplit::new(&d.train));
+        let services = self
+            .data
+            .as_ref()
+            .zip(split.as_ref())
+            .map(|((_, engine), split)| DataServices { engine: engine.as_ref(), split });
+        let files = crate::fitting::FitFiles::for_state(state);
+        match crate::fitting::fit(&mut self.pruner, zoo, &files, services, self.calib_samples, train_members) {
+            Ok(summary) => Message::Fitted(serde_json::to_value(summary).unwrap_or_default()),
+            Err(e) => Message::Failed { message: format!("{e:#}"), bad_input: is_bad_input(&e) },
+        }
     }
 
     fn prune(&mut self, task: &Task, cancel: &AtomicBool) -> Message {
