@@ -362,6 +362,17 @@ pub enum ZooCommand {
         #[arg(default_value = "zoos")]
         root: PathBuf,
     },
+    /// Join trained zoos of one dataset into one (e.g. several architectures, for a pruner
+    /// that fits on mixed zoos): members keep their split, their ids become `ZOO:ID`, their
+    /// files are copied.
+    Merge {
+        /// The new zoo folder (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// The zoos to join, in order.
+        #[arg(required = true, num_args = 2..)]
+        zoos: Vec<PathBuf>,
+    },
 }
 
 /// Optimiser choice on the command line.

@@ -294,7 +294,7 @@ pub fn fit(
              pruner whose capabilities say learnable (see `hyperprune plugins list`)"
         )));
     }
-    let (mut train, val) = fit_members(zoo, &name)?;
+    let (mut train, val) = fit_members(zoo, &name, pruner.plugin.info.capabilities.fits_any_arch)?;
     match train_limit {
         Some(0) => return Err(bad_input("--train-members must be at least 1")),
         Some(k) if k > train.len() => {
@@ -358,8 +358,13 @@ pub fn fit(
     })
 }
 
-/// The zoo's trained train and val members, checked to share one architecture.
-fn fit_members<'z>(zoo: &'z Zoo, pruner: &str) -> anyhow::Result<(Vec<&'z MemberInfo>, Vec<&'z MemberInfo>)> {
+/// The zoo's trained train and val members, checked to share one architecture unless the
+/// pruner declared `fits_any_arch`.
+fn fit_members<'z>(
+    zoo: &'z Zoo,
+    pruner: &str,
+    any_arch: bool,
+) -> anyhow::Result<(Vec<&'z MemberInfo>, Vec<&'z MemberInfo>)> {
     let (train, val) = (zoo.members(Split::Train), zoo.members(Split::Val));
     if train.is_empty() {
         return Err(bad_input(format!(
@@ -374,12 +379,12 @@ fn fit_members<'z>(zoo: &'z Zoo, pruner: &str) -> anyhow::Result<(Vec<&'z Member
         Ok((m.arch.name.clone(), params.into_iter().filter(|p| p.prunable).map(|p| p.shape).collect()))
     };
     let first = signature(train[0])?;
-    for m in train.iter().chain(&val).skip(1) {
+    for m in train.iter().chain(&val).skip(1).filter(|_| !any_arch) {
         let other = signature(m)?;
         if other != first {
             return Err(bad_input(format!(
-                "{}: members {} ({}, prunable shapes {:?}) and {} ({}, {:?}) differ in architecture; a pruner fits \
-                 on members of one architecture",
+                "{}: members {} ({}, prunable shapes {:?}) and {} ({}, {:?}) differ in architecture; pruner \
+                 '{pruner}' fits on members of one architecture (its capabilities do not say fits_any_arch)",
                 zoo.dir().display(),
                 train[0].id,
                 first.0,

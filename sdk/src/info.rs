@@ -24,6 +24,10 @@ pub struct Capabilities {
     /// May return new values for the kept weights.
     #[serde(default)]
     pub updates_weights: bool,
+    /// Fits on members of different architectures at once (a mixed zoo); without it the
+    /// host refuses to fit on a zoo whose train and val members differ in architecture.
+    #[serde(default)]
+    pub fits_any_arch: bool,
 }
 
 /// The type of an option value.

@@ -329,3 +329,82 @@ fn a_fit_in_a_worker_writes_the_same_state_and_fails_as_cleanly() {
     assert!(stderr.contains("interrupted after the checkpoint"), "{stderr}");
     assert!(dir.path().join("broken.state.checkpoint").is_file() && !broken.exists());
 }
+
+#[test]
+fn a_merged_zoo_of_two_architectures_fits_only_pruners_that_say_fits_any_arch() {
+    let wide_spec = hyperprune_tests::root().join("studies/cnn-digits-2x.json");
+    let wide = hyperprune_tests::digits_zoo_of(wide_spec.to_str().unwrap(), "wide-zoo", 4, 2, "0.5,0.25,0.25");
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = dir.path().join("mixed");
+    let o = hyperprune(&[
+        "zoo",
+        "merge",
+        "--out",
+        mixed.to_str().unwrap(),
+        zoo().to_str().unwrap(),
+        wide.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("8 members (train 4, val 2, test 2)"), "{:?}", text(&o));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(mixed.join("zoo.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = meta["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"learn-zoo:0000") && ids.contains(&"wide-zoo:0000"), "{ids:?}");
+    // Merging into an existing folder is refused.
+    let again = hyperprune(&[
+        "zoo",
+        "merge",
+        "--out",
+        mixed.to_str().unwrap(),
+        zoo().to_str().unwrap(),
+        wide.to_str().unwrap(),
+    ]);
+    one_line_error(&again, &["already exists"]);
+
+    // The learner fixture fits on one architecture: refused, naming the capability.
+    let o = fit(&mixed, &dir.path().join("l.state"), &[]);
+    one_line_error(&o, &["differ in architecture", "fits_any_arch"]);
+    // The hypernetwork fits on both and its state prunes either.
+    let state = dir.path().join("h.state");
+    let o = hyperprune(&[
+        "fit",
+        "--pruner",
+        "hypernet",
+        "--zoo",
+        mixed.to_str().unwrap(),
+        "--out",
+        state.to_str().unwrap(),
+        "--opt",
+        "steps=20",
+        "--opt",
+        "val_every=10",
+        "--opt",
+        "calib_samples=32",
+        "--opt",
+        "val_samples=64",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let header = std::fs::read(&state).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(header.split(|&b| b == b'\n').nth(1).unwrap()).unwrap();
+    assert_eq!(header["fit_zoo"]["archs"], serde_json::json!(["cnn-digits", "cnn-digits-2x"]));
+    let run = dir.path().join("run");
+    let o = hyperprune(&[
+        "bench",
+        "--zoo",
+        mixed.to_str().unwrap(),
+        "--pruners",
+        "hypernet",
+        "--opt",
+        &format!("hypernet.state={}", state.display()),
+        "--compression",
+        "4",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let rows = jsonl(&run.join("results.jsonl"));
+    let archs: std::collections::BTreeSet<&str> = rows.iter().map(|r| r["arch"].as_str().unwrap()).collect();
+    assert_eq!(archs.into_iter().collect::<Vec<_>>(), ["cnn-digits", "cnn-digits-2x"]);
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:?}");
+}

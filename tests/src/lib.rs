@@ -110,13 +110,18 @@ pub fn read_masks(path: &Path) -> Vec<(String, Vec<bool>)> {
 /// Trains a `cnn-digits` zoo on the embedded digits data into a fresh temporary folder
 /// `name` (batch 32, lr 3e-3) and returns the folder. `split` is `train,val,test`.
 pub fn digits_zoo(name: &str, members: usize, epochs: usize, split: &str) -> PathBuf {
+    digits_zoo_of("cnn-digits", name, members, epochs, split)
+}
+
+/// [`digits_zoo`] of another architecture (a preset name or a spec file).
+pub fn digits_zoo_of(arch: &str, name: &str, members: usize, epochs: usize, split: &str) -> PathBuf {
     let dir = tempfile::tempdir().expect("temp dir").keep().join(name);
     let (members, epochs) = (members.to_string(), epochs.to_string());
     let o = hyperprune(&[
         "zoo",
         "train",
         "--arch",
-        "cnn-digits",
+        arch,
         "--members",
         &members,
         "--epochs",

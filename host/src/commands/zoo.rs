@@ -1,6 +1,8 @@
 //! `hyperprune zoo train|show|list`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 
 use hyperprune_core::engine::Optimizer;
 use hyperprune_core::zoo::{Split, Zoo, ZooError, ZooEvent, ZooSettings, plan, train_zoo};
@@ -18,6 +20,7 @@ pub fn run(global: &GlobalArgs, cmd: ZooCommand) -> anyhow::Result<()> {
     match cmd {
         ZooCommand::Train(args) => train(global, *args).map(|_| ()),
         ZooCommand::Show { dir, format } => show(&dir, format),
+        ZooCommand::Merge { out, zoos } => merge(&out, &zoos),
         ZooCommand::List { root } => {
             let zoos = Zoo::list(&root);
             if zoos.is_empty() {
@@ -43,6 +46,61 @@ pub fn run(global: &GlobalArgs, cmd: ZooCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `zoo merge`: every trained member of `zoos` (one dataset) in a new zoo at `out`, ids
+/// `ZOO:ID`, files copied; the base architecture and settings are the first zoo's (each
+/// member keeps its own architecture and hyperparameters). Nothing is left behind on failure.
+fn merge(out: &Path, zoos: &[PathBuf]) -> anyhow::Result<()> {
+    if out.exists() {
+        return Err(bad_input(format!("{}: already exists; zoo merge writes a new folder", out.display())));
+    }
+    let opened: Vec<Zoo> = zoos.iter().map(|d| Zoo::open(d).map_err(bad_input)).collect::<Result<_, _>>()?;
+    let first = opened[0].meta();
+    if let Some(other) = opened.iter().find(|z| z.meta().dataset != first.dataset) {
+        return Err(bad_input(format!(
+            "{}: dataset '{}', but {} has '{}'; a zoo holds members of one dataset",
+            other.dir().display(),
+            other.meta().dataset,
+            opened[0].dir().display(),
+            first.dataset
+        )));
+    }
+    let mut meta = first.clone();
+    meta.name = out.file_name().map_or_else(|| "merged".into(), |n| n.to_string_lossy().into_owned());
+    meta.members.clear();
+    let result = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(out.join("members")).with_context(|| format!("creating {}", out.display()))?;
+        for zoo in &opened {
+            for member in zoo.meta().members.iter().filter(|m| m.is_trained()) {
+                let mut m = member.clone();
+                m.id = format!("{}:{}", zoo.meta().name, member.id);
+                let file_name = Path::new(&member.file).file_name().map(|f| f.to_string_lossy().into_owned());
+                m.file = format!("members/{}-{}", zoo.meta().name, file_name.unwrap_or_else(|| member.id.clone()));
+                std::fs::copy(zoo.dir().join(&member.file), out.join(&m.file))
+                    .with_context(|| format!("copying {}", zoo.dir().join(&member.file).display()))?;
+                meta.members.push(m);
+            }
+        }
+        Zoo::new(out, meta.clone()).save_meta()?;
+        Zoo::open(out).map_err(bad_input)?; // the checks every reader applies
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    result?;
+    let count = |split: Split| meta.members.iter().filter(|m| m.split == split).count();
+    println!(
+        "merged {} zoos into {}: {} members (train {}, val {}, test {})",
+        zoos.len(),
+        out.display(),
+        meta.members.len(),
+        count(Split::Train),
+        count(Split::Val),
+        count(Split::Test)
+    );
+    Ok(())
 }
 
 /// Trains (or resumes) a zoo and returns it.

@@ -110,10 +110,9 @@ impl Pruner for Chita {
             ],
             capabilities: Capabilities {
                 needs_data: true,
-                fit_needs_data: false,
                 needs_gradients: true,
-                learnable: false,
                 updates_weights: true,
+                ..Capabilities::default()
             },
             examples: vec![
                 Example { description: "one-shot CHITA to 75%".into(), options: vec![], sparsity: 0.75 },

@@ -159,6 +159,7 @@ impl Pruner for Hypernet {
                 needs_gradients: false,
                 learnable: true,
                 updates_weights: false,
+                fits_any_arch: true,
             },
             examples: vec![
                 Example {

@@ -110,10 +110,9 @@ impl Pruner for WoodFisher {
             ],
             capabilities: Capabilities {
                 needs_data: true,
-                fit_needs_data: false,
                 needs_gradients: true,
-                learnable: false,
                 updates_weights: true,
+                ..Capabilities::default()
             },
             examples: vec![
                 Example {
