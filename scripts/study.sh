@@ -123,10 +123,16 @@ if [[ $quick == 0 ]]; then
     benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|lenet5-pointwise|")
     benches+=("scaling-mlpnet|fmnist-mlpnet|magnitude,hypernet|$compressions|pointwise|")
     benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mlpnet-pointwise|")
+    # One fit on a zoo of all three families (`zoo merge`), benched on each family.
+    zoos+=("fmnist-mixed|MERGE fmnist-cnn-s fmnist-lenet5 fmnist-mlpnet")
+    fits+=("mixed-pointwise|fmnist-mixed|")
+    benches+=("scaling-cnn-s-mixed|fmnist-cnn-s|hypernet|$compressions|mixed-pointwise|")
+    benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|mixed-pointwise|")
+    benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mixed-pointwise|")
 fi
 sections+=("The mask ceiling: magnitude, the hypernetwork and maskopt on the base zoo's test members|ceiling")
 sections+=("Cross-zoo: the base zoo's state and one fitted on the target zoo, on the target's test members|cross-zoo cross-zoo-sgd")
-sections+=("Scaling: the base zoo's state on wider (and, in the full study, other) architectures|scaling-wide scaling-lenet5 scaling-mlpnet")
+sections+=("Scaling: the base zoo's state on wider (and, in the full study, other) architectures; per-family and mixed-zoo fits|scaling-wide scaling-lenet5 scaling-mlpnet scaling-cnn-s-mixed")
 sections+=("Ablations (each a row, same test members)|ablations")
 sections+=("Learning curve: states fitted on the first K train members|learning-curve")
 sections+=("Controllability: mask=threshold, requested vs achieved sparsity (sparsity.svg)|controllability")
@@ -137,6 +143,13 @@ run_zoos() {
     for spec in "${zoos[@]}"; do
         name="${spec%%|*}"
         args="${spec#*|}"
+        if [[ "$args" == MERGE* ]]; then
+            [[ -f "$out/zoos/$name/zoo.json" ]] && continue
+            local parts=()
+            for z in ${args#MERGE }; do parts+=("$out/zoos/$z"); done
+            timed zoos "$name" zoo merge --out "$out/zoos/$name" "${parts[@]}"
+            continue
+        fi
         # shellcheck disable=SC2086
         timed zoos "$name" zoo train $args --out "$out/zoos/$name" ${data_dir:+--data-dir "$data_dir"}
     done
