@@ -81,7 +81,8 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         train_split.val_len()
     );
     let services = DataServices { engine: engine.as_ref(), split: &train_split };
-    fit_learnable(&mut pruners, &zoo, &out, services, args.calib_samples)?;
+    let isolated = isolation(&args, &zoo_dir, &zoo.meta().dataset)?;
+    fit_learnable(&mut pruners, &zoo, &out, services, args.calib_samples, isolated.as_ref())?;
 
     let members: Vec<BenchMember> = infos
         .into_iter()
@@ -107,7 +108,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         },
         calib_samples: args.calib_samples,
         jobs: args.jobs,
-        isolation: isolation(&args, &zoo_dir, &zoo.meta().dataset)?,
+        isolation: isolated,
     };
     let all = tasks(bench.members.len(), bench.pruners.len(), &sparsities, shard);
     let results_path = out.join(RESULTS_FILE);
@@ -246,6 +247,7 @@ fn fit_learnable(
     out: &Path,
     data: DataServices<'_>,
     calib_samples: u64,
+    isolated: Option<&IsolatedRun>,
 ) -> anyhow::Result<()> {
     let mut archs: Vec<String> = zoo.meta().members.iter().map(|m| m.arch.name.clone()).collect();
     archs.sort();
@@ -266,7 +268,14 @@ fn fit_learnable(
             }
             tracing::warn!("{}: {} was fitted for other settings; fitting anew", pruner.name(), files.state.display());
         }
-        let summary = fit(pruner, zoo, &files, Some(data), calib_samples, None)?;
+        let summary = match isolated {
+            Some(run) => {
+                let summary = fit_in_worker(pruner, run, &files, calib_samples)?;
+                load_state_file(pruner, &files.state, target)?;
+                summary
+            }
+            None => fit(pruner, zoo, &files, Some(data), calib_samples, None)?,
+        };
         tracing::info!(
             "{}: fitted on {} train members in {:.2} s; state {}",
             pruner.name(),
@@ -276,6 +285,39 @@ fn fit_learnable(
         );
     }
     Ok(())
+}
+
+/// A bench's in-run fit under `--isolate worker`: the fit runs in a worker (which writes
+/// the state, curve and checkpoint), so a plugin that aborts while fitting ends the bench
+/// with one line instead of a crash.
+fn fit_in_worker(
+    pruner: &ConfiguredPruner,
+    run: &IsolatedRun,
+    files: &FitFiles,
+    calib_samples: u64,
+) -> anyhow::Result<crate::fitting::FitSummary> {
+    let setup = crate::isolation::Setup {
+        plugin: pruner.plugin.path.clone(),
+        pruner: pruner.name().to_string(),
+        options: pruner.assignments.clone(),
+        state: None,
+        zoo: Some(run.zoo_dir.clone()),
+        data: pruner.plugin.info.capabilities.fit_needs_data.then(|| run.data.clone()),
+        engine: run.engine.clone(),
+        calib_samples,
+        memory_limit: run.isolation.memory_limit,
+    };
+    let as_error = |e: crate::isolation::CallError| match e {
+        crate::isolation::CallError::Failed { message, bad_input: true } => bad_input(message),
+        crate::isolation::CallError::Failed { message, .. } => anyhow::Error::msg(message),
+        crate::isolation::CallError::Crashed(how) => anyhow::anyhow!("plugin '{}' while fitting: {how}", pruner.name()),
+        crate::isolation::CallError::Interrupted => anyhow::anyhow!("interrupted while fitting"),
+    };
+    // A fit has no timeout: --timeout is per prune call.
+    let isolation = Isolation { timeout: std::time::Duration::from_secs(365 * 86_400), ..run.isolation.clone() };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut worker = crate::isolation::Worker::start(&setup, &isolation).map_err(as_error)?;
+    worker.fit(&files.state, None, &cancel).map_err(as_error)
 }
 
 fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyhow::Result<()> {
