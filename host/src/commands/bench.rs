@@ -270,6 +270,13 @@ fn fit_learnable(
         }
         let summary = match isolated {
             Some(run) => {
+                tracing::info!(
+                    "fitting {} on {} train members ({} val) of zoo {}",
+                    pruner.name(),
+                    zoo.members(hyperprune_core::zoo::Split::Train).len(),
+                    zoo.members(hyperprune_core::zoo::Split::Val).len(),
+                    zoo.dir().display()
+                );
                 let summary = fit_in_worker(pruner, run, &files, calib_samples)?;
                 load_state_file(pruner, &files.state, target)?;
                 summary
