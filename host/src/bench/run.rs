@@ -191,15 +191,9 @@ impl Bench<'_> {
     /// A worker's setup for `pruner`.
     fn setup(&self, run: &IsolatedRun, pruner: &ConfiguredPruner) -> Setup {
         Setup {
-            plugin: pruner.plugin.path.clone(),
-            pruner: pruner.name().to_string(),
-            options: pruner.assignments.clone(),
-            state: pruner.state_path.clone(),
             zoo: Some(run.zoo_dir.clone()),
             data: pruner.prunes_with_data().then(|| run.data.clone()),
-            engine: run.engine.clone(),
-            calib_samples: self.calib_samples,
-            memory_limit: run.isolation.memory_limit,
+            ..Setup::of(pruner, run.engine.clone(), self.calib_samples, run.isolation.memory_limit)
         }
     }
 

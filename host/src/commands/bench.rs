@@ -16,7 +16,7 @@ use crate::cli::{BenchArgs, BenchCommand, DataArgs, GlobalArgs, IsolateArg, Scop
 use crate::context::DataServices;
 use crate::failure::bad_input;
 use crate::fitting::{FitFiles, StateHeader, StateTarget, fit, load_state_file, read_state_header};
-use crate::isolation::Isolation;
+use crate::isolation::{Isolation, Setup};
 use crate::plugins::Registry;
 use crate::pruning::ConfiguredPruner;
 use crate::results::{RESULTS_FILE, ResultsWriter, RunLock, read_rows};
@@ -277,7 +277,13 @@ fn fit_learnable(
                     zoo.members(hyperprune_core::zoo::Split::Val).len(),
                     zoo.dir().display()
                 );
-                let summary = fit_in_worker(pruner, run, &files, calib_samples)?;
+                let setup = Setup {
+                    state: None,
+                    zoo: Some(run.zoo_dir.clone()),
+                    data: pruner.plugin.info.capabilities.fit_needs_data.then(|| run.data.clone()),
+                    ..Setup::of(pruner, run.engine.clone(), calib_samples, run.isolation.memory_limit)
+                };
+                let summary = crate::isolation::fit_in_worker(&setup, &files.state, None)?;
                 load_state_file(pruner, &files.state, target)?;
                 summary
             }
@@ -292,39 +298,6 @@ fn fit_learnable(
         );
     }
     Ok(())
-}
-
-/// A bench's in-run fit under `--isolate worker`: the fit runs in a worker (which writes
-/// the state, curve and checkpoint), so a plugin that aborts while fitting ends the bench
-/// with one line instead of a crash.
-fn fit_in_worker(
-    pruner: &ConfiguredPruner,
-    run: &IsolatedRun,
-    files: &FitFiles,
-    calib_samples: u64,
-) -> anyhow::Result<crate::fitting::FitSummary> {
-    let setup = crate::isolation::Setup {
-        plugin: pruner.plugin.path.clone(),
-        pruner: pruner.name().to_string(),
-        options: pruner.assignments.clone(),
-        state: None,
-        zoo: Some(run.zoo_dir.clone()),
-        data: pruner.plugin.info.capabilities.fit_needs_data.then(|| run.data.clone()),
-        engine: run.engine.clone(),
-        calib_samples,
-        memory_limit: run.isolation.memory_limit,
-    };
-    let as_error = |e: crate::isolation::CallError| match e {
-        crate::isolation::CallError::Failed { message, bad_input: true } => bad_input(message),
-        crate::isolation::CallError::Failed { message, .. } => anyhow::Error::msg(message),
-        crate::isolation::CallError::Crashed(how) => anyhow::anyhow!("plugin '{}' while fitting: {how}", pruner.name()),
-        crate::isolation::CallError::Interrupted => anyhow::anyhow!("interrupted while fitting"),
-    };
-    // A fit has no timeout: --timeout is per prune call.
-    let isolation = Isolation { timeout: std::time::Duration::from_secs(365 * 86_400), ..run.isolation.clone() };
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let mut worker = crate::isolation::Worker::start(&setup, &isolation).map_err(as_error)?;
-    worker.fit(&files.state, None, &cancel).map_err(as_error)
 }
 
 fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use crate::cli::{DataArgs, FitArgs, GlobalArgs};
 use crate::context::DataServices;
 use crate::failure::bad_input;
 use crate::fitting::{FitFiles, FitSummary, fit};
-use crate::isolation::{CallError, Isolation, Setup, Worker};
+use crate::isolation::{Isolation, Setup};
 use crate::pruning::{ConfiguredPruner, STATE_OPTION};
 
 /// The pruner option `--seed` sets.
@@ -32,7 +32,7 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
     }
     let files = FitFiles::for_state(&args.out);
     let summary = if args.isolate == IsolateArg::Worker {
-        fit_in_worker(&args, &pruner, &files)?
+        fit_in_worker(&args, &pruner, &zoo, &files)?
     } else if pruner.plugin.info.capabilities.fit_needs_data {
         let data =
             crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
@@ -72,30 +72,20 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
 /// # Errors
 /// Bad input (memory limit, options, zoo, checkpoint) or the plugin's failure, including a
 /// worker that died.
-fn fit_in_worker(args: &FitArgs, pruner: &ConfiguredPruner, files: &FitFiles) -> anyhow::Result<FitSummary> {
-    let isolation = Isolation::from_args(365.0 * 86_400.0, args.worker_memory)?; // no timeout for a fit
+fn fit_in_worker(args: &FitArgs, pruner: &ConfiguredPruner, zoo: &Zoo, files: &FitFiles) -> anyhow::Result<FitSummary> {
+    let isolation = Isolation::from_args(600.0, args.worker_memory)?; // only the memory limit applies
     let setup = Setup {
-        plugin: pruner.plugin.path.clone(),
-        pruner: pruner.name().to_string(),
-        options: pruner.assignments.clone(),
         state: None,
         zoo: Some(args.zoo.clone()),
-        data: pruner.plugin.info.capabilities.fit_needs_data.then(|| {
-            (Zoo::open(&args.zoo).map(|z| z.meta().dataset.clone()).unwrap_or_default(), args.data_dir.clone())
-        }),
-        engine: crate::isolation::engine_of(&args.exec),
-        calib_samples: args.calib_samples,
-        memory_limit: isolation.memory_limit,
+        data: pruner
+            .plugin
+            .info
+            .capabilities
+            .fit_needs_data
+            .then(|| (zoo.meta().dataset.clone(), args.data_dir.clone())),
+        ..Setup::of(pruner, crate::isolation::engine_of(&args.exec), args.calib_samples, isolation.memory_limit)
     };
-    let as_error = |e: CallError| match e {
-        CallError::Failed { message, bad_input: true } => bad_input(message),
-        CallError::Failed { message, .. } => anyhow::Error::msg(message),
-        CallError::Crashed(how) => anyhow::anyhow!("plugin '{}': {how}", pruner.name()),
-        CallError::Interrupted => anyhow::anyhow!("interrupted"),
-    };
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    let mut worker = Worker::start(&setup, &isolation).map_err(as_error)?;
-    worker.fit(&files.state, args.train_members, &cancel).map_err(as_error)
+    crate::isolation::fit_in_worker(&setup, &files.state, args.train_members)
 }
 
 /// `--opt` with `seed=S` added for `--seed S`.

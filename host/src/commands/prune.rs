@@ -108,17 +108,9 @@ fn prune_in_worker(
     cancel: &AtomicBool,
 ) -> anyhow::Result<Result<CheckedOutcome, PruneFailure>> {
     let isolation = Isolation::from_args(args.timeout, args.worker_memory)?;
-    let setup = Setup {
-        plugin: pruner.plugin.path.clone(),
-        pruner: pruner.name().to_string(),
-        options: pruner.assignments.clone(),
-        state: pruner.state_path.clone(),
-        zoo: None,
-        data: pruner.prunes_with_data().then(|| (args.dataset.clone().unwrap_or_default(), args.data_dir.clone())),
-        engine: crate::isolation::engine_of(&args.exec),
-        calib_samples: args.calib_samples,
-        memory_limit: isolation.memory_limit,
-    };
+    let data = pruner.prunes_with_data().then(|| (args.dataset.clone().unwrap_or_default(), args.data_dir.clone()));
+    let engine = crate::isolation::engine_of(&args.exec);
+    let setup = Setup { data, ..Setup::of(pruner, engine, args.calib_samples, isolation.memory_limit) };
     let failure = |e: CallError| match e {
         CallError::Failed { message, bad_input } => {
             PruneFailure { kind: bad_input.then_some(hyperprune_sdk::ErrorKind::InvalidOptions), message }

@@ -60,6 +60,52 @@ impl Isolation {
     }
 }
 
+impl Setup {
+    /// A worker's setup for `pruner` as configured here (its plugin file, options and loaded
+    /// state), with no zoo and no dataset: callers add those.
+    pub fn of(
+        pruner: &crate::pruning::ConfiguredPruner,
+        engine: (String, String),
+        calib_samples: u64,
+        memory_limit: Option<u64>,
+    ) -> Setup {
+        Setup {
+            plugin: pruner.plugin.path.clone(),
+            pruner: pruner.name().to_string(),
+            options: pruner.assignments.clone(),
+            state: pruner.state_path.clone(),
+            zoo: None,
+            data: None,
+            engine,
+            calib_samples,
+            memory_limit,
+        }
+    }
+}
+
+/// Fits the pruner of `setup` (which names the zoo) in a worker, which writes `state`, its
+/// curve and checkpoint; `fit --isolate worker` and a bench's in-run fit. A fit has no
+/// timeout (`--timeout` is per prune call); a worker that dies is one error line.
+///
+/// # Errors
+/// The fit's failure (bad input when the worker says so), or how the worker ended.
+pub fn fit_in_worker(
+    setup: &Setup,
+    state: &std::path::Path,
+    train_members: Option<usize>,
+) -> anyhow::Result<crate::fitting::FitSummary> {
+    let as_error = |e: CallError| match e {
+        CallError::Failed { message, bad_input: true } => crate::failure::bad_input(message),
+        CallError::Failed { message, .. } => anyhow::Error::msg(message),
+        CallError::Crashed(how) => anyhow::anyhow!("plugin '{}' while fitting: {how}", setup.pruner),
+        CallError::Interrupted => anyhow::anyhow!("interrupted while fitting"),
+    };
+    let isolation = Isolation { timeout: Duration::from_secs(365 * 86_400), memory_limit: setup.memory_limit };
+    let cancel = AtomicBool::new(false);
+    let mut worker = Worker::start(setup, &isolation).map_err(as_error)?;
+    worker.fit(state, train_members, &cancel).map_err(as_error)
+}
+
 /// The engine name (`cpu`, `burn`) and device a worker builds its engine from.
 pub fn engine_of(exec: &crate::cli::ExecArgs) -> (String, String) {
     let name = clap::ValueEnum::to_possible_value(&exec.engine).map_or("cpu".into(), |v| v.get_name().to_string());

@@ -4,7 +4,6 @@
 //! call. Whatever the plugin does to this process (abort, segfault, loop, exhaust memory)
 //! ends here; the supervisor sees a closed pipe or a timeout.
 
-use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
@@ -83,7 +82,8 @@ struct Served {
     zoo: Option<Zoo>,
     data: Option<(Dataset, Box<dyn Engine>)>,
     calib_samples: u64,
-    models: HashMap<String, Model>,
+    /// The last model pruned and its key (tasks come member by member: one is kept).
+    model: Option<(String, Model)>,
 }
 
 impl Served {
@@ -104,7 +104,7 @@ impl Served {
             }
             None => None,
         };
-        Ok(Served { pruner, zoo, data, calib_samples: setup.calib_samples, models: HashMap::new() })
+        Ok(Served { pruner, zoo, data, calib_samples: setup.calib_samples, model: None })
     }
 
     fn fit(&mut self, state: &std::path::Path, train_members: Option<usize>) -> Message {
@@ -112,11 +112,7 @@ impl Served {
             return Message::Failed { message: "a fit for a worker without a zoo".into(), bad_input: false };
         };
         let split = self.data.as_ref().map(|(d, _)| TrainSplit::new(&d.train));
-        let services = self
-            .data
-            .as_ref()
-            .zip(split.as_ref())
-            .map(|((_, engine), split)| DataServices { engine: engine.as_ref(), split });
+        let services = services(&self.data, split.as_ref());
         let files = crate::fitting::FitFiles::for_state(state);
         match crate::fitting::fit(&mut self.pruner, zoo, &files, services, self.calib_samples, train_members) {
             Ok(summary) => Message::Fitted(serde_json::to_value(summary).unwrap_or_default()),
@@ -136,7 +132,7 @@ impl Served {
             Some((path, _)) => path.display().to_string(),
             None => task.member.clone(),
         };
-        if !self.models.contains_key(&key) {
+        if self.model.as_ref().is_none_or(|(k, _)| *k != key) {
             let model = match (&task.model, &self.zoo) {
                 (Some((path, arch)), _) => crate::inputs::model(path, arch.as_deref())?,
                 (None, Some(zoo)) => {
@@ -150,16 +146,11 @@ impl Served {
                 }
                 (None, None) => anyhow::bail!("a task without a model for a worker without a zoo"),
             };
-            self.models.clear(); // tasks come member by member: keep one
-            self.models.insert(key.clone(), model);
+            self.model = Some((key, model));
         }
-        let model = &self.models[&key];
+        let (_, model) = self.model.as_ref().expect("loaded above");
         let split = self.data.as_ref().map(|(d, _)| TrainSplit::new(&d.train));
-        let services = self
-            .data
-            .as_ref()
-            .zip(split.as_ref())
-            .map(|((_, engine), split)| DataServices { engine: engine.as_ref(), split });
+        let services = services(&self.data, split.as_ref());
         let ctx = self.pruner.prune_context(services, cancel).with_default_samples(self.calib_samples);
         let start = std::time::Instant::now();
         let outcome = self.pruner.prune_unchecked(model, &task.request(), &ctx);
@@ -169,6 +160,14 @@ impl Served {
             Err(e) => Ok(Message::Failed { bad_input: e.is_bad_input(), message: e.message }),
         }
     }
+}
+
+/// The data services of a worker that holds a dataset and engine, over `split` of it.
+fn services<'a>(
+    data: &'a Option<(Dataset, Box<dyn Engine>)>,
+    split: Option<&'a TrainSplit<'a>>,
+) -> Option<DataServices<'a>> {
+    data.as_ref().zip(split).map(|((_, engine), split)| DataServices { engine: engine.as_ref(), split })
 }
 
 /// The protocol's stdout: a copy of file descriptor 1, after which 1 points at stderr, so a
