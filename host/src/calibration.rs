@@ -20,6 +20,7 @@ pub struct TrainSplit<'a> {
     train: &'a Samples,
     calibration: Vec<usize>,
     val: Vec<usize>,
+    synthetic: bool,
 }
 
 impl<'a> TrainSplit<'a> {
@@ -31,7 +32,23 @@ impl<'a> TrainSplit<'a> {
         let mut order = shuffled(n, VAL_SLICE_SEED);
         let val_len = (n / 10).max(1).min(n.saturating_sub(1));
         let calibration = order.split_off(val_len);
-        TrainSplit { train, calibration, val: order }
+        TrainSplit { train, calibration, val: order, synthetic: false }
+    }
+
+    /// A split of synthetic inputs (see [`synthetic`]): all of them calibration samples, no
+    /// val slice, and evaluation unavailable (their labels mean nothing).
+    pub fn synthetic(inputs: &'a Samples) -> TrainSplit<'a> {
+        TrainSplit { train: inputs, calibration: (0..inputs.len()).collect(), val: Vec::new(), synthetic: true }
+    }
+
+    /// Whether this split serves synthetic inputs (`fit_data=synthetic`).
+    pub fn is_synthetic(&self) -> bool {
+        self.synthetic
+    }
+
+    /// `n` synthetic inputs shaped like this split's images (see [`synthetic`]).
+    pub fn synthetic_inputs(&self, n: usize, seed: u64) -> Samples {
+        synthetic(self.train, n, seed)
     }
 
     /// Number of calibration samples.
@@ -60,6 +77,59 @@ impl<'a> TrainSplit<'a> {
         let n = if n == 0 { self.val.len() } else { n.min(self.val.len()) };
         self.train.subset(&self.val[..n])
     }
+}
+
+/// `n` inputs with no image in them, for `fit_data=synthetic`: per image and channel, a
+/// field of standard Gaussian noise smoothed by a 3×3 box filter (neighbouring pixels
+/// correlate, as in strokes), then standardised and scaled to that channel's pixel mean and
+/// standard deviation over `like`'s images. Those two numbers per channel (what a
+/// normalisation layer holds) are all that is taken from the data. Labels are 0.
+pub fn synthetic(like: &Samples, n: usize, seed: u64) -> Samples {
+    let [c, h, w] = like.shape;
+    let plane = h * w;
+    let stats: Vec<(f64, f64)> = (0..c)
+        .map(|ch| {
+            let values = like.images.chunks_exact(c * plane).flat_map(|img| &img[ch * plane..(ch + 1) * plane]);
+            let (mut sum, mut sq, mut count) = (0.0f64, 0.0f64, 0usize);
+            for &v in values {
+                sum += v as f64;
+                sq += (v as f64) * (v as f64);
+                count += 1;
+            }
+            let mean = sum / count.max(1) as f64;
+            (mean, (sq / count.max(1) as f64 - mean * mean).max(0.0).sqrt())
+        })
+        .collect();
+    let mut rng = SplitMix64::new(seed ^ 0x5359_4E54_4845_5449);
+    let mut gaussian = || {
+        // Box–Muller.
+        let (u, v) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    };
+    let mut images = Vec::with_capacity(n * c * plane);
+    let mut noise = vec![0f64; plane];
+    let mut field = vec![0f64; plane];
+    for _ in 0..n {
+        for &(mean, sd) in &stats {
+            noise.iter_mut().for_each(|x| *x = gaussian());
+            for y in 0..h {
+                for x in 0..w {
+                    let (mut sum, mut count) = (0.0, 0.0);
+                    for yy in y.saturating_sub(1)..(y + 2).min(h) {
+                        for xx in x.saturating_sub(1)..(x + 2).min(w) {
+                            sum += noise[yy * w + xx];
+                            count += 1.0;
+                        }
+                    }
+                    field[y * w + x] = sum / count;
+                }
+            }
+            let m = field.iter().sum::<f64>() / plane as f64;
+            let s = (field.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / plane as f64).sqrt().max(1e-12);
+            images.extend(field.iter().map(|v| (mean + sd * (v - m) / s) as f32));
+        }
+    }
+    Samples { shape: like.shape, images, labels: vec![0; n] }
 }
 
 /// `0..n` in a seeded random order.
@@ -107,6 +177,48 @@ mod tests {
         }
         assert_eq!(ids(&split.calibration(64, 3)), ids(&split.calibration(64, 3)));
         assert_ne!(ids(&split.calibration(64, 3)), ids(&split.calibration(64, 4)));
+    }
+
+    #[test]
+    fn synthetic_inputs_match_the_channel_statistics_and_contain_no_image() {
+        let like = Samples {
+            shape: [2, 4, 4],
+            images: (0..3 * 32).map(|i| if i % 32 < 16 { (i % 5) as f32 } else { -1.0 + (i % 3) as f32 }).collect(),
+            labels: vec![1, 2, 3],
+        };
+        let fake = synthetic(&like, 200, 9);
+        assert_eq!((fake.shape, fake.len(), fake.images.len()), ([2, 4, 4], 200, 200 * 32));
+        assert!(fake.labels.iter().all(|&l| l == 0));
+        let stats = |s: &Samples, ch: usize| {
+            let v: Vec<f64> =
+                s.images.chunks_exact(32).flat_map(|img| &img[ch * 16..(ch + 1) * 16]).map(|&x| x as f64).collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            (mean, (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
+        };
+        for ch in 0..2 {
+            let ((want_mean, want_sd), (mean, sd)) = (stats(&like, ch), stats(&fake, ch));
+            assert!(want_sd > 0.5 && (want_mean - [2.0, 0.0][ch]).abs() < 0.2, "channel {ch}: {want_mean} {want_sd}");
+            assert!((mean - want_mean).abs() < 1e-3 && (sd - want_sd).abs() < 1e-3, "channel {ch}: {mean} {sd}");
+        }
+        // Neighbouring pixels correlate (the smoothing), and no input is one of `like`'s.
+        let (mut xy, mut xx) = (0.0f64, 0.0f64);
+        for plane in fake.images.chunks_exact(16) {
+            let m = plane.iter().map(|&v| v as f64).sum::<f64>() / 16.0;
+            for row in plane.chunks_exact(4) {
+                for x in 0..3 {
+                    xy += (row[x] as f64 - m) * (row[x + 1] as f64 - m);
+                }
+                xx += row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() * 0.75;
+            }
+        }
+        assert!(xy / xx > 0.3, "horizontal neighbours correlate: {}", xy / xx);
+        let img = &fake.images[..16];
+        assert!(fake.images.chunks_exact(32).all(|f| like.images.chunks_exact(32).all(|l| f != l)));
+        assert_ne!(img, &synthetic(&like, 1, 10).images[..16], "the seed matters");
+        assert_eq!(fake.images, synthetic(&like, 200, 9).images, "and decides");
+        let split = TrainSplit::synthetic(&fake);
+        assert!(split.is_synthetic());
+        assert_eq!((split.val_len(), split.calibration_len()), (0, 200));
     }
 
     #[test]

@@ -196,6 +196,14 @@ impl Context for HostContext<'_> {
     }
 
     fn evaluate(&self, model: ModelRef<'_>, split: DataSplit, samples: u64) -> RResult<Evaluation, PluginError> {
+        if let DataAccess::Served(d) = &self.data
+            && d.split.is_synthetic()
+        {
+            return RResult::RErr(PluginError::unavailable(
+                "host service 'evaluate' is not available: this fit serves synthetic inputs (fit_data=synthetic), \
+                 which have no labels",
+            ));
+        }
         self.service("evaluate", |d| {
             let model = model_from(&model)?;
             let data = match split {

@@ -28,9 +28,13 @@ use hyperprune_core::{LayerViews, Model};
 use hyperprune_sdk::{ErrorKind, LayerRef, MemberRef, TensorRef, ZooRef};
 use serde::{Deserialize, Serialize};
 
+use crate::calibration::TrainSplit;
 use crate::context::DataServices;
 use crate::failure::bad_input;
-use crate::pruning::{ConfiguredPruner, plugin_error, state_fingerprint};
+use crate::pruning::{ConfiguredPruner, FitData, plugin_error, state_fingerprint};
+
+/// Synthetic inputs a `fit_data=synthetic` fit draws its calibration samples from.
+const SYNTHETIC_INPUTS: usize = 4096;
 
 /// The first line of a state file the host wrote: [`STATE_MAGIC`], then one line of JSON
 /// ([`StateHeader`]), then the plugin's bytes. A file without it is a bare plugin state
@@ -310,6 +314,19 @@ pub fn fit(
     if let Some(parent) = files.state.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
+    // fit_data=synthetic: the services serve inputs with no image in them.
+    let synthetic_inputs = match (pruner.fit_data, &data) {
+        (FitData::Synthetic, Some(d)) => Some(d.split.synthetic_inputs(SYNTHETIC_INPUTS, 0)),
+        _ => None,
+    };
+    let synthetic_split = synthetic_inputs.as_ref().map(TrainSplit::synthetic);
+    let data = match (data, &synthetic_split) {
+        (Some(d), Some(split)) => {
+            tracing::info!("fit_data=synthetic: {SYNTHETIC_INPUTS} synthetic inputs, no images, no validation");
+            Some(DataServices { engine: d.engine, split })
+        }
+        (data, _) => data,
+    };
     let resumed = resume_from_checkpoint(pruner, &files.checkpoint)?;
     let sink = FitSink::open(files, resumed)?;
     let cancel = AtomicBool::new(false);

@@ -35,6 +35,11 @@ pub struct ConfiguredPruner {
     /// (`report`, for pruners whose sparsity is meant to emerge, e.g. `hypernet
     /// mask=threshold`). Never sent to the plugin; `report` shows in the row's options.
     pub sparsity_check: SparsityCheck,
+    /// The host-level option `fit_data=real|synthetic` of a learnable pruner: whether its
+    /// fit's data services serve the zoo's images or synthetic inputs (see
+    /// [`crate::calibration::synthetic`]). Never sent to the plugin; `synthetic` shows in the
+    /// row's options and the state's header.
+    pub fit_data: FitData,
     /// The zoo the loaded or fitted state was fitted on (`unknown` for a bare plugin state);
     /// None until then, and for pruners that learn nothing.
     pub fit_zoo: Option<String>,
@@ -55,6 +60,20 @@ pub const STATE_OPTION: &str = "state";
 /// The host-level option of every pruner: `sparsity_check=exact|report`.
 pub const SPARSITY_CHECK_OPTION: &str = "sparsity_check";
 
+/// The host-level option of learnable pruners: `fit_data=real|synthetic`.
+pub const FIT_DATA_OPTION: &str = "fit_data";
+
+/// What a fit's data services serve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FitData {
+    /// Samples of the dataset's train split (calibration part and val slice).
+    #[default]
+    Real,
+    /// Synthetic inputs matching the train images' per-channel mean and standard deviation;
+    /// no image reaches a service, and there is no val slice (evaluation is unavailable).
+    Synthetic,
+}
+
 /// What the host does with an outcome whose sparsity is not what the request asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SparsityCheck {
@@ -73,6 +92,8 @@ pub struct HostOptions {
     pub state: Option<PathBuf>,
     /// `sparsity_check=exact|report`.
     pub sparsity_check: SparsityCheck,
+    /// `fit_data=real|synthetic`.
+    pub fit_data: FitData,
 }
 
 /// A state's identity in result rows: 16 hex digits of the FNV-1a hash of its bytes.
@@ -106,6 +127,11 @@ impl ConfiguredPruner {
                 "pruner '{name}' learns nothing, so it takes no fitted state: drop the option {STATE_OPTION}=FILE"
             )));
         }
+        if host.fit_data == FitData::Synthetic && !plugin.info.capabilities.fit_needs_data {
+            return Err(bad_input(format!(
+                "pruner '{name}' fits without data, so {FIT_DATA_OPTION}=synthetic changes nothing: drop it"
+            )));
+        }
         let assignments = options;
         let map = Options::from_assignments(&plugin.info.options, &assignments)
             .map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
@@ -121,11 +147,15 @@ impl ConfiguredPruner {
         if let (SparsityCheck::Report, serde_json::Value::Object(map)) = (host.sparsity_check, &mut options) {
             map.insert(SPARSITY_CHECK_OPTION.into(), "report".into());
         }
+        if let (FitData::Synthetic, serde_json::Value::Object(map)) = (host.fit_data, &mut options) {
+            map.insert(FIT_DATA_OPTION.into(), "synthetic".into());
+        }
         Ok(ConfiguredPruner {
             plugin,
             options,
             state_file,
             sparsity_check: host.sparsity_check,
+            fit_data: host.fit_data,
             fit_zoo: None,
             fit: None,
             state_path: None,
@@ -151,7 +181,7 @@ impl ConfiguredPruner {
         let mut label = format!("{zoo}, {train} train");
         if let (Some(given), Ok(serde_json::Value::Object(defaults))) = (options.as_object(), defaults) {
             for (name, value) in given {
-                if defaults.get(name).is_some_and(|d| d != value) {
+                if defaults.get(name).is_some_and(|d| d != value) || name == FIT_DATA_OPTION {
                     let value = value.as_str().map_or_else(|| value.to_string(), str::to_string);
                     label.push_str(&format!(", {name}={value}"));
                 }
@@ -162,12 +192,23 @@ impl ConfiguredPruner {
     }
 
     /// The options the plugin was configured with, defaults filled in, without the
-    /// host-level ones (`state`, `sparsity_check`).
+    /// host-level ones (`state`, `sparsity_check`), but with `fit_data=synthetic`, which
+    /// says how a state was fitted.
     pub fn plugin_options(&self) -> serde_json::Value {
         let mut options = self.options.clone();
         if let serde_json::Value::Object(map) = &mut options {
             map.remove(STATE_OPTION);
             map.remove(SPARSITY_CHECK_OPTION);
+        }
+        options
+    }
+
+    /// The options a worker configures its instance with: the plugin's own as given, and
+    /// the host-level `fit_data` (a worker's fit serves the data).
+    pub fn worker_assignments(&self) -> Vec<String> {
+        let mut options = self.assignments.clone();
+        if self.fit_data == FitData::Synthetic {
+            options.push(format!("{FIT_DATA_OPTION}=synthetic"));
         }
         options
     }
@@ -338,6 +379,15 @@ pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>
     for option in options {
         match option.split_once('=') {
             Some((name, file)) if name.trim() == STATE_OPTION => host.state = Some(PathBuf::from(file)),
+            Some((name, value)) if name.trim() == FIT_DATA_OPTION => {
+                host.fit_data = match value.trim() {
+                    "real" => FitData::Real,
+                    "synthetic" => FitData::Synthetic,
+                    other => {
+                        return Err(format!("option {FIT_DATA_OPTION}: expected real or synthetic, got '{other}'"));
+                    }
+                }
+            }
             Some((name, value)) if name.trim() == SPARSITY_CHECK_OPTION => {
                 host.sparsity_check = match value.trim() {
                     "exact" => SparsityCheck::Exact,
@@ -387,10 +437,13 @@ mod tests {
     #[test]
     fn host_options_are_taken_out_and_the_last_one_wins() {
         let options: Vec<String> =
-            ["steps=3", "state=a.bin", "lr=0.1", " state =b.bin", "sparsity_check=report"].map(String::from).into();
+            ["steps=3", "state=a.bin", "lr=0.1", " state =b.bin", "sparsity_check=report", "fit_data=synthetic"]
+                .map(String::from)
+                .into();
         let (host, rest) = take_host_options(&options).unwrap();
         assert_eq!(host.state, Some(PathBuf::from("b.bin")));
         assert_eq!(host.sparsity_check, SparsityCheck::Report);
+        assert_eq!(host.fit_data, FitData::Synthetic);
         assert_eq!(rest, ["steps=3", "lr=0.1"]);
         assert_eq!(take_host_options(&["statefulness=1".to_string()]).unwrap().0, HostOptions::default());
         let e = take_host_options(&["sparsity_check=loose".to_string()]).unwrap_err();

@@ -145,3 +145,61 @@ fn pruning_without_a_state_or_with_a_broken_one_is_a_one_line_error() {
     one_line_error(&prune(model, &out, "0.5", &["--opt", &opt]), &["foreign.state"]);
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn a_fit_on_synthetic_inputs_sees_no_image_in_process_or_in_a_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit_to = |name: &str, extra: &[&str]| -> PathBuf {
+        let state = dir.path().join(name);
+        let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", zoo().to_str().unwrap(), "--out"];
+        args.extend([state.to_str().unwrap()]);
+        args.extend(SHORT);
+        args.extend(extra);
+        let o = hyperprune(&args);
+        assert!(o.status.success(), "{:?}", text(&o));
+        state
+    };
+    let synthetic = ["--opt", "fit_data=synthetic"];
+    let here = fit_to("here.state", &synthetic);
+    let worker = fit_to("worker.state", &[&synthetic[..], &["--isolate", "worker", "-q"]].concat());
+    let real = fit_to("real.state", &["-q"]);
+    let bytes = std::fs::read(&here).unwrap();
+    let header: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&bytes).lines().nth(1).unwrap()).unwrap();
+    assert_eq!(header["options"]["fit_data"], "synthetic", "the state says how it was fitted: {header}");
+    let curve = std::fs::read_to_string(here.with_file_name("here.fit.jsonl")).unwrap();
+    assert!(curve.lines().any(|l| l.contains("\"loss\"")), "it fitted: {curve}");
+    assert!(!curve.contains("val_retention"), "no image, so no validation: {curve}");
+    // Every state prunes unseen members exactly; the worker's equals the in-process one, and
+    // the zoo's images give another.
+    let model = &members("test")[0];
+    let n = load_model(model).prunable_count();
+    let masks = |state: &Path, sparsity: &str| {
+        let opt = format!("state={}", state.display());
+        let o = prune(model, &dir.path().join("p.safetensors"), sparsity, &["--opt", &opt]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        read_masks(&dir.path().join("p.masks.safetensors"))
+    };
+    let mut differ = false;
+    for sparsity in ["0.5", "0.75", "0.9"] {
+        let m = masks(&here, sparsity);
+        let s: f64 = sparsity.parse().unwrap();
+        assert_eq!(m.iter().flat_map(|(_, m)| m).filter(|&&k| !k).count(), (s * n as f64).round() as usize);
+        assert_eq!(m, masks(&worker, sparsity), "the worker fits on the same synthetic inputs");
+        differ |= m != masks(&real, sparsity);
+    }
+    assert!(differ, "synthetic inputs change the fit");
+    // Only real or synthetic.
+    let o = hyperprune(&[
+        "fit",
+        "--pruner",
+        "hypernet",
+        "--zoo",
+        zoo().to_str().unwrap(),
+        "--out",
+        "x.state",
+        "--opt",
+        "fit_data=noise",
+    ]);
+    one_line_error(&o, &["fit_data", "real or synthetic", "noise"]);
+}

@@ -72,7 +72,7 @@ impl Setup {
         Setup {
             plugin: pruner.plugin.path.clone(),
             pruner: pruner.name().to_string(),
-            options: pruner.assignments.clone(),
+            options: pruner.worker_assignments(),
             state: pruner.state_path.clone(),
             zoo: None,
             data: None,

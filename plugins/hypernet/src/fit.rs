@@ -60,6 +60,19 @@ pub struct FitSettings {
     pub seed: u64,
     /// Per-layer floor of kept weights.
     pub floor: f64,
+    /// What the host's distillation evaluates.
+    pub relaxation: Relaxation,
+}
+
+/// The relaxation the fit's gradient goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relaxation {
+    /// The host evaluates the hard top-k mask; the gradient goes back through the sigmoid
+    /// around its boundary (straight-through).
+    StraightThrough,
+    /// The host evaluates the soft mask `σ((score − τ)/width)` itself, so forward and
+    /// backward agree but the model evaluated is not the one that will be pruned (ablation).
+    Sigmoid,
 }
 
 /// A member encoded for the network.
@@ -325,10 +338,16 @@ fn member_step(
     let scores = network::values(out.scores.clone());
     let hard = select(net.allocation, &member.encoded, &scores, s, settings.floor);
     let spread = std_dev(&scores).max(1e-6);
-    let distill = ctx.masked_distill_loss_and_grad(&member.model, &hard.as_f32(), calib, settings.kd_temperature)?;
     let p = scores.len();
     let width = (temperature * spread as f64) as f32;
     let thresholds = hard.per_weight();
+    let evaluated: Vec<f32> = match settings.relaxation {
+        Relaxation::StraightThrough => hard.as_f32(),
+        Relaxation::Sigmoid => {
+            scores.iter().zip(&thresholds).map(|(&x, &t)| 1.0 / (1.0 + (-(x - t) / width).exp())).collect()
+        }
+    };
+    let distill = ctx.masked_distill_loss_and_grad(&member.model, &evaluated, calib, settings.kd_temperature)?;
     // Under a magnitude allocation each layer has its own budget, so its own multiplier.
     let groups: Vec<usize> = match net.allocation {
         Allocation::Learned => vec![0; p],

@@ -32,7 +32,7 @@ use hyperprune_sdk::{
 };
 
 pub use features::{FEATURES, FeatureSet, NAMES as FEATURE_NAMES, encode, percentile_ranks};
-pub use fit::FitSettings;
+pub use fit::{FitSettings, Relaxation};
 pub use geometry::{LayerView, views};
 pub use mask::{Mask, MaskMode};
 pub use network::{Allocation, Arch, NetConfig, Params};
@@ -69,6 +69,7 @@ impl Default for Hypernet {
                 val_samples: 0,
                 seed: 0,
                 floor: 0.01,
+                relaxation: Relaxation::StraightThrough,
             },
             mode: MaskMode::TopK,
             options: serde_json::Value::Null,
@@ -113,6 +114,12 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::int("members_per_step", 4, "fit: (member, sparsity) pairs averaged per step"),
         OptionSpec::int("calib_samples", 256, "fit: calibration images per distillation call (train split)"),
         OptionSpec::float("kd_temperature", 1.0, "fit: distillation temperature"),
+        OptionSpec::choice(
+            "relaxation",
+            &["straight-through", "sigmoid"],
+            "straight-through",
+            "fit: straight-through evaluates the hard top-k mask and backpropagates through a sigmoid around its boundary; sigmoid evaluates that soft mask itself (ablation)",
+        ),
         OptionSpec::float("t_start", 1.0, "fit: straight-through sigmoid temperature at the first step"),
         OptionSpec::float("t_end", 0.05, "fit: straight-through sigmoid temperature at the last step"),
         OptionSpec::float("s_min", 0.3, "fit: smallest sparsity trained on"),
@@ -225,6 +232,11 @@ impl Pruner for Hypernet {
             val_samples: options.int("val_samples").max(0) as u64,
             seed: options.int("seed") as u64,
             floor,
+            relaxation: if options.str("relaxation") == "sigmoid" {
+                Relaxation::Sigmoid
+            } else {
+                Relaxation::StraightThrough
+            },
         };
         self.mode = if options.str("mask") == "threshold" { MaskMode::Threshold } else { MaskMode::TopK };
         self.options = options.to_json();
@@ -459,10 +471,14 @@ mod tests {
     }
 
     fn fitted(arch: &str, seed: u64, nets: &[TestNet]) -> Hypernet {
+        let given = [format!("arch={arch}"), "steps=12".into(), "members_per_step=2".into(), format!("seed={seed}")];
+        fitted_with(&given, nets, &quadratic_host())
+    }
+
+    fn fitted_with(given: &[String], nets: &[TestNet], host: &TestHost<'_>) -> Hypernet {
         let mut h = Hypernet::default();
         let schema = h.info().options;
-        let given = [format!("arch={arch}"), "steps=12".into(), "members_per_step=2".into(), format!("seed={seed}")];
-        let map = Options::from_assignments(&schema, &given).unwrap();
+        let map = Options::from_assignments(&schema, given).unwrap();
         h.configure(&Options::from_json(&schema, &map).unwrap()).unwrap();
         let parts: Vec<_> = nets.iter().map(TestNet::parts).collect();
         let members: Vec<MemberRef<'_>> = nets
@@ -476,9 +492,32 @@ mod tests {
             })
             .collect();
         let zoo = train_only(&members);
-        let host = quadratic_host();
-        h.fit(&zoo, &Ctx::from_impl(&host)).unwrap();
+        h.fit(&zoo, &Ctx::from_impl(host)).unwrap();
         h
+    }
+
+    #[test]
+    fn the_relaxation_decides_whether_the_host_evaluates_the_hard_or_the_soft_mask() {
+        let nets = [TestNet::cnn_s(1, 51)];
+        for (relaxation, soft_expected) in [("straight-through", false), ("sigmoid", true)] {
+            let soft_seen = std::sync::Mutex::new(Vec::new());
+            let host = TestHost::new().with_distill(|model, mask, _calib, _t| {
+                soft_seen.lock().unwrap().push(mask.iter().any(|&m| m > 0.0 && m < 1.0));
+                let w = model.flat_weights();
+                let loss = w.iter().zip(mask).map(|(w, m)| ((1.0 - m) * w * w) as f64).sum();
+                RResult::ROk(LossAndGrad { loss, grad: w.iter().map(|w| -w * w).collect::<Vec<f32>>().into() })
+            });
+            let given = [format!("relaxation={relaxation}"), "steps=4".into(), "members_per_step=1".into()];
+            let h = fitted_with(&given, &nets, &host);
+            drop(host);
+            let seen = soft_seen.into_inner().unwrap();
+            assert_eq!(seen.len(), 4, "{relaxation}: one distillation per pair");
+            assert!(seen.iter().all(|&soft| soft == soft_expected), "{relaxation}: {seen:?}");
+            // Either way the state prunes with the exact hard top-k.
+            let request = PruneRequest::global(0.75, 0);
+            let outcome = nets[0].with_view(|m| h.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap());
+            assert_eq!(outcome.pruned_count(), request.pruned_count(nets[0].weights.iter().map(Vec::len).sum()));
+        }
     }
 
     #[test]
