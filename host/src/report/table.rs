@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::pruning::SPARSITY_CHECK_OPTION;
+use crate::pruning::{FIT_DATA_OPTION, SPARSITY_CHECK_OPTION, STATE_OPTION};
 use crate::results::{ResultRow, Status};
 
 /// Mean and sample standard deviation (n − 1) of a group; the std of one value is 0.
@@ -294,7 +294,15 @@ fn pruner_names(rows: &[ResultRow]) -> impl Fn(&ResultRow) -> String {
         let parsed: Vec<serde_json::Value> = sets.iter().filter_map(|s| serde_json::from_str(s).ok()).collect();
         let keys: BTreeSet<String> =
             parsed.iter().filter_map(|v| v.as_object()).flat_map(|m| m.keys().cloned()).collect();
-        let differ = keys.into_iter().filter(|k| parsed.iter().any(|v| v.get(k) != parsed[0].get(k))).collect();
+        // A plugin option missing from some rows was added by a later plugin version (the host
+        // fills in every default), so it says nothing about them; host-level options appear
+        // only when set, so their absence does.
+        let host_level = [STATE_OPTION, SPARSITY_CHECK_OPTION, FIT_DATA_OPTION];
+        let differ = keys
+            .into_iter()
+            .filter(|k| host_level.contains(&k.as_str()) || parsed.iter().all(|v| v.get(k).is_some()))
+            .filter(|k| parsed.iter().any(|v| v.get(k) != parsed[0].get(k)))
+            .collect();
         differing.insert(name.to_owned(), differ);
     }
     // Several states of one pruner: name them by how they were fitted, not by fingerprint.
@@ -306,7 +314,7 @@ fn pruner_names(rows: &[ResultRow]) -> impl Fn(&ResultRow) -> String {
     }
     for (name, keys) in differing.iter_mut() {
         if fits.get(name.as_str()).is_some_and(|f| f.len() > 1) {
-            keys.remove(crate::pruning::STATE_OPTION);
+            keys.remove(STATE_OPTION);
             if keys.is_empty() {
                 keys.insert(String::new()); // nothing else differs: no option list at all
             }
@@ -676,6 +684,22 @@ pub(crate) mod tests {
         ]);
         let names: Vec<&str> = two.pruners.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["hypernet [fitted on digits-small, arch=equivariant]", "hypernet [fitted on digits-small]"]);
+        // A row of a later plugin version carries an option the earlier rows lack: not a
+        // difference; a host-level option that only one row has is one.
+        let mut newer = state("cc", "digits-small, 8 train, rescale=true");
+        newer.options["rescale"] = false.into();
+        let mut report = state("dd", "digits-small, 8 train");
+        report.options["sparsity_check"] = "report".into();
+        let four = Summary::of(&[state("aa", "digits-small, 8 train, arch=equivariant"), newer, report]);
+        let names: Vec<&str> = four.pruners.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "hypernet (defaults) [fitted on digits-small, arch=equivariant]",
+                "hypernet (defaults) [fitted on digits-small, rescale=true]",
+                "hypernet (sparsity_check=report) [fitted on digits-small]"
+            ]
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use hyperprune_sdk::{
 use crate::features::{Encoded, FEATURES, FeatureSet, MODEL_RANK, encode};
 use crate::mask::{self, MaskMode};
 use crate::network::{self, Allocation, NetConfig, Params, feature_tensor, forward};
+use crate::rescale;
 use crate::state::{FitInfo, Meta, Progress, Resume, State};
 
 type Train = Autodiff<Flex>;
@@ -347,7 +348,23 @@ fn member_step(
             scores.iter().zip(&thresholds).map(|(&x, &t)| 1.0 / (1.0 + (-(x - t) / width).exp())).collect()
         }
     };
-    let distill = ctx.masked_distill_loss_and_grad(&member.model, &evaluated, calib, settings.kd_temperature)?;
+    // rescale=true: the host evaluates the mask times each output unit's predicted scale.
+    let scaling = net.rescale.then(|| {
+        let rows = rescale::rows(&member.encoded.views, &member.model.weights(), &hard.keep, s);
+        let log_c = rescale::log_scales::<Train>(&rescale::head(params, &leaves), &rows, &device);
+        let c: Vec<f32> = network::values(log_c.clone()).iter().map(|v| v.exp()).collect();
+        (rows, log_c, c)
+    });
+    let scaled: Vec<f32> = match &scaling {
+        Some((rows, _, c)) => evaluated.iter().zip(&rows.unit_of).map(|(m, &u)| m * c[u]).collect(),
+        None => evaluated.clone(),
+    };
+    let distill = ctx.masked_distill_loss_and_grad(&member.model, &scaled, calib, settings.kd_temperature)?;
+    // The service's gradient is with respect to the scaled mask: ∂L/∂m_i = g_i · c_o.
+    let grad: Vec<f32> = match &scaling {
+        Some((rows, _, c)) => distill.grad.iter().zip(&rows.unit_of).map(|(g, &u)| g * c[u]).collect(),
+        None => distill.grad.to_vec(),
+    };
     // Under a magnitude allocation each layer has its own budget, so its own multiplier.
     let groups: Vec<usize> = match net.allocation {
         Allocation::Learned => vec![0; p],
@@ -356,7 +373,7 @@ fn member_step(
         }
     };
     // The distillation gradient made fit for a top-k mask (see `masking::budget_gradient`).
-    let unit: Vec<f32> = masking::budget_gradient(&distill.grad, &scores, &thresholds, &groups, width)
+    let unit: Vec<f32> = masking::budget_gradient(&grad, &scores, &thresholds, &groups, width)
         .centred
         .iter()
         .map(|&g| g as f32)
@@ -372,6 +389,19 @@ fn member_step(
             surrogate + (out.threshold - target).powf_scalar(2.0).sum()
         }
         Allocation::Magnitude => surrogate,
+    };
+    // ∂L/∂log c_o = c_o · Σ_{i in o} g_i m_i.
+    let total = match scaling {
+        Some((rows, log_c, c)) => {
+            let mut by_unit = vec![0f32; rows.units];
+            for ((g, &u), m) in distill.grad.iter().zip(&rows.unit_of).zip(&evaluated) {
+                by_unit[u] += g * m;
+            }
+            by_unit.iter_mut().zip(&c).for_each(|(g, c)| *g *= c);
+            let by_unit = Tensor::<Train, 1>::from_data(TensorData::new(by_unit, [rows.units]), &device);
+            total + (log_c * by_unit).sum()
+        }
+        None => total,
     };
     let backward = total.backward();
     for (acc, leaf) in grads.iter_mut().zip(&leaves) {
@@ -484,8 +514,13 @@ fn validate(
             let (scores, _) = crate::infer::forward(net, params, &member.encoded, s);
             let keep = select(net.allocation, &member.encoded, &scores, s, settings.floor).keep;
             let mut buf = ModelBuf::new(&member.model);
-            for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
-                w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
+            if net.rescale {
+                let new = rescale::rescaled(&member.encoded.views, &member.model.weights(), &keep, s, params);
+                buf.weights_mut().iter_mut().zip(new).for_each(|(w, n)| *w = n);
+            } else {
+                for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
+                    w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
+                }
             }
             let e = buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, n))?;
             *sum += e.accuracy / base;

@@ -260,7 +260,8 @@ mod tests {
             for film in [true, false] {
                 // Hidden 16 takes the fixed-width kernel; lenet5's 44k rows take the threaded path.
                 let hidden = if arch == Arch::Pointwise { 16 } else { 8 };
-                let config = NetConfig { arch, hidden, depth: 2, film, allocation: Allocation::Learned };
+                let config =
+                    NetConfig { arch, hidden, depth: 2, film, allocation: Allocation::Learned, rescale: false };
                 let mut params = Params::init(&config, 3);
                 let mut rng = SplitMix64::new(4);
                 for p in &mut params.list {

@@ -22,6 +22,7 @@ mod geometry;
 mod infer;
 mod mask;
 mod network;
+mod rescale;
 mod state;
 #[cfg(test)]
 mod testing;
@@ -52,7 +53,14 @@ pub struct Hypernet {
 impl Default for Hypernet {
     fn default() -> Self {
         let mut h = Hypernet {
-            net: NetConfig { arch: Arch::Pointwise, hidden: 16, depth: 2, film: true, allocation: Allocation::Learned },
+            net: NetConfig {
+                arch: Arch::Pointwise,
+                hidden: 16,
+                depth: 2,
+                film: true,
+                allocation: Allocation::Learned,
+                rescale: false,
+            },
             features: FeatureSet::Full,
             settings: FitSettings {
                 steps: 0,
@@ -94,6 +102,11 @@ fn options() -> Vec<OptionSpec> {
             &["learned", "magnitude"],
             "learned",
             "fit: learned = scores compete across layers, so the network also splits the budget between layers; magnitude = each layer keeps what global magnitude pruning keeps there (floors included) and the network only picks which weights (ablation; no mask=threshold)",
+        ),
+        OptionSpec::bool(
+            "rescale",
+            false,
+            "fit: also predict one scale per output unit for its kept weights (a data-free stand-in for OBS-style weight updates; the outcome then carries new weights)",
         ),
         OptionSpec::int("hidden", 16, "fit: hidden channels of the network"),
         OptionSpec::int("depth", 2, "fit: hidden layers after the input projection"),
@@ -215,6 +228,7 @@ impl Pruner for Hypernet {
             } else {
                 Allocation::Learned
             },
+            rescale: options.bool("rescale"),
         };
         self.features = if options.str("features") == "magnitude" { FeatureSet::Magnitude } else { FeatureSet::Full };
         self.settings = FitSettings {
@@ -263,7 +277,12 @@ impl Pruner for Hypernet {
             );
         }
         let outcome = masks(state, model, request, self.settings.floor, self.mode)?;
-        Ok(PruneOutcome::from_keep(model, &outcome.keep))
+        if !state.meta.net.rescale {
+            return Ok(PruneOutcome::from_keep(model, &outcome.keep));
+        }
+        let views = geometry::views(model).map_err(PluginError::failed)?;
+        let new = rescale::rescaled(&views, &model.weights(), &outcome.keep, request.sparsity, &state.params);
+        Ok(PruneOutcome::from_keep(model, &outcome.keep).with_new_weights(new))
     }
 
     fn fit(&mut self, zoo: &ZooRef<'_>, ctx: &Ctx<'_>) -> Result<(), PluginError> {
@@ -372,7 +391,7 @@ mod tests {
     /// A fitted-looking state: random parameters everywhere, so that no part of the network
     /// is trivially zero.
     fn random_state(arch: Arch, seed: u64) -> State {
-        let net = NetConfig { arch, hidden: 8, depth: 2, film: true, allocation: Allocation::Learned };
+        let net = NetConfig { arch, hidden: 8, depth: 2, film: true, allocation: Allocation::Learned, rescale: false };
         let mut params = Params::init(&net, seed);
         let mut rng = SplitMix64::new(seed);
         for p in &mut params.list {
@@ -494,6 +513,36 @@ mod tests {
         let zoo = train_only(&members);
         h.fit(&zoo, &Ctx::from_impl(host)).unwrap();
         h
+    }
+
+    #[test]
+    fn rescale_scales_each_output_unit_of_the_kept_weights_by_one_learned_factor() {
+        let nets = [TestNet::cnn_s(1, 61), TestNet::cnn_s(1, 62)];
+        let given = ["rescale=true".to_string(), "steps=12".into(), "members_per_step=2".into()];
+        // The stand-in objective rewards a larger mask value everywhere, so the scales grow.
+        let h = fitted_with(&given, &nets, &quadratic_host());
+        let test = TestNet::cnn_s(1, 63);
+        let request = PruneRequest::global(0.75, 0);
+        let outcome = test.with_view(|m| h.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap());
+        assert_eq!(outcome.pruned_count(), request.pruned_count(test.weights.iter().map(Vec::len).sum()));
+        let mut grew = 0;
+        for ((layer, w), shape) in outcome.layers.iter().zip(&test.weights).zip(&test.shapes) {
+            let new = layer.new_weights.as_ref().into_option().expect("rescale=true carries new weights");
+            let keep = layer.keep();
+            let per = w.len() / shape[0] as usize;
+            for ((row, new_row), keep_row) in w.chunks(per).zip(new.chunks(per)).zip(keep.chunks(per)) {
+                let ratios: Vec<f32> =
+                    row.iter().zip(new_row).zip(keep_row).filter(|(_, k)| **k).map(|((w, n), _)| n / w).collect();
+                assert!(ratios.windows(2).all(|r| (r[0] - r[1]).abs() < 1e-4 * r[0].abs()), "one scale a unit");
+                assert!(new_row.iter().zip(keep_row).all(|(n, k)| *k || *n == 0.0), "pruned weights are zero");
+                grew += ratios.first().is_some_and(|&r| r > 1.0) as usize;
+            }
+        }
+        assert!(grew > 0, "the fitted scales moved");
+        // Without the option, no new weights.
+        let plain = fitted("pointwise", 3, &nets);
+        let outcome = test.with_view(|m| plain.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap());
+        assert!(outcome.layers.iter().all(|l| l.new_weights.is_none()));
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub struct NetConfig {
     /// How the budget is split between layers.
     #[serde(default)]
     pub allocation: Allocation,
+    /// A head that scales each output unit's kept weights (`rescale=true`; see
+    /// [`crate::rescale`]).
+    #[serde(default)]
+    pub rescale: bool,
 }
 
 /// One named parameter tensor, `[rows, cols]`, row-major.
@@ -131,6 +135,13 @@ impl Params {
         dense("thr.b1", 1, COND, true);
         dense("thr.w2", COND, 1, true);
         dense("thr.b2", 1, 1, true);
+        if config.rescale {
+            use crate::rescale::{HIDDEN, NAMES, ROW_FEATURES};
+            dense(NAMES[0], ROW_FEATURES, HIDDEN, false);
+            dense(NAMES[1], 1, HIDDEN, true);
+            dense(NAMES[2], HIDDEN, 1, true);
+            dense(NAMES[3], 1, 1, true);
+        }
         list.push(Param { name: "skip".into(), shape: [1, 1], values: vec![1.0] });
         Params { list }
     }

@@ -192,8 +192,14 @@ mod tests {
     use crate::network::{Allocation, Arch};
 
     fn state() -> State {
-        let net =
-            NetConfig { arch: Arch::Equivariant, hidden: 4, depth: 1, film: true, allocation: Allocation::Learned };
+        let net = NetConfig {
+            arch: Arch::Equivariant,
+            hidden: 4,
+            depth: 1,
+            film: true,
+            allocation: Allocation::Learned,
+            rescale: false,
+        };
         State {
             meta: Meta {
                 format: FORMAT.into(),
