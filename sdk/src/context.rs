@@ -369,6 +369,9 @@ pub type GradientsFn<'a> = dyn Fn(ModelRef<'_>, CalibRequest) -> RResult<Matrix<
 pub type DistillFn<'a> =
     dyn Fn(ModelRef<'_>, &[f32], CalibRequest, f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a;
 
+/// How a [`TestHost`] answers [`Context::evaluate`]: model, split, samples.
+pub type EvaluateFn<'a> = dyn Fn(ModelRef<'_>, DataSplit, u64) -> RResult<Evaluation, PluginError> + Send + Sync + 'a;
+
 /// A stand-in host for a plugin's unit tests: it answers the data services it was given a
 /// closure for, and every other one like [`NoData`] (kind [`ErrorKind::Unavailable`]). Logs
 /// are dropped and it never cancels; fit-curve rows and checkpoints are kept, for
@@ -388,6 +391,7 @@ pub struct TestHost<'a> {
     hessian: Option<Box<HessianFn<'a>>>,
     gradients: Option<Box<GradientsFn<'a>>>,
     distill: Option<Box<DistillFn<'a>>>,
+    evaluate: Option<Box<EvaluateFn<'a>>>,
     records: std::sync::Mutex<Vec<String>>,
     checkpoints: std::sync::Mutex<Vec<Vec<u8>>>,
 }
@@ -422,6 +426,15 @@ impl<'a> TestHost<'a> {
         f: impl Fn(ModelRef<'_>, &[f32], CalibRequest, f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a,
     ) -> TestHost<'a> {
         self.distill = Some(Box::new(f));
+        self
+    }
+
+    /// Answers evaluation with `f`.
+    pub fn with_evaluate(
+        mut self,
+        f: impl Fn(ModelRef<'_>, DataSplit, u64) -> RResult<Evaluation, PluginError> + Send + Sync + 'a,
+    ) -> TestHost<'a> {
+        self.evaluate = Some(Box::new(f));
         self
     }
 
@@ -473,8 +486,11 @@ impl Context for TestHost<'_> {
         unavailable("masked_loss_and_grad")
     }
 
-    fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
-        unavailable("evaluate")
+    fn evaluate(&self, model: ModelRef<'_>, split: DataSplit, samples: u64) -> RResult<Evaluation, PluginError> {
+        match &self.evaluate {
+            Some(f) => f(model, split, samples),
+            None => unavailable("evaluate"),
+        }
     }
 
     fn masked_distill_loss_and_grad(

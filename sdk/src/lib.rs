@@ -74,8 +74,8 @@ pub mod rng;
 mod zoo;
 
 pub use context::{
-    CalibRequest, Context, ContextRef, Ctx, DataSplit, DistillFn, Evaluation, GradientsFn, HessianFn, LogLevel,
-    LossAndGrad, Matrix, NoData, TestHost, context_ref,
+    CalibRequest, Context, ContextRef, Ctx, DataSplit, DistillFn, EvaluateFn, Evaluation, GradientsFn, HessianFn,
+    LogLevel, LossAndGrad, Matrix, NoData, TestHost, context_ref,
 };
 pub use error::{ErrorKind, PluginError};
 pub use ffi::{PrunerBox, PrunerModRef, SDK_VERSION};

@@ -8,7 +8,7 @@
 //! `(1 − s)^{t/T}` of the weights, so every stage removes the same fraction of what is left
 //! (the last stage lands exactly on `s`). One stage is plain CHITA.
 
-use hyperprune_sdk::{CalibRequest, Ctx, ModelBuf, ModelRef, PluginError, PruneRequest};
+use hyperprune_sdk::{CalibRequest, Ctx, DataSplit, LogLevel, ModelBuf, ModelRef, PluginError, PruneRequest};
 
 use crate::budget::plan;
 use crate::grads::Gradients;
@@ -19,8 +19,11 @@ use crate::solver::{L0Problem, SolverConfig, solve};
 pub struct ChitaConfig {
     /// Calibration samples (0 = the host's default).
     pub samples: u64,
-    /// The ridge, relative to the mean of the empirical Fisher's diagonal (see the crate doc).
+    /// The ridge, relative to the mean of the empirical Fisher's diagonal (see the crate doc);
+    /// 0 chooses it per model and stage from [`LAMBDA_GRID`] on the host's val slice.
     pub lambda: f64,
+    /// Val-slice images per candidate when `lambda` is chosen.
+    pub val_samples: u64,
     /// Maximum IHT iterations per solve.
     pub iterations: usize,
     /// Weights per block (0 = the whole model in one problem).
@@ -31,12 +34,17 @@ pub struct ChitaConfig {
 
 impl Default for ChitaConfig {
     fn default() -> ChitaConfig {
-        ChitaConfig { samples: 0, lambda: DEFAULT_LAMBDA, iterations: 25, block_size: 0, stages: 1 }
+        ChitaConfig { samples: 0, lambda: 0.0, val_samples: 1024, iterations: 25, block_size: 0, stages: 1 }
     }
 }
 
-/// The default relative ridge; see the crate doc for how it was chosen.
+/// The relative ridge when it cannot be chosen (no val slice): the best single value on the
+/// `mlpnet` zoos; see the crate doc.
 pub const DEFAULT_LAMBDA: f64 = 1.0;
+
+/// The relative ridges `lambda=0` chooses from, largest (most conservative) first; a later one
+/// is taken only when it is strictly better on the val slice.
+pub const LAMBDA_GRID: [f64; 4] = [DEFAULT_LAMBDA, 0.1, 0.01, 0.001];
 
 /// The sparsity of each stage: `1 − (1 − s)^{t/T}` for `t = 1..=T`, the last exactly `s`.
 pub fn stage_sparsities(sparsity: f64, stages: usize) -> Vec<f64> {
@@ -94,36 +102,64 @@ pub fn prune(
         let g = Gradients::new(&grads.data, n, p)?;
         let wbar: Vec<f64> = buf.weights().iter().flatten().map(|&w| w as f64).collect();
         let norms = g.column_sq_norms();
-        let mu = ridge(config.lambda, &norms);
-        let saliency: Vec<f64> = wbar.iter().zip(&norms).map(|(w, c)| w * w * (c + mu)).collect();
-        let mut w = vec![0.0f64; p];
-        let mut objective = 0.0;
-        let mut iterations = 0;
-        let mut swaps = 0;
-        for block in plan(&sizes, request.scope, sparsity, config.block_size, &saliency) {
-            let problem = L0Problem {
-                g: g.columns(block.start, block.end - block.start),
-                wbar: &wbar[block.start..block.end],
-                mu,
-                groups: block.groups,
-            };
-            let sol = solve(&problem, SolverConfig { iterations: config.iterations }, &cancelled)?;
-            w[block.start..block.end].copy_from_slice(&sol.w);
-            keep[block.start..block.end].copy_from_slice(&sol.keep);
-            objective += sol.objective;
-            iterations = iterations.max(sol.iht_iterations);
-            swaps += sol.swaps;
-        }
-        drop(grads);
-        if w.iter().any(|v| !v.is_finite() || v.abs() > f32::MAX as f64) {
-            return Err("the updated weights are not finite in f32; raise lambda".into());
-        }
-        let mut offset = 0;
-        for layer in buf.weights_mut() {
-            for (dst, (&v, &k)) in layer.iter_mut().zip(w[offset..].iter().zip(&keep[offset..])) {
-                *dst = if k { v as f32 } else { 0.0 };
+        // One solve per candidate ridge on the same gradients; with more than one, the
+        // candidate whose pruned model is most accurate on the val slice is kept. Candidates
+        // go from the largest ridge down and stop at the first that is less accurate than the
+        // one before it (val accuracy is taken to be unimodal in the ridge), which saves the
+        // slower small-ridge solves where a large ridge is best.
+        let mut previous = f64::NEG_INFINITY;
+        let candidates: &[f64] = if config.lambda > 0.0 { std::slice::from_ref(&config.lambda) } else { &LAMBDA_GRID };
+        let mut best: Option<(f64, Candidate)> = None;
+        for &lambda in candidates {
+            let c = solve_all(&g, &wbar, &norms, &sizes, request, sparsity, lambda, config, &cancelled)?;
+            if !c.w.iter().all(|v| v.is_finite() && v.abs() <= f32::MAX as f64) {
+                if candidates.len() == 1 {
+                    return Err("the updated weights are not finite in f32; raise lambda".into());
+                }
+                continue;
             }
-            offset += layer.len();
+            if candidates.len() == 1 {
+                best = Some((f64::NAN, c));
+                break;
+            }
+            let mut trial = buf.clone();
+            write(&mut trial, &c.w, &c.keep);
+            match trial.with_view(|view| ctx.evaluate(&view, DataSplit::Val, config.val_samples as usize)) {
+                Ok(e) => {
+                    let accuracy = e.accuracy;
+                    if best.as_ref().is_none_or(|(acc, _)| accuracy > *acc) {
+                        best = Some((accuracy, c));
+                    }
+                    if accuracy < previous {
+                        break;
+                    }
+                    previous = accuracy;
+                }
+                Err(e) if e.is_unavailable() => {
+                    ctx.log(
+                        LogLevel::Warn,
+                        &format!("lambda={DEFAULT_LAMBDA}: no val slice to choose it on ({})", e.message),
+                    );
+                    let c = if lambda == DEFAULT_LAMBDA {
+                        c
+                    } else {
+                        solve_all(&g, &wbar, &norms, &sizes, request, sparsity, DEFAULT_LAMBDA, config, &cancelled)?
+                    };
+                    best = Some((f64::NAN, c));
+                    break;
+                }
+                Err(e) => return Err(e.context("choosing lambda on the val slice")),
+            }
+        }
+        let (val, chosen) = best.ok_or_else(|| {
+            PluginError::failed("every candidate lambda gave non-finite weights; give a larger lambda")
+        })?;
+        drop(grads);
+        keep.copy_from_slice(&chosen.keep);
+        write(&mut buf, &chosen.w, &chosen.keep);
+        let (mu, objective, iterations, swaps) = (chosen.mu, chosen.objective, chosen.iterations, chosen.swaps);
+        if val.is_finite() {
+            ctx.info(&format!("stage {}: lambda {} chosen, val accuracy {val:.4}", stage + 1, chosen.lambda));
         }
         ctx.info(&format!(
             "stage {}/{}: sparsity {sparsity:.4}, {n} samples, ridge μ = {mu:.3e}, objective {objective:.4e}, \
@@ -142,6 +178,63 @@ pub fn prune(
     Ok(Pruned { keep: masks, weights: buf.weights().to_vec() })
 }
 
+/// One candidate ridge's solution of a stage: all blocks solved.
+struct Candidate {
+    lambda: f64,
+    mu: f64,
+    w: Vec<f64>,
+    keep: Vec<bool>,
+    objective: f64,
+    iterations: usize,
+    swaps: usize,
+}
+
+/// Solves every block of one stage with the relative ridge `lambda`.
+#[allow(clippy::too_many_arguments)]
+fn solve_all(
+    g: &Gradients<'_>,
+    wbar: &[f64],
+    norms: &[f64],
+    sizes: &[usize],
+    request: &PruneRequest,
+    sparsity: f64,
+    lambda: f64,
+    config: &ChitaConfig,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Candidate, PluginError> {
+    let p = wbar.len();
+    let mu = ridge(lambda, norms);
+    let saliency: Vec<f64> = wbar.iter().zip(norms).map(|(w, c)| w * w * (c + mu)).collect();
+    let mut c =
+        Candidate { lambda, mu, w: vec![0.0; p], keep: vec![false; p], objective: 0.0, iterations: 0, swaps: 0 };
+    for block in plan(sizes, request.scope, sparsity, config.block_size, &saliency) {
+        let problem = L0Problem {
+            g: g.columns(block.start, block.end - block.start),
+            wbar: &wbar[block.start..block.end],
+            mu,
+            groups: block.groups,
+        };
+        let sol = solve(&problem, SolverConfig { iterations: config.iterations }, cancelled)?;
+        c.w[block.start..block.end].copy_from_slice(&sol.w);
+        c.keep[block.start..block.end].copy_from_slice(&sol.keep);
+        c.objective += sol.objective;
+        c.iterations = c.iterations.max(sol.iht_iterations);
+        c.swaps += sol.swaps;
+    }
+    Ok(c)
+}
+
+/// Writes `w` (zero where not kept) into `buf`'s prunable weights, layer order.
+fn write(buf: &mut ModelBuf, w: &[f64], keep: &[bool]) {
+    let mut offset = 0;
+    for layer in buf.weights_mut() {
+        for (dst, (&v, &k)) in layer.iter_mut().zip(w[offset..].iter().zip(&keep[offset..])) {
+            *dst = if k { v as f32 } else { 0.0 };
+        }
+        offset += layer.len();
+    }
+}
+
 /// `μ = nλ_paper` from the relative `lambda`: `λ_paper = lambda · tr(F)/p` with
 /// `F = GᵀG/n`, so `μ = lambda · mean_j ‖Gⱼ‖²`. A model whose gradients all vanish gets
 /// `μ = lambda`, which keeps the back-solve well posed (it then returns `w̄_S`).
@@ -155,7 +248,7 @@ mod tests {
     use super::*;
     use abi_stable::std_types::{RResult, RSlice, RStr};
     use hyperprune_sdk::rng::SplitMix64;
-    use hyperprune_sdk::{LayerKind, LayerRef, Matrix, Scope, TensorRef, TestHost};
+    use hyperprune_sdk::{Evaluation, LayerKind, LayerRef, Matrix, Scope, TensorRef, TestHost};
 
     /// A host stand-in: synthetic per-sample gradients (a fixed random matrix plus a term
     /// depending on the weights it is asked at, so stages see different gradients), and a
@@ -282,6 +375,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn lambda_zero_keeps_the_candidate_most_accurate_on_the_val_slice() {
+        let model = TestModel::new(6);
+        let request = PruneRequest::global(0.75, 3);
+        let h = host(12);
+        type Score<'s> = &'s (dyn Fn(&[f32]) -> f64 + Sync);
+        let run = |lambda: f64, evaluate: Option<Score<'_>>| {
+            let asked = std::sync::Mutex::new(Vec::new());
+            let mut test_host = TestHost::new().with_gradients(|m, _| h.gradients(m));
+            if let Some(score) = evaluate {
+                test_host = test_host.with_evaluate(|m, split, samples| {
+                    asked.lock().unwrap().push((split, samples));
+                    RResult::ROk(Evaluation { accuracy: score(&m.flat_weights()), loss: 0.0, samples })
+                });
+            }
+            let config = ChitaConfig { lambda, ..ChitaConfig::default() };
+            let out = model.with_view(|m| prune(&m, &request, &Ctx::from_impl(&test_host), &config)).unwrap();
+            drop(test_host);
+            (out, asked.into_inner().unwrap())
+        };
+        let dense = model.weights.concat();
+        let moved =
+            |w: &[f32]| w.iter().zip(&dense).filter(|(w, _)| **w != 0.0).map(|(w, d)| (w - d).powi(2) as f64).sum();
+        let fixed: Vec<Pruned> = LAMBDA_GRID.iter().map(|&l| run(l, None).0).collect();
+        assert!(fixed.windows(2).any(|f| f[0] != f[1]), "the candidates differ");
+        // A val slice that rewards moving the kept weights picks the smallest ridge (every
+        // candidate evaluated once, on the val split); one that punishes it, the largest.
+        let (out, asked) = run(0.0, Some(&|w: &[f32]| moved(w)));
+        assert_eq!(out, fixed[LAMBDA_GRID.len() - 1]);
+        assert_eq!(asked, vec![(DataSplit::Val, 1024); LAMBDA_GRID.len()]);
+        let (out, asked) = run(0.0, Some(&|w: &[f32]| -moved(w)));
+        assert_eq!(out, fixed[0]);
+        assert_eq!(asked.len(), 2, "the second candidate is worse: the search stops there");
+        // No val slice: the default ridge, one solve.
+        let (out, asked) = run(0.0, None);
+        assert_eq!((out, asked.len()), (fixed[0].clone(), 0));
+        assert_eq!(LAMBDA_GRID[0], DEFAULT_LAMBDA);
     }
 
     #[test]
