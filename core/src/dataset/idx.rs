@@ -309,14 +309,26 @@ fn read_split(images_path: &Path, labels_path: &Path) -> Result<IdxSplit, Datase
     Ok(IdxSplit { rows, cols, pixels, labels })
 }
 
+/// The most data bytes an IDX file may declare: far above any dataset this reads (EMNIST's
+/// largest split is 0.55 GB), and a bound on what a malicious or broken file, a gzip bomb
+/// among them, can make the reader allocate.
+pub const MAX_IDX_DATA_BYTES: usize = 1 << 30;
+
 /// Reads an IDX file of unsigned bytes with `N` dimensions (magic `0x000008NN`), gzipped or
-/// not. Returns the dimensions and the data.
+/// not. Returns the dimensions and the data. A gzip stream is decompressed only as far as
+/// the header declares (and one byte more, to detect trailing data), so a small file that
+/// inflates without end cannot exhaust memory.
 ///
 /// # Errors
 /// [`DatasetError::Io`] if it cannot be read; [`DatasetError::Format`] on bad gzip data, a
-/// wrong magic number, or data shorter or longer than the header declares.
+/// wrong magic number, a declared size over [`MAX_IDX_DATA_BYTES`], or data shorter or
+/// longer than the header declares.
 fn read_idx<const N: usize>(path: &Path) -> Result<([usize; N], Vec<u8>), DatasetError> {
-    let mut bytes = read_maybe_gzipped(path)?;
+    let bytes = fs::read(path).map_err(|source| DatasetError::Io { path: path.to_path_buf(), source })?;
+    let gzipped = bytes.starts_with(&GZIP_MAGIC);
+    let mut stream: Box<dyn Read + '_> =
+        if gzipped { Box::new(GzDecoder::new(bytes.as_slice())) } else { Box::new(bytes.as_slice()) };
+    let corrupt = |e: std::io::Error| DatasetError::format(path, format!("gzip data is corrupt or truncated: {e}"));
     let magic = 0x0000_0800 | N as u32;
     let header_len = 4 * (1 + N);
     let kind = match magic {
@@ -324,11 +336,13 @@ fn read_idx<const N: usize>(path: &Path) -> Result<([usize; N], Vec<u8>), Datase
         LABELS_MAGIC => "IDX labels, unsigned bytes [n]",
         _ => "IDX, unsigned bytes",
     };
+    let mut header = Vec::with_capacity(header_len);
+    stream.by_ref().take(header_len as u64).read_to_end(&mut header).map_err(corrupt)?;
 
-    let found = be_u32(&bytes, 0).ok_or_else(|| {
+    let found = be_u32(&header, 0).ok_or_else(|| {
         DatasetError::format(
             path,
-            format!("truncated: {} bytes, expected an IDX header of {header_len} bytes", bytes.len()),
+            format!("truncated: {} bytes, expected an IDX header of {header_len} bytes", header.len()),
         )
     })?;
     if found != magic {
@@ -339,18 +353,28 @@ fn read_idx<const N: usize>(path: &Path) -> Result<([usize; N], Vec<u8>), Datase
     }
     let mut dims = [0usize; N];
     for (d, dim) in dims.iter_mut().enumerate() {
-        *dim = be_u32(&bytes, 4 * (1 + d)).ok_or_else(|| {
+        *dim = be_u32(&header, 4 * (1 + d)).ok_or_else(|| {
             DatasetError::format(
                 path,
-                format!("truncated header: {} bytes, expected {header_len} ({kind})", bytes.len()),
+                format!("truncated header: {} bytes, expected {header_len} ({kind})", header.len()),
             )
         })? as usize;
     }
     let data_len = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| DatasetError::format(path, format!("dimensions {dims:?} are too large to hold in memory")))?;
-    let found_len = bytes.len() - header_len;
+        .filter(|&n| n <= MAX_IDX_DATA_BYTES)
+        .ok_or_else(|| {
+            DatasetError::format(
+                path,
+                format!(
+                    "the header declares {dims:?}, more than the {MAX_IDX_DATA_BYTES} data bytes this reader accepts"
+                ),
+            )
+        })?;
+    let mut data = Vec::with_capacity(if gzipped { data_len.min(bytes.len().saturating_mul(8)) } else { data_len });
+    stream.take(data_len as u64 + 1).read_to_end(&mut data).map_err(corrupt)?;
+    let found_len = data.len();
     if found_len < data_len {
         return Err(DatasetError::format(
             path,
@@ -358,39 +382,21 @@ fn read_idx<const N: usize>(path: &Path) -> Result<([usize; N], Vec<u8>), Datase
         ));
     }
     if found_len > data_len {
+        // Count what follows, without holding it: a raw file's rest is known, a gzip
+        // stream's is not (and may be endless), so it is named only as "more".
+        let extra = if gzipped { "more".to_string() } else { (bytes.len() - header_len - data_len).to_string() };
         return Err(DatasetError::format(
             path,
-            format!(
-                "{} unexpected bytes after the {data_len} data bytes the header declares ({dims:?})",
-                found_len - data_len
-            ),
+            format!("{extra} unexpected bytes after the {data_len} data bytes the header declares ({dims:?})"),
         ));
     }
-    bytes.drain(..header_len);
-    Ok((dims, bytes))
+    Ok((dims, data))
 }
 
 /// The big-endian `u32` at `offset`, if the bytes reach that far.
 fn be_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     let word = bytes.get(offset..offset.checked_add(4)?)?;
     Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
-}
-
-/// The whole content of `path`, decompressed if it is a gzip stream.
-///
-/// # Errors
-/// [`DatasetError::Io`] if it cannot be read, [`DatasetError::Format`] if the gzip stream is
-/// corrupt or cut short.
-fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>, DatasetError> {
-    let bytes = fs::read(path).map_err(|source| DatasetError::Io { path: path.to_path_buf(), source })?;
-    if !bytes.starts_with(&GZIP_MAGIC) {
-        return Ok(bytes);
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    GzDecoder::new(bytes.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| DatasetError::format(path, format!("gzip data is corrupt or truncated: {e}")))?;
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -507,6 +513,30 @@ mod tests {
         // The named sources insist on 28 × 28.
         let err = load_error(&MNIST, dir.path());
         assert!(err.contains("train-images-idx3-ubyte") && err.contains("expected 28x28"), "{err}");
+    }
+
+    #[test]
+    fn a_gzip_bomb_or_a_huge_declared_size_is_refused_without_inflating_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 2 images of 4x4 declared, then 32 MiB of zeros: about 32 KiB gzipped.
+        let mut bomb = idx_bytes(IMAGES_MAGIC, &[2, 4, 4], &[7; 32]);
+        bomb.resize(bomb.len() + (32 << 20), 0);
+        let path = dir.path().join("bomb.gz");
+        fs::write(&path, gzip(&bomb)).expect("write");
+        assert!(fs::metadata(&path).expect("meta").len() < 1 << 20);
+        let err = read_idx::<3>(&path).unwrap_err().to_string();
+        assert!(err.contains("bomb.gz") && err.contains("more unexpected bytes after the 32 data bytes"), "{err}");
+        // The same data raw says how many bytes follow.
+        fs::write(&path, idx_bytes(IMAGES_MAGIC, &[2, 4, 4], &[7; 40])).expect("write");
+        let err = read_idx::<3>(&path).unwrap_err().to_string();
+        assert!(err.contains("8 unexpected bytes after the 32 data bytes"), "{err}");
+        // A header that declares more than the cap is refused before any data is read.
+        fs::write(&path, gzip(&idx_bytes(IMAGES_MAGIC, &[70_000, 200, 200], &[1; 10]))).expect("write");
+        let err = read_idx::<3>(&path).unwrap_err().to_string();
+        assert!(err.contains("[70000, 200, 200]") && err.contains("1073741824 data bytes"), "{err}");
+        // A valid gzipped file still reads.
+        fs::write(&path, gzip(&idx_bytes(IMAGES_MAGIC, &[2, 4, 4], &[7; 32]))).expect("write");
+        assert_eq!(read_idx::<3>(&path).expect("valid"), ([2, 4, 4], vec![7; 32]));
     }
 
     #[test]
