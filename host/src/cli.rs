@@ -519,6 +519,11 @@ pub struct PruneArgs {
     /// Print dense and pruned test accuracy side by side (needs --dataset).
     #[arg(long, requires = "dataset")]
     pub eval: bool,
+    /// Call the pruner this many times in this process and print the median, fastest and
+    /// slowest call (a quiet-machine measure of a pruner's time per model; every call must
+    /// give the same masks). The output is written once.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub repeat: usize,
     /// Where the plugin's `prune` call runs: `none` (in this process, the default) or
     /// `worker` (a supervised process: an abort, crash, hang past --timeout or memory
     /// exhaustion is a one-line error instead of the end of this process).

@@ -157,3 +157,28 @@ fn eval_refuses_flat_masks_and_masks_for_unknown_tensors_naming_file_and_tensor(
     std::fs::write(&unknown, masks(false, Some("fc9.weight"))).unwrap();
     one_line_error(&eval(&unknown), &["unknown.masks.safetensors", "'fc9.weight'", "not a prunable weight"]);
 }
+
+#[test]
+fn repeat_times_calls_in_process_and_refuses_zero_or_a_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), "cnn-s", 3);
+    let out = dir.path().join("p.safetensors");
+    let o = hyperprune(
+        &[
+            &["prune", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()][..],
+            &MAGNITUDE_HALF,
+            &["--repeat", "7"],
+        ]
+        .concat(),
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("7 calls, same masks each time: median "), "{stdout}");
+    assert!(out.is_file(), "written once");
+    prune_fails(&model, &[&MAGNITUDE_HALF[..], &["--repeat", "0"]].concat(), &["--repeat 0", "at least 1"]);
+    prune_fails(
+        &model,
+        &[&MAGNITUDE_HALF[..], &["--repeat", "3", "--isolate", "worker"]].concat(),
+        &["--repeat 3", "--isolate none"],
+    );
+}

@@ -53,6 +53,23 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
     let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });
     let cancel = AtomicBool::new(false);
+    if args.repeat == 0 || (args.repeat > 1 && args.isolate == IsolateArg::Worker) {
+        return Err(crate::failure::bad_input(format!(
+            "--repeat {}: give at least 1, and time repeated calls in this process (--isolate none)",
+            args.repeat
+        )));
+    }
+    let mut times = Vec::with_capacity(args.repeat);
+    let mut first: Option<CheckedOutcome> = None;
+    for _ in 1..args.repeat {
+        let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
+        let start = std::time::Instant::now();
+        let outcome = pruner.prune(&model, &request, &ctx).map_err(|e| anyhow::Error::msg(e.message))?;
+        times.push(start.elapsed().as_secs_f64());
+        if first.get_or_insert_with(|| outcome.clone()).keep != outcome.keep {
+            anyhow::bail!("pruner '{}' gave different masks for the same request on repeated calls", pruner.name());
+        }
+    }
     let start = std::time::Instant::now();
     let outcome = if args.isolate == IsolateArg::Worker {
         prune_in_worker(&args, &pruner, &model, &request, &cancel)?
@@ -62,6 +79,10 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     }
     .map_err(|e| if e.is_bad_input() { crate::failure::bad_input(e) } else { anyhow::Error::msg(e.message) })?;
     let elapsed = start.elapsed();
+    if first.is_some_and(|f| f.keep != outcome.keep) {
+        anyhow::bail!("pruner '{}' gave different masks for the same request on repeated calls", pruner.name());
+    }
+    times.push(elapsed.as_secs_f64());
     let pruned = outcome.apply(&model).map_err(anyhow::Error::msg)?;
 
     let masks_path = masks_path(&args.out);
@@ -81,6 +102,17 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
             100.0 * evals[1].accuracy / evals[0].accuracy.max(f64::MIN_POSITIVE),
             evals[0].loss,
             evals[1].loss
+        );
+    }
+    if times.len() > 1 {
+        times.sort_by(f64::total_cmp);
+        let ms = |t: f64| t * 1e3;
+        println!(
+            "{} calls, same masks each time: median {:.3} ms, fastest {:.3} ms, slowest {:.3} ms",
+            times.len(),
+            ms(times[times.len() / 2]),
+            ms(times[0]),
+            ms(times[times.len() - 1])
         );
     }
     println!(
