@@ -145,13 +145,17 @@ fn pointwise_scores(
         (0..config.depth).map(|d| (get(params, &format!("h{d}.w")).0, get(params, &format!("h{d}.b")).0)).collect();
     let (out_w, out_b) = (get(params, "out.w").0, get(params, "out.b").0);
     let skip = get(params, "skip").0[0];
-    let activate = |h: &mut [f32], film: &Option<(Vec<f32>, Vec<f32>)>| {
-        for row in h.chunks_exact_mut(h_dim) {
-            if let Some((g, b)) = film {
-                row.iter_mut().zip(g.iter().zip(b)).for_each(|(v, (g, b))| *v = *v * (g + 1.0) + b);
+    // FiLM as `h·(γ + 1) + β` with `γ + 1` formed once (the same f32 operations), then ReLU,
+    // in one pass.
+    let films: Vec<Option<(Vec<f32>, Vec<f32>)>> =
+        films.iter().map(|f| f.as_ref().map(|(g, b)| (g.iter().map(|g| g + 1.0).collect(), b.clone()))).collect();
+    let activate = |h: &mut [f32], film: &Option<(Vec<f32>, Vec<f32>)>| match film {
+        Some((g1, b)) => {
+            for row in h.chunks_exact_mut(h_dim) {
+                row.iter_mut().zip(g1.iter().zip(b)).for_each(|(v, (g1, b))| *v = (*v * g1 + b).max(0.0));
             }
-            row.iter_mut().for_each(|v| *v = v.max(0.0));
         }
+        None => h.iter_mut().for_each(|v| *v = v.max(0.0)),
     };
     let run = |x: &[f32], scores: &mut [f32]| {
         let (mut h, mut next) = (vec![0f32; BLOCK * h_dim], vec![0f32; BLOCK * h_dim]);
