@@ -101,19 +101,25 @@ fits+=("equivariant|$base|--opt arch=equivariant")
 fits+=("no-conditioning|$base|--opt conditioning=none")
 fits+=("magnitude-features|$base|--opt features=magnitude")
 fits+=("no-floor|$base|--opt floor=0")
+fits+=("sigmoid-relaxation|$base|--opt relaxation=sigmoid")
+fits+=("synthetic-data|$base|--opt fit_data=synthetic")
+fits+=("rescale|$base|--opt rescale=true")
 for k in "${curve[@]}"; do fits+=("curve-$k|$base|--train-members $k"); done
 
 benches+=("ceiling|$base|magnitude,maskopt,hypernet|$compressions|pointwise|")
 benches+=("cross-zoo|$target|magnitude,hypernet|$compressions|pointwise|")
 benches+=("cross-zoo|$target|hypernet|$compressions|target-pointwise|")
 benches+=("scaling-wide|$wide|magnitude,hypernet|$compressions|pointwise|")
-for f in equivariant no-conditioning magnitude-features no-floor; do
+for f in equivariant no-conditioning magnitude-features no-floor sigmoid-relaxation synthetic-data rescale; do
     benches+=("ablations|$base|hypernet|$compressions|$f|")
 done
 benches+=("ablations|$base|magnitude,hypernet|$compressions|pointwise|")
 for k in "${curve[@]}"; do benches+=("learning-curve|$base|hypernet|$compressions|curve-$k|"); done
 benches+=("controllability|$base|hypernet|1.25,1.5,2,3,4,6,8|pointwise|--opt hypernet.mask=threshold --opt hypernet.sparsity_check=report")
 if [[ $quick == 0 ]]; then
+    # The control for the data-free fit: real data, no validation (the last parameters).
+    fits+=("no-validation|$base|--opt val_every=0")
+    benches+=("ablations|$base|hypernet|$compressions|no-validation|")
     fits+=("sgd-pointwise|fmnist-cnn-s-sgd|")
     benches+=("cross-zoo-sgd|fmnist-cnn-s-sgd|magnitude,hypernet|$compressions|pointwise|")
     benches+=("cross-zoo-sgd|fmnist-cnn-s-sgd|hypernet|$compressions|sgd-pointwise|")
