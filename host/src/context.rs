@@ -148,6 +148,9 @@ impl Context for HostContext<'_> {
 
     fn progress(&self, done: u64, total: u64) {
         tracing::trace!("[{}] progress {done}/{total}", self.plugin);
+        if let Some(sink) = self.fit {
+            sink.progress(done, total);
+        }
     }
 
     fn cancelled(&self) -> bool {

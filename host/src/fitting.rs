@@ -26,6 +26,7 @@ use hyperprune_core::model::write_atomic;
 use hyperprune_core::zoo::{MemberInfo, Split, Zoo};
 use hyperprune_core::{LayerViews, Model};
 use hyperprune_sdk::{ErrorKind, LayerRef, MemberRef, TensorRef, ZooRef};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::TrainSplit;
@@ -201,6 +202,11 @@ pub struct FitSink {
     curve_path: PathBuf,
     checkpoint: PathBuf,
     rows: AtomicU64,
+    /// Steps done of the plugin's `progress`, with the latest loss and val retention of its
+    /// curve rows; drawn on stderr when it is a terminal and info lines show (not `-q`).
+    bar: ProgressBar,
+    /// The latest `loss` and `val_retention` of the curve rows, for the bar.
+    latest: Mutex<[Option<f64>; 2]>,
 }
 
 impl FitSink {
@@ -216,12 +222,39 @@ impl FitSink {
             .truncate(!resume)
             .open(&files.curve)
             .with_context(|| format!("opening {}", files.curve.display()))?;
+        let bar = if tracing::enabled!(tracing::Level::INFO) {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} fit [{elapsed_precise}] {bar:30} {pos}/{len} steps, eta {eta} {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
         Ok(FitSink {
             curve: Mutex::new(curve),
             curve_path: files.curve.clone(),
             checkpoint: files.checkpoint.clone(),
             rows: AtomicU64::new(0),
+            bar,
+            latest: Mutex::new([None; 2]),
         })
+    }
+
+    /// The plugin's progress: `done` of `total` steps.
+    pub fn progress(&self, done: u64, total: u64) {
+        if self.bar.length() != Some(total) {
+            self.bar.set_length(total);
+        }
+        self.bar.set_position(done);
+    }
+
+    /// Clears the progress bar (the fit ended).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 
     /// Appends one curve row (a JSON object) as one line, flushed.
@@ -239,6 +272,18 @@ impl FitSink {
             .and_then(|()| file.flush())
             .map_err(|e| format!("{}: {e}", self.curve_path.display()))?;
         self.rows.fetch_add(1, Ordering::Relaxed);
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, key) in latest.iter_mut().zip(["loss", "val_retention"]) {
+            if let Some(v) = row.get(key).and_then(serde_json::Value::as_f64) {
+                *slot = Some(v);
+            }
+        }
+        let parts: Vec<String> = latest
+            .iter()
+            .zip(["loss", "val retention"])
+            .filter_map(|(v, name)| v.map(|v| format!("{name} {v:.4}")))
+            .collect();
+        self.bar.set_message(parts.join(", "));
         Ok(())
     }
 
@@ -355,7 +400,9 @@ pub fn fit(
         val.len(),
         zoo.dir().display()
     );
-    pruner.fit(zoo_ref, &ctx).map_err(anyhow::Error::msg)?;
+    let fitted = pruner.fit(zoo_ref, &ctx);
+    sink.finish();
+    fitted.map_err(anyhow::Error::msg)?;
     let state = pruner.save_state().map_err(anyhow::Error::msg)?;
     let header = StateHeader::new(pruner, zoo, train_limit);
     write_atomic(&files.state, &encode_state(&header, &state)).with_context(|| "writing the fitted state")?;
@@ -650,6 +697,19 @@ mod tests {
         assert_eq!(f.curve, Path::new("run/state/hypernet.fit.jsonl"));
         let f = FitFiles::for_state(Path::new("plain"));
         assert_eq!((f.curve, f.checkpoint), (PathBuf::from("plain.fit.jsonl"), PathBuf::from("plain.checkpoint")));
+    }
+
+    #[test]
+    fn the_progress_bar_follows_the_plugin_and_the_curves_latest_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = FitSink::open(&FitFiles::for_state(&dir.path().join("p.state")), false).unwrap();
+        sink.progress(3, 10);
+        sink.record(r#"{"step": 3, "val_retention": 0.25}"#).unwrap();
+        sink.record(r#"{"step": 4, "loss": 0.125}"#).unwrap();
+        assert_eq!((sink.bar.position(), sink.bar.length()), (3, Some(10)));
+        assert_eq!(sink.bar.message(), "loss 0.1250, val retention 0.2500");
+        sink.record(r#"{"step": 5, "loss": 0.0625}"#).unwrap();
+        assert_eq!(sink.bar.message(), "loss 0.0625, val retention 0.2500");
     }
 
     #[test]
