@@ -23,6 +23,12 @@ use hyperprune_sdk::PruneRequest;
 /// Bad input (model file, arch, pruner name, options, sparsity, a learnable pruner's missing
 /// or rejected state, a state that does not fit the model) or the plugin's failure.
 pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
+    if args.repeat == 0 || (args.repeat > 1 && args.isolate == IsolateArg::Worker) {
+        return Err(crate::failure::bad_input(format!(
+            "--repeat {}: give at least 1, and time repeated calls in this process (--isolate none)",
+            args.repeat
+        )));
+    }
     let request = request_from(&args.request, args.sparsity)?;
     let model = crate::inputs::model(&args.model, args.arch.as_deref())?;
     let registry = super::registry(global)?;
@@ -53,36 +59,26 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
     let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });
     let cancel = AtomicBool::new(false);
-    if args.repeat == 0 || (args.repeat > 1 && args.isolate == IsolateArg::Worker) {
-        return Err(crate::failure::bad_input(format!(
-            "--repeat {}: give at least 1, and time repeated calls in this process (--isolate none)",
-            args.repeat
-        )));
-    }
+    // `--repeat N` calls the pruner N times (in this process) and keeps the last outcome;
+    // every call must give the same masks.
     let mut times = Vec::with_capacity(args.repeat);
-    let mut first: Option<CheckedOutcome> = None;
-    for _ in 1..args.repeat {
-        let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
+    let mut last: Option<CheckedOutcome> = None;
+    for _ in 0..args.repeat {
         let start = std::time::Instant::now();
-        let outcome = pruner.prune(&model, &request, &ctx).map_err(|e| anyhow::Error::msg(e.message))?;
+        let outcome = if args.isolate == IsolateArg::Worker {
+            prune_in_worker(&args, &pruner, &model, &request, &cancel)?
+        } else {
+            let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
+            pruner.prune(&model, &request, &ctx)
+        }
+        .map_err(|e| if e.is_bad_input() { crate::failure::bad_input(e) } else { anyhow::Error::msg(e.message) })?;
         times.push(start.elapsed().as_secs_f64());
-        if first.get_or_insert_with(|| outcome.clone()).keep != outcome.keep {
+        if last.as_ref().is_some_and(|l| l.keep != outcome.keep) {
             anyhow::bail!("pruner '{}' gave different masks for the same request on repeated calls", pruner.name());
         }
+        last = Some(outcome);
     }
-    let start = std::time::Instant::now();
-    let outcome = if args.isolate == IsolateArg::Worker {
-        prune_in_worker(&args, &pruner, &model, &request, &cancel)?
-    } else {
-        let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
-        pruner.prune(&model, &request, &ctx)
-    }
-    .map_err(|e| if e.is_bad_input() { crate::failure::bad_input(e) } else { anyhow::Error::msg(e.message) })?;
-    let elapsed = start.elapsed();
-    if first.is_some_and(|f| f.keep != outcome.keep) {
-        anyhow::bail!("pruner '{}' gave different masks for the same request on repeated calls", pruner.name());
-    }
-    times.push(elapsed.as_secs_f64());
+    let (outcome, elapsed) = (last.expect("--repeat is at least 1"), times[times.len() - 1]);
     let pruned = outcome.apply(&model).map_err(anyhow::Error::msg)?;
 
     let masks_path = masks_path(&args.out);
@@ -119,7 +115,7 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         "pruner {} {} in {:.3}s; wrote {} and {}",
         pruner.name(),
         pruner.plugin.info.version,
-        elapsed.as_secs_f64(),
+        elapsed,
         args.out.display(),
         masks_path.display()
     );

@@ -136,15 +136,8 @@ pub fn prune(
                     previous = accuracy;
                 }
                 Err(e) if e.is_unavailable() => {
-                    ctx.log(
-                        LogLevel::Warn,
-                        &format!("lambda={DEFAULT_LAMBDA}: no val slice to choose it on ({})", e.message),
-                    );
-                    let c = if lambda == DEFAULT_LAMBDA {
-                        c
-                    } else {
-                        solve_all(&g, &wbar, &norms, &sizes, request, sparsity, DEFAULT_LAMBDA, config, &cancelled)?
-                    };
+                    // The largest ridge whose weights are finite: DEFAULT_LAMBDA unless it overflowed.
+                    ctx.log(LogLevel::Warn, &format!("lambda={lambda}: no val slice to choose it on ({})", e.message));
                     best = Some((f64::NAN, c));
                     break;
                 }

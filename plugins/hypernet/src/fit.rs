@@ -355,16 +355,14 @@ fn member_step(
         let c: Vec<f32> = network::values(log_c.clone()).iter().map(|v| v.exp()).collect();
         (rows, log_c, c)
     });
-    let scaled: Vec<f32> = match &scaling {
-        Some((rows, _, c)) => evaluated.iter().zip(&rows.unit_of).map(|(m, &u)| m * c[u]).collect(),
-        None => evaluated.clone(),
-    };
-    let distill = ctx.masked_distill_loss_and_grad(&member.model, &scaled, calib, settings.kd_temperature)?;
+    let scaled: Option<Vec<f32>> =
+        scaling.as_ref().map(|(rows, _, c)| evaluated.iter().zip(&rows.unit_of).map(|(m, &u)| m * c[u]).collect());
+    let mask = scaled.as_deref().unwrap_or(&evaluated);
+    let distill = ctx.masked_distill_loss_and_grad(&member.model, mask, calib, settings.kd_temperature)?;
     // The service's gradient is with respect to the scaled mask: ∂L/∂m_i = g_i · c_o.
-    let grad: Vec<f32> = match &scaling {
-        Some((rows, _, c)) => distill.grad.iter().zip(&rows.unit_of).map(|(g, &u)| g * c[u]).collect(),
-        None => distill.grad.to_vec(),
-    };
+    let scaled_grad: Option<Vec<f32>> =
+        scaling.as_ref().map(|(rows, _, c)| distill.grad.iter().zip(&rows.unit_of).map(|(g, &u)| g * c[u]).collect());
+    let grad = scaled_grad.as_deref().unwrap_or(&distill.grad);
     // Under a magnitude allocation each layer has its own budget, so its own multiplier.
     let groups: Vec<usize> = match net.allocation {
         Allocation::Learned => vec![0; p],
@@ -373,7 +371,7 @@ fn member_step(
         }
     };
     // The distillation gradient made fit for a top-k mask (see `masking::budget_gradient`).
-    let unit: Vec<f32> = masking::budget_gradient(&grad, &scores, &thresholds, &groups, width)
+    let unit: Vec<f32> = masking::budget_gradient(grad, &scores, &thresholds, &groups, width)
         .centred
         .iter()
         .map(|&g| g as f32)

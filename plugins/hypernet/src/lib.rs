@@ -482,11 +482,14 @@ mod tests {
     /// largest weights and the gradient with respect to the mask is `−w²` (zero mask = all
     /// pruned).
     fn quadratic_host<'a>() -> TestHost<'a> {
-        TestHost::new().with_distill(|model, mask, _calib, _t| {
-            let w = model.flat_weights();
-            let loss = w.iter().zip(mask).map(|(w, m)| ((1.0 - m) * w * w) as f64).sum();
-            RResult::ROk(LossAndGrad { loss, grad: w.iter().map(|w| -w * w).collect::<Vec<f32>>().into() })
-        })
+        TestHost::new().with_distill(|model, mask, _calib, _t| quadratic(model, mask))
+    }
+
+    /// The stand-in distillation of [`quadratic_host`].
+    fn quadratic(model: ModelRef<'_>, mask: &[f32]) -> RResult<LossAndGrad, PluginError> {
+        let w = model.flat_weights();
+        let loss = w.iter().zip(mask).map(|(w, m)| ((1.0 - m) * w * w) as f64).sum();
+        RResult::ROk(LossAndGrad { loss, grad: w.iter().map(|w| -w * w).collect::<Vec<f32>>().into() })
     }
 
     fn fitted(arch: &str, seed: u64, nets: &[TestNet]) -> Hypernet {
@@ -552,9 +555,7 @@ mod tests {
             let soft_seen = std::sync::Mutex::new(Vec::new());
             let host = TestHost::new().with_distill(|model, mask, _calib, _t| {
                 soft_seen.lock().unwrap().push(mask.iter().any(|&m| m > 0.0 && m < 1.0));
-                let w = model.flat_weights();
-                let loss = w.iter().zip(mask).map(|(w, m)| ((1.0 - m) * w * w) as f64).sum();
-                RResult::ROk(LossAndGrad { loss, grad: w.iter().map(|w| -w * w).collect::<Vec<f32>>().into() })
+                quadratic(model, mask)
             });
             let given = [format!("relaxation={relaxation}"), "steps=4".into(), "members_per_step=1".into()];
             let h = fitted_with(&given, &nets, &host);
