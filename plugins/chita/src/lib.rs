@@ -15,9 +15,9 @@
 //! (the paper's sparse-regression scaling: `n` times `½(w − w̄)ᵀF(w − w̄) + λ/2‖w − w̄‖²`,
 //! `F = GᵀG/n`). Its key decision, kept here, is to never form the `p × p` Fisher: every
 //! step multiplies by `G` or `Gᵀ` (`O(n·p)`), and the exact re-solve of the kept weights and
-//! the scoring of swaps go through an `n × n` system (Woodbury), never `p × p` (the `k × k`
-//! normal equations serve the back-solve when `k ≤ n` and swaps are off). It returns the masks
-//! and the updated kept weights.
+//! the scoring of swaps go through an `n × n` system (Woodbury) or, when fewer weights are
+//! kept than there are samples (`k < n`), the `k × k` normal equations of the kept weights;
+//! never `p × p`. It returns the masks and the updated kept weights.
 //!
 //! What is solved exactly and what approximately: the support is found heuristically
 //! (IHT with line search, then active-set swaps; the problem is NP-hard), and on that
@@ -50,7 +50,8 @@
 //! - `block_size` (0 = whole model): solve blocks of at most this many weights separately
 //!   (block-diagonal Fisher), each with its share of the budget from a global ranking of the
 //!   separable saliency `w̄ⱼ²(‖Gⱼ‖² + μ)`; for models too large for one problem. Each block
-//!   factorises its own `n × n` system, so blocks should hold many more weights than `n`.
+//!   factorises its own `min(n, k) × min(n, k)` system, so blocks should hold many more
+//!   weights than `n`.
 //! - `stages` (1): CHITA++ with this many stages on a schedule geometric in density,
 //!   recomputing the gradients at the current weights before each stage.
 //!

@@ -31,10 +31,12 @@
 //!    thresholded point keeps falling (longer steps move the support), else halves until it
 //!    falls. This replaces the `1/L` step of plain IHT, which is tiny here (`L = σ_max(G)² + μ`).
 //!    Trying a step costs `O(n·k)`: `Gw` is a product with the `k` kept columns and `Gw̄` is
-//!    computed once. IHT stops when the support stops moving.
+//!    computed once, and four steps are tried per pass over `G`. IHT
+//!    stops when the support stops moving.
 //! 2. **Ridge back-solve and active-set updates**: the exact optimum on the IHT support
-//!    ([`SampleSystem`], the `n × n` Woodbury form of [`crate::backsolve`]), then rounds of
-//!    swaps (drop `i ∈ S`, add `j ∉ S`, same group). Candidates are ranked by separable
+//!    ([`SampleSystem`]: the `n × n` Woodbury form of [`crate::backsolve`], or its `k × k`
+//!    primal form when `k < n`), then rounds of swaps (drop `i ∈ S`, add `j ∉ S`, same
+//!    group). Candidates are ranked by separable
 //!    estimates, removal cost `−gᵢwᵢ + ½cᵢwᵢ²` and addition gain `gⱼ²/(2cⱼ)`
 //!    (`c = ‖G_·‖² + μ`), but scored and applied exactly, with all kept weights re-optimised
 //!    (rank-2 and rank-`2m` Woodbury updates of `K⁻¹`). Every accepted round lowers `f`.
@@ -52,6 +54,10 @@ use crate::grads::Gradients;
 const MAX_DOUBLINGS: usize = 12;
 /// Halvings tried when no longer step lowers the objective.
 const MAX_HALVINGS: usize = 30;
+/// Steps of the line search tried per pass over `G` ([`Gradients::mul_supports`]): the
+/// search usually stops at the second step (the first doubling), so a batch of 4 takes one
+/// pass where trying them one by one takes two or more.
+const LINE_SEARCH_BATCH: usize = 4;
 /// IHT stops after this many consecutive steps that leave the support unchanged: the values
 /// on a fixed support are then solved exactly by the back-solve.
 const STALL_STEPS: usize = 5;
@@ -63,9 +69,9 @@ const ACTIVE_SET_ROUNDS: usize = 20;
 const SWAP_CANDIDATES: usize = 128;
 /// Active-set rounds stop once a round gains less than this fraction of the objective.
 const ROUND_REL_TOL: f64 = 1e-4;
-/// Swaps factorise an `n × n` system each round (`O(n³)`); beyond this many samples they are
-/// skipped and the support from IHT is back-solved by [`ridge_on_support`] (the `k × k`
-/// normal equations when `k ≤ n`).
+/// Swaps factorise a `min(n, k)`-square system each round (`O(min(n, k)³)`); beyond this
+/// many samples they are skipped and the support from IHT is back-solved by
+/// [`ridge_on_support`] (the `k × k` normal equations when `k ≤ n`).
 const MAX_SWAP_SAMPLES: usize = 4096;
 
 /// A set of weights sharing one budget: the columns `start..end` keep exactly `keep`.
@@ -216,7 +222,11 @@ impl<'a, 'p> Workspace<'a, 'p> {
         }
         let (support, values, swaps) = if problem.g.rows() <= MAX_SWAP_SAMPLES {
             let (sys, swaps) = self.active_set_updates(&cur.support, cancelled)?;
-            (sys.support().to_vec(), sys.values(), swaps)
+            // The primal system keeps its own column order; iterates keep theirs sorted.
+            let mut pairs: Vec<(usize, f64)> = sys.support().iter().copied().zip(sys.values()).collect();
+            pairs.sort_unstable_by_key(|&(j, _)| j);
+            let (support, values) = pairs.into_iter().unzip();
+            (support, values, swaps)
         } else {
             (cur.support.clone(), ridge_on_support(&problem.g, problem.wbar, &cur.support, problem.mu)?, 0)
         };
@@ -256,13 +266,26 @@ impl<'a, 'p> Workspace<'a, 'p> {
 
     /// `f(w)` and its residual for `w` zero off `support`: `O(n·k + p)`.
     fn evaluate(&self, w: Vec<f64>, support: Vec<usize>) -> Iterate {
-        let values: Vec<f64> = support.iter().map(|&j| w[j]).collect();
-        let mut r = self.p.g.mul_support(&support, &values);
-        for (ri, bi) in r.iter_mut().zip(&self.b) {
-            *ri -= bi;
-        }
-        let f = self.objective(&w, &r);
-        Iterate { w, support, r, f }
+        self.evaluate_many(vec![(w, support)]).pop().expect("one iterate per point")
+    }
+
+    /// [`Workspace::evaluate`] of several points in one pass over `G`.
+    fn evaluate_many(&self, points: Vec<(Vec<f64>, Vec<usize>)>) -> Vec<Iterate> {
+        let values: Vec<Vec<f64>> = points.iter().map(|(w, support)| support.iter().map(|&j| w[j]).collect()).collect();
+        let pairs: Vec<(&[usize], &[f64])> =
+            points.iter().zip(&values).map(|((_, support), v)| (support.as_slice(), v.as_slice())).collect();
+        let residuals = self.p.g.mul_supports(&pairs);
+        points
+            .into_iter()
+            .zip(residuals)
+            .map(|((w, support), mut r)| {
+                for (ri, bi) in r.iter_mut().zip(&self.b) {
+                    *ri -= bi;
+                }
+                let f = self.objective(&w, &r);
+                Iterate { w, support, r, f }
+            })
+            .collect()
     }
 
     fn objective(&self, w: &[f64], r: &[f64]) -> f64 {
@@ -296,20 +319,27 @@ impl<'a, 'p> Workspace<'a, 'p> {
         support
     }
 
-    /// `P_k(w − τ·grad)`, evaluated.
-    fn thresholded_step(&self, it: &Iterate, grad: &[f64], tau: f64) -> Iterate {
-        let u: Vec<f64> = it.w.iter().zip(grad).map(|(w, g)| w - tau * g).collect();
-        let magnitude: Vec<f64> = u.iter().map(|x| x.abs()).collect();
-        let support = self.top_per_group(&magnitude);
-        let mut w = vec![0.0; u.len()];
-        for &j in &support {
-            w[j] = u[j];
-        }
-        self.evaluate(w, support)
+    /// `P_k(w − τ·grad)` for each step `τ`, evaluated in one pass over `G`.
+    fn thresholded_steps(&self, it: &Iterate, grad: &[f64], taus: &[f64]) -> Vec<Iterate> {
+        let points = taus
+            .iter()
+            .map(|&tau| {
+                let u: Vec<f64> = it.w.iter().zip(grad).map(|(w, g)| w - tau * g).collect();
+                let magnitude: Vec<f64> = u.iter().map(|x| x.abs()).collect();
+                let support = self.top_per_group(&magnitude);
+                let mut w = vec![0.0; u.len()];
+                for &j in &support {
+                    w[j] = u[j];
+                }
+                (w, support)
+            })
+            .collect();
+        self.evaluate_many(points)
     }
 
     /// Step 1: one IHT step with the line search of the module doc; `None` when no step
-    /// lowers the objective.
+    /// lowers the objective. The steps `τ₀·2ʲ` (then `τ₀·2⁻ʲ`) are tried
+    /// [`LINE_SEARCH_BATCH`] at a time; the result is the one trying them in turn would give.
     fn iht_step(&self, it: &Iterate) -> Option<Iterate> {
         let grad = self.gradient(it);
         let gs: Vec<f64> = it.support.iter().map(|&j| grad[j]).collect();
@@ -322,25 +352,30 @@ impl<'a, 'p> Workspace<'a, 'p> {
             // a lower bound on L, and let the search lengthen the step.
             1.0 / self.curvature.iter().copied().fold(self.p.mu, f64::max)
         };
-        let mut best = self.thresholded_step(it, &grad, tau0);
-        let mut tau = tau0;
-        for _ in 0..MAX_DOUBLINGS {
-            tau *= 2.0;
-            let cand = self.thresholded_step(it, &grad, tau);
-            if cand.f < best.f {
-                best = cand;
-            } else {
-                break;
+        // τ₀, 2τ₀, …: keep lengthening while the objective falls.
+        let mut best: Option<Iterate> = None;
+        let mut next = 0;
+        'lengthen: while next <= MAX_DOUBLINGS {
+            let count = LINE_SEARCH_BATCH.min(MAX_DOUBLINGS + 1 - next);
+            let taus: Vec<f64> = (next..next + count).map(|j| tau0 * 2f64.powi(j as i32)).collect();
+            next += count;
+            for cand in self.thresholded_steps(it, &grad, &taus) {
+                if best.as_ref().is_some_and(|b| cand.f >= b.f) {
+                    break 'lengthen;
+                }
+                best = Some(cand);
             }
         }
-        if best.f < it.f {
+        if let Some(best) = best.filter(|b| b.f < it.f) {
             return Some(best);
         }
-        tau = tau0;
-        for _ in 0..MAX_HALVINGS {
-            tau *= 0.5;
-            let cand = self.thresholded_step(it, &grad, tau);
-            if cand.f < it.f {
+        // τ₀/2, τ₀/4, …: the first that lowers the objective.
+        let mut next = 1;
+        while next <= MAX_HALVINGS {
+            let count = LINE_SEARCH_BATCH.min(MAX_HALVINGS + 1 - next);
+            let taus: Vec<f64> = (next..next + count).map(|j| tau0 * 0.5f64.powi(j as i32)).collect();
+            next += count;
+            if let Some(cand) = self.thresholded_steps(it, &grad, &taus).into_iter().find(|c| c.f < it.f) {
                 return Some(cand);
             }
         }

@@ -110,6 +110,7 @@ pub fn prune(
         let mut previous = f64::NEG_INFINITY;
         let candidates: &[f64] = if config.lambda > 0.0 { std::slice::from_ref(&config.lambda) } else { &LAMBDA_GRID };
         let mut best: Option<(f64, Candidate)> = None;
+        let started = std::time::Instant::now();
         for &lambda in candidates {
             let c = solve_all(&g, &wbar, &norms, &sizes, request, sparsity, lambda, config, &cancelled)?;
             if !c.w.iter().all(|v| v.is_finite() && v.abs() <= f32::MAX as f64) {
@@ -151,14 +152,16 @@ pub fn prune(
         keep.copy_from_slice(&chosen.keep);
         write(&mut buf, &chosen.w, &chosen.keep);
         let (mu, objective, iterations, swaps) = (chosen.mu, chosen.objective, chosen.iterations, chosen.swaps);
+        let seconds = started.elapsed().as_secs_f64();
         if val.is_finite() {
             ctx.info(&format!("stage {}: lambda {} chosen, val accuracy {val:.4}", stage + 1, chosen.lambda));
         }
         ctx.info(&format!(
             "stage {}/{}: sparsity {sparsity:.4}, {n} samples, ridge μ = {mu:.3e}, objective {objective:.4e}, \
-             {iterations} IHT iterations, {swaps} swaps",
+             {iterations} IHT iterations, {swaps} swaps; {seconds:.3} s in the solver{}",
             stage + 1,
-            schedule.len()
+            schedule.len(),
+            if candidates.len() > 1 { " and choosing lambda" } else { "" }
         ));
     }
     ctx.progress(schedule.len(), schedule.len());
