@@ -194,18 +194,87 @@ fn a_failed_merge_leaves_no_folder() {
     assert!(!out.exists(), "nothing left behind");
 }
 
-#[test]
-fn a_plugin_that_panics_while_configuring_sits_out_and_the_others_run() {
+/// Benches the fixture in `mode` (a failure while configuring) beside magnitude: the bench
+/// completes with magnitude's rows alone and one warning containing `expected`; returns
+/// stderr.
+fn configuring_fails(mode: &str, expected: &str) -> String {
     let run = tempfile::tempdir().unwrap();
-    let o = hyperprune(&bench_args(run.path(), "misbehave,magnitude", &["--opt", "misbehave.mode=panic-in-configure"]));
+    let option = format!("misbehave.mode={mode}");
+    let o = hyperprune(&bench_args(run.path(), "misbehave,magnitude", &["--opt", &option]));
     let (_, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("misbehave: disabled for this bench: plugin 'misbehave' panicked: fixture panic in configure"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked at"), "no panic hook text: {stderr}");
+    assert!(stderr.contains(&format!("misbehave: disabled for this bench: plugin 'misbehave' {expected}")), "{stderr}");
     assert_eq!(&rows(run.path()), magnitude_alone());
+    stderr
+}
+
+#[test]
+fn a_plugin_that_panics_while_configuring_sits_out_and_the_others_run() {
+    let stderr = configuring_fails("panic-in-configure", "panicked: fixture panic in configure");
+    assert!(!stderr.contains("panicked at"), "no panic hook text: {stderr}");
+}
+
+#[test]
+fn a_plugin_that_aborts_while_configuring_sits_out_and_the_others_run() {
+    // Configuring is tried in a worker first, so the abort ends the worker, not the bench.
+    configuring_fails("abort-in-configure", "crashed while configuring: the worker aborted (SIGABRT)");
+    // prune and fit under --isolate worker say the same in one line and exit non-zero.
+    let dir = tempfile::tempdir().unwrap();
+    let model = hyperprune_tests::write_model(dir.path(), "cnn-digits", 1);
+    let plugin = fixtures().misbehave.to_str().unwrap();
+    let out = dir.path().join("pruned.safetensors");
+    let o = hyperprune(&[
+        "--plugin",
+        plugin,
+        "prune",
+        "--model",
+        model.to_str().unwrap(),
+        "--pruner",
+        "misbehave",
+        "--opt",
+        "mode=abort-in-configure",
+        "--sparsity",
+        "0.5",
+        "--isolate",
+        "worker",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("plugin 'misbehave' crashed while configuring: the worker aborted (SIGABRT)"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn a_plugin_that_aborts_while_loading_is_a_file_that_failed_to_load() {
+    // `info` aborts as the host loads the file: under --isolate worker (the bench default) the
+    // file is tried in a worker first; found on the plugin path it is a warning, asked for by
+    // name it is an unknown pruner that names the file and the crash.
+    let plugin = fixtures().misbehave.to_str().unwrap().to_string();
+    let bench = |out: &Path, pruners: &str| {
+        ensure_built();
+        Command::new(release_dir().join("hyperprune"))
+            .args(["bench", "--zoo", zoo().to_str().unwrap(), "--pruners", pruners, "--compression", "2,8"])
+            .args(["--out", out.to_str().unwrap(), "-q"])
+            .env("HYPERPRUNE_PLUGIN_PATH", &plugin)
+            .env("HYPERPRUNE_FIXTURE_ABORT_IN_INFO", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let run = tempfile::tempdir().unwrap();
+    let o = bench(run.path(), "magnitude");
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("skipped a plugin that cannot load"), "{stderr}");
+    assert!(stderr.contains("the plugin crashed while loading: the worker aborted (SIGABRT)"), "{stderr}");
+    assert_eq!(&rows(run.path()), magnitude_alone());
+    let other = tempfile::tempdir().unwrap();
+    let o = bench(other.path(), "misbehave");
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown pruner 'misbehave'") && stderr.contains("crashed while loading"), "{stderr}");
 }
 
 #[test]

@@ -36,12 +36,18 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let zoo_dir =
         args.zoo.clone().ok_or_else(|| bad_input("bench needs --zoo DIR (a folder made by `hyperprune zoo train`)"))?;
     let out = args.out.clone().ok_or_else(|| bad_input("bench needs --out DIR (the run folder, e.g. runs/NAME)"))?;
-    let registry = super::registry(global)?;
+    // Under --isolate worker (the default), loading and configuring every plugin are tried
+    // in a worker first, so one that crashes there sits out instead of ending the bench.
+    let probing = match args.isolate {
+        IsolateArg::Worker => Some(Isolation::from_args(args.timeout, args.worker_memory)?),
+        IsolateArg::None => None,
+    };
+    let registry = super::registry_isolated(global, probing.as_ref())?;
     let zoo = Zoo::open(&zoo_dir).map_err(bad_input)?;
     let split: Split = args.split.parse().map_err(bad_input)?;
     let sparsities = sparsities(&args)?;
     let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose().map_err(bad_input)?;
-    let mut pruners = configure_pruners(&registry, &args.pruners, &args.options)?;
+    let mut pruners = configure_pruners(&registry, &args.pruners, &args.options, probing.as_ref())?;
     if args.pruners.iter().any(|n| n == "all") && zoo.members(Split::Train).is_empty() {
         // `all` on a zoo with nothing to fit on: the learnable pruners without a state sit out.
         pruners.retain(|p| {
@@ -191,6 +197,7 @@ fn configure_pruners(
     registry: &Registry,
     names: &[String],
     options: &[String],
+    probing: Option<&Isolation>,
 ) -> anyhow::Result<Vec<ConfiguredPruner>> {
     let names: Vec<String> = if names.iter().any(|n| n == "all") {
         registry.plugins.iter().map(|p| p.name().to_string()).collect()
@@ -218,11 +225,24 @@ fn configure_pruners(
             }
         }
     }
+    let requested: Vec<(String, Vec<String>)> = names
+        .iter()
+        .map(|name| {
+            let mine = options.iter().filter_map(|o| o.strip_prefix(&format!("{name}.")).map(str::to_string)).collect();
+            (name.clone(), mine)
+        })
+        .collect();
+    let probed = match probing {
+        Some(isolation) => crate::isolation::probe_configure(registry, &requested, isolation),
+        None => vec![Ok(()); requested.len()],
+    };
     let mut pruners = Vec::with_capacity(names.len());
-    for name in &names {
-        let mine: Vec<String> =
-            options.iter().filter_map(|o| o.strip_prefix(&format!("{name}.")).map(str::to_string)).collect();
-        match ConfiguredPruner::new(registry, name, &mine) {
+    for ((name, mine), probed) in requested.iter().zip(probed) {
+        if let Err(how) = probed {
+            tracing::warn!("{name}: disabled for this bench: plugin '{name}' crashed while configuring: {how}");
+            continue;
+        }
+        match ConfiguredPruner::new(registry, name, mine) {
             Ok(p) => pruners.push(p),
             // A plugin that crashes while creating or configuring itself sits out; the
             // others run. Bad input (a name, an option) still stops the bench.

@@ -20,9 +20,16 @@ const SEED_OPTION: &str = "seed";
 /// Bad input (zoo, pruner, options, a zoo without train members, a checkpoint the pruner
 /// rejects), the plugin's failure, or I/O writing the state.
 pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
-    let registry = super::registry(global)?;
+    // Under --isolate worker, loading and configuring the plugin are tried in a worker
+    // first, so a plugin that crashes there cannot take this process with it.
+    let isolation = match args.isolate {
+        IsolateArg::Worker => Some(Isolation::from_args(600.0, args.worker_memory)?), // only the memory limit applies
+        IsolateArg::None => None,
+    };
+    let registry = super::registry_isolated(global, isolation.as_ref())?;
     let zoo = Zoo::open(&args.zoo).map_err(bad_input)?;
     let options = options_with_seed(&registry, &args)?;
+    super::probe_configure(&registry, &args.pruner, &options, isolation.as_ref())?;
     let mut pruner = ConfiguredPruner::new(&registry, &args.pruner, &options)?;
     if pruner.state_file.is_some() {
         return Err(bad_input(format!(

@@ -12,7 +12,7 @@ mod zoo;
 
 use crate::cli::{Cli, Command};
 use crate::failure::bad_input;
-use crate::plugins::{Registry, discover};
+use crate::plugins::{Registry, discover, discover_checked};
 
 /// Runs the parsed command line.
 ///
@@ -38,9 +38,52 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// # Errors
 /// Bad input naming the first explicit plugin file that could not be loaded.
 pub fn registry(global: &crate::cli::GlobalArgs) -> anyhow::Result<Registry> {
-    let registry = discover(&global.plugins);
+    registry_isolated(global, None)
+}
+
+/// [`registry`]; under `--isolate worker` (`isolation` given) every plugin file is first
+/// loaded in a worker, so one whose `info` aborts, crashes or hangs is a file that failed to
+/// load (a warning, or the error of its `--plugin`) instead of the end of this process.
+///
+/// # Errors
+/// As [`registry`].
+pub fn registry_isolated(
+    global: &crate::cli::GlobalArgs,
+    isolation: Option<&crate::isolation::Isolation>,
+) -> anyhow::Result<Registry> {
+    let registry = match isolation {
+        None => discover(&global.plugins),
+        Some(isolation) => {
+            let check = |files: &[std::path::PathBuf]| {
+                let setups: Vec<crate::isolation::Setup> =
+                    files.iter().map(|f| crate::isolation::Setup::load_only(f, isolation.memory_limit)).collect();
+                crate::isolation::probe(&setups, isolation)
+            };
+            discover_checked(&global.plugins, Some(&check))
+        }
+    };
     if let Some(first) = registry.explicit_failures.first() {
         return Err(bad_input(first));
     }
     Ok(registry)
+}
+
+/// Under `--isolate worker`, configures `name` with `options` in a worker first (see
+/// [`crate::isolation::probe_configure`]): a plugin that crashes or hangs there is one error
+/// line instead of the end of this process.
+///
+/// # Errors
+/// How the plugin crashed while configuring.
+pub fn probe_configure(
+    registry: &Registry,
+    name: &str,
+    options: &[String],
+    isolation: Option<&crate::isolation::Isolation>,
+) -> anyhow::Result<()> {
+    let Some(isolation) = isolation else { return Ok(()) };
+    let probed = crate::isolation::probe_configure(registry, &[(name.to_string(), options.to_vec())], isolation);
+    match probed.into_iter().next() {
+        Some(Err(how)) => Err(anyhow::anyhow!("plugin '{name}' crashed while configuring: {how}")),
+        _ => Ok(()),
+    }
 }

@@ -31,7 +31,14 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     }
     let request = request_from(&args.request, args.sparsity)?;
     let model = crate::inputs::model(&args.model, args.arch.as_deref())?;
-    let registry = super::registry(global)?;
+    // Under --isolate worker, loading and configuring the plugin are tried in a worker
+    // first, so a plugin that crashes there cannot take this process with it.
+    let isolation = match args.isolate {
+        IsolateArg::Worker => Some(Isolation::from_args(args.timeout, args.worker_memory)?),
+        IsolateArg::None => None,
+    };
+    let registry = super::registry_isolated(global, isolation.as_ref())?;
+    super::probe_configure(&registry, &args.pruner, &args.request.options, isolation.as_ref())?;
     let mut pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
     if pruner.learnable() {
         let state = pruner.state_file.clone().ok_or_else(|| must_be_fitted(&args.pruner))?;

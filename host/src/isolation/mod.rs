@@ -106,6 +106,98 @@ pub fn fit_in_worker(
     worker.fit(state, train_members, &cancel).map_err(as_error)
 }
 
+/// Tries each setup in a worker in probe mode ([`Message::Probe`]) before the supervisor
+/// does the same in-process: loading a plugin file (a setup without a pruner name), or
+/// loading, configuring and loading the state of a pruner. One worker serves them in turn
+/// and is replaced after a crash. Per setup: `Ok` unless the worker died or hung on it
+/// (`Err` says how); the plugin's own errors are `Ok` here, for the in-process call to
+/// report as usual.
+pub fn probe(setups: &[Setup], isolation: &Isolation) -> Vec<Result<(), String>> {
+    let mut results = Vec::with_capacity(setups.len());
+    let mut worker: Option<Worker> = None;
+    for setup in setups {
+        if worker.is_none() {
+            match Worker::spawn(isolation) {
+                Ok(mut w) => {
+                    if write_message(&mut w.stdin, &Message::Probe).is_err() {
+                        results.push(Err(describe(w.died())));
+                        continue;
+                    }
+                    worker = Some(w);
+                }
+                Err(e) => {
+                    results.push(Err(describe(e)));
+                    continue;
+                }
+            }
+        }
+        let w = worker.as_mut().expect("started above");
+        match w.exchange(&Message::Setup(setup.clone()), isolation.timeout, None) {
+            Ok(Message::Ready | Message::Failed { .. }) => results.push(Ok(())),
+            Ok(other) => {
+                results.push(Err(describe(w.broken(&format!("answered a probe with {other:?}")))));
+                worker = None;
+            }
+            Err(e) => {
+                results.push(Err(describe(e)));
+                worker = None;
+            }
+        }
+    }
+    results
+}
+
+/// [`probe`]s configuring each `(pruner name, options)` as [`ConfiguredPruner::new`] and
+/// the state loading after it would (the `state=FILE` host option included), in one worker.
+/// A name the registry does not know is `Ok` (the in-process call reports it).
+///
+/// [`ConfiguredPruner::new`]: crate::pruning::ConfiguredPruner::new
+pub fn probe_configure(
+    registry: &crate::plugins::Registry,
+    pruners: &[(String, Vec<String>)],
+    isolation: &Isolation,
+) -> Vec<Result<(), String>> {
+    let setups: Vec<Option<Setup>> = pruners
+        .iter()
+        .map(|(name, options)| {
+            let plugin = registry.get(name)?;
+            let state = crate::pruning::take_host_options(options).ok().and_then(|(host, _)| host.state);
+            Some(Setup {
+                pruner: name.clone(),
+                options: options.clone(),
+                state,
+                ..Setup::load_only(&plugin.path, isolation.memory_limit)
+            })
+        })
+        .collect();
+    let mut probed = probe(&setups.iter().flatten().cloned().collect::<Vec<_>>(), isolation).into_iter();
+    setups.iter().map(|s| if s.is_some() { probed.next().unwrap_or(Ok(())) } else { Ok(()) }).collect()
+}
+
+fn describe(e: CallError) -> String {
+    match e {
+        CallError::Failed { message, .. } | CallError::Crashed(message) => message,
+        CallError::Interrupted => "interrupted".into(),
+    }
+}
+
+impl Setup {
+    /// A probe setup that only loads `plugin` (see [`probe`]).
+    pub fn load_only(plugin: &std::path::Path, memory_limit: Option<u64>) -> Setup {
+        Setup {
+            plugin: plugin.to_path_buf(),
+            pruner: String::new(),
+            options: Vec::new(),
+            state: None,
+            zoo: None,
+            data: None,
+            engine: ("cpu".into(), "cpu".into()),
+            calib_samples: 0,
+            memory_limit,
+        }
+    }
+}
+
 /// The engine name (`cpu`, `burn`) and device a worker builds its engine from.
 pub fn engine_of(exec: &crate::cli::ExecArgs) -> (String, String) {
     let name = clap::ValueEnum::to_possible_value(&exec.engine).map_or("cpu".into(), |v| v.get_name().to_string());
@@ -171,6 +263,16 @@ impl Worker {
     /// The setup failed (bad options or state, a plugin that cannot load) or the worker
     /// died or hung while setting up.
     pub fn start(setup: &Setup, isolation: &Isolation) -> Result<Worker, CallError> {
+        let mut worker = Worker::spawn(isolation)?;
+        match worker.exchange(&Message::Setup(setup.clone()), isolation.timeout, None)? {
+            Message::Ready => Ok(worker),
+            Message::Failed { message, bad_input } => Err(CallError::Failed { message, bad_input }),
+            other => Err(worker.broken(&format!("answered its setup with {other:?}"))),
+        }
+    }
+
+    /// Starts a worker process (not yet set up).
+    fn spawn(isolation: &Isolation) -> Result<Worker, CallError> {
         let exe =
             std::env::current_exe().map_err(|e| CallError::Crashed(format!("cannot find this executable: {e}")))?;
         let mut child = Command::new(exe)
@@ -208,12 +310,7 @@ impl Worker {
                 tail.push_back(line);
             }
         });
-        let mut worker = Worker { child, stdin, replies, stderr, memory_limit: isolation.memory_limit };
-        match worker.exchange(&Message::Setup(setup.clone()), isolation.timeout, None)? {
-            Message::Ready => Ok(worker),
-            Message::Failed { message, bad_input } => Err(CallError::Failed { message, bad_input }),
-            other => Err(worker.broken(&format!("answered its setup with {other:?}"))),
-        }
+        Ok(Worker { child, stdin, replies, stderr, memory_limit: isolation.memory_limit })
     }
 
     /// Runs one task. On `Crashed` and `Interrupted` the worker is dead: drop it.

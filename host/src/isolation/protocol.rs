@@ -90,6 +90,11 @@ pub enum Message {
     Task(Task),
     /// Supervisor → worker: set `cancelled()` for the running call.
     Cancel,
+    /// Supervisor → worker, as the first frame instead of a setup: probe mode. Each setup
+    /// that follows is only tried (load the plugin, call `info`; with a pruner name, also
+    /// instantiate, configure and load the state) and answered `Ready` or `Failed`, so the
+    /// supervisor learns which plugin file or pruner crashes before it calls one in-process.
+    Probe,
     /// Supervisor → worker: fit the pruner on the setup's zoo and write the state to this
     /// file (curve and checkpoint beside it), on the first `train_members` train members.
     Fit {
@@ -174,6 +179,7 @@ fn encode(message: &Message) -> Vec<u8> {
         Message::Setup(s) => json(b'S', serde_json::to_value(s).expect("a setup serialises")),
         Message::Task(t) => json(b'T', serde_json::to_value(t).expect("a task serialises")),
         Message::Cancel => vec![b'C'],
+        Message::Probe => vec![b'P'],
         Message::Fit { state, train_members } => {
             json(b'F', serde_json::json!({ "state": state, "train_members": train_members }))
         }
@@ -220,6 +226,7 @@ fn decode(payload: &[u8]) -> Result<Message, String> {
         b'S' => serde_json::from_value(json("setup")?).map(Message::Setup).map_err(|e| e.to_string()),
         b'T' => serde_json::from_value(json("task")?).map(Message::Task).map_err(|e| e.to_string()),
         b'C' => Ok(Message::Cancel),
+        b'P' => Ok(Message::Probe),
         b'F' => {
             let v = json("fit")?;
             Ok(Message::Fit {
@@ -322,6 +329,7 @@ mod tests {
             Message::Outcome { outcome, seconds: 0.1 + 0.2, calib_samples: 7 },
             Message::Ready,
             Message::Cancel,
+            Message::Probe,
             Message::Fit { state: "/s/h.state".into(), train_members: Some(4) },
             Message::Fitted(serde_json::json!({ "train": 4, "seconds": 0.5 })),
             Message::Failed { message: "plugin 'x' failed: ünïcode".into(), bad_input: true },

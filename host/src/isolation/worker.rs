@@ -45,8 +45,13 @@ pub fn serve() -> anyhow::Result<()> {
             }
         }
     });
-    let Ok(Message::Setup(setup)) = inbox.recv() else {
-        return Ok(()); // The supervisor went away before saying anything.
+    let setup = match inbox.recv() {
+        Ok(Message::Setup(setup)) => setup,
+        Ok(Message::Probe) => {
+            die_with_supervisor();
+            return serve_probes(&inbox, &mut out);
+        }
+        _ => return Ok(()), // The supervisor went away before saying anything.
     };
     die_with_supervisor();
     super::tune_allocator();
@@ -72,6 +77,41 @@ pub fn serve() -> anyhow::Result<()> {
             _ => continue,
         };
         write_message(&mut out, &reply)?;
+    }
+    Ok(())
+}
+
+/// Probe mode (see [`Message::Probe`]): answers each setup `Ready` when its plugin loads
+/// (and, given a pruner name, configures and loads its state), `Failed` with the reason when
+/// it returns an error; a crash ends this process, which is what the supervisor watches for.
+fn serve_probes(inbox: &mpsc::Receiver<Message>, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let mut limited = false;
+    while let Ok(message) = inbox.recv() {
+        let Message::Setup(setup) = message else { continue };
+        if let (Some(limit), false) = (setup.memory_limit, limited) {
+            limit_memory(limit);
+            limited = true;
+        }
+        let reply = match probe(&setup) {
+            Ok(()) => Message::Ready,
+            Err(e) => Message::Failed { message: format!("{e:#}"), bad_input: is_bad_input(&e) },
+        };
+        write_message(out, &reply)?;
+    }
+    Ok(())
+}
+
+/// Loads the plugin of `setup` (its `info` included) and, when the setup names a pruner,
+/// instantiates, configures and loads its state, as the supervisor is about to do.
+fn probe(setup: &Setup) -> anyhow::Result<()> {
+    let plugin = crate::plugins::load(&setup.plugin).map_err(anyhow::Error::msg)?;
+    if setup.pruner.is_empty() {
+        return Ok(());
+    }
+    let registry = Registry { plugins: vec![plugin], ..Registry::default() };
+    let mut pruner = ConfiguredPruner::new(&registry, &setup.pruner, &setup.options)?;
+    if let Some(state) = &setup.state {
+        load_state_file(&mut pruner, state, None)?;
     }
     Ok(())
 }

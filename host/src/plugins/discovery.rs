@@ -72,14 +72,22 @@ impl Registry {
 /// [`Registry::explicit_failures`]; scanned files that are not plugins in
 /// [`Registry::skipped`].
 pub fn discover(explicit: &[PathBuf]) -> Registry {
-    let mut registry = Registry::default();
+    discover_checked(explicit, None)
+}
+
+/// Tries candidate plugin files somewhere safe before they are loaded here: given the
+/// files, says for each whether it can be loaded in this process (`Err` says how it
+/// crashed or hung). See [`crate::isolation::probe`].
+pub type LoadCheck<'a> = &'a dyn Fn(&[PathBuf]) -> Vec<Result<(), String>>;
+
+/// [`discover`], where every candidate file first passes `check` (when given); a file that
+/// fails it is never loaded here and counts as a file that failed to load.
+pub fn discover_checked(explicit: &[PathBuf], check: Option<LoadCheck<'_>>) -> Registry {
     let mut seen = std::collections::HashSet::new();
+    let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
     for path in explicit {
         seen.insert(canonical(path));
-        match load(path) {
-            Ok(p) => registry.add(p),
-            Err(e) => registry.explicit_failures.push(e),
-        }
+        candidates.push((path.clone(), true));
     }
     let mut scanned = Vec::new();
     if let Some(paths) = std::env::var_os(PLUGIN_PATH_VAR) {
@@ -95,11 +103,23 @@ pub fn discover(explicit: &[PathBuf]) -> Registry {
         scanned.extend(libraries_in(&dir));
     }
     for path in scanned {
-        if !seen.insert(canonical(&path)) {
-            continue;
+        if seen.insert(canonical(&path)) {
+            candidates.push((path, false));
         }
-        match load(&path) {
+    }
+    let checked: Vec<Result<(), String>> = match check {
+        Some(check) => check(&candidates.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()),
+        None => vec![Ok(()); candidates.len()],
+    };
+    let mut registry = Registry::default();
+    for ((path, explicit), checked) in candidates.into_iter().zip(checked) {
+        let loaded = match checked {
+            Ok(()) => load(&path),
+            Err(how) => Err(LoadError { path, message: format!("the plugin crashed while loading: {how}") }),
+        };
+        match loaded {
             Ok(p) => registry.add(p),
+            Err(e) if explicit => registry.explicit_failures.push(e),
             Err(e) => {
                 // Another library beside the plugins is no news; a plugin that fails is.
                 if e.message.starts_with(NOT_A_PLUGIN) || e.message.starts_with(NOT_A_LIBRARY) {

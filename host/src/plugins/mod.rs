@@ -9,5 +9,5 @@
 mod discovery;
 mod loaded;
 
-pub use discovery::{Registry, discover};
+pub use discovery::{Registry, discover, discover_checked};
 pub use loaded::{Plugin, load};
