@@ -47,6 +47,8 @@
 //! `p ≤ 16` it matches brute force (see the tests), on networks it is a local optimum for
 //! the swaps it scores. Every product is with `G` or `Gᵀ`; nothing `p × p` is formed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::backsolve::{SampleSystem, SwapCandidates, ridge_on_support};
 use crate::grads::Gradients;
 
@@ -153,8 +155,8 @@ pub fn solve(problem: &L0Problem<'_>, config: SolverConfig, cancelled: &dyn Fn()
     }
     let ws = Workspace::new(problem);
     let mut best: Option<(Iterate, usize, usize)> = None;
-    for start in ws.starts() {
-        let found = ws.descend(start, config, cancelled)?;
+    for found in ws.descend_all(ws.starts(), config, cancelled) {
+        let found = found?;
         if best.as_ref().is_none_or(|b| found.0.f < b.0.f) {
             best = Some(found);
         }
@@ -193,6 +195,48 @@ impl<'a, 'p> Workspace<'a, 'p> {
         let b = p.g.mul(p.wbar);
         let curvature = p.g.column_sq_norms().into_iter().map(|c| c + p.mu).collect();
         Workspace { p, b, curvature }
+    }
+
+    /// [`Workspace::descend`] from every start, the starts after the first each on a thread
+    /// of its own (the machine's cores; each start's result is the same as on one thread).
+    /// Only this thread polls `cancelled` (it need not be `Sync`); it stops the others and
+    /// keeps polling while it waits for them.
+    fn descend_all(
+        &self,
+        starts: Vec<Iterate>,
+        config: SolverConfig,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Vec<Result<(Iterate, usize, usize), String>> {
+        let mut starts = starts.into_iter();
+        let Some(first) = starts.next() else { return Vec::new() };
+        let rest: Vec<Iterate> = starts.collect();
+        if rest.is_empty() || std::thread::available_parallelism().map_or(1, |t| t.get()) < 2 {
+            return std::iter::once(first).chain(rest).map(|s| self.descend(s, config, cancelled)).collect();
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let stopped = || stop.load(Ordering::Relaxed);
+            let handles: Vec<_> =
+                rest.into_iter().map(|s| scope.spawn(move || self.descend(s, config, &stopped))).collect();
+            let own = self.descend(first, config, &|| {
+                let c = cancelled();
+                if c {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                c
+            });
+            if own.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            while !handles.iter().all(|h| h.is_finished()) {
+                if cancelled() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let others = handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            std::iter::once(own).chain(others).collect()
+        })
     }
 
     /// Steps 1 and 2 of the module doc from one start: IHT, then the back-solve and
