@@ -130,6 +130,27 @@ fn fit_writes_a_state_and_a_curve_and_pruning_with_it_matches_the_benchs_own_fit
 }
 
 #[test]
+fn a_learner_whose_load_state_aborts_is_one_error_line_under_isolation() {
+    // The bench fits in a worker, then loads the state in a probe worker before loading it
+    // in its own process: the abort ends the probe, and the bench says so in one line.
+    let run = tempfile::tempdir().unwrap();
+    hyperprune_tests::ensure_built();
+    let o = std::process::Command::new(hyperprune_tests::release_dir().join("hyperprune"))
+        .args(["--plugin", &learner(), "bench", "--zoo", zoo().to_str().unwrap(), "--pruners", "learner"])
+        .args(["--compression", "4", "--out", run.path().to_str().unwrap(), "-q"])
+        .env("HYPERPRUNE_FIXTURE_ABORT_IN_LOAD_STATE", "1")
+        .env_remove("HYPERPRUNE_PLUGIN_PATH")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "a clean failure, not an abort: {stderr}");
+    assert!(stderr.contains("plugin 'learner' crashed while loading the state"), "{stderr}");
+    assert!(stderr.contains("the worker aborted (SIGABRT)"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
 fn an_interrupted_fit_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("learner.state");

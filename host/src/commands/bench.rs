@@ -273,9 +273,27 @@ fn fit_learnable(
     archs.sort();
     archs.dedup();
     let target = Some(StateTarget { dataset: Some(&zoo.meta().dataset), archs: &archs });
+    // Under --isolate worker a state is loaded in a probe worker before it is loaded here,
+    // so a plugin whose `load_state` crashes is one error line, not the end of this process.
+    let load = |pruner: &mut ConfiguredPruner, path: &Path| -> anyhow::Result<()> {
+        if let Some(run) = isolated {
+            let setup = Setup {
+                state: Some(path.to_path_buf()),
+                ..Setup::of(pruner, run.engine.clone(), calib_samples, run.isolation.memory_limit)
+            };
+            if let Some(Err(how)) = crate::isolation::probe(&[setup], &run.isolation).pop() {
+                return Err(anyhow::anyhow!(
+                    "plugin '{}' crashed while loading the state {}: {how}",
+                    pruner.name(),
+                    path.display()
+                ));
+            }
+        }
+        load_state_file(pruner, path, target).map(drop)
+    };
     for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
         if let Some(path) = pruner.state_file.clone() {
-            load_state_file(pruner, &path, target)?;
+            load(pruner, &path)?;
             continue;
         }
         let header = StateHeader::new(pruner, zoo, None);
@@ -283,7 +301,7 @@ fn fit_learnable(
         if files.state.is_file() {
             if read_state_header(&files.state)?.as_ref() == Some(&header) {
                 tracing::info!("{}: loading the state fitted earlier from {}", pruner.name(), files.state.display());
-                load_state_file(pruner, &files.state, target)?;
+                load(pruner, &files.state)?;
                 continue;
             }
             tracing::warn!("{}: {} was fitted for other settings; fitting anew", pruner.name(), files.state.display());
@@ -304,7 +322,7 @@ fn fit_learnable(
                     ..Setup::of(pruner, run.engine.clone(), calib_samples, run.isolation.memory_limit)
                 };
                 let summary = crate::isolation::fit_in_worker(&setup, &files.state, None)?;
-                load_state_file(pruner, &files.state, target)?;
+                load(pruner, &files.state)?;
                 summary
             }
             None => fit(pruner, zoo, &files, Some(data), calib_samples, None)?,
