@@ -2,8 +2,8 @@
 # of the member's safetensors (prunable weights = the conv/linear weights in layer order), for
 # `hyperprune eval`. usage: python solutions.py DUMP_DIR MEMBER.safetensors OUT_DIR COMPRESSIONS
 import os, sys, json, struct, numpy as np
-sys.path.insert(0, os.path.join(os.environ['CHITA_REF'], 'CHITA_opt'))
-from L0_card_const import Active_IHTCDLS_PP, Heuristic_LS
+sys.path.insert(0, os.environ['CHITA_REF'])
+from CHITA_opt.L0_card_const import Active_IHTCDLS_PP, Heuristic_LS
 d, member, outdir = sys.argv[1], sys.argv[2], sys.argv[3]
 comps = [int(c) for c in sys.argv[4].split(',')]
 n, p = map(int, open(d + '/shape').read().split())

@@ -3,8 +3,8 @@
 # README.md), and reports the objective both minimise.
 # usage: python solver.py DUMP_DIR COMPRESSIONS [ITERATIONS]
 import os, sys, time, numpy as np
-sys.path.insert(0, os.path.join(os.environ['CHITA_REF'], 'CHITA_opt'))
-from L0_card_const import Active_IHTCDLS_PP, Heuristic_LS
+sys.path.insert(0, os.environ['CHITA_REF'])
+from CHITA_opt.L0_card_const import Active_IHTCDLS_PP, Heuristic_LS
 
 d = sys.argv[1]
 n, p = map(int, open(d + '/shape').read().split())
