@@ -144,6 +144,16 @@ sections+=("Learning curve: states fitted on the first K train members|learning-
 sections+=("Controllability: mask=threshold, requested vs achieved sparsity (sparsity.svg)|controllability")
 
 # ---- stages ------------------------------------------------------------------------------
+# The --data-dir for a zoo's dataset: the MNIST subset in tests/data for an mnist zoo (where
+# it was trained from), else the study's --data-dir, if any.
+data_dir_for() {
+    if grep -q '"dataset": *"mnist"' "$out/zoos/$1/zoo.json" 2>/dev/null; then
+        echo "$root/tests/data/mnist-10k"
+    else
+        echo "$data_dir"
+    fi
+}
+
 run_zoos() {
     local spec name args
     for spec in "${zoos[@]}"; do
@@ -167,8 +177,10 @@ run_fits() {
         IFS='|' read -r name zoo args <<< "$spec"
         [[ -f "$out/states/$name.state" ]] && continue
         # shellcheck disable=SC2086
+        local dd
+        dd="$(data_dir_for "$zoo")"
         timed fits "$name" fit --pruner hypernet --zoo "$out/zoos/$zoo" --out "$out/states/$name.state" \
-            "${fit_quick[@]}" $args ${data_dir:+--data-dir "$data_dir"}
+            "${fit_quick[@]}" $args ${dd:+--data-dir "$dd"}
     done
 }
 
@@ -181,9 +193,11 @@ run_benches() {
         local extra=()
         [[ -n "$state" ]] && extra+=(--opt "hypernet.state=$out/states/$state.state")
         [[ -n "$shard" ]] && extra+=(--shard "$shard")
+        local dd
+        dd="$(data_dir_for "$zoo")"
         # shellcheck disable=SC2086
         timed benches "$name:$pruners:$state" bench --zoo "$out/zoos/$zoo" --pruners "$pruners" \
-            --compression "$comp" --out "$dir" "${extra[@]}" $args ${data_dir:+--data-dir "$data_dir"}
+            --compression "$comp" --out "$dir" "${extra[@]}" $args ${dd:+--data-dir "$dd"}
     done
 }
 
