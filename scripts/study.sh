@@ -176,9 +176,9 @@ run_fits() {
     for spec in "${fits[@]}"; do
         IFS='|' read -r name zoo args <<< "$spec"
         [[ -f "$out/states/$name.state" ]] && continue
-        # shellcheck disable=SC2086
         local dd
         dd="$(data_dir_for "$zoo")"
+        # shellcheck disable=SC2086
         timed fits "$name" fit --pruner hypernet --zoo "$out/zoos/$zoo" --out "$out/states/$name.state" \
             "${fit_quick[@]}" $args ${dd:+--data-dir "$dd"}
     done

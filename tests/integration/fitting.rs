@@ -134,15 +134,11 @@ fn a_learner_whose_load_state_aborts_is_one_error_line_under_isolation() {
     // The bench fits in a worker, then loads the state in a probe worker before loading it
     // in its own process: the abort ends the probe, and the bench says so in one line.
     let run = tempfile::tempdir().unwrap();
-    hyperprune_tests::ensure_built();
-    let o = std::process::Command::new(hyperprune_tests::release_dir().join("hyperprune"))
-        .args(["--plugin", &learner(), "bench", "--zoo", zoo().to_str().unwrap(), "--pruners", "learner"])
-        .args(["--compression", "4", "--out", run.path().to_str().unwrap(), "-q"])
-        .env("HYPERPRUNE_FIXTURE_ABORT_IN_LOAD_STATE", "1")
-        .env_remove("HYPERPRUNE_PLUGIN_PATH")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let (plugin, zoo, out) = (learner(), zoo().to_str().unwrap(), run.path().to_str().unwrap());
+    let o = hyperprune_tests::hyperprune_with_env(
+        &["--plugin", &plugin, "bench", "--zoo", zoo, "--pruners", "learner", "--compression", "4", "--out", out, "-q"],
+        &[("HYPERPRUNE_FIXTURE_ABORT_IN_LOAD_STATE", "1")],
+    );
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1), "a clean failure, not an abort: {stderr}");
     assert!(stderr.contains("plugin 'learner' crashed while loading the state"), "{stderr}");

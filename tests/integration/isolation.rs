@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use hyperprune_tests::{digits_zoo, ensure_built, fixtures, hyperprune, release_dir, text};
+use hyperprune_tests::{digits_zoo, ensure_built, fixtures, hyperprune, hyperprune_with_env, release_dir, text};
 
 /// A 2-member digits zoo (all test members), trained once per test process.
 fn zoo() -> &'static Path {
@@ -21,6 +21,29 @@ fn bench_args<'a>(out: &'a Path, pruners: &'a str, extra: &[&'a str]) -> Vec<&'a
     args.extend(["--compression", "2,8", "--out", out.to_str().unwrap(), "-q"]);
     args.extend(extra);
     args
+}
+
+/// `hyperprune prune` of `model` with the fixture in `mode` at sparsity 0.75.
+fn prune_misbehave(model: &Path, mode: &str, isolate: &str, out: &Path) -> std::process::Output {
+    let (plugin, mode) = (fixtures().misbehave.to_str().unwrap(), format!("mode={mode}"));
+    let (model, out) = (model.to_str().unwrap(), out.to_str().unwrap());
+    hyperprune(&[
+        "--plugin",
+        plugin,
+        "prune",
+        "--model",
+        model,
+        "--pruner",
+        "misbehave",
+        "--opt",
+        &mode,
+        "--sparsity",
+        "0.75",
+        "--isolate",
+        isolate,
+        "--out",
+        out,
+    ])
 }
 
 /// The rows of a run as JSON objects, `prune_seconds` dropped (the only field that may
@@ -221,25 +244,8 @@ fn a_plugin_that_aborts_while_configuring_sits_out_and_the_others_run() {
     // prune and fit under --isolate worker say the same in one line and exit non-zero.
     let dir = tempfile::tempdir().unwrap();
     let model = hyperprune_tests::write_model(dir.path(), "cnn-digits", 1);
-    let plugin = fixtures().misbehave.to_str().unwrap();
     let out = dir.path().join("pruned.safetensors");
-    let o = hyperprune(&[
-        "--plugin",
-        plugin,
-        "prune",
-        "--model",
-        model.to_str().unwrap(),
-        "--pruner",
-        "misbehave",
-        "--opt",
-        "mode=abort-in-configure",
-        "--sparsity",
-        "0.5",
-        "--isolate",
-        "worker",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = prune_misbehave(&model, "abort-in-configure", "worker", &out);
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("plugin 'misbehave' crashed while configuring: the worker aborted (SIGABRT)"), "{stderr}");
@@ -253,15 +259,11 @@ fn a_plugin_that_aborts_while_loading_is_a_file_that_failed_to_load() {
     // name it is an unknown pruner that names the file and the crash.
     let plugin = fixtures().misbehave.to_str().unwrap().to_string();
     let bench = |out: &Path, pruners: &str| {
-        ensure_built();
-        Command::new(release_dir().join("hyperprune"))
-            .args(["bench", "--zoo", zoo().to_str().unwrap(), "--pruners", pruners, "--compression", "2,8"])
-            .args(["--out", out.to_str().unwrap(), "-q"])
-            .env("HYPERPRUNE_PLUGIN_PATH", &plugin)
-            .env("HYPERPRUNE_FIXTURE_ABORT_IN_INFO", "1")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
+        let (zoo, out) = (zoo().to_str().unwrap(), out.to_str().unwrap());
+        hyperprune_with_env(
+            &["bench", "--zoo", zoo, "--pruners", pruners, "--compression", "2,8", "--out", out, "-q"],
+            &[("HYPERPRUNE_PLUGIN_PATH", &plugin), ("HYPERPRUNE_FIXTURE_ABORT_IN_INFO", "1")],
+        )
     };
     let run = tempfile::tempdir().unwrap();
     let o = bench(run.path(), "magnitude");
@@ -281,26 +283,7 @@ fn a_plugin_that_aborts_while_loading_is_a_file_that_failed_to_load() {
 fn prune_in_a_worker_survives_an_abort_and_matches_in_process_masks() {
     let dir = tempfile::tempdir().unwrap();
     let model = hyperprune_tests::write_model(dir.path(), "cnn-digits", 1);
-    let plugin = fixtures().misbehave.to_str().unwrap().to_string();
-    let prune = |mode: &str, isolate: &str, out: &Path| {
-        hyperprune(&[
-            "--plugin",
-            &plugin,
-            "prune",
-            "--model",
-            model.to_str().unwrap(),
-            "--pruner",
-            "misbehave",
-            "--opt",
-            &format!("mode={mode}"),
-            "--sparsity",
-            "0.75",
-            "--isolate",
-            isolate,
-            "--out",
-            out.to_str().unwrap(),
-        ])
-    };
+    let prune = |mode: &str, isolate: &str, out: &Path| prune_misbehave(&model, mode, isolate, out);
     let aborted = dir.path().join("aborted.safetensors");
     let o = prune("abort", "worker", &aborted);
     let (_, stderr) = text(&o);

@@ -74,11 +74,18 @@ pub fn fixtures() -> &'static Fixtures {
 
 /// Runs the `hyperprune` binary with `args` (plugin path variable cleared).
 pub fn hyperprune(args: &[&str]) -> Output {
+    hyperprune_with_env(args, &[])
+}
+
+/// [`hyperprune`] with these environment variables set (`HYPERPRUNE_PLUGIN_PATH` among them
+/// if given; it is otherwise removed).
+pub fn hyperprune_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     ensure_built();
     Command::new(release_dir().join("hyperprune"))
         .args(args)
         .env_remove("HYPERPRUNE_PLUGIN_PATH")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("the hyperprune binary runs")
 }

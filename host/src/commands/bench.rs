@@ -87,7 +87,12 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         train_split.val_len()
     );
     let services = DataServices { engine: engine.as_ref(), split: &train_split };
-    let isolated = isolation(&args, &zoo_dir, &zoo.meta().dataset)?;
+    let isolated = probing.map(|isolation| IsolatedRun {
+        isolation,
+        zoo_dir: zoo_dir.clone(),
+        data: (zoo.meta().dataset.clone(), args.data_dir.clone()),
+        engine: crate::isolation::engine_of(&args.exec),
+    });
     fit_learnable(&mut pruners, &zoo, &out, services, args.calib_samples, isolated.as_ref())?;
 
     let members: Vec<BenchMember> = infos
@@ -147,19 +152,6 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     tracing::info!("{} ok rows, {} error rows, {} already present", counts.ok, counts.errors, counts.skipped);
     finish(&out, global.quiet)
-}
-
-/// The settings of `--isolate worker`, or None for `--isolate none`.
-fn isolation(args: &BenchArgs, zoo_dir: &Path, dataset: &str) -> anyhow::Result<Option<IsolatedRun>> {
-    if args.isolate == IsolateArg::None {
-        return Ok(None);
-    }
-    Ok(Some(IsolatedRun {
-        isolation: Isolation::from_args(args.timeout, args.worker_memory)?,
-        zoo_dir: zoo_dir.to_path_buf(),
-        data: (dataset.to_string(), args.data_dir.clone()),
-        engine: crate::isolation::engine_of(&args.exec),
-    }))
 }
 
 /// Writes the report and prints the summary table.
@@ -273,8 +265,9 @@ fn fit_learnable(
     archs.sort();
     archs.dedup();
     let target = Some(StateTarget { dataset: Some(&zoo.meta().dataset), archs: &archs });
-    // Under --isolate worker a state is loaded in a probe worker before it is loaded here,
-    // so a plugin whose `load_state` crashes is one error line, not the end of this process.
+    // Under --isolate worker a state the bench fitted is loaded in a probe worker before it
+    // is loaded here, so a plugin whose `load_state` crashes is one error line, not the end
+    // of this process (a state given with `state=FILE` was probed with the configuration).
     let load = |pruner: &mut ConfiguredPruner, path: &Path| -> anyhow::Result<()> {
         if let Some(run) = isolated {
             let setup = Setup {
@@ -293,7 +286,7 @@ fn fit_learnable(
     };
     for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
         if let Some(path) = pruner.state_file.clone() {
-            load(pruner, &path)?;
+            load_state_file(pruner, &path, target)?;
             continue;
         }
         let header = StateHeader::new(pruner, zoo, None);

@@ -38,8 +38,8 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
         )));
     }
     let files = FitFiles::for_state(&args.out);
-    let summary = if args.isolate == IsolateArg::Worker {
-        fit_in_worker(&args, &pruner, &zoo, &files)?
+    let summary = if let Some(isolation) = &isolation {
+        fit_in_worker(&args, isolation, &pruner, &zoo, &files)?
     } else if pruner.plugin.info.capabilities.fit_needs_data {
         let data =
             crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
@@ -79,8 +79,13 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
 /// # Errors
 /// Bad input (memory limit, options, zoo, checkpoint) or the plugin's failure, including a
 /// worker that died.
-fn fit_in_worker(args: &FitArgs, pruner: &ConfiguredPruner, zoo: &Zoo, files: &FitFiles) -> anyhow::Result<FitSummary> {
-    let isolation = Isolation::from_args(600.0, args.worker_memory)?; // only the memory limit applies
+fn fit_in_worker(
+    args: &FitArgs,
+    isolation: &Isolation,
+    pruner: &ConfiguredPruner,
+    zoo: &Zoo,
+    files: &FitFiles,
+) -> anyhow::Result<FitSummary> {
     let setup = Setup {
         state: None,
         zoo: Some(args.zoo.clone()),

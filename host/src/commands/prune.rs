@@ -72,11 +72,12 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let mut last: Option<CheckedOutcome> = None;
     for _ in 0..args.repeat {
         let start = std::time::Instant::now();
-        let outcome = if args.isolate == IsolateArg::Worker {
-            prune_in_worker(&args, &pruner, &model, &request, &cancel)?
-        } else {
-            let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
-            pruner.prune(&model, &request, &ctx)
+        let outcome = match &isolation {
+            Some(isolation) => prune_in_worker(&args, isolation, &pruner, &model, &request, &cancel),
+            None => {
+                let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
+                pruner.prune(&model, &request, &ctx)
+            }
         }
         .map_err(|e| if e.is_bad_input() { crate::failure::bad_input(e) } else { anyhow::Error::msg(e.message) })?;
         times.push(start.elapsed().as_secs_f64());
@@ -132,17 +133,16 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
 /// The `prune` call of `--isolate worker`: the plugin runs in a supervised worker process,
 /// and its outcome is checked here like an in-process one.
 ///
-/// # Errors
-/// Bad input (timeout, memory limit). A failed call, including a worker that died or timed
-/// out, is the `Err` inside the `Ok`, as for an in-process call.
+/// A failed call, including a worker that died or timed out, is an `Err`, as for an
+/// in-process call.
 fn prune_in_worker(
     args: &PruneArgs,
+    isolation: &Isolation,
     pruner: &ConfiguredPruner,
     model: &Model,
     request: &PruneRequest,
     cancel: &AtomicBool,
-) -> anyhow::Result<Result<CheckedOutcome, PruneFailure>> {
-    let isolation = Isolation::from_args(args.timeout, args.worker_memory)?;
+) -> Result<CheckedOutcome, PruneFailure> {
     let data = pruner.prunes_with_data().then(|| (args.dataset.clone().unwrap_or_default(), args.data_dir.clone()));
     let engine = crate::isolation::engine_of(&args.exec);
     let setup = Setup { data, ..Setup::of(pruner, engine, args.calib_samples, isolation.memory_limit) };
@@ -153,16 +153,13 @@ fn prune_in_worker(
         CallError::Crashed(how) => PruneFailure { kind: None, message: format!("plugin '{}': {how}", pruner.name()) },
         CallError::Interrupted => PruneFailure { kind: None, message: "interrupted".into() },
     };
-    let mut worker = match Worker::start(&setup, &isolation) {
-        Ok(w) => w,
-        Err(e) => return Ok(Err(failure(e))),
-    };
+    let mut worker = Worker::start(&setup, isolation).map_err(failure)?;
     let mut task = Task::new("", request);
     task.model = Some((args.model.clone(), args.arch.clone()));
-    Ok(match worker.prune(&task, isolation.timeout, cancel) {
+    match worker.prune(&task, isolation.timeout, cancel) {
         Ok((outcome, _, _)) => pruner.accept(model, &outcome, request),
         Err(e) => Err(failure(e)),
-    })
+    }
 }
 
 /// `<dir>/<name>.masks.safetensors` for an output model path (`<name>` is the file name
