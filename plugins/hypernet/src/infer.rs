@@ -7,6 +7,7 @@
 
 use crate::features::{Encoded, FEATURES, MODEL_RANK};
 use crate::geometry::chained;
+use crate::kernel;
 use crate::network::{Arch, EMBED, NetConfig, Params, embed};
 
 /// Rows per thread below which one thread does the work.
@@ -130,8 +131,9 @@ const BLOCK: usize = 64;
 
 /// The pointwise network's scores, fused: each block of rows goes through every layer
 /// before the next block starts (no `[p, hidden]` buffer per layer), and the blocks are
-/// split over threads for large models. Every row's arithmetic is that of [`affine`], in
-/// the same order, so the scores are those of the layer-by-layer pass, bit for bit.
+/// split over threads for large models. Without AVX2/FMA every row's arithmetic is that of
+/// [`affine`], in the same order, so the scores are those of the layer-by-layer pass, bit
+/// for bit; with them the hidden layers run in [`kernel::layer16`] (fused multiply-adds).
 fn pointwise_scores(
     config: &NetConfig,
     params: &Params,
@@ -157,17 +159,25 @@ fn pointwise_scores(
         }
         None => h.iter_mut().for_each(|v| *v = v.max(0.0)),
     };
+    // The 16-wide layers with their activation on AVX2 + FMA where the CPU has them.
+    let fused = h_dim == 16 && kernel::available();
+    let layer = |x: &[f32], k: usize, w: &[f32], b: &[f32], d: usize, out: &mut [f32]| {
+        if fused {
+            kernel::layer16(x, k, w, b, films[d].as_ref().map(|(g1, b)| (g1.as_slice(), b.as_slice())), out);
+        } else {
+            rows(x, k, w, h_dim, Some(b), out);
+            activate(out, &films[d]);
+        }
+    };
     let run = |x: &[f32], scores: &mut [f32]| {
         let (mut h, mut next) = (vec![0f32; BLOCK * h_dim], vec![0f32; BLOCK * h_dim]);
         for (xb, sb) in x.chunks(BLOCK * FEATURES).zip(scores.chunks_mut(BLOCK)) {
             let n = sb.len();
             let (mut h, mut next) = (&mut h[..n * h_dim], &mut next[..n * h_dim]);
-            rows(xb, FEATURES, in_w, h_dim, Some(in_b), h);
-            activate(h, &films[0]);
+            layer(xb, FEATURES, in_w, in_b, 0, h);
             for (d, (w, b)) in hidden.iter().enumerate() {
-                rows(h, h_dim, w, h_dim, Some(b), next);
+                layer(h, h_dim, w, b, d + 1, next);
                 std::mem::swap(&mut h, &mut next);
-                activate(h, &films[d + 1]);
             }
             rows(h, h_dim, out_w, 1, Some(out_b), sb);
             sb.iter_mut().zip(xb.chunks_exact(FEATURES)).for_each(|(s, x)| *s += skip * x[MODEL_RANK]);

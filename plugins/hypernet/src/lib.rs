@@ -20,6 +20,7 @@ mod features;
 mod fit;
 mod geometry;
 mod infer;
+mod kernel;
 mod mask;
 mod network;
 mod rescale;
