@@ -153,6 +153,17 @@ pub struct SampleSystem<'g, 'a> {
     z: Vec<f64>,
     /// `Σ_{j∉S} w̄ⱼ²`.
     pruned_sq: f64,
+    /// Primal form: the last round's entering candidates, kept for the next.
+    columns: ColumnCache,
+}
+
+/// Entering candidates of the primal form's swap rounds: each column `g_j` of `G` in f64 and
+/// `G_Sᵀg_j` (slot order). Successive rounds mostly rank the same columns, and a round's
+/// swaps change only the swapped slots of `G_Sᵀg_j` (`O(n)` each), where computing it anew
+/// costs `O(n·k)`.
+#[derive(Debug, Clone, Default)]
+struct ColumnCache {
+    columns: std::collections::HashMap<usize, (Vec<f64>, Vec<f64>)>,
 }
 
 impl<'g, 'a> SampleSystem<'g, 'a> {
@@ -215,7 +226,8 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
                 primal(gs, h, &c, mu)?
             }
         };
-        Ok(SampleSystem { g, wbar, mu, support: support.to_vec(), inverse, c, z, pruned_sq })
+        let columns = ColumnCache::default();
+        Ok(SampleSystem { g, wbar, mu, support: support.to_vec(), inverse, c, z, pruned_sq, columns })
     }
 
     /// The form this system was built in.
@@ -251,67 +263,78 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
         self.z.iter().map(|z| -self.mu * z).collect()
     }
 
-    /// Prepares swap scoring between `outs` (in the support) and `ins` (not in it):
-    /// `K⁻¹` times their columns and all their inner products under `K⁻¹`,
-    /// `O(n²·m + n·m²)` for `m = |outs| + |ins|` candidates in the dual form.
+    /// Prepares swap scoring between `outs` (in the support) and `ins` (not in it): with
+    /// `U = [a; e]` their columns, `Uᵀz`, the diagonal of `Q = UᵀK⁻¹U` and its outs × ins
+    /// block, which is all [`SampleSystem::pair_delta`] reads; the few other entries
+    /// [`SampleSystem::batch_delta`] needs are formed on demand from the factors kept here.
+    ///
+    /// Dual form: `K = LLᵀ`, so `Q = VᵀV` with `V = L⁻¹U`, one triangular solve
+    /// (`O(n²·m)`, half of applying `K⁻¹`) and `O(n·a·|ins|)` for the block.
     ///
     /// The primal form never applies `K⁻¹` to an `n`-vector. With `A = G_{outs}` (kept, so
-    /// `A = G_S·E` for unit columns `E` at their slots), `B = G_SᵀG_{ins}` and `X = H⁻¹B`, the
-    /// identities `G_SᵀG_S = H − μI` and `G_SᵀK⁻¹ = H⁻¹G_Sᵀ` give
-    /// `AᵀK⁻¹A = I − μ·EᵀH⁻¹E`, `AᵀK⁻¹G_{ins} = EᵀX`,
-    /// `G_{ins}ᵀK⁻¹G_{ins} = (G_{ins}ᵀG_{ins} − BᵀX)/μ`, `Aᵀz = Eᵀδ`: `O(n·k·|ins| + k²·m +
-    /// n·|ins|²)`, and the kept-kept block without cancellation.
-    pub fn candidates(&self, outs: &[usize], ins: &[usize]) -> SwapCandidates {
+    /// `A = G_S·E` for unit columns `E` at their slots), `B = G_SᵀG_{ins}`, `H = L_HL_Hᵀ`,
+    /// `V = L_H⁻¹E` and `W = L_H⁻¹B`, the identities `G_SᵀG_S = H − μI` and
+    /// `G_SᵀK⁻¹ = H⁻¹G_Sᵀ` give `AᵀK⁻¹A = I − μ·VᵀV`, `AᵀK⁻¹G_{ins} = VᵀW`,
+    /// `G_{ins}ᵀK⁻¹G_{ins} = (G_{ins}ᵀG_{ins} − WᵀW)/μ` and `Aᵀz = Eᵀδ`:
+    /// `O(n·k·|ins| + k²·m)`, and the kept-kept block without cancellation.
+    pub fn candidates(&mut self, outs: &[usize], ins: &[usize]) -> SwapCandidates {
         let n = self.g.rows();
         let (a, m) = (outs.len(), outs.len() + ins.len());
         let gather = |cols: &[usize]| Mat::<f64>::from_fn(cols.len(), n, |t, i| self.g.row(i)[cols[t]] as f64);
-        let (uz, q) = match &self.inverse {
+        let sq_norms = |v: &Mat<f64>| -> Vec<f64> {
+            (0..v.ncols()).map(|t| (0..v.nrows()).map(|i| v[(i, t)] * v[(i, t)]).sum()).collect()
+        };
+        let (uz, diag, cross, factors) = match &self.inverse {
             Inverse::Dual { l, .. } => {
                 let cols: Vec<usize> = outs.iter().chain(ins).copied().collect();
                 // Columns of G for the candidates (n × m), read row by row through their
                 // transpose.
                 let gct = gather(&cols);
-                let mut u = gct.transpose().to_owned();
-                solve_l(l, u.as_mut());
+                let mut v = gct.transpose().to_owned();
+                solve_lower_triangular_in_place(l.as_ref(), v.as_mut(), Par::Seq);
                 let z = Mat::<f64>::from_fn(n, 1, |i, _| self.z[i]);
                 let uz = gct.as_ref() * z.as_ref();
-                ((0..m).map(|t| uz[(t, 0)]).collect(), gct.as_ref() * u.as_ref())
+                let cross = v.subcols(0, a).transpose() * v.subcols(a, m - a);
+                ((0..m).map(|t| uz[(t, 0)]).collect(), sq_norms(&v), cross, Factors::Dual { v })
             }
             Inverse::Primal { gs, llt, delta, .. } => {
                 let slots: Vec<usize> = outs
                     .iter()
                     .map(|col| self.support.iter().position(|s| s == col).expect("removal candidates are kept"))
                     .collect();
-                let et = gather(ins);
-                let b = gs.transpose() * et.transpose();
-                let mut x = b.clone();
-                llt.solve_in_place(x.as_mut());
-                let mut hinv = Mat::<f64>::from_fn(gs.ncols(), a, |r, t| if r == slots[t] { 1.0 } else { 0.0 });
-                llt.solve_in_place(hinv.as_mut());
-                let ee = et.as_ref() * et.transpose();
-                let bx = b.transpose() * x.as_ref();
-                let mut q = Mat::<f64>::zeros(m, m);
-                for t in 0..a {
-                    for u in 0..a {
-                        q[(t, u)] = if t == u { 1.0 } else { 0.0 } - self.mu * hinv[(slots[t], u)];
-                    }
-                    for u in 0..ins.len() {
-                        q[(t, a + u)] = x[(slots[t], u)];
-                        q[(a + u, t)] = x[(slots[t], u)];
+                let lh = llt.L();
+                // B = G_SᵀG_{ins}: the columns not cached from the last round in one product.
+                let cache = &mut self.columns.columns;
+                let missing: Vec<usize> = ins.iter().copied().filter(|j| !cache.contains_key(j)).collect();
+                if !missing.is_empty() {
+                    let et = gather(&missing);
+                    let b = gs.transpose() * et.transpose();
+                    for (t, &j) in missing.iter().enumerate() {
+                        let col = (0..n).map(|i| et[(t, i)]).collect();
+                        cache.insert(j, (col, (0..gs.ncols()).map(|r| b[(r, t)]).collect()));
                     }
                 }
-                for t in 0..ins.len() {
-                    for u in 0..ins.len() {
-                        q[(a + t, a + u)] = (ee[(t, u)] - bx[(t, u)]) / self.mu;
-                    }
-                }
+                cache.retain(|j, _| ins.contains(j));
+                let cached: Vec<&(Vec<f64>, Vec<f64>)> = ins.iter().map(|j| &cache[j]).collect();
+                let e = Mat::<f64>::from_fn(n, ins.len(), |i, t| cached[t].0[i]);
+                let mut w = Mat::<f64>::from_fn(gs.ncols(), ins.len(), |r, t| cached[t].1[r]);
+                solve_lower_triangular_in_place(lh, w.as_mut(), Par::Seq);
+                let mut v = Mat::<f64>::from_fn(gs.ncols(), a, |r, t| if r == slots[t] { 1.0 } else { 0.0 });
+                solve_lower_triangular_in_place(lh, v.as_mut(), Par::Seq);
+                let cross = v.transpose() * w.as_ref();
+                let mu = self.mu;
+                let diag = sq_norms(&v)
+                    .into_iter()
+                    .map(|vv| 1.0 - mu * vv)
+                    .chain(sq_norms(&e).into_iter().zip(sq_norms(&w)).map(|(ee, ww)| (ee - ww) / mu))
+                    .collect();
                 let z = Mat::<f64>::from_fn(n, 1, |i, _| self.z[i]);
-                let ez = et.as_ref() * z.as_ref();
+                let ez = e.transpose() * z.as_ref();
                 let uz = slots.iter().map(|&s| delta[s]).chain((0..ins.len()).map(|t| ez[(t, 0)])).collect();
-                (uz, q)
+                (uz, diag, cross, Factors::Primal { v, w, e, mu })
             }
         };
-        SwapCandidates { outs: outs.to_vec(), ins: ins.to_vec(), uz, q }
+        SwapCandidates { outs: outs.to_vec(), ins: ins.to_vec(), uz, diag, cross, factors }
     }
 
     /// `F(S − outs[x] + ins[y]) − F(S)` of the single swap `(x, y)` (indices into the
@@ -321,7 +344,7 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
         let (i, j) = (cand.outs[x], cand.ins[y]);
         let (wi, wj) = (self.wbar[i], self.wbar[j]);
         let (az, ez) = (cand.uz[x], cand.uz[a + y]);
-        let (aa, ee, ae) = (cand.q[(x, x)], cand.q[(a + y, a + y)], cand.q[(x, a + y)]);
+        let (aa, ee, ae) = (cand.diag[x], cand.diag[a + y], cand.cross[(x, y)]);
         // c'ᵀK⁻¹c' with c' = c + w̄ᵢa − w̄ⱼe.
         let ckc = 2.0 * wi * az - 2.0 * wj * ez + wi * wi * aa - 2.0 * wi * wj * ae + wj * wj * ee;
         let (v1, v2) = (az + wi * aa - wj * ae, ez + wi * ae - wj * ee);
@@ -346,7 +369,7 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
         let col = |t: usize| if t < a { cand.outs[t] } else { cand.ins[t - a] };
         let t: Vec<f64> =
             idx.iter().enumerate().map(|(r, &c)| if r < m { self.wbar[col(c)] } else { -self.wbar[col(c)] }).collect();
-        let qu = Mat::<f64>::from_fn(2 * m, 2 * m, |r, c| cand.q[(idx[r], idx[c])]);
+        let qu = cand.block(&idx);
         let qt: Vec<f64> = (0..2 * m).map(|r| (0..2 * m).map(|c| qu[(r, c)] * t[c]).sum()).collect();
         let uz: Vec<f64> = idx.iter().map(|&c| cand.uz[c]).collect();
         let ckc: f64 = (0..2 * m).map(|r| 2.0 * t[r] * uz[r] + t[r] * qt[r]).sum();
@@ -373,11 +396,13 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
     /// terms (`O(n²)` each) and its Cholesky factor too when the swaps are few (else
     /// refactorised, `O(n³)`), the support sorted; primal: the
     /// swapped rows and columns of `H` recomputed and `H` refactorised (`O(n·k·m + k³)`),
-    /// each entering column in the place of the one it replaces.
+    /// each entering column in the place of the one it replaces, and the cached entering
+    /// candidates (see [`SampleSystem::candidates`]) move to the new system, their swapped
+    /// slots recomputed. This system stays valid; only its cache is emptied.
     ///
     /// # Errors
     /// When the updated `K` is not positive definite (rounding with a tiny ridge).
-    pub fn with_swaps(&self, pairs: &[(usize, usize)]) -> Result<Self, String> {
+    pub fn with_swaps(&mut self, pairs: &[(usize, usize)]) -> Result<Self, String> {
         let n = self.g.rows();
         if let Inverse::Primal { gs, hmat, .. } = &self.inverse {
             // Each entering column takes the slot of the one it replaces (the support is then
@@ -407,8 +432,22 @@ impl<'g, 'a> SampleSystem<'g, 'a> {
                     hmat[(r.max(slot), r.min(slot))] = v;
                 }
             }
+            // The cached G_Sᵀg_j: only the swapped slots changed; entering columns leave.
+            let mut columns = std::mem::take(&mut self.columns);
+            columns.columns.retain(|j, _| !ins.contains(j));
+            let mut cached: Vec<&mut (Vec<f64>, Vec<f64>)> = columns.columns.values_mut().collect();
+            if !cached.is_empty() {
+                let ec = Mat::<f64>::from_fn(n, cached.len(), |i, t| cached[t].0[i]);
+                let rows = et.as_ref() * ec.as_ref();
+                for (t, (_, b)) in cached.iter_mut().enumerate() {
+                    for (r, &slot) in slots.iter().enumerate() {
+                        b[slot] = rows[(r, t)];
+                    }
+                }
+            }
             let (inverse, z) = primal(gs, hmat, &c, self.mu)?;
-            return Ok(SampleSystem { g: self.g, wbar: self.wbar, mu: self.mu, support, inverse, c, z, pruned_sq });
+            let (g, wbar, mu) = (self.g, self.wbar, self.mu);
+            return Ok(SampleSystem { g, wbar, mu, support, inverse, c, z, pruned_sq, columns });
         }
         let mut in_support = vec![false; self.wbar.len()];
         for &j in &self.support {
@@ -466,10 +505,60 @@ pub struct SwapCandidates {
     pub outs: Vec<usize>,
     /// Columns that may enter it.
     pub ins: Vec<usize>,
-    /// `[a; e]ᵀz` for the candidate columns (outs first).
+    /// `Uᵀz` for the candidate columns `U = [a; e]` (outs first).
     uz: Vec<f64>,
-    /// `[a; e]ᵀK⁻¹[a; e]`.
-    q: Mat<f64>,
+    /// The diagonal of `Q = UᵀK⁻¹U`.
+    diag: Vec<f64>,
+    /// The outs × ins block of `Q`.
+    cross: Mat<f64>,
+    /// What any block of `Q` is formed from.
+    factors: Factors,
+}
+
+/// What blocks of `Q` are formed from (see [`SampleSystem::candidates`]); the diagonal and
+/// the outs × ins block are kept formed.
+#[derive(Debug, Clone)]
+enum Factors {
+    /// `Q = VᵀV`, `V = L⁻¹U` (`n × m`).
+    Dual { v: Mat<f64> },
+    /// `V = L_H⁻¹E` (`k × |outs|`), `W = L_H⁻¹B` (`k × |ins|`), `G_{ins}` (`n × |ins|`).
+    Primal { v: Mat<f64>, w: Mat<f64>, e: Mat<f64>, mu: f64 },
+}
+
+impl SwapCandidates {
+    /// `Q[idx, idx]` (indices into outs, then ins) from the factors, by matrix products.
+    fn block(&self, idx: &[usize]) -> Mat<f64> {
+        let a = self.outs.len();
+        let pick = |x: &Mat<f64>, cols: &[usize]| Mat::<f64>::from_fn(x.nrows(), cols.len(), |i, t| x[(i, cols[t])]);
+        match &self.factors {
+            Factors::Dual { v } => {
+                let sel = pick(v, idx);
+                sel.transpose() * sel.as_ref()
+            }
+            Factors::Primal { v, w, e, mu } => {
+                // Where each entry of idx sits among the selected outs (or ins).
+                let (mut outs, mut ins, mut at) = (Vec::new(), Vec::new(), Vec::with_capacity(idx.len()));
+                for &r in idx {
+                    if r < a {
+                        at.push((true, outs.len()));
+                        outs.push(r);
+                    } else {
+                        at.push((false, ins.len()));
+                        ins.push(r - a);
+                    }
+                }
+                let (vo, wi, ei) = (pick(v, &outs), pick(w, &ins), pick(e, &ins));
+                let oo = vo.transpose() * vo.as_ref();
+                let oi = vo.transpose() * wi.as_ref();
+                let ii = ei.transpose() * ei.as_ref() - wi.transpose() * wi.as_ref();
+                Mat::<f64>::from_fn(idx.len(), idx.len(), |r, c| match (at[r], at[c]) {
+                    ((true, x), (true, y)) => f64::from(u8::from(x == y)) - mu * oo[(x, y)],
+                    ((true, x), (false, y)) | ((false, y), (true, x)) => oi[(x, y)],
+                    ((false, x), (false, y)) => ii[(x, y)] / mu,
+                })
+            }
+        }
+    }
 }
 
 /// Lower triangle of `G_SG_Sᵀ` (`n × n`), accumulated over chunks of columns of `G_S`,
@@ -698,7 +787,7 @@ mod tests {
             let support: Vec<usize> = (0..p).filter(|j| j % 3 != 1).take(k).collect();
             let mu = 0.2;
             let fresh_of = |s: &[usize]| SampleSystem::with_form(&g, &wbar, s, mu, Form::Dual).unwrap().objective();
-            let sys = SampleSystem::with_form(&g, &wbar, &support, mu, form).unwrap();
+            let mut sys = SampleSystem::with_form(&g, &wbar, &support, mu, form).unwrap();
             // F(S) in closed form equals f at the optimal values.
             let mut w = vec![0.0; p];
             for (&j, v) in support.iter().zip(sys.values()) {
@@ -711,7 +800,7 @@ mod tests {
             assert!((sys.objective() - f).abs() <= 1e-10 * f.abs().max(1.0), "{} vs {f}", sys.objective());
             let outs: Vec<usize> = support.iter().copied().step_by(2).collect();
             let ins: Vec<usize> = (0..p).filter(|j| !support.contains(j)).collect();
-            let cand = sys.candidates(&outs, &ins);
+            let cand = sys.clone().candidates(&outs, &ins);
             // Woodbury updates of a system with condition number < 10⁴: 1e-8 relative to F
             // is a wide margin over the ~1e-12 expected.
             let tol = 1e-8 * sys.objective().abs().max(1.0);
@@ -747,6 +836,41 @@ mod tests {
                 assert!((x - y).abs() <= 1e-8 * (1.0 + y.abs()), "{form:?} value {t}: {x} vs {y}");
             }
         }
+    }
+
+    #[test]
+    fn cached_entering_columns_score_as_a_fresh_system_does() {
+        // Primal (k < n): a round fills the column cache, swaps update it, and the next
+        // round's scores must equal those of a system built anew on the new support (in the
+        // same slot order), for cached columns, new ones and columns that just left.
+        let (n, p, k, mu) = (40, 90, 25, 0.3);
+        let data = random(n * p, 11);
+        let g = Gradients::new(&data, n, p).unwrap();
+        let wbar: Vec<f64> = random(p, 12).into_iter().map(f64::from).collect();
+        let support: Vec<usize> = (0..p).step_by(3).take(k).collect();
+        let mut sys = SampleSystem::with_form(&g, &wbar, &support, mu, Form::Primal).unwrap();
+        let outs: Vec<usize> = support[..6].to_vec();
+        let ins: Vec<usize> = (0..p).filter(|j| !support.contains(j)).take(20).collect();
+        sys.candidates(&outs, &ins);
+        assert_eq!(sys.columns.columns.len(), ins.len());
+        let mut after = sys.with_swaps(&[(outs[0], ins[0]), (outs[1], ins[1])]).unwrap();
+        assert_eq!(after.columns.columns.len(), ins.len() - 2, "entered columns leave the cache");
+        let outs2: Vec<usize> = vec![ins[0], outs[2], outs[3]];
+        let ins2: Vec<usize> = ins[2..].iter().copied().chain([outs[0], outs[1]]).chain([p - 1]).collect();
+        let got = after.candidates(&outs2, &ins2);
+        let mut fresh = SampleSystem::with_form(&g, &wbar, after.support(), mu, Form::Primal).unwrap();
+        let want = fresh.candidates(&outs2, &ins2);
+        // The same quantities by different association orders: 1e-9 relative to F.
+        let tol = 1e-9 * fresh.objective().abs().max(1.0);
+        for (x, i) in outs2.iter().enumerate() {
+            for (y, j) in ins2.iter().enumerate() {
+                let (a, b) = (after.pair_delta(&got, x, y), fresh.pair_delta(&want, x, y));
+                assert!((a - b).abs() <= tol, "swap {i} -> {j}: {a} vs {b}");
+            }
+        }
+        let pairs = [(0, 0), (1, 5), (2, ins2.len() - 1)];
+        let (a, b) = (after.batch_delta(&got, &pairs), fresh.batch_delta(&want, &pairs));
+        assert!((a - b).abs() <= tol, "batch: {a} vs {b}");
     }
 
     #[test]

@@ -446,7 +446,7 @@ impl<'a, 'p> Workspace<'a, 'p> {
                 return Err(CANCELLED.into());
             }
             let f = sys.objective();
-            let (cand, picked) = self.improving_swaps(&sys);
+            let (cand, picked) = self.improving_swaps(&mut sys);
             let mut m = picked.len();
             let mut applied = None;
             while m > 0 {
@@ -475,7 +475,7 @@ impl<'a, 'p> Workspace<'a, 'p> {
 
     /// The swap candidates of a round and the disjoint improving swaps among them,
     /// `(index into outs, index into ins)`, best first.
-    fn improving_swaps(&self, sys: &SampleSystem<'_, '_>) -> (SwapCandidates, Vec<(usize, usize)>) {
+    fn improving_swaps(&self, sys: &mut SampleSystem<'_, '_>) -> (SwapCandidates, Vec<(usize, usize)>) {
         let p = self.p.wbar.len();
         let mut w = vec![0.0; p];
         let mut in_support = vec![false; p];
