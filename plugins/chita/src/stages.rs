@@ -84,6 +84,8 @@ pub fn prune(
             weights: model.layers().iter().map(|l| l.weights().to_vec()).collect(),
         });
     }
+    // 1.5× the accuracy of guessing, with the classes from the last layer's outputs.
+    let chance = 1.5 / model.layers().last().map_or(1, |l| l.rows()).max(1) as f64;
     let mut buf = ModelBuf::new(model);
     let mut keep = vec![true; p];
     let schedule = stage_sparsities(request.sparsity, config.stages);
@@ -107,6 +109,8 @@ pub fn prune(
         // go from the largest ridge down and stop at the first that is less accurate than the
         // one before it (val accuracy is taken to be unimodal in the ridge), which saves the
         // slower small-ridge solves where a large ridge is best.
+        // An accuracy at chance level says nothing about the ridge (a collapsed network is
+        // at chance whatever the neighbouring ridges give), so the search never stops on one.
         let mut previous = f64::NEG_INFINITY;
         let candidates: &[f64] = if config.lambda > 0.0 { std::slice::from_ref(&config.lambda) } else { &LAMBDA_GRID };
         let mut best: Option<(f64, Candidate)> = None;
@@ -131,7 +135,7 @@ pub fn prune(
                     if best.as_ref().is_none_or(|(acc, _)| accuracy > *acc) {
                         best = Some((accuracy, c));
                     }
-                    if accuracy < previous {
+                    if accuracy < previous && previous > chance {
                         break;
                     }
                     previous = accuracy;
@@ -403,9 +407,16 @@ mod tests {
         let (out, asked) = run(0.0, Some(&|w: &[f32]| moved(w)));
         assert_eq!(out, fixed[LAMBDA_GRID.len() - 1]);
         assert_eq!(asked, vec![(DataSplit::Val, 1024); LAMBDA_GRID.len()]);
-        let (out, asked) = run(0.0, Some(&|w: &[f32]| -moved(w)));
+        // (Accuracies in (0.5, 1]: above 1.5× chance for the 3 classes of the test model.)
+        let (out, asked) = run(0.0, Some(&|w: &[f32]| 0.5 + 0.5 / (1.0 + moved(w))));
         assert_eq!(out, fixed[0]);
         assert_eq!(asked.len(), 2, "the second candidate is worse: the search stops there");
+        // Falling accuracies at chance level (≤ 0.5 here) do not stop it: a collapsed
+        // network at the large ridges, a working one at the smallest.
+        let last = fixed[LAMBDA_GRID.len() - 1].weights.concat();
+        let (out, asked) = run(0.0, Some(&|w: &[f32]| if w == last.as_slice() { 0.9 } else { 0.4 - moved(w) / 1e3 }));
+        assert_eq!(out, fixed[LAMBDA_GRID.len() - 1]);
+        assert_eq!(asked.len(), LAMBDA_GRID.len());
         // No val slice: the default ridge, one solve.
         let (out, asked) = run(0.0, None);
         assert_eq!((out, asked.len()), (fixed[0].clone(), 0));
