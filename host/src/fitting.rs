@@ -37,40 +37,7 @@ use crate::pruning::{ConfiguredPruner, FitData, plugin_error, state_fingerprint}
 /// Synthetic inputs a `fit_data=synthetic` fit draws its calibration samples from.
 const SYNTHETIC_INPUTS: usize = 4096;
 
-/// The first line of a state file the host wrote: [`STATE_MAGIC`], then one line of JSON
-/// ([`StateHeader`]), then the plugin's bytes. A file without it is a bare plugin state
-/// (written before states were keyed): it loads, with a warning that its fit zoo is unknown.
-pub const STATE_MAGIC: &[u8] = b"hyperprune-state/1\n";
-
-/// What the host knows about a fitted state: enough to key it and to warn when it meets a
-/// zoo it was not fitted for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StateHeader {
-    /// Pruner name.
-    pub pruner: String,
-    /// Plugin version that fitted it.
-    pub pruner_version: String,
-    /// The plugin's options at fit time, defaults filled in (host options left out).
-    pub options: serde_json::Value,
-    /// The zoo it was fitted on.
-    pub fit_zoo: FitZoo,
-}
-
-/// A fit zoo's identity: its name, dataset and architectures, and a hash of its train split
-/// as `zoo.json` records it (member ids, files, hyperparameters, accuracies).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FitZoo {
-    /// Zoo name.
-    pub name: String,
-    /// Dataset its members were trained on.
-    pub dataset: String,
-    /// Architecture names of its train members, sorted, without repeats.
-    pub archs: Vec<String>,
-    /// Train members fitted on.
-    pub train_members: usize,
-    /// 16 hex digits: the FNV-1a hash of the train members' `zoo.json` records.
-    pub train_hash: String,
-}
+pub use crate::state_file::{FitZoo, StateHeader, decode_state, encode_state};
 
 impl FitZoo {
     /// The identity of `zoo`'s train split, or of its first `limit` train members.
@@ -132,44 +99,6 @@ impl StateHeader {
         }
         out
     }
-}
-
-/// A state file's contents: the host's header, if it has one, and the plugin's bytes.
-#[derive(Debug)]
-pub struct StateFile {
-    /// None for a bare plugin state.
-    pub header: Option<StateHeader>,
-    /// What the plugin's `load_state` gets.
-    pub payload: Vec<u8>,
-}
-
-/// The bytes of a state file: magic, header line, payload.
-pub fn encode_state(header: &StateHeader, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = STATE_MAGIC.to_vec();
-    bytes.extend_from_slice(serde_json::to_string(header).expect("a header serialises").as_bytes());
-    bytes.push(b'\n');
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
-/// Splits a state file's bytes; `path` is only for the message.
-///
-/// # Errors
-/// A file that starts like a host state but whose header line is missing or not a header.
-pub fn decode_state(path: &Path, bytes: &[u8]) -> Result<StateFile, String> {
-    let Some(rest) = bytes.strip_prefix(STATE_MAGIC) else {
-        return Ok(StateFile { header: None, payload: bytes.to_vec() });
-    };
-    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| {
-        format!("{}: corrupt state file: the header line after 'hyperprune-state/1' is cut off", path.display())
-    })?;
-    let header: StateHeader = serde_json::from_slice(&rest[..end]).map_err(|e| {
-        format!(
-            "{}: corrupt state file: the header is not {{pruner, pruner_version, options, fit_zoo}} ({e})",
-            path.display()
-        )
-    })?;
-    Ok(StateFile { header: Some(header), payload: rest[end + 1..].to_vec() })
 }
 
 /// The files of a fit, all derived from the state file's path.
@@ -626,51 +555,7 @@ pub fn must_be_fitted(name: &str) -> anyhow::Error {
 mod tests {
     use super::*;
 
-    fn header() -> StateHeader {
-        StateHeader {
-            pruner: "hypernet".into(),
-            pruner_version: "0.2.0".into(),
-            options: serde_json::json!({"steps": 600, "mask": "topk"}),
-            fit_zoo: FitZoo {
-                name: "fmnist-cnn-s".into(),
-                dataset: "fashion-mnist".into(),
-                archs: vec!["cnn-s".into()],
-                train_members: 48,
-                train_hash: "0123456789abcdef".into(),
-            },
-        }
-    }
-
-    #[test]
-    fn a_state_file_is_magic_header_payload_and_a_bare_state_still_reads() {
-        let path = Path::new("s.state");
-        let payload = b"\x00\n{not json}\n\xff".to_vec();
-        let file = decode_state(path, &encode_state(&header(), &payload)).unwrap();
-        assert_eq!((file.header, file.payload), (Some(header()), payload.clone()));
-        let bare = decode_state(path, &payload).unwrap();
-        assert_eq!((bare.header, bare.payload), (None, payload));
-        let mut cut = STATE_MAGIC.to_vec();
-        cut.extend_from_slice(b"{\"pruner\":");
-        assert!(decode_state(path, &cut).unwrap_err().contains("s.state: corrupt state file: the header line"));
-        let mut wrong = STATE_MAGIC.to_vec();
-        wrong.extend_from_slice(b"[1,2]\npayload");
-        assert!(decode_state(path, &wrong).unwrap_err().starts_with("s.state: corrupt state file: the header is not"));
-    }
-
-    #[test]
-    fn property_mutated_state_files_never_panic_and_errors_name_the_file() {
-        let path = Path::new("/runs/x/state/hypernet.state");
-        let valid = encode_state(&header(), b"payload bytes");
-        let mut refused = 0;
-        for (case, bytes) in crate::testing::mutants(&valid, 3000, 12).into_iter().enumerate() {
-            let result = std::panic::catch_unwind(|| decode_state(path, &bytes));
-            if let Err(e) = result.unwrap_or_else(|_| panic!("case {case} panicked")) {
-                assert!(e.starts_with("/runs/x/state/hypernet.state: corrupt state file"), "case {case}: {e}");
-                refused += 1;
-            }
-        }
-        assert!(refused > 500, "refused {refused}");
-    }
+    use crate::state_file::tests::header;
 
     #[test]
     fn the_key_changes_with_every_part_of_it() {

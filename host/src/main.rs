@@ -22,6 +22,7 @@ mod plugins;
 mod pruning;
 mod report;
 mod results;
+mod state_file;
 #[cfg(test)]
 mod testing;
 
