@@ -120,7 +120,16 @@ fn fit_writes_a_state_and_a_curve_and_pruning_with_it_matches_the_benchs_own_fit
     assert!(keyed[0].with_extension("fit.jsonl").is_file());
     let state_opt = format!("learner.state={}", state.display());
     let again = bench(loaded.path(), &["--opt", &state_opt]);
-    assert!(!loaded.path().join("state").exists(), "a given state is loaded, not refitted");
+    let kept: Vec<String> = std::fs::read_dir(loaded.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // A given state is loaded, not refitted; only its fit curve comes along, for the report.
+    assert_eq!(kept, vec!["learner-learner.fit.jsonl".to_string()]);
+    assert_eq!(
+        std::fs::read(loaded.path().join("state/learner-learner.fit.jsonl")).unwrap(),
+        std::fs::read(dir.join("learner.fit.jsonl")).unwrap()
+    );
     assert_eq!(rows.len(), 1);
     for (x, y) in rows.iter().zip(&again) {
         assert_eq!((&x["status"], &x["data"]), (&serde_json::json!("ok"), &serde_json::json!("none")), "{x}");

@@ -287,6 +287,7 @@ fn fit_learnable(
     for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
         if let Some(path) = pruner.state_file.clone() {
             load_state_file(pruner, &path, target)?;
+            keep_fit_curve(pruner.name(), &path, out);
             continue;
         }
         let header = StateHeader::new(pruner, zoo, None);
@@ -329,6 +330,22 @@ fn fit_learnable(
         );
     }
     Ok(())
+}
+
+/// A state given with `P.state=FILE` brings the curve of its fit (`NAME.fit.jsonl` beside it,
+/// when there is one) into `RUN/state/P-NAME.fit.jsonl`, so the run's report plots it as it
+/// plots a fit made in the run; benches that add rows with other states add their curves.
+/// Without a curve there is nothing to keep; a failed copy is a warning, not an error.
+fn keep_fit_curve(pruner: &str, state: &Path, out: &Path) {
+    let curve = FitFiles::for_state(state).curve;
+    if !curve.is_file() {
+        return;
+    }
+    let stem = state.file_stem().map_or_else(|| "state".into(), |s| s.to_string_lossy().into_owned());
+    let dest = out.join("state").join(format!("{pruner}-{stem}.fit.jsonl"));
+    if let Err(e) = std::fs::create_dir_all(out.join("state")).and_then(|()| std::fs::copy(&curve, &dest)) {
+        tracing::warn!("{pruner}: could not copy the fit curve {} to {}: {e}", curve.display(), dest.display());
+    }
 }
 
 fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyhow::Result<()> {
