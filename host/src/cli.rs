@@ -224,7 +224,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t)]
     pub isolate: IsolateArg,
     /// Longest one `prune` call may take under `--isolate worker`, seconds; a call that
-    /// takes longer is killed and becomes an error row.
+    /// takes longer is killed and becomes an error row. Time the bench spends suspended
+    /// (Ctrl-Z) does not count.
     #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
     pub timeout: f64,
     /// Memory limit of each worker under `--isolate worker`, MiB (default: half of the

@@ -303,6 +303,45 @@ fn prune_in_a_worker_survives_an_abort_and_matches_in_process_masks() {
 }
 
 #[test]
+fn a_bench_stopped_and_resumed_mid_call_does_not_time_the_call_out() {
+    ensure_built();
+    let run = tempfile::tempdir().unwrap();
+    let mark = run.path().join("in-a-call");
+    // Each call takes 1.5 s against a 3 s timeout; supervisor and worker are stopped for 4 s
+    // in the first (as Ctrl-Z or SIGSTOP would) and continued.
+    let args = bench_args(run.path(), "misbehave", &["--opt", "misbehave.mode=slow", "--timeout", "3"]);
+    let child = Command::new(release_dir().join("hyperprune"))
+        .args(&args)
+        .env_remove("HYPERPRUNE_PLUGIN_PATH")
+        .env("HYPERPRUNE_FIXTURE_SLOW_MARK", &mark)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !mark.exists() {
+        assert!(start.elapsed().as_secs() < 60, "the first call starts");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        // The workers are the supervisor's children.
+        assert!(Command::new("pkill").args([sig, "-P", &pid]).status().unwrap().success());
+    };
+    signal("-STOP");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    signal("-CONT");
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let all = rows(run.path());
+    assert!(!all.is_empty());
+    let errors: Vec<&serde_json::Value> = all.iter().map(|r| &r["error"]).filter(|e| !e.is_null()).collect();
+    assert!(errors.is_empty(), "no call timed out: {errors:?}");
+}
+
+#[test]
 fn ctrl_c_cancels_the_running_call_keeps_the_written_rows_and_the_bench_resumes() {
     ensure_built();
     let run = tempfile::tempdir().unwrap();

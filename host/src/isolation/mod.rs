@@ -29,6 +29,12 @@ use protocol::{read_message, write_message};
 /// How long a cancelled call may take to return before its worker is killed.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a waiting supervisor looks at the worker's reply and at Ctrl-C.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The most one poll adds to a call's time (see `Worker::exchange`).
+const MAX_POLL_GAP: Duration = Duration::from_secs(1);
+
 /// How plugin calls run: the settings of `--isolate worker`.
 #[derive(Debug, Clone)]
 pub struct Isolation {
@@ -361,10 +367,18 @@ impl Worker {
         if write_message(&mut self.stdin, message).is_err() {
             return Err(self.died());
         }
-        let start = Instant::now();
+        // The call's time: the time this process waited while it ran. A poll that took far
+        // longer than its 50 ms means this process was stopped (Ctrl-Z, SIGSTOP) or the
+        // machine slept, and its worker with it: that gap counts as one poll, so a bench
+        // suspended and resumed does not time out the call it was in.
+        let (mut waited, mut last) = (Duration::ZERO, Instant::now());
         let mut cancelled_at: Option<Instant> = None;
         loop {
-            match self.replies.recv_timeout(Duration::from_millis(50)) {
+            let reply = self.replies.recv_timeout(POLL);
+            let now = Instant::now();
+            waited += (now - last).min(MAX_POLL_GAP);
+            last = now;
+            match reply {
                 Ok(Ok(Some(reply))) => {
                     return if cancelled_at.is_some() { Err(CallError::Interrupted) } else { Ok(reply) };
                 }
@@ -384,7 +398,7 @@ impl Worker {
                 }
                 _ => {}
             }
-            if cancelled_at.is_none() && start.elapsed() > timeout {
+            if cancelled_at.is_none() && waited > timeout {
                 self.kill();
                 return Err(CallError::Crashed(format!(
                     "timed out after {} s (the worker was killed; raise --timeout for slower pruners)",
