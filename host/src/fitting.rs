@@ -37,7 +37,7 @@ use crate::pruning::{ConfiguredPruner, FitData, plugin_error, state_fingerprint}
 /// Synthetic inputs a `fit_data=synthetic` fit draws its calibration samples from.
 const SYNTHETIC_INPUTS: usize = 4096;
 
-pub use crate::state_file::{FitZoo, StateHeader, decode_state, encode_state};
+use crate::state_file::{FitZoo, StateHeader, decode_state, encode_state};
 
 impl FitZoo {
     /// The identity of `zoo`'s train split, or of its first `limit` train members.

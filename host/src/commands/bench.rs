@@ -15,11 +15,12 @@ use crate::calibration::TrainSplit;
 use crate::cli::{BenchArgs, BenchCommand, DataArgs, GlobalArgs, IsolateArg, ScopeArg};
 use crate::context::DataServices;
 use crate::failure::bad_input;
-use crate::fitting::{FitFiles, StateHeader, StateTarget, fit, load_state_file, read_state_header};
+use crate::fitting::{FitFiles, StateTarget, fit, load_state_file, read_state_header};
 use crate::isolation::{Isolation, Setup};
 use crate::plugins::Registry;
 use crate::pruning::ConfiguredPruner;
 use crate::results::{RESULTS_FILE, ResultsWriter, RunLock, read_rows};
+use crate::state_file::StateHeader;
 
 /// The compression ratios a bench reports when none are given.
 pub const DEFAULT_COMPRESSIONS: [f64; 5] = [2.0, 4.0, 8.0, 16.0, 32.0];

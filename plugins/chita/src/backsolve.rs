@@ -44,7 +44,7 @@ use faer::linalg::matmul::triangular::{BlockStructure, matmul};
 use faer::linalg::solvers::Llt;
 use faer::linalg::solvers::Solve;
 use faer::linalg::triangular_solve::{solve_lower_triangular_in_place, solve_upper_triangular_in_place};
-use faer::{Accum, Col, Mat, MatMut, Par, Side};
+use faer::{Accum, Col, Mat, Par, Side};
 
 use crate::grads::Gradients;
 
@@ -107,7 +107,7 @@ fn direct(g: &Gradients<'_>, wbar: &[f64], support: &[usize], mu: f64) -> Result
         );
     }
     let rhs = g.tmul_support(support, &c);
-    let delta = solve_vec(&factor(&h)?, &rhs);
+    let delta = solve_vec_l(&cholesky(&h)?, &rhs);
     Ok(support.iter().zip(delta).map(|(&j, d)| wbar[j] + d).collect())
 }
 
@@ -638,27 +638,17 @@ fn cholesky(a: &Mat<f64>) -> Result<Mat<f64>, String> {
     Ok(factor(a)?.L().to_owned())
 }
 
-/// Solves `L Lᵀ x = b` in place.
-fn solve_l(l: &Mat<f64>, mut rhs: MatMut<'_, f64>) {
-    solve_lower_triangular_in_place(l.as_ref(), rhs.as_mut(), Par::Seq);
-    solve_upper_triangular_in_place(l.transpose(), rhs, Par::Seq);
-}
-
+/// `(LLᵀ)⁻¹b` for a lower Cholesky factor `L`.
 fn solve_vec_l(l: &Mat<f64>, b: &[f64]) -> Vec<f64> {
     let mut rhs = Mat::<f64>::from_fn(b.len(), 1, |i, _| b[i]);
-    solve_l(l, rhs.as_mut());
+    solve_lower_triangular_in_place(l.as_ref(), rhs.as_mut(), Par::Seq);
+    solve_upper_triangular_in_place(l.transpose(), rhs.as_mut(), Par::Seq);
     (0..b.len()).map(|i| rhs[(i, 0)]).collect()
 }
 
 fn factor(a: &Mat<f64>) -> Result<Llt<f64>, String> {
     a.llt(Side::Lower)
         .map_err(|e| format!("the ridge back-solve's system is not positive definite ({e:?}); use lambda > 0"))
-}
-
-fn solve_vec(llt: &Llt<f64>, b: &[f64]) -> Vec<f64> {
-    let mut rhs = Mat::<f64>::from_fn(b.len(), 1, |i, _| b[i]);
-    llt.solve_in_place(rhs.as_mut());
-    (0..b.len()).map(|i| rhs[(i, 0)]).collect()
 }
 
 #[cfg(test)]
