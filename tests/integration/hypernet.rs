@@ -147,6 +147,30 @@ fn pruning_without_a_state_or_with_a_broken_one_is_a_one_line_error() {
 }
 
 #[test]
+fn a_fit_that_never_beats_its_start_says_the_state_prunes_like_magnitude() {
+    // A learning rate far too large wrecks every step after the first, so validation keeps
+    // step 0 (the untrained network: magnitude pruning with floors), and the fit says so.
+    let state = tempfile::tempdir().unwrap().keep().join("wrecked.state");
+    let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", zoo().to_str().unwrap(), "--out"];
+    args.extend([state.to_str().unwrap(), "--opt", "lr=50", "-q"]);
+    args.extend(SHORT);
+    let o = hyperprune(&args);
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let curve = state.with_file_name("wrecked.fit.jsonl");
+    let checks: Vec<(u64, f64)> = std::fs::read_to_string(&curve)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|r| Some((r["step"].as_u64()?, r.get("val_retention")?.as_f64()?)))
+        .collect();
+    assert_eq!(checks.first().map(|c| c.0), Some(0), "{checks:?}");
+    assert!(checks.len() > 1 && checks[1..].iter().all(|c| c.1 < checks[0].1), "{checks:?}");
+    assert!(stderr.contains("validation kept step 0"), "{stderr}");
+    assert!(stderr.contains("prunes like global magnitude pruning"), "{stderr}");
+}
+
+#[test]
 fn a_fit_on_synthetic_inputs_sees_no_image_in_process_or_in_a_worker() {
     let dir = tempfile::tempdir().unwrap();
     let fit_to = |name: &str, extra: &[&str]| -> PathBuf {

@@ -229,6 +229,17 @@ pub fn fit(
             info.best_step = step;
             info.val_retention = Some(retention);
             params = kept;
+            if step == 0 && info.steps > 0 {
+                ctx.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "validation kept step 0, the untrained network: no later check beat its val retention \
+                         {retention:.4} on the {} val members, so this state prunes like global magnitude pruning \
+                         with the per-layer floor (the val curve is in the .fit.jsonl beside the state)",
+                        val.len()
+                    ),
+                );
+            }
         }
         None => info.best_step = info.steps,
     }
