@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use hyperprune_tests::{digits_zoo, fixtures, hyperprune, load_model, one_line_error, read_masks, text, write_model};
+use hyperprune_tests::{
+    digits_zoo, fixtures, hyperprune, jsonl, load_model, one_line_error, read_masks, text, write_model,
+};
 
 /// A 4-member digits zoo, trained once per test process: 2 train, 1 val, 1 test member.
 fn zoo() -> &'static Path {
@@ -55,10 +57,6 @@ fn test_member(zoo: &Path) -> PathBuf {
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(zoo.join("zoo.json")).unwrap()).unwrap();
     let member = meta["members"].as_array().unwrap().iter().find(|m| m["split"] == "test").expect("a test member");
     zoo.join(member["file"].as_str().unwrap())
-}
-
-fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-use hyperprune_tests::{digits_zoo, hyperprune, load_model, one_line_error, read_masks, text};
+use hyperprune_tests::{digits_zoo, hyperprune, jsonl, load_model, one_line_error, read_masks, text};
 
 /// A 6-member digits zoo: 3 train, 1 val, 2 test members.
 fn zoo() -> &'static Path {
@@ -53,8 +53,7 @@ fn a_fitted_state_prunes_unseen_members_exactly_and_reproducibly_with_no_data() 
     let (pointwise, equivariant) = states();
     let dir = tempfile::tempdir().unwrap();
     let curve = pointwise.with_file_name("hypernet-pointwise.fit.jsonl");
-    let rows: Vec<serde_json::Value> =
-        std::fs::read_to_string(&curve).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows = jsonl(&curve);
     assert!(rows.iter().any(|r| r.get("val_retention").is_some()), "validated on the val member: {rows:?}");
     assert!(rows.iter().any(|r| r.get("loss").is_some()), "loss rows: {rows:?}");
     for model in members("test") {
@@ -158,12 +157,8 @@ fn a_fit_that_never_beats_its_start_says_the_state_prunes_like_magnitude() {
     let (_, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     let curve = state.with_file_name("wrecked.fit.jsonl");
-    let checks: Vec<(u64, f64)> = std::fs::read_to_string(&curve)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|r| Some((r["step"].as_u64()?, r.get("val_retention")?.as_f64()?)))
-        .collect();
+    let checks: Vec<(u64, f64)> =
+        jsonl(&curve).iter().filter_map(|r| Some((r["step"].as_u64()?, r.get("val_retention")?.as_f64()?))).collect();
     assert_eq!(checks.first().map(|c| c.0), Some(0), "{checks:?}");
     assert!(checks.len() > 1 && checks[1..].iter().all(|c| c.1 < checks[0].1), "{checks:?}");
     assert!(stderr.contains("validation kept step 0"), "{stderr}");

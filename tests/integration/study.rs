@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use hyperprune_tests::{ensure_built, release_dir, root};
+use hyperprune_tests::{ensure_built, jsonl, release_dir, root};
 
 fn study(out: &Path, extra: &[&str]) -> std::process::Output {
     ensure_built();
@@ -17,10 +17,6 @@ fn study(out: &Path, extra: &[&str]) -> std::process::Output {
         .env_remove("HYPERPRUNE_PLUGIN_PATH")
         .output()
         .expect("bash runs")
-}
-
-fn rows(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -51,13 +47,13 @@ fn the_quick_study_writes_every_table_and_plot_and_resumes_without_repeating() {
             assert!(run.join(file).is_file(), "{bench}: {file} missing");
         }
         assert!(md.contains(&format!("### {bench} (")), "{bench} has no table in study.md");
-        let all = rows(&run.join("results.jsonl"));
+        let all = jsonl(&run.join("results.jsonl"));
         assert!(all.iter().all(|r| r["status"] == "ok"), "{bench}: {all:?}");
     }
     // The ceiling table has the three methods; maskopt reaches at least magnitude everywhere.
     assert!(md.contains("| maskopt") && md.contains("| magnitude") && md.contains("| hypernet"), "{md}");
     // Cross-zoo rows carry the zoo each state was fitted on.
-    let cross = rows(&out.join("runs/cross-zoo/results.jsonl"));
+    let cross = jsonl(&out.join("runs/cross-zoo/results.jsonl"));
     let fit_zoos: std::collections::BTreeSet<&str> = cross.iter().filter_map(|r| r["fit_zoo"].as_str()).collect();
     assert_eq!(fit_zoos.into_iter().collect::<Vec<_>>(), ["digits", "digits-sgd"]);
     assert!(md.contains("[fitted on digits-sgd]") && md.contains("[fitted on digits]"), "{md}");
@@ -77,18 +73,18 @@ fn the_quick_study_writes_every_table_and_plot_and_resumes_without_repeating() {
         assert!(md.contains(&format!("[fitted on digits, {k} train]")), "curve point {k} missing:\n{md}");
     }
     // Controllability: the sparsity emerged and was recorded, not enforced.
-    let control = rows(&out.join("runs/controllability/results.jsonl"));
+    let control = jsonl(&out.join("runs/controllability/results.jsonl"));
     assert!(control.iter().all(|r| r["options"]["sparsity_check"] == "report" && r["options"]["mask"] == "threshold"));
     assert!(control.iter().any(|r| r["achieved_sparsity"] != r["requested_sparsity"]), "threshold masks are not exact");
 
     // Resume: a second run trains, fits and prunes nothing new.
     let before: Vec<usize> =
-        benches.iter().map(|b| rows(&out.join("runs").join(b).join("results.jsonl")).len()).collect();
+        benches.iter().map(|b| jsonl(&out.join("runs").join(b).join("results.jsonl")).len()).collect();
     let states = std::fs::read_dir(out.join("states")).unwrap().count();
     let o = study(&out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let after: Vec<usize> =
-        benches.iter().map(|b| rows(&out.join("runs").join(b).join("results.jsonl")).len()).collect();
+        benches.iter().map(|b| jsonl(&out.join("runs").join(b).join("results.jsonl")).len()).collect();
     assert_eq!(before, after);
     assert_eq!(states, std::fs::read_dir(out.join("states")).unwrap().count());
 
@@ -107,8 +103,8 @@ fn the_quick_study_writes_every_table_and_plot_and_resumes_without_repeating() {
     let key = |r: &serde_json::Value| {
         format!("{}|{}|{}|{}|{}", r["member"], r["pruner"], r["options"], r["requested_sparsity"], r["pruned_accuracy"])
     };
-    let mut whole: Vec<String> = rows(&out.join("runs/ceiling/results.jsonl")).iter().map(key).collect();
-    let mut merged: Vec<String> = rows(&sharded.join("runs/ceiling/results.jsonl")).iter().map(key).collect();
+    let mut whole: Vec<String> = jsonl(&out.join("runs/ceiling/results.jsonl")).iter().map(key).collect();
+    let mut merged: Vec<String> = jsonl(&sharded.join("runs/ceiling/results.jsonl")).iter().map(key).collect();
     whole.sort();
     merged.sort();
     assert_eq!(whole, merged);

@@ -90,6 +90,11 @@ pub fn hyperprune_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("the hyperprune binary runs")
 }
 
+/// The rows of a JSON-lines file (results, fit curves).
+pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// Stdout and stderr of a run, for assertion messages.
 pub fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())

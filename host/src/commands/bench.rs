@@ -343,8 +343,9 @@ fn keep_fit_curve(pruner: &str, state: &Path, out: &Path) {
         return;
     }
     let stem = state.file_stem().map_or_else(|| "state".into(), |s| s.to_string_lossy().into_owned());
-    let dest = out.join("state").join(format!("{pruner}-{stem}.fit.jsonl"));
-    if let Err(e) = std::fs::create_dir_all(out.join("state")).and_then(|()| std::fs::copy(&curve, &dest)) {
+    let dir = out.join("state");
+    let dest = dir.join(format!("{pruner}-{stem}.fit.jsonl"));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::copy(&curve, &dest)) {
         tracing::warn!("{pruner}: could not copy the fit curve {} to {}: {e}", curve.display(), dest.display());
     }
 }

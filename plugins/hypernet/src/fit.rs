@@ -229,7 +229,7 @@ pub fn fit(
             info.best_step = step;
             info.val_retention = Some(retention);
             params = kept;
-            if step == 0 && info.steps > 0 {
+            if step == 0 {
                 ctx.log(
                     LogLevel::Warn,
                     &format!(
