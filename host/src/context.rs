@@ -1,8 +1,8 @@
 //! The host side of the SDK `Context`: logging and progress for plugins, the data services
-//! (layer Hessians, per-sample gradients, masked loss and distillation, evaluation) computed
-//! by core's engine on the run's dataset, and a fit's curve rows and checkpoints. Every
-//! callback catches panics, so a host bug becomes an error returned to the plugin, never an
-//! unwind across the ABI.
+//! (layer Hessians, per-sample gradients, masked loss and distillation, evaluation, input
+//! moments) computed by core's engine on the run's dataset, and a fit's curve rows and
+//! checkpoints. Every callback catches panics, so a host bug becomes an error returned to the
+//! plugin, never an unwind across the ABI.
 //!
 //! Whether a call gets data is the host's decision, not a convention: a pruner that declared
 //! it needs no data gets a context whose data services all answer `Unavailable`.
@@ -16,7 +16,8 @@ use hyperprune_core::dataset::Samples;
 use hyperprune_core::engine::Engine;
 use hyperprune_sdk::ffi::panic_message;
 use hyperprune_sdk::{
-    CalibRequest, Context, DataSplit, ErrorKind, Evaluation, LogLevel, LossAndGrad, Matrix, ModelRef, PluginError,
+    CalibRequest, Context, DataSplit, ErrorKind, Evaluation, InputMoments, LogLevel, LossAndGrad, Matrix, ModelRef,
+    PluginError,
 };
 
 use crate::calibration::TrainSplit;
@@ -256,6 +257,48 @@ impl Context for HostContext<'_> {
             )),
         }
     }
+
+    fn input_moments(&self, calib: CalibRequest) -> RResult<InputMoments, PluginError> {
+        self.service("input_moments", |d| {
+            let samples = self.calibration(d.split, calib);
+            if samples.is_empty() {
+                return Err("the calibration part of this dataset's train split is empty".into());
+            }
+            Ok(moments(&samples))
+        })
+    }
+}
+
+/// The mean and the (uncentred) second moment of the flattened images of `samples`.
+fn moments(samples: &Samples) -> InputMoments {
+    let d: usize = samples.shape.iter().product();
+    let n = samples.len();
+    let mut mean = vec![0.0f64; d];
+    let mut second = vec![0.0f64; d * d];
+    let mut x = vec![0.0f64; d];
+    for image in samples.images.chunks_exact(d).take(n) {
+        x.iter_mut().zip(image).for_each(|(x, &v)| *x = v as f64);
+        for (i, &xi) in x.iter().enumerate() {
+            mean[i] += xi;
+            // The upper triangle; mirrored below.
+            let row = &mut second[i * d + i..(i + 1) * d];
+            row.iter_mut().zip(&x[i..]).for_each(|(s, &xj)| *s += xi * xj);
+        }
+    }
+    let scale = 1.0 / n.max(1) as f64;
+    mean.iter_mut().for_each(|m| *m *= scale);
+    for i in 0..d {
+        for j in i..d {
+            let v = second[i * d + j] * scale;
+            second[i * d + j] = v;
+            second[j * d + i] = v;
+        }
+    }
+    InputMoments {
+        mean: mean.into(),
+        second: Matrix { rows: d as u64, cols: d as u64, data: second.into() },
+        samples: n as u64,
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +320,7 @@ mod tests {
             ctx.masked_loss_and_grad(empty_model(), RSlice::from_slice(&[]), calib).unwrap_err(),
             ctx.masked_distill_loss_and_grad(empty_model(), RSlice::from_slice(&[]), calib, 1.0).unwrap_err(),
             ctx.evaluate(empty_model(), DataSplit::Val, 0).unwrap_err(),
+            ctx.input_moments(calib).unwrap_err(),
         ];
         for e in errors {
             assert!(e.is_unavailable() && e.message.contains("pruner 'p' declared it needs no data"), "{e}");
@@ -284,5 +328,17 @@ mod tests {
         ctx.record(RStr::from_str("{}"));
         assert!(ctx.checkpoint(RSlice::from_slice(b"x")).unwrap_err().is_unavailable());
         assert_eq!(ctx.calibration_samples_used(), 0);
+    }
+
+    #[test]
+    fn input_moments_are_the_mean_and_uncentred_second_moment_of_the_flattened_images() {
+        // Two 1×1×2 images: (1, 2) and (3, -4).
+        let samples = Samples { shape: [1, 1, 2], images: vec![1.0, 2.0, 3.0, -4.0], labels: vec![0, 1] };
+        let m = moments(&samples);
+        assert_eq!(m.samples, 2);
+        assert_eq!(m.mean.as_slice(), &[2.0, -1.0]);
+        assert_eq!((m.second.rows, m.second.cols), (2, 2));
+        // E[x0²] = 5, E[x0 x1] = (2 − 12)/2 = −5, E[x1²] = 10.
+        assert_eq!(m.second.data.as_slice(), &[5.0, -5.0, -5.0, 10.0]);
     }
 }

@@ -89,6 +89,21 @@ pub struct Evaluation {
     pub samples: u64,
 }
 
+/// The first two moments of a dataset's inputs, each image flattened to `c·h·w` values in
+/// the order a linear layer after a flatten reads them (normalised as the networks see
+/// them). No image leaves the host: a data-free pruner can store these and use them when
+/// it prunes without data.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct InputMoments {
+    /// `E[x]`, one value per input value.
+    pub mean: RVec<f64>,
+    /// `E[x xᵀ]` (not centred), `d × d`.
+    pub second: Matrix<f64>,
+    /// Number of samples averaged over.
+    pub samples: u64,
+}
+
 /// Where a data service evaluates. The dataset's test split is not among them: it is the
 /// host's alone, for the numbers a bench reports.
 #[repr(u8)]
@@ -171,6 +186,11 @@ pub trait Context: Send + Sync {
     /// resume. Errors when the host cannot store checkpoints in this run.
     #[sabi(last_prefix_field)]
     fn checkpoint(&self, state: RSlice<'_, u8>) -> RResult<(), PluginError>;
+
+    /// The mean and second moment of the model inputs (flattened images) over calibration
+    /// samples of the train split. Appended in SDK 0.2 after `checkpoint`: a host built
+    /// before it lacks the service.
+    fn input_moments(&self, calib: CalibRequest) -> RResult<InputMoments, PluginError>;
 }
 
 /// The FFI handle of a host context, as passed across the ABI.
@@ -250,6 +270,14 @@ impl<'a> Ctx<'a> {
         calib: CalibRequest,
     ) -> Result<LossAndGrad, PluginError> {
         self.inner.masked_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib).into_result()
+    }
+
+    /// See [`Context::input_moments`].
+    ///
+    /// # Errors
+    /// As [`Ctx::layer_input_hessian`].
+    pub fn input_moments(&self, calib: CalibRequest) -> Result<InputMoments, PluginError> {
+        self.inner.input_moments(calib).into_result()
     }
 
     /// See [`Context::evaluate`].
@@ -340,6 +368,10 @@ macro_rules! no_data_services {
         fn checkpoint(&self, _: RSlice<'_, u8>) -> RResult<(), PluginError> {
             unavailable("checkpoint")
         }
+
+        fn input_moments(&self, _: CalibRequest) -> RResult<InputMoments, PluginError> {
+            unavailable("input_moments")
+        }
     };
 }
 
@@ -369,6 +401,9 @@ pub type GradientsFn<'a> = dyn Fn(ModelRef<'_>, CalibRequest) -> RResult<Matrix<
 pub type DistillFn<'a> =
     dyn Fn(ModelRef<'_>, &[f32], CalibRequest, f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a;
 
+/// How a [`TestHost`] answers [`Context::input_moments`].
+pub type MomentsFn<'a> = dyn Fn(CalibRequest) -> RResult<InputMoments, PluginError> + Send + Sync + 'a;
+
 /// How a [`TestHost`] answers [`Context::evaluate`]: model, split, samples.
 pub type EvaluateFn<'a> = dyn Fn(ModelRef<'_>, DataSplit, u64) -> RResult<Evaluation, PluginError> + Send + Sync + 'a;
 
@@ -392,6 +427,7 @@ pub struct TestHost<'a> {
     gradients: Option<Box<GradientsFn<'a>>>,
     distill: Option<Box<DistillFn<'a>>>,
     evaluate: Option<Box<EvaluateFn<'a>>>,
+    moments: Option<Box<MomentsFn<'a>>>,
     records: std::sync::Mutex<Vec<String>>,
     checkpoints: std::sync::Mutex<Vec<Vec<u8>>>,
 }
@@ -435,6 +471,15 @@ impl<'a> TestHost<'a> {
         f: impl Fn(ModelRef<'_>, DataSplit, u64) -> RResult<Evaluation, PluginError> + Send + Sync + 'a,
     ) -> TestHost<'a> {
         self.evaluate = Some(Box::new(f));
+        self
+    }
+
+    /// Answers input moments with `f`.
+    pub fn with_moments(
+        mut self,
+        f: impl Fn(CalibRequest) -> RResult<InputMoments, PluginError> + Send + Sync + 'a,
+    ) -> TestHost<'a> {
+        self.moments = Some(Box::new(f));
         self
     }
 
@@ -518,6 +563,13 @@ impl Context for TestHost<'_> {
         }
         RResult::ROk(())
     }
+
+    fn input_moments(&self, request: CalibRequest) -> RResult<InputMoments, PluginError> {
+        match &self.moments {
+            Some(f) => f(request),
+            None => unavailable("input_moments"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -544,6 +596,7 @@ mod tests {
         assert!(err.message.contains("layer_input_hessian") && err.message.contains("not available"), "{err}");
         assert!(ctx.evaluate(&model, DataSplit::Val, 10).unwrap_err().is_unavailable());
         assert!(ctx.masked_distill_loss_and_grad(&model, &[], calib, 1.0).unwrap_err().is_unavailable());
+        assert!(ctx.input_moments(calib).unwrap_err().is_unavailable());
         assert!(!ctx.cancelled());
     }
 }

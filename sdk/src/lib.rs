@@ -75,7 +75,7 @@ mod zoo;
 
 pub use context::{
     CalibRequest, Context, ContextRef, Ctx, DataSplit, DistillFn, EvaluateFn, Evaluation, GradientsFn, HessianFn,
-    LogLevel, LossAndGrad, Matrix, NoData, TestHost, context_ref,
+    InputMoments, LogLevel, LossAndGrad, Matrix, MomentsFn, NoData, TestHost, context_ref,
 };
 pub use error::{ErrorKind, PluginError};
 pub use ffi::{PrunerBox, PrunerModRef, SDK_VERSION};

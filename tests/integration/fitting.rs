@@ -291,11 +291,12 @@ fn a_data_free_pruner_is_refused_every_data_service_and_a_data_aware_one_is_serv
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     let probe = stderr.split("probe: ").nth(1).expect("the probe's report").trim();
     let answers: Vec<&str> = probe.split(" | ").collect();
-    assert_eq!(answers.len(), 7, "{probe}");
-    for answer in &answers[..6] {
+    assert_eq!(answers.len(), 8, "{probe}");
+    for answer in &answers[..7] {
         assert!(answer.contains("=Unavailable: ") && answer.contains("declared it needs no data"), "{answer}");
     }
-    assert!(answers[6].starts_with("checkpoint=Unavailable") && answers[6].contains("only available while fitting"));
+    assert!(answers[6].starts_with("input_moments="), "{probe}");
+    assert!(answers[7].starts_with("checkpoint=Unavailable") && answers[7].contains("only available while fitting"));
 
     // In one bench: the data-free probe's rows are error rows saying what it was refused,
     // the data-aware pruner's rows used calibration data.

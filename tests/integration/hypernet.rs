@@ -222,3 +222,61 @@ fn a_fit_on_synthetic_inputs_sees_no_image_in_process_or_in_a_worker() {
     ]);
     one_line_error(&o, &["fit_data", "real or synthetic", "noise"]);
 }
+
+/// The hypernetwork's own metadata in a state file the host wrote: after the host's two
+/// header lines, the plugin's safetensors, whose metadata holds it as JSON.
+fn plugin_meta(state: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(state).unwrap();
+    let mut at = 0;
+    for _ in 0..2 {
+        at += bytes[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    }
+    let len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[at + 8..at + 8 + len]).unwrap();
+    serde_json::from_str(header["__metadata__"]["hyperprune.hypernet"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn on_an_mlp_the_unit_stage_reads_the_input_moments_and_gives_up_whole_first_layer_units() {
+    let spec = hyperprune_tests::root().join("tests/data/mlp-digits.json");
+    let zoo = hyperprune_tests::digits_zoo_of(spec.to_str().unwrap(), "mlp-zoo", 6, 3, "0.5,0.17,0.33");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("mlp.state");
+    let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", zoo.to_str().unwrap(), "--out"];
+    args.extend([state.to_str().unwrap(), "--opt", "units_q=0.3", "-q"]);
+    args.extend(SHORT);
+    let o = hyperprune(&args);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // The host served the moments of the 8×8 digits through the ABI; the state keeps them.
+    let units = &plugin_meta(&state)["units"];
+    assert_eq!((units["q_max"].as_f64(), units["dim"].as_u64()), (Some(0.3), Some(64)), "{units}");
+    assert!(units["samples"].as_u64().unwrap() > 100, "{units}");
+    let rows = jsonl(&state.with_file_name("mlp.fit.jsonl"));
+    assert!(rows.iter().any(|r| r["unit_stage_q_max"] == 0.3), "every check scores the stage: {rows:?}");
+    // The conv nets of the other tests have no stage.
+    assert!(plugin_meta(&states().0).get("units").is_none());
+
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(zoo.join("zoo.json")).unwrap()).unwrap();
+    let test = meta["members"].as_array().unwrap().iter().find(|m| m["split"] == "test").unwrap();
+    let model = zoo.join(test["file"].as_str().unwrap());
+    let n = load_model(&model).prunable_count();
+    // Units given up whole: no weight into them, none of the next layer reading them.
+    let given_up = |state: &Path, sparsity: &str| -> usize {
+        let opt = format!("state={}", state.display());
+        let o = prune(&model, &dir.path().join("p.safetensors"), sparsity, &["--opt", &opt]);
+        assert!(o.status.success(), "{:?}", text(&o));
+        let masks = read_masks(&dir.path().join("p.masks.safetensors"));
+        let s: f64 = sparsity.parse().unwrap();
+        assert_eq!(masks.iter().flat_map(|(_, m)| m).filter(|&&k| !k).count(), (s * n as f64).round() as usize);
+        let (first, next) = (&masks[0].1, &masks[1].1);
+        (0..32)
+            .filter(|&o| first[o * 64..(o + 1) * 64].iter().all(|&k| !k) && (0..16).all(|r| !next[r * 32 + o]))
+            .count()
+    };
+    // None at 2×; ⌊q(s) · 32⌋ at least (magnitude also empties a few dead units): at 10×
+    // q = 0.3 · (log₂ 10 − 1) / 4 gives 5, from 32× on q = 0.3 gives 9. Which units go is
+    // checked in the plugin's unit tests.
+    assert_eq!(given_up(&state, "0.5"), 0);
+    assert!(given_up(&state, "0.9") >= 5);
+    assert!(given_up(&state, "0.97") >= 9);
+}

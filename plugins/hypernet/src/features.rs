@@ -298,7 +298,7 @@ fn path_flows(views: &[LayerView], weights: &[&[f32]]) -> (Vec<Vec<f32>>, Vec<Ve
 }
 
 /// The bias belonging to weight tensor `name` (`"3.weight"` → `"3.bias"`).
-fn bias_of<'a>(model: &ModelRef<'a>, name: &str) -> Option<&'a [f32]> {
+pub(crate) fn bias_of<'a>(model: &ModelRef<'a>, name: &str) -> Option<&'a [f32]> {
     let prefix = name.strip_suffix("weight")?;
     model.others.iter().find(|t| t.name.as_str().strip_prefix(prefix) == Some("bias")).map(|t| t.values.as_slice())
 }

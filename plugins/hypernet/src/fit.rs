@@ -27,6 +27,7 @@ use crate::mask::{self, MaskMode};
 use crate::network::{self, Allocation, NetConfig, Params, feature_tensor, forward};
 use crate::rescale;
 use crate::state::{FitInfo, Meta, Progress, Resume, State};
+use crate::units::{self, InputStats, UnitStage};
 
 type Train = Autodiff<Flex>;
 
@@ -63,6 +64,47 @@ pub struct FitSettings {
     pub floor: f64,
     /// What the host's distillation evaluates.
     pub relaxation: Relaxation,
+    /// Choose the unit stage's `q_max` on the val members (`units=auto`); off, it stays 0.
+    pub units: bool,
+    /// A `q_max` fixed by the user (`units_q`) instead of the one the val members choose.
+    pub units_q: Option<f64>,
+    /// How a validation check is scored when choosing the step (and `q_max`) to keep.
+    pub criterion: Criterion,
+}
+
+/// How the fit scores a validation check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criterion {
+    /// The mean val retention over the val compressions, among the checks that are at most
+    /// [`GUARD`] below the untrained network (global magnitude pruning with the floor) at
+    /// every one of them; a check further below anywhere loses to every check that is not.
+    Guarded,
+    /// The worst margin over the val compressions against the untrained network: a check
+    /// wins only by being above it at every compression; ties keep the earlier step.
+    Margin,
+    /// The mean val retention over the val compressions.
+    Mean,
+}
+
+/// How far below the untrained network, at any val compression, a check may be and still
+/// be kept under [`Criterion::Guarded`]: one point of retention, about what the val slice
+/// (512 images, 8 members) moves between two validations of the same network.
+pub const GUARD: f64 = 0.01;
+
+impl Criterion {
+    /// The score of `by_sparsity` (higher is better) against `reference`, the untrained
+    /// network's retention at the same sparsities (without one, every criterion is the mean).
+    fn score(self, by_sparsity: &[f64], reference: Option<&[f64]>) -> f64 {
+        let mean = by_sparsity.iter().sum::<f64>() / by_sparsity.len().max(1) as f64;
+        let worst = |r: &[f64]| by_sparsity.iter().zip(r).map(|(a, b)| a - b).fold(f64::INFINITY, f64::min);
+        match (self, reference) {
+            (Criterion::Margin, Some(r)) => worst(r),
+            // Retention is at most a little over 1, so a guarded-out check scores below
+            // every check that is not.
+            (Criterion::Guarded, Some(r)) if worst(r) < -GUARD => mean - 2.0,
+            _ => mean,
+        }
+    }
 }
 
 /// The relaxation the fit's gradient goes through.
@@ -118,36 +160,69 @@ pub fn fit(
     let val = prepare(zoo.val.as_slice(), set)?;
     let fresh = Params::init(&net, settings.seed);
     let (mut params, mut adam, mut best, start, mut spent) = match resume {
-        Some(State { params, resume: Some(r), meta: Meta { progress: Some(p), .. } }) if params.same_layout(&fresh) => {
+        Some(State { params, resume: Some(r), meta: Meta { progress: Some(p), .. }, .. })
+            if params.same_layout(&fresh) =>
+        {
             ctx.info(&format!("resuming the fit at step {} of {}", p.step, settings.steps));
             let best = p.best.map(|(v, s)| (v, s, r.best.clone()));
             (params, Adam { first: r.first, second: r.second, t: p.step }, best, p.step, p.seconds)
         }
         _ => (fresh.clone(), Adam::new(&fresh), None, 0, 0.0),
     };
-    let grid = val_grid(settings.s_min, settings.s_max);
-    let mut dense_val: Vec<Option<f64>> = vec![None; val.len()];
+    let mut checks = Checks::new(&net, &val, settings);
     let mut val_available = !val.is_empty();
     if val.is_empty() {
         ctx.log(LogLevel::Warn, "the zoo has no val members: keeping the last parameters, no selection");
     }
     // Step 0 is validated too: the untrained network is magnitude pruning (with floors), so
     // the kept parameters are never worse than that on the val members.
+    // With the unit stage, each check scores the network at its best `q_max`, so that the
+    // step kept is the best one with the stage, not without it.
+    let inputs = if settings.units && val_available { unit_inputs(&val, settings, ctx)? } else { None };
+    // The guarded and margin criteria compare every check with the untrained network, the
+    // step-0 parameters (also on a resumed fit).
+    let mut reference: Option<Vec<f64>> = None;
+    if settings.criterion != Criterion::Mean && val_available {
+        match checks.retention(&fresh, None, ctx) {
+            Ok(r) => reference = Some(r),
+            Err(e) if e.is_unavailable() => {
+                ctx.log(LogLevel::Warn, &format!("no validation in this run: {}", e.message));
+                val_available = false;
+            }
+            Err(e) => return Err(e.context("validation")),
+        }
+    }
+    let criterion = settings.criterion;
     let mut select = |step: usize, params: &Params, best: &mut Option<(f64, usize, Params)>| {
         if !val_available {
             return Ok(());
         }
-        match validate(&net, params, &val, &grid, settings, &mut dense_val, ctx) {
-            Ok(by_sparsity) => {
+        let reference = reference.as_deref();
+        let checked = match &inputs {
+            Some((stats, _)) => checks.best_q(params, stats, reference, ctx),
+            None => checks.retention(params, None, ctx).map(|v| (0.0, v, None)),
+        };
+        match checked {
+            Ok((q_max, by_sparsity, without)) => {
                 let retention = by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64;
-                let compressions: Vec<f64> = grid.iter().map(|s| 1.0 / (1.0 - s)).collect();
-                ctx.record(&serde_json::json!({
+                let score = criterion.score(&by_sparsity, reference);
+                let compressions: Vec<f64> = checks.grid.iter().map(|s| 1.0 / (1.0 - s)).collect();
+                let mut row = serde_json::json!({
                     "step": step, "val_retention": retention,
                     "val_compressions": compressions, "val_retention_by_compression": by_sparsity,
-                }));
+                });
+                if let Some(without) = without {
+                    row["unit_stage_q_max"] = q_max.into();
+                    row["val_retention_without_units"] = without.into();
+                }
+                if let Some(r) = reference {
+                    let worst = by_sparsity.iter().zip(r).map(|(a, b)| a - b).fold(f64::INFINITY, f64::min);
+                    row["val_margin"] = worst.into();
+                }
+                ctx.record(&row);
                 ctx.info(&format!("step {step}: val retention {retention:.4}"));
-                if best.as_ref().is_none_or(|(b, _, _)| retention > *b) {
-                    *best = Some((retention, step, params.clone()));
+                if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
+                    *best = Some((score, step, params.clone()));
                 }
                 Ok(())
             }
@@ -210,6 +285,7 @@ pub fn fit(
                     meta: meta(&net, set, settings, info.clone(), Some(progress)),
                     params: params.clone(),
                     resume: Some(resume),
+                    inputs: None,
                 };
                 if let Err(e) = ctx.checkpoint(&state.to_bytes()) {
                     ctx.log(LogLevel::Debug, &format!("checkpoints off: {}", e.message));
@@ -224,30 +300,99 @@ pub fn fit(
     info.seconds = spent;
     info.train_members = train.len();
     info.val_members = val.len();
-    match best {
-        Some((retention, step, kept)) => {
+    let kept_step_0 = match best {
+        Some((_, step, kept)) => {
             info.best_step = step;
-            info.val_retention = Some(retention);
             params = kept;
-            if step == 0 {
-                ctx.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "validation kept step 0, the untrained network: no later check beat its val retention \
-                         {retention:.4} on the {} val members, so this state prunes like global magnitude pruning \
-                         with the per-layer floor (the val curve is in the .fit.jsonl beside the state)",
-                        val.len()
-                    ),
-                );
-            }
+            // The kept parameters' mean val retention (the score may be a margin).
+            let by_sparsity = checks.retention(&params, None, ctx)?;
+            let retention = by_sparsity.iter().sum::<f64>() / by_sparsity.len().max(1) as f64;
+            info.val_retention = Some(retention);
+            (step == 0).then_some(retention)
         }
-        None => info.best_step = info.steps,
-    }
+        None => {
+            info.best_step = info.steps;
+            None
+        }
+    };
     if net.allocation == Allocation::Learned {
         calibrate_threshold(&net, &mut params, &train, settings);
     }
-    Ok(State { meta: meta(&net, set, settings, info, None), params, resume: None })
+    let (stage, inputs) = match inputs {
+        Some((stats, samples)) if val_available && info.val_retention.is_some() => {
+            let (q_max, by_sparsity, without) =
+                checks.best_q(&params, &stats, reference.as_deref(), ctx)?;
+            let with = by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64;
+            let without = without.unwrap_or(with);
+            ctx.info(&format!(
+                "unit stage: q_max {q_max} (val retention {without:.4} without it, {with:.4} with it; input moments \
+                 of {} values over {samples} train images)",
+                stats.dim()
+            ));
+            let stage = UnitStage { q_max, dim: stats.dim(), samples, val_retention: (without, with) };
+            // What the state keeps: the network with its stage.
+            info.val_retention = Some(with);
+            (Some(stage), (q_max > 0.0).then_some(stats))
+        }
+        _ => (None, None),
+    };
+    if let Some(retention) = kept_step_0 {
+        let stage = match &stage {
+            Some(u) if u.q_max > 0.0 => format!(
+                ", except that its unit stage gives up to {:.0} % of the first layer's units at high compression",
+                100.0 * u.q_max
+            ),
+            _ => String::new(),
+        };
+        ctx.log(
+            LogLevel::Warn,
+            &format!(
+                "validation kept step 0, the untrained network: no later check beat its val retention \
+                 {retention:.4} on the {} val members, so this state prunes like global magnitude pruning \
+                 with the per-layer floor{stage} (the val curve is in the .fit.jsonl beside the state)",
+                val.len()
+            ),
+        );
+    }
+    let mut meta = meta(&net, set, settings, info, None);
+    meta.units = stage;
+    Ok(State { meta, params, resume: None, inputs })
 }
+
+/// The input statistics of the unit stage and the number of images behind them, when it
+/// applies to every val member and the host serves `input_moments`; otherwise `None`, said
+/// in the log.
+fn unit_inputs(
+    val: &[Prepared<'_>],
+    settings: &FitSettings,
+    ctx: &Ctx<'_>,
+) -> Result<Option<(InputStats, u64)>, PluginError> {
+    let structural = |m: &Prepared<'_>| {
+        !m.encoded.views.is_empty() && units::applies(&m.model, &m.encoded.views, m.encoded.views[0].inp)
+    };
+    if val.is_empty() || !val.iter().all(structural) {
+        ctx.info("unit stage: off (the first prunable layer is not a linear layer on the flattened image with a ReLU)");
+        return Ok(None);
+    }
+    let calib = CalibRequest { samples: UNIT_SAMPLES, minibatch: 1, seed: settings.seed ^ 0x5eed_0f1a_7e00 };
+    let moments = match ctx.input_moments(calib) {
+        Ok(m) => m,
+        Err(e) if e.is_unavailable() => {
+            ctx.log(LogLevel::Warn, &format!("unit stage: off ({})", e.message));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.context("input moments")),
+    };
+    let stats = InputStats::from_moments(moments.mean.as_slice(), moments.second.data.as_slice());
+    if !val.iter().all(|m| units::applies(&m.model, &m.encoded.views, stats.dim())) {
+        ctx.info(&format!("unit stage: off (the first layer does not read the {} input values)", stats.dim()));
+        return Ok(None);
+    }
+    Ok(Some((stats, moments.samples)))
+}
+
+/// Train images the unit stage's input moments are taken over.
+const UNIT_SAMPLES: u64 = 4096;
 
 /// Refits the threshold head to the kept scoring network: on a grid of 64 sparsities over
 /// the fitted range, the target is the mean over the train members of the standardised
@@ -315,6 +460,7 @@ pub(crate) fn meta(
         s_max: settings.s_max,
         fit,
         progress,
+        units: None,
     }
 }
 
@@ -501,41 +647,94 @@ fn val_grid(s_min: f64, s_max: f64) -> Vec<f64> {
     if grid.is_empty() { vec![0.5 * (s_min + s_max)] } else { grid }
 }
 
-/// Mean retention of the val members' masks at each sparsity of `grid`, on the host's val
-/// slice.
-fn validate(
-    net: &NetConfig,
-    params: &Params,
-    val: &[Prepared<'_>],
-    grid: &[f64],
-    settings: &FitSettings,
-    dense: &mut [Option<f64>],
-    ctx: &Ctx<'_>,
-) -> Result<Vec<f64>, PluginError> {
-    let n = settings.val_samples as usize;
-    let mut sums = vec![0.0; grid.len()];
-    for (member, dense) in val.iter().zip(dense.iter_mut()) {
-        let base = match dense {
-            Some(d) => *d,
-            None => *dense.insert(ctx.evaluate(&member.model, DataSplit::Val, n)?.accuracy.max(1e-9)),
-        };
-        for (&s, sum) in grid.iter().zip(&mut sums) {
-            let (scores, _) = crate::infer::forward(net, params, &member.encoded, s);
-            let keep = select(net.allocation, &member.encoded, &scores, s, settings.floor).keep;
-            let mut buf = ModelBuf::new(&member.model);
-            if net.rescale {
-                let new = rescale::rescaled(&member.encoded.views, &member.model.weights(), &keep, s, params);
-                buf.weights_mut().iter_mut().zip(new).for_each(|(w, n)| *w = n);
-            } else {
-                for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
-                    w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
-                }
-            }
-            let e = buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, n))?;
-            *sum += e.accuracy / base;
-        }
+/// The val side of a fit: the val members, the sparsities they are checked at, and their
+/// dense accuracies once measured.
+struct Checks<'v, 'a> {
+    net: &'v NetConfig,
+    val: &'v [Prepared<'a>],
+    settings: &'v FitSettings,
+    grid: Vec<f64>,
+    dense: Vec<Option<f64>>,
+}
+
+impl<'v, 'a> Checks<'v, 'a> {
+    fn new(net: &'v NetConfig, val: &'v [Prepared<'a>], settings: &'v FitSettings) -> Checks<'v, 'a> {
+        let grid = val_grid(settings.s_min, settings.s_max);
+        Checks { net, val, settings, grid, dense: vec![None; val.len()] }
     }
-    Ok(sums.iter().map(|s| s / val.len().max(1) as f64).collect())
+
+    /// Mean retention of the val members' masks at each sparsity of the grid, on the host's
+    /// val slice; with `units`, the unit stage at that `q_max` applies first.
+    fn retention(
+        &mut self,
+        params: &Params,
+        units: Option<(&InputStats, f64)>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<f64>, PluginError> {
+        let (net, settings) = (self.net, self.settings);
+        let n = settings.val_samples as usize;
+        let mut sums = vec![0.0; self.grid.len()];
+        for (member, dense) in self.val.iter().zip(self.dense.iter_mut()) {
+            let base = match dense {
+                Some(d) => *d,
+                None => *dense.insert(ctx.evaluate(&member.model, DataSplit::Val, n)?.accuracy.max(1e-9)),
+            };
+            for (&s, sum) in self.grid.iter().zip(&mut sums) {
+                let (mut scores, _) = crate::infer::forward(net, params, &member.encoded, s);
+                if let Some((stats, q_max)) = units {
+                    units::apply(&mut scores, &member.model, &member.encoded.views, stats, q_max, s);
+                }
+                let keep = select(net.allocation, &member.encoded, &scores, s, settings.floor).keep;
+                let mut buf = ModelBuf::new(&member.model);
+                if net.rescale {
+                    let new = rescale::rescaled(&member.encoded.views, &member.model.weights(), &keep, s, params);
+                    buf.weights_mut().iter_mut().zip(new).for_each(|(w, n)| *w = n);
+                } else {
+                    for (w, k) in buf.weights_mut().iter_mut().zip(&keep) {
+                        w.iter_mut().zip(k).filter(|(_, k)| !**k).for_each(|(w, _)| *w = 0.0);
+                    }
+                }
+                let e = buf.with_view(|view| ctx.evaluate(&view, DataSplit::Val, n))?;
+                *sum += e.accuracy / base;
+            }
+        }
+        Ok(sums.iter().map(|s| s / self.val.len().max(1) as f64).collect())
+    }
+
+    /// The `q_max` of [`units::Q_GRID`] (or the user's) with the best score by the fit's
+    /// criterion (ties keep the smaller), its retention per sparsity, and the mean retention
+    /// without the stage.
+    fn best_q(
+        &mut self,
+        params: &Params,
+        stats: &InputStats,
+        reference: Option<&[f64]>,
+        ctx: &Ctx<'_>,
+    ) -> Result<(f64, Vec<f64>, Option<f64>), PluginError> {
+        let settings = self.settings;
+        let mut best: Option<(f64, f64, Vec<f64>)> = None;
+        let mut without = None;
+        let candidates: Vec<f64> = match settings.units_q {
+            Some(q) => vec![0.0, q],
+            None => units::Q_GRID.to_vec(),
+        };
+        for q in candidates {
+            let by_sparsity = self.retention(params, Some((stats, q)), ctx)?;
+            if q == 0.0 {
+                without = Some(by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64);
+            }
+            // A fixed q_max is the only candidate; 0 is validated for the "without" figure.
+            if settings.units_q.is_some_and(|fixed| fixed != q) {
+                continue;
+            }
+            let score = settings.criterion.score(&by_sparsity, reference);
+            if best.as_ref().is_none_or(|(_, b, _)| score > *b + 1e-9) {
+                best = Some((q, score, by_sparsity));
+            }
+        }
+        let (q, _, by_sparsity) = best.expect("the candidates are not empty");
+        Ok((q, by_sparsity, without))
+    }
 }
 
 /// Adam (Kingma & Ba), betas (0.9, 0.999), eps 1e-8, on every parameter.
@@ -567,5 +766,31 @@ impl Adam {
                 *w -= update as f32;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_criteria_rank_checks_as_documented() {
+        let reference = [0.99, 0.90, 0.80];
+        // a: better on average but 1.5 points below the start at the last compression;
+        // b: above it everywhere, by little; c: 0.5 below at one, well above elsewhere.
+        let (a, b, c) = ([1.0, 0.98, 0.785], [0.995, 0.905, 0.801], [0.985, 0.93, 0.83]);
+        let score = |k: Criterion, v: &[f64]| k.score(v, Some(&reference));
+        // The mean prefers a; the guard drops it (below every admissible check) and keeps
+        // c, the best mean among the rest; the margin wants b, the only one never below.
+        assert!(score(Criterion::Mean, &a) > score(Criterion::Mean, &c));
+        assert!(score(Criterion::Guarded, &c) > score(Criterion::Guarded, &b));
+        assert!(score(Criterion::Guarded, &b) > score(Criterion::Guarded, &a));
+        assert!(score(Criterion::Margin, &b) > score(Criterion::Margin, &c));
+        assert!(score(Criterion::Margin, &c) > score(Criterion::Margin, &a));
+        // The untrained network itself is admissible with its own mean.
+        let start = score(Criterion::Guarded, &reference);
+        assert!((start - (0.99 + 0.90 + 0.80) / 3.0).abs() < 1e-12);
+        // Without a reference every criterion is the mean.
+        assert_eq!(Criterion::Margin.score(&a, None), Criterion::Mean.score(&a, None));
     }
 }

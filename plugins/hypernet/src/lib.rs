@@ -27,6 +27,7 @@ mod rescale;
 mod state;
 #[cfg(test)]
 mod testing;
+mod units;
 
 use hyperprune_sdk::{
     Capabilities, Ctx, ErrorKind, Example, LogLevel, ModelRef, OptionSpec, Options, Pattern, PluginError, PruneOutcome,
@@ -34,7 +35,7 @@ use hyperprune_sdk::{
 };
 
 pub use features::{FEATURES, FeatureSet, NAMES as FEATURE_NAMES, encode, percentile_ranks};
-pub use fit::{FitSettings, Relaxation};
+pub use fit::{Criterion, FitSettings, Relaxation};
 pub use geometry::{LayerView, views};
 pub use mask::{Mask, MaskMode};
 pub use network::{Allocation, Arch, NetConfig, Params};
@@ -79,6 +80,9 @@ impl Default for Hypernet {
                 seed: 0,
                 floor: 0.01,
                 relaxation: Relaxation::StraightThrough,
+                units: true,
+                units_q: None,
+                criterion: Criterion::Guarded,
             },
             mode: MaskMode::TopK,
             options: serde_json::Value::Null,
@@ -157,6 +161,23 @@ fn options() -> Vec<OptionSpec> {
             "fit and prune: every layer keeps at least max(1, floor x its size) weights (0 = off); taken out of the budget, so sparsity stays exact",
         ),
         OptionSpec::choice(
+            "select",
+            &["guarded", "margin", "mean"],
+            "guarded",
+            "fit: which val check is kept (the step, and the unit stage's q_max): guarded = the best mean val retention among checks at most 1 point below the untrained network (global magnitude pruning with the floor) at every val compression; margin = the largest worst-case margin over it (above it everywhere or not kept); mean = the best mean val retention",
+        ),
+        OptionSpec::choice(
+            "units",
+            &["auto", "off"],
+            "auto",
+            "fit: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never",
+        ),
+        OptionSpec::float(
+            "units_q",
+            -1.0,
+            "fit: the unit stage's q_max, the fraction of first-layer units given up from 32x on (below 0.9); negative = chosen on the val members from 0, 0.05, ..., 0.3",
+        ),
+        OptionSpec::choice(
             "mask",
             &["topk", "threshold"],
             "topk",
@@ -215,6 +236,12 @@ impl Pruner for Hypernet {
         if !(t_start > 0.0 && t_end > 0.0 && options.float("kd_temperature") > 0.0 && options.float("lr") > 0.0) {
             return Err(PluginError::invalid_options("temperatures and lr must be positive"));
         }
+        let units_q = options.float("units_q");
+        if units_q >= 0.9 {
+            return Err(PluginError::invalid_options(format!(
+                "option 'units_q' must be below 0.9 (negative: chosen on the val members), got {units_q}"
+            )));
+        }
         let floor = options.float("floor");
         if !(0.0..0.5).contains(&floor) {
             return Err(PluginError::invalid_options(format!("option 'floor' must be in [0, 0.5), got {floor}")));
@@ -251,6 +278,13 @@ impl Pruner for Hypernet {
                 Relaxation::Sigmoid
             } else {
                 Relaxation::StraightThrough
+            },
+            units: options.str("units") == "auto",
+            units_q: (units_q >= 0.0).then_some(units_q),
+            criterion: match options.str("select") {
+                "mean" => Criterion::Mean,
+                "margin" => Criterion::Margin,
+                _ => Criterion::Guarded,
             },
         };
         self.mode = if options.str("mask") == "threshold" { MaskMode::Threshold } else { MaskMode::TopK };
@@ -372,6 +406,9 @@ pub fn masks(
         }
         (MaskMode::TopK, Scope::PerLayer, _) => Ok(mask::build(&layers, request, floor, mode)),
         (MaskMode::TopK, _, allocation) => {
+            if let (Some(stage), Some(stats)) = (&state.meta.units, &state.inputs) {
+                units::apply(&mut scores, model, &encoded.views, stats, stage.q_max, request.sparsity);
+            }
             let selection = fit::select(allocation, &encoded, &scores, request.sparsity, floor);
             Ok(Mask { keep: selection.keep, boundary: None, threshold: selection.thresholds[0] })
         }
@@ -399,7 +436,12 @@ mod tests {
             p.values.iter_mut().for_each(|v| *v += 0.3 * (rng.next_f32() - 0.5));
         }
         let settings = Hypernet::default().settings;
-        State { meta: fit::meta(&net, FeatureSet::Full, &settings, Default::default(), None), params, resume: None }
+        State {
+            meta: fit::meta(&net, FeatureSet::Full, &settings, Default::default(), None),
+            params,
+            resume: None,
+            inputs: None,
+        }
     }
 
     /// A zoo of train members only.
@@ -624,5 +666,47 @@ mod tests {
         resumed.load_state(&checkpoints[0]).unwrap();
         resumed.fit(&zoo, &Ctx::from_impl(&quadratic_host())).unwrap();
         assert_eq!(resumed.state.unwrap().params, whole.state.unwrap().params);
+    }
+
+    #[test]
+    fn the_unit_stage_gives_up_the_least_active_first_layer_units_whole_at_the_exact_sparsity() {
+        // A 16-input MLP (flatten, linear, relu, ...) whose first-layer units 3, 7 and 9 are
+        // never active: large negative weights on inputs whose mean is positive. By magnitude
+        // they are the most important units of the layer.
+        let mut net = TestNet::new("mlp", &[&[12, 16], &[6, 12], &[3, 6]], 5);
+        net.arch = r#"{"name":"mlp","layers":[{"type":"flatten"},{"type":"linear","out_features":12},
+            {"type":"relu"},{"type":"linear","out_features":6},{"type":"relu"},{"type":"linear","out_features":3}]}"#
+            .into();
+        let silent = [3usize, 7, 9];
+        for &o in &silent {
+            net.weights[0][o * 16..(o + 1) * 16].iter_mut().for_each(|w| *w = -2.0);
+        }
+        let plain = random_state(Arch::Pointwise, 3);
+        let mut staged = plain.clone();
+        staged.meta.units = Some(units::UnitStage { q_max: 0.3, dim: 16, samples: 1, val_retention: (0.0, 0.0) });
+        let cov: Vec<f32> = (0..256).map(|k| if k / 16 == k % 16 { 0.01 } else { 0.0 }).collect();
+        staged.inputs = Some(units::InputStats { mean: vec![0.2; 16], cov });
+        let staged = State::from_bytes(&staged.to_bytes()).unwrap();
+        let p: usize = net.weights.iter().map(Vec::len).sum();
+        // 2×: the stage gives up nothing, the mask is the network's.
+        assert_eq!(prune(&staged, &net, 0.5), prune(&plain, &net, 0.5));
+        for s in [0.9, 0.95, 0.97] {
+            let keep = prune(&staged, &net, s);
+            let pruned = keep.iter().flatten().filter(|&&k| !k).count();
+            assert_eq!(pruned, PruneRequest::global(s, 0).pruned_count(p), "s = {s}");
+            let gone: Vec<usize> = (0..12).filter(|&o| keep[0][o * 16..(o + 1) * 16].iter().all(|&k| !k)).collect();
+            let expected = (units::fraction(0.3, s) * 12.0).floor() as usize;
+            assert!(expected >= 1, "s = {s}");
+            // The silent units go first (as many as the stage gives up, or all three), every
+            // weight into them and out of them.
+            let first: Vec<usize> = silent.iter().copied().filter(|o| gone.contains(o)).collect();
+            assert_eq!(first.len(), expected.min(3), "s = {s}: {gone:?}");
+            for &o in &first {
+                assert!((0..6).all(|r| !keep[1][r * 12 + o]), "s = {s}: unit {o} still read");
+            }
+            // Without the stage, the network keeps them (their weights are the largest).
+            let keep = prune(&plain, &net, s);
+            assert!(silent.iter().all(|&o| keep[0][o * 16..(o + 1) * 16].iter().any(|&k| k)), "s = {s}");
+        }
     }
 }

@@ -11,12 +11,17 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::network::{NetConfig, Param, Params};
+use crate::units::{InputStats, UnitStage};
 
 /// The metadata key holding [`Meta`] as JSON.
 pub const META_KEY: &str = "hyperprune.hypernet";
 
 /// What a state file says of itself.
 pub const FORMAT: &str = "hyperprune-hypernet";
+
+/// The tensors of the unit stage's input statistics.
+const INPUT_MEAN: &str = "inputs.mean";
+const INPUT_COV: &str = "inputs.cov";
 
 /// Bumped when the meaning of a state changes; older states are refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -45,6 +50,9 @@ pub struct Meta {
     /// Present in checkpoints of an unfinished fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The unit stage the fit chose (absent: none was chosen, or the state predates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<UnitStage>,
 }
 
 /// Where and how a state was fitted.
@@ -93,6 +101,8 @@ pub struct State {
     pub params: Params,
     /// Checkpoints only: Adam's first and second moments, and the best parameters.
     pub resume: Option<Resume>,
+    /// The input statistics of the unit stage, when it gives up units (`units.q_max > 0`).
+    pub inputs: Option<InputStats>,
 }
 
 /// What a checkpoint adds.
@@ -113,14 +123,18 @@ impl State {
         if let Some(r) = &self.resume {
             groups.extend([("adam_m", &r.first), ("adam_v", &r.second), ("best", &r.best)]);
         }
-        let bytes: Vec<(String, [usize; 2], Vec<u8>)> = groups
+        let le = |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let mut bytes: Vec<(String, [usize; 2], Vec<u8>)> = groups
             .iter()
             .flat_map(|(group, params)| {
-                params.list.iter().map(move |p| {
-                    (format!("{group}.{}", p.name), p.shape, p.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-                })
+                params.list.iter().map(move |p| (format!("{group}.{}", p.name), p.shape, le(&p.values)))
             })
             .collect();
+        if let Some(inputs) = &self.inputs {
+            let d = inputs.dim();
+            bytes.push((INPUT_MEAN.into(), [1, d], le(&inputs.mean)));
+            bytes.push((INPUT_COV.into(), [d, d], le(&inputs.cov)));
+        }
         let views: Vec<(String, TensorView<'_>)> = bytes
             .iter()
             .map(|(name, shape, b)| {
@@ -182,7 +196,25 @@ impl State {
         } else {
             None
         };
-        Ok(State { meta, params, resume })
+        let inputs = match &meta.units {
+            Some(units) if units.q_max > 0.0 => {
+                let tensor = |name: &str, shape: [usize; 2]| -> Result<Vec<f32>, PluginError> {
+                    let t = tensors.tensor(name).map_err(|_| invalid(format!("state lacks tensor '{name}'")))?;
+                    if t.dtype() != Dtype::F32 || t.shape() != shape {
+                        return Err(invalid(format!(
+                            "tensor '{name}' is {:?} {:?}, expected F32 {shape:?}",
+                            t.dtype(),
+                            t.shape()
+                        )));
+                    }
+                    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                };
+                let d = units.dim;
+                Some(InputStats { mean: tensor(INPUT_MEAN, [1, d])?, cov: tensor(INPUT_COV, [d, d])? })
+            }
+            _ => None,
+        };
+        Ok(State { meta, params, resume, inputs })
     }
 }
 
@@ -212,9 +244,11 @@ mod tests {
                 s_max: 0.97,
                 fit: FitInfo::default(),
                 progress: None,
+                units: None,
             },
             params: Params::init(&net, 3),
             resume: None,
+            inputs: None,
         }
     }
 
@@ -232,5 +266,17 @@ mod tests {
         other.meta.format_version = 99;
         let e = State::from_bytes(&other.to_bytes()).unwrap_err();
         assert!(e.message.contains("v99"), "{e}");
+    }
+
+    #[test]
+    fn the_unit_stage_and_its_input_statistics_round_trip() {
+        let mut s = state();
+        s.meta.units = Some(UnitStage { q_max: 0.2, dim: 2, samples: 10, val_retention: (0.5, 0.6) });
+        s.inputs = Some(InputStats { mean: vec![0.5, -1.0], cov: vec![1.0, 0.25, 0.25, 2.0] });
+        assert_eq!(State::from_bytes(&s.to_bytes()).unwrap(), s);
+        // A stage that claims statistics the file lacks is refused, naming the tensor.
+        s.inputs = None;
+        let e = State::from_bytes(&s.to_bytes()).unwrap_err();
+        assert!(e.kind == ErrorKind::InvalidState && e.message.contains("inputs.mean"), "{e}");
     }
 }

@@ -1,0 +1,249 @@
+//! The unit stage: before the top-k, a mask gives up the first layer's least active hidden
+//! units whole (every weight into them and every weight reading them).
+//!
+//! How active a unit is comes from no image: the fit stores the train split's input mean
+//! `μ` and covariance `Σ` (from the host's `input_moments` service), and a unit `o` of a
+//! ReLU first layer has the pre-activation `z = w_o·x + b_o`, taken as Gaussian with mean
+//! `w_o·μ + b_o` and variance `w_oᵀ Σ w_o`, so `E[relu(z)]` has a closed form. A unit's
+//! importance is that times the L2 norm of the next layer's weights reading it. The mask
+//! gives up the `⌊q(s) · units⌋` least important, with `q(s) = q_max · clamp(log₂ c − 1, 0,
+//! 4) / 4` at compression `c = 1/(1 − s)`: nothing at 2×, `q_max` from 32× on. The fit
+//! chooses `q_max` on the val members (0 turns the stage off).
+//!
+//! It applies where the first prunable layer is a linear layer reading the flattened image
+//! through a ReLU (`mlpnet`); a convolutional first layer or another activation leaves the
+//! mask as the network scored it.
+
+use hyperprune_sdk::ModelRef;
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::LayerView;
+
+/// The values of `q_max` the fit chooses from on the val members.
+pub const Q_GRID: [f64; 7] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3];
+
+/// What a state stores for the unit stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStage {
+    /// The fraction of first-layer units given up from 32× on.
+    pub q_max: f64,
+    /// Input values per image (`c·h·w`) the moments describe.
+    pub dim: usize,
+    /// Train images the moments were taken over.
+    pub samples: u64,
+    /// Mean val retention over the fit's val compressions without the stage, and with the
+    /// chosen `q_max`.
+    pub val_retention: (f64, f64),
+}
+
+/// The input statistics the stage reads: mean `dim` and covariance `dim × dim` (row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputStats {
+    /// `E[x]`.
+    pub mean: Vec<f32>,
+    /// `E[(x − μ)(x − μ)ᵀ]`.
+    pub cov: Vec<f32>,
+}
+
+impl InputStats {
+    /// From the host's mean and uncentred second moment.
+    pub fn from_moments(mean: &[f64], second: &[f64]) -> InputStats {
+        let d = mean.len();
+        let cov = (0..d * d).map(|k| (second[k] - mean[k / d] * mean[k % d]) as f32).collect();
+        InputStats { mean: mean.iter().map(|&m| m as f32).collect(), cov }
+    }
+
+    /// Input values per image.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+}
+
+/// The fraction of first-layer units given up at sparsity `s`.
+pub fn fraction(q_max: f64, s: f64) -> f64 {
+    let c = 1.0 / (1.0 - s).max(1e-9);
+    q_max * ((c.log2() - 1.0).clamp(0.0, 4.0) / 4.0)
+}
+
+/// Whether the stage applies to `model`: its first prunable layer is linear, reads the
+/// flattened image of `dim` values (only a flatten before it) and is followed by a ReLU,
+/// and a second prunable layer reads its units.
+pub fn applies(model: &ModelRef<'_>, views: &[LayerView], dim: usize) -> bool {
+    let Ok(arch) = serde_json::from_str::<serde_json::Value>(model.arch_json.as_str()) else { return false };
+    let Some(layers) = arch.get("layers").and_then(|l| l.as_array()) else { return false };
+    let kinds: Vec<&str> = layers.iter().filter_map(|l| l.get("type").and_then(|t| t.as_str())).collect();
+    let Some(first) = kinds.iter().position(|&k| k != "flatten") else { return false };
+    kinds[first] == "linear"
+        && kinds.get(first + 1) == Some(&"relu")
+        && views.len() >= 2
+        && !views[0].conv
+        && views[0].k == 1
+        && views[0].inp == dim
+        && views[1].inp == views[0].out
+}
+
+/// `E[max(z, 0)]` for `z ~ N(m, σ²)`.
+fn relu_mean(m: f64, sigma: f64) -> f64 {
+    if sigma <= 1e-12 {
+        return m.max(0.0);
+    }
+    let t = m / sigma;
+    let pdf = (-0.5 * t * t).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    m * normal_cdf(t) + sigma * pdf
+}
+
+/// `Φ(t)` from `erfc` (Abramowitz & Stegun 7.1.26; absolute error below 1.5e-7).
+fn normal_cdf(t: f64) -> f64 {
+    let x = t.abs() / std::f64::consts::SQRT_2;
+    let k = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly =
+        k * (0.254_829_592 + k * (-0.284_496_736 + k * (1.421_413_741 + k * (-1.453_152_027 + k * 1.061_405_429))));
+    let erfc = poly * (-x * x).exp();
+    if t >= 0.0 { 1.0 - 0.5 * erfc } else { 0.5 * erfc }
+}
+
+/// Each first-layer unit's importance: `E[relu(z_o)] · ‖W₂[:, o]‖`.
+pub fn importance(model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats) -> Vec<f64> {
+    let (first, next) = (&model.layers()[0], &model.layers()[1]);
+    let (d, units) = (stats.dim(), views[0].out);
+    let bias = crate::features::bias_of(model, first.name()).filter(|b| b.len() == units);
+    let w = first.weights();
+    let mut sigma_w = vec![0.0f32; d];
+    let outgoing = outgoing_norms(next.weights(), &views[1]);
+    (0..units)
+        .map(|o| {
+            let row = &w[o * d..(o + 1) * d];
+            let mean = row.iter().zip(&stats.mean).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()
+                + bias.map_or(0.0, |b| b[o] as f64);
+            for (i, s) in sigma_w.iter_mut().enumerate() {
+                *s = dot(&stats.cov[i * d..(i + 1) * d], row);
+            }
+            let var = row.iter().zip(&sigma_w).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
+            relu_mean(mean, var.max(0.0).sqrt()) * outgoing[o]
+        })
+        .collect()
+}
+
+/// `a · b` with eight running sums, so that the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The L2 norm of the weights of a layer viewed as `[out, inp, k]` that read each input unit.
+fn outgoing_norms(w: &[f32], view: &LayerView) -> Vec<f64> {
+    let mut sums = vec![0.0f64; view.inp];
+    for (chunk, (_, i)) in w.chunks_exact(view.k).zip((0..view.out).flat_map(|o| (0..view.inp).map(move |i| (o, i)))) {
+        sums[i] += chunk.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
+    }
+    sums.iter().map(|s| s.sqrt()).collect()
+}
+
+/// The first-layer units a mask at sparsity `s` gives up: the `⌊fraction · units⌋` least
+/// important (never all of them), in increasing order of importance.
+pub fn dropped(importance: &[f64], q_max: f64, s: f64) -> Vec<usize> {
+    let n = ((fraction(q_max, s) * importance.len() as f64).floor() as usize).min(importance.len().saturating_sub(1));
+    let mut order: Vec<usize> = (0..importance.len()).collect();
+    order.sort_by(|&a, &b| importance[a].total_cmp(&importance[b]).then(a.cmp(&b)));
+    order.truncate(n);
+    order
+}
+
+/// Lowers the scores (flat, layer order) of every weight into or out of the `dropped`
+/// first-layer units below every other score, so that the top-k gives them up.
+pub fn lower(scores: &mut [f32], views: &[LayerView], dropped: &[usize]) {
+    if dropped.is_empty() {
+        return;
+    }
+    let lowest = scores.iter().copied().filter(|v| v.is_finite()).fold(f32::INFINITY, f32::min);
+    let below = if lowest.is_finite() { lowest - 1.0 - lowest.abs() } else { -1.0 };
+    let (first, next) = (views[0], views[1]);
+    let row = first.inp * first.k;
+    for &o in dropped {
+        scores[o * row..(o + 1) * row].iter_mut().for_each(|s| *s = below);
+    }
+    let (start, per_in) = (first.len(), next.k);
+    for out in 0..next.out {
+        for &o in dropped {
+            let at = start + (out * next.inp + o) * per_in;
+            scores[at..at + per_in].iter_mut().for_each(|s| *s = below);
+        }
+    }
+}
+
+/// The unit stage at `q_max` on `scores` (flat, layer order) for sparsity `s`: lowers the
+/// dropped units' weights when the stage applies to `model` and gives up any unit at `s`.
+pub fn apply(scores: &mut [f32], model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats, q_max: f64, s: f64) {
+    if !applies(model, views, stats.dim()) || fraction(q_max, s) * (views[0].out as f64) < 1.0 {
+        return;
+    }
+    let gone = dropped(&importance(model, views, stats), q_max, s);
+    lower(scores, views, &gone);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fraction_is_zero_at_2x_and_q_max_from_32x() {
+        assert_eq!(fraction(0.2, 0.5), 0.0);
+        assert!((fraction(0.2, 0.75) - 0.05).abs() < 1e-12);
+        assert!((fraction(0.2, 0.875) - 0.1).abs() < 1e-12);
+        assert!((fraction(0.2, 1.0 - 1.0 / 32.0) - 0.2).abs() < 1e-12);
+        assert!((fraction(0.2, 0.99) - 0.2).abs() < 1e-12);
+        assert_eq!(fraction(0.2, 0.3), 0.0);
+    }
+
+    #[test]
+    fn the_relu_mean_matches_its_limits_and_a_quadrature() {
+        assert!((relu_mean(0.0, 1.0) - 1.0 / (2.0 * std::f64::consts::PI).sqrt()).abs() < 1e-6);
+        assert!((relu_mean(5.0, 0.1) - 5.0).abs() < 1e-6);
+        assert!(relu_mean(-5.0, 0.1).abs() < 1e-6);
+        assert_eq!(relu_mean(-1.0, 0.0), 0.0);
+        // Midpoint rule over ±10σ.
+        let (m, s) = (0.3, 0.7);
+        let n = 20_000;
+        let h = 20.0 * s / n as f64;
+        let q: f64 = (0..n)
+            .map(|i| {
+                let z = m - 10.0 * s + (i as f64 + 0.5) * h;
+                z.max(0.0) * (-0.5 * ((z - m) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt()) * h
+            })
+            .sum();
+        assert!((relu_mean(m, s) - q).abs() < 1e-6, "{} vs {q}", relu_mean(m, s));
+    }
+
+    #[test]
+    fn covariance_is_the_second_moment_less_the_mean_product() {
+        let stats = InputStats::from_moments(&[2.0, -1.0], &[5.0, -5.0, -5.0, 10.0]);
+        assert_eq!(stats.cov, vec![1.0, -3.0, -3.0, 9.0]);
+        assert_eq!(stats.dim(), 2);
+    }
+
+    #[test]
+    fn the_least_important_units_go_first_and_never_all_of_them() {
+        let imp = [0.5, 0.1, 0.9, 0.3];
+        assert_eq!(dropped(&imp, 0.5, 1.0 - 1.0 / 32.0), vec![1, 3]);
+        assert_eq!(dropped(&imp, 0.5, 0.5), Vec::<usize>::new());
+        assert_eq!(dropped(&imp, 1.0, 0.99).len(), 3);
+    }
+
+    #[test]
+    fn lowering_reaches_the_rows_of_the_first_layer_and_the_columns_of_the_next() {
+        let first = LayerView { out: 3, inp: 2, k: 1, kh: 1, kw: 1, conv: false };
+        let next = LayerView { out: 2, inp: 3, k: 1, kh: 1, kw: 1, conv: false };
+        let mut scores: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+        lower(&mut scores, &[first, next], &[1]);
+        let low: Vec<usize> = (0..12).filter(|&i| scores[i] < 1.0).collect();
+        // Row 1 of the first layer (weights 2, 3) and column 1 of the next (6 + 1, 6 + 4).
+        assert_eq!(low, vec![2, 3, 7, 10]);
+    }
+}
