@@ -320,8 +320,7 @@ pub fn fit(
     }
     let (stage, inputs) = match inputs {
         Some((stats, samples)) if val_available && info.val_retention.is_some() => {
-            let (q_max, by_sparsity, without) =
-                checks.best_q(&params, &stats, reference.as_deref(), ctx)?;
+            let (q_max, by_sparsity, without) = checks.best_q(&params, &stats, reference.as_deref(), ctx)?;
             let with = by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64;
             let without = without.unwrap_or(with);
             ctx.info(&format!(

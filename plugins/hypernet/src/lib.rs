@@ -170,7 +170,7 @@ fn options() -> Vec<OptionSpec> {
             "units",
             &["auto", "off"],
             "auto",
-            "fit: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never",
+            "fit: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never (at prune time, off also leaves out a fitted state's stage, e.g. for a model trained on another dataset)",
         ),
         OptionSpec::float(
             "units_q",
@@ -311,7 +311,7 @@ impl Pruner for Hypernet {
                 ),
             );
         }
-        let outcome = masks(state, model, request, self.settings.floor, self.mode)?;
+        let outcome = masks(state, model, request, self.settings.floor, self.mode, self.settings.units)?;
         if !state.meta.net.rescale {
             return Ok(PruneOutcome::from_keep(model, &outcome.keep));
         }
@@ -379,7 +379,8 @@ fn arch_name(json: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The mask a fitted state gives `model` for `request`: one forward pass on the CPU.
+/// The mask a fitted state gives `model` for `request`: one forward pass on the CPU, then
+/// the state's unit stage when it has one and `units` is true.
 ///
 /// # Errors
 /// A model the encoder cannot read, or a finished state's unknown feature set.
@@ -389,6 +390,7 @@ pub fn masks(
     request: &PruneRequest,
     floor: f64,
     mode: MaskMode,
+    units: bool,
 ) -> Result<Mask, PluginError> {
     let set = feature_set(&state.meta.features)?;
     let encoded = encode(model, set).map_err(PluginError::failed)?;
@@ -406,7 +408,7 @@ pub fn masks(
         }
         (MaskMode::TopK, Scope::PerLayer, _) => Ok(mask::build(&layers, request, floor, mode)),
         (MaskMode::TopK, _, allocation) => {
-            if let (Some(stage), Some(stats)) = (&state.meta.units, &state.inputs) {
+            if let (true, Some(stage), Some(stats)) = (units, &state.meta.units, &state.inputs) {
                 units::apply(&mut scores, model, &encoded.views, stats, stage.q_max, request.sparsity);
             }
             let selection = fit::select(allocation, &encoded, &scores, request.sparsity, floor);
@@ -455,7 +457,7 @@ mod tests {
     }
 
     fn prune(state: &State, net: &TestNet, s: f64) -> Vec<Vec<bool>> {
-        net.with_view(|m| masks(state, &m, &PruneRequest::global(s, 0), 0.01, MaskMode::TopK).unwrap().keep)
+        net.with_view(|m| masks(state, &m, &PruneRequest::global(s, 0), 0.01, MaskMode::TopK, true).unwrap().keep)
     }
 
     #[test]
@@ -688,8 +690,14 @@ mod tests {
         staged.inputs = Some(units::InputStats { mean: vec![0.2; 16], cov });
         let staged = State::from_bytes(&staged.to_bytes()).unwrap();
         let p: usize = net.weights.iter().map(Vec::len).sum();
-        // 2×: the stage gives up nothing, the mask is the network's.
+        // 2×: the stage gives up nothing, the mask is the network's; so does `units=off`.
         assert_eq!(prune(&staged, &net, 0.5), prune(&plain, &net, 0.5));
+        let off = |s: f64| {
+            let request = PruneRequest::global(s, 0);
+            net.with_view(|m| masks(&staged, &m, &request, 0.01, MaskMode::TopK, false).unwrap().keep)
+        };
+        assert_eq!(off(0.97), prune(&plain, &net, 0.97));
+        assert_ne!(prune(&staged, &net, 0.97), prune(&plain, &net, 0.97));
         for s in [0.9, 0.95, 0.97] {
             let keep = prune(&staged, &net, s);
             let pruned = keep.iter().flatten().filter(|&&k| !k).count();
