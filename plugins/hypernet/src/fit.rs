@@ -27,7 +27,7 @@ use crate::mask::{self, MaskMode};
 use crate::network::{self, Allocation, NetConfig, Params, feature_tensor, forward};
 use crate::rescale;
 use crate::state::{FitInfo, Meta, Progress, Resume, State};
-use crate::units::{self, InputStats, UnitStage};
+use crate::units::{self, InputStats, Stage, UnitStage};
 
 type Train = Autodiff<Flex>;
 
@@ -95,7 +95,7 @@ impl Criterion {
     /// The score of `by_sparsity` (higher is better) against `reference`, the untrained
     /// network's retention at the same sparsities (without one, every criterion is the mean).
     fn score(self, by_sparsity: &[f64], reference: Option<&[f64]>) -> f64 {
-        let mean = by_sparsity.iter().sum::<f64>() / by_sparsity.len().max(1) as f64;
+        let mean = average(by_sparsity);
         let worst = |r: &[f64]| by_sparsity.iter().zip(r).map(|(a, b)| a - b).fold(f64::INFINITY, f64::min);
         match (self, reference) {
             (Criterion::Margin, Some(r)) => worst(r),
@@ -204,7 +204,7 @@ pub fn fit(
         };
         match checked {
             Ok((q_max, by_sparsity, without)) => {
-                let retention = by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64;
+                let retention = average(&by_sparsity);
                 let score = criterion.score(&by_sparsity, reference);
                 let compressions: Vec<f64> = checks.grid.iter().map(|s| 1.0 / (1.0 - s)).collect();
                 let mut row = serde_json::json!({
@@ -306,7 +306,7 @@ pub fn fit(
             params = kept;
             // The kept parameters' mean val retention (the score may be a margin).
             let by_sparsity = checks.retention(&params, None, ctx)?;
-            let retention = by_sparsity.iter().sum::<f64>() / by_sparsity.len().max(1) as f64;
+            let retention = average(&by_sparsity);
             info.val_retention = Some(retention);
             (step == 0).then_some(retention)
         }
@@ -320,25 +320,42 @@ pub fn fit(
     }
     let (stage, inputs) = match inputs {
         Some((stats, samples)) if val_available && info.val_retention.is_some() => {
-            let (q_max, by_sparsity, without) = checks.best_q(&params, &stats, reference.as_deref(), ctx)?;
-            let with = by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64;
-            let without = without.unwrap_or(with);
+            let reference = reference.as_deref();
+            let (q_max, by_sparsity, without) = checks.best_q(&params, &stats, reference, ctx)?;
+            let without = without.unwrap_or_else(|| average(&by_sparsity));
+            // Then the units that are almost never active, given up at every sparsity (not
+            // when the user fixed the stage with `units_q`).
+            let mut best = (0.0, settings.criterion.score(&by_sparsity, reference), average(&by_sparsity));
+            let dead_grid: &[f64] = if settings.units_q.is_some() { &[] } else { &units::P_DEAD_GRID[1..] };
+            for &p_dead in dead_grid {
+                let by_sparsity = checks.retention(&params, Some((&stats, Stage { q_max, p_dead })), ctx)?;
+                let score = settings.criterion.score(&by_sparsity, reference);
+                ctx.record(&serde_json::json!({
+                    "unit_stage_q_max": q_max, "unit_stage_p_dead": p_dead,
+                    "unit_stage_val_retention": average(&by_sparsity), "val_retention_by_compression": by_sparsity,
+                }));
+                if score > best.1 + 1e-9 {
+                    best = (p_dead, score, average(&by_sparsity));
+                }
+            }
+            let (p_dead, _, with) = best;
             ctx.info(&format!(
-                "unit stage: q_max {q_max} (val retention {without:.4} without it, {with:.4} with it; input moments \
-                 of {} values over {samples} train images)",
+                "unit stage: q_max {q_max}, p_dead {p_dead} (val retention {without:.4} without it, {with:.4} with it; \
+                 input moments of {} values over {samples} train images)",
                 stats.dim()
             ));
-            let stage = UnitStage { q_max, dim: stats.dim(), samples, val_retention: (without, with) };
+            let stage = UnitStage { q_max, p_dead, dim: stats.dim(), samples, val_retention: (without, with) };
             // What the state keeps: the network with its stage.
             info.val_retention = Some(with);
-            (Some(stage), (q_max > 0.0).then_some(stats))
+            (Some(stage), (q_max > 0.0 || p_dead > 0.0).then_some(stats))
         }
         _ => (None, None),
     };
     if let Some(retention) = kept_step_0 {
         let stage = match &stage {
-            Some(u) if u.q_max > 0.0 => format!(
-                ", except that its unit stage gives up to {:.0} % of the first layer's units at high compression",
+            Some(u) if u.q_max > 0.0 || u.p_dead > 0.0 => format!(
+                ", except that its unit stage gives up the first layer's least active units (up to {:.0} % at high \
+                 compression)",
                 100.0 * u.q_max
             ),
             _ => String::new(),
@@ -623,6 +640,11 @@ pub fn split_layers<'s>(encoded: &Encoded, scores: &'s [f32]) -> Vec<&'s [f32]> 
         .collect()
 }
 
+/// The mean of val retentions.
+fn average(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
 fn mean(v: &[f32]) -> f32 {
     (v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64) as f32
 }
@@ -667,7 +689,7 @@ impl<'v, 'a> Checks<'v, 'a> {
     fn retention(
         &mut self,
         params: &Params,
-        units: Option<(&InputStats, f64)>,
+        units: Option<(&InputStats, Stage)>,
         ctx: &Ctx<'_>,
     ) -> Result<Vec<f64>, PluginError> {
         let (net, settings) = (self.net, self.settings);
@@ -680,8 +702,8 @@ impl<'v, 'a> Checks<'v, 'a> {
             };
             for (&s, sum) in self.grid.iter().zip(&mut sums) {
                 let (mut scores, _) = crate::infer::forward(net, params, &member.encoded, s);
-                if let Some((stats, q_max)) = units {
-                    units::apply(&mut scores, &member.model, &member.encoded.views, stats, q_max, s);
+                if let Some((stats, stage)) = units {
+                    units::apply(&mut scores, &member.model, &member.encoded.views, stats, stage, s);
                 }
                 let keep = select(net.allocation, &member.encoded, &scores, s, settings.floor).keep;
                 let mut buf = ModelBuf::new(&member.model);
@@ -718,9 +740,9 @@ impl<'v, 'a> Checks<'v, 'a> {
             None => units::Q_GRID.to_vec(),
         };
         for q in candidates {
-            let by_sparsity = self.retention(params, Some((stats, q)), ctx)?;
+            let by_sparsity = self.retention(params, Some((stats, Stage { q_max: q, p_dead: 0.0 })), ctx)?;
             if q == 0.0 {
-                without = Some(by_sparsity.iter().sum::<f64>() / by_sparsity.len() as f64);
+                without = Some(average(&by_sparsity));
             }
             // A fixed q_max is the only candidate; 0 is validated for the "without" figure.
             if settings.units_q.is_some_and(|fixed| fixed != q) {

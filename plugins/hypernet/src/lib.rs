@@ -170,12 +170,12 @@ fn options() -> Vec<OptionSpec> {
             "units",
             &["auto", "off"],
             "auto",
-            "fit: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never (at prune time, off also leaves out a fitted state's stage, e.g. for a model trained on another dataset)",
+            "fit: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (at every sparsity those active with an estimated probability under p_dead; beyond them none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never (at prune time, off also leaves out a fitted state's stage, e.g. for a model trained on another dataset)",
         ),
         OptionSpec::float(
             "units_q",
             -1.0,
-            "fit: the unit stage's q_max, the fraction of first-layer units given up from 32x on (below 0.9); negative = chosen on the val members from 0, 0.05, ..., 0.3",
+            "fit: the unit stage's q_max, the fraction of first-layer units given up from 32x on (below 0.9), with no dead-unit rule; negative = both chosen on the val members (q_max from 0, 0.05, ..., 0.3, then p_dead from 0, 0.005, 0.01, 0.02)",
         ),
         OptionSpec::choice(
             "mask",
@@ -409,7 +409,8 @@ pub fn masks(
         (MaskMode::TopK, Scope::PerLayer, _) => Ok(mask::build(&layers, request, floor, mode)),
         (MaskMode::TopK, _, allocation) => {
             if let (true, Some(stage), Some(stats)) = (units, &state.meta.units, &state.inputs) {
-                units::apply(&mut scores, model, &encoded.views, stats, stage.q_max, request.sparsity);
+                let settings = units::Stage { q_max: stage.q_max, p_dead: stage.p_dead };
+                units::apply(&mut scores, model, &encoded.views, stats, settings, request.sparsity);
             }
             let selection = fit::select(allocation, &encoded, &scores, request.sparsity, floor);
             Ok(Mask { keep: selection.keep, boundary: None, threshold: selection.thresholds[0] })
@@ -685,7 +686,8 @@ mod tests {
         }
         let plain = random_state(Arch::Pointwise, 3);
         let mut staged = plain.clone();
-        staged.meta.units = Some(units::UnitStage { q_max: 0.3, dim: 16, samples: 1, val_retention: (0.0, 0.0) });
+        staged.meta.units =
+            Some(units::UnitStage { q_max: 0.3, p_dead: 0.0, dim: 16, samples: 1, val_retention: (0.0, 0.0) });
         let cov: Vec<f32> = (0..256).map(|k| if k / 16 == k % 16 { 0.01 } else { 0.0 }).collect();
         staged.inputs = Some(units::InputStats { mean: vec![0.2; 16], cov });
         let staged = State::from_bytes(&staged.to_bytes()).unwrap();

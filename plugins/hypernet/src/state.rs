@@ -197,7 +197,7 @@ impl State {
             None
         };
         let inputs = match &meta.units {
-            Some(units) if units.q_max > 0.0 => {
+            Some(units) if units.q_max > 0.0 || units.p_dead > 0.0 => {
                 let tensor = |name: &str, shape: [usize; 2]| -> Result<Vec<f32>, PluginError> {
                     let t = tensors.tensor(name).map_err(|_| invalid(format!("state lacks tensor '{name}'")))?;
                     if t.dtype() != Dtype::F32 || t.shape() != shape {
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn the_unit_stage_and_its_input_statistics_round_trip() {
         let mut s = state();
-        s.meta.units = Some(UnitStage { q_max: 0.2, dim: 2, samples: 10, val_retention: (0.5, 0.6) });
+        s.meta.units = Some(UnitStage { q_max: 0.2, p_dead: 0.01, dim: 2, samples: 10, val_retention: (0.5, 0.6) });
         s.inputs = Some(InputStats { mean: vec![0.5, -1.0], cov: vec![1.0, 0.25, 0.25, 2.0] });
         assert_eq!(State::from_bytes(&s.to_bytes()).unwrap(), s);
         // A stage that claims statistics the file lacks is refused, naming the tensor.

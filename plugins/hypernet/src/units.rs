@@ -6,9 +6,10 @@
 //! ReLU first layer has the pre-activation `z = w_o·x + b_o`, taken as Gaussian with mean
 //! `w_o·μ + b_o` and variance `w_oᵀ Σ w_o`, so `E[relu(z)]` has a closed form. A unit's
 //! importance is that times the L2 norm of the next layer's weights reading it. The mask
-//! gives up the `⌊q(s) · units⌋` least important, with `q(s) = q_max · clamp(log₂ c − 1, 0,
-//! 4) / 4` at compression `c = 1/(1 − s)`: nothing at 2×, `q_max` from 32× on. The fit
-//! chooses `q_max` on the val members (0 turns the stage off).
+//! gives up the units active with probability `P(z > 0)` below `p_dead`, and at least the
+//! `⌊q(s) · units⌋` least important, with `q(s) = q_max · clamp(log₂ c − 1, 0, 4) / 4` at
+//! compression `c = 1/(1 − s)`: nothing at 2×, `q_max` from 32× on. The fit chooses `q_max`,
+//! then `p_dead`, on the val members (zeros turn the stage off).
 //!
 //! It applies where the first prunable layer is a linear layer reading the flattened image
 //! through a ReLU (`mlpnet`); a convolutional first layer or another activation leaves the
@@ -22,17 +23,23 @@ use crate::geometry::LayerView;
 /// The values of `q_max` the fit chooses from on the val members.
 pub const Q_GRID: [f64; 7] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3];
 
+/// The values of `p_dead` the fit chooses from on the val members, once `q_max` is chosen.
+pub const P_DEAD_GRID: [f64; 4] = [0.0, 0.005, 0.01, 0.02];
+
 /// What a state stores for the unit stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitStage {
     /// The fraction of first-layer units given up from 32× on.
     pub q_max: f64,
+    /// Units whose estimated probability of being active is below this are given up at
+    /// every sparsity (0: none).
+    #[serde(default)]
+    pub p_dead: f64,
     /// Input values per image (`c·h·w`) the moments describe.
     pub dim: usize,
     /// Train images the moments were taken over.
     pub samples: u64,
-    /// Mean val retention over the fit's val compressions without the stage, and with the
-    /// chosen `q_max`.
+    /// Mean val retention over the fit's val compressions without the stage, and with it.
     pub val_retention: (f64, f64),
 }
 
@@ -102,8 +109,9 @@ fn normal_cdf(t: f64) -> f64 {
     if t >= 0.0 { 1.0 - 0.5 * erfc } else { 0.5 * erfc }
 }
 
-/// Each first-layer unit's importance: `E[relu(z_o)] · ‖W₂[:, o]‖`.
-pub fn importance(model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats) -> Vec<f64> {
+/// Each first-layer unit's importance `E[relu(z_o)] · ‖W₂[:, o]‖`, and the probability that it
+/// is active, `P(z_o > 0)`.
+pub fn importance(model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats) -> (Vec<f64>, Vec<f64>) {
     let (first, next) = (&model.layers()[0], &model.layers()[1]);
     let (d, units) = (stats.dim(), views[0].out);
     let bias = crate::features::bias_of(model, first.name()).filter(|b| b.len() == units);
@@ -119,9 +127,11 @@ pub fn importance(model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats)
                 *s = dot(&stats.cov[i * d..(i + 1) * d], row);
             }
             let var = row.iter().zip(&sigma_w).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
-            relu_mean(mean, var.max(0.0).sqrt()) * outgoing[o]
+            let sigma = var.max(0.0).sqrt();
+            let active = if sigma > 1e-12 { normal_cdf(mean / sigma) } else { f64::from(u8::from(mean > 0.0)) };
+            (relu_mean(mean, sigma) * outgoing[o], active)
         })
-        .collect()
+        .unzip()
 }
 
 /// `a · b` with eight running sums, so that the compiler can vectorise it.
@@ -146,12 +156,15 @@ fn outgoing_norms(w: &[f32], view: &LayerView) -> Vec<f64> {
     sums.iter().map(|s| s.sqrt()).collect()
 }
 
-/// The first-layer units a mask at sparsity `s` gives up: the `⌊fraction · units⌋` least
-/// important (never all of them), in increasing order of importance.
-pub fn dropped(importance: &[f64], q_max: f64, s: f64) -> Vec<usize> {
-    let n = ((fraction(q_max, s) * importance.len() as f64).floor() as usize).min(importance.len().saturating_sub(1));
+/// The first-layer units a mask at sparsity `s` gives up: every unit active with probability
+/// below `p_dead`, and at least the `⌊fraction · units⌋` least important (never all of them);
+/// the inactive ones first, then in increasing order of importance.
+pub fn dropped(importance: &[f64], active: &[f64], q_max: f64, p_dead: f64, s: f64) -> Vec<usize> {
+    let dead = |u: usize| active[u] < p_dead;
+    let by_fraction = (fraction(q_max, s) * importance.len() as f64).floor() as usize;
+    let n = by_fraction.max((0..importance.len()).filter(|&u| dead(u)).count()).min(importance.len().saturating_sub(1));
     let mut order: Vec<usize> = (0..importance.len()).collect();
-    order.sort_by(|&a, &b| importance[a].total_cmp(&importance[b]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| dead(b).cmp(&dead(a)).then(importance[a].total_cmp(&importance[b])).then(a.cmp(&b)));
     order.truncate(n);
     order
 }
@@ -180,12 +193,23 @@ pub fn lower(scores: &mut [f32], views: &[LayerView], dropped: &[usize]) {
 
 /// The unit stage at `q_max` on `scores` (flat, layer order) for sparsity `s`: lowers the
 /// dropped units' weights when the stage applies to `model` and gives up any unit at `s`.
-pub fn apply(scores: &mut [f32], model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats, q_max: f64, s: f64) {
-    if !applies(model, views, stats.dim()) || fraction(q_max, s) * (views[0].out as f64) < 1.0 {
+pub fn apply(scores: &mut [f32], model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats, stage: Stage, s: f64) {
+    if !applies(model, views, stats.dim())
+        || (fraction(stage.q_max, s) * (views[0].out as f64) < 1.0 && stage.p_dead <= 0.0)
+    {
         return;
     }
-    let gone = dropped(&importance(model, views, stats), q_max, s);
-    lower(scores, views, &gone);
+    let (importance, active) = importance(model, views, stats);
+    lower(scores, views, &dropped(&importance, &active, stage.q_max, stage.p_dead, s));
+}
+
+/// The two settings of the stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    /// See [`UnitStage::q_max`].
+    pub q_max: f64,
+    /// See [`UnitStage::p_dead`].
+    pub p_dead: f64,
 }
 
 #[cfg(test)]
@@ -231,9 +255,13 @@ mod tests {
     #[test]
     fn the_least_important_units_go_first_and_never_all_of_them() {
         let imp = [0.5, 0.1, 0.9, 0.3];
-        assert_eq!(dropped(&imp, 0.5, 1.0 - 1.0 / 32.0), vec![1, 3]);
-        assert_eq!(dropped(&imp, 0.5, 0.5), Vec::<usize>::new());
-        assert_eq!(dropped(&imp, 1.0, 0.99).len(), 3);
+        let active = [0.5, 0.4, 0.003, 0.6];
+        assert_eq!(dropped(&imp, &active, 0.5, 0.0, 1.0 - 1.0 / 32.0), vec![1, 3]);
+        assert_eq!(dropped(&imp, &active, 0.5, 0.0, 0.5), Vec::<usize>::new());
+        assert_eq!(dropped(&imp, &active, 1.0, 0.0, 0.99).len(), 3);
+        // A unit that is almost never active goes at every sparsity, before the others.
+        assert_eq!(dropped(&imp, &active, 0.5, 0.01, 0.5), vec![2]);
+        assert_eq!(dropped(&imp, &active, 0.5, 0.01, 1.0 - 1.0 / 32.0), vec![2, 1]);
     }
 
     #[test]
