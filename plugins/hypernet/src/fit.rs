@@ -96,15 +96,19 @@ impl Criterion {
     /// network's retention at the same sparsities (without one, every criterion is the mean).
     fn score(self, by_sparsity: &[f64], reference: Option<&[f64]>) -> f64 {
         let mean = average(by_sparsity);
-        let worst = |r: &[f64]| by_sparsity.iter().zip(r).map(|(a, b)| a - b).fold(f64::INFINITY, f64::min);
         match (self, reference) {
-            (Criterion::Margin, Some(r)) => worst(r),
+            (Criterion::Margin, Some(r)) => worst_margin(by_sparsity, r),
             // Retention is at most a little over 1, so a guarded-out check scores below
             // every check that is not.
-            (Criterion::Guarded, Some(r)) if worst(r) < -GUARD => mean - 2.0,
+            (Criterion::Guarded, Some(r)) if worst_margin(by_sparsity, r) < -GUARD => mean - 2.0,
             _ => mean,
         }
     }
+}
+
+/// The smallest `by_sparsity − reference` over the val compressions.
+fn worst_margin(by_sparsity: &[f64], reference: &[f64]) -> f64 {
+    by_sparsity.iter().zip(reference).map(|(a, b)| a - b).fold(f64::INFINITY, f64::min)
 }
 
 /// The relaxation the fit's gradient goes through.
@@ -216,8 +220,7 @@ pub fn fit(
                     row["val_retention_without_units"] = without.into();
                 }
                 if let Some(r) = reference {
-                    let worst = by_sparsity.iter().zip(r).map(|(a, b)| a - b).fold(f64::INFINITY, f64::min);
-                    row["val_margin"] = worst.into();
+                    row["val_margin"] = worst_margin(&by_sparsity, r).into();
                 }
                 ctx.record(&row);
                 ctx.info(&format!("step {step}: val retention {retention:.4}"));
