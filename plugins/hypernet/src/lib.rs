@@ -170,7 +170,7 @@ fn options() -> Vec<OptionSpec> {
             "units",
             &["auto", "off"],
             "auto",
-            "fit: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (at every sparsity those active with an estimated probability under p_dead; beyond them none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never (at prune time, off also leaves out a fitted state's stage, e.g. for a model trained on another dataset)",
+            "fit and prune: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (at every sparsity those active with an estimated probability under p_dead; beyond them none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never (at prune time, off also leaves out a fitted state's stage, e.g. for a model trained on another dataset)",
         ),
         OptionSpec::float(
             "units_q",
