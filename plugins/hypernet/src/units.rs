@@ -191,8 +191,9 @@ pub fn lower(scores: &mut [f32], views: &[LayerView], dropped: &[usize]) {
     }
 }
 
-/// The unit stage at `q_max` on `scores` (flat, layer order) for sparsity `s`: lowers the
-/// dropped units' weights when the stage applies to `model` and gives up any unit at `s`.
+/// The unit stage with `stage`'s settings on `scores` (flat, layer order) for sparsity `s`:
+/// lowers the dropped units' weights when the stage applies to `model` and gives up any
+/// unit at `s`.
 pub fn apply(scores: &mut [f32], model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats, stage: Stage, s: f64) {
     if !applies(model, views, stats.dim())
         || (fraction(stage.q_max, s) * (views[0].out as f64) < 1.0 && stage.p_dead <= 0.0)
