@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod dataset;
 pub mod engine;
+mod gram;
 pub mod masks;
 pub mod metrics;
 pub mod model;

@@ -271,33 +271,12 @@ impl Context for HostContext<'_> {
 
 /// The mean and the (uncentred) second moment of the flattened images of `samples`.
 fn moments(samples: &Samples) -> InputMoments {
-    let d: usize = samples.shape.iter().product();
-    let n = samples.len();
-    let mut mean = vec![0.0f64; d];
-    let mut second = vec![0.0f64; d * d];
-    let mut x = vec![0.0f64; d];
-    for image in samples.images.chunks_exact(d).take(n) {
-        x.iter_mut().zip(image).for_each(|(x, &v)| *x = v as f64);
-        for (i, &xi) in x.iter().enumerate() {
-            mean[i] += xi;
-            // The upper triangle; mirrored below.
-            let row = &mut second[i * d + i..(i + 1) * d];
-            row.iter_mut().zip(&x[i..]).for_each(|(s, &xj)| *s += xi * xj);
-        }
-    }
-    let scale = 1.0 / n.max(1) as f64;
-    mean.iter_mut().for_each(|m| *m *= scale);
-    for i in 0..d {
-        for j in i..d {
-            let v = second[i * d + j] * scale;
-            second[i * d + j] = v;
-            second[j * d + i] = v;
-        }
-    }
+    let d = samples.image_len() as u64;
+    let (mean, second) = samples.moments();
     InputMoments {
         mean: mean.into(),
-        second: Matrix { rows: d as u64, cols: d as u64, data: second.into() },
-        samples: n as u64,
+        second: Matrix { rows: d, cols: d, data: second.into() },
+        samples: samples.len() as u64,
     }
 }
 

@@ -35,6 +35,23 @@ impl Samples {
         &self.images[i * d..(i + 1) * d]
     }
 
+    /// The mean and the uncentred second moment `E[x xᵀ]` (`d × d`, row-major) of the
+    /// flattened images, in f64.
+    pub fn moments(&self) -> (Vec<f64>, Vec<f64>) {
+        let d = self.image_len();
+        let images = &self.images[..self.len() * d];
+        let mut mean = vec![0.0f64; d];
+        for image in images.chunks_exact(d) {
+            mean.iter_mut().zip(image).for_each(|(m, &v)| *m += v as f64);
+        }
+        let mut second = vec![0.0f64; d * d];
+        crate::gram::accumulate_gram(&mut second, images, d);
+        crate::gram::mirror_upper(&mut second, d);
+        let scale = 1.0 / self.len().max(1) as f64;
+        mean.iter_mut().chain(second.iter_mut()).for_each(|v| *v *= scale);
+        (mean, second)
+    }
+
     /// The samples at `indices`, in that order (a copy).
     pub fn subset(&self, indices: &[usize]) -> Samples {
         let d = self.image_len();

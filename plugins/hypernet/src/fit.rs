@@ -168,7 +168,8 @@ pub fn fit(
             if params.same_layout(&fresh) =>
         {
             ctx.info(&format!("resuming the fit at step {} of {}", p.step, settings.steps));
-            let best = p.best.map(|(v, s)| (v, s, r.best.clone()));
+            // The check behind the best so far is not in the checkpoint: redone at the end.
+            let best = p.best.map(|(v, s)| (v, s, r.best.clone(), None));
             (params, Adam { first: r.first, second: r.second, t: p.step }, best, p.step, p.seconds)
         }
         _ => (fresh.clone(), Adam::new(&fresh), None, 0, 0.0),
@@ -197,19 +198,18 @@ pub fn fit(
         }
     }
     let criterion = settings.criterion;
-    let mut select = |step: usize, params: &Params, best: &mut Option<(f64, usize, Params)>| {
+    let stats = inputs.as_ref().map(|(stats, _)| stats);
+    let mut select = |step: usize, params: &Params, best: &mut Option<Kept>| {
         if !val_available {
             return Ok(());
         }
         let reference = reference.as_deref();
-        let checked = match &inputs {
-            Some((stats, _)) => checks.best_q(params, stats, reference, ctx),
-            None => checks.retention(params, None, ctx).map(|v| (0.0, v, None)),
-        };
-        match checked {
-            Ok((q_max, by_sparsity, without)) => {
-                let retention = average(&by_sparsity);
-                let score = criterion.score(&by_sparsity, reference);
+        match checks.check(params, stats, reference, ctx) {
+            Ok(checked) => {
+                let (q_max, by_sparsity, without) = &checked;
+                let (q_max, without) = (*q_max, *without);
+                let retention = average(by_sparsity);
+                let score = criterion.score(by_sparsity, reference);
                 let compressions: Vec<f64> = checks.grid.iter().map(|s| 1.0 / (1.0 - s)).collect();
                 let mut row = serde_json::json!({
                     "step": step, "val_retention": retention,
@@ -220,12 +220,12 @@ pub fn fit(
                     row["val_retention_without_units"] = without.into();
                 }
                 if let Some(r) = reference {
-                    row["val_margin"] = worst_margin(&by_sparsity, r).into();
+                    row["val_margin"] = worst_margin(by_sparsity, r).into();
                 }
                 ctx.record(&row);
                 ctx.info(&format!("step {step}: val retention {retention:.4}"));
-                if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
-                    *best = Some((score, step, params.clone()));
+                if best.as_ref().is_none_or(|(b, ..)| score > *b) {
+                    *best = Some((score, step, params.clone(), Some(checked)));
                 }
                 Ok(())
             }
@@ -278,7 +278,7 @@ pub fn fit(
             select(step + 1, &params, &mut best)?;
             if checkpoints && !last {
                 let seconds = spent + started.elapsed().as_secs_f64();
-                let progress = Progress { step: step + 1, best: best.as_ref().map(|(v, s, _)| (*v, *s)), seconds };
+                let progress = Progress { step: step + 1, best: best.as_ref().map(|(v, s, ..)| (*v, *s)), seconds };
                 let resume = Resume {
                     first: adam.first.clone(),
                     second: adam.second.clone(),
@@ -303,28 +303,31 @@ pub fn fit(
     info.seconds = spent;
     info.train_members = train.len();
     info.val_members = val.len();
-    let kept_step_0 = match best {
-        Some((_, step, kept)) => {
+    let (kept_check, kept_step_0) = match best {
+        Some((_, step, kept, checked)) => {
             info.best_step = step;
             params = kept;
-            // The kept parameters' mean val retention (the score may be a margin).
-            let by_sparsity = checks.retention(&params, None, ctx)?;
-            let retention = average(&by_sparsity);
+            let checked = match checked {
+                Some(c) => c,
+                None => checks.check(&params, stats, reference.as_deref(), ctx)?,
+            };
+            // The kept parameters' mean val retention without the stage (the score may be a
+            // margin).
+            let retention = checked.2.unwrap_or_else(|| average(&checked.1));
             info.val_retention = Some(retention);
-            (step == 0).then_some(retention)
+            (Some(checked), (step == 0).then_some(retention))
         }
         None => {
             info.best_step = info.steps;
-            None
+            (None, None)
         }
     };
     if net.allocation == Allocation::Learned {
         calibrate_threshold(&net, &mut params, &train, settings);
     }
-    let (stage, inputs) = match inputs {
-        Some((stats, samples)) if val_available && info.val_retention.is_some() => {
+    let (stage, inputs) = match (inputs, kept_check) {
+        (Some((stats, samples)), Some((q_max, by_sparsity, without))) if val_available => {
             let reference = reference.as_deref();
-            let (q_max, by_sparsity, without) = checks.best_q(&params, &stats, reference, ctx)?;
             let without = without.unwrap_or_else(|| average(&by_sparsity));
             // Then the units that are almost never active, given up at every sparsity (not
             // when the user fixed the stage with `units_q`).
@@ -671,6 +674,14 @@ fn val_grid(s_min: f64, s_max: f64) -> Vec<f64> {
     if grid.is_empty() { vec![0.5 * (s_min + s_max)] } else { grid }
 }
 
+/// A validation check: the unit stage's best `q_max` (0 without the stage), the mean val
+/// retention at each val sparsity with it, and the mean without the stage (with a stage).
+type Checked = (f64, Vec<f64>, Option<f64>);
+
+/// The best check so far: its score, step, parameters and the check itself (`None` when it
+/// came from a checkpoint).
+type Kept = (f64, usize, Params, Option<Checked>);
+
 /// The val side of a fit: the val members, the sparsities they are checked at, and their
 /// dense accuracies once measured.
 struct Checks<'v, 'a> {
@@ -679,12 +690,15 @@ struct Checks<'v, 'a> {
     settings: &'v FitSettings,
     grid: Vec<f64>,
     dense: Vec<Option<f64>>,
+    /// Each val member's first-layer unit activity, once the unit stage has needed it (the
+    /// input statistics are the same for the whole fit).
+    activity: Vec<Option<(Vec<f64>, Vec<f64>)>>,
 }
 
 impl<'v, 'a> Checks<'v, 'a> {
     fn new(net: &'v NetConfig, val: &'v [Prepared<'a>], settings: &'v FitSettings) -> Checks<'v, 'a> {
         let grid = val_grid(settings.s_min, settings.s_max);
-        Checks { net, val, settings, grid, dense: vec![None; val.len()] }
+        Checks { net, val, settings, grid, dense: vec![None; val.len()], activity: vec![None; val.len()] }
     }
 
     /// Mean retention of the val members' masks at each sparsity of the grid, on the host's
@@ -698,15 +712,20 @@ impl<'v, 'a> Checks<'v, 'a> {
         let (net, settings) = (self.net, self.settings);
         let n = settings.val_samples as usize;
         let mut sums = vec![0.0; self.grid.len()];
-        for (member, dense) in self.val.iter().zip(self.dense.iter_mut()) {
+        for ((member, dense), activity) in self.val.iter().zip(self.dense.iter_mut()).zip(self.activity.iter_mut()) {
             let base = match dense {
                 Some(d) => *d,
                 None => *dense.insert(ctx.evaluate(&member.model, DataSplit::Val, n)?.accuracy.max(1e-9)),
             };
             for (&s, sum) in self.grid.iter().zip(&mut sums) {
                 let (mut scores, _) = crate::infer::forward(net, params, &member.encoded, s);
-                if let Some((stats, stage)) = units {
-                    units::apply(&mut scores, &member.model, &member.encoded.views, stats, stage, s);
+                let views = &member.encoded.views;
+                if let Some((stats, stage)) = units
+                    && units::applies(&member.model, views, stats.dim())
+                    && units::acts(stage, views[0].out, s)
+                {
+                    let activity = activity.get_or_insert_with(|| units::importance(&member.model, views, stats));
+                    units::give_up(&mut scores, views, activity, stage, s);
                 }
                 let keep = select(net.allocation, &member.encoded, &scores, s, settings.floor).keep;
                 let mut buf = ModelBuf::new(&member.model);
@@ -725,6 +744,21 @@ impl<'v, 'a> Checks<'v, 'a> {
         Ok(sums.iter().map(|s| s / self.val.len().max(1) as f64).collect())
     }
 
+    /// One validation check of `params`: with the unit stage at its best `q_max` when there
+    /// are input statistics, without it otherwise.
+    fn check(
+        &mut self,
+        params: &Params,
+        stats: Option<&InputStats>,
+        reference: Option<&[f64]>,
+        ctx: &Ctx<'_>,
+    ) -> Result<Checked, PluginError> {
+        match stats {
+            Some(stats) => self.best_q(params, stats, reference, ctx),
+            None => self.retention(params, None, ctx).map(|v| (0.0, v, None)),
+        }
+    }
+
     /// The `q_max` of [`units::Q_GRID`] (or the user's) with the best score by the fit's
     /// criterion (ties keep the smaller), its retention per sparsity, and the mean retention
     /// without the stage.
@@ -734,7 +768,7 @@ impl<'v, 'a> Checks<'v, 'a> {
         stats: &InputStats,
         reference: Option<&[f64]>,
         ctx: &Ctx<'_>,
-    ) -> Result<(f64, Vec<f64>, Option<f64>), PluginError> {
+    ) -> Result<Checked, PluginError> {
         let settings = self.settings;
         let mut best: Option<(f64, f64, Vec<f64>)> = None;
         let mut without = None;

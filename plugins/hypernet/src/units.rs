@@ -195,13 +195,19 @@ pub fn lower(scores: &mut [f32], views: &[LayerView], dropped: &[usize]) {
 /// lowers the dropped units' weights when the stage applies to `model` and gives up any
 /// unit at `s`.
 pub fn apply(scores: &mut [f32], model: &ModelRef<'_>, views: &[LayerView], stats: &InputStats, stage: Stage, s: f64) {
-    if !applies(model, views, stats.dim())
-        || (fraction(stage.q_max, s) * (views[0].out as f64) < 1.0 && stage.p_dead <= 0.0)
-    {
-        return;
+    if applies(model, views, stats.dim()) && acts(stage, views[0].out, s) {
+        give_up(scores, views, &importance(model, views, stats), stage, s);
     }
-    let (importance, active) = importance(model, views, stats);
-    lower(scores, views, &dropped(&importance, &active, stage.q_max, stage.p_dead, s));
+}
+
+/// Whether `stage` may give up any of `units` first-layer units at `s`.
+pub fn acts(stage: Stage, units: usize, s: f64) -> bool {
+    fraction(stage.q_max, s) * units as f64 >= 1.0 || stage.p_dead > 0.0
+}
+
+/// [`apply`] once [`importance`] is known (`activity`: importance and probability active).
+pub fn give_up(scores: &mut [f32], views: &[LayerView], activity: &(Vec<f64>, Vec<f64>), stage: Stage, s: f64) {
+    lower(scores, views, &dropped(&activity.0, &activity.1, stage.q_max, stage.p_dead, s));
 }
 
 /// The two settings of the stage.

@@ -13,6 +13,7 @@ use super::network::{Features, Op, Plan, cross_entropy_sum, distillation_sum, do
 use crate::dataset::Samples;
 use crate::engine::base::check_temperature;
 use crate::engine::{DenseMatrix, EngineError};
+use crate::gram::{accumulate_gram, mirror_upper};
 use crate::model::Model;
 
 /// Unfolded input scalars per forward chunk of the Hessian (bounds memory at ~16 MB).
@@ -75,41 +76,10 @@ pub(super) fn layer_input_hessian<B: Backend>(
         rows += x.len() / d;
         accumulate_gram(&mut gram, &x, d);
     }
-    for i in 0..d {
-        for j in 0..i {
-            gram[i * d + j] = gram[j * d + i];
-        }
-    }
+    mirror_upper(&mut gram, d);
     let scale = 1.0 / rows as f64;
     gram.iter_mut().for_each(|v| *v *= scale);
     Ok((DenseMatrix { rows: d, cols: d, data: gram }, rows))
-}
-
-/// Adds `xᵀx` of the row-major `[rows, d]` block `x` to the upper triangle of `gram`.
-///
-/// Four rows at a time, so each pass over a row of `gram` does four multiply-adds per load.
-fn accumulate_gram(gram: &mut [f64], x: &[f32], d: usize) {
-    let mut block = vec![0f64; 4 * d];
-    for rows in x.chunks(4 * d) {
-        block.iter_mut().for_each(|v| *v = 0.0);
-        for (b, &v) in block.iter_mut().zip(rows) {
-            *b = v as f64;
-        }
-        let (r0, rest) = block.split_at(d);
-        let (r1, rest) = rest.split_at(d);
-        let (r2, r3) = rest.split_at(d);
-        for i in 0..d {
-            let (a0, a1, a2, a3) = (r0[i], r1[i], r2[i], r3[i]);
-            if a0 == 0.0 && a1 == 0.0 && a2 == 0.0 && a3 == 0.0 {
-                continue;
-            }
-            let row = &mut gram[i * d + i..(i + 1) * d];
-            for (j, g) in row.iter_mut().enumerate() {
-                let j = i + j;
-                *g += a0 * r0[j] + a1 * r1[j] + a2 * r2[j] + a3 * r3[j];
-            }
-        }
-    }
 }
 
 /// Gradients of the mean cross-entropy over each run of `minibatch` consecutive samples
