@@ -22,6 +22,7 @@ use hyperprune_sdk::{
     masking,
 };
 
+use crate::base::{self, ALPHA_GRID, Base, GAIN_GRID};
 use crate::features::{Encoded, FEATURES, FeatureSet, MODEL_RANK, encode};
 use crate::mask::{self, MaskMode};
 use crate::network::{self, Allocation, NetConfig, Params, feature_tensor, forward};
@@ -70,13 +71,30 @@ pub struct FitSettings {
     pub units_q: Option<f64>,
     /// How a validation check is scored when choosing the step (and `q_max`) to keep.
     pub criterion: Criterion,
+    /// The base score's layer normalisation: chosen on the val members, or fixed.
+    pub base: BaseChoice,
+}
+
+/// Where the base score's layer normalisation comes from (see [`crate::base`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BaseChoice {
+    /// Each knot's `α` from [`ALPHA_GRID`], the best for the untrained network on the val
+    /// members at that compression.
+    Auto,
+    /// These knots.
+    Fixed(Base),
 }
 
 /// How the fit scores a validation check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Criterion {
+    /// The mean over the val compressions of the better of the check and the untrained
+    /// network at each: what the state will keep once the network's weight is chosen per
+    /// compression (see [`crate::base`]), which falls back to the base where the network
+    /// loses.
+    Blended,
     /// The mean val retention over the val compressions, among the checks that are at most
-    /// [`GUARD`] below the untrained network (global magnitude pruning with the floor) at
+    /// [`GUARD`] below the untrained network (the base with the floor) at
     /// every one of them; a check further below anywhere loses to every check that is not.
     Guarded,
     /// The worst margin over the val compressions against the untrained network: a check
@@ -98,6 +116,9 @@ impl Criterion {
         let mean = average(by_sparsity);
         match (self, reference) {
             (Criterion::Margin, Some(r)) => worst_margin(by_sparsity, r),
+            (Criterion::Blended, Some(r)) => {
+                average(&by_sparsity.iter().zip(r).map(|(a, b)| a.max(*b)).collect::<Vec<f64>>())
+            }
             // Retention is at most a little over 1, so a guarded-out check scores below
             // every check that is not.
             (Criterion::Guarded, Some(r)) if worst_margin(by_sparsity, r) < -GUARD => mean - 2.0,
@@ -179,16 +200,41 @@ pub fn fit(
     if val.is_empty() {
         ctx.log(LogLevel::Warn, "the zoo has no val members: keeping the last parameters, no selection");
     }
+    // The base score comes first: the network learns a residual on it, and the untrained
+    // network (the reference of the guarded and margin criteria) prunes by it.
+    let mut reference: Option<Vec<f64>> = None;
+    let mut base = match settings.base {
+        BaseChoice::Fixed(base) => base,
+        BaseChoice::Auto if val_available => match choose_base(&mut checks, &fresh, ctx) {
+            Ok((base, untrained)) => {
+                reference = Some(untrained);
+                base
+            }
+            Err(e) if e.is_unavailable() => {
+                ctx.log(LogLevel::Warn, &format!("no validation in this run: {}", e.message));
+                val_available = false;
+                Base::GLOBAL
+            }
+            Err(e) => return Err(e.context("validation")),
+        },
+        BaseChoice::Auto => Base::GLOBAL,
+    };
+    checks.base = base;
     // Step 0 is validated too: the untrained network is magnitude pruning (with floors), so
     // the kept parameters are never worse than that on the val members.
     // With the unit stage, each check scores the network at its best `q_max`, so that the
     // step kept is the best one with the stage, not without it.
     let inputs = if settings.units && val_available { unit_inputs(&val, settings, ctx)? } else { None };
-    // The guarded and margin criteria compare every check with the untrained network, the
-    // step-0 parameters (also on a resumed fit).
-    let mut reference: Option<Vec<f64>> = None;
-    if settings.criterion != Criterion::Mean && val_available {
-        match checks.retention(&fresh, None, ctx) {
+    let stats = inputs.as_ref().map(|(stats, _)| stats);
+    // The criteria but the mean compare every check with the untrained network, the step-0
+    // parameters (also on a resumed fit), as the fit would keep it: with the unit stage at
+    // its best `q_max` where there is one.
+    if (reference.is_none() || stats.is_some()) && settings.criterion != Criterion::Mean && val_available {
+        let untrained = match stats {
+            Some(stats) => checks.check(&fresh, Some(stats), None, ctx).map(|c| c.1),
+            None => checks.retention(&fresh, None, ctx),
+        };
+        match untrained {
             Ok(r) => reference = Some(r),
             Err(e) if e.is_unavailable() => {
                 ctx.log(LogLevel::Warn, &format!("no validation in this run: {}", e.message));
@@ -198,7 +244,6 @@ pub fn fit(
         }
     }
     let criterion = settings.criterion;
-    let stats = inputs.as_ref().map(|(stats, _)| stats);
     let mut select = |step: usize, params: &Params, best: &mut Option<Kept>| {
         if !val_available {
             return Ok(());
@@ -256,7 +301,7 @@ pub fn fit(
             let member = &train[(rng.next_u64() % train.len() as u64) as usize];
             let s = draw_sparsity(&mut rng, settings);
             let calib = CalibRequest { samples: settings.calib_samples, minibatch: 1, seed: rng.next_u64() };
-            let loss = member_step(&net, &params, member, s, temperature, settings, calib, ctx, &mut grads)
+            let loss = member_step(&net, &params, member, &base, s, temperature, settings, calib, ctx, &mut grads)
                 .map_err(|e| e.context(format!("step {step}, member {} (pair {j})", member.id)))?;
             loss_sum += loss;
             loss_n += 1;
@@ -285,7 +330,7 @@ pub fn fit(
                     best: best.as_ref().map_or_else(|| params.clone(), |b| b.2.clone()),
                 };
                 let state = State {
-                    meta: meta(&net, set, settings, info.clone(), Some(progress)),
+                    meta: meta(&net, set, settings, info.clone(), Some(progress), base),
                     params: params.clone(),
                     resume: Some(resume),
                     inputs: None,
@@ -303,7 +348,7 @@ pub fn fit(
     info.seconds = spent;
     info.train_members = train.len();
     info.val_members = val.len();
-    let (kept_check, kept_step_0) = match best {
+    let (mut kept_check, kept_step_0) = match best {
         Some((_, step, kept, checked)) => {
             info.best_step = step;
             params = kept;
@@ -322,8 +367,20 @@ pub fn fit(
             (None, None)
         }
     };
+    // How far each compression follows the trained network rather than its base (the
+    // untrained network is the base).
+    if let (Some(checked), None, true) = (kept_check.as_mut(), kept_step_0, val_available) {
+        let stage = inputs.as_ref().map(|(stats, _)| (stats, Stage { q_max: checked.0, p_dead: 0.0 }));
+        let by_sparsity;
+        (base, by_sparsity) = choose_gain(&mut checks, &params, base, stage, &checked.1, ctx)?;
+        if checked.2.is_none() {
+            info.val_retention = Some(average(&by_sparsity));
+        }
+        checked.1 = by_sparsity;
+    }
+    checks.base = base;
     if net.allocation == Allocation::Learned {
-        calibrate_threshold(&net, &mut params, &train, settings);
+        calibrate_threshold(&net, &mut params, &train, &base, settings);
     }
     let (stage, inputs) = match (inputs, kept_check) {
         (Some((stats, samples)), Some((q_max, by_sparsity, without))) if val_available => {
@@ -370,13 +427,18 @@ pub fn fit(
             LogLevel::Warn,
             &format!(
                 "validation kept step 0, the untrained network: no later check beat its val retention \
-                 {retention:.4} on the {} val members, so this state prunes like global magnitude pruning \
-                 with the per-layer floor{stage} (the val curve is in the .fit.jsonl beside the state)",
-                val.len()
+                 {retention:.4} on the {} val members, so this state prunes by magnitude ({}) with the \
+                 per-layer floor{stage} (the val curve is in the .fit.jsonl beside the state)",
+                val.len(),
+                if base.alpha == [0.0; 5] {
+                    "global".to_string()
+                } else {
+                    format!("layer-normalised by ||W_l||^alpha, alpha {:?} at 2x-32x", base.alpha)
+                }
             ),
         );
     }
-    let mut meta = meta(&net, set, settings, info, None);
+    let mut meta = meta(&net, set, settings, info, None, base);
     meta.units = stage;
     Ok(State { meta, params, resume: None, inputs })
 }
@@ -413,6 +475,81 @@ fn unit_inputs(
     Ok(Some((stats, moments.samples)))
 }
 
+/// Chooses the base's knots on the val members with the untrained network `fresh`: at each
+/// val compression the `α` of [`ALPHA_GRID`] with the best mean retention (ties keep the
+/// smaller). Returns the base and the untrained network's retention with it at each val
+/// compression.
+fn choose_base(checks: &mut Checks<'_, '_>, fresh: &Params, ctx: &Ctx<'_>) -> Result<(Base, Vec<f64>), PluginError> {
+    let (alpha, untrained) = choose_knots(checks, &ALPHA_GRID, |checks, alpha| {
+        checks.base = Base::uniform(alpha);
+        let by_sparsity = checks.retention(fresh, None, ctx)?;
+        ctx.record(&serde_json::json!({ "base_alpha": alpha, "val_retention_by_compression": by_sparsity }));
+        Ok(by_sparsity)
+    })?;
+    let base = Base { alpha, gain: [1.0; 5] };
+    ctx.info(&format!(
+        "base score: layer normalisation alpha {:?} at 2x, 4x, 8x, 16x, 32x (untrained val retention {:.4})",
+        base.alpha,
+        average(&untrained)
+    ));
+    Ok((base, untrained))
+}
+
+/// Chooses, on the val members, the trained network's weight in the score at each knot: the
+/// `γ` of [`GAIN_GRID`] with the best mean retention at each val compression (ties keep the
+/// larger), with the unit stage `stage` where there is one. `fitted` is the retention at
+/// `γ = 1` (the kept check). Returns the base with those weights and its retention.
+fn choose_gain(
+    checks: &mut Checks<'_, '_>,
+    params: &Params,
+    base: Base,
+    stage: Option<(&InputStats, Stage)>,
+    fitted: &[f64],
+    ctx: &Ctx<'_>,
+) -> Result<(Base, Vec<f64>), PluginError> {
+    let (gain, by_sparsity) = choose_knots(checks, &GAIN_GRID, |checks, gain| {
+        if gain == 1.0 {
+            return Ok(fitted.to_vec());
+        }
+        checks.base = Base { gain: [gain; 5], ..base };
+        let by_sparsity = checks.retention(params, stage, ctx)?;
+        ctx.record(&serde_json::json!({ "network_weight": gain, "val_retention_by_compression": by_sparsity }));
+        Ok(by_sparsity)
+    })?;
+    ctx.info(&format!(
+        "network weight: {gain:?} at 2x, 4x, 8x, 16x, 32x (val retention {:.4} with the network alone, {:.4} with these)",
+        average(fitted),
+        average(&by_sparsity)
+    ));
+    Ok((Base { gain, ..base }, by_sparsity))
+}
+
+/// For each val compression, the candidate whose retention (`retention(checks, candidate)`
+/// at every val compression) is best there, the first on ties; the knots (2×, …, 32×) take
+/// the choice of the nearest val compression. Returns the knots and the best retention at
+/// each val compression.
+fn choose_knots(
+    checks: &mut Checks<'_, '_>,
+    candidates: &[f64],
+    mut retention: impl FnMut(&mut Checks<'_, '_>, f64) -> Result<Vec<f64>, PluginError>,
+) -> Result<([f64; 5], Vec<f64>), PluginError> {
+    let mut best: Vec<(f64, f64)> = vec![(candidates[0], f64::NEG_INFINITY); checks.grid.len()];
+    for &candidate in candidates {
+        let by_sparsity = retention(checks, candidate)?;
+        for (b, r) in best.iter_mut().zip(by_sparsity) {
+            if r > b.1 + 1e-9 {
+                *b = (candidate, r);
+            }
+        }
+    }
+    let chosen: Vec<(usize, f64)> = checks.grid.iter().zip(&best).map(|(&s, &(c, _))| (Base::knot(s), c)).collect();
+    let mut knots = [0.0; 5];
+    for (k, v) in knots.iter_mut().enumerate() {
+        *v = chosen.iter().min_by_key(|(knot, _)| knot.abs_diff(k)).expect("the val grid is not empty").1;
+    }
+    Ok((knots, best.iter().map(|&(_, r)| r).collect()))
+}
+
 /// Train images the unit stage's input moments are taken over.
 const UNIT_SAMPLES: u64 = 4096;
 
@@ -421,14 +558,20 @@ const UNIT_SAMPLES: u64 = 4096;
 /// score at the top-k boundary (the threshold that keeps `1 − s` of each member's weights).
 /// During the fit the head chased a network that kept changing; this makes `mask=threshold`
 /// track the request for the parameters actually kept.
-fn calibrate_threshold(net: &NetConfig, params: &mut Params, train: &[Prepared<'_>], settings: &FitSettings) {
+fn calibrate_threshold(
+    net: &NetConfig,
+    params: &mut Params,
+    train: &[Prepared<'_>],
+    base: &Base,
+    settings: &FitSettings,
+) {
     const GRID: usize = 64;
     let grid: Vec<f64> =
         (0..GRID).map(|i| settings.s_min + (settings.s_max - settings.s_min) * i as f64 / (GRID - 1) as f64).collect();
     let mut targets = vec![0f64; GRID];
     for member in train {
         for (t, &s) in targets.iter_mut().zip(&grid) {
-            let (mut scores, _) = crate::infer::forward(net, params, &member.encoded, s);
+            let (mut scores, _) = base::scores(net, params, base, &member.encoded, &member.model.weights(), s);
             standardise(&mut scores);
             *t += select(Allocation::Learned, &member.encoded, &scores, s, settings.floor).thresholds[0] as f64;
         }
@@ -467,6 +610,7 @@ pub(crate) fn meta(
     settings: &FitSettings,
     fit: FitInfo,
     progress: Option<Progress>,
+    base: Base,
 ) -> Meta {
     Meta {
         format: crate::state::FORMAT.into(),
@@ -483,6 +627,7 @@ pub(crate) fn meta(
         fit,
         progress,
         units: None,
+        base: Some(base),
     }
 }
 
@@ -504,6 +649,7 @@ fn member_step(
     net: &NetConfig,
     params: &Params,
     member: &Prepared<'_>,
+    base: &Base,
     s: f64,
     temperature: f64,
     settings: &FitSettings,
@@ -514,7 +660,8 @@ fn member_step(
     let device = Default::default();
     let leaves: Vec<Tensor<Train, 2>> =
         params.tensors::<Train>(&device).into_iter().map(|t| t.require_grad()).collect();
-    let out = forward(net, params, &leaves, &member.encoded, member.x.clone(), s);
+    let ranks = base.ranks(&member.model.weights(), s);
+    let out = forward(net, params, &leaves, &member.encoded, member.x.clone(), ranks.as_deref(), s);
     let scores = network::values(out.scores.clone());
     let hard = select(net.allocation, &member.encoded, &scores, s, settings.floor);
     let spread = std_dev(&scores).max(1e-6);
@@ -689,6 +836,8 @@ struct Checks<'v, 'a> {
     val: &'v [Prepared<'a>],
     settings: &'v FitSettings,
     grid: Vec<f64>,
+    /// The base score the network is a residual on.
+    base: Base,
     dense: Vec<Option<f64>>,
     /// Each val member's first-layer unit activity, once the unit stage has needed it (the
     /// input statistics are the same for the whole fit).
@@ -698,7 +847,15 @@ struct Checks<'v, 'a> {
 impl<'v, 'a> Checks<'v, 'a> {
     fn new(net: &'v NetConfig, val: &'v [Prepared<'a>], settings: &'v FitSettings) -> Checks<'v, 'a> {
         let grid = val_grid(settings.s_min, settings.s_max);
-        Checks { net, val, settings, grid, dense: vec![None; val.len()], activity: vec![None; val.len()] }
+        Checks {
+            net,
+            val,
+            settings,
+            grid,
+            base: Base::GLOBAL,
+            dense: vec![None; val.len()],
+            activity: vec![None; val.len()],
+        }
     }
 
     /// Mean retention of the val members' masks at each sparsity of the grid, on the host's
@@ -718,7 +875,8 @@ impl<'v, 'a> Checks<'v, 'a> {
                 None => *dense.insert(ctx.evaluate(&member.model, DataSplit::Val, n)?.accuracy.max(1e-9)),
             };
             for (&s, sum) in self.grid.iter().zip(&mut sums) {
-                let (mut scores, _) = crate::infer::forward(net, params, &member.encoded, s);
+                let weights = member.model.weights();
+                let (mut scores, _) = base::scores(net, params, &self.base, &member.encoded, &weights, s);
                 let views = &member.encoded.views;
                 if let Some((stats, stage)) = units
                     && units::applies(&member.model, views, stats.dim())
@@ -848,7 +1006,13 @@ mod tests {
         // The untrained network itself is admissible with its own mean.
         let start = score(Criterion::Guarded, &reference);
         assert!((start - (0.99 + 0.90 + 0.80) / 3.0).abs() < 1e-12);
+        // Blended counts each compression at the better of the check and the start: a is
+        // credited its gains at 2x and 4x and loses nothing at 8x, so it beats c there.
+        assert!((score(Criterion::Blended, &a) - (1.0 + 0.98 + 0.80) / 3.0).abs() < 1e-12);
+        assert!(score(Criterion::Blended, &a) > score(Criterion::Blended, &c));
+        assert!(score(Criterion::Blended, &b) > score(Criterion::Blended, &reference));
         // Without a reference every criterion is the mean.
         assert_eq!(Criterion::Margin.score(&a, None), Criterion::Mean.score(&a, None));
+        assert_eq!(Criterion::Blended.score(&a, None), Criterion::Mean.score(&a, None));
     }
 }

@@ -73,7 +73,15 @@ fn vec_affine(v: &[f32], w: &[f32], m: usize, b: &[f32]) -> Vec<f32> {
 
 /// Scores and the predicted threshold for one encoded model at sparsity `s`, as
 /// [`crate::network::forward`] computes them.
-pub fn forward(config: &NetConfig, params: &Params, encoded: &Encoded, s: f64) -> (Vec<f32>, f32) {
+/// `base` replaces the encoding's model-wide magnitude rank as what the score is a residual
+/// on (see [`crate::base`]).
+pub fn forward(
+    config: &NetConfig,
+    params: &Params,
+    encoded: &Encoded,
+    base: Option<&[f32]>,
+    s: f64,
+) -> (Vec<f32>, f32) {
     let h_dim = config.hidden;
     let p = encoded.len();
     let e = embed(s);
@@ -99,7 +107,8 @@ pub fn forward(config: &NetConfig, params: &Params, encoded: &Encoded, s: f64) -
     };
     if config.arch == Arch::Pointwise {
         let films: Vec<Option<(Vec<f32>, Vec<f32>)>> = (0..=config.depth).map(film).collect();
-        let scores = pointwise_scores(config, params, encoded, &films);
+        let mut scores = pointwise_scores(config, params, encoded, &films);
+        add_base(&mut scores, params, encoded, base);
         return (scores, threshold(params, &e));
     }
     let mut h = vec![0f32; p * h_dim];
@@ -114,9 +123,26 @@ pub fn forward(config: &NetConfig, params: &Params, encoded: &Encoded, s: f64) -
     }
     let mut scores = vec![0f32; p];
     affine(&h, h_dim, get(params, "out.w").0, 1, Some(get(params, "out.b").0), &mut scores);
-    let skip = get(params, "skip").0[0];
-    scores.iter_mut().zip(encoded.data.chunks_exact(FEATURES)).for_each(|(s, x)| *s += skip * x[MODEL_RANK]);
+    add_base(&mut scores, params, encoded, base);
     (scores, threshold(params, &e))
+}
+
+/// `scores += skip · base`, the base being the encoding's model-wide magnitude rank unless
+/// one is given.
+fn add_base(scores: &mut [f32], params: &Params, encoded: &Encoded, base: Option<&[f32]>) {
+    let skip = get(params, "skip").0[0];
+    match base {
+        Some(base) => scores.iter_mut().zip(base).for_each(|(s, b)| *s += skip * b),
+        None => {
+            scores.iter_mut().zip(encoded.data.chunks_exact(FEATURES)).for_each(|(s, x)| *s += skip * x[MODEL_RANK])
+        }
+    }
+}
+
+/// The threshold the network predicts for sparsity `s` (what [`forward`] returns with the
+/// scores).
+pub fn threshold_at(params: &Params, s: f64) -> f32 {
+    threshold(params, &embed(s))
 }
 
 /// The threshold head on the sparsity embedding `e`.
@@ -129,7 +155,7 @@ fn threshold(params: &Params, e: &[f32; EMBED]) -> f32 {
 /// Rows per block of the fused pointwise pass: a block's hidden vectors stay in L1.
 const BLOCK: usize = 64;
 
-/// The pointwise network's scores, fused: each block of rows goes through every layer
+/// The pointwise network's head scores (before the base), fused: each block of rows goes through every layer
 /// before the next block starts (no `[p, hidden]` buffer per layer), and the blocks are
 /// split over threads for large models. Without AVX2/FMA every row's arithmetic is that of
 /// [`affine`], in the same order, so the scores are those of the layer-by-layer pass, bit
@@ -146,7 +172,6 @@ fn pointwise_scores(
     let hidden: Vec<(&[f32], &[f32])> =
         (0..config.depth).map(|d| (get(params, &format!("h{d}.w")).0, get(params, &format!("h{d}.b")).0)).collect();
     let (out_w, out_b) = (get(params, "out.w").0, get(params, "out.b").0);
-    let skip = get(params, "skip").0[0];
     // FiLM as `h·(γ + 1) + β` with `γ + 1` formed once (the same f32 operations), then ReLU,
     // in one pass.
     let films: Vec<Option<(Vec<f32>, Vec<f32>)>> =
@@ -180,7 +205,6 @@ fn pointwise_scores(
                 std::mem::swap(&mut h, &mut next);
             }
             rows(h, h_dim, out_w, 1, Some(out_b), sb);
-            sb.iter_mut().zip(xb.chunks_exact(FEATURES)).for_each(|(s, x)| *s += skip * x[MODEL_RANK]);
         }
     };
     let mut scores = vec![0f32; p];
@@ -286,9 +310,9 @@ mod tests {
                     let device = Default::default();
                     let tensors = params.tensors::<Flex>(&device);
                     let x = feature_tensor::<Flex>(&encoded, &device);
-                    let out = network::forward(&config, &params, &tensors, &encoded, x, 0.8);
+                    let out = network::forward(&config, &params, &tensors, &encoded, x, None, 0.8);
                     let want = network::values(out.scores);
-                    let (got, threshold) = forward(&config, &params, &encoded, 0.8);
+                    let (got, threshold) = forward(&config, &params, &encoded, None, 0.8);
                     // Both are f32 sums of a few hundred products in different orders: the
                     // differences are rounding, ~1e-6 of the scale; a wrong term is O(scale).
                     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));

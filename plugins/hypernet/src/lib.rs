@@ -16,6 +16,7 @@
 //! scores into exact top-k masks with a per-layer floor, `fit.rs` is the training procedure
 //! and `state.rs` the state file. The network runs on burn's pure-Rust CPU backend.
 
+mod base;
 mod features;
 mod fit;
 mod geometry;
@@ -34,8 +35,9 @@ use hyperprune_sdk::{
     PruneRequest, Pruner, PrunerInfo, Scope, ZooRef, export_pruner,
 };
 
+pub use base::Base;
 pub use features::{FEATURES, FeatureSet, NAMES as FEATURE_NAMES, encode, percentile_ranks};
-pub use fit::{Criterion, FitSettings, Relaxation};
+pub use fit::{BaseChoice, Criterion, FitSettings, Relaxation};
 pub use geometry::{LayerView, views};
 pub use mask::{Mask, MaskMode};
 pub use network::{Allocation, Arch, NetConfig, Params};
@@ -83,6 +85,7 @@ impl Default for Hypernet {
                 units: true,
                 units_q: None,
                 criterion: Criterion::Guarded,
+                base: BaseChoice::Auto,
             },
             mode: MaskMode::TopK,
             options: serde_json::Value::Null,
@@ -162,9 +165,15 @@ fn options() -> Vec<OptionSpec> {
         ),
         OptionSpec::choice(
             "select",
-            &["guarded", "margin", "mean"],
+            &["guarded", "blended", "margin", "mean"],
             "guarded",
-            "fit: which val check is kept (the step, and the unit stage's q_max): guarded = the best mean val retention among checks at most 1 point below the untrained network (global magnitude pruning with the floor) at every val compression; margin = the largest worst-case margin over it (above it everywhere or not kept); mean = the best mean val retention",
+            "fit: which val check is kept (the step, and the unit stage's q_max), against the untrained network (the base with the floor, and the unit stage at its best q_max): guarded = the best mean val retention among checks at most 1 point below the untrained network at every val compression; blended = the best mean over the val compressions of the better of the check and the untrained network at each (the network's weight in the mask is then chosen per compression, so it falls back to the base where it loses); margin = the largest worst-case margin over it (above it everywhere or not kept); mean = the best mean val retention",
+        ),
+        OptionSpec::choice(
+            "base",
+            &["auto", "global", "layer-l2"],
+            "auto",
+            "fit: what the score is a residual on, the model-wide rank of |w|/||W_l||^alpha (||W_l||: the L2 norm of the weight's layer): auto = alpha chosen from 0, 0.25, ..., 1 at 2x, 4x, 8x, 16x and 32x on the val members with the untrained network, linear in log compression between them; global = alpha 0 (global magnitude ranks; every state before this option); layer-l2 = alpha 1",
         ),
         OptionSpec::choice(
             "units",
@@ -284,7 +293,13 @@ impl Pruner for Hypernet {
             criterion: match options.str("select") {
                 "mean" => Criterion::Mean,
                 "margin" => Criterion::Margin,
+                "blended" => Criterion::Blended,
                 _ => Criterion::Guarded,
+            },
+            base: match options.str("base") {
+                "global" => BaseChoice::Fixed(base::Base::GLOBAL),
+                "layer-l2" => BaseChoice::Fixed(base::Base::LAYER_L2),
+                _ => BaseChoice::Auto,
             },
         };
         self.mode = if options.str("mask") == "threshold" { MaskMode::Threshold } else { MaskMode::TopK };
@@ -394,7 +409,8 @@ pub fn masks(
 ) -> Result<Mask, PluginError> {
     let set = feature_set(&state.meta.features)?;
     let encoded = encode(model, set).map_err(PluginError::failed)?;
-    let (mut scores, threshold) = infer::forward(&state.meta.net, &state.params, &encoded, request.sparsity);
+    let (mut scores, threshold) =
+        base::scores(&state.meta.net, &state.params, &state.meta.base(), &encoded, &model.weights(), request.sparsity);
     let layers = fit::split_layers(&encoded, &scores);
     match (mode, request.scope, state.meta.net.allocation) {
         (MaskMode::Threshold, _, Allocation::Magnitude) => Err(PluginError::not_supported(
@@ -430,7 +446,7 @@ mod tests {
     use super::*;
 
     /// A fitted-looking state: random parameters everywhere, so that no part of the network
-    /// is trivially zero.
+    /// is trivially zero, on a base that moves from layer-normalised to global ranks.
     fn random_state(arch: Arch, seed: u64) -> State {
         let net = NetConfig { arch, hidden: 8, depth: 2, film: true, allocation: Allocation::Learned, rescale: false };
         let mut params = Params::init(&net, seed);
@@ -440,7 +456,14 @@ mod tests {
         }
         let settings = Hypernet::default().settings;
         State {
-            meta: fit::meta(&net, FeatureSet::Full, &settings, Default::default(), None),
+            meta: fit::meta(
+                &net,
+                FeatureSet::Full,
+                &settings,
+                Default::default(),
+                None,
+                Base { alpha: [1.0, 0.75, 0.5, 0.0, 0.0], gain: [1.0, 0.5, 1.0, 1.0, 0.25] },
+            ),
             params,
             resume: None,
             inputs: None,
@@ -544,6 +567,11 @@ mod tests {
     }
 
     fn fitted_with(given: &[String], nets: &[TestNet], host: &TestHost<'_>) -> Hypernet {
+        fitted_with_val(given, nets, 0, host)
+    }
+
+    /// Fitted on `nets`, the last `val` of them as val members.
+    fn fitted_with_val(given: &[String], nets: &[TestNet], val: usize, host: &TestHost<'_>) -> Hypernet {
         let mut h = Hypernet::default();
         let schema = h.info().options;
         let map = Options::from_assignments(&schema, given).unwrap();
@@ -559,7 +587,8 @@ mod tests {
                 hyperparams_json: RStr::from_str("{}"),
             })
             .collect();
-        let zoo = train_only(&members);
+        let split = members.len() - val;
+        let zoo = ZooRef { val: RSlice::from_slice(&members[split..]), ..train_only(&members[..split]) };
         h.fit(&zoo, &Ctx::from_impl(host)).unwrap();
         h
     }
@@ -669,6 +698,90 @@ mod tests {
         resumed.load_state(&checkpoints[0]).unwrap();
         resumed.fit(&zoo, &Ctx::from_impl(&quadratic_host())).unwrap();
         assert_eq!(resumed.state.unwrap().params, whole.state.unwrap().params);
+    }
+
+    #[test]
+    fn an_untrained_network_prunes_by_its_base_global_or_layer_normalised_magnitude() {
+        let net = TestNet::lenet5(21);
+        let mut state = random_state(Arch::Pointwise, 1);
+        state.params = Params::init(&state.meta.net, 1); // head at zero, skip at one
+        for (base, alpha) in [(Base::GLOBAL, 0.0f32), (Base::LAYER_L2, 1.0)] {
+            state.meta.base = Some(base);
+            let state = State::from_bytes(&state.to_bytes()).unwrap();
+            for s in [0.5, 0.9] {
+                let request = PruneRequest::global(s, 0);
+                let keep = net.with_view(|m| masks(&state, &m, &request, 0.0, MaskMode::TopK, true).unwrap().keep);
+                // The kept weights are the largest |w| / ||W_l||^alpha, whatever their layer.
+                let scored: Vec<f32> = net
+                    .weights
+                    .iter()
+                    .flat_map(|w| {
+                        let norm = w.iter().map(|v| v * v).sum::<f32>().sqrt();
+                        w.iter().map(move |v| v.abs() / norm.powf(alpha))
+                    })
+                    .collect();
+                let mut sorted = scored.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let kept = scored.len() - request.pruned_count(scored.len());
+                let cut = sorted[kept - 1];
+                let want: Vec<bool> = scored.iter().map(|&v| v >= cut).collect();
+                assert_eq!(keep.concat(), want, "alpha {alpha}, s = {s}");
+            }
+        }
+        // The two differ: layer normalisation moves the budget between layers.
+        let mut at = |base: Base| {
+            state.meta.base = Some(base);
+            net.with_view(|m| masks(&state, &m, &PruneRequest::global(0.9, 0), 0.0, MaskMode::TopK, true).unwrap().keep)
+        };
+        assert_ne!(at(Base::GLOBAL), at(Base::LAYER_L2));
+    }
+
+    #[test]
+    fn the_network_weight_moves_the_mask_from_the_fitted_network_to_its_base() {
+        let net = TestNet::cnn_s(1, 7);
+        let mut fitted = random_state(Arch::Equivariant, 2);
+        let base = Base { alpha: [1.0, 0.5, 0.5, 0.0, 0.0], gain: [1.0; 5] };
+        fitted.meta.base = Some(base);
+        let mut untrained = fitted.clone();
+        untrained.params = Params::init(&fitted.meta.net, 2);
+        let with_weight = |gain: f64| {
+            let mut state = fitted.clone();
+            state.meta.base = Some(Base { gain: [gain; 5], ..base });
+            State::from_bytes(&state.to_bytes()).unwrap()
+        };
+        let (none, half) = (with_weight(0.0), with_weight(0.5));
+        for s in [0.5, 0.8, 0.9, 0.96] {
+            let (by_network, by_base) = (prune(&fitted, &net, s), prune(&untrained, &net, s));
+            assert_ne!(by_network, by_base, "s = {s}");
+            assert_eq!(prune(&none, &net, s), by_base, "s = {s}");
+            let between = prune(&half, &net, s);
+            assert!(between != by_network && between != by_base, "s = {s}");
+        }
+    }
+
+    #[test]
+    fn the_fit_chooses_the_base_on_the_val_members() {
+        // A host whose "accuracy" is the kept share of one layer: the one with the smallest
+        // L2 norm (which layer normalisation keeps more of), or the largest.
+        let nets = [TestNet::cnn_s(1, 31), TestNet::cnn_s(1, 32)];
+        let norms: Vec<f32> = nets[0].weights.iter().map(|w| w.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
+        let smallest = (0..norms.len()).min_by(|&a, &b| norms[a].total_cmp(&norms[b])).unwrap();
+        let largest = (0..norms.len()).max_by(|&a, &b| norms[a].total_cmp(&norms[b])).unwrap();
+        assert_ne!(smallest, largest);
+        let fit_for = |layer: usize| {
+            let host = quadratic_host().with_evaluate(move |model, _split, _n| {
+                let w = model.weights()[layer];
+                let kept = w.iter().filter(|&&v| v != 0.0).count() as f64 / w.len() as f64;
+                RResult::ROk(hyperprune_sdk::Evaluation { loss: 0.0, accuracy: kept, samples: 1 })
+            });
+            let h = fitted_with_val(&["steps=2".to_string()], &nets, 1, &host);
+            (h.state.unwrap().meta.base(), host.records())
+        };
+        let (favoured, records) = fit_for(smallest);
+        assert!(favoured.alpha.iter().all(|&a| a > 0.0), "{favoured:?}");
+        assert_eq!(records.iter().filter(|r| r.contains("base_alpha")).count(), base::ALPHA_GRID.len());
+        let (penalised, _) = fit_for(largest);
+        assert_eq!(penalised, Base::GLOBAL);
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!
 //! Both condition on the requested sparsity with FiLM on every hidden layer, from an
 //! embedding of `s` and `u = log(1/(1−s)) / log 32` (0 dense, 1 at 32×). The score is a
-//! residual on global magnitude pruning: `skip · rank(|w|) + head(h)`, with the head
+//! residual on magnitude pruning: `skip · base + head(h)`, the base being the model-wide
+//! rank of `|w|` or of layer-normalised `|w|` (see [`crate::base`]), with the head
 //! starting at zero, so an untrained network prunes by magnitude. A separate small head
 //! predicts, from `s` alone, the threshold that keeps `1 − s` of the weights on the
 //! model's *standardised* scores (`(score − mean) / std` over its weights; raw scores may
@@ -194,7 +195,8 @@ impl<B: Backend> Lookup<'_, B> {
 /// Scores for one encoded model at one sparsity.
 ///
 /// # Shapes
-/// - `tensors`: as [`Params::tensors`]; `features.data`: `[p, FEATURES]`
+/// - `tensors`: as [`Params::tensors`]; `features.data`: `[p, FEATURES]`; `base` (the
+///   score's residual base, default the model-wide magnitude rank): `[p]`
 /// - returns scores `[p]` and a threshold `[1]`
 pub fn forward<B: Backend>(
     config: &NetConfig,
@@ -202,6 +204,7 @@ pub fn forward<B: Backend>(
     tensors: &[Tensor<B, 2>],
     features: &Encoded,
     x: Tensor<B, 2>,
+    base: Option<&[f32]>,
     sparsity: f64,
 ) -> Output<B> {
     let net = Lookup { names: params.list.iter().map(|p| p.name.as_str()).collect(), tensors };
@@ -217,7 +220,10 @@ pub fn forward<B: Backend>(
         h * (gamma + 1.0) + beta
     };
     let p = features.len();
-    let rank = x.clone().slice([0..p, MODEL_RANK..MODEL_RANK + 1]);
+    let rank = match base {
+        Some(base) => Tensor::<B, 2>::from_data(TensorData::new(base.to_vec(), [p, 1]), &device),
+        None => x.clone().slice([0..p, MODEL_RANK..MODEL_RANK + 1]),
+    };
     let mut h = activation::relu(film(x.matmul(net.get("in.w")) + net.get("in.b"), 0));
     for d in 0..config.depth {
         let mixed = match config.arch {

@@ -10,6 +10,7 @@ use hyperprune_sdk::{ErrorKind, PluginError};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
+use crate::base::Base;
 use crate::network::{NetConfig, Param, Params};
 use crate::units::{InputStats, UnitStage};
 
@@ -53,6 +54,17 @@ pub struct Meta {
     /// The unit stage the fit chose (absent: none was chosen, or the state predates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<UnitStage>,
+    /// The base score's layer normalisation by compression (absent: global magnitude
+    /// ranks, as every state before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Base>,
+}
+
+impl Meta {
+    /// The base score this state prunes on.
+    pub fn base(&self) -> Base {
+        self.base.unwrap_or(Base::GLOBAL)
+    }
 }
 
 /// Where and how a state was fitted.
@@ -245,6 +257,7 @@ mod tests {
                 fit: FitInfo::default(),
                 progress: None,
                 units: None,
+                base: None,
             },
             params: Params::init(&net, 3),
             resume: None,
