@@ -9,8 +9,10 @@
 //! sees an image. The threshold head regresses the boundary score `τ`, so that
 //! `mask=threshold` keeps about `1 − s` of the weights. Adam updates the parameters; every
 //! `val_every` steps the masks of the val members are evaluated on the host's val slice
-//! and the parameters with the best mean retention are kept; the same moments are
-//! checkpointed, so an interrupted fit resumes.
+//! and the best check by the fit's [`Criterion`] is kept; the same moments are
+//! checkpointed, so an interrupted fit resumes. Before the first step the val members choose
+//! the base score's layer normalisation per compression, and after the last the trained
+//! network's weight in the mask per compression (see [`crate::base`]).
 
 use std::time::Instant;
 
@@ -480,7 +482,8 @@ fn unit_inputs(
 /// smaller). Returns the base and the untrained network's retention with it at each val
 /// compression.
 fn choose_base(checks: &mut Checks<'_, '_>, fresh: &Params, ctx: &Ctx<'_>) -> Result<(Base, Vec<f64>), PluginError> {
-    let (alpha, untrained) = choose_knots(checks, &ALPHA_GRID, |checks, alpha| {
+    let grid = checks.grid.clone();
+    let (alpha, untrained) = choose_knots(&grid, &ALPHA_GRID, |alpha| {
         checks.base = Base::uniform(alpha);
         let by_sparsity = checks.retention(fresh, None, ctx)?;
         ctx.record(&serde_json::json!({ "base_alpha": alpha, "val_retention_by_compression": by_sparsity }));
@@ -507,7 +510,8 @@ fn choose_gain(
     fitted: &[f64],
     ctx: &Ctx<'_>,
 ) -> Result<(Base, Vec<f64>), PluginError> {
-    let (gain, by_sparsity) = choose_knots(checks, &GAIN_GRID, |checks, gain| {
+    let grid = checks.grid.clone();
+    let (gain, by_sparsity) = choose_knots(&grid, &GAIN_GRID, |gain| {
         if gain == 1.0 {
             return Ok(fitted.to_vec());
         }
@@ -524,25 +528,25 @@ fn choose_gain(
     Ok((Base { gain, ..base }, by_sparsity))
 }
 
-/// For each val compression, the candidate whose retention (`retention(checks, candidate)`
-/// at every val compression) is best there, the first on ties; the knots (2×, …, 32×) take
-/// the choice of the nearest val compression. Returns the knots and the best retention at
-/// each val compression.
+/// For each sparsity of `grid` (the val compressions), the candidate whose retention
+/// (`retention(candidate)`, one value per sparsity of `grid`) is best there, the first on
+/// ties; the knots (2×, …, 32×) take the choice of the nearest val compression. Returns the
+/// knots and the best retention at each val compression.
 fn choose_knots(
-    checks: &mut Checks<'_, '_>,
+    grid: &[f64],
     candidates: &[f64],
-    mut retention: impl FnMut(&mut Checks<'_, '_>, f64) -> Result<Vec<f64>, PluginError>,
+    mut retention: impl FnMut(f64) -> Result<Vec<f64>, PluginError>,
 ) -> Result<([f64; 5], Vec<f64>), PluginError> {
-    let mut best: Vec<(f64, f64)> = vec![(candidates[0], f64::NEG_INFINITY); checks.grid.len()];
+    let mut best: Vec<(f64, f64)> = vec![(candidates[0], f64::NEG_INFINITY); grid.len()];
     for &candidate in candidates {
-        let by_sparsity = retention(checks, candidate)?;
+        let by_sparsity = retention(candidate)?;
         for (b, r) in best.iter_mut().zip(by_sparsity) {
             if r > b.1 + 1e-9 {
                 *b = (candidate, r);
             }
         }
     }
-    let chosen: Vec<(usize, f64)> = checks.grid.iter().zip(&best).map(|(&s, &(c, _))| (Base::knot(s), c)).collect();
+    let chosen: Vec<(usize, f64)> = grid.iter().zip(&best).map(|(&s, &(c, _))| (Base::knot(s), c)).collect();
     let mut knots = [0.0; 5];
     for (k, v) in knots.iter_mut().enumerate() {
         *v = chosen.iter().min_by_key(|(knot, _)| knot.abs_diff(k)).expect("the val grid is not empty").1;
@@ -988,6 +992,33 @@ impl Adam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_knot_takes_the_best_candidate_at_its_val_compression_and_the_first_on_ties() {
+        // Val compressions 4x, 8x and 16x only (a narrower sparsity range): 2x takes 4x's
+        // choice and 32x takes 16x's.
+        let grid = [0.75, 0.875, 0.9375];
+        let table = |c: f64| -> Vec<f64> {
+            match c {
+                0.0 => vec![0.90, 0.50, 0.30],
+                0.5 => vec![0.95, 0.50, 0.20],
+                _ => vec![0.80, 0.60, 0.30],
+            }
+        };
+        let mut asked = Vec::new();
+        let (knots, best) = choose_knots(&grid, &[0.0, 0.5, 1.0], |c| {
+            asked.push(c);
+            Ok(table(c))
+        })
+        .unwrap();
+        assert_eq!(asked, [0.0, 0.5, 1.0]);
+        // 4x: 0.5 is best; 8x: 1.0; 16x: 0.0 and 1.0 tie, the first (0.0) stays.
+        assert_eq!(knots, [0.5, 0.5, 1.0, 0.0, 0.0]);
+        assert_eq!(best, [0.95, 0.60, 0.30]);
+        // A failing evaluation is the caller's error, not a choice.
+        let e = choose_knots(&grid, &[0.0], |_| Err(PluginError::failed("host gone"))).unwrap_err();
+        assert!(e.message.contains("host gone"));
+    }
 
     #[test]
     fn the_criteria_rank_checks_as_documented() {
