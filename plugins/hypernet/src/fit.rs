@@ -75,6 +75,8 @@ pub struct FitSettings {
     pub criterion: Criterion,
     /// The base score's layer normalisation: chosen on the val members, or fixed.
     pub base: BaseChoice,
+    /// Choose the base on the train members too, not only the val members.
+    pub base_on_train: bool,
 }
 
 /// Where the base score's layer normalisation comes from (see [`crate::base`]).
@@ -197,19 +199,27 @@ pub fn fit(
         }
         _ => (fresh.clone(), Adam::new(&fresh), None, 0, 0.0),
     };
-    let mut checks = Checks::new(&net, &val, settings);
+    let mut checks = Checks::new(&net, val.iter().collect(), settings);
     let mut val_available = !val.is_empty();
     if val.is_empty() {
         ctx.log(LogLevel::Warn, "the zoo has no val members: keeping the last parameters, no selection");
     }
     // The base score comes first: the network learns a residual on it, and the untrained
-    // network (the reference of the guarded and margin criteria) prunes by it.
+    // network (the reference of the guarded and margin criteria) prunes by it. The untrained
+    // network has seen no member, so the train members may choose it too.
     let mut reference: Option<Vec<f64>> = None;
+    let mut pool = match settings.base_on_train {
+        true => Some(Checks::new(&net, train.iter().chain(&val).collect(), settings)),
+        false => None,
+    };
     let mut base = match settings.base {
         BaseChoice::Fixed(base) => base,
-        BaseChoice::Auto if val_available => match choose_base(&mut checks, &fresh, ctx) {
+        BaseChoice::Auto if val_available => match choose_base(pool.as_mut().unwrap_or(&mut checks), &fresh, ctx) {
             Ok((base, untrained)) => {
-                reference = Some(untrained);
+                // Untrained retention on the val members alone is the reference.
+                if pool.is_none() {
+                    reference = Some(untrained);
+                }
                 base
             }
             Err(e) if e.is_unavailable() => {
@@ -221,6 +231,7 @@ pub fn fit(
         },
         BaseChoice::Auto => Base::GLOBAL,
     };
+    drop(pool);
     checks.base = base;
     // Step 0 is validated too: the untrained network is magnitude pruning (with floors), so
     // the kept parameters are never worse than that on the val members.
@@ -477,9 +488,9 @@ fn unit_inputs(
     Ok(Some((stats, moments.samples)))
 }
 
-/// Chooses the base's knots on the val members with the untrained network `fresh`: at each
-/// val compression the `α` of [`ALPHA_GRID`] with the best mean retention (ties keep the
-/// smaller). Returns the base and the untrained network's retention with it at each val
+/// Chooses the base's knots on the members of `checks` with the untrained network `fresh`:
+/// at each val compression the `α` of [`ALPHA_GRID`] with the best mean retention (ties keep
+/// the smaller). Returns the base and the untrained network's retention with it at each val
 /// compression.
 fn choose_base(checks: &mut Checks<'_, '_>, fresh: &Params, ctx: &Ctx<'_>) -> Result<(Base, Vec<f64>), PluginError> {
     let grid = checks.grid.clone();
@@ -837,7 +848,7 @@ type Kept = (f64, usize, Params, Option<Checked>);
 /// dense accuracies once measured.
 struct Checks<'v, 'a> {
     net: &'v NetConfig,
-    val: &'v [Prepared<'a>],
+    val: Vec<&'v Prepared<'a>>,
     settings: &'v FitSettings,
     grid: Vec<f64>,
     /// The base score the network is a residual on.
@@ -849,17 +860,10 @@ struct Checks<'v, 'a> {
 }
 
 impl<'v, 'a> Checks<'v, 'a> {
-    fn new(net: &'v NetConfig, val: &'v [Prepared<'a>], settings: &'v FitSettings) -> Checks<'v, 'a> {
+    fn new(net: &'v NetConfig, val: Vec<&'v Prepared<'a>>, settings: &'v FitSettings) -> Checks<'v, 'a> {
         let grid = val_grid(settings.s_min, settings.s_max);
-        Checks {
-            net,
-            val,
-            settings,
-            grid,
-            base: Base::GLOBAL,
-            dense: vec![None; val.len()],
-            activity: vec![None; val.len()],
-        }
+        let n = val.len();
+        Checks { net, val, settings, grid, base: Base::GLOBAL, dense: vec![None; n], activity: vec![None; n] }
     }
 
     /// Mean retention of the val members' masks at each sparsity of the grid, on the host's

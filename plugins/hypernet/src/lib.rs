@@ -13,8 +13,11 @@
 //! Layout: `features.rs` encodes each weight (permutation-equivariant statistics),
 //! `geometry.rs` views layers as `[out, in, k]`, `network.rs` holds the two architectures
 //! (pointwise MLP, NFN-style equivariant) with FiLM sparsity conditioning, `mask.rs` turns
-//! scores into exact top-k masks with a per-layer floor, `fit.rs` is the training procedure
-//! and `state.rs` the state file. The network runs on burn's pure-Rust CPU backend.
+//! scores into exact top-k masks with a per-layer floor, `base.rs` holds what the score is a
+//! residual on (magnitude ranks, layer-normalised per compression) and how far the mask
+//! follows the network, `units.rs` the data-free unit stage, `fit.rs` is the training
+//! procedure and `state.rs` the state file; `infer.rs` and `kernel.rs` are the fast forward
+//! pass used at prune time. The network runs on burn's pure-Rust CPU backend.
 
 mod base;
 mod features;
@@ -86,6 +89,7 @@ impl Default for Hypernet {
                 units_q: None,
                 criterion: Criterion::Guarded,
                 base: BaseChoice::Auto,
+                base_on_train: true,
             },
             mode: MaskMode::TopK,
             options: serde_json::Value::Null,
@@ -174,6 +178,12 @@ fn options() -> Vec<OptionSpec> {
             &["auto", "global", "layer-l2"],
             "auto",
             "fit: what the score is a residual on, the model-wide rank of |w|/||W_l||^alpha (||W_l||: the L2 norm of the weight's layer): auto = alpha chosen from 0, 0.25, ..., 1 at 2x, 4x, 8x, 16x and 32x on the val members with the untrained network, linear in log compression between them; global = alpha 0 (global magnitude ranks; every state before this option); layer-l2 = alpha 1",
+        ),
+        OptionSpec::choice(
+            "base_members",
+            &["train+val", "val"],
+            "train+val",
+            "fit: the members base=auto chooses alpha on (with the untrained network, which has learned from none of them): train+val = all of them, for a less noisy choice; val = the val members only",
         ),
         OptionSpec::choice(
             "units",
@@ -301,6 +311,7 @@ impl Pruner for Hypernet {
                 "layer-l2" => BaseChoice::Fixed(base::Base::LAYER_L2),
                 _ => BaseChoice::Auto,
             },
+            base_on_train: options.str("base_members") == "train+val",
         };
         self.mode = if options.str("mask") == "threshold" { MaskMode::Threshold } else { MaskMode::TopK };
         self.options = options.to_json();
@@ -760,7 +771,25 @@ mod tests {
     }
 
     #[test]
-    fn the_fit_chooses_the_base_on_the_val_members() {
+    fn the_base_is_chosen_on_the_train_members_too_unless_asked_not_to() {
+        let nets = [TestNet::cnn_s(1, 41), TestNet::cnn_s(1, 42)];
+        let train_first = nets[0].weights[0][0].to_bits();
+        for (option, train_evaluated) in [("train+val", true), ("val", false)] {
+            // The first weight of every model the host evaluates (dense members keep it).
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = seen.clone();
+            let host = quadratic_host().with_evaluate(move |model, _split, _n| {
+                log.lock().unwrap().push(model.weights()[0][0].to_bits());
+                RResult::ROk(hyperprune_sdk::Evaluation { loss: 0.0, accuracy: 0.5, samples: 1 })
+            });
+            let given = ["steps=2".to_string(), format!("base_members={option}")];
+            fitted_with_val(&given, &nets, 1, &host);
+            assert_eq!(seen.lock().unwrap().contains(&train_first), train_evaluated, "base_members={option}");
+        }
+    }
+
+    #[test]
+    fn the_fit_chooses_the_base_on_its_members_train_and_val() {
         // A host whose "accuracy" is the kept share of one layer: the one with the smallest
         // L2 norm (which layer normalisation keeps more of), or the largest.
         let nets = [TestNet::cnn_s(1, 31), TestNet::cnn_s(1, 32)];
