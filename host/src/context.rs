@@ -139,11 +139,15 @@ fn model_from(view: &ModelRef<'_>) -> Result<Model, String> {
 impl Context for HostContext<'_> {
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         let plugin = &self.plugin;
-        match level {
+        match (level, self.fit) {
+            // A fit runs once and says what it chose: its info lines show, above the bar, and
+            // its debug lines with -v.
+            (LogLevel::Debug, Some(_)) => tracing::debug!("[{plugin}] {message}"),
+            (LogLevel::Debug, None) => tracing::trace!("[{plugin}] {message}"),
+            (LogLevel::Info, Some(sink)) => sink.info(&format!("[{plugin}] {message}")),
             // A bench prunes hundreds of times: a plugin's per-call info lines show with -v.
-            LogLevel::Debug => tracing::trace!("[{plugin}] {message}"),
-            LogLevel::Info => tracing::debug!("[{plugin}] {message}"),
-            LogLevel::Warn => tracing::warn!("[{plugin}] {message}"),
+            (LogLevel::Info, None) => tracing::debug!("[{plugin}] {message}"),
+            (LogLevel::Warn, _) => tracing::warn!("[{plugin}] {message}"),
         }
     }
 

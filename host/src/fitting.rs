@@ -173,6 +173,11 @@ impl FitSink {
         })
     }
 
+    /// Logs `line` at info level above the progress bar (the bar is redrawn below it).
+    pub fn info(&self, line: &str) {
+        self.bar.suspend(|| tracing::info!("{line}"));
+    }
+
     /// The plugin's progress: `done` of `total` steps.
     pub fn progress(&self, done: u64, total: u64) {
         if self.bar.length() != Some(total) {

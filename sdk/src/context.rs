@@ -217,7 +217,8 @@ impl<'a> Ctx<'a> {
         Ctx { inner: context_ref(ctx) }
     }
 
-    /// Logs at info level.
+    /// Logs at info level. The host shows a fit's info lines (what it chose, where it
+    /// stands) and a prune's with `-v`, since a bench prunes hundreds of times.
     pub fn info(&self, message: &str) {
         self.inner.log(LogLevel::Info, message.into());
     }

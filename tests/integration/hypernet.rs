@@ -146,6 +146,30 @@ fn pruning_without_a_state_or_with_a_broken_one_is_a_one_line_error() {
 }
 
 #[test]
+fn a_fit_says_what_it_chose_at_info_level_and_its_validations_with_v() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = |name: &str, extra: &[&str]| {
+        let state = dir.path().join(name);
+        let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", zoo().to_str().unwrap()];
+        args.extend(["--out", state.to_str().unwrap()]);
+        args.extend(SHORT);
+        args.extend(extra);
+        let o = hyperprune(&args);
+        let (_, stderr) = text(&o);
+        assert!(o.status.success(), "{stderr}");
+        stderr
+    };
+    let stderr = fit("told.state", &[]);
+    // The plugin's choices and summary show without -v (a bench's per-call lines do not).
+    assert!(stderr.contains("[hypernet] base score: layer normalisation alpha"), "{stderr}");
+    assert!(stderr.contains("[hypernet] fitted in"), "{stderr}");
+    // Each validation is on the progress bar and in the curve; its line needs -v.
+    assert!(!stderr.contains("step 10: val retention"), "{stderr}");
+    let stderr = fit("told-v.state", &["-v"]);
+    assert!(stderr.contains("step 10: val retention"), "{stderr}");
+}
+
+#[test]
 fn a_fit_that_never_beats_its_start_says_the_state_prunes_like_magnitude() {
     // A learning rate far too large wrecks every step after the first, so validation keeps
     // step 0 (the untrained network: magnitude pruning, global or layer-normalised as the

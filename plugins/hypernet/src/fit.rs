@@ -281,7 +281,8 @@ pub fn fit(
                     row["val_margin"] = worst_margin(by_sparsity, r).into();
                 }
                 ctx.record(&row);
-                ctx.info(&format!("step {step}: val retention {retention:.4}"));
+                // The host's progress bar shows the latest val retention; the lines are for -v.
+                ctx.log(LogLevel::Debug, &format!("step {step}: val retention {retention:.4}"));
                 if best.as_ref().is_none_or(|(b, ..)| score > *b) {
                     *best = Some((score, step, params.clone(), Some(checked)));
                 }
@@ -468,7 +469,10 @@ fn unit_inputs(
         !m.encoded.views.is_empty() && units::applies(&m.model, &m.encoded.views, m.encoded.views[0].inp)
     };
     if val.is_empty() || !val.iter().all(structural) {
-        ctx.info("unit stage: off (the first prunable layer is not a linear layer on the flattened image with a ReLU)");
+        ctx.log(
+            LogLevel::Debug,
+            "unit stage: off (the first prunable layer is not a linear layer on the flattened image with a ReLU)",
+        );
         return Ok(None);
     }
     let calib = CalibRequest { samples: UNIT_SAMPLES, minibatch: 1, seed: settings.seed ^ 0x5eed_0f1a_7e00 };
@@ -482,7 +486,10 @@ fn unit_inputs(
     };
     let stats = InputStats::from_moments(moments.mean.as_slice(), moments.second.data.as_slice());
     if !val.iter().all(|m| units::applies(&m.model, &m.encoded.views, stats.dim())) {
-        ctx.info(&format!("unit stage: off (the first layer does not read the {} input values)", stats.dim()));
+        ctx.log(
+            LogLevel::Debug,
+            &format!("unit stage: off (the first layer does not read the {} input values)", stats.dim()),
+        );
         return Ok(None);
     }
     Ok(Some((stats, moments.samples)))
@@ -502,9 +509,11 @@ fn choose_base(checks: &mut Checks<'_, '_>, fresh: &Params, ctx: &Ctx<'_>) -> Re
     })?;
     let base = Base { alpha, gain: [1.0; 5] };
     ctx.info(&format!(
-        "base score: layer normalisation alpha {:?} at 2x, 4x, 8x, 16x, 32x (untrained val retention {:.4})",
+        "base score: layer normalisation alpha {:?} at 2x, 4x, 8x, 16x, 32x (untrained retention {:.4} on the {} \
+         members it was chosen on)",
         base.alpha,
-        average(&untrained)
+        average(&untrained),
+        checks.val.len()
     ));
     Ok((base, untrained))
 }
