@@ -177,7 +177,7 @@ fn options() -> Vec<OptionSpec> {
             "base",
             &["auto", "global", "layer-l2"],
             "auto",
-            "fit: what the score is a residual on, the model-wide rank of |w|/||W_l||^alpha (||W_l||: the L2 norm of the weight's layer): auto = alpha chosen from 0, 0.25, ..., 1 at 2x, 4x, 8x, 16x and 32x on the val members with the untrained network, linear in log compression between them; global = alpha 0 (global magnitude ranks; every state before this option); layer-l2 = alpha 1",
+            "fit: what the score is a residual on, the model-wide rank of |w|/||W_l||^alpha (||W_l||: the L2 norm of the weight's layer): auto = alpha chosen from 0, 0.25, ..., 1 at 2x, 4x, 8x, 16x and 32x with the untrained network on the members base_members names, linear in log compression between them; global = alpha 0 (global magnitude ranks; every state before this option); layer-l2 = alpha 1. After the fit, the val members also choose per compression how far the mask follows the trained network rather than this base (weight 1, 0.5 or 0)",
         ),
         OptionSpec::choice(
             "base_members",
