@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Encoded, FEATURES, MODEL_RANK, percentile_ranks};
+use crate::features::{Encoded, percentile_ranks};
 use crate::network::{NetConfig, Params};
 
 /// The values of `α` the fit chooses each knot from.
@@ -105,14 +105,13 @@ pub fn scores(
     let gain = base.gain(s) as f32;
     if gain <= 0.0 {
         // The base alone: the network need not run.
-        let by_base = ranks.unwrap_or_else(|| encoded.data.chunks_exact(FEATURES).map(|r| r[MODEL_RANK]).collect());
-        return (by_base, crate::infer::threshold_at(params, s));
+        return (ranks.unwrap_or_else(|| encoded.model_ranks()), crate::infer::threshold_at(params, s));
     }
     let (scores, threshold) = crate::infer::forward(config, params, encoded, ranks.as_deref(), s);
     if gain >= 1.0 {
         return (scores, threshold);
     }
-    let base_scores = ranks.unwrap_or_else(|| encoded.data.chunks_exact(FEATURES).map(|r| r[MODEL_RANK]).collect());
+    let base_scores = ranks.unwrap_or_else(|| encoded.model_ranks());
     let (net, by_base) = (standardised(&scores), standardised(&base_scores));
     (net.iter().zip(by_base).map(|(n, b)| gain * n + (1.0 - gain) * b).collect(), threshold)
 }

@@ -79,6 +79,11 @@ impl Encoded {
         self.data.is_empty()
     }
 
+    /// Each weight's model-wide magnitude rank (the [`MODEL_RANK`] column).
+    pub fn model_ranks(&self) -> Vec<f32> {
+        self.data.chunks_exact(FEATURES).map(|r| r[MODEL_RANK]).collect()
+    }
+
     /// Offsets of each layer's first weight.
     pub fn offsets(&self) -> Vec<usize> {
         let mut at = 0;

@@ -25,7 +25,7 @@ use hyperprune_sdk::{
 };
 
 use crate::base::{self, ALPHA_GRID, Base, GAIN_GRID};
-use crate::features::{Encoded, FEATURES, FeatureSet, MODEL_RANK, encode};
+use crate::features::{Encoded, FeatureSet, encode};
 use crate::mask::{self, MaskMode};
 use crate::network::{self, Allocation, NetConfig, Params, feature_tensor, forward};
 use crate::rescale;
@@ -208,10 +208,7 @@ pub fn fit(
     // network (the reference of the guarded and margin criteria) prunes by it. The untrained
     // network has seen no member, so the train members may choose it too.
     let mut reference: Option<Vec<f64>> = None;
-    let mut pool = match settings.base_on_train {
-        true => Some(Checks::new(&net, train.iter().chain(&val).collect(), settings)),
-        false => None,
-    };
+    let mut pool = settings.base_on_train.then(|| Checks::new(&net, train.iter().chain(&val).collect(), settings));
     let mut base = match settings.base {
         BaseChoice::Fixed(base) => base,
         BaseChoice::Auto if val_available => match choose_base(pool.as_mut().unwrap_or(&mut checks), &fresh, ctx) {
@@ -782,7 +779,7 @@ pub fn select(allocation: Allocation, encoded: &Encoded, scores: &[f32], s: f64,
             Selection { thresholds: vec![m.threshold; m.keep.len()], keep: m.keep }
         }
         Allocation::Magnitude => {
-            let ranks: Vec<f32> = encoded.data.chunks_exact(FEATURES).map(|r| r[MODEL_RANK]).collect();
+            let ranks = encoded.model_ranks();
             let by_magnitude = mask::build(&split_layers(encoded, &ranks), &request, floor, MaskMode::TopK);
             let budgets: Vec<usize> = by_magnitude.keep.iter().map(|k| k.iter().filter(|&&x| x).count()).collect();
             let (keep, thresholds) = mask::with_budgets(&layers, &budgets);
