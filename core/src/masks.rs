@@ -2,8 +2,8 @@
 //! for a kept weight and `0` for a pruned one (`prune` writes them beside the pruned model as
 //! `<name>.masks.safetensors`; PyTorch `bool` tensors are read too).
 //!
-//! The reader is strict: a mask for a tensor the model does not have, or a mask whose shape
-//! is not the weight's (a flat `[n]` mask included), means the file belongs to another model
+//! The reader is strict: a mask for a tensor the model does not have, a mask whose shape
+//! is not the weight's (a flat `[n]` mask included), or a value other than 0 and 1 means the file belongs to another model
 //! or was written wrongly, so it is refused rather than applied.
 
 use std::path::Path;
@@ -17,8 +17,8 @@ use crate::model::{Model, ModelError};
 ///
 /// # Errors
 /// A [`ModelError`] naming the file: unreadable, not safetensors, a mask missing, a tensor
-/// that is not a prunable weight of the model, a mask whose shape is not its weight's, or
-/// whose dtype is not u8 or bool.
+/// that is not a prunable weight of the model, a mask whose shape is not its weight's, whose
+/// dtype is not u8 or bool, or with a value other than 0 and 1.
 pub fn read_masks(path: &Path, model: &Model) -> Result<Vec<Vec<bool>>, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
     let format =
@@ -60,7 +60,13 @@ pub fn read_masks(path: &Path, model: &Model) -> Result<Vec<Vec<bool>>, ModelErr
             if !matches!(view.dtype(), Dtype::U8 | Dtype::BOOL) {
                 return Err(mismatch(format!("dtype {:?}", view.dtype()), "a u8 or bool mask (1 = kept)".into()));
             }
-            Ok(view.data().iter().map(|&b| b != 0).collect())
+            if let Some((at, value)) = view.data().iter().enumerate().find(|(_, b)| **b > 1) {
+                return Err(mismatch(
+                    format!("the value {value} at flat index {at}"),
+                    "0 (pruned) or 1 (kept) in every entry".into(),
+                ));
+            }
+            Ok(view.data().iter().map(|&b| b == 1).collect())
         })
         .collect()
 }
@@ -110,6 +116,22 @@ mod tests {
         let err = error(&path, &entries);
         assert!(err.contains("flat.masks.safetensors") && err.contains("'0.weight'"), "{err}");
         assert!(err.contains(&format!("shape [{}]", entries[0].2.len())), "{err}");
+    }
+
+    #[test]
+    fn a_mask_value_other_than_0_and_1_is_refused_naming_file_tensor_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("byte.masks.safetensors");
+        for value in [2u8, 255] {
+            let mut entries = masks(&model());
+            entries[1].2[3] = value;
+            let err = error(&path, &entries);
+            assert!(
+                err.contains("byte.masks.safetensors") && err.contains(&format!("the value {value} at flat index 3")),
+                "{err}"
+            );
+            assert!(err.contains("0 (pruned) or 1 (kept)"), "{err}");
+        }
     }
 
     #[test]

@@ -315,7 +315,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let io = |source| ModelError::Io { path: path.to_path_buf(), source };
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        // A full disk fails the write part-way: the partial temporary file must not stay.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)
@@ -492,5 +496,25 @@ mod tests {
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
         assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_write_that_fails_part_way_leaves_no_temporary_file() {
+        // /dev/full takes the open and fails the write (ENOSPC), as a full disk does: a
+        // symlink at the temporary file's name sends write_atomic's write there.
+        if !Path::new("/dev/full").exists() {
+            eprintln!("skipped: no /dev/full on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparsity.svg");
+        let tmp = dir.path().join(format!(".sparsity.svg.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let e = write_atomic(&path, b"<svg/>").unwrap_err();
+        assert!(e.to_string().contains("sparsity.svg"), "{e}");
+        assert!(std::fs::symlink_metadata(&tmp).is_err(), "the temporary file is removed");
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

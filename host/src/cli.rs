@@ -115,19 +115,19 @@ pub struct ThroughputArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Members trained together in one call.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    #[arg(long, value_delimiter = ',', default_value = "1", allow_negative_numbers = true, value_parser = crate::values::count)]
     pub members: Vec<usize>,
     /// Mini-batch sizes.
-    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    #[arg(long, value_delimiter = ',', default_value = "64,256", allow_negative_numbers = true, value_parser = crate::values::count)]
     pub batch: Vec<usize>,
     /// Thread counts (CPU engine only).
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2", allow_negative_numbers = true, value_parser = crate::values::count)]
     pub threads: Vec<usize>,
     /// Training images per timed run (one epoch over this many).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 8192, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub images: usize,
     /// Per-sample gradients to time.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub gradients: usize,
     /// Where networks run.
     #[command(flatten)]
@@ -141,13 +141,13 @@ pub struct AgreeArgs {
     #[arg(long)]
     pub zoo: PathBuf,
     /// Members to compare.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub members: usize,
     /// Samples (from the test split) for logits and per-sample gradients.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub samples: usize,
     /// Largest allowed relative difference (max |a-b| / max |a|).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = crate::values::non_negative)]
     pub tolerance: f64,
     /// Folder with the dataset's files.
     #[arg(long)]
@@ -181,14 +181,14 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub pruners: Vec<String>,
     /// Compression ratios (prunable weights / remaining ones); default 2,4,8,16,32.
-    #[arg(long, value_delimiter = ',', conflicts_with = "sparsity")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "sparsity", allow_negative_numbers = true, value_parser = crate::values::compression)]
     pub compression: Vec<f64>,
     /// Sparsities instead of compression ratios.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = crate::values::fraction)]
     pub sparsity: Vec<f64>,
     /// Calibration samples (from the train split) for data-aware pruners that ask for the
     /// default.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub calib_samples: u64,
     /// Pruner option `pruner.name=value` (repeatable).
     #[arg(long = "opt", value_name = "PRUNER.NAME=VALUE")]
@@ -203,13 +203,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Use only the first K members of the split.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub members: Option<usize>,
     /// Run only the deterministic slice i/n of the tasks (join with `bench merge`).
     #[arg(long)]
     pub shard: Option<String>,
     /// Worker threads pruning in parallel.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub jobs: usize,
     /// Folder with the dataset's files, if the zoo's dataset needs one.
     #[arg(long)]
@@ -226,11 +226,11 @@ pub struct BenchArgs {
     /// Longest one `prune` call may take under `--isolate worker`, seconds; a call that
     /// takes longer is killed and becomes an error row. Time the bench spends suspended
     /// (Ctrl-Z) does not count.
-    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS", allow_negative_numbers = true, value_parser = crate::values::positive)]
     pub timeout: f64,
     /// Memory limit of each worker under `--isolate worker`, MiB (default: half of the
     /// machine's memory).
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub worker_memory: Option<u64>,
     /// Stop after this many new rows (simulates an interrupted run; for tests).
     #[arg(long, hide = true)]
@@ -280,7 +280,7 @@ pub struct FitArgs {
     pub options: Vec<String>,
     /// Calibration samples (from the dataset's train split, val slice excluded) for data
     /// services the pruner calls with the default.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub calib_samples: u64,
     /// Folder with the zoo dataset's files, if it needs one.
     #[arg(long)]
@@ -290,7 +290,7 @@ pub struct FitArgs {
     pub seed: Option<u64>,
     /// Fit on the first K train members only (in `zoo.json` order; for learning curves).
     /// The state's fit zoo records the subset.
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = crate::values::count)]
     pub train_members: Option<usize>,
     /// Where the fit runs: `none` (in this process, the default) or `worker` (a supervised
     /// process: a plugin that aborts or crashes is a one-line error; the checkpoint stays
@@ -299,7 +299,7 @@ pub struct FitArgs {
     pub isolate: IsolateArg,
     /// Memory limit of the worker under `--isolate worker`, MiB (default: half of the
     /// machine's memory).
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub worker_memory: Option<u64>,
     /// Where networks run (the data services).
     #[command(flatten)]
@@ -396,29 +396,29 @@ pub struct ZooTrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Number of members.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub members: usize,
     /// Epochs per member.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub epochs: usize,
     /// Mini-batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub batch_size: usize,
     /// Base learning rate (members sample in [lr/10, lr] when `lr` is varied).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true, value_parser = crate::values::positive_f32)]
     pub lr: f32,
     /// Optimiser.
     #[arg(long, value_enum, default_value_t)]
     pub optimizer: OptimizerArg,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true, value_parser = crate::values::fraction_f32)]
     pub momentum: f32,
     /// Hyperparameters that vary across members (comma list of seed, lr, activation, init,
     /// weight-decay, dropout).
     #[arg(long, value_delimiter = ',', default_value = "seed")]
     pub vary: Vec<String>,
     /// Fractions of members in train,val,test.
-    #[arg(long, value_delimiter = ',', default_value = "0.7,0.15,0.15")]
+    #[arg(long, value_delimiter = ',', default_value = "0.7,0.15,0.15", allow_negative_numbers = true, value_parser = crate::values::share)]
     pub split: Vec<f64>,
     /// Zoo seed: hyperparameters, member seeds and the split derive from it.
     #[arg(long, default_value_t = 1)]
@@ -427,7 +427,7 @@ pub struct ZooTrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Members trained per engine call (batched together); also the resume granularity.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub chunk: usize,
     /// Give every member the same mini-batch order and dropout masks (the zoo seed's), so
     /// members differ only by initialisation and hyperparameters. By default a member's seed
@@ -515,7 +515,7 @@ pub struct PruneArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Calibration samples for pruners that ask for the default.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub calib_samples: u64,
     /// Print dense and pruned test accuracy side by side (needs --dataset).
     #[arg(long, requires = "dataset")]
@@ -523,7 +523,7 @@ pub struct PruneArgs {
     /// Call the pruner this many times in this process and print the median, fastest and
     /// slowest call (a quiet-machine measure of a pruner's time per model; every call must
     /// give the same masks). The output is written once.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true, value_parser = crate::values::count)]
     pub repeat: usize,
     /// Where the plugin's `prune` call runs: `none` (in this process, the default) or
     /// `worker` (a supervised process: an abort, crash, hang past --timeout or memory
@@ -531,11 +531,11 @@ pub struct PruneArgs {
     #[arg(long, value_enum, default_value = "none")]
     pub isolate: IsolateArg,
     /// Longest the `prune` call may take under `--isolate worker`, seconds.
-    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS", allow_negative_numbers = true, value_parser = crate::values::positive)]
     pub timeout: f64,
     /// Memory limit of the worker under `--isolate worker`, MiB (default: half of the
     /// machine's memory).
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub worker_memory: Option<u64>,
     /// Where networks run (data services and --eval).
     #[command(flatten)]
@@ -570,16 +570,16 @@ pub struct EvalArgs {
 pub struct DemoArgs {
     /// Zoo members to train on the embedded digits data (half train, an eighth val, the
     /// rest test).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub members: usize,
     /// Epochs per member.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub epochs: usize,
     /// Folder for the zoo and the run.
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
     /// Worker threads pruning in parallel.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = crate::values::count)]
     pub jobs: usize,
     /// Seed of the zoo and the bench.
     #[arg(long, default_value_t = 1)]

@@ -37,7 +37,9 @@ use crate::pruning::{ConfiguredPruner, FitData, plugin_error, state_fingerprint}
 /// Synthetic inputs a `fit_data=synthetic` fit draws its calibration samples from.
 const SYNTHETIC_INPUTS: usize = 4096;
 
-use crate::state_file::{FitZoo, StateHeader, decode_state, encode_state};
+use crate::state_file::{
+    CheckpointHeader, FitZoo, StateHeader, decode_checkpoint, decode_state, encode_checkpoint, encode_state,
+};
 
 impl FitZoo {
     /// The identity of `zoo`'s train split, or of its first `limit` train members.
@@ -130,6 +132,9 @@ pub struct FitSink {
     curve: Mutex<File>,
     curve_path: PathBuf,
     checkpoint: PathBuf,
+    /// The fit, written with every checkpoint so that only this fit resumes from it.
+    fit: StateHeader,
+    /// Curve rows in the file, those of the resumed fit included.
     rows: AtomicU64,
     /// Steps done of the plugin's `progress`, with the latest loss and val retention of its
     /// curve rows; drawn on stderr when it is a terminal and info lines show (not `-q`).
@@ -139,18 +144,46 @@ pub struct FitSink {
 }
 
 impl FitSink {
-    /// Opens the curve file (appending when `resume`, else truncating it).
+    /// Opens the curve file of `fit`: when it resumes from a checkpoint written after
+    /// `resume = Some(rows)` curve rows, the curve keeps its first `rows` lines (the fit
+    /// records the later ones again) and is appended to; else it starts empty.
     ///
     /// # Errors
-    /// The curve file cannot be opened.
-    pub fn open(files: &FitFiles, resume: bool) -> anyhow::Result<FitSink> {
+    /// The curve file cannot be read, cut or opened.
+    pub fn open(files: &FitFiles, resume: Option<u64>, fit: StateHeader) -> anyhow::Result<FitSink> {
+        let context = || format!("opening {}", files.curve.display());
+        if let Some(rows) = resume {
+            let text = match std::fs::read(&files.curve) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).with_context(context),
+            };
+            let mut lines = 0u64;
+            let keep = text
+                .iter()
+                .position(|&b| {
+                    lines += u64::from(b == b'\n');
+                    lines == rows && b == b'\n'
+                })
+                .map_or(if rows == 0 { 0 } else { text.len() }, |end| end + 1);
+            if keep < text.len() {
+                let file = OpenOptions::new().write(true).open(&files.curve).with_context(context)?;
+                file.set_len(keep as u64).with_context(context)?;
+            }
+        }
         let curve = OpenOptions::new()
             .create(true)
             .write(true)
-            .append(resume)
-            .truncate(!resume)
+            .append(resume.is_some())
+            .truncate(resume.is_none())
             .open(&files.curve)
-            .with_context(|| format!("opening {}", files.curve.display()))?;
+            .with_context(context)?;
+        let rows = match resume {
+            Some(_) => {
+                std::fs::read(&files.curve).map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64).unwrap_or(0)
+            }
+            None => 0,
+        };
         let bar = if tracing::enabled!(tracing::Level::INFO) {
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -167,7 +200,8 @@ impl FitSink {
             curve: Mutex::new(curve),
             curve_path: files.curve.clone(),
             checkpoint: files.checkpoint.clone(),
-            rows: AtomicU64::new(0),
+            fit,
+            rows: AtomicU64::new(rows),
             bar,
             latest: Mutex::new([None; 2]),
         })
@@ -221,15 +255,19 @@ impl FitSink {
         Ok(())
     }
 
-    /// Stores `state` as the newest checkpoint, atomically.
+    /// Stores `state` as the newest checkpoint, atomically, with the fit's header and the
+    /// count of curve rows recorded so far.
     ///
     /// # Errors
     /// The write failed.
     pub fn checkpoint(&self, state: &[u8]) -> Result<(), String> {
-        write_atomic(&self.checkpoint, state).map_err(|e| e.to_string())
+        // The curve lock orders the count against `record`.
+        let _curve = self.curve.lock().unwrap_or_else(|e| e.into_inner());
+        let header = CheckpointHeader { fit: self.fit.clone(), curve_rows: self.rows.load(Ordering::Relaxed) };
+        write_atomic(&self.checkpoint, &encode_checkpoint(&header, state)).map_err(|e| e.to_string())
     }
 
-    /// Curve rows recorded so far.
+    /// Curve rows in the curve file (a resumed fit's earlier rows included).
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
     }
@@ -306,8 +344,9 @@ pub fn fit(
         }
         (data, _) => data,
     };
-    let resumed = resume_from_checkpoint(pruner, &files.checkpoint)?;
-    let sink = FitSink::open(files, resumed)?;
+    let header = StateHeader::new(pruner, zoo, train_limit);
+    let resumed = resume_from_checkpoint(pruner, &files.checkpoint, &header)?;
+    let sink = FitSink::open(files, resumed, header.clone())?;
     let cancel = AtomicBool::new(false);
     let ctx = pruner.fit_context(data, &cancel).with_default_samples(calib_samples).with_fit_sink(&sink);
 
@@ -338,7 +377,6 @@ pub fn fit(
     sink.finish();
     fitted.map_err(anyhow::Error::msg)?;
     let state = pruner.save_state().map_err(anyhow::Error::msg)?;
-    let header = StateHeader::new(pruner, zoo, train_limit);
     write_atomic(&files.state, &encode_state(&header, &state)).with_context(|| "writing the fitted state")?;
     pruner.mark_state(&state, Some((&header.fit_zoo.name, header.fit_zoo.train_members, &header.options)));
     pruner.state_path = Some(files.state.clone());
@@ -349,7 +387,7 @@ pub fn fit(
     Ok(FitSummary {
         train: train.len(),
         val: val.len(),
-        resumed,
+        resumed: resumed.is_some(),
         curve_rows: sink.rows(),
         state_bytes: state.len(),
         seconds: start.elapsed().as_secs_f64(),
@@ -396,11 +434,29 @@ fn fit_members<'z>(
     Ok((train, val))
 }
 
-/// Calls `load_state` with the checkpoint, if there is one. Returns whether there was.
-fn resume_from_checkpoint(pruner: &mut ConfiguredPruner, checkpoint: &Path) -> anyhow::Result<bool> {
+/// Calls `load_state` with the checkpoint, if there is one and `fit` wrote it. Returns the
+/// curve rows recorded before it, or `None` when there is no checkpoint.
+///
+/// # Errors
+/// Bad input: a checkpoint of another fit (another pruner, version, options or zoo), one the
+/// host did not write, or one the pruner rejects; each says to delete it.
+fn resume_from_checkpoint(
+    pruner: &mut ConfiguredPruner,
+    checkpoint: &Path,
+    fit: &StateHeader,
+) -> anyhow::Result<Option<u64>> {
     let Ok(bytes) = std::fs::read(checkpoint) else {
-        return Ok(false);
+        return Ok(None);
     };
+    let (header, bytes) = decode_checkpoint(checkpoint, &bytes).map_err(bad_input)?;
+    if &header.fit != fit {
+        return Err(bad_input(format!(
+            "{}: a checkpoint of another fit ({}); delete it to fit from scratch, or write this fit's state \
+             elsewhere with --out",
+            checkpoint.display(),
+            checkpoint_differences(&header.fit, fit).join("; ")
+        )));
+    }
     tracing::info!("{}: resuming from checkpoint {}", pruner.name(), checkpoint.display());
     pruner.load_state(&bytes).map_err(|e| {
         bad_input(format!(
@@ -410,7 +466,33 @@ fn resume_from_checkpoint(pruner: &mut ConfiguredPruner, checkpoint: &Path) -> a
             e.message
         ))
     })?;
-    Ok(true)
+    Ok(Some(header.curve_rows))
+}
+
+/// How the fit that wrote a checkpoint (`then`) differs from this one (`now`), one phrase
+/// each: pruner, version, the options that differ, the zoo.
+fn checkpoint_differences(then: &StateHeader, now: &StateHeader) -> Vec<String> {
+    let mut out = Vec::new();
+    if then.pruner != now.pruner || then.pruner_version != now.pruner_version {
+        out.push(format!(
+            "pruner {} {}, this fit {} {}",
+            then.pruner, then.pruner_version, now.pruner, now.pruner_version
+        ));
+    }
+    let empty = serde_json::Map::new();
+    let (a, b) = (then.options.as_object().unwrap_or(&empty), now.options.as_object().unwrap_or(&empty));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys.into_iter().filter(|k| a.get(*k) != b.get(*k)) {
+        let show = |v: Option<&serde_json::Value>| v.map_or_else(|| "unset".to_string(), ToString::to_string);
+        out.push(format!("option {key} = {}, this fit {}", show(a.get(key)), show(b.get(key))));
+    }
+    let zoo = |z: &FitZoo| format!("zoo '{}' ({} train members, hash {})", z.name, z.train_members, z.train_hash);
+    if then.fit_zoo != now.fit_zoo {
+        out.push(format!("{}, this fit {}", zoo(&then.fit_zoo), zoo(&now.fit_zoo)));
+    }
+    out
 }
 
 fn hyperparams(members: &[&MemberInfo]) -> Vec<String> {
@@ -592,7 +674,7 @@ mod tests {
     #[test]
     fn the_progress_bar_follows_the_plugin_and_the_curves_latest_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = FitSink::open(&FitFiles::for_state(&dir.path().join("p.state")), false).unwrap();
+        let sink = FitSink::open(&FitFiles::for_state(&dir.path().join("p.state")), None, header()).unwrap();
         sink.progress(3, 10);
         sink.record(r#"{"step": 3, "val_retention": 0.25}"#).unwrap();
         sink.record(r#"{"step": 4, "loss": 0.125}"#).unwrap();
@@ -606,7 +688,7 @@ mod tests {
     fn the_curve_gets_one_flushed_line_per_object_row_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let files = FitFiles::for_state(&dir.path().join("p.state"));
-        let sink = FitSink::open(&files, false).unwrap();
+        let sink = FitSink::open(&files, None, header()).unwrap();
         sink.record("{\n  \"step\": 1,\n  \"loss\": 0.5\n}").unwrap();
         assert!(sink.record("[1, 2]").is_err());
         assert!(sink.record("not json").is_err());
@@ -614,11 +696,30 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&files.curve).unwrap(), "{\"loss\":0.5,\"step\":1}\n{\"step\":2}\n");
         assert_eq!(sink.rows(), 2);
         drop(sink);
-        let resumed = FitSink::open(&files, true).unwrap();
+        let resumed = FitSink::open(&files, Some(2), header()).unwrap();
         resumed.record(r#"{"step": 3}"#).unwrap();
         assert_eq!(std::fs::read_to_string(&files.curve).unwrap().lines().count(), 3, "a resumed fit appends");
         drop(resumed);
-        FitSink::open(&files, false).unwrap();
+        FitSink::open(&files, None, header()).unwrap();
         assert_eq!(std::fs::read_to_string(&files.curve).unwrap(), "", "a fresh fit starts a fresh curve");
+    }
+
+    #[test]
+    fn a_resumed_fit_cuts_the_curve_rows_recorded_after_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FitFiles::for_state(&dir.path().join("p.state"));
+        let sink = FitSink::open(&files, None, header()).unwrap();
+        sink.record(r#"{"step": 1}"#).unwrap();
+        sink.checkpoint(b"after step 1").unwrap();
+        sink.record(r#"{"step": 2}"#).unwrap();
+        sink.record(r#"{"step": 3}"#).unwrap();
+        drop(sink); // killed after step 3: the checkpoint is of step 1
+        let (written, payload) =
+            decode_checkpoint(&files.checkpoint, &std::fs::read(&files.checkpoint).unwrap()).unwrap();
+        assert_eq!((written.curve_rows, payload.as_slice()), (1, &b"after step 1"[..]));
+        let resumed = FitSink::open(&files, Some(written.curve_rows), header()).unwrap();
+        assert_eq!(resumed.rows(), 1);
+        resumed.record(r#"{"step": 2}"#).unwrap();
+        assert_eq!(std::fs::read_to_string(&files.curve).unwrap(), "{\"step\":1}\n{\"step\":2}\n");
     }
 }

@@ -61,3 +61,51 @@ pub fn check_fits(spec: &ArchSpec, data: &Dataset) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Refuses an output that would overwrite one of the command's inputs: `outputs` are the
+/// files the command writes, `inputs` the files it reads, each with the option that named
+/// it. Paths are compared after resolving links and `..`, so `./m.safetensors` and
+/// `m.safetensors` are one file; an output that does not exist yet overwrites nothing.
+///
+/// # Errors
+/// Bad input naming both options and the file.
+pub fn refuse_overwriting(outputs: &[(&str, &Path)], inputs: &[(&str, &Path)]) -> anyhow::Result<()> {
+    for (out_flag, out) in outputs {
+        let Ok(resolved) = out.canonicalize() else { continue };
+        for (in_flag, input) in inputs {
+            if input.canonicalize().is_ok_and(|i| i == resolved) {
+                return Err(bad_input(format!(
+                    "{}: {out_flag} would overwrite the {in_flag} it reads; write the output to another path",
+                    out.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every member of `zoo` takes the inputs and classes of its dataset `data`: a
+/// `zoo.json` whose `dataset` does not match its members would otherwise fail deep inside an
+/// engine.
+///
+/// # Errors
+/// Bad input naming the zoo file, the first member that does not fit, and both shapes.
+pub fn check_zoo_fits(zoo: &hyperprune_core::zoo::Zoo, data: &Dataset) -> anyhow::Result<()> {
+    let misfit =
+        zoo.meta().members.iter().find(|m| m.arch.input != data.input_shape() || m.arch.classes != data.classes);
+    if let Some(m) = misfit {
+        return Err(bad_input(format!(
+            "{}: member '{}' is a '{}' taking {:?} inputs and {} classes, but the zoo's dataset '{}' has {:?} and {}; \
+             field 'dataset' does not match the members",
+            zoo.dir().join(hyperprune_core::zoo::ZOO_FILE).display(),
+            m.id,
+            m.arch.name,
+            m.arch.input,
+            m.arch.classes,
+            data.name,
+            data.input_shape(),
+            data.classes
+        )));
+    }
+    Ok(())
+}

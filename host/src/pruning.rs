@@ -369,11 +369,15 @@ impl From<PruneFailure> for String {
 }
 
 /// Takes the host-level options (`state=FILE`, `sparsity_check=exact|report`) out of
-/// `options` (`name=value` strings); the last of each wins.
+/// `options` (`name=value` strings).
 ///
 /// # Errors
-/// A `sparsity_check` value other than `exact` or `report`.
+/// An option given twice (which one was meant is a guess), or a `sparsity_check` value other
+/// than `exact` or `report`.
 pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>), String> {
+    if let Some(key) = crate::values::repeated_key(options) {
+        return Err(format!("option '{key}' is given twice; give each option once"));
+    }
     let mut host = HostOptions::default();
     let mut rest = Vec::with_capacity(options.len());
     for option in options {
@@ -425,8 +429,8 @@ fn parse_pattern(text: &str) -> anyhow::Result<Pattern> {
     }
     let parsed = text.split_once(':').and_then(|(n, m)| Some((n.parse::<u32>().ok()?, m.parse::<u32>().ok()?)));
     match parsed {
-        Some((n, m)) if m > 0 && n <= m => Ok(Pattern::NM { n, m }),
-        _ => Err(bad_input("expected 'unstructured' or N:M with 0 <= N <= M, M > 0 (e.g. 2:4)")),
+        Some((n, m)) if n >= 1 && n < m => Ok(Pattern::NM { n, m }),
+        _ => Err(bad_input("expected 'unstructured' or N:M with 1 <= N < M (keep N of every M weights, e.g. 2:4)")),
     }
 }
 
@@ -435,11 +439,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_options_are_taken_out_and_the_last_one_wins() {
-        let options: Vec<String> =
-            ["steps=3", "state=a.bin", "lr=0.1", " state =b.bin", "sparsity_check=report", "fit_data=synthetic"]
-                .map(String::from)
-                .into();
+    fn host_options_are_taken_out_and_an_option_given_twice_is_refused() {
+        let options: Vec<String> = ["steps=3", "state=b.bin", "lr=0.1", "sparsity_check=report", "fit_data=synthetic"]
+            .map(String::from)
+            .into();
         let (host, rest) = take_host_options(&options).unwrap();
         assert_eq!(host.state, Some(PathBuf::from("b.bin")));
         assert_eq!(host.sparsity_check, SparsityCheck::Report);
@@ -448,5 +451,9 @@ mod tests {
         assert_eq!(take_host_options(&["statefulness=1".to_string()]).unwrap().0, HostOptions::default());
         let e = take_host_options(&["sparsity_check=loose".to_string()]).unwrap_err();
         assert!(e.contains("expected exact or report, got 'loose'"), "{e}");
+        for twice in [["state=a.bin", " state =b.bin"], ["lr=0.1", "lr=0.2"]] {
+            let e = take_host_options(&twice.map(String::from)).unwrap_err();
+            assert!(e.contains("is given twice"), "{e}");
+        }
     }
 }

@@ -80,6 +80,53 @@ pub fn decode_state(path: &Path, bytes: &[u8]) -> Result<StateFile, String> {
     Ok(StateFile { header: Some(header), payload: rest[end + 1..].to_vec() })
 }
 
+/// The first line of a fit checkpoint the host wrote: [`CHECKPOINT_MAGIC`], one line of JSON
+/// ([`CheckpointHeader`]), then the plugin's checkpoint bytes.
+pub const CHECKPOINT_MAGIC: &[u8] = b"hyperprune-checkpoint/1\n";
+
+/// What the host records with a checkpoint: which fit wrote it (a checkpoint is resumed only
+/// by the same fit) and how many curve rows that fit had recorded when it was written (a
+/// resumed fit cuts the rows recorded after it, which it records again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    /// The pruner, version, options and fit zoo of the fit.
+    pub fit: StateHeader,
+    /// Curve rows recorded before the checkpoint.
+    pub curve_rows: u64,
+}
+
+/// The bytes of a checkpoint file: magic, header line, the plugin's checkpoint.
+pub fn encode_checkpoint(header: &CheckpointHeader, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = CHECKPOINT_MAGIC.to_vec();
+    bytes.extend_from_slice(serde_json::to_string(header).expect("a header serialises").as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Splits a checkpoint file's bytes; `path` is only for the message.
+///
+/// # Errors
+/// A file that is not a checkpoint the host wrote, or whose header line is cut or corrupt.
+pub fn decode_checkpoint(path: &Path, bytes: &[u8]) -> Result<(CheckpointHeader, Vec<u8>), String> {
+    let rest = bytes.strip_prefix(CHECKPOINT_MAGIC).ok_or_else(|| {
+        format!(
+            "{}: not a fit checkpoint (it does not start with 'hyperprune-checkpoint/1'); delete it to fit from scratch",
+            path.display()
+        )
+    })?;
+    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| {
+        format!("{}: corrupt checkpoint: the header line is cut off; delete it to fit from scratch", path.display())
+    })?;
+    let header: CheckpointHeader = serde_json::from_slice(&rest[..end]).map_err(|e| {
+        format!(
+            "{}: corrupt checkpoint: the header is not {{fit, curve_rows}} ({e}); delete it to fit from scratch",
+            path.display()
+        )
+    })?;
+    Ok((header, rest[end + 1..].to_vec()))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -128,5 +175,19 @@ pub(crate) mod tests {
             }
         }
         assert!(refused > 500, "refused {refused}");
+    }
+
+    #[test]
+    fn a_checkpoint_is_magic_header_payload_and_anything_else_is_refused_naming_the_file() {
+        let path = Path::new("p.state.checkpoint");
+        let header = CheckpointHeader { fit: header(), curve_rows: 7 };
+        let payload = b"\x00\n\xffbytes".to_vec();
+        let (read, bytes) = decode_checkpoint(path, &encode_checkpoint(&header, &payload)).unwrap();
+        assert_eq!((read, bytes), (header, payload));
+        for bad in [&b"plain plugin bytes"[..], b"hyperprune-checkpoint/1\n{\"fit\"", b"hyperprune-checkpoint/1\n{}\n"]
+        {
+            let e = decode_checkpoint(path, bad).unwrap_err();
+            assert!(e.starts_with("p.state.checkpoint: "), "{e}");
+        }
     }
 }

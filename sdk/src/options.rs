@@ -60,7 +60,7 @@ impl Options {
             let raw = raw.trim();
             let value = match &spec.kind {
                 OptionKind::Int => raw.parse::<i64>().map(Value::from).map_err(|_| ()),
-                OptionKind::Float => raw.parse::<f64>().map(Value::from).map_err(|_| ()),
+                OptionKind::Float => raw.parse::<f64>().ok().filter(|v| v.is_finite()).map(Value::from).ok_or(()),
                 OptionKind::Bool => raw.parse::<bool>().map(Value::from).map_err(|_| ()),
                 OptionKind::String | OptionKind::Choice { .. } => Ok(Value::from(raw)),
             }
@@ -126,7 +126,7 @@ fn find<'s>(schema: &'s [OptionSpec], name: &str) -> Result<&'s OptionSpec, Stri
 fn describe(kind: &OptionKind) -> String {
     match kind {
         OptionKind::Int => "an integer".into(),
-        OptionKind::Float => "a number".into(),
+        OptionKind::Float => "a finite number".into(),
         OptionKind::Bool => "true or false".into(),
         OptionKind::String => "a string".into(),
         OptionKind::Choice { values } => format!("one of {}", values.join(", ")),
@@ -175,6 +175,10 @@ mod tests {
         let err = Options::from_assignments(&schema(), &["mode=c"]).unwrap_err();
         assert!(err.contains("one of a, b"), "{err}");
         let err = Options::parse(&schema(), r#"{"damp": "x"}"#).unwrap_err();
-        assert!(err.contains("'damp' expects a number"), "{err}");
+        assert!(err.contains("'damp' expects a finite number"), "{err}");
+        for raw in ["damp=NaN", "damp=inf", "damp=-inf"] {
+            let err = Options::from_assignments(&schema(), &[raw]).unwrap_err();
+            assert!(err.contains("'damp' expects a finite number"), "{raw}: {err}");
+        }
     }
 }

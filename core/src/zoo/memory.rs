@@ -44,6 +44,14 @@ pub fn chunk_memory(arch: &ArchSpec, members: usize, batch_size: usize) -> Resul
     Ok(per_member.saturating_mul(SCALAR_BYTES).saturating_mul(members as u64))
 }
 
+/// Bytes a zoo's plan takes in memory for `members` members: each member's record holds its
+/// own copy of the architecture (counted as twice its JSON size) and about 1 KiB of id,
+/// file name, hyperparameters and `zoo.json` text. Saturates at `u64::MAX`.
+pub fn plan_memory(arch: &ArchSpec, members: usize) -> u64 {
+    let arch_bytes = serde_json::to_vec(arch).map_or(4096, |json| json.len() as u64);
+    arch_bytes.saturating_mul(2).saturating_add(1024).saturating_mul(members as u64)
+}
+
 /// Bytes this process may still allocate: `MemAvailable` from `/proc/meminfo`, lowered to
 /// the cgroup (v2) limit's headroom when a container sets one. `None` when unknown (not
 /// Linux, or the files are unreadable), in which case no check is made.

@@ -157,6 +157,24 @@ impl ZooSettings {
         if self.batch_size == 0 {
             return Err("batch size must be at least 1, got 0; pass --batch-size N with N >= 1".into());
         }
+        if self.epochs == 0 {
+            return Err("epochs must be at least 1, got 0; pass --epochs N with N >= 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("learning rate must be a finite number above 0, got {}; pass --lr", self.lr));
+        }
+        if let crate::engine::Optimizer::Sgd { momentum } = self.optimizer {
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(format!("momentum must be in [0, 1), got {momentum}; pass --momentum"));
+            }
+        }
+        let sum: f64 = self.split.iter().sum();
+        if !((sum - 1.0).abs() <= 1e-6 && self.split.iter().all(|f| (0.0..=1.0).contains(f))) {
+            return Err(format!(
+                "split fractions must be in [0, 1] and sum to 1, got {:?}; pass --split TRAIN,VAL,TEST",
+                self.split
+            ));
+        }
         Ok(())
     }
 }

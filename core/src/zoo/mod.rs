@@ -13,7 +13,7 @@ mod train;
 
 use std::path::PathBuf;
 
-pub use memory::{ACTIVATION_COPIES, PARAM_COPIES, available_memory, chunk_memory};
+pub use memory::{ACTIVATION_COPIES, PARAM_COPIES, available_memory, chunk_memory, plan_memory};
 pub use meta::{Hyperparams, MemberInfo, Split, ZOO_FORMAT, ZooMeta, ZooSettings};
 pub use plan::{VARY_FACTORS, plan};
 pub use store::{ZOO_FILE, Zoo};

@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::ZooError;
+use super::memory::{available_memory, plan_memory};
 use super::meta::{Hyperparams, MemberInfo, Split, ZOO_FORMAT, ZooMeta, ZooSettings};
 use crate::arch::{Activation, ArchSpec};
 use crate::engine::Init;
@@ -46,17 +47,21 @@ pub fn plan(
             return Err(ZooError::Settings(format!("cannot vary '{v}': expected some of {}", VARY_FACTORS.join(", "))));
         }
     }
-    let sum: f64 = settings.split.iter().sum();
-    if (sum - 1.0).abs() > 1e-6 || settings.split.iter().any(|f| *f < 0.0) {
-        return Err(ZooError::Settings(format!(
-            "split fractions must be non-negative and sum to 1, got {:?}",
-            settings.split
-        )));
-    }
     if members == 0 {
         return Err(ZooError::Settings("a zoo needs at least one member".into()));
     }
     settings.check().map_err(ZooError::Settings)?;
+    // One record per member, each with its own architecture: a count far beyond the
+    // machine's memory is refused here instead of aborting in the allocator.
+    let needed = plan_memory(arch, members);
+    if let Some(available) = available_memory().filter(|a| needed > *a) {
+        return Err(ZooError::Settings(format!(
+            "{members} members need about {:.1} GiB for their records alone, but {:.1} GiB is available; plan fewer \
+             members (--members)",
+            super::memory::gib(needed),
+            super::memory::gib(available)
+        )));
+    }
     let varies = |f: &str| settings.vary.iter().any(|v| v == f);
     let own_activation = arch.layers.iter().find_map(|l| l.activation()).unwrap_or(Activation::Tanh);
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);

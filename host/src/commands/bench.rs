@@ -19,7 +19,7 @@ use crate::fitting::{FitFiles, StateTarget, fit, load_state_file, read_state_hea
 use crate::isolation::{Isolation, Setup};
 use crate::plugins::Registry;
 use crate::pruning::ConfiguredPruner;
-use crate::results::{RESULTS_FILE, ResultsWriter, RunLock, read_rows};
+use crate::results::{RESULTS_FILE, ResultsWriter, RunLock, read_complete_rows, read_rows};
 use crate::state_file::StateHeader;
 
 /// The compression ratios a bench reports when none are given.
@@ -37,6 +37,21 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let zoo_dir =
         args.zoo.clone().ok_or_else(|| bad_input("bench needs --zoo DIR (a folder made by `hyperprune zoo train`)"))?;
     let out = args.out.clone().ok_or_else(|| bad_input("bench needs --out DIR (the run folder, e.g. runs/NAME)"))?;
+    // A bench refused for bad input before it wrote a row leaves no new folder behind.
+    let created = !out.exists();
+    let result = bench(global, &args, zoo_dir, &out);
+    if let Err(e) = &result {
+        let rows = std::fs::metadata(out.join(RESULTS_FILE)).map_or(0, |m| m.len());
+        if created && rows == 0 && crate::failure::is_bad_input(e) {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
+    result
+}
+
+/// A bench into `out`; see [`run`].
+fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) -> anyhow::Result<()> {
+    let out = out.to_path_buf();
     // Under --isolate worker (the default), loading and configuring every plugin are tried
     // in a worker first, so one that crashes there sits out instead of ending the bench.
     let probing = match args.isolate {
@@ -46,7 +61,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let registry = super::registry_isolated(global, probing.as_ref())?;
     let zoo = Zoo::open(&zoo_dir).map_err(bad_input)?;
     let split: Split = args.split.parse().map_err(bad_input)?;
-    let sparsities = sparsities(&args)?;
+    let sparsities = sparsities(args)?;
     let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose().map_err(bad_input)?;
     let mut pruners = configure_pruners(&registry, &args.pruners, &args.options, probing.as_ref())?;
     if args.pruners.iter().any(|n| n == "all") && zoo.members(Split::Train).is_empty() {
@@ -65,6 +80,7 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     }
     let data =
         crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+    crate::inputs::check_zoo_fits(&zoo, &data)?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
 
     let mut infos: Vec<_> = zoo.members(split).into_iter().cloned().collect();
@@ -77,9 +93,22 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let models: Vec<Model> = infos.iter().map(|m| zoo.load(m)).collect::<Result<_, _>>().map_err(bad_input)?;
     let dense = engine.evaluate(&models.iter().collect::<Vec<_>>(), &data.test)?;
 
+    // The states given with `P.state=FILE` are read before the run folder is made: a missing
+    // or foreign state is refused without leaving a folder, a lock or a run.json behind.
+    let target = StateTarget { dataset: Some(&zoo.meta().dataset), archs: &zoo_archs(&zoo) };
+    for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
+        if let Some(path) = pruner.state_file.clone() {
+            load_state_file(pruner, &path, Some(target))?;
+        }
+    }
+    let created = !out.exists();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let _lock = RunLock::acquire(&out)?;
-    write_run_json(&out, &args, &zoo, engine.name())?;
+    let _lock = RunLock::acquire(&out).inspect_err(|_| {
+        if created {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    })?;
+    write_run_json(&out, args, &zoo, engine.name())?;
     let train_split = TrainSplit::new(&data.train);
     tracing::debug!(
         "dataset {}: {} calibration samples, a val slice of {}",
@@ -166,15 +195,18 @@ fn finish(out: &Path, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sparsities to run: `--sparsity`, `--compression` (each value already checked by
+/// [`crate::values`]) or the default compressions; a value given twice is refused, since
+/// every task would run twice.
 fn sparsities(args: &BenchArgs) -> anyhow::Result<Vec<f64>> {
+    for (flag, list) in [("--sparsity", &args.sparsity), ("--compression", &args.compression)] {
+        if let Some(twice) = crate::values::distinct(list) {
+            return Err(bad_input(format!("{flag} lists {twice} twice; give each value once")));
+        }
+    }
     let list: Vec<f64> = if !args.sparsity.is_empty() {
         args.sparsity.clone()
     } else if !args.compression.is_empty() {
-        for &c in &args.compression {
-            if !(c >= 1.0 && c.is_finite()) {
-                return Err(bad_input(format!("--compression ratios must be finite and >= 1, got {c}")));
-            }
-        }
         args.compression.iter().map(|&c| sparsity_for(c)).collect()
     } else {
         DEFAULT_COMPRESSIONS.iter().map(|&c| sparsity_for(c)).collect()
@@ -249,8 +281,8 @@ fn configure_pruners(
     Ok(pruners)
 }
 
-/// Readies every learnable pruner: loads the state given with `--opt P.state=FILE` (warning
-/// when it was fitted for other settings or another zoo), else the state a previous run of
+/// Readies every learnable pruner: keeps the curve of a state given with `--opt P.state=FILE`
+/// (loaded before the run folder was made), else loads the state a previous run of
 /// this bench fitted with the same key (pruner, version, options, train split) in
 /// `out/state/P-KEY.bin`, else fits it on the zoo's train members and saves the state there
 /// (see [`crate::fitting`]).
@@ -262,9 +294,7 @@ fn fit_learnable(
     calib_samples: u64,
     isolated: Option<&IsolatedRun>,
 ) -> anyhow::Result<()> {
-    let mut archs: Vec<String> = zoo.meta().members.iter().map(|m| m.arch.name.clone()).collect();
-    archs.sort();
-    archs.dedup();
+    let archs = zoo_archs(zoo);
     let target = Some(StateTarget { dataset: Some(&zoo.meta().dataset), archs: &archs });
     // Under --isolate worker a state the bench fitted is loaded in a probe worker before it
     // is loaded here, so a plugin whose `load_state` crashes is one error line, not the end
@@ -287,7 +317,7 @@ fn fit_learnable(
     };
     for pruner in pruners.iter_mut().filter(|p| p.learnable()) {
         if let Some(path) = pruner.state_file.clone() {
-            load_state_file(pruner, &path, target)?;
+            // Loaded (and checked) before the run folder was made.
             keep_fit_curve(pruner.name(), &path, out);
             continue;
         }
@@ -333,6 +363,14 @@ fn fit_learnable(
     Ok(())
 }
 
+/// The architecture names of the zoo's members, sorted, without repeats.
+fn zoo_archs(zoo: &Zoo) -> Vec<String> {
+    let mut archs: Vec<String> = zoo.meta().members.iter().map(|m| m.arch.name.clone()).collect();
+    archs.sort();
+    archs.dedup();
+    archs
+}
+
 /// A state given with `P.state=FILE` brings the curve of its fit (`NAME.fit.jsonl` beside it,
 /// when there is one) into `RUN/state/P-NAME.fit.jsonl`, so the run's report plots it as it
 /// plots a fit made in the run; benches that add rows with other states add their curves.
@@ -367,45 +405,66 @@ fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyh
     Ok(())
 }
 
-/// `bench merge`: joins run folders (first row of a key wins) and reports the result. Every
+/// `bench merge`: joins run folders (first row of a key wins) and reports the result. The
+/// output folder's own rows, when it has some, are the first input, so merging into a run
+/// never loses them; the inputs are only read (a torn last line is skipped, not cut). Every
 /// input is read before anything is written, and a merge that fails leaves no new folder.
 fn merge(out: &Path, runs: &[PathBuf]) -> anyhow::Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    let mut text = String::new();
-    let mut run_json = None;
-    for run in runs {
-        let results = run.join(RESULTS_FILE);
-        if !results.is_file() {
-            return Err(bad_input(format!(
-                "{}: not found; bench merge joins run folders made by `hyperprune bench`",
-                results.display()
-            )));
-        }
-        for row in read_rows(&results)? {
-            if seen.insert(row.key()) {
-                text.push_str(&serde_json::to_string(&row)?);
-                text.push('\n');
-            }
-        }
-        if run_json.is_none() {
-            run_json = std::fs::read(run.join(crate::report::RUN_FILE)).ok();
-        }
-    }
     let created = !out.exists();
     let result = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let _lock = RunLock::acquire(out)?;
         let target = out.join(RESULTS_FILE);
+        let mut inputs: Vec<&Path> = Vec::new();
+        if target.is_file() {
+            inputs.push(out);
+        }
+        for run in runs {
+            if !inputs.iter().any(|seen| same_folder(seen, run)) {
+                inputs.push(run);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut text = String::new();
+        let mut run_json = None;
+        for run in &inputs {
+            let results = run.join(RESULTS_FILE);
+            if !results.is_file() {
+                return Err(bad_input(format!(
+                    "{}: not found; bench merge joins run folders made by `hyperprune bench`",
+                    results.display()
+                )));
+            }
+            for row in read_complete_rows(&results)? {
+                if seen.insert(row.key()) {
+                    text.push_str(&serde_json::to_string(&row)?);
+                    text.push('\n');
+                }
+            }
+            if run_json.is_none() {
+                run_json = std::fs::read(run.join(crate::report::RUN_FILE)).ok();
+            }
+        }
         let run_file = out.join(crate::report::RUN_FILE);
         if let (false, Some(bytes)) = (run_file.exists(), &run_json) {
             write_atomic(&run_file, bytes)?;
         }
         write_atomic(&target, text.as_bytes())?;
-        println!("merged {} rows from {} runs into {}", seen.len(), runs.len(), target.display());
+        let own = if inputs.first().is_some_and(|first| *first == out) { " (its own rows included)" } else { "" };
+        println!("merged {} rows from {} runs into {}{own}", seen.len(), inputs.len(), target.display());
         finish(out, false)
     })();
     if result.is_err() && created {
         let _ = std::fs::remove_dir_all(out);
     }
     result
+}
+
+/// Whether two paths name the same folder (compared after resolving links and `..`; as
+/// written when either cannot be resolved).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }

@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
+use hyperprune_core::ArchSpec;
 use hyperprune_core::dataset::Samples;
 use hyperprune_core::engine::{CpuEngine, Engine, Init, Optimizer, TrainConfig, TrainJob, init_model};
-use hyperprune_core::zoo::{Split, Zoo};
+use hyperprune_core::zoo::{Split, Zoo, available_memory, chunk_memory};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -38,6 +39,7 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     );
     for arch_name in &args.arch {
         let spec = crate::inputs::arch(arch_name)?;
+        check_memory(&spec, args)?;
         let (train, test) = if args.dataset == "random" {
             (
                 random_samples(spec.input, args.images, spec.classes, 1),
@@ -106,6 +108,38 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a run of `spec` whose largest setting would not fit in the memory available:
+/// training the most members at the largest batch ([`chunk_memory`]), the training and test
+/// images, and the per-sample gradients (one row of parameters each), 4 bytes a scalar.
+///
+/// # Errors
+/// Bad input naming the architecture, the estimate and the memory available.
+fn check_memory(spec: &ArchSpec, args: &ThroughputArgs) -> anyhow::Result<()> {
+    let Some(available) = available_memory() else { return Ok(()) };
+    let members = args.members.iter().copied().max().unwrap_or(1);
+    let batch = args.batch.iter().copied().max().unwrap_or(1);
+    let training = chunk_memory(spec, members, batch).map_err(bad_input)?;
+    let input = spec.input.iter().fold(1u64, |n, d| n.saturating_mul(*d as u64));
+    let images = (args.images as u64).saturating_add(10_000).saturating_mul(input).saturating_mul(4);
+    let params = spec.param_count().map_err(bad_input)? as u64;
+    let gradients = (args.gradients.min(args.images) as u64).saturating_mul(params).saturating_mul(4);
+    let needed = training.saturating_add(images).saturating_add(gradients);
+    if needed > available {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(bad_input(format!(
+            "architecture '{}' at {members} members, batch {batch}, {} images and {} per-sample gradients needs \
+             about {:.1} GiB, but {:.1} GiB is available; lower --members, --batch, --images or --gradients, or use \
+             a smaller architecture",
+            spec.name,
+            args.images,
+            args.gradients,
+            gib(needed),
+            gib(available)
+        )));
+    }
+    Ok(())
+}
+
 /// Largest absolute difference relative to the largest magnitude of the reference.
 fn relative_difference(reference: &[f32], other: &[f32]) -> f64 {
     let scale = reference.iter().fold(0f64, |m, x| m.max(x.abs() as f64)).max(f64::MIN_POSITIVE);
@@ -117,6 +151,7 @@ fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
     let zoo = Zoo::open(&args.zoo).map_err(bad_input)?;
     let data =
         crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+    crate::inputs::check_zoo_fits(&zoo, &data)?;
     let samples = data.test.head(args.samples);
     let reference = CpuEngine::new();
     let other = crate::engines::engine(args.exec.engine, &args.exec.device)?;

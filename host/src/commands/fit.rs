@@ -38,11 +38,24 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
         )));
     }
     let files = FitFiles::for_state(&args.out);
+    let zoo_file = zoo.dir().join(hyperprune_core::zoo::ZOO_FILE);
+    let member_files: Vec<std::path::PathBuf> = zoo.meta().members.iter().map(|m| zoo.dir().join(&m.file)).collect();
+    let mut inputs = vec![("zoo file", zoo_file.as_path())];
+    inputs.extend(member_files.iter().map(|f| ("zoo member", f.as_path())));
+    crate::inputs::refuse_overwriting(
+        &[
+            ("--out", &files.state),
+            ("the fit curve of --out", &files.curve),
+            ("the checkpoint of --out", &files.checkpoint),
+        ],
+        &inputs,
+    )?;
     let summary = if let Some(isolation) = &isolation {
         fit_in_worker(&args, isolation, &pruner, &zoo, &files)?
     } else if pruner.plugin.info.capabilities.fit_needs_data {
         let data =
             crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
+        crate::inputs::check_zoo_fits(&zoo, &data)?;
         let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
         let split = TrainSplit::new(&data.train);
         tracing::debug!(

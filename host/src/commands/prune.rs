@@ -30,6 +30,12 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         )));
     }
     let request = request_from(&args.request, args.sparsity)?;
+    let masks_path = masks_path(&args.out);
+    let mut inputs = vec![("--model", args.model.as_path())];
+    if let Some(arch) = args.arch.as_deref().map(Path::new).filter(|p| p.is_file()) {
+        inputs.push(("--arch", arch));
+    }
+    crate::inputs::refuse_overwriting(&[("--out", &args.out), ("the masks file of --out", &masks_path)], &inputs)?;
     let model = crate::inputs::model(&args.model, args.arch.as_deref())?;
     // Under --isolate worker, loading and configuring the plugin are tried in a worker
     // first, so a plugin that crashes there cannot take this process with it.
@@ -42,6 +48,10 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let mut pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
     if pruner.learnable() {
         let state = pruner.state_file.clone().ok_or_else(|| must_be_fitted(&args.pruner))?;
+        crate::inputs::refuse_overwriting(
+            &[("--out", &args.out), ("the masks file of --out", &masks_path)],
+            &[("state file", &state)],
+        )?;
         let target = StateTarget { dataset: args.dataset.as_deref(), archs: std::slice::from_ref(&model.spec().name) };
         load_state_file(&mut pruner, &state, Some(target))?;
     }
@@ -89,7 +99,6 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     let (outcome, elapsed) = (last.expect("--repeat is at least 1"), times[times.len() - 1]);
     let pruned = outcome.apply(&model).map_err(anyhow::Error::msg)?;
 
-    let masks_path = masks_path(&args.out);
     write_atomic(&masks_path, &masks_bytes(&model, &outcome)).with_context(|| "writing the masks")?;
     if let Err(e) = pruned.save(&args.out) {
         let _ = std::fs::remove_file(&masks_path);

@@ -276,12 +276,33 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_batch_size_is_bad_input_and_leaves_no_folder() {
+    fn counts_of_zero_and_nonsense_numbers_are_refused_by_the_parser_naming_the_option() {
+        let out = "/nonexistent/zoo";
+        for (flag, value) in [
+            ("--batch-size", "0"),
+            ("--members", "0"),
+            ("--epochs", "0"),
+            ("--lr", "NaN"),
+            ("--lr", "-1"),
+            ("--chunk", "0"),
+        ] {
+            let argv = ["hyperprune", "zoo", "train", "--out", out, flag, value];
+            let err = Cli::try_parse_from(argv).expect_err("refused");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{flag} {value}");
+            assert!(err.to_string().contains(flag), "{err}");
+        }
+        let err =
+            Cli::try_parse_from(["hyperprune", "zoo", "train", "--out", out, "--split", "NaN,0.5,0.5"]).unwrap_err();
+        assert!(err.to_string().contains("--split") && err.to_string().contains("finite"), "{err}");
+    }
+
+    #[test]
+    fn a_split_that_does_not_sum_to_one_is_bad_input_and_leaves_no_folder() {
         let parent = tempfile::tempdir().expect("temp dir");
         let out = parent.path().join("zoo");
-        let err = zoo_train(&["--batch-size", "0", "--members", "2"], &out).expect_err("refused");
+        let err = zoo_train(&["--split", "0.5,0.5,0.5", "--members", "2"], &out).expect_err("refused");
         assert!(crate::failure::is_bad_input(&err), "{err:#}");
-        assert!(format!("{err:#}").contains("batch size must be at least 1"), "{err:#}");
+        assert!(format!("{err:#}").contains("split fractions must be in [0, 1] and sum to 1"), "{err:#}");
         assert!(!out.exists(), "no output folder is left behind");
     }
 

@@ -8,7 +8,7 @@ mod row;
 mod writer;
 
 pub use lock::RunLock;
-pub use reader::{read_results, read_rows};
+pub use reader::{read_complete_rows, read_results, read_rows};
 pub use row::{DataUse, ResultRow, Status};
 pub use writer::ResultsWriter;
 

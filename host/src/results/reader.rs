@@ -18,40 +18,78 @@ use crate::failure::bad_input;
 pub fn read_results(path: &Path) -> anyhow::Result<Vec<ResultRow>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         bad_input(format!(
-            "cannot read {}: {e}; expected the results of a bench run (runs/NAME/{RESULTS_FILE})",
+            "cannot read {}: {e}; expected the results of a bench run (runs/NAME/{RESULTS_FILE}), UTF-8 JSON lines",
             path.display()
         ))
     })?;
+    parse_rows(path, &text)
+}
+
+/// Every row of `text` (the contents of `path`), each checked against its meaning
+/// ([`ResultRow::check`]).
+fn parse_rows(path: &Path, text: &str) -> anyhow::Result<Vec<ResultRow>> {
     let mut rows = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let row = serde_json::from_str(line).map_err(|e| {
+        let at = || format!("{}:{}", path.display(), index + 1);
+        let row: ResultRow = serde_json::from_str(line).map_err(|e| {
             bad_input(format!(
-                "{}:{}: not a result row: {e}; fix or delete that line (the bench reruns missing rows)",
-                path.display(),
-                index + 1
+                "{}: not a result row: {e}; fix or delete that line (the bench reruns missing rows)",
+                at()
             ))
+        })?;
+        row.check().map_err(|e| {
+            bad_input(format!("{}: not a valid result row: {e}; fix or delete that line (the bench reruns it)", at()))
         })?;
         rows.push(row);
     }
     Ok(dedupe(path, rows))
 }
 
+/// Reads the complete rows of a results file without changing it (the inputs of a merge):
+/// an incomplete last line, which a run killed mid-write leaves, is skipped with a warning.
+///
+/// # Errors
+/// As [`read_results`].
+pub fn read_complete_rows(path: &Path) -> anyhow::Result<Vec<ResultRow>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad_input(format!(
+            "cannot read {}: {e}; expected the results of a bench run (runs/NAME/{RESULTS_FILE}), UTF-8 JSON lines",
+            path.display()
+        ))
+    })?;
+    let complete = text.rfind('\n').map_or(0, |end| end + 1);
+    if complete < text.len() {
+        tracing::warn!("{}: skipping an incomplete last line (its run was interrupted)", path.display());
+    }
+    parse_rows(path, &text[..complete])
+}
+
 /// Reads every row of a results file for resuming. A missing file is empty; an incomplete
 /// last line (a run killed mid-write) is cut from the file with a warning.
 ///
 /// # Errors
-/// A line that does not parse, naming the file and line; I/O errors.
+/// A line that does not parse, naming the file and line (bad input, as is a file that is
+/// not UTF-8); I/O errors.
 pub fn read_rows(path: &Path) -> anyhow::Result<Vec<ResultRow>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(bad_input(format!(
+                "{}: not UTF-8 text; expected the JSON lines a bench writes (move the file away to start afresh)",
+                path.display()
+            )));
+        }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let complete = text.rfind('\n').map_or(0, |end| end + 1);
     if complete < text.len() {
+        // Check the complete rows before cutting anything: a file that is not a results file
+        // is refused untouched.
+        parse_rows(path, &text[..complete])?;
         tracing::warn!("{}: dropping an incomplete last line (the previous run was interrupted)", path.display());
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
         file.set_len(complete as u64)?;
@@ -67,8 +105,7 @@ fn dedupe(path: &Path, rows: Vec<ResultRow>) -> Vec<ResultRow> {
     let rows: Vec<ResultRow> = rows.into_iter().filter(|r| seen.insert(r.key())).collect();
     if rows.len() < before {
         tracing::warn!(
-            "{}: {} rows repeat the key of an earlier row (two processes wrote this folder?); the first of each \
-             is kept",
+            "{}: {} rows repeat the key of an earlier row; the first of each is kept",
             path.display(),
             before - rows.len()
         );

@@ -100,6 +100,77 @@ pub struct ResultRow {
 }
 
 impl ResultRow {
+    /// Checks every number against its meaning (accuracies and sparsities are fractions,
+    /// the compression is 1 / (1 − sparsity), the retention is pruned / dense accuracy, times
+    /// and losses are non-negative), so a row edited by hand or written by another tool never
+    /// reaches a table as a number that cannot be.
+    ///
+    /// # Errors
+    /// The first field that is wrong, its value and what was expected.
+    pub fn check(&self) -> Result<(), String> {
+        let field = |name: &str, value: f64, expected: &str| format!("field '{name}' is {value}, expected {expected}");
+        let fraction = |name: &str, value: f64| {
+            if (0.0..=1.0).contains(&value) { Ok(()) } else { Err(field(name, value, "a fraction in [0, 1]")) }
+        };
+        let at_least = |name: &str, value: f64, floor: f64, expected: &str| {
+            if value.is_finite() && value >= floor { Ok(()) } else { Err(field(name, value, expected)) }
+        };
+        fraction("dense_accuracy", self.dense_accuracy)?;
+        at_least("dense_loss", self.dense_loss, 0.0, "a non-negative loss")?;
+        if !(0.0..1.0).contains(&self.requested_sparsity) {
+            return Err(field("requested_sparsity", self.requested_sparsity, "a sparsity in [0, 1)"));
+        }
+        let compression = 1.0 / (1.0 - self.requested_sparsity);
+        if !((self.compression - compression).abs() <= 1e-6 * compression) {
+            return Err(field(
+                "compression",
+                self.compression,
+                &format!("1 / (1 - requested_sparsity) = {compression}"),
+            ));
+        }
+        if let Some(s) = self.achieved_sparsity {
+            fraction("achieved_sparsity", s)?;
+        }
+        for (name, value) in
+            [("achieved_compression", self.achieved_compression), ("model_compression", self.model_compression)]
+        {
+            if let Some(v) = value {
+                at_least(name, v, 1.0 - 1e-9, "a ratio of at least 1 (weights / kept weights)")?;
+            }
+        }
+        if let Some(v) = self.flops_speedup.filter(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(field("flops_speedup", v, "a positive ratio"));
+        }
+        if let Some(p) = self.pruned_accuracy {
+            fraction("pruned_accuracy", p)?;
+        }
+        if let Some(loss) = self.pruned_loss {
+            if !(loss >= 0.0) {
+                return Err(field("pruned_loss", loss, "a non-negative loss"));
+            }
+        }
+        if let Some(t) = self.prune_seconds {
+            at_least("prune_seconds", t, 0.0, "a non-negative time in seconds")?;
+        }
+        if let Some(r) = self.retention {
+            let expected = match self.pruned_accuracy {
+                Some(p) if self.dense_accuracy > 0.0 => p / self.dense_accuracy,
+                Some(_) => 0.0,
+                None => return Err(field("retention", r, "null, as the row has no pruned_accuracy")),
+            };
+            if !((r - expected).abs() <= 1e-9 * expected.max(1.0)) {
+                return Err(field("retention", r, &format!("pruned_accuracy / dense_accuracy = {expected}")));
+            }
+        }
+        match self.status {
+            Status::Ok if self.pruned_accuracy.is_none() || self.retention.is_none() => {
+                Err("an ok row needs 'pruned_accuracy' and 'retention'; got null".into())
+            }
+            Status::Error if self.error.is_none() => Err("an error row needs its 'error' message; got null".into()),
+            _ => Ok(()),
+        }
+    }
+
     /// The identity of a row for resuming: the same key is never run twice.
     pub fn key(&self) -> String {
         format!(
@@ -112,6 +183,27 @@ impl ResultRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_whose_numbers_cannot_be_is_refused_naming_the_field() {
+        let good = crate::report::table::tests::row("0001", "magnitude", 0.5, Some(0.9), 0.1);
+        good.check().unwrap();
+        let cases: [(&str, fn(&mut ResultRow)); 7] = [
+            ("retention", |r| r.retention = Some(5.0)),
+            ("requested_sparsity", |r| r.requested_sparsity = 1.5),
+            ("compression", |r| r.compression = 7.0),
+            ("achieved_sparsity", |r| r.achieved_sparsity = Some(-0.1)),
+            ("dense_accuracy", |r| r.dense_accuracy = 1.2),
+            ("pruned_accuracy", |r| r.pruned_accuracy = Some(2.0)),
+            ("prune_seconds", |r| r.prune_seconds = Some(-1.0)),
+        ];
+        for (name, spoil) in cases {
+            let mut row = good.clone();
+            spoil(&mut row);
+            let e = row.check().unwrap_err();
+            assert!(e.starts_with(&format!("field '{name}' is ")), "{name}: {e}");
+        }
+    }
 
     #[test]
     fn rows_written_before_the_data_field_still_parse() {

@@ -71,12 +71,15 @@ mod tests {
                     return x;
                 }
             };
+            // Within each field's meaning (the reader checks it), with every mantissa bit used.
             r.requested_sparsity = rng.random();
-            r.dense_accuracy = any(&mut rng);
-            r.dense_loss = any(&mut rng);
-            r.retention = Some(any(&mut rng));
+            r.compression = 1.0 / (1.0 - r.requested_sparsity);
+            r.dense_accuracy = rng.random();
+            r.dense_loss = any(&mut rng).abs();
+            r.pruned_accuracy = Some(rng.random());
+            r.retention = r.pruned_accuracy.map(|p| p / r.dense_accuracy);
             r.prune_seconds = Some(rng.random::<f64>() / 3.0);
-            r.achieved_sparsity = Some(any(&mut rng));
+            r.achieved_sparsity = Some(rng.random());
             writer.append(&r).unwrap();
             written.push(r);
         }

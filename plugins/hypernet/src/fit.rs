@@ -188,16 +188,16 @@ pub fn fit(
     let train = prepare(zoo.members.as_slice(), set)?;
     let val = prepare(zoo.val.as_slice(), set)?;
     let fresh = Params::init(&net, settings.seed);
-    let (mut params, mut adam, mut best, start, mut spent) = match resume {
-        Some(State { params, resume: Some(r), meta: Meta { progress: Some(p), .. }, .. })
+    let (mut params, mut adam, mut best, start, mut spent, resumed_base) = match resume {
+        Some(State { params, resume: Some(r), meta: Meta { progress: Some(p), base, .. }, .. })
             if params.same_layout(&fresh) =>
         {
             ctx.info(&format!("resuming the fit at step {} of {}", p.step, settings.steps));
             // The check behind the best so far is not in the checkpoint: redone at the end.
             let best = p.best.map(|(v, s)| (v, s, r.best.clone(), None));
-            (params, Adam { first: r.first, second: r.second, t: p.step }, best, p.step, p.seconds)
+            (params, Adam { first: r.first, second: r.second, t: p.step }, best, p.step, p.seconds, base)
         }
-        _ => (fresh.clone(), Adam::new(&fresh), None, 0, 0.0),
+        _ => (fresh.clone(), Adam::new(&fresh), None, 0, 0.0, None),
     };
     let mut checks = Checks::new(&net, val.iter().collect(), settings);
     let mut val_available = !val.is_empty();
@@ -211,6 +211,9 @@ pub fn fit(
     let mut pool = settings.base_on_train.then(|| Checks::new(&net, train.iter().chain(&val).collect(), settings));
     let mut base = match settings.base {
         BaseChoice::Fixed(base) => base,
+        // A resumed fit keeps the base its checkpoint was trained on (choosing it again would
+        // record its curve rows twice); the reference is computed below.
+        BaseChoice::Auto if resumed_base.is_some() => resumed_base.unwrap_or(Base::GLOBAL),
         BaseChoice::Auto if val_available => match choose_base(pool.as_mut().unwrap_or(&mut checks), &fresh, ctx) {
             Ok((base, untrained)) => {
                 // Untrained retention on the val members alone is the reference.

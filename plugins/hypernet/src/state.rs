@@ -195,8 +195,7 @@ impl State {
                             p.shape
                         )));
                     }
-                    let values =
-                        t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    let values = finite_values(&name, t.data())?;
                     Ok(Param { name: p.name.clone(), shape: p.shape, values })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -219,7 +218,7 @@ impl State {
                             t.shape()
                         )));
                     }
-                    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                    finite_values(name, t.data())
                 };
                 let d = units.dim;
                 Some(InputStats { mean: tensor(INPUT_MEAN, [1, d])?, cov: tensor(INPUT_COV, [d, d])? })
@@ -227,6 +226,25 @@ impl State {
             _ => None,
         };
         Ok(State { meta, params, resume, inputs })
+    }
+}
+
+/// The little-endian f32 values of tensor `name`, every one finite: a NaN or an infinity (a
+/// corrupt or hand-edited state, `0xFF` bytes) would make every mask it predicts arbitrary.
+///
+/// # Errors
+/// Kind [`ErrorKind::InvalidState`] naming the tensor, the index and the value.
+fn finite_values(name: &str, bytes: &[u8]) -> Result<Vec<f32>, PluginError> {
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(at) => Err(PluginError::new(
+            ErrorKind::InvalidState,
+            format!(
+                "tensor '{name}' holds {} at index {at}, expected finite numbers: the state is corrupt; refit it",
+                values[at]
+            ),
+        )),
+        None => Ok(values),
     }
 }
 
@@ -291,5 +309,22 @@ mod tests {
         s.inputs = None;
         let e = State::from_bytes(&s.to_bytes()).unwrap_err();
         assert!(e.kind == ErrorKind::InvalidState && e.message.contains("inputs.mean"), "{e}");
+    }
+
+    #[test]
+    fn a_state_with_nan_or_0xff_weights_is_refused_naming_the_tensor() {
+        let good = state();
+        let name = format!("net.{}", good.params.list[0].name);
+        for poison in [f32::NAN, f32::INFINITY, f32::from_le_bytes([0xFF; 4])] {
+            let mut bad = good.clone();
+            bad.params.list[0].values[1] = poison;
+            let e = State::from_bytes(&bad.to_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidState);
+            assert!(
+                e.message.contains(&format!("tensor '{name}' holds")) && e.message.contains("at index 1"),
+                "{}",
+                e.message
+            );
+        }
     }
 }
