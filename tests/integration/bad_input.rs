@@ -119,7 +119,7 @@ fn zoo_train_with_batch_size_zero_is_one_line_and_leaves_no_folder() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("zoo");
     let o = hyperprune(&["zoo", "train", "--members", "2", "--batch-size", "0", "--out", out.to_str().unwrap()]);
-    one_line_error(&o, &["batch size must be at least 1", "--batch-size"]);
+    one_line_error(&o, &["invalid value '0' for '--batch-size", "at least 1"]);
     assert!(!out.exists(), "no output folder is left behind");
 }
 
@@ -175,7 +175,7 @@ fn repeat_times_calls_in_process_and_refuses_zero_or_a_worker() {
     assert!(o.status.success(), "{stderr}");
     assert!(stdout.contains("7 calls, same masks each time: median "), "{stdout}");
     assert!(out.is_file(), "written once");
-    prune_fails(&model, &[&MAGNITUDE_HALF[..], &["--repeat", "0"]].concat(), &["--repeat 0", "at least 1"]);
+    prune_fails(&model, &[&MAGNITUDE_HALF[..], &["--repeat", "0"]].concat(), &["'0' for '--repeat", "at least 1"]);
     prune_fails(
         &model,
         &[&MAGNITUDE_HALF[..], &["--repeat", "3", "--isolate", "worker"]].concat(),

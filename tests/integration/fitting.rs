@@ -7,7 +7,8 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use hyperprune_tests::{
-    digits_zoo, fixtures, hyperprune, jsonl, load_model, one_line_error, read_masks, text, write_model,
+    digits_zoo, fixtures, hyperprune, hyperprune_with_env, jsonl, load_model, one_line_error, read_masks, text,
+    write_model,
 };
 
 /// A 4-member digits zoo, trained once per test process: 2 train, 1 val, 1 test member.
@@ -158,10 +159,27 @@ fn an_interrupted_fit_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("learner.state");
     let checkpoint = dir.path().join("learner.state.checkpoint");
-    let o = fit(zoo(), &state, &["--opt", "interrupt=true", "-q"]);
+    // Interrupted from outside its options, so the rerun is the same fit.
+    let plugin = learner();
+    let args = ["--plugin", &plugin, "fit", "--pruner", "learner", "--zoo", zoo().to_str().unwrap()];
+    let o = hyperprune_with_env(
+        &[&args[..], &["--out", state.to_str().unwrap(), "-q"]].concat(),
+        &[("HYPERPRUNE_FIXTURE_INTERRUPT_FIT", "1")],
+    );
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("interrupted after the checkpoint"), "{:?}", text(&o));
     assert!(checkpoint.is_file() && !state.exists(), "the checkpoint stays, no state is written");
+    // A checkpoint written with --opt interrupt=true is another fit's: it is not resumed.
+    let other = dir.path().join("other.state");
+    let o = fit(zoo(), &other, &["--opt", "interrupt=true", "-q"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let other_checkpoint = std::fs::read(dir.path().join("other.state.checkpoint")).unwrap();
+    let o = fit(zoo(), &other, &[]);
+    one_line_error(
+        &o,
+        &["other.state.checkpoint", "a checkpoint of another fit", "option interrupt = true, this fit false"],
+    );
+    assert_eq!(std::fs::read(dir.path().join("other.state.checkpoint")).unwrap(), other_checkpoint, "left as it was");
     let o = fit(zoo(), &state, &[]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");

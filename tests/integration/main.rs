@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod adversarial;
 mod bad_input;
 mod bench;
 mod data_aware;

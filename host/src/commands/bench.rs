@@ -101,6 +101,12 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
             load_state_file(pruner, &path, Some(target))?;
         }
     }
+    // Rows already in the folder are checked before anything is written there: a bench into
+    // a folder whose results are not a bench's is refused with the folder untouched.
+    let results_path = out.join(RESULTS_FILE);
+    if results_path.is_file() {
+        read_complete_rows(&results_path)?;
+    }
     let created = !out.exists();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let _lock = RunLock::acquire(&out).inspect_err(|_| {
@@ -152,7 +158,6 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
         isolation: isolated,
     };
     let all = tasks(bench.members.len(), bench.pruners.len(), &sparsities, shard);
-    let results_path = out.join(RESULTS_FILE);
     let existing = read_rows(&results_path)?;
     let mut writer = ResultsWriter::open(&results_path, &existing)?;
     let bar = if global.quiet { ProgressBar::hidden() } else { ProgressBar::new(all.len() as u64) };
@@ -410,6 +415,18 @@ fn write_run_json(out: &Path, args: &BenchArgs, zoo: &Zoo, engine: &str) -> anyh
 /// never loses them; the inputs are only read (a torn last line is skipped, not cut). Every
 /// input is read before anything is written, and a merge that fails leaves no new folder.
 fn merge(out: &Path, runs: &[PathBuf]) -> anyhow::Result<()> {
+    // Every input is checked before the output folder is made or locked, so a refused merge
+    // changes no file; the output's own rows are read again under the lock.
+    let own = out.join(RESULTS_FILE);
+    for results in runs.iter().map(|r| r.join(RESULTS_FILE)).chain(own.is_file().then_some(own)) {
+        if !results.is_file() {
+            return Err(bad_input(format!(
+                "{}: not found; bench merge joins run folders made by `hyperprune bench`",
+                results.display()
+            )));
+        }
+        read_complete_rows(&results)?;
+    }
     let created = !out.exists();
     let result = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
