@@ -7,11 +7,13 @@
 //!   [`StateHeader`]: which pruner, version and options, fitted on which zoo) and the
 //!   plugin's own bytes;
 //! - `DIR/NAME.fit.jsonl`, the curve: one JSON object per `Context::record` call, appended
-//!   and flushed line by line (truncated when a fit starts afresh, appended to when it
-//!   resumes);
-//! - `DIR/NAME.EXT.checkpoint`, the newest `Context::checkpoint`, written atomically. A fit
-//!   that finds it calls `load_state` with it before `fit` ("resuming from checkpoint"); it
-//!   is deleted once the final state is written.
+//!   and flushed line by line (truncated when a fit starts afresh; when it resumes, cut back
+//!   to the rows recorded before its checkpoint, then appended to);
+//! - `DIR/NAME.EXT.checkpoint`, the newest `Context::checkpoint`, written atomically with
+//!   the host's [`CheckpointHeader`] (the fit that wrote it, and its curve's length then). A
+//!   fit that finds it resumes only if it is the same fit (pruner, version, options, zoo):
+//!   it calls `load_state` with it before `fit` ("resuming from checkpoint"); a checkpoint of
+//!   another fit is refused as bad input. It is deleted once the final state is written.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
