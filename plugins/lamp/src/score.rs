@@ -1,0 +1,129 @@
+//! LAMP scores: the algorithm, free of any FFI.
+
+/// The LAMP score of every weight (Lee et al. 2021): `w² / Σ_{v in layer, |v| ≥ |w|} v²`.
+/// Higher is kept longer.
+///
+/// Sorting a layer's squares ascending, a weight's denominator is the suffix sum from the
+/// first weight of its tie group on, so weights of equal `|w|` score alike. Sums run in f64
+/// (squares of f32 values are exact there). A weight of zero whose suffix sums to zero (an
+/// all-zero tail, i.e. it is among a layer's largest) scores 0 rather than 0/0.
+pub fn lamp_scores(layers: &[&[f32]]) -> Vec<Vec<f32>> {
+    layers.iter().map(|w| layer_scores(w)).collect()
+}
+
+fn layer_scores(w: &[f32]) -> Vec<f32> {
+    let squares: Vec<f64> = w.iter().map(|&x| f64::from(x) * f64::from(x)).collect();
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_unstable_by(|&a, &b| squares[a].total_cmp(&squares[b]));
+    let mut scores = vec![0f32; w.len()];
+    // Tie groups from the largest down: the suffix sum grows from the top, so the largest
+    // group's score is exact (1 for a unique maximum) and small terms join large ones late.
+    let mut suffix = 0f64;
+    for group in order.chunk_by(|&a, &b| squares[a] == squares[b]).rev() {
+        let value = squares[group[0]];
+        suffix += group.iter().map(|&i| squares[i]).sum::<f64>();
+        let score = if suffix > 0.0 { (value / suffix) as f32 } else { 0.0 };
+        for &i in group {
+            scores[i] = score;
+        }
+    }
+    scores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyperprune_sdk::masking::{global_keep, keep_for_request};
+    use hyperprune_sdk::rng::SplitMix64;
+    use hyperprune_sdk::{Pattern, PruneRequest, Scope};
+
+    /// Scores are ratios of sums of at most four small squares: 1e-6 is many ulps of f32.
+    fn assert_close(got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_weight_scores_its_square_over_the_suffix_sum_of_larger_squares() {
+        // Squares 1, 4, 9, 0.25; sorted 0.25, 1, 4, 9; suffix sums 14.25, 14, 13, 9.
+        // 0.5 → 0.25/14.25, 1 → 1/14, -2 → 4/13, 3 → 9/9 = 1 (the layer's largest).
+        let scores = lamp_scores(&[&[1.0, -2.0, 3.0, 0.5]]);
+        assert_close(&scores[0], &[1.0 / 14.0, 4.0 / 13.0, 1.0, 0.25 / 14.25]);
+    }
+
+    #[test]
+    fn equal_magnitudes_score_alike_whatever_the_sign() {
+        // Squares 4, 1, 1, 4, 9. |w| = 1: every square counts, 1/19. |w| = 2: 4/(4+4+9) = 4/17.
+        // |w| = 3: 9/9 = 1.
+        let scores = lamp_scores(&[&[2.0, -1.0, 1.0, -2.0, 3.0]]);
+        assert_close(&scores[0], &[4.0 / 17.0, 1.0 / 19.0, 1.0 / 19.0, 4.0 / 17.0, 1.0]);
+        // An all-zero layer scores 0 everywhere instead of 0/0.
+        assert_eq!(lamp_scores(&[&[0.0, -0.0, 0.0]])[0], vec![0.0; 3]);
+    }
+
+    #[test]
+    fn a_global_ranking_protects_a_layer_of_small_weights() {
+        // LAMP is scale-free per layer: both layers score 1/30, 4/29, 9/25, 1 (the small one up
+        // to f32 rounding of 0.1 etc.). At 50% the four lowest are the two smallest of each
+        // layer, where raw magnitude would prune the whole small layer.
+        let big = [10.0f32, 20.0, 30.0, 40.0];
+        let small = [0.1f32, 0.2, 0.3, 0.4];
+        let scores = lamp_scores(&[&big, &small]);
+        assert_close(&scores[0], &[1.0 / 30.0, 4.0 / 29.0, 9.0 / 25.0, 1.0]);
+        let keep = global_keep(&[&scores[0], &scores[1]], 0.5);
+        assert_eq!(keep, vec![vec![false, false, true, true], vec![false, false, true, true]]);
+    }
+
+    fn layers(sizes: &[usize], seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = SplitMix64::new(seed);
+        sizes.iter().map(|&n| (0..n).map(|_| 2.0 * rng.next_f32() - 1.0).collect()).collect()
+    }
+
+    fn pruned(keep: &[bool]) -> usize {
+        keep.iter().filter(|&&k| !k).count()
+    }
+
+    #[test]
+    fn masks_hit_the_requested_sparsity_globally_and_per_layer_and_keep_every_layer() {
+        let sizes = [8 * 9, 16 * 12, 40, 3 * 8];
+        let weights = layers(&sizes, 7);
+        let views: Vec<&[f32]> = weights.iter().map(Vec::as_slice).collect();
+        let scores = lamp_scores(&views);
+        let scores: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
+        let rows = [9, 12, 8, 8];
+        let n: usize = sizes.iter().sum();
+        for s in [0.5, 0.75, 0.9, 0.98] {
+            let global = keep_for_request(&scores, &rows, &PruneRequest::global(s, 0));
+            assert_eq!(global.iter().map(|k| pruned(k)).sum::<usize>(), (s * n as f64).round() as usize, "s={s}");
+            // Every layer's largest weight scores 1, the highest score there is.
+            assert!(global.iter().all(|k| k.contains(&true)), "s={s}: a layer was emptied");
+            let request = PruneRequest { scope: Scope::PerLayer, ..PruneRequest::global(s, 0) };
+            let per_layer = keep_for_request(&scores, &rows, &request);
+            assert_eq!(per_layer.iter().map(|k| pruned(k)).sum::<usize>(), (s * n as f64).round() as usize);
+            for (k, &size) in per_layer.iter().zip(&sizes) {
+                assert!((pruned(k) as f64 - s * size as f64).abs() <= 1.0, "s={s}: {} of {size}", pruned(k));
+            }
+        }
+    }
+
+    #[test]
+    fn two_four_keeps_the_two_largest_magnitudes_of_every_group() {
+        // Within a layer LAMP is monotone in |w|, so N:M keeps what magnitude keeps.
+        let weights = layers(&[4 * 8, 2 * 12], 3);
+        let views: Vec<&[f32]> = weights.iter().map(Vec::as_slice).collect();
+        let scores = lamp_scores(&views);
+        let scores: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
+        let request = PruneRequest { pattern: Pattern::NM { n: 2, m: 4 }, ..PruneRequest::global(0.9, 0) };
+        let keep = keep_for_request(&scores, &[8, 12], &request);
+        for (w, k) in weights.iter().zip(&keep) {
+            for (group, kept) in w.chunks(4).zip(k.chunks(4)) {
+                assert_eq!(kept.iter().filter(|&&k| k).count(), 2);
+                let smallest_kept = group.iter().zip(kept).filter(|(_, k)| **k).map(|(x, _)| x.abs());
+                let largest_pruned = group.iter().zip(kept).filter(|(_, k)| !**k).map(|(x, _)| x.abs());
+                assert!(smallest_kept.fold(f32::MAX, f32::min) >= largest_pruned.fold(0.0, f32::max), "{group:?}");
+            }
+        }
+    }
+}
