@@ -1,19 +1,23 @@
 //! # hyperprune-core
 //!
 //! Everything the host needs to run pruning experiments that is not the plugin ABI:
-//! architectures ([`ArchSpec`] and the built-in presets), models stored as safetensors
-//! ([`Model`]), and, as they land, the execution engine, datasets, model zoos and metrics.
+//! architectures ([`ArchSpec`], its lowering to a typed graph, and the built-in presets),
+//! models stored as safetensors ([`Model`]), the execution engines, datasets, model zoos and
+//! metrics.
 //!
 //! It is not for plugin authors: plugins depend on `hyperprune-sdk` alone and never see
 //! these types. The host turns a [`Model`] into the SDK's borrowed `ModelRef` without
 //! copying (see [`model_ref`]).
 //!
-//! Key decision: a network is a *sequential* [`ArchSpec`] whose layer indices name its
-//! tensors exactly as a PyTorch `nn.Sequential` `state_dict` does, so models move between
-//! hyperprune and PyTorch through safetensors with no conversion step.
+//! Key decision: a network is an [`ArchSpec`] lowered once, here, to a graph of named nodes
+//! with explicit inputs ([`ArchSpec::graph`]); a sequential spec is a chain whose layer
+//! indices name its tensors exactly as a PyTorch `nn.Sequential` `state_dict` does, and a
+//! graph spec's node names are its tensor prefixes (torchvision's for the ResNet presets), so
+//! models move between hyperprune and PyTorch through safetensors with no conversion step.
 #![deny(missing_docs)]
 
 pub mod arch;
+pub mod batchnorm;
 pub mod dataset;
 pub mod engine;
 mod gram;

@@ -1,17 +1,31 @@
 //! Zero-copy conversion between core's [`Model`] and the SDK's borrowed `ModelRef`.
 
 use hyperprune_sdk::abi_stable::std_types::{RSlice, RStr};
-use hyperprune_sdk::{LayerKind, LayerRef, ModelRef, TensorRef};
+use hyperprune_sdk::{
+    LayerKind, LayerRef, ModelRef, NETWORK_INPUT, NO_LAYER, NodeKind, NodeRef, TensorRef, TensorRole,
+};
 
-use crate::arch::{ArchSpec, ParamLayerKind};
+use crate::arch::{ArchSpec, FeatureShape, LayerSpec, ParamLayerKind, ParamRole, Source};
 use crate::model::Model;
 
-/// The storage a `ModelRef` borrows besides the weights themselves: the architecture JSON
-/// and the shapes as `u64`. Build once per model, then call [`LayerViews::with_ref`].
+/// The storage a `ModelRef` borrows besides the weights themselves: the architecture JSON,
+/// the shapes as `u64` and the graph's nodes. Build once per model, then call
+/// [`LayerViews::with_ref`].
 pub struct LayerViews<'m> {
     model: &'m Model,
     arch_json: String,
     shapes: Vec<Vec<u64>>,
+    nodes: Vec<NodeData>,
+}
+
+/// One node's owned data, borrowed by its `NodeRef`.
+struct NodeData {
+    name: String,
+    kind: NodeKind,
+    inputs: Vec<u32>,
+    output: Vec<u64>,
+    layer: u32,
+    tensors: Vec<u32>,
 }
 
 impl<'m> LayerViews<'m> {
@@ -21,26 +35,48 @@ impl<'m> LayerViews<'m> {
             model,
             arch_json: model.spec().to_json(),
             shapes: model.params().iter().map(|p| p.shape.iter().map(|&d| d as u64).collect()).collect(),
+            nodes: nodes(model),
         }
     }
 
     /// Runs `f` with a `ModelRef` whose weight slices point into the model's own buffers.
     pub fn with_ref<R>(&self, f: impl FnOnce(ModelRef<'_>) -> R) -> R {
-        let (layers, others) = self.parts();
-        f(self.view(&layers, &others))
+        let (layers, others, nodes) = self.parts();
+        f(self.view(&layers, &others, &nodes))
     }
 
     /// A `ModelRef` over parts from [`LayerViews::parts`]; for holding several views at once.
-    pub fn view<'a>(&'a self, layers: &'a [LayerRef<'a>], others: &'a [TensorRef<'a>]) -> ModelRef<'a> {
+    pub fn view<'a>(
+        &'a self,
+        layers: &'a [LayerRef<'a>],
+        others: &'a [TensorRef<'a>],
+        nodes: &'a [NodeRef<'a>],
+    ) -> ModelRef<'a> {
         ModelRef {
             arch_json: RStr::from_str(&self.arch_json),
             layers: RSlice::from_slice(layers),
             others: RSlice::from_slice(others),
+            nodes: RSlice::from_slice(nodes),
         }
     }
 
-    /// The borrowed layer and tensor views of the model.
-    pub fn parts(&self) -> (Vec<LayerRef<'_>>, Vec<TensorRef<'_>>) {
+    /// The borrowed views of the graph's nodes.
+    pub fn node_refs(&self) -> Vec<NodeRef<'_>> {
+        self.nodes
+            .iter()
+            .map(|n| NodeRef {
+                name: RStr::from_str(&n.name),
+                kind: n.kind,
+                inputs: RSlice::from_slice(&n.inputs),
+                output: RSlice::from_slice(&n.output),
+                layer: n.layer,
+                tensors: RSlice::from_slice(&n.tensors),
+            })
+            .collect()
+    }
+
+    /// The borrowed layer, tensor and node views of the model.
+    pub fn parts(&self) -> (Vec<LayerRef<'_>>, Vec<TensorRef<'_>>, Vec<NodeRef<'_>>) {
         let mut layers = Vec::new();
         let mut others = Vec::new();
         for ((p, v), shape) in self.model.params().iter().zip(self.model.values()).zip(&self.shapes) {
@@ -50,6 +86,7 @@ impl<'m> LayerViews<'m> {
                     kind: match p.kind {
                         ParamLayerKind::Conv2d => LayerKind::Conv2d,
                         ParamLayerKind::Linear => LayerKind::Linear,
+                        ParamLayerKind::BatchNorm2d => unreachable!("batch normalisation tensors are never prunable"),
                     },
                     shape: RSlice::from_slice(shape),
                     weights: RSlice::from_slice(v),
@@ -57,12 +94,80 @@ impl<'m> LayerViews<'m> {
             } else {
                 others.push(TensorRef {
                     name: RStr::from_str(&p.name),
+                    role: match p.role {
+                        ParamRole::Scale => TensorRole::Scale,
+                        ParamRole::Shift => TensorRole::Shift,
+                        ParamRole::RunningMean | ParamRole::RunningVar => TensorRole::Buffer,
+                        ParamRole::Bias | ParamRole::Weight => TensorRole::Bias,
+                    },
                     shape: RSlice::from_slice(shape),
                     values: RSlice::from_slice(v),
                 });
             }
         }
-        (layers, others)
+        (layers, others, self.node_refs())
+    }
+}
+
+/// The graph of `model` as the SDK's nodes: indices into the view's layers (prunable
+/// weights, in parameter order) and others (every other tensor, in parameter order).
+fn nodes(model: &Model) -> Vec<NodeData> {
+    let spec = model.spec();
+    let Ok(graph) = spec.graph() else {
+        return Vec::new(); // a model always holds a valid spec; an empty graph is the fallback
+    };
+    let (mut layer_of, mut tensors_of) = (vec![NO_LAYER; graph.nodes.len()], vec![Vec::new(); graph.nodes.len()]);
+    let (mut layers, mut others) = (0u32, 0u32);
+    for p in model.params() {
+        if p.prunable {
+            layer_of[p.layer] = layers;
+            layers += 1;
+        } else {
+            tensors_of[p.layer].push(others);
+            others += 1;
+        }
+    }
+    graph
+        .nodes
+        .iter()
+        .zip(layer_of)
+        .zip(tensors_of)
+        .map(|((n, layer), tensors)| NodeData {
+            name: n.name.clone(),
+            kind: kind_of(&spec.layers[n.layer]),
+            inputs: n
+                .inputs
+                .iter()
+                .map(|s| match s {
+                    Source::Network => NETWORK_INPUT,
+                    Source::Node(j) => *j as u32,
+                })
+                .collect(),
+            output: match n.output {
+                FeatureShape::Map { c, h, w } => vec![c as u64, h as u64, w as u64],
+                FeatureShape::Flat(f) => vec![f as u64],
+            },
+            layer,
+            tensors,
+        })
+        .collect()
+}
+
+fn kind_of(layer: &LayerSpec) -> NodeKind {
+    match layer {
+        LayerSpec::Conv2d { .. } => NodeKind::Conv2d,
+        LayerSpec::Linear { .. } => NodeKind::Linear,
+        LayerSpec::BatchNorm2d { .. } => NodeKind::BatchNorm2d,
+        LayerSpec::Add => NodeKind::Add,
+        LayerSpec::MaxPool { .. } => NodeKind::MaxPool,
+        LayerSpec::AvgPool { .. } => NodeKind::AvgPool,
+        LayerSpec::GlobalAvgPool => NodeKind::GlobalAvgPool,
+        LayerSpec::Flatten => NodeKind::Flatten,
+        LayerSpec::Relu => NodeKind::Relu,
+        LayerSpec::Tanh => NodeKind::Tanh,
+        LayerSpec::Gelu => NodeKind::Gelu,
+        LayerSpec::Sigmoid => NodeKind::Sigmoid,
+        LayerSpec::Dropout { .. } => NodeKind::Dropout,
     }
 }
 
@@ -105,6 +210,34 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resnet_view_carries_its_graph_layers_and_batch_norm_roles() {
+        let spec = crate::preset("resnet-s").unwrap();
+        let model = Model::zeros(spec).unwrap();
+        model_ref(&model, |view| {
+            let nodes = view.nodes();
+            assert_eq!(nodes.len(), model.spec().layers.len());
+            assert_eq!(nodes[0].name(), "conv1");
+            assert_eq!(nodes[0].inputs().collect::<Vec<_>>(), [None], "the stem reads the network's input");
+            assert_eq!(nodes[0].layer(), Some(0));
+            assert_eq!(view.layers()[0].name(), "conv1.weight");
+            // bn1 owns scale, shift and two buffers, in that order.
+            let bn1 = &nodes[1];
+            assert_eq!((bn1.kind, bn1.layer()), (NodeKind::BatchNorm2d, None));
+            let roles: Vec<TensorRole> = bn1.tensors().map(|t| view.others[t].role).collect();
+            assert_eq!(roles, [TensorRole::Scale, TensorRole::Shift, TensorRole::Buffer, TensorRole::Buffer]);
+            assert_eq!(view.others[bn1.tensors().nth(3).unwrap()].name.as_str(), "bn1.running_var");
+            // The first block's add joins its bn2 and the stem's relu (an identity shortcut).
+            let add = nodes.iter().position(|n| n.name() == "layer1.0.add").unwrap();
+            let read: Vec<&str> = nodes[add].inputs().map(|i| nodes[i.unwrap()].name()).collect();
+            assert_eq!(read, ["layer1.0.bn2", "relu"]);
+            assert_eq!(view.readers(add).map(|r| nodes[r].name()).collect::<Vec<_>>(), ["layer1.0.relu"]);
+            let fc = view.node_of_layer(view.layers().len() - 1).unwrap();
+            assert_eq!((nodes[fc].kind, nodes[fc].output()), (NodeKind::Linear, vec![10]));
+            assert_eq!(Model::from_ref(&view).unwrap(), model);
+        });
+    }
 
     #[test]
     fn model_ref_borrows_and_round_trips() {

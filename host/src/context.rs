@@ -289,7 +289,12 @@ mod tests {
     use super::*;
 
     fn empty_model() -> ModelRef<'static> {
-        ModelRef { arch_json: RStr::from_str("{}"), layers: RSlice::from_slice(&[]), others: RSlice::from_slice(&[]) }
+        ModelRef {
+            arch_json: RStr::from_str("{}"),
+            layers: RSlice::from_slice(&[]),
+            others: RSlice::from_slice(&[]),
+            nodes: RSlice::from_slice(&[]),
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use hyperprune_core::model::write_atomic;
 use hyperprune_core::zoo::{MemberInfo, Split, Zoo};
 use hyperprune_core::{LayerViews, Model};
-use hyperprune_sdk::{ErrorKind, LayerRef, MemberRef, TensorRef, ZooRef};
+use hyperprune_sdk::{ErrorKind, LayerRef, MemberRef, NodeRef, TensorRef, ZooRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -504,7 +504,7 @@ fn hyperparams(members: &[&MemberInfo]) -> Vec<String> {
 /// Borrowed member views for a `ZooRef`.
 fn member_refs<'a>(
     views: &'a [LayerViews<'a>],
-    parts: &'a [(Vec<LayerRef<'a>>, Vec<TensorRef<'a>>)],
+    parts: &'a [(Vec<LayerRef<'a>>, Vec<TensorRef<'a>>, Vec<NodeRef<'a>>)],
     infos: &'a [&MemberInfo],
     hyperparams: &'a [String],
 ) -> Vec<MemberRef<'a>> {
@@ -513,9 +513,9 @@ fn member_refs<'a>(
         .zip(parts)
         .zip(infos)
         .zip(hyperparams)
-        .map(|(((view, (layers, others)), info), hp)| MemberRef {
+        .map(|(((view, (layers, others, nodes)), info), hp)| MemberRef {
             id: RStr::from_str(&info.id),
-            model: view.view(layers, others),
+            model: view.view(layers, others, nodes),
             dense_accuracy: info.test_accuracy.unwrap_or(0.0),
             hyperparams_json: RStr::from_str(hp),
         })

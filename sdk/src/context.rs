@@ -584,6 +584,7 @@ mod tests {
             arch_json: RStr::from_str("{}"),
             layers: RSlice::from_slice(&[]),
             others: RSlice::from_slice(&[]),
+            nodes: RSlice::from_slice(&[]),
         };
         let calib = CalibRequest { samples: 4, minibatch: 1, seed: 0 };
         let host = TestHost::new().with_gradients(|_, request| {

@@ -80,7 +80,9 @@ pub use context::{
 pub use error::{ErrorKind, PluginError};
 pub use ffi::{PrunerBox, PrunerModRef, SDK_VERSION};
 pub use info::{Capabilities, Example, OptionKind, OptionSpec, PrunerInfo};
-pub use model::{LayerKind, LayerRef, ModelBuf, ModelRef, TensorRef};
+pub use model::{
+    LayerKind, LayerRef, ModelBuf, ModelRef, NETWORK_INPUT, NO_LAYER, NodeKind, NodeRef, TensorRef, TensorRole,
+};
 pub use options::Options;
 pub use outcome::{LayerMask, PruneOutcome, pack, unpack};
 pub use pruner::Pruner;

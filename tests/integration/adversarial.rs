@@ -94,6 +94,24 @@ fn corpus() -> PathBuf {
         bad[8 + header] = value; // the first entry of the first mask
         write(name, &bad);
     }
+    // Graph specs: a one-block residual network with one thing wrong in each.
+    let graph = |sum_inputs: &str, conv1_inputs: &str, kind: &str| {
+        format!(
+            r#"{{"name": "g", "input": [1, 8, 8], "classes": 10, "layers": [
+            {{"type": "conv2d", "name": "conv1", "out_channels": 4, "kernel": 3, "padding": 1{conv1_inputs}}},
+            {{"type": "batchnorm2d", "name": "bn1"}}, {{"type": "relu", "name": "relu"}},
+            {{"type": "conv2d", "name": "conv2", "out_channels": 4, "kernel": 3, "padding": 1}},
+            {{"type": "batchnorm2d", "name": "bn2"}},
+            {{"type": "add", "name": "sum", "inputs": {sum_inputs}}}, {{"type": "{kind}", "name": "out"}},
+            {{"type": "global_avgpool"}}, {{"type": "flatten"}}, {{"type": "linear", "out_features": 10}}]}}"#
+        )
+    };
+    write("graph-dangling.json", graph(r#"["bn2", "nowhere"]"#, "", "relu").as_bytes());
+    write("graph-cycle.json", graph(r#"["bn2", "relu"]"#, r#", "inputs": ["out"]"#, "relu").as_bytes());
+    write("graph-add.json", graph(r#"["bn2", "input"]"#, "", "relu").as_bytes());
+    write("graph-unknown.json", graph(r#"["bn2", "relu"]"#, "", "swish").as_bytes());
+    write("graph-unused.json", graph(r#"["conv2", "relu"]"#, "", "relu").as_bytes());
+    write("graph-ok.json", graph(r#"["bn2", "relu"]"#, "", "relu").as_bytes());
     // An IDX folder of four files that are not IDX.
     for name in
         ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -232,6 +250,43 @@ fn cases() -> Vec<Case> {
         case("zoo train", &format!("{zoo_train} --vary nonsense"), &["cannot vary 'nonsense'"]),
         case("zoo train", &format!("{zoo_train} --arch mlpnet --dataset mnist --data-dir idx-bad"), &["idx-bad"]),
         case("zoo train", &format!("{zoo_train} --arch lenet5"), &["'lenet5'", "[1, 28, 28]"]),
+        case(
+            "zoo train",
+            &format!("{zoo_train} --arch graph-dangling.json"),
+            &["graph-dangling.json", "node 'sum': field 'inputs' names 'nowhere'"],
+        ),
+        case(
+            "zoo train",
+            &format!("{zoo_train} --arch graph-ok.json"),
+            &["engine 'cpu' runs sequential networks", "'bn1'", "--engine burn"],
+        ),
+        case("zoo train", &format!("{zoo_train} --arch resnet:depth=9"), &["resnet:depth=9", "6n + 2"]),
+        case("zoo train", &format!("{zoo_train} --arch resnet-s"), &["'resnet-s' takes [1, 28, 28] inputs"]),
+        case(
+            "prune",
+            &format!("{prune} --sparsity 0.5 --arch graph-cycle.json"),
+            &["graph-cycle.json", "node 'conv1': field 'inputs' makes a cycle"],
+        ),
+        case(
+            "prune",
+            &format!("{prune} --sparsity 0.5 --arch graph-add.json"),
+            &["graph-add.json", "node 'sum': field 'inputs': cannot add"],
+        ),
+        case(
+            "eval",
+            "eval --model model.safetensors --arch graph-unknown.json",
+            &["graph-unknown.json", "unknown variant `swish`"],
+        ),
+        case(
+            "bench-engine throughput",
+            "bench-engine throughput --arch graph-unused.json",
+            &["graph-unused.json", "node 'bn2': no later layer reads its output"],
+        ),
+        case(
+            "bench-engine throughput",
+            "bench-engine throughput --arch graph-ok.json --threads 1",
+            &["engine 'cpu' runs sequential networks"],
+        ),
         // zoo show / merge
         case("zoo show", "zoo show zoo-bad", &["zoo-bad/zoo.json"]),
         case("zoo show", "zoo show missing-zoo", &["missing-zoo"]),

@@ -74,7 +74,7 @@ fn incompatible_sdk_version_is_one_line_naming_both_versions() {
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("0.1.4") && stderr.contains(hyperprune_sdk::SDK_VERSION), "{stderr}");
+    assert!(stderr.contains("0.2.0") && stderr.contains(hyperprune_sdk::SDK_VERSION), "{stderr}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod data_aware;
 mod fashion;
 mod fitting;
 mod fixtures;
+mod graphs;
 mod hypernet;
 mod isolation;
 mod plugins;

@@ -2,11 +2,16 @@
 
 use std::path::PathBuf;
 
+mod graph;
 mod presets;
+pub mod resnet;
 mod spec;
 
+pub use graph::{Graph, NETWORK_INPUT, Node, Source};
 pub use presets::{Preset, preset, presets};
-pub use spec::{Activation, ArchSpec, FeatureShape, LayerSpec, MAX_ELEMENTS, ParamLayerKind, ParamSpec};
+pub use spec::{
+    Activation, ArchSpec, FeatureShape, LayerSpec, Link, MAX_ELEMENTS, ParamLayerKind, ParamRole, ParamSpec,
+};
 
 /// What can be wrong with an architecture.
 #[derive(Debug, thiserror::Error)]

@@ -21,11 +21,20 @@ pub fn presets() -> Vec<&'static Preset> {
     all
 }
 
-/// The preset called `name`.
+/// The preset called `name`, or a member of the ResNet family
+/// (`resnet:depth=D,width=W[,input=CxHxW][,classes=K]`, see [`super::resnet`]).
 ///
 /// # Errors
 /// [`super::ArchError::UnknownPreset`] listing the known names.
 pub fn preset(name: &str) -> Result<ArchSpec, super::ArchError> {
+    if let Some(settings) = name.strip_prefix("resnet:") {
+        let net = super::resnet::ResNet::parse(settings).map_err(|message| super::ArchError::Invalid {
+            arch: name.to_string(),
+            layer: None,
+            message: format!("{message} (resnet:depth=D,width=W[,input=CxHxW][,classes=K])"),
+        })?;
+        return Ok(net.spec(name));
+    }
     presets().into_iter().find(|p| p.name == name).map(|p| (p.build)()).ok_or_else(|| super::ArchError::UnknownPreset {
         name: name.to_string(),
         known: presets().iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
@@ -49,6 +58,7 @@ fn cnn_s() -> ArchSpec {
         name: "cnn-s".into(),
         input: [1, 28, 28],
         classes: 10,
+        links: Vec::new(),
         layers: vec![
             conv(8, 5, 0),
             max_pool(2),
@@ -71,6 +81,7 @@ fn mlpnet() -> ArchSpec {
         name: "mlpnet".into(),
         input: [1, 28, 28],
         classes: 10,
+        links: Vec::new(),
         layers: vec![
             LayerSpec::Flatten,
             linear(40, false),
@@ -87,6 +98,7 @@ fn lenet5() -> ArchSpec {
         name: "lenet5".into(),
         input: [1, 28, 28],
         classes: 10,
+        links: Vec::new(),
         layers: vec![
             conv(6, 5, 2),
             LayerSpec::Relu,
@@ -109,6 +121,7 @@ fn cnn_digits() -> ArchSpec {
         name: "cnn-digits".into(),
         input: [1, 8, 8],
         classes: 10,
+        links: Vec::new(),
         layers: vec![
             conv(8, 3, 1),
             LayerSpec::Tanh,
@@ -153,5 +166,22 @@ inventory::submit! {
         name: "cnn-digits",
         description: "small CNN for the embedded 8x8 digits: 2 convs + 2 linear, 3,658 parameters",
         build: cnn_digits,
+    }
+}
+
+inventory::submit! {
+    Preset {
+        name: "resnet20",
+        description: "ResNet-20 (He et al. 2016, CIFAR form): 3 stages x 3 BasicBlocks, widths 16/32/64, batch \
+                      normalisation, projection shortcuts, torchvision tensor names; 28x28x1 (resnet:... for others)",
+        build: super::resnet::resnet20,
+    }
+}
+
+inventory::submit! {
+    Preset {
+        name: "resnet-s",
+        description: "a zoo-sized ResNet: one BasicBlock per stage, widths 8/16/32 (resnet:depth=8,width=8), 28x28x1",
+        build: super::resnet::resnet_s,
     }
 }

@@ -1,4 +1,5 @@
-//! The architecture description: a sequential network as JSON.
+//! The architecture description as JSON: a list of layers, run in order (a sequential
+//! network), or wired by name with `inputs` (a graph such as a ResNet; see [`super::graph`]).
 
 use std::path::Path;
 
@@ -29,8 +30,31 @@ pub const MAX_ELEMENTS: usize = 1 << 40;
 ///   ]}"#).unwrap();
 /// assert_eq!(spec.param_count().unwrap(), 4 * 9 + 4 + 144 * 10 + 10);
 /// ```
+///
+/// A graph spec gives layers a `name` and lists what they read in `inputs` (node names, or
+/// `"input"` for the network's input); a layer without `inputs` reads the layer before it:
+///
+/// ```
+/// use hyperprune_core::ArchSpec;
+/// let spec = ArchSpec::from_json(r#"{
+///   "name": "one-block", "input": [1, 8, 8], "classes": 10,
+///   "layers": [
+///     {"type": "conv2d", "name": "conv1", "out_channels": 4, "kernel": 3, "padding": 1, "bias": false},
+///     {"type": "batchnorm2d", "name": "bn1"},
+///     {"type": "relu", "name": "relu"},
+///     {"type": "conv2d", "name": "conv2", "out_channels": 4, "kernel": 3, "padding": 1, "bias": false},
+///     {"type": "batchnorm2d", "name": "bn2"},
+///     {"type": "add", "name": "sum", "inputs": ["bn2", "relu"]},
+///     {"type": "relu"},
+///     {"type": "global_avgpool"},
+///     {"type": "flatten"},
+///     {"type": "linear", "name": "fc", "out_features": 10}
+///   ]}"#).unwrap();
+/// assert!(!spec.graph().unwrap().is_chain());
+/// assert_eq!(spec.prunable_count().unwrap(), 4 * 9 + 4 * 4 * 9 + 4 * 10);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawSpec", into = "RawSpec")]
 pub struct ArchSpec {
     /// A short name, e.g. `cnn-s`.
     pub name: String,
@@ -38,8 +62,100 @@ pub struct ArchSpec {
     pub input: [usize; 3],
     /// Number of output classes; the last layer must produce exactly this many features.
     pub classes: usize,
-    /// The layers, applied in order.
+    /// The layers, in an order where each comes after what it reads.
     pub layers: Vec<LayerSpec>,
+    /// How each layer is wired: empty for a sequential network, else one [`Link`] per layer.
+    pub links: Vec<Link>,
+}
+
+/// The wiring of one layer of a graph spec: the `name` of a layer kind that has no name of
+/// its own (activations, pooling, `add`, ...) and the names it reads (`inputs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Link {
+    /// Node name, for kinds whose [`LayerSpec`] has no `name` field.
+    pub name: Option<String>,
+    /// Names of the nodes read (`"input"`: the network's input); `None`: the layer before.
+    pub inputs: Option<Vec<String>>,
+}
+
+/// The JSON form of an [`ArchSpec`]: the layers as objects, from which the wiring fields are
+/// taken before each is read as a [`LayerSpec`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    input: [usize; 3],
+    classes: usize,
+    layers: Vec<serde_json::Value>,
+}
+
+impl TryFrom<RawSpec> for ArchSpec {
+    type Error = String;
+
+    fn try_from(raw: RawSpec) -> Result<ArchSpec, String> {
+        let mut layers = Vec::with_capacity(raw.layers.len());
+        let mut links = Vec::with_capacity(raw.layers.len());
+        for (i, value) in raw.layers.into_iter().enumerate() {
+            let serde_json::Value::Object(mut map) = value else {
+                return Err(format!("layer {i}: expected an object with a \"type\", got {value}"));
+            };
+            let inputs = match map.remove("inputs") {
+                None => None,
+                Some(serde_json::Value::Array(items)) => Some(
+                    items
+                        .into_iter()
+                        .map(|v| match v {
+                            serde_json::Value::String(s) => Ok(s),
+                            other => Err(format!("layer {i}: field 'inputs' holds {other}, expected node names")),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(other) => return Err(format!("layer {i}: field 'inputs' is {other}, expected a list of names")),
+            };
+            let named_kind = matches!(
+                map.get("type").and_then(serde_json::Value::as_str),
+                Some("conv2d" | "linear" | "batchnorm2d")
+            );
+            let name = match (named_kind, map.get("name")) {
+                (false, Some(serde_json::Value::String(_))) => {
+                    map.remove("name").and_then(|n| n.as_str().map(String::from))
+                }
+                (false, Some(other)) => return Err(format!("layer {i}: field 'name' is {other}, expected a string")),
+                _ => None,
+            };
+            let layer: LayerSpec =
+                serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("layer {i}: {e}"))?;
+            layers.push(layer);
+            links.push(Link { name, inputs });
+        }
+        if links.iter().all(|l| *l == Link::default()) {
+            links.clear();
+        }
+        Ok(ArchSpec { name: raw.name, input: raw.input, classes: raw.classes, layers, links })
+    }
+}
+
+impl From<ArchSpec> for RawSpec {
+    fn from(spec: ArchSpec) -> RawSpec {
+        let layers = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut value = serde_json::to_value(layer).expect("a layer serialises");
+                if let (Some(link), serde_json::Value::Object(map)) = (spec.links.get(i), &mut value) {
+                    if let Some(name) = &link.name {
+                        map.insert("name".into(), name.clone().into());
+                    }
+                    if let Some(inputs) = &link.inputs {
+                        map.insert("inputs".into(), inputs.clone().into());
+                    }
+                }
+                value
+            })
+            .collect();
+        RawSpec { name: spec.name, input: spec.input, classes: spec.classes, layers }
+    }
 }
 
 /// One layer of an [`ArchSpec`].
@@ -107,6 +223,35 @@ pub enum LayerSpec {
         /// Probability of zeroing an activation.
         p: f32,
     },
+    /// Batch normalisation over the channels of a `[C, H, W]` map, as PyTorch's
+    /// `BatchNorm2d`: tensors `{name}.weight` and `{name}.bias` (scale and shift, `[C]`) and
+    /// the buffers `{name}.running_mean`, `{name}.running_var` (`[C]`). Never pruned.
+    #[serde(rename = "batchnorm2d")]
+    BatchNorm2d {
+        /// Added to the variance (default 1e-5).
+        #[serde(default = "bn_eps")]
+        eps: f64,
+        /// Weight of the newest batch in the running statistics (default 0.1).
+        #[serde(default = "bn_momentum")]
+        momentum: f64,
+        /// Tensor name prefix; defaults to the layer index.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// The elementwise sum of two or more inputs of one shape (a residual connection).
+    Add,
+    /// The mean over each channel's `H × W` positions: `[C, H, W]` to `[C, 1, 1]` (PyTorch's
+    /// `AdaptiveAvgPool2d(1)`).
+    #[serde(rename = "global_avgpool")]
+    GlobalAvgPool,
+}
+
+fn bn_eps() -> f64 {
+    1e-5
+}
+
+fn bn_momentum() -> f64 {
+    0.1
 }
 
 fn one() -> usize {
@@ -228,6 +373,34 @@ pub enum ParamLayerKind {
     Conv2d,
     /// A linear weight `[out, in]`.
     Linear,
+    /// A batch normalisation's scale, shift or running statistics, `[C]`.
+    #[serde(rename = "batchnorm2d")]
+    BatchNorm2d,
+}
+
+/// What a parameter tensor is to its layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamRole {
+    /// A conv or linear weight: the prunable tensors.
+    Weight,
+    /// A conv or linear bias.
+    Bias,
+    /// A batch normalisation's scale (`.weight` in PyTorch).
+    Scale,
+    /// A batch normalisation's shift (`.bias` in PyTorch).
+    Shift,
+    /// A batch normalisation's running mean: set by training, not by gradients.
+    RunningMean,
+    /// A batch normalisation's running variance: set by training, not by gradients.
+    RunningVar,
+}
+
+impl ParamRole {
+    /// Whether the tensor is a running statistic (not trained by gradients).
+    pub fn is_buffer(self) -> bool {
+        matches!(self, ParamRole::RunningMean | ParamRole::RunningVar)
+    }
 }
 
 /// One parameter tensor that the spec implies.
@@ -241,7 +414,10 @@ pub struct ParamSpec {
     pub layer: usize,
     /// The owning layer's kind.
     pub kind: ParamLayerKind,
-    /// Whether this is a weight (prunable) rather than a bias.
+    /// What the tensor is to its layer.
+    pub role: ParamRole,
+    /// Whether this is a conv or linear weight (prunable); biases, batch normalisation
+    /// tensors and buffers are not.
     pub prunable: bool,
 }
 
@@ -259,45 +435,17 @@ impl ArchSpec {
     /// # Errors
     /// [`ArchError::Invalid`] naming the layer, when a layer does not fit its input (a kernel
     /// larger than the map, a conv after flatten, a zero size, a final size that is not
-    /// `classes`, ...).
+    /// `classes`, ...) or the wiring is wrong (see [`ArchSpec::graph`]).
     pub fn shapes(&self) -> Result<Vec<FeatureShape>, ArchError> {
-        let [c, h, w] = self.input;
-        if c == 0 || h == 0 || w == 0 {
-            return Err(self.invalid(None, "input dimensions must all be positive"));
-        }
-        if self.classes < 2 {
-            return Err(self.invalid(None, "classes must be at least 2"));
-        }
-        let mut shape = FeatureShape::Map { c, h, w };
-        if shape.checked_numel().is_none_or(|n| n > MAX_ELEMENTS) {
-            return Err(
-                self.invalid(None, &format!("input {:?} is too large (at most {MAX_ELEMENTS} scalars)", self.input))
-            );
-        }
-        let mut out = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            shape = self.layer_output(i, layer, shape)?;
-            if shape.checked_numel().is_none_or(|n| n > MAX_ELEMENTS) {
-                return Err(self.invalid(
-                    Some(i),
-                    &format!("the layer's output {shape:?} is too large (at most {MAX_ELEMENTS} scalars)"),
-                ));
-            }
-            out.push(shape);
-        }
-        match shape {
-            FeatureShape::Flat(n) if n == self.classes => Ok(out),
-            other => Err(self.invalid(
-                None,
-                &format!(
-                    "the network must end in {} flat features (one per class), it ends in {:?}",
-                    self.classes, other
-                ),
-            )),
-        }
+        Ok(self.graph()?.nodes.iter().map(|n| n.output).collect())
     }
 
-    fn layer_output(&self, i: usize, layer: &LayerSpec, input: FeatureShape) -> Result<FeatureShape, ArchError> {
+    pub(super) fn layer_output(
+        &self,
+        i: usize,
+        layer: &LayerSpec,
+        input: FeatureShape,
+    ) -> Result<FeatureShape, ArchError> {
         let window = |kernel: usize, stride: usize, padding: usize, what: &str| {
             let FeatureShape::Map { c, h, w } = input else {
                 return Err(self.invalid(Some(i), &format!("{what} needs a [C,H,W] input, got flat features")));
@@ -345,11 +493,33 @@ impl ArchSpec {
                 }
                 input
             }
-            LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Gelu | LayerSpec::Sigmoid => input,
+            LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Gelu | LayerSpec::Sigmoid | LayerSpec::Add => input,
+            LayerSpec::BatchNorm2d { eps, momentum, .. } => {
+                if !matches!(input, FeatureShape::Map { .. }) {
+                    return Err(self.node_invalid(i, "batchnorm2d needs a [C,H,W] input, got flat features"));
+                }
+                if !(eps.is_finite() && *eps > 0.0) {
+                    return Err(
+                        self.node_invalid(i, &format!("field 'eps' is {eps}, expected a finite number above 0"))
+                    );
+                }
+                if !(0.0..=1.0).contains(momentum) {
+                    return Err(
+                        self.node_invalid(i, &format!("field 'momentum' is {momentum}, expected a fraction in [0, 1]"))
+                    );
+                }
+                input
+            }
+            LayerSpec::GlobalAvgPool => {
+                let FeatureShape::Map { c, .. } = input else {
+                    return Err(self.node_invalid(i, "global_avgpool needs a [C,H,W] input, got flat features"));
+                };
+                FeatureShape::Map { c, h: 1, w: 1 }
+            }
         })
     }
 
-    fn invalid(&self, layer: Option<usize>, message: &str) -> ArchError {
+    pub(super) fn invalid(&self, layer: Option<usize>, message: &str) -> ArchError {
         ArchError::Invalid { arch: self.name.clone(), layer, message: message.to_string() }
     }
 
@@ -358,15 +528,11 @@ impl ArchSpec {
     /// # Errors
     /// As [`ArchSpec::shapes`].
     pub fn input_shapes(&self) -> Result<Vec<FeatureShape>, ArchError> {
-        let [c, h, w] = self.input;
-        let outs = self.shapes()?;
-        let mut ins = Vec::with_capacity(outs.len());
-        ins.push(FeatureShape::Map { c, h, w });
-        ins.extend(outs.iter().take(outs.len().saturating_sub(1)).copied());
-        Ok(ins)
+        Ok(self.graph()?.nodes.iter().map(|n| n.input).collect())
     }
 
-    /// Every parameter tensor, in layer order (weight before bias).
+    /// Every parameter tensor, in layer order: weight before bias; a batch normalisation's
+    /// scale, shift, running mean and running variance (PyTorch's `state_dict` order).
     ///
     /// # Errors
     /// As [`ArchSpec::shapes`].
@@ -374,6 +540,26 @@ impl ArchSpec {
         let ins = self.input_shapes()?;
         let mut params = Vec::new();
         for (i, (layer, input)) in self.layers.iter().zip(ins).enumerate() {
+            if let LayerSpec::BatchNorm2d { name, .. } = layer {
+                let FeatureShape::Map { c, .. } = input else { unreachable!("checked by shapes") };
+                let prefix = name.clone().unwrap_or_else(|| i.to_string());
+                for (suffix, role) in [
+                    ("weight", ParamRole::Scale),
+                    ("bias", ParamRole::Shift),
+                    ("running_mean", ParamRole::RunningMean),
+                    ("running_var", ParamRole::RunningVar),
+                ] {
+                    params.push(ParamSpec {
+                        name: format!("{prefix}.{suffix}"),
+                        shape: vec![c],
+                        layer: i,
+                        kind: ParamLayerKind::BatchNorm2d,
+                        role,
+                        prunable: false,
+                    });
+                }
+                continue;
+            }
             let (weight_shape, bias, out, kind, name) = match layer {
                 LayerSpec::Conv2d { out_channels, kernel, bias, name, .. } => {
                     let FeatureShape::Map { c, .. } = input else { unreachable!("checked by shapes") };
@@ -396,6 +582,7 @@ impl ArchSpec {
                 shape: weight_shape,
                 layer: i,
                 kind,
+                role: ParamRole::Weight,
                 prunable: true,
             });
             if bias {
@@ -404,6 +591,7 @@ impl ArchSpec {
                     shape: vec![out],
                     layer: i,
                     kind,
+                    role: ParamRole::Bias,
                     prunable: false,
                 });
             }
@@ -449,20 +637,28 @@ impl ArchSpec {
     /// dropout layers. Layer indices, and so default tensor names, shift accordingly.
     pub fn with_dropout(&self, p: f32) -> ArchSpec {
         let mut spec = self.clone();
-        spec.layers.retain(|l| !matches!(l, LayerSpec::Dropout { .. }));
-        if p > 0.0 {
-            let mut layers = Vec::with_capacity(spec.layers.len() + 4);
-            for (i, layer) in spec.layers.iter().enumerate() {
-                // Dropout on the input of a linear layer that follows an activation: the hidden
-                // fully connected layers, as in the Model Zoos CNNs.
-                let after_activation = i > 0 && spec.layers[i - 1].activation().is_some();
-                if matches!(layer, LayerSpec::Linear { .. }) && after_activation {
-                    layers.push(LayerSpec::Dropout { p });
-                }
-                layers.push(layer.clone());
+        let linked = !spec.links.is_empty();
+        let mut links = spec.links.clone().into_iter();
+        let (mut layers, mut kept_links) = (Vec::with_capacity(spec.layers.len() + 4), Vec::new());
+        let mut previous_activation = false;
+        for layer in std::mem::take(&mut spec.layers) {
+            let mut link = links.next().unwrap_or_default();
+            if matches!(layer, LayerSpec::Dropout { .. }) {
+                continue;
             }
-            spec.layers = layers;
+            // Dropout on the input of a linear layer that follows an activation: the hidden
+            // fully connected layers, as in the Model Zoos CNNs. The dropout takes over the
+            // linear layer's inputs, and the linear layer reads the dropout.
+            if p > 0.0 && matches!(layer, LayerSpec::Linear { .. }) && previous_activation {
+                layers.push(LayerSpec::Dropout { p });
+                kept_links.push(Link { name: None, inputs: link.inputs.take() });
+            }
+            previous_activation = layer.activation().is_some();
+            layers.push(layer);
+            kept_links.push(link);
         }
+        spec.layers = layers;
+        spec.links = if linked { kept_links } else { Vec::new() };
         spec
     }
 
@@ -490,7 +686,7 @@ impl ArchSpec {
         ArchSpec::from_json(&text).map_err(|e| ArchError::InFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
-    /// The spec as compact JSON.
+    /// The spec as compact JSON (a sequential spec as before graphs existed: no wiring fields).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an ArchSpec always serialises")
     }
@@ -583,7 +779,10 @@ mod tests {
             {"type":"linear","out_features":16,"name":"fc"},{"type":"linear","out_features":10,"name":"fc"}]}"#;
         std::fs::write(&path, json).unwrap();
         let err = ArchSpec::read(&path).unwrap_err().to_string();
-        assert!(err.contains("twice.json") && err.contains("'fc.weight' is used twice"), "{err}");
+        assert!(
+            err.contains("twice.json") && err.contains("node 'fc': field 'name': 'fc' is also the name of layer 1"),
+            "{err}"
+        );
     }
 
     #[test]

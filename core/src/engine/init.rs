@@ -5,23 +5,30 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::Init;
-use crate::arch::{ArchError, ArchSpec};
+use crate::arch::{ArchError, ArchSpec, ParamRole};
 use crate::model::Model;
 
-/// A model with freshly initialised weights (biases zero), deterministic in `seed`.
+/// A model with freshly initialised weights, deterministic in `seed`.
 ///
-/// Fan-in is `in` for linear and `in·kh·kw` for conv weights, as in PyTorch.
+/// Fan-in is `in` for linear and `in·kh·kw` for conv weights, as in PyTorch. Every other
+/// tensor takes PyTorch's starting value for its role: biases and batch norm shifts 0,
+/// batch norm scales 1, running means 0 and running variances 1. Only weights draw from
+/// the generator, so adding a batch norm layer does not move the other layers' draws.
 ///
 /// # Errors
 /// [`ArchError`] when the spec is invalid.
 pub fn init_model(spec: &ArchSpec, init: Init, seed: u64) -> Result<Model, ArchError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let values = spec
-        .params()?
+    let params = spec.params()?;
+    let values = params
         .iter()
         .map(|p| {
-            if !p.prunable {
-                return vec![0.0; p.numel()];
+            match p.role {
+                ParamRole::Weight => {}
+                ParamRole::Bias | ParamRole::Shift => return vec![0.0; p.numel()],
+                ParamRole::Scale => return vec![1.0; p.numel()],
+                ParamRole::RunningVar => return vec![1.0; p.numel()],
+                ParamRole::RunningMean => return vec![0.0; p.numel()],
             }
             let fan_in = p.numel() / p.shape[0];
             let f = fan_in as f32;
@@ -67,5 +74,20 @@ mod tests {
         let bound = 1.0 / 400f32.sqrt();
         assert!(u.tensor("7.weight").unwrap().iter().all(|x| x.abs() <= bound));
         assert!(u.tensor("7.bias").unwrap().iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn batch_norm_starts_as_pytorch_identity_and_weights_are_drawn() {
+        let spec = crate::preset("resnet-s").unwrap();
+        let model = init_model(&spec, Init::KaimingNormal, 1).unwrap();
+        for (prefix, c) in [("bn1", 8), ("layer2.0.bn2", 16), ("layer3.0.downsample.1", 32)] {
+            let at = |suffix: &str| model.tensor(&format!("{prefix}.{suffix}")).unwrap().to_vec();
+            assert_eq!(at("weight"), vec![1.0; c], "{prefix}");
+            assert_eq!(at("bias"), vec![0.0; c], "{prefix}");
+            assert_eq!(at("running_mean"), vec![0.0; c], "{prefix}");
+            assert_eq!(at("running_var"), vec![1.0; c], "{prefix}");
+        }
+        assert!(model.tensor("layer1.0.conv1.weight").unwrap().iter().any(|&x| x != 0.0));
+        assert!(model.tensor("fc.bias").unwrap().iter().all(|&x| x == 0.0));
     }
 }

@@ -163,10 +163,10 @@ impl ZooSettings {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(format!("learning rate must be a finite number above 0, got {}; pass --lr", self.lr));
         }
-        if let crate::engine::Optimizer::Sgd { momentum } = self.optimizer {
-            if !(0.0..1.0).contains(&momentum) {
-                return Err(format!("momentum must be in [0, 1), got {momentum}; pass --momentum"));
-            }
+        if let crate::engine::Optimizer::Sgd { momentum } = self.optimizer
+            && !(0.0..1.0).contains(&momentum)
+        {
+            return Err(format!("momentum must be in [0, 1), got {momentum}; pass --momentum"));
         }
         let sum: f64 = self.split.iter().sum();
         if !((sum - 1.0).abs() <= 1e-6 && self.split.iter().all(|f| (0.0..=1.0).contains(f))) {

@@ -18,6 +18,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let data = crate::inputs::dataset(&args.data)?;
     crate::inputs::check_fits(model.spec(), &data)?;
+    crate::engines::check_runs(args.exec.engine, &args.exec.device, model.spec())?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
     let eval = engine.evaluate(&[&model], &data.test)?.remove(0);
     let c = compression(&model);

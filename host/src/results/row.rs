@@ -121,7 +121,8 @@ impl ResultRow {
             return Err(field("requested_sparsity", self.requested_sparsity, "a sparsity in [0, 1)"));
         }
         let compression = 1.0 / (1.0 - self.requested_sparsity);
-        if !((self.compression - compression).abs() <= 1e-6 * compression) {
+        let off = (self.compression - compression).abs();
+        if off.is_nan() || off > 1e-6 * compression {
             return Err(field(
                 "compression",
                 self.compression,
@@ -144,10 +145,8 @@ impl ResultRow {
         if let Some(p) = self.pruned_accuracy {
             fraction("pruned_accuracy", p)?;
         }
-        if let Some(loss) = self.pruned_loss {
-            if !(loss >= 0.0) {
-                return Err(field("pruned_loss", loss, "a non-negative loss"));
-            }
+        if let Some(loss) = self.pruned_loss.filter(|l| l.is_nan() || *l < 0.0) {
+            return Err(field("pruned_loss", loss, "a non-negative loss"));
         }
         if let Some(t) = self.prune_seconds {
             at_least("prune_seconds", t, 0.0, "a non-negative time in seconds")?;
@@ -158,7 +157,8 @@ impl ResultRow {
                 Some(_) => 0.0,
                 None => return Err(field("retention", r, "null, as the row has no pruned_accuracy")),
             };
-            if !((r - expected).abs() <= 1e-9 * expected.max(1.0)) {
+            let off = (r - expected).abs();
+            if off.is_nan() || off > 1e-9 * expected.max(1.0) {
                 return Err(field("retention", r, &format!("pruned_accuracy / dense_accuracy = {expected}")));
             }
         }
@@ -188,7 +188,8 @@ mod tests {
     fn a_row_whose_numbers_cannot_be_is_refused_naming_the_field() {
         let good = crate::report::table::tests::row("0001", "magnitude", 0.5, Some(0.9), 0.1);
         good.check().unwrap();
-        let cases: [(&str, fn(&mut ResultRow)); 7] = [
+        type Spoil = fn(&mut ResultRow);
+        let cases: [(&str, Spoil); 7] = [
             ("retention", |r| r.retention = Some(5.0)),
             ("requested_sparsity", |r| r.requested_sparsity = 1.5),
             ("compression", |r| r.compression = 7.0),

@@ -219,6 +219,7 @@ mod tests {
             arch_json: "{}".into(),
             layers: abi_stable::std_types::RSlice::from_slice(&[]),
             others: abi_stable::std_types::RSlice::from_slice(&[]),
+            nodes: abi_stable::std_types::RSlice::from_slice(&[]),
         };
         let request = PruneRequest { pattern: Pattern::NM { n: 2, m: 4 }, ..PruneRequest::global(0.5, 0) };
         let err = Chita::default().prune(&model, &request, &Ctx::from_impl(&hyperprune_sdk::NoData)).unwrap_err();

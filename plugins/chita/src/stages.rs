@@ -302,6 +302,7 @@ mod tests {
                 arch_json: RStr::from_str("{}"),
                 layers: RSlice::from_slice(&layers),
                 others: RSlice::from_slice(&others),
+                nodes: RSlice::from_slice(&[]),
             })
         }
     }

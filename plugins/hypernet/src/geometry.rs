@@ -130,6 +130,7 @@ mod tests {
             arch_json: RStr::from_str("{}"),
             layers: RSlice::from_slice(&layers),
             others: RSlice::from_slice(&[]),
+            nodes: RSlice::from_slice(&[]),
         };
         let v = views(&model).unwrap();
         assert_eq!((v[0].out, v[0].inp, v[0].k, v[0].conv), (4, 1, 4, true));

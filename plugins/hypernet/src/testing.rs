@@ -104,6 +104,7 @@ impl TestNet {
         let others: Vec<TensorRef<'_>> = (0..self.bias_names.len())
             .map(|i| TensorRef {
                 name: RStr::from_str(&self.bias_names[i]),
+                role: hyperprune_sdk::TensorRole::Bias,
                 shape: RSlice::from_slice(&self.bias_shapes[i]),
                 values: RSlice::from_slice(&self.biases[i]),
             })
@@ -114,7 +115,12 @@ impl TestNet {
 
 /// A view over borrowed parts.
 pub fn model<'a>(arch: &'a str, layers: &'a [LayerRef<'a>], others: &'a [TensorRef<'a>]) -> ModelRef<'a> {
-    ModelRef { arch_json: RStr::from_str(arch), layers: RSlice::from_slice(layers), others: RSlice::from_slice(others) }
+    ModelRef {
+        arch_json: RStr::from_str(arch),
+        layers: RSlice::from_slice(layers),
+        others: RSlice::from_slice(others),
+        nodes: RSlice::from_slice(&[]),
+    }
 }
 
 /// A seeded permutation of `0..n`.

@@ -270,6 +270,7 @@ mod tests {
             arch_json: RStr::from_str("{}"),
             layers: RSlice::from_slice(&layers),
             others: RSlice::from_slice(&[]),
+            nodes: RSlice::from_slice(&[]),
         };
         f(&model)
     }

@@ -240,7 +240,7 @@ fn prepare(model: &Model, samples: &Samples) -> Result<Plan, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::super::batch::images_in;
-    use super::super::network::tests::{naive_forward, random_images, random_values, widen};
+    use super::super::network::tests::{naive_forward, one_block, random_images, random_values, widen};
     use super::*;
     use crate::arch::ArchSpec;
     use ::burn::backend::{Autodiff, Flex};
@@ -270,6 +270,21 @@ mod tests {
             shape: spec.input,
             images: random_images(n, 72, 4),
             labels: (0..n).map(|i| (i * 2 % 3) as u32).collect(),
+        };
+        (model, samples)
+    }
+
+    /// A residual block with batch norm (eval mode in every service), a few weights pruned.
+    fn residual() -> (Model, Samples) {
+        let spec = one_block();
+        let mut model = Model::new(spec.clone(), random_values(&spec, 5)).unwrap();
+        let keep: Vec<Vec<bool>> = model.prunable().map(|(_, w)| (0..w.len()).map(|i| i % 7 != 3).collect()).collect();
+        model.apply_masks(&keep, None).unwrap();
+        let n = 5;
+        let samples = Samples {
+            shape: spec.input,
+            images: random_images(n, 50, 6),
+            labels: (0..n).map(|i| (i % 3) as u32).collect(),
         };
         (model, samples)
     }
@@ -395,14 +410,24 @@ mod tests {
     #[test]
     fn hessian_matches_a_naive_unfold_for_every_prunable_layer() {
         let (model, samples) = tiny();
+        assert_hessians_match_naive_unfold(&model, &samples);
+    }
+
+    #[test]
+    fn hessian_of_a_residual_block_reads_each_layer_s_own_input() {
+        let (model, samples) = residual();
+        assert_hessians_match_naive_unfold(&model, &samples);
+    }
+
+    fn assert_hessians_match_naive_unfold(model: &Model, samples: &Samples) {
         let device = Default::default();
         let plan = Plan::new(model.spec()).unwrap();
         let params = upload::<Flex>(model.values(), &device);
         for (layer, &op_index) in plan.prunable_layers.iter().enumerate() {
-            let (hessian, n) = layer_input_hessian::<Flex>(&model, layer, &samples, &device).unwrap();
+            let (hessian, n) = layer_input_hessian::<Flex>(model, layer, samples, &device).unwrap();
             // The layer's inputs come from the forward pass, itself checked against naive
             // loops in network.rs; the unfolding and the accumulation are what is tested here.
-            let x = images_in::<Flex>(&samples, 0..samples.len(), &device);
+            let x = images_in::<Flex>(samples, 0..samples.len(), &device);
             let (x, dims) = match plan.forward(&params, x, op_index, None) {
                 Features::Map(x) => {
                     let dims = x.dims();
@@ -430,18 +455,30 @@ mod tests {
     #[test]
     fn per_sample_gradients_match_central_differences() {
         let (model, samples) = tiny();
-        let grads = per_sample_gradients::<B>(&model, &samples, 1, &Default::default()).unwrap();
+        assert_per_sample_gradients_match_central_differences(&model, &samples, &[0, 3, 6]);
+    }
+
+    /// Eval mode: batch norm with running statistics is an affine map per channel, and the
+    /// residual add sums the gradients of both branches into the block input.
+    #[test]
+    fn per_sample_gradients_through_batch_norm_and_a_residual_add_match_central_differences() {
+        let (model, samples) = residual();
+        assert_per_sample_gradients_match_central_differences(&model, &samples, &[0, 2, 4]);
+    }
+
+    fn assert_per_sample_gradients_match_central_differences(model: &Model, samples: &Samples, rows: &[usize]) {
+        let grads = per_sample_gradients::<B>(model, samples, 1, &Default::default()).unwrap();
         assert_eq!((grads.rows, grads.cols), (samples.len(), model.prunable_count()));
         let values = widen(model.values());
-        for s in [0, 3, 6] {
+        for &s in rows {
             let row = &grads.data[s * grads.cols..(s + 1) * grads.cols];
             let scale = row.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-            for (param, offset) in prunable_offsets(&model) {
+            for (param, offset) in prunable_offsets(model) {
                 for j in probes(values[param].len()) {
                     let fd = central_difference(|h| {
                         let mut v = values.clone();
                         v[param][j] += h;
-                        naive_loss(model.spec(), &v, &samples, s)
+                        naive_loss(model.spec(), &v, samples, s)
                     });
                     let got = row[offset + j] as f64;
                     assert!((got - fd).abs() <= 1e-4 * scale, "sample {s}, param {param}[{j}]: {got} vs {fd}");

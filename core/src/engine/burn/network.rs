@@ -1,17 +1,23 @@
-//! A network compiled from an [`ArchSpec`] at run time: a list of operations that index
-//! into flat parameter tensors, and a forward pass generic over the burn backend.
+//! A network compiled from an [`ArchSpec`] at run time: the nodes of its graph as
+//! operations that index into flat parameter tensors and read their inputs by node index,
+//! and a forward pass generic over the burn backend.
 //!
 //! Parameters travel as one flat `Tensor<_, 1>` per entry of [`ArchSpec::params`] and are
 //! reshaped at use. That keeps a runtime-built network free of burn's `Module` derive, lets
 //! one optimiser routine update every parameter alike, and makes "the input of layer `i`"
 //! and "weights times a mask" plain substitutions in the parameter list.
+//!
+//! A forward pass runs in eval mode unless it is given a [`Training`]: then dropout is
+//! active and batch normalisation uses the batch's statistics, leaving the running
+//! statistics it computed in the [`Training`] for the training step to store.
 
 use ::burn::tensor::backend::Backend;
 use ::burn::tensor::ops::ConvOptions;
 use ::burn::tensor::{Tensor, TensorData, activation, module};
 
+use super::batch_norm::{BatchNormParams, batch_norm_eval, batch_norm_train};
 use super::dropout::DropoutMasks;
-use crate::arch::{Activation, ArchSpec, LayerSpec, ParamSpec};
+use crate::arch::{Activation, ArchSpec, LayerSpec, ParamRole, ParamSpec, Source};
 use crate::engine::EngineError;
 
 /// One step of the forward pass.
@@ -39,6 +45,20 @@ pub(super) enum Op {
         /// `[out, in]`.
         shape: [usize; 2],
     },
+    /// Batch normalisation over channels (see `batch_norm.rs`).
+    BatchNorm {
+        /// Index of the scale `γ`; the shift, running mean and running variance follow it
+        /// in the parameter list.
+        scale: usize,
+        /// Added to the variance.
+        eps: f64,
+        /// Weight of the batch in the running statistics.
+        momentum: f64,
+    },
+    /// Elementwise sum of every input.
+    Add,
+    /// `[n, c, h, w]` to `[n, c, 1, 1]`, the mean over each map.
+    GlobalAvgPool,
     /// Max pooling.
     MaxPool {
         /// Window size.
@@ -57,24 +77,42 @@ pub(super) enum Op {
     Flatten,
     /// Elementwise activation.
     Activation(Activation),
-    /// Dropout, active only when the forward pass is given masks.
+    /// Dropout, active only in training.
     Dropout {
         /// Drop probability.
         p: f32,
     },
 }
 
-/// The operations of an [`ArchSpec`], with the parameter indices they use.
+/// The operations of an [`ArchSpec`]'s graph, with the parameter indices they use.
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
     /// The spec it was built from.
     pub spec: ArchSpec,
     /// Parameter descriptions, in [`ArchSpec::params`] order.
     pub params: Vec<ParamSpec>,
-    /// One op per spec layer.
+    /// One op per graph node (= spec layer), in topological order; the last is the output.
     pub ops: Vec<Op>,
+    /// What each op reads, in order.
+    pub inputs: Vec<Vec<Source>>,
     /// Index into `ops` (= spec layer index) of every prunable layer, in order.
     pub prunable_layers: Vec<usize>,
+}
+
+/// What a train-mode forward pass needs besides the parameters, and what it leaves behind.
+pub(super) struct Training<Bk: Backend> {
+    /// Dropout masks, drawn from the member's seed.
+    pub dropout: DropoutMasks,
+    /// `(parameter index, new value)` of every running statistic the last pass computed,
+    /// detached from the graph; the training step stores them and clears the list.
+    pub running: Vec<(usize, Tensor<Bk, 1>)>,
+}
+
+impl<Bk: Backend> Training<Bk> {
+    /// Training state for the member trained with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Training { dropout: DropoutMasks::new(seed), running: Vec::new() }
+    }
 }
 
 impl Plan {
@@ -83,29 +121,48 @@ impl Plan {
     /// # Errors
     /// [`EngineError::Mismatch`] when the spec is invalid.
     pub fn new(spec: &ArchSpec) -> Result<Plan, EngineError> {
-        let params = spec.params().map_err(|e| EngineError::Mismatch(e.to_string()))?;
-        let find =
-            |layer: usize, prunable: bool| params.iter().position(|p| p.layer == layer && p.prunable == prunable);
+        let invalid = |e: crate::arch::ArchError| EngineError::Mismatch(e.to_string());
+        let graph = spec.graph().map_err(invalid)?;
+        let params = spec.params().map_err(invalid)?;
+        let find = |layer: usize, role: ParamRole| params.iter().position(|p| p.layer == layer && p.role == role);
         let mut ops = Vec::with_capacity(spec.layers.len());
         let mut prunable_layers = Vec::new();
         for (i, layer) in spec.layers.iter().enumerate() {
             let op = match layer {
                 LayerSpec::Conv2d { stride, padding, .. } => {
-                    let weight = find(i, true).expect("a conv layer owns a weight");
+                    let weight = find(i, ParamRole::Weight).expect("a conv layer owns a weight");
                     let s = &params[weight].shape;
                     Op::Conv {
                         weight,
-                        bias: find(i, false),
+                        bias: find(i, ParamRole::Bias),
                         shape: [s[0], s[1], s[2], s[3]],
                         stride: *stride,
                         padding: *padding,
                     }
                 }
                 LayerSpec::Linear { .. } => {
-                    let weight = find(i, true).expect("a linear layer owns a weight");
+                    let weight = find(i, ParamRole::Weight).expect("a linear layer owns a weight");
                     let s = &params[weight].shape;
-                    Op::Linear { weight, bias: find(i, false), shape: [s[0], s[1]] }
+                    Op::Linear { weight, bias: find(i, ParamRole::Bias), shape: [s[0], s[1]] }
                 }
+                LayerSpec::BatchNorm2d { eps, momentum, .. } => {
+                    let scale = find(i, ParamRole::Scale).expect("a batch norm layer owns a scale");
+                    // `ArchSpec::params` lists scale, shift, running mean, running variance.
+                    let roles = [ParamRole::Scale, ParamRole::Shift, ParamRole::RunningMean, ParamRole::RunningVar];
+                    let in_order = params
+                        .get(scale..scale + 4)
+                        .is_some_and(|p| p.iter().zip(roles).all(|(p, role)| p.layer == i && p.role == role));
+                    if !in_order {
+                        return Err(EngineError::Mismatch(format!(
+                            "network '{}', layer {i}: batch norm tensors are not scale, shift, running mean, \
+                             running variance in a row",
+                            spec.name
+                        )));
+                    }
+                    Op::BatchNorm { scale, eps: *eps, momentum: *momentum }
+                }
+                LayerSpec::Add => Op::Add,
+                LayerSpec::GlobalAvgPool => Op::GlobalAvgPool,
                 LayerSpec::MaxPool { kernel, stride } => {
                     Op::MaxPool { kernel: *kernel, stride: stride.unwrap_or(*kernel) }
                 }
@@ -123,7 +180,8 @@ impl Plan {
             }
             ops.push(op);
         }
-        Ok(Plan { spec: spec.clone(), params, ops, prunable_layers })
+        let inputs = graph.nodes.into_iter().map(|n| n.inputs).collect();
+        Ok(Plan { spec: spec.clone(), params, ops, inputs, prunable_layers })
     }
 
     /// Indices into the parameter list of the prunable weights, in layer order.
@@ -131,9 +189,14 @@ impl Plan {
         self.params.iter().enumerate().filter(|(_, p)| p.prunable).map(|(i, _)| i)
     }
 
+    /// Whether parameter `i` is trained by the optimiser (buffers are not).
+    pub fn is_trained(&self, i: usize) -> bool {
+        !self.params[i].role.is_buffer()
+    }
+
     /// Logits of a batch.
     ///
-    /// `dropout` masks are drawn only when given (training).
+    /// Eval mode unless `training` is given (see the module documentation).
     ///
     /// # Shapes
     /// - `params[i]`: `[numel of params[i]]`
@@ -143,58 +206,134 @@ impl Plan {
         &self,
         params: &[Tensor<Bk, 1>],
         x: Tensor<Bk, 4>,
-        dropout: Option<&mut DropoutMasks>,
+        training: Option<&mut Training<Bk>>,
     ) -> Tensor<Bk, 2> {
-        match self.forward(params, x, self.ops.len(), dropout) {
-            Features::Flat(y) => y,
-            Features::Map(_) => unreachable!("a valid spec ends in flat features"),
+        let last = self.ops.len() - 1;
+        match self.run(params, x, self.ops.len(), Some(last), training) {
+            Some(Features::Flat(y)) => y,
+            _ => unreachable!("a valid spec ends in flat features"),
         }
     }
 
-    /// The activations after the first `until` layers (the input of layer `until`).
+    /// The input of node `node` (a one-input node, such as every prunable layer).
     ///
     /// # Shapes
     /// - `params[i]`: `[numel of params[i]]`
     /// - `x`: `[batch, c, h, w]`
-    /// - returns `[batch, c', h', w']` or `[batch, features]`, whichever layer `until` takes
+    /// - returns `[batch, c', h', w']` or `[batch, features]`, whichever node `node` takes
     pub fn forward<Bk: Backend>(
         &self,
         params: &[Tensor<Bk, 1>],
         x: Tensor<Bk, 4>,
-        until: usize,
-        mut dropout: Option<&mut DropoutMasks>,
+        node: usize,
+        training: Option<&mut Training<Bk>>,
     ) -> Features<Bk> {
-        let mut h = Features::Map(x);
-        for op in &self.ops[..until] {
-            h = match (op, h) {
-                (&Op::Conv { weight, bias, shape, stride, padding }, Features::Map(x)) => {
-                    let w = params[weight].clone().reshape(shape);
-                    let b = bias.map(|b| params[b].clone());
-                    let options = ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1);
-                    Features::Map(module::conv2d(x, w, b, options))
-                }
-                (&Op::Linear { weight, bias, shape }, Features::Flat(x)) => {
-                    // burn's `linear` takes the weight as `[in, out]`; ours is PyTorch's `[out, in]`.
-                    let w = params[weight].clone().reshape(shape).transpose();
-                    Features::Flat(module::linear(x, w, bias.map(|b| params[b].clone())))
-                }
-                (&Op::MaxPool { kernel, stride }, Features::Map(x)) => {
-                    Features::Map(module::max_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], [1, 1], false))
-                }
-                (&Op::AvgPool { kernel, stride }, Features::Map(x)) => {
-                    Features::Map(module::avg_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], true, false))
-                }
-                (Op::Flatten, Features::Map(x)) => Features::Flat(x.flatten(1, 3)),
-                (Op::Flatten, flat @ Features::Flat(_)) => flat,
-                (&Op::Activation(a), h) => h.activate(a),
-                (&Op::Dropout { p }, h) => match dropout.as_deref_mut() {
-                    Some(masks) if p > 0.0 => h.drop_out(masks, p),
-                    _ => h,
-                },
-                (op, _) => unreachable!("{op:?} does not fit its input in a valid spec"),
-            };
+        match self.inputs[node][0] {
+            Source::Network => Features::Map(x),
+            Source::Node(j) => self.run(params, x, j + 1, Some(j), training).expect("node j is computed and kept"),
         }
-        h
+    }
+
+    /// Runs nodes `0..until` and returns the output of node `keep`, if given. A node's
+    /// output is dropped after its last reader among those nodes, so that a deep network
+    /// holds only the activations still needed (autodiff keeps what backward needs).
+    fn run<Bk: Backend>(
+        &self,
+        params: &[Tensor<Bk, 1>],
+        x: Tensor<Bk, 4>,
+        until: usize,
+        keep: Option<usize>,
+        mut training: Option<&mut Training<Bk>>,
+    ) -> Option<Features<Bk>> {
+        let mut last_reader = vec![0; until];
+        for (i, inputs) in self.inputs[..until].iter().enumerate() {
+            for &source in inputs {
+                if let Source::Node(j) = source {
+                    last_reader[j] = i;
+                }
+            }
+        }
+        let mut outputs: Vec<Option<Features<Bk>>> = Vec::with_capacity(until);
+        for (i, op) in self.ops[..until].iter().enumerate() {
+            let read = |outputs: &[Option<Features<Bk>>], source: Source| match source {
+                Source::Network => Features::Map(x.clone()),
+                Source::Node(j) => outputs[j].clone().expect("a node is kept until its last reader"),
+            };
+            let inputs: Vec<Features<Bk>> = self.inputs[i].iter().map(|&s| read(&outputs, s)).collect();
+            for &source in &self.inputs[i] {
+                if let Source::Node(j) = source
+                    && last_reader[j] == i
+                    && keep != Some(j)
+                {
+                    outputs[j] = None;
+                }
+            }
+            outputs.push(Some(self.apply(i, op, params, inputs, training.as_deref_mut())));
+        }
+        keep.and_then(|k| outputs[k].take())
+    }
+
+    /// Node `i`'s op on its inputs.
+    fn apply<Bk: Backend>(
+        &self,
+        i: usize,
+        op: &Op,
+        params: &[Tensor<Bk, 1>],
+        mut inputs: Vec<Features<Bk>>,
+        training: Option<&mut Training<Bk>>,
+    ) -> Features<Bk> {
+        if let Op::Add = op {
+            let first = inputs.remove(0);
+            return inputs.into_iter().fold(first, Features::add);
+        }
+        let h = inputs.pop().expect("a one-input node has its input");
+        match (op, h) {
+            (&Op::Conv { weight, bias, shape, stride, padding }, Features::Map(x)) => {
+                let w = params[weight].clone().reshape(shape);
+                let b = bias.map(|b| params[b].clone());
+                let options = ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1);
+                Features::Map(module::conv2d(x, w, b, options))
+            }
+            (&Op::Linear { weight, bias, shape }, Features::Flat(x)) => {
+                // burn's `linear` takes the weight as `[in, out]`; ours is PyTorch's `[out, in]`.
+                let w = params[weight].clone().reshape(shape).transpose();
+                Features::Flat(module::linear(x, w, bias.map(|b| params[b].clone())))
+            }
+            (&Op::BatchNorm { scale, eps, momentum }, Features::Map(x)) => {
+                let bn = BatchNormParams {
+                    scale: params[scale].clone(),
+                    shift: params[scale + 1].clone(),
+                    mean: params[scale + 2].clone(),
+                    var: params[scale + 3].clone(),
+                    eps,
+                    momentum,
+                };
+                match training {
+                    Some(training) => {
+                        let (y, running) = batch_norm_train(x, &bn);
+                        training.running.push((scale + 2, running.mean));
+                        training.running.push((scale + 3, running.var));
+                        Features::Map(y)
+                    }
+                    None => Features::Map(batch_norm_eval(x, &bn)),
+                }
+            }
+            (Op::GlobalAvgPool, Features::Map(x)) => Features::Map(x.mean_dims(&[2, 3])),
+            (&Op::MaxPool { kernel, stride }, Features::Map(x)) => {
+                Features::Map(module::max_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], [1, 1], false))
+            }
+            (&Op::AvgPool { kernel, stride }, Features::Map(x)) => {
+                Features::Map(module::avg_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], true, false))
+            }
+            (Op::Flatten, Features::Map(x)) => Features::Flat(x.flatten(1, 3)),
+            (Op::Flatten, flat @ Features::Flat(_)) => flat,
+            (&Op::Activation(a), h) => h.activate(a),
+            (&Op::Dropout { p }, h) => match training {
+                Some(training) if p > 0.0 => h.drop_out(&mut training.dropout, p),
+                _ => h,
+            },
+            (op, _) => unreachable!("node {i}: {op:?} does not fit its input in a valid spec"),
+        }
     }
 }
 
@@ -212,6 +351,15 @@ impl<Bk: Backend> Features<Bk> {
         match self {
             Features::Map(x) => Features::Map(activate(x, a)),
             Features::Flat(x) => Features::Flat(activate(x, a)),
+        }
+    }
+
+    /// Elementwise sum; a valid spec adds only equal shapes.
+    fn add(self, other: Self) -> Self {
+        match (self, other) {
+            (Features::Map(a), Features::Map(b)) => Features::Map(a + b),
+            (Features::Flat(a), Features::Flat(b)) => Features::Flat(a + b),
+            _ => unreachable!("a valid spec adds features of one shape"),
         }
     }
 
@@ -300,81 +448,106 @@ pub(super) mod tests {
         download(plan.logits(&params, x, None))
     }
 
-    /// A direct f64 forward pass (logits of one image): nested loops, no im2col, no burn.
+    /// A direct f64 forward pass (logits of one image) in eval mode: nested loops over the
+    /// graph's nodes, no im2col, no burn.
     pub(in crate::engine::burn) fn naive_forward(spec: &ArchSpec, values: &[Vec<f64>], image: &[f32]) -> Vec<f64> {
         let plan = Plan::new(spec).unwrap();
-        let [mut c, mut h, mut w] = spec.input;
-        let mut x: Vec<f64> = image.iter().map(|&v| v as f64).collect();
+        let graph = spec.graph().unwrap();
+        let network: Vec<f64> = image.iter().map(|&v| v as f64).collect();
+        let mut outputs: Vec<Vec<f64>> = Vec::new();
+        for (op, node) in plan.ops.iter().zip(&graph.nodes) {
+            let inputs: Vec<&[f64]> = node
+                .inputs
+                .iter()
+                .map(|&s| match s {
+                    Source::Network => network.as_slice(),
+                    Source::Node(j) => outputs[j].as_slice(),
+                })
+                .collect();
+            let (c, h, w) = match node.input {
+                crate::arch::FeatureShape::Map { c, h, w } => (c, h, w),
+                crate::arch::FeatureShape::Flat(n) => (n, 1, 1),
+            };
+            let y = naive_op(op, values, &inputs, (c, h, w));
+            outputs.push(y);
+        }
+        outputs.pop().unwrap()
+    }
+
+    /// One op of [`naive_forward`] on inputs of shape `(c, h, w)` (flat: `(n, 1, 1)`).
+    fn naive_op(op: &Op, values: &[Vec<f64>], inputs: &[&[f64]], (c, h, w): (usize, usize, usize)) -> Vec<f64> {
         let val = |i: usize, j: usize| values[i][j];
-        for op in &plan.ops {
-            match *op {
-                Op::Conv { weight, bias, shape: [o, ci, k, _], stride, padding } => {
-                    let oh = (h + 2 * padding - k) / stride + 1;
-                    let ow = (w + 2 * padding - k) / stride + 1;
-                    let mut y = vec![0.0; o * oh * ow];
-                    for oc in 0..o {
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                let mut s = bias.map_or(0.0, |b| val(b, oc));
-                                for ic in 0..ci {
-                                    for ky in 0..k {
-                                        for kx in 0..k {
-                                            let iy = (oy * stride + ky) as isize - padding as isize;
-                                            let ix = (ox * stride + kx) as isize - padding as isize;
-                                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                                continue;
-                                            }
-                                            let xv = x[(ic * h + iy as usize) * w + ix as usize];
-                                            s += val(weight, ((oc * ci + ic) * k + ky) * k + kx) * xv;
+        let x = inputs[0];
+        match *op {
+            Op::Conv { weight, bias, shape: [o, ci, k, _], stride, padding } => {
+                let oh = (h + 2 * padding - k) / stride + 1;
+                let ow = (w + 2 * padding - k) / stride + 1;
+                let mut y = vec![0.0; o * oh * ow];
+                for oc in 0..o {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut s = bias.map_or(0.0, |b| val(b, oc));
+                            for ic in 0..ci {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let iy = (oy * stride + ky) as isize - padding as isize;
+                                        let ix = (ox * stride + kx) as isize - padding as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                            continue;
                                         }
+                                        let xv = x[(ic * h + iy as usize) * w + ix as usize];
+                                        s += val(weight, ((oc * ci + ic) * k + ky) * k + kx) * xv;
                                     }
                                 }
-                                y[(oc * oh + oy) * ow + ox] = s;
                             }
-                        }
-                    }
-                    (c, h, w, x) = (o, oh, ow, y);
-                }
-                Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
-                    let max = matches!(op, Op::MaxPool { .. });
-                    let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
-                    let mut y = vec![0.0; c * oh * ow];
-                    for ch in 0..c {
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                let window = (0..kernel * kernel)
-                                    .map(|t| x[(ch * h + oy * stride + t / kernel) * w + ox * stride + t % kernel]);
-                                y[(ch * oh + oy) * ow + ox] = if max {
-                                    window.fold(f64::NEG_INFINITY, f64::max)
-                                } else {
-                                    window.sum::<f64>() / (kernel * kernel) as f64
-                                };
-                            }
-                        }
-                    }
-                    (h, w, x) = (oh, ow, y);
-                }
-                Op::Linear { weight, bias, shape: [o, i] } => {
-                    x = (0..o)
-                        .map(|r| {
-                            bias.map_or(0.0, |b| val(b, r)) + (0..i).map(|j| val(weight, r * i + j) * x[j]).sum::<f64>()
-                        })
-                        .collect();
-                }
-                Op::Flatten | Op::Dropout { .. } => {}
-                Op::Activation(a) => {
-                    for v in &mut x {
-                        *v = match a {
-                            Activation::Relu => v.max(0.0),
-                            Activation::Tanh => v.tanh(),
-                            Activation::Sigmoid => 1.0 / (1.0 + (-*v).exp()),
-                            Activation::Gelu => 0.5 * *v * (1.0 + erf(*v / std::f64::consts::SQRT_2)),
+                            y[(oc * oh + oy) * ow + ox] = s;
                         }
                     }
                 }
+                y
             }
+            Op::MaxPool { kernel, stride } | Op::AvgPool { kernel, stride } => {
+                let max = matches!(op, Op::MaxPool { .. });
+                let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
+                let mut y = vec![0.0; c * oh * ow];
+                for ch in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let window = (0..kernel * kernel)
+                                .map(|t| x[(ch * h + oy * stride + t / kernel) * w + ox * stride + t % kernel]);
+                            y[(ch * oh + oy) * ow + ox] = if max {
+                                window.fold(f64::NEG_INFINITY, f64::max)
+                            } else {
+                                window.sum::<f64>() / (kernel * kernel) as f64
+                            };
+                        }
+                    }
+                }
+                y
+            }
+            Op::Linear { weight, bias, shape: [o, i] } => (0..o)
+                .map(|r| bias.map_or(0.0, |b| val(b, r)) + (0..i).map(|j| val(weight, r * i + j) * x[j]).sum::<f64>())
+                .collect(),
+            Op::BatchNorm { scale, eps, .. } => (0..c * h * w)
+                .map(|t| {
+                    let ch = t / (h * w);
+                    let (g, b, m, v) = (val(scale, ch), val(scale + 1, ch), val(scale + 2, ch), val(scale + 3, ch));
+                    g * (x[t] - m) / (v + eps).sqrt() + b
+                })
+                .collect(),
+            Op::Add => (0..x.len()).map(|t| inputs.iter().map(|input| input[t]).sum()).collect(),
+            Op::GlobalAvgPool => x.chunks(h * w).map(|map| map.iter().sum::<f64>() / (h * w) as f64).collect(),
+            Op::Flatten | Op::Dropout { .. } => x.to_vec(),
+            Op::Activation(a) => x
+                .iter()
+                .map(|&v| match a {
+                    Activation::Relu => v.max(0.0),
+                    Activation::Tanh => v.tanh(),
+                    Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+                    Activation::Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
+                })
+                .collect(),
         }
-        x
     }
 
     /// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, far inside the
@@ -461,7 +634,74 @@ pub(super) mod tests {
                 v.iter_mut().for_each(|x| *x = rng.random_range(-0.1..0.1));
             }
         }
+        // Batch norm away from the identity: scales and variances in a range that keeps
+        // activations O(1), means large enough to matter.
+        for op in &Plan::new(spec).unwrap().ops {
+            if let &Op::BatchNorm { scale, .. } = op {
+                values[scale].iter_mut().for_each(|x| *x = rng.random_range(0.5..1.5));
+                values[scale + 2].iter_mut().for_each(|x| *x = rng.random_range(-0.5..0.5));
+                values[scale + 3].iter_mut().for_each(|x| *x = rng.random_range(0.5..2.0));
+            }
+        }
         values
+    }
+
+    /// Two 1×1 convs of the network's input, added, pooled and read out through an
+    /// identity linear layer: every number below is checked by hand.
+    #[test]
+    fn add_and_global_avg_pool_forward_match_hand_computation() {
+        let spec = ArchSpec::from_json(
+            r#"{"name":"sum","input":[1,2,2],"classes":2,"layers":[
+                {"type":"conv2d","name":"a","out_channels":2,"kernel":1,"bias":false},
+                {"type":"conv2d","name":"b","out_channels":2,"kernel":1,"bias":false,"inputs":["input"]},
+                {"type":"add","name":"sum","inputs":["a","b"]},
+                {"type":"global_avgpool"},{"type":"flatten"},
+                {"type":"linear","out_features":2,"bias":false}]}"#,
+        )
+        .unwrap();
+        let values = vec![vec![2.0, -1.0], vec![0.5, 3.0], vec![1.0, 0.0, 0.0, 1.0]];
+        // a = [2, 4, 6, 8 | -1, -2, -3, -4], b = [0.5, 1, 1.5, 2 | 3, 6, 9, 12],
+        // a + b = [2.5, 5, 7.5, 10 | 2, 4, 6, 8], pooled [6.25, 5].
+        let got = logits_of(&spec, &values, &[1.0, 2.0, 3.0, 4.0], 1);
+        // Small integers and quarters are exact in f32.
+        assert_eq!(got, vec![6.25, 5.0]);
+
+        // The input of node `b` is the network's input, not node `a`'s output.
+        let plan = Plan::new(&spec).unwrap();
+        let device = Default::default();
+        let x = Tensor::<Bk, 4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
+        let Features::Map(input) = plan.forward(&upload::<Bk>(&values, &device), x, 1, None) else {
+            panic!("a conv reads a map")
+        };
+        assert_eq!(download(input), vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    /// conv → bn → relu → conv → bn → add (block input) → relu → global pool → linear.
+    pub(in crate::engine::burn) fn one_block() -> ArchSpec {
+        ArchSpec::from_json(
+            r#"{"name":"one-block","input":[2,5,5],"classes":3,"layers":[
+                {"type":"conv2d","name":"stem","out_channels":3,"kernel":3,"padding":1},
+                {"type":"relu","name":"block_in"},
+                {"type":"conv2d","name":"conv1","out_channels":3,"kernel":3,"padding":1,"bias":false},
+                {"type":"batchnorm2d","name":"bn1"},
+                {"type":"relu"},
+                {"type":"conv2d","name":"conv2","out_channels":3,"kernel":3,"padding":1,"bias":false},
+                {"type":"batchnorm2d","name":"bn2"},
+                {"type":"add","name":"sum","inputs":["bn2","block_in"]},
+                {"type":"relu"},
+                {"type":"global_avgpool"},{"type":"flatten"},
+                {"type":"linear","name":"fc","out_features":3}]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn residual_block_with_batch_norm_matches_naive_loops_in_eval_mode() {
+        let spec = one_block();
+        let values = random_values(&spec, 9);
+        let d: usize = spec.input.iter().product();
+        assert_eq!(logits_of(&spec, &values, &random_images(5, d, 1), 5).len(), 5 * 3);
+        assert_matches_naive(&spec, &values, 4);
     }
 
     #[test]

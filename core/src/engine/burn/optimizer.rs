@@ -3,8 +3,10 @@
 //! Written out rather than taken from `burn::optim`, whose optimisers expect a
 //! `#[derive(Module)]` record; here the network is built at run time from a spec. The
 //! update rules are PyTorch's (`torch.optim.Adam`, `torch.optim.SGD` with dampening 0),
-//! L2 weight decay added to the gradient of every parameter, so a zoo trained here matches
-//! one trained there given the same data order.
+//! L2 weight decay added to the gradient of every trained parameter (biases and batch norm
+//! scales and shifts included, as `torch.optim` does with one parameter group), so a zoo
+//! trained here matches one trained there given the same data order. Tensors without a
+//! gradient (batch norm buffers) are left alone.
 
 use ::burn::tensor::Tensor;
 use ::burn::tensor::backend::Backend;
@@ -40,13 +42,15 @@ impl<Bk: Backend> OptimizerState<Bk> {
         }
     }
 
-    /// One update of every parameter from its gradient.
+    /// One update of every parameter from its gradient; a parameter whose gradient is
+    /// `None` is not trained and stays as it is.
     ///
     /// # Shapes
     /// - `params[i]`, `grads[i]`: the same `[numel]`
-    pub fn step(&mut self, params: &mut [Tensor<Bk, 1>], grads: Vec<Tensor<Bk, 1>>) {
+    pub fn step(&mut self, params: &mut [Tensor<Bk, 1>], grads: Vec<Option<Tensor<Bk, 1>>>) {
         self.steps += 1;
         for (i, (w, g)) in params.iter_mut().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
             let g = if self.weight_decay != 0.0 { g + w.clone().mul_scalar(self.weight_decay) } else { g };
             let delta = match self.kind {
                 Optimizer::Adam => self.adam(i, g),
@@ -101,7 +105,7 @@ mod tests {
         let mut params = vec![Tensor::<Flex, 1>::from_data(TensorData::new(vec![1.0f32], [1]), &device)];
         let mut state = OptimizerState::new(kind, 0.1, 0.5, 1);
         for &g in grads {
-            state.step(&mut params, vec![Tensor::from_data(TensorData::new(vec![g], [1]), &device)]);
+            state.step(&mut params, vec![Some(Tensor::from_data(TensorData::new(vec![g], [1]), &device))]);
         }
         params[0].to_data().to_vec::<f32>().unwrap()[0]
     }

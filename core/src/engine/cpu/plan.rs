@@ -164,6 +164,7 @@ impl Plan {
     /// # Errors
     /// [`EngineError::Mismatch`] when the spec is invalid.
     pub fn new(spec: &ArchSpec) -> Result<Plan, EngineError> {
+        spec.check_sequential("cpu").map_err(EngineError::Mismatch)?;
         let invalid = |e: crate::arch::ArchError| EngineError::Mismatch(e.to_string());
         let inputs = spec.input_shapes().map_err(invalid)?;
         let outputs = spec.shapes().map_err(invalid)?;
@@ -185,6 +186,9 @@ impl Plan {
             let (c, h, w) = dims(inputs[i]);
             let (oc, oh, ow) = dims(outputs[i]);
             let op = match layer {
+                LayerSpec::BatchNorm2d { .. } | LayerSpec::Add | LayerSpec::GlobalAvgPool => {
+                    return Err(EngineError::Mismatch(format!("engine 'cpu' cannot run layer {i} of '{}'", spec.name)));
+                }
                 LayerSpec::Conv2d { kernel, stride, padding, .. } => dense(
                     i,
                     &params,

@@ -82,6 +82,9 @@ pub(crate) fn activations(spec: &ArchSpec, params: &Params, image: &[f32]) -> Ve
                 y
             }
             LayerSpec::Flatten | LayerSpec::Dropout { .. } => x,
+            LayerSpec::BatchNorm2d { .. } | LayerSpec::Add | LayerSpec::GlobalAvgPool => {
+                panic!("the reference runs sequential networks; '{}' is a graph", spec.name)
+            }
             LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Gelu | LayerSpec::Sigmoid => {
                 let a = layer.activation().unwrap();
                 x.iter()
