@@ -232,9 +232,26 @@ pub struct BenchArgs {
     /// machine's memory).
     #[arg(long, value_name = "MIB", allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub worker_memory: Option<u64>,
+    /// Batch normalisation statistics of the pruned networks.
+    #[command(flatten)]
+    pub bn: BnArgs,
     /// Stop after this many new rows (simulates an interrupted run; for tests).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+}
+
+/// What happens to a pruned network's batch normalisation statistics before it is
+/// evaluated (networks without batch normalisation are unaffected).
+#[derive(Debug, Clone, Default, Args)]
+pub struct BnArgs {
+    /// Correct the batch normalisation statistics of the pruned network from its weights
+    /// alone (data-free): per-channel means and variances propagated through the graph.
+    #[arg(long)]
+    pub bn_correct: bool,
+    /// Re-estimate the batch normalisation statistics of the pruned network from N training
+    /// images (no weight changes; counted as data use).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::values::count_u64)]
+    pub bn_recalibrate: Option<u64>,
 }
 
 /// Where plugin calls run.
@@ -517,6 +534,10 @@ pub struct PruneArgs {
     /// Calibration samples for pruners that ask for the default.
     #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = crate::values::count_u64)]
     pub calib_samples: u64,
+    /// Batch normalisation statistics of the pruned network (saved with it);
+    /// `--bn-recalibrate` needs --dataset.
+    #[command(flatten)]
+    pub bn: BnArgs,
     /// Print dense and pruned test accuracy side by side (needs --dataset).
     #[arg(long, requires = "dataset")]
     pub eval: bool,
@@ -554,6 +575,9 @@ pub struct EvalArgs {
     /// Masks file written by `hyperprune prune` (u8, 1 = kept); applied before evaluating.
     #[arg(long)]
     pub masks: Option<PathBuf>,
+    /// Batch normalisation statistics after the masks are applied.
+    #[command(flatten)]
+    pub bn: BnArgs,
     /// Dataset.
     #[command(flatten)]
     pub data: DataArgs,

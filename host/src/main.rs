@@ -5,6 +5,7 @@
 //! other failures with 1.
 
 mod bench;
+mod bn_stats;
 mod calibration;
 mod cli;
 mod clock;

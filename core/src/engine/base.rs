@@ -215,6 +215,31 @@ pub trait Engine: Send + Sync {
         samples: &Samples,
         temperature: f64,
     ) -> Result<(f64, Vec<f32>), EngineError>;
+
+    /// `model` with every batch normalisation's running mean and variance re-estimated from
+    /// `samples` (weights, scales and shifts unchanged): each batch norm's statistics are the
+    /// mean and unbiased variance of its input over all samples, in train-mode forward passes
+    /// (each batch norm normalising with its batch's statistics, as PyTorch does when
+    /// recalibrating with momentum None). A model without batch normalisation is returned as it is.
+    ///
+    /// "Over all samples" is meant exactly. Up to 1024 samples pass in one batch, and the
+    /// result is then PyTorch's (`momentum=None`, one batch of every sample). More samples pass
+    /// in mini-batches of nearly equal size (at most 1024, at least 512), and a batch norm's
+    /// statistics are the pooled mean and unbiased variance of all the values per channel its
+    /// input took in those passes (`n·h·w` of them), not PyTorch's plain average of per-batch
+    /// means and of per-batch unbiased variances: that average weighs a short last batch as
+    /// much as a full one and leaves out the spread of the batch means, so it depends on how
+    /// the samples were cut. Here the batches matter only through the batch statistics that
+    /// earlier batch norms normalise with; the first batch norm's statistics do not depend on
+    /// them at all. Dropout stays inactive: the statistics are those of the network that will
+    /// be evaluated.
+    ///
+    /// # Errors
+    /// [`EngineError::Mismatch`] on a shape mismatch or when a batch norm would see fewer than
+    /// two values per channel (no samples, or one sample and a 1×1 map: no unbiased variance);
+    /// [`EngineError::Mismatch`] or [`EngineError::Unsupported`] when the engine cannot run a
+    /// network with batch normalisation.
+    fn recalibrate_batchnorm(&self, model: &Model, samples: &Samples) -> Result<Model, EngineError>;
 }
 
 /// Checks a distillation temperature (shared by every engine).

@@ -59,6 +59,8 @@ pub struct Bench<'a> {
     pub jobs: usize,
     /// Where `prune` calls run: None in this process, else in supervised workers.
     pub isolation: Option<IsolatedRun>,
+    /// What happens to the pruned networks' batch normalisation statistics.
+    pub bn_stats: crate::bn_stats::BnStats,
 }
 
 /// What a bench's workers need besides each pruner's own setup.
@@ -98,6 +100,11 @@ impl Bench<'_> {
     fn skeleton(&self, task: &Task) -> ResultRow {
         let member = &self.members[task.member];
         let pruner = &self.pruners[task.pruner];
+        let mut options = pruner.options.clone();
+        if let (Some(bn), serde_json::Value::Object(map)) = (self.bn_stats.option(), &mut options) {
+            map.insert("bn_stats".into(), bn.into());
+        }
+        let data = if self.bn_stats.uses_data() { crate::results::DataUse::Train } else { pruner.data_use() };
         ResultRow {
             zoo: self.zoo.clone(),
             member: member.info.id.clone(),
@@ -105,7 +112,7 @@ impl Bench<'_> {
             dataset: self.dataset.name.clone(),
             pruner: pruner.name().to_string(),
             pruner_version: pruner.plugin.info.version.clone(),
-            options: pruner.options.clone(),
+            options,
             fit_zoo: pruner.fit_zoo.clone(),
             fit: pruner.fit.clone(),
             seed: self.request.seed,
@@ -122,7 +129,7 @@ impl Bench<'_> {
             retention: None,
             prune_seconds: None,
             calib_samples: 0,
-            data: pruner.data_use(),
+            data,
             status: Status::Error,
             error: None,
         }
@@ -207,6 +214,7 @@ impl Bench<'_> {
         let member = &self.members[task.member];
         let outcome = self.outcome(task, cancel, workers, row)?;
         let pruned = outcome.apply(&member.model)?;
+        let pruned = self.bn_stats.apply(self.engine, &member.model, pruned, Some(self.split))?;
         let c = compression(&pruned);
         row.achieved_sparsity = Some(outcome.achieved_sparsity());
         row.achieved_compression = Some(c.compression);

@@ -62,6 +62,7 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
     let zoo = Zoo::open(&zoo_dir).map_err(bad_input)?;
     let split: Split = args.split.parse().map_err(bad_input)?;
     let sparsities = sparsities(args)?;
+    let bn_stats = crate::bn_stats::BnStats::from_args(args.bn.bn_correct, args.bn.bn_recalibrate)?;
     let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose().map_err(bad_input)?;
     let mut pruners = configure_pruners(&registry, &args.pruners, &args.options, probing.as_ref())?;
     if args.pruners.iter().any(|n| n == "all") && zoo.members(Split::Train).is_empty() {
@@ -159,6 +160,7 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
         calib_samples: args.calib_samples,
         jobs: args.jobs,
         isolation: isolated,
+        bn_stats,
     };
     let all = tasks(bench.members.len(), bench.pruners.len(), &sparsities, shard);
     let existing = read_rows(&results_path)?;

@@ -67,6 +67,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             isolate: Default::default(),
             timeout: 600.0,
             worker_memory: None,
+            bn: Default::default(),
             stop_after: None,
         },
     )

@@ -12,6 +12,8 @@ use crate::failure::bad_input;
 /// Bad input: model, arch, masks file, dataset, or a model that does not fit the dataset.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut model = crate::inputs::model(&args.model, args.arch.as_deref())?;
+    let bn_stats = crate::bn_stats::BnStats::from_args(args.bn.bn_correct, args.bn.bn_recalibrate)?;
+    let dense = model.clone();
     if let Some(masks) = &args.masks {
         let keep = read_masks(masks, &model).map_err(bad_input)?;
         model.apply_masks(&keep, None).map_err(|e| bad_input(format!("{}: {e}", masks.display())))?;
@@ -20,6 +22,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     crate::inputs::check_fits(model.spec(), &data)?;
     crate::engines::check_runs(args.exec.engine, &args.exec.device, model.spec())?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
+    let split = crate::calibration::TrainSplit::new(&data.train);
+    let model = bn_stats.apply(engine.as_ref(), &dense, model, Some(&split)).map_err(anyhow::Error::msg)?;
     let eval = engine.evaluate(&[&model], &data.test)?.remove(0);
     let c = compression(&model);
     match args.format {

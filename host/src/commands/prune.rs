@@ -30,6 +30,12 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         )));
     }
     let request = request_from(&args.request, args.sparsity)?;
+    let bn_stats = crate::bn_stats::BnStats::from_args(args.bn.bn_correct, args.bn.bn_recalibrate)?;
+    if bn_stats.uses_data() && args.dataset.is_none() {
+        return Err(crate::failure::bad_input(
+            "--bn-recalibrate draws training images: pass --dataset NAME (or --bn-correct, which needs none)",
+        ));
+    }
     let masks_path = masks_path(&args.out);
     let mut inputs = vec![("--model", args.model.as_path())];
     if let Some(arch) = args.arch.as_deref().map(Path::new).filter(|p| p.is_file()) {
@@ -101,6 +107,7 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     }
     let (outcome, elapsed) = (last.expect("--repeat is at least 1"), times[times.len() - 1]);
     let pruned = outcome.apply(&model).map_err(anyhow::Error::msg)?;
+    let pruned = bn_stats.apply(engine.as_ref(), &model, pruned, split.as_ref()).map_err(anyhow::Error::msg)?;
 
     write_atomic(&masks_path, &masks_bytes(&model, &outcome)).with_context(|| "writing the masks")?;
     if let Err(e) = pruned.save(&args.out) {
@@ -108,6 +115,15 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         return Err(e).context("writing the pruned model");
     }
     print_summary(&model, &outcome, args.sparsity);
+    match bn_stats {
+        crate::bn_stats::BnStats::Stale => {}
+        crate::bn_stats::BnStats::Correct => {
+            println!("batch normalisation statistics corrected from the pruned weights (data-free)")
+        }
+        crate::bn_stats::BnStats::Recalibrate(n) => {
+            println!("batch normalisation statistics re-estimated from {n} training images")
+        }
+    }
     if let (true, Some(d)) = (args.eval, &data) {
         let evals = engine.evaluate(&[&model, &pruned], &d.test)?;
         println!(

@@ -17,6 +17,7 @@ mod calibration;
 mod dropout;
 mod network;
 mod optimizer;
+mod recalibration;
 mod train;
 
 use std::marker::PhantomData;
@@ -140,6 +141,10 @@ impl<B: AutodiffBackend> Engine for BurnEngine<B> {
         temperature: f64,
     ) -> Result<(f64, Vec<f32>), EngineError> {
         calibration::masked_distill_loss_and_grad::<B>(model, soft_mask, samples, temperature, &self.device)
+    }
+
+    fn recalibrate_batchnorm(&self, model: &Model, samples: &Samples) -> Result<Model, EngineError> {
+        recalibration::recalibrate_batchnorm::<B::InnerBackend>(model, samples, &self.device)
     }
 }
 

@@ -133,6 +133,18 @@ impl Engine for CpuEngine {
     ) -> Result<(f64, Vec<f32>), EngineError> {
         calibration::masked_distill_loss_and_grad(self.threads, model, soft_mask, samples, temperature)
     }
+
+    /// Nothing to re-estimate without batch normalisation: the model as it is. A network with
+    /// batch normalisation is one this engine cannot run, and it says so as everywhere else.
+    fn recalibrate_batchnorm(&self, model: &Model, samples: &Samples) -> Result<Model, EngineError> {
+        let spec = model.spec();
+        if spec.layers.iter().any(|l| matches!(l, crate::LayerSpec::BatchNorm2d { .. })) {
+            plan::Plan::new(spec)?;
+            return Err(EngineError::Unsupported { engine: "cpu", what: "batch normalisation".into() });
+        }
+        crate::engine::base::check_samples(spec, samples)?;
+        Ok(model.clone())
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +232,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Without batch normalisation there is nothing to re-estimate; with it, the network is
+    /// one this engine cannot run, and the refusal is the one every other method gives.
+    #[test]
+    fn recalibrating_batch_norm_returns_a_plain_model_and_refuses_a_resnet() {
+        let engine = CpuEngine::with_threads(2);
+        let spec = tiny_spec();
+        let model = random_model(&spec, 3);
+        let samples = random_samples(spec.input, 5, spec.classes, 4);
+        assert_eq!(engine.recalibrate_batchnorm(&model, &samples).unwrap(), model);
+        let resnet = crate::preset("resnet:depth=8,width=8,input=1x8x8").unwrap();
+        let model = Model::zeros(resnet.clone()).unwrap();
+        let samples = random_samples(resnet.input, 5, resnet.classes, 4);
+        let refusal = engine.logits(&model, &samples).unwrap_err().to_string();
+        let err = engine.recalibrate_batchnorm(&model, &samples).unwrap_err().to_string();
+        assert_eq!(err, refusal);
+        assert!(err.contains("batchnorm2d"), "{err}");
     }
 
     #[test]
