@@ -24,7 +24,7 @@
 //! they are solved for from the first batch normalisation's dense statistics (least squares on
 //! its conv's linear map of the input moments), and otherwise taken as mean 0, variance 1.
 
-use crate::arch::{FeatureShape, LayerSpec, ParamRole, Source};
+use crate::arch::{FeatureShape, Graph, LayerSpec, ParamRole, Source};
 use crate::model::Model;
 
 /// Per-channel first and second moments of a node's output.
@@ -57,7 +57,7 @@ pub fn correct_batchnorm(dense: &Model, pruned: &Model) -> Result<Model, String>
     }
     let spec = dense.spec();
     let graph = spec.graph().map_err(|e| e.to_string())?;
-    let input = input_moments(dense);
+    let input = input_moments(dense, &graph);
     let (mut d, mut p): (Vec<Moments>, Vec<Moments>) = (Vec::new(), Vec::new());
     let mut out = pruned.clone();
     for node in &graph.nodes {
@@ -134,11 +134,10 @@ pub fn correct_batchnorm(dense: &Model, pruned: &Model) -> Result<Model, String>
 
 /// The network input's per-channel moments: solved from the first batch normalisation that
 /// directly follows the first conv reading the input, else mean 0 and variance 1.
-fn input_moments(dense: &Model) -> Moments {
+fn input_moments(dense: &Model, graph: &Graph) -> Moments {
     let spec = dense.spec();
     let [channels, ..] = spec.input;
     let fallback = Moments::uniform(channels, 0.0, 1.0);
-    let Ok(graph) = spec.graph() else { return fallback };
     let stem = graph
         .nodes
         .iter()
@@ -338,7 +337,7 @@ mod tests {
         // Input mean m, variance v: bn sees means 2m, -m and variances 4v, v. With m = 0.5,
         // v = 0.25 the dense statistics are [1, -0.5] and [1, 0.25].
         let dense = model([2.0, -1.0], [1.0, -0.5], [1.0, 0.25]);
-        let x = input_moments(&dense);
+        let x = input_moments(&dense, &dense.spec().graph().unwrap());
         assert!((x.mean[0] - 0.5).abs() < 1e-6 && (x.var[0] - 0.25).abs() < 1e-6, "{x:?}");
     }
 
