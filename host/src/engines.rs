@@ -30,19 +30,6 @@ pub fn engine(kind: EngineKind, device: &str) -> anyhow::Result<Box<dyn Engine>>
     }
 }
 
-/// Checks that the engine `kind` runs `spec`: the CPU engine runs sequential networks only,
-/// so a graph (a ResNet: batch normalisation, residual adds) needs `--engine burn`.
-///
-/// # Errors
-/// Bad input naming the engine, the architecture, its first node the engine cannot run, and
-/// the option that runs it.
-pub fn check_runs(kind: EngineKind, device: &str, spec: &hyperprune_core::ArchSpec) -> anyhow::Result<()> {
-    if kind == EngineKind::Cpu && device == "cpu" {
-        spec.check_sequential("cpu").map_err(|e| bad_input(format!("{e}; run it with --engine burn")))?;
-    }
-    Ok(())
-}
-
 /// The NVIDIA driver library every CUDA program loads.
 const LIBCUDA: &str = "libcuda.so.1";
 

@@ -111,7 +111,6 @@ fn corpus() -> PathBuf {
     write("graph-add.json", graph(r#"["bn2", "input"]"#, "", "relu").as_bytes());
     write("graph-unknown.json", graph(r#"["bn2", "relu"]"#, "", "swish").as_bytes());
     write("graph-unused.json", graph(r#"["conv2", "relu"]"#, "", "relu").as_bytes());
-    write("graph-ok.json", graph(r#"["bn2", "relu"]"#, "", "relu").as_bytes());
     // An IDX folder of four files that are not IDX.
     for name in
         ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -255,11 +254,6 @@ fn cases() -> Vec<Case> {
             &format!("{zoo_train} --arch graph-dangling.json"),
             &["graph-dangling.json", "node 'sum': field 'inputs' names 'nowhere'"],
         ),
-        case(
-            "zoo train",
-            &format!("{zoo_train} --arch graph-ok.json"),
-            &["engine 'cpu' runs sequential networks", "'bn1'", "--engine burn"],
-        ),
         case("zoo train", &format!("{zoo_train} --arch resnet:depth=9"), &["resnet:depth=9", "6n + 2"]),
         case("zoo train", &format!("{zoo_train} --arch resnet-s"), &["'resnet-s' takes [1, 28, 28] inputs"]),
         case(
@@ -281,11 +275,6 @@ fn cases() -> Vec<Case> {
             "bench-engine throughput",
             "bench-engine throughput --arch graph-unused.json",
             &["graph-unused.json", "node 'bn2': no later layer reads its output"],
-        ),
-        case(
-            "bench-engine throughput",
-            "bench-engine throughput --arch graph-ok.json --threads 1",
-            &["engine 'cpu' runs sequential networks"],
         ),
         // zoo show / merge
         case("zoo show", "zoo show zoo-bad", &["zoo-bad/zoo.json"]),

@@ -70,42 +70,6 @@ impl Graph {
 }
 
 impl ArchSpec {
-    /// Checks that an engine that runs sequential networks of the original layer kinds
-    /// (conv2d, linear, pooling, flatten, activations, dropout) can run this spec: the CPU
-    /// engine (the burn engine runs graphs).
-    ///
-    /// # Errors
-    /// A one-line message naming the engine, the spec and the first node it cannot run.
-    pub fn check_sequential(&self, engine: &str) -> Result<(), String> {
-        let graph = self.graph().map_err(|e| e.to_string())?;
-        let unsupported = self
-            .layers
-            .iter()
-            .position(|l| matches!(l, LayerSpec::BatchNorm2d { .. } | LayerSpec::Add | LayerSpec::GlobalAvgPool));
-        let wired = (!graph.is_chain()).then(|| {
-            graph.nodes.iter().enumerate().position(|(i, n)| {
-                let previous = if i == 0 { Source::Network } else { Source::Node(i - 1) };
-                n.inputs != [previous]
-            })
-        });
-        let at = match (unsupported, wired.flatten()) {
-            (None, None) => return Ok(()),
-            (a, b) => a.into_iter().chain(b).min().unwrap_or(0),
-        };
-        Err(format!(
-            "engine '{engine}' runs sequential networks of conv2d, linear, pooling, flatten, activation and dropout \
-             layers; '{}' has '{}' (layer {at}, {}), which it cannot run yet",
-            self.name,
-            graph.nodes[at].name,
-            match &self.layers[at] {
-                LayerSpec::BatchNorm2d { .. } => "batchnorm2d",
-                LayerSpec::Add => "add",
-                LayerSpec::GlobalAvgPool => "global_avgpool",
-                _ => "wired by 'inputs'",
-            }
-        ))
-    }
-
     /// Lowers the spec to its graph, checking wiring and shapes.
     ///
     /// # Errors

@@ -82,9 +82,6 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
     let data =
         crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
     crate::inputs::check_zoo_fits(&zoo, &data)?;
-    for member in &zoo.meta().members {
-        crate::engines::check_runs(args.exec.engine, &args.exec.device, &member.arch)?;
-    }
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
 
     let mut infos: Vec<_> = zoo.members(split).into_iter().cloned().collect();

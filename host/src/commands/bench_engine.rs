@@ -40,7 +40,6 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     for arch_name in &args.arch {
         let spec = crate::inputs::arch(arch_name)?;
         check_memory(&spec, args)?;
-        crate::engines::check_runs(args.exec.engine, &args.exec.device, &spec)?;
         let (train, test) = if args.dataset == "random" {
             (
                 random_samples(spec.input, args.images, spec.classes, 1),
@@ -155,12 +154,6 @@ fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
     crate::inputs::check_zoo_fits(&zoo, &data)?;
     let samples = data.test.head(args.samples);
     let reference = CpuEngine::new();
-    // The reference is the CPU engine, which runs sequential networks only.
-    for member in &zoo.meta().members {
-        crate::engines::check_runs(crate::engines::EngineKind::Cpu, "cpu", &member.arch).map_err(|e| {
-            bad_input(format!("{e:#}; agree compares with the CPU engine, so it needs a sequential zoo"))
-        })?;
-    }
     let other = crate::engines::engine(args.exec.engine, &args.exec.device)?;
     let mut worst = 0f64;
     println!(

@@ -20,7 +20,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let data = crate::inputs::dataset(&args.data)?;
     crate::inputs::check_fits(model.spec(), &data)?;
-    crate::engines::check_runs(args.exec.engine, &args.exec.device, model.spec())?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
     let split = crate::calibration::TrainSplit::new(&data.train);
     let model = bn_stats.apply(engine.as_ref(), &dense, model, Some(&split)).map_err(anyhow::Error::msg)?;

@@ -56,9 +56,6 @@ pub fn run(global: &GlobalArgs, args: FitArgs) -> anyhow::Result<()> {
         let data =
             crate::inputs::dataset(&DataArgs { dataset: zoo.meta().dataset.clone(), data_dir: args.data_dir.clone() })?;
         crate::inputs::check_zoo_fits(&zoo, &data)?;
-        for member in &zoo.meta().members {
-            crate::engines::check_runs(args.exec.engine, &args.exec.device, &member.arch)?;
-        }
         let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
         let split = TrainSplit::new(&data.train);
         tracing::debug!(

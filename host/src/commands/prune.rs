@@ -78,9 +78,6 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if data.is_some() {
-        crate::engines::check_runs(args.exec.engine, &args.exec.device, model.spec())?;
-    }
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
     let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
     let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });

@@ -114,7 +114,6 @@ pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
     let [train, val, test] = args.split.as_slice() else {
         return Err(bad_input(format!("--split needs three fractions train,val,test, got {:?}", args.split)));
     };
-    crate::engines::check_runs(args.exec.engine, &args.exec.device, &arch)?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
     let settings = ZooSettings {
         epochs: args.epochs,

@@ -17,7 +17,7 @@ mod calibration;
 mod dropout;
 mod network;
 mod optimizer;
-mod recalibration;
+pub(crate) mod recalibration;
 mod train;
 
 use std::marker::PhantomData;

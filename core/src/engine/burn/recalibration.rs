@@ -48,7 +48,7 @@ struct Layer {
 
 /// [`recalibrate_batchnorm`] in passes of at most `most` samples (at least 4, so that no
 /// pass of a split set holds a single sample).
-fn recalibrate_in_batches<Bk: Backend>(
+pub(crate) fn recalibrate_in_batches<Bk: Backend>(
     model: &Model,
     samples: &Samples,
     most: usize,

@@ -1,5 +1,6 @@
 //! The data-movement kernels around the matrix products: unfolding (im2col) and its
-//! adjoint, pooling, flattening, biases, dropout and the softmax cross-entropy.
+//! adjoint, pooling, flattening, residual sums, biases, dropout and the softmax
+//! cross-entropy.
 //!
 //! All of them work on the `[c, n, s]` layout of [`super::plan`]: channel `c` of image `i`
 //! is the contiguous plane `x[(c·n + i)·s ..][..s]`.
@@ -294,6 +295,39 @@ pub(crate) fn avg_pool_backward(g: &PoolGeom, planes: usize, dy: &[f32], dx: &mu
                 }
             }
         }
+    }
+}
+
+/// The mean of every plane (global average pooling).
+///
+/// # Shapes
+/// - `x`: `[planes, s]`, `y`: `[planes]`
+pub(crate) fn global_avg_pool(s: usize, x: &[f32], y: &mut [f32]) {
+    let scale = 1.0 / s as f32;
+    for (y, plane) in y.iter_mut().zip(x.chunks_exact(s)) {
+        *y = plane.iter().sum::<f32>() * scale;
+    }
+}
+
+/// Spreads each plane's gradient evenly over the plane.
+///
+/// # Shapes
+/// - `dy`: `[planes]`, `dx`: `[planes, s]`, overwritten
+pub(crate) fn global_avg_pool_backward(s: usize, dy: &[f32], dx: &mut [f32]) {
+    let scale = 1.0 / s as f32;
+    for (&d, plane) in dy.iter().zip(dx.chunks_exact_mut(s)) {
+        plane.fill(d * scale);
+    }
+}
+
+/// The elementwise sum of the inputs (a residual add).
+///
+/// # Shapes
+/// - each input and `y`: the same length
+pub(crate) fn sum_into<'a>(mut inputs: impl Iterator<Item = &'a [f32]>, y: &mut [f32]) {
+    y.copy_from_slice(inputs.next().expect("an add has inputs"));
+    for x in inputs {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y += x);
     }
 }
 

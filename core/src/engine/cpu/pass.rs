@@ -1,8 +1,13 @@
 //! The forward and backward pass of one model over one chunk of images.
 //!
-//! A [`Workspace`] holds everything a pass keeps for its backward half (every layer's input,
-//! the padded or unfolded inputs of convolutions, the winners of max pooling); one is owned
-//! by each thread and reused from chunk to chunk, so that the hot loop allocates nothing.
+//! A [`Workspace`] holds everything a pass keeps for its backward half (every layer's
+//! output, the padded or unfolded inputs of convolutions, the winners of max pooling, the
+//! batch statistics of train-mode batch norms); one is owned by each thread and reused from
+//! chunk to chunk, so that the hot loop allocates nothing.
+//!
+//! A pass runs in eval mode unless it is given a [`Training`]: then dropout is active and
+//! batch normalisation uses the statistics of the pass's images, which must then be the
+//! whole mini-batch.
 //!
 //! Weight gradients go to a [`GradSink`]: summed into a flat gradient (training, masked
 //! loss), or, per run of consecutive images, written as rows of a per-sample gradient
@@ -12,6 +17,7 @@
 //! per-image outer products `δ_i · unfold(x_i)ᵀ`, never by one backward pass per image.
 
 use super::activation;
+use super::batch_norm::{self, BatchStats};
 use super::direct::{self, Direct};
 use super::gemm::{MatMut, MatRef, matmul};
 use super::layers;
@@ -26,7 +32,8 @@ use super::plan::{Op, Plan};
 pub(crate) struct Workspace {
     /// The network it serves.
     spec: Option<crate::arch::ArchSpec>,
-    /// `acts[l]`: input of layer `l` (`[c, n, s]`); `acts[L]`: the logits `[classes, n]`.
+    /// `acts[0]`: the images (`[c, n, s]`); `acts[l + 1]`: the output of layer `l` (in a
+    /// chain, the input of layer `l + 1`); the last: the logits `[classes, n]`.
     acts: Vec<Vec<f32>>,
     /// Per non-pointwise convolution: its unfolded input (reused for its input gradient),
     /// or, on the direct path, its zero-padded input.
@@ -37,9 +44,17 @@ pub(crate) struct Workspace {
     flipped: Vec<f32>,
     /// Winning input offset of each max-pooling output.
     argmax: Vec<Vec<u32>>,
+    /// Per batch norm: the batch statistics of the last train-mode pass.
+    stats: Vec<BatchStats>,
+    /// Whether the last forward pass ran in train mode.
+    training: bool,
     /// Gradient with respect to the current layer's output, and the next one down.
     grad: Vec<f32>,
     grad_next: Vec<f32>,
+    /// Per layer whose gradient [`Plan::accumulates`]: the sum of its output gradients so
+    /// far, and whether any has arrived in this backward pass.
+    summed: Vec<Vec<f32>>,
+    arrived: Vec<bool>,
     /// Images in the current chunk.
     n: usize,
 }
@@ -51,11 +66,13 @@ fn reserve<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
     }
 }
 
-/// Dropout factors for the images of a chunk: `masks[l]` holds, for dropout layer `l`,
-/// factors `[batch, features]` for the whole mini-batch, and the chunk starts at batch
-/// image `first`. Layers with an empty mask pass their input through.
+/// A train-mode pass: the dropout factors of the chunk's images. `masks[l]` holds, for
+/// dropout layer `l`, factors `[batch, features]` for the whole mini-batch, and the chunk
+/// starts at batch image `first`; layers with an empty mask pass their input through.
+/// Batch norms normalise with the chunk's statistics, so a network with batch norm must
+/// pass the whole mini-batch as one chunk.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct DropoutMasks<'a> {
+pub(crate) struct Training<'a> {
     /// Per layer (empty for every other layer).
     pub masks: &'a [Vec<f32>],
     /// Index of the chunk's first image in the mini-batch.
@@ -100,8 +117,12 @@ impl Workspace {
         self.acts.resize_with(layers + 1, Vec::new);
         self.cols.resize_with(layers, Vec::new);
         self.argmax.resize_with(layers, Vec::new);
+        self.stats.resize_with(layers, BatchStats::default);
+        self.summed.resize_with(layers, Vec::new);
+        self.arrived.resize(layers, false);
+        reserve(&mut self.acts[0], plan.image_len() * n);
         for (l, layer) in plan.layers.iter().enumerate() {
-            reserve(&mut self.acts[l], layer.in_len() * n);
+            reserve(&mut self.acts[l + 1], layer.out_len() * n);
             match &layer.op {
                 Op::Dense { geom, .. } if !geom.is_pointwise() => {
                     reserve(&mut self.cols[l], geom.unfolded() * geom.out_plane() * n)
@@ -109,8 +130,10 @@ impl Workspace {
                 Op::MaxPool(_) => reserve(&mut self.argmax[l], layer.out_len() * n),
                 _ => {}
             }
+            if plan.accumulates[l] && plan.needs_grad[l] {
+                reserve(&mut self.summed[l], layer.out_len() * n);
+            }
         }
-        reserve(&mut self.acts[layers], plan.classes() * n);
         reserve(&mut self.grad, plan.max_act_len() * n);
         reserve(&mut self.grad_next, plan.max_act_len() * n);
         self.n = n;
@@ -124,12 +147,20 @@ impl Workspace {
         &self.acts[plan.layers.len()][..plan.classes() * self.n]
     }
 
-    /// The input of layer `l` from the last forward pass (which must have reached it).
+    /// The input of one-input layer `l` from the last forward pass (which must have
+    /// computed it).
     ///
     /// # Shapes
     /// - returns `[c, n, s]` for the layer's input `(c, s)`
     pub fn input_of(&self, plan: &Plan, l: usize) -> &[f32] {
-        &self.acts[l][..plan.layers[l].in_len() * self.n]
+        &self.acts[plan.layers[l].inputs[0]][..plan.layers[l].in_len() * self.n]
+    }
+
+    /// The batch statistics batch norm layer `l` took in the last forward pass, which must
+    /// have run in train mode.
+    pub fn batch_stats(&self, l: usize) -> &BatchStats {
+        assert!(self.training, "batch statistics exist after a train-mode pass only");
+        &self.stats[l]
     }
 
     /// The cross-entropy of the last forward pass against `labels` (summed loss, correct
@@ -158,7 +189,8 @@ impl Workspace {
     }
 }
 
-/// Runs layers `0..until` on `images`, keeping every layer's input in `ws`.
+/// Runs layers `0..until` on `images`, keeping every layer's output in `ws`; in train mode
+/// when `training` is given (see the module documentation).
 ///
 /// With `reuse_prefix`, the images are those of the previous call on this workspace and
 /// the layers up to and including the unfolding of the first convolution, which have no
@@ -173,12 +205,13 @@ pub(crate) fn forward<'a>(
     images: impl ExactSizeIterator<Item = &'a [f32]>,
     until: usize,
     reuse_prefix: bool,
-    dropout: Option<DropoutMasks<'_>>,
+    training: Option<Training<'_>>,
     ws: &mut Workspace,
 ) {
     let n = images.len();
     ws.prepare(plan, n);
-    let Workspace { acts, cols, argmax, .. } = ws;
+    ws.training = training.is_some();
+    let Workspace { acts, cols, argmax, stats, .. } = ws;
     let [c, h, w] = plan.spec.input;
     let start = if reuse_prefix { plan.first_dense.min(until) } else { 0 };
     if !reuse_prefix {
@@ -187,8 +220,9 @@ pub(crate) fn forward<'a>(
     for l in start..until {
         let layer = &plan.layers[l];
         let (c, s) = layer.input;
+        // Every input buffer comes before the output buffer `l + 1`.
         let (before, after) = acts.split_at_mut(l + 1);
-        let x = &before[l][..layer.in_len() * n];
+        let x = &before[layer.inputs[0]][..layer.in_len() * n];
         let y = &mut after[0][..layer.out_len() * n];
         match &layer.op {
             Op::Dense { geom, weight, bias, .. } if direct::supports(geom) => {
@@ -218,11 +252,15 @@ pub(crate) fn forward<'a>(
             Op::MaxPool(g) => layers::max_pool(g, c * n, x, y, &mut argmax[l]),
             Op::AvgPool(g) => layers::avg_pool(g, c * n, x, y),
             Op::Act(a) => activation::forward(*a, x, y),
-            Op::Dropout { .. } => match dropout {
-                Some(d) if !d.masks[l].is_empty() => layers::dropout(c, n, s, d.first, &d.masks[l], x, y),
+            Op::Dropout { .. } => match training {
+                Some(t) if !t.masks[l].is_empty() => layers::dropout(c, n, s, t.first, &t.masks[l], x, y),
                 _ => y.copy_from_slice(x),
             },
             Op::Flatten => layers::flatten(c, n, s, x, y),
+            Op::BatchNorm(g) if training.is_some() => batch_norm::forward_train(g, params, n * s, x, y, &mut stats[l]),
+            Op::BatchNorm(g) => batch_norm::forward_eval(g, params, n * s, x, y),
+            Op::Add => layers::sum_into(layer.inputs.iter().map(|&b| &before[b][..layer.in_len() * n]), y),
+            Op::GlobalAvgPool => layers::global_avg_pool(s, x, y),
         }
     }
 }
@@ -233,30 +271,52 @@ pub(crate) fn prefix_is_shared(plan: &Plan) -> bool {
     !plan.layers[..plan.first_dense].iter().any(|l| matches!(l.op, Op::Dropout { .. }))
 }
 
+/// Adds `g` into the summed output gradient of layer `j` (the first arrival is copied).
+fn arrive(summed: &mut [f32], arrived: &mut bool, g: &[f32]) {
+    let summed = &mut summed[..g.len()];
+    if std::mem::replace(arrived, true) {
+        summed.iter_mut().zip(g).for_each(|(s, &g)| *s += g);
+    } else {
+        summed.copy_from_slice(g);
+    }
+}
+
 /// Back-propagates the gradient seeded by [`Workspace::cross_entropy`] or
 /// [`Workspace::distillation`] through the whole network, sending weight (and, for
-/// [`GradSink::Sum`], bias) gradients to `sink`.
+/// [`GradSink::Sum`], bias, scale and shift) gradients to `sink`.
 ///
-/// `dropout` must be the masks of the forward pass.
+/// `training` must be the one given to the forward pass: batch norms differentiate
+/// through the batch statistics after a train-mode pass, as affine maps otherwise.
 ///
 /// # Shapes
 /// - `params`: `[plan.param_len]`
 pub(crate) fn backward(
     plan: &Plan,
     params: &[f32],
-    dropout: Option<DropoutMasks<'_>>,
+    training: Option<Training<'_>>,
     ws: &mut Workspace,
     sink: &mut GradSink<'_>,
 ) {
+    assert_eq!(training.is_some(), ws.training, "backward must run in the forward pass's mode");
     let n = ws.n;
-    let Workspace { acts, cols, argmax, grad, grad_next, dpad, flipped, .. } = ws;
+    let Workspace { acts, cols, argmax, grad, grad_next, dpad, flipped, stats, summed, arrived, .. } = ws;
+    arrived.fill(false);
     for l in (plan.first_dense..plan.layers.len()).rev() {
+        if !plan.needs_grad[l] {
+            continue;
+        }
         let layer = &plan.layers[l];
         let (c, s) = layer.input;
-        let need_dx = l > plan.first_dense;
-        let dy = &grad[..layer.out_len() * n];
+        // The input buffer `b` is the output of layer `b − 1`, which needs a gradient when
+        // it depends on parameters; it gets it handed down in `grad_next`, or summed.
+        let source = layer.inputs[0];
+        let need_dx = source > 0 && plan.needs_grad[source - 1];
+        let sums_dx = need_dx && plan.accumulates[source - 1];
+        let (summed_below, summed_here) = summed.split_at_mut(l);
+        let dy: &[f32] =
+            if plan.accumulates[l] { &summed_here[0][..layer.out_len() * n] } else { &grad[..layer.out_len() * n] };
         let dx = &mut grad_next[..layer.in_len() * n];
-        let x = &acts[l][..layer.in_len() * n];
+        let x = &acts[source][..layer.in_len() * n];
         let y = &acts[l + 1][..layer.out_len() * n];
         match &layer.op {
             Op::Dense { geom, weight, bias, prunable } if direct::supports(geom) => {
@@ -323,33 +383,57 @@ pub(crate) fn backward(
             Op::MaxPool(g) => layers::max_pool_backward(g, c * n, dy, &argmax[l], dx),
             Op::AvgPool(g) => layers::avg_pool_backward(g, c * n, dy, dx),
             Op::Act(a) => activation::backward(*a, x, y, dy, dx),
-            Op::Dropout { .. } => match dropout {
-                Some(d) if !d.masks[l].is_empty() => layers::dropout(c, n, s, d.first, &d.masks[l], dy, dx),
+            Op::Dropout { .. } => match training {
+                Some(t) if !t.masks[l].is_empty() => layers::dropout(c, n, s, t.first, &t.masks[l], dy, dx),
                 _ => dx.copy_from_slice(dy),
             },
             Op::Flatten => layers::unflatten(c, n, s, dy, dx),
+            Op::BatchNorm(g) => {
+                let batch = training.is_some().then(|| &stats[l]);
+                let dparams = match sink {
+                    GradSink::Sum(sum) => Some(&mut **sum),
+                    // Rows hold prunable weights only.
+                    GradSink::Rows { .. } => None,
+                };
+                batch_norm::backward(g, params, n * s, x, batch, dy, need_dx.then_some(&mut *dx), dparams);
+            }
+            Op::GlobalAvgPool => layers::global_avg_pool_backward(s, dy, dx),
+            Op::Add => {
+                // The gradient fans out unchanged to every input; an add's inputs always sum.
+                for &b in &layer.inputs {
+                    if b > 0 && plan.needs_grad[b - 1] {
+                        arrive(&mut summed_below[b - 1], &mut arrived[b - 1], dy);
+                    }
+                }
+                continue;
+            }
         }
-        if need_dx {
+        if sums_dx {
+            arrive(&mut summed_below[source - 1], &mut arrived[source - 1], dx);
+        } else if need_dx {
             std::mem::swap(grad, grad_next);
         }
     }
 }
 
-/// Scalars a pass keeps per image (activations, unfolded inputs, two gradient buffers).
+/// Scalars a pass keeps per image (the image, every layer's output, unfolded inputs,
+/// summed gradients, two gradient buffers).
 fn scalars_per_image(plan: &Plan) -> usize {
     let kept: usize = plan
         .layers
         .iter()
-        .map(|l| match &l.op {
-            Op::Dense { geom, .. } if direct::supports(geom) => {
-                let d = Direct::forward(geom, 1);
-                l.in_len() + d.padded_len()
-            }
-            Op::Dense { geom, .. } if !geom.is_pointwise() => l.in_len() + geom.unfolded() * geom.out_plane(),
-            _ => l.in_len(),
+        .enumerate()
+        .map(|(l, layer)| {
+            let extra = match &layer.op {
+                Op::Dense { geom, .. } if direct::supports(geom) => Direct::forward(geom, 1).padded_len(),
+                Op::Dense { geom, .. } if !geom.is_pointwise() => geom.unfolded() * geom.out_plane(),
+                _ => 0,
+            };
+            let summed = if plan.accumulates[l] && plan.needs_grad[l] { layer.out_len() } else { 0 };
+            layer.out_len() + extra + summed
         })
         .sum();
-    kept + plan.classes() + 2 * plan.max_act_len()
+    plan.image_len() + kept + 2 * plan.max_act_len()
 }
 
 /// Working set of a pass over one chunk. Larger chunks amortise per-pass costs (flipping

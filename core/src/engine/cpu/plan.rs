@@ -7,8 +7,18 @@
 //! images is one matrix product `W[cout, cin·k·k] × unfold(x)[cin·k·k, n·s]`, whose result
 //! is again `[cout, n, s]`, and a linear layer is the `1×1` convolution on a `1×1` map: the
 //! two share every kernel.
+//!
+//! A network is a graph of layers in topological order (a chain being the common case).
+//! Every layer's output has its own buffer, and a layer names the buffers it reads
+//! ([`Layer::inputs`]): a residual fan-out is several readers of one buffer, never a copy,
+//! and a chain reads exactly what it read before graphs existed. In the backward pass a
+//! layer's output gradient is handed down in a pair of swapped buffers when its one reader
+//! is the next layer (every layer of a chain), and summed in a buffer of its own otherwise
+//! ([`Plan::accumulates`]).
 
-use crate::arch::{Activation, ArchSpec, FeatureShape, LayerSpec};
+use std::ops::Range;
+
+use crate::arch::{Activation, ArchSpec, FeatureShape, LayerSpec, ParamRole, Source};
 use crate::engine::EngineError;
 
 /// Geometry of a convolution; a linear layer is the `1×1` case on a `1×1` map.
@@ -74,6 +84,26 @@ pub(crate) struct PoolGeom {
     pub ow: usize,
 }
 
+/// A batch normalisation layer's tensors (offsets into the flat parameters, `c` values
+/// each) and settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BatchNormGeom {
+    /// Channels.
+    pub c: usize,
+    /// Offset of the scale `γ`.
+    pub scale: usize,
+    /// Offset of the shift `β`.
+    pub shift: usize,
+    /// Offset of the running mean.
+    pub mean: usize,
+    /// Offset of the running (unbiased) variance.
+    pub var: usize,
+    /// Added to the variance.
+    pub eps: f64,
+    /// Weight of the batch in the running statistics.
+    pub momentum: f64,
+}
+
 /// What one layer computes.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
@@ -101,6 +131,13 @@ pub(crate) enum Op {
     },
     /// `[c, n, s]` to `[c·s, n]`, features in C, H, W order.
     Flatten,
+    /// Batch normalisation over the channels of `[c, n, s]`: batch statistics in train mode,
+    /// running statistics otherwise (see `batch_norm.rs`).
+    BatchNorm(BatchNormGeom),
+    /// The elementwise sum of every input.
+    Add,
+    /// `[c, n, s]` to `[c, n, 1]`, the mean of each plane.
+    GlobalAvgPool,
 }
 
 /// A layer and the shapes around it.
@@ -108,7 +145,10 @@ pub(crate) enum Op {
 pub(crate) struct Layer {
     /// What it computes.
     pub op: Op,
-    /// Input `(channels, positions per channel)`.
+    /// The activation buffers it reads, in order: `0` is the network's input, `j + 1` the
+    /// output of layer `j` (so layer `l` of a chain reads buffer `l`).
+    pub inputs: Vec<usize>,
+    /// Input `(channels, positions per channel)` (of every input, for an add).
     pub input: (usize, usize),
     /// Output `(channels, positions per channel)`.
     pub output: (usize, usize),
@@ -154,8 +194,20 @@ pub(crate) struct Plan {
     pub prunable: Vec<PrunableLayer>,
     /// Number of prunable weights.
     pub prunable_len: usize,
-    /// Index of the first layer with parameters: no gradient flows below it.
+    /// Index of the first layer with parameters: no gradient flows below it, and the layers
+    /// before it depend on the images alone.
     pub first_dense: usize,
+    /// Per layer: whether its output depends on parameters, i.e. needs a gradient.
+    pub needs_grad: Vec<bool>,
+    /// Per layer: whether its output gradient is summed in a buffer of its own (it has
+    /// several readers, or its reader is not the next layer, or is an add) rather than
+    /// handed down by the next layer in the swapped pair.
+    pub accumulates: Vec<bool>,
+    /// The batch normalisation layers, in order.
+    pub batch_norms: Vec<usize>,
+    /// The ranges of the flat parameters the optimiser trains: all but the batch norm
+    /// buffers (running statistics).
+    pub trained: Vec<Range<usize>>,
 }
 
 impl Plan {
@@ -164,10 +216,8 @@ impl Plan {
     /// # Errors
     /// [`EngineError::Mismatch`] when the spec is invalid.
     pub fn new(spec: &ArchSpec) -> Result<Plan, EngineError> {
-        spec.check_sequential("cpu").map_err(EngineError::Mismatch)?;
         let invalid = |e: crate::arch::ArchError| EngineError::Mismatch(e.to_string());
-        let inputs = spec.input_shapes().map_err(invalid)?;
-        let outputs = spec.shapes().map_err(invalid)?;
+        let graph = spec.graph().map_err(invalid)?;
         let params = spec.params().map_err(invalid)?;
         let mut offsets = Vec::with_capacity(params.len());
         let mut param_len = 0;
@@ -182,13 +232,10 @@ impl Plan {
         let mut layers = Vec::with_capacity(spec.layers.len());
         let mut prunable = Vec::new();
         let mut prunable_len = 0;
-        for (i, layer) in spec.layers.iter().enumerate() {
-            let (c, h, w) = dims(inputs[i]);
-            let (oc, oh, ow) = dims(outputs[i]);
+        for (i, (layer, node)) in spec.layers.iter().zip(&graph.nodes).enumerate() {
+            let (c, h, w) = dims(node.input);
+            let (oc, oh, ow) = dims(node.output);
             let op = match layer {
-                LayerSpec::BatchNorm2d { .. } | LayerSpec::Add | LayerSpec::GlobalAvgPool => {
-                    return Err(EngineError::Mismatch(format!("engine 'cpu' cannot run layer {i} of '{}'", spec.name)));
-                }
                 LayerSpec::Conv2d { kernel, stride, padding, .. } => dense(
                     i,
                     &params,
@@ -205,6 +252,23 @@ impl Plan {
                     &mut prunable,
                     &mut prunable_len,
                 ),
+                LayerSpec::BatchNorm2d { eps, momentum, .. } => {
+                    let find = |role: ParamRole| {
+                        let at = params.iter().position(|p| p.layer == i && p.role == role);
+                        at.map(|t| offsets[t]).expect("a batch norm layer owns its four tensors")
+                    };
+                    Op::BatchNorm(BatchNormGeom {
+                        c,
+                        scale: find(ParamRole::Scale),
+                        shift: find(ParamRole::Shift),
+                        mean: find(ParamRole::RunningMean),
+                        var: find(ParamRole::RunningVar),
+                        eps: *eps,
+                        momentum: *momentum,
+                    })
+                }
+                LayerSpec::Add => Op::Add,
+                LayerSpec::GlobalAvgPool => Op::GlobalAvgPool,
                 LayerSpec::MaxPool { kernel, stride } => {
                     Op::MaxPool(PoolGeom { h, w, k: *kernel, stride: stride.unwrap_or(*kernel), oh, ow })
                 }
@@ -217,10 +281,57 @@ impl Plan {
                     Op::Act(layer.activation().expect("an activation layer"))
                 }
             };
-            layers.push(Layer { op, input: (c, h * w), output: (oc, oh * ow) });
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|s| match s {
+                    Source::Network => 0,
+                    Source::Node(j) => j + 1,
+                })
+                .collect();
+            layers.push(Layer { op, inputs, input: (c, h * w), output: (oc, oh * ow) });
         }
-        let first_dense = prunable.first().map_or(layers.len(), |p| p.layer);
-        Ok(Plan { spec: spec.clone(), layers, offsets, param_len, prunable, prunable_len, first_dense })
+        let owns_params: Vec<bool> = (0..layers.len()).map(|i| params.iter().any(|p| p.layer == i)).collect();
+        let first_dense = owns_params.iter().position(|&o| o).unwrap_or(layers.len());
+        let mut needs_grad = Vec::with_capacity(layers.len());
+        for (i, layer) in layers.iter().enumerate() {
+            let reads_gradient = layer.inputs.iter().any(|&b| b > 0 && needs_grad[b - 1]);
+            needs_grad.push(owns_params[i] || reads_gradient);
+        }
+        let accumulates = (0..layers.len())
+            .map(|j| {
+                let mut readers = layers.iter().enumerate().filter(|(_, l)| l.inputs.contains(&(j + 1)));
+                let handed_down = match (readers.next(), readers.next()) {
+                    (Some((r, reader)), None) => r == j + 1 && reader.inputs.len() == 1,
+                    (None, _) => true, // the output layer: the loss seeds the pair
+                    _ => false,
+                };
+                !handed_down
+            })
+            .collect();
+        let batch_norms = (0..layers.len()).filter(|&i| matches!(layers[i].op, Op::BatchNorm(_))).collect();
+        let mut trained: Vec<Range<usize>> = Vec::new();
+        for (p, &offset) in params.iter().zip(&offsets) {
+            let range = offset..offset + p.numel();
+            match trained.last_mut() {
+                _ if p.role.is_buffer() => {}
+                Some(last) if last.end == range.start => last.end = range.end,
+                _ => trained.push(range),
+            }
+        }
+        Ok(Plan {
+            spec: spec.clone(),
+            layers,
+            offsets,
+            param_len,
+            prunable,
+            prunable_len,
+            first_dense,
+            needs_grad,
+            accumulates,
+            batch_norms,
+            trained,
+        })
     }
 
     /// Number of classes (rows of the logits).
@@ -308,6 +419,37 @@ mod tests {
         assert_eq!(plan.first_dense, 0);
         let values: Vec<Vec<f32>> = spec.params().unwrap().iter().map(|p| vec![p.layer as f32; p.numel()]).collect();
         assert_eq!(plan.unflatten(&plan.flatten(&values)), values);
+    }
+
+    #[test]
+    fn a_residual_block_reads_by_buffer_and_sums_the_gradient_of_its_fan_out() {
+        // conv1 → bn1 → relu (read by conv2 and the add) → conv2 → bn2 → add → relu → pool
+        // → flatten → linear.
+        let spec = crate::ArchSpec::from_json(
+            r#"{"name": "block", "input": [1, 4, 4], "classes": 2, "layers": [
+                {"type": "conv2d", "name": "conv1", "out_channels": 2, "kernel": 3, "padding": 1, "bias": false},
+                {"type": "batchnorm2d", "name": "bn1"}, {"type": "relu", "name": "relu"},
+                {"type": "conv2d", "name": "conv2", "out_channels": 2, "kernel": 3, "padding": 1, "bias": false},
+                {"type": "batchnorm2d", "name": "bn2"},
+                {"type": "add", "name": "sum", "inputs": ["bn2", "relu"]},
+                {"type": "relu"}, {"type": "global_avgpool"}, {"type": "flatten"},
+                {"type": "linear", "out_features": 2}]}"#,
+        )
+        .unwrap();
+        let plan = Plan::new(&spec).unwrap();
+        let inputs: Vec<&[usize]> = plan.layers.iter().map(|l| l.inputs.as_slice()).collect();
+        assert_eq!(inputs, [&[0][..], &[1], &[2], &[3], &[4], &[5, 3], &[6], &[7], &[8], &[9]]);
+        // relu (read twice) and bn2 (read by the add) sum their gradients; the rest hand
+        // theirs down.
+        let summed: Vec<usize> = (0..10).filter(|&l| plan.accumulates[l]).collect();
+        assert_eq!(summed, [2, 4]);
+        assert!(plan.needs_grad.iter().all(|&g| g) && plan.first_dense == 0);
+        assert_eq!(plan.batch_norms, [1, 4]);
+        let Op::BatchNorm(bn) = plan.layers[1].op else { panic!("bn1") };
+        assert_eq!((bn.c, bn.scale, bn.shift, bn.mean, bn.var), (2, 18, 20, 22, 24));
+        assert_eq!(plan.layers[7].output, (2, 1));
+        // Everything but the running statistics of both batch norms is trained.
+        assert_eq!(plan.trained, [0..22, 26..66, 70..plan.param_len]);
     }
 
     #[test]

@@ -203,16 +203,25 @@ pub(crate) fn tiny_spec() -> ArchSpec {
 }
 
 /// A Kaiming-uniform model whose biases are random too (zero biases would leave their
-/// gradients and the bias kernels untested).
+/// gradients and the bias kernels untested), and whose batch norms are away from the
+/// identity: scales in 0.5..1.5, shifts in ±0.2, running means in ±0.5 and running
+/// variances in 0.5..2 (positive, as a variance must be), so that eval mode is a
+/// non-trivial affine map that keeps activations O(1).
 pub(crate) fn random_model(spec: &ArchSpec, seed: u64) -> crate::Model {
+    use crate::arch::ParamRole;
     use rand::{Rng, SeedableRng};
     let mut model = crate::engine::init_model(spec, crate::engine::Init::KaimingUniform, seed).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000);
-    let prunable: Vec<bool> = model.params().iter().map(|p| p.prunable).collect();
-    for (v, prunable) in model.values_mut().iter_mut().zip(prunable) {
-        if !prunable {
-            v.iter_mut().for_each(|b| *b = rng.random_range(-0.2..0.2));
-        }
+    let roles: Vec<ParamRole> = model.params().iter().map(|p| p.role).collect();
+    for (v, role) in model.values_mut().iter_mut().zip(roles) {
+        let range = match role {
+            ParamRole::Weight => continue,
+            ParamRole::Bias | ParamRole::Shift => -0.2..0.2,
+            ParamRole::Scale => 0.5..1.5,
+            ParamRole::RunningMean => -0.5..0.5,
+            ParamRole::RunningVar => 0.5..2.0,
+        };
+        v.iter_mut().for_each(|b| *b = rng.random_range(range.clone()));
     }
     model
 }

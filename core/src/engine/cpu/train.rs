@@ -15,6 +15,12 @@
 //! convolution) is done once per chunk for each team of them. Zoos that want that speed-up give members one
 //! seed and vary their initialisation and hyper-parameters instead.
 //!
+//! **Batch normalisation.** A train-mode batch norm normalises with the statistics of the
+//! whole mini-batch, so a network with batch norm runs each member's mini-batch as one pass
+//! (one work item per member and step, teams of one: members, not runs of images, spread
+//! over the threads); the pass's batch statistics become the member's running statistics
+//! after its optimiser step, which skips them.
+//!
 //! **Determinism.** Item boundaries depend on the batch size and the network only, every
 //! item writes its own slot, and sums run in item order: results are bit-identical for
 //! any thread count, and a member's weights are bit-identical whether it trains alone or
@@ -24,9 +30,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::batch_norm::BatchStats;
 use super::optim::OptimizerState;
 use super::parallel;
-use super::pass::{self, DropoutMasks, GradSink, Workspace};
+use super::pass::{self, GradSink, Training, Workspace};
 use super::plan::{Op, Plan};
 use crate::dataset::Samples;
 use crate::engine::{EngineError, TrainConfig, TrainEvent, TrainJob};
@@ -69,6 +76,7 @@ pub(crate) fn train(
             None => {
                 let plan = Plan::new(spec)?;
                 plan.check_samples(samples)?;
+                check_batch_norm_batches(i, &plan, samples.len(), c.batch_size)?;
                 groups.push((plan, c.clone(), vec![i]));
             }
         }
@@ -116,12 +124,14 @@ struct Team {
     members: Vec<usize>,
 }
 
-/// The result of one work item: every member's partial gradient and loss.
+/// The result of one work item: every member's partial gradient and loss, and the batch
+/// statistics of its batch norms (`[slot · batch norms + k]`; the item is the whole batch).
 #[derive(Default)]
 struct ItemOut {
     grads: Vec<f32>,
     losses: Vec<f64>,
     labels: Vec<u32>,
+    stats: Vec<BatchStats>,
 }
 
 /// Jobs that train in lock-step.
@@ -144,6 +154,8 @@ impl<'a> Group<'a> {
         let mut sources: Vec<(u64, Source)> = Vec::new();
         let mut teams: Vec<Team> = Vec::new();
         let mut members = Vec::with_capacity(jobs_in.len());
+        let whole_batches = !plan.batch_norms.is_empty();
+        let team_size = if whole_batches { 1 } else { TEAM };
         for (m, &j) in jobs_in.iter().enumerate() {
             let c = &jobs[j].config;
             let source = match sources.iter().position(|(seed, _)| *seed == c.seed) {
@@ -156,7 +168,7 @@ impl<'a> Group<'a> {
                 }
             };
             let team = match teams.iter().rposition(|t| t.source == source) {
-                Some(t) if teams[t].members.len() < TEAM => t,
+                Some(t) if teams[t].members.len() < team_size => t,
                 _ => {
                     teams.push(Team { source, members: Vec::new() });
                     teams.len() - 1
@@ -169,7 +181,7 @@ impl<'a> Group<'a> {
             members.push(Member {
                 job: j,
                 params: plan.flatten(jobs[j].model.values()),
-                optimizer: OptimizerState::new(c.optimizer, c.lr, c.weight_decay, plan.param_len),
+                optimizer: OptimizerState::new(c.optimizer, c.lr, c.weight_decay, plan.param_len, plan.trained.clone()),
                 dropout,
                 masks: vec![Vec::new(); plan.layers.len()],
                 team,
@@ -179,8 +191,12 @@ impl<'a> Group<'a> {
             });
         }
         let batch_size = shape.batch_size;
-        let chunk = pass::chunk_images(plan, batch_size);
-        let per_item = chunk * batch_size.div_ceil(chunk).div_ceil(ITEMS_PER_BATCH);
+        let (chunk, per_item) = if whole_batches {
+            (batch_size, batch_size)
+        } else {
+            let chunk = pass::chunk_images(plan, batch_size);
+            (chunk, chunk * batch_size.div_ceil(chunk).div_ceil(ITEMS_PER_BATCH))
+        };
         Group {
             plan,
             batch_size,
@@ -267,21 +283,45 @@ impl<'a> Group<'a> {
         out.grads.resize(team.members.len() * p, 0.0);
         out.losses.clear();
         out.losses.resize(team.members.len(), 0.0);
+        out.stats.resize_with(team.members.len() * plan.batch_norms.len(), BatchStats::default);
         for (c, chunk) in images.chunks(self.chunk).enumerate() {
             out.labels.clear();
             out.labels.extend(chunk.iter().map(|&i| samples.labels[i]));
             for (slot, &m) in team.members.iter().enumerate() {
                 let member = &self.members[m];
-                let masks = DropoutMasks { masks: &member.masks, first: first + c * self.chunk };
+                let training = Training { masks: &member.masks, first: first + c * self.chunk };
                 let reuse = slot > 0 && self.shared_prefix;
                 let pixels = chunk.iter().map(|&i| samples.image(i));
-                pass::forward(plan, &member.params, pixels, plan.layers.len(), reuse, Some(masks), ws);
+                pass::forward(plan, &member.params, pixels, plan.layers.len(), reuse, Some(training), ws);
                 let (loss, _) = ws.cross_entropy(plan, &out.labels, Some(scale));
                 out.losses[slot] += loss;
+                let bns = plan.batch_norms.len();
+                for (k, &l) in plan.batch_norms.iter().enumerate() {
+                    out.stats[slot * bns + k].clone_from(ws.batch_stats(l));
+                }
                 let grad = &mut out.grads[slot * p..(slot + 1) * p];
-                pass::backward(plan, &member.params, Some(masks), ws, &mut GradSink::Sum(grad));
+                pass::backward(plan, &member.params, Some(training), ws, &mut GradSink::Sum(grad));
             }
         }
+    }
+}
+
+/// Refuses a batch size that would hand a batch norm layer a single value per channel (a
+/// 1×1 map and a mini-batch of one sample), whose unbiased variance is undefined; PyTorch
+/// and the burn engine refuse the same batch.
+fn check_batch_norm_batches(job: usize, plan: &Plan, n: usize, batch_size: usize) -> Result<(), EngineError> {
+    let smallest = if n.is_multiple_of(batch_size) { batch_size.min(n) } else { n % batch_size };
+    if smallest != 1 {
+        return Ok(());
+    }
+    let single = plan.batch_norms.iter().find(|&&l| plan.layers[l].input.1 == 1);
+    match single {
+        None => Ok(()),
+        Some(layer) => Err(EngineError::Mismatch(format!(
+            "job {job}: a mini-batch of 1 sample gives batch norm layer {layer} of '{}' one value per channel; \
+             choose a batch size that does not leave a single sample ({n} samples)",
+            plan.spec.name
+        ))),
     }
 }
 
@@ -313,6 +353,14 @@ fn update(plan: &Plan, m: &mut Member, items: &[ItemOut], sum: &mut Vec<f32>) {
     }
     m.loss += items.iter().map(|i| i.losses[m.slot]).sum::<f64>();
     m.optimizer.step(&mut m.params, sum);
+    // A network with batch norm ran the batch as one item (see the module documentation).
+    let bns = plan.batch_norms.len();
+    for (k, &l) in plan.batch_norms.iter().enumerate() {
+        let Op::BatchNorm(g) = &plan.layers[l].op else { unreachable!("a batch norm layer") };
+        debug_assert!(g.mean + g.c <= g.var, "ArchSpec::params lists the running mean before the variance");
+        let (head, var) = m.params.split_at_mut(g.var);
+        items[0].stats[m.slot * bns + k].update_running(g.momentum, &mut head[g.mean..][..g.c], &mut var[..g.c]);
+    }
     if m.diverged.is_none()
         && let Some(at) = m.params.iter().position(|w| !w.is_finite())
     {
@@ -419,6 +467,43 @@ mod tests {
         assert!(matches!(err, EngineError::Diverged(_)), "{err}");
         let err = err.to_string();
         assert!(err.contains("job 1") && (err.contains(".weight") || err.contains(".bias")), "{err}");
+    }
+
+    #[test]
+    fn a_resnet_trains_the_same_alone_batched_and_on_any_thread_count() {
+        // Batch norm runs whole batches: 30 samples in batches of 8 (the last holds 6).
+        let spec = crate::preset("resnet:depth=8,width=4,input=1x8x8").unwrap();
+        let samples = random_samples(spec.input, 30, 10, 9);
+        let jobs = || {
+            let mut jobs = vec![
+                job(&spec, 1, 100, Optimizer::Adam, 1e-2),
+                job(&spec, 2, 100, Optimizer::Sgd { momentum: 0.9 }, 5e-2),
+                job(&spec, 3, 200, Optimizer::Adam, 3e-3),
+            ];
+            jobs.iter_mut().for_each(|j| j.config.batch_size = 8);
+            jobs
+        };
+        let together = train(2, jobs(), &samples, &mut |_| {}).unwrap();
+        assert_eq!(train(1, jobs(), &samples, &mut |_| {}).unwrap(), together);
+        assert_eq!(train(3, jobs(), &samples, &mut |_| {}).unwrap(), together);
+        for (i, j) in jobs().into_iter().enumerate() {
+            assert_eq!(train(1, vec![j], &samples, &mut |_| {}).unwrap()[0], together[i], "job {i}");
+        }
+        let moved = together[0].tensor("layer2.0.bn1.running_var").unwrap();
+        assert_ne!(moved, jobs()[0].model.tensor("layer2.0.bn1.running_var").unwrap());
+    }
+
+    #[test]
+    fn a_single_value_per_batch_norm_channel_is_refused_before_training() {
+        // On 4×4 inputs the last stage runs batch norm on 1×1 maps; 17 samples in batches
+        // of 8 leave a last mini-batch of one sample.
+        let spec = crate::preset("resnet:depth=8,width=2,input=1x4x4").unwrap();
+        let mut j = job(&spec, 1, 1, Optimizer::Adam, 1e-3);
+        j.config.batch_size = 8;
+        let err = train(1, vec![j.clone()], &random_samples(spec.input, 17, 10, 9), &mut |_| {}).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("job 0") && err.contains("one value per channel"), "{err}");
+        train(1, vec![j], &random_samples(spec.input, 18, 10, 9), &mut |_| {}).unwrap();
     }
 
     #[test]

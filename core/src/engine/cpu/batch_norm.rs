@@ -1,0 +1,277 @@
+//! Batch normalisation over the channels of `[c, n, s]` activations, as PyTorch's
+//! `nn.BatchNorm2d` (and the burn engine's `batch_norm.rs`).
+//!
+//! Train mode normalises with the statistics of the pass's images over `n·s` values per
+//! channel (mean and biased variance) and keeps them for the backward pass and for the
+//! running statistics; eval mode is the per-channel affine map of the running statistics.
+//! The channel-major layout makes a channel's `n·s` values one contiguous run, so every
+//! statistic is one sum over a slice; sums are taken in f64.
+
+use super::plan::BatchNormGeom;
+
+/// The statistics of a train-mode pass, per channel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct BatchStats {
+    /// Values per channel the statistics were taken over (`n·s`).
+    pub count: usize,
+    /// Batch mean.
+    pub mean: Vec<f32>,
+    /// Biased batch variance.
+    pub var: Vec<f32>,
+    /// `1 / √(var + ε)`.
+    pub inv_std: Vec<f32>,
+}
+
+impl BatchStats {
+    /// The running mean and variance after this batch, PyTorch's update:
+    /// `(1 − m) · running + m · batch`, the batch variance made unbiased (`count/(count − 1)`),
+    /// arranged as the burn engine does so that both round alike. `count` must exceed 1.
+    ///
+    /// # Shapes
+    /// - `mean`, `var`: `[c]`, the running statistics, updated in place
+    pub fn update_running(&self, momentum: f64, mean: &mut [f32], var: &mut [f32]) {
+        let keep = (1.0 - momentum) as f32;
+        let m = momentum as f32;
+        let unbias = (self.count as f64 / (self.count as f64 - 1.0)) as f32;
+        for c in 0..mean.len() {
+            mean[c] = mean[c] * keep + self.mean[c] * m;
+            var[c] = var[c] * keep + (self.var[c] * unbias) * m;
+        }
+    }
+}
+
+/// The per-channel `(factor, offset)` of eval mode: `γ / √(running_var + ε)` and
+/// `β − running_mean · factor` (the burn engine's arrangement).
+fn eval_affine(g: &BatchNormGeom, params: &[f32], c: usize) -> (f32, f32) {
+    let (scale, shift) = (params[g.scale + c], params[g.shift + c]);
+    let (mean, var) = (params[g.mean + c], params[g.var + c]);
+    let factor = scale / (var + g.eps as f32).sqrt();
+    (factor, shift - mean * factor)
+}
+
+/// Eval mode: `y = γ · (x − running_mean) / √(running_var + ε) + β`.
+///
+/// # Shapes
+/// - `params`: the flat parameters; `x`, `y`: `[c, m]` with `m = n·s`
+pub(crate) fn forward_eval(g: &BatchNormGeom, params: &[f32], m: usize, x: &[f32], y: &mut [f32]) {
+    for c in 0..g.c {
+        let (factor, offset) = eval_affine(g, params, c);
+        let (x, y) = (&x[c * m..(c + 1) * m], &mut y[c * m..(c + 1) * m]);
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * factor + offset);
+    }
+}
+
+/// Train mode: `y = γ · (x − μ_B) / √(σ²_B + ε) + β` with the mean `μ_B` and biased variance
+/// `σ²_B` of each channel's `m` values, which are left in `stats`.
+///
+/// # Shapes
+/// - `params`: the flat parameters; `x`, `y`: `[c, m]` with `m = n·s`
+pub(crate) fn forward_train(
+    g: &BatchNormGeom,
+    params: &[f32],
+    m: usize,
+    x: &[f32],
+    y: &mut [f32],
+    stats: &mut BatchStats,
+) {
+    stats.count = m;
+    for v in [&mut stats.mean, &mut stats.var, &mut stats.inv_std] {
+        v.clear();
+        v.resize(g.c, 0.0);
+    }
+    for c in 0..g.c {
+        let (x, y) = (&x[c * m..(c + 1) * m], &mut y[c * m..(c + 1) * m]);
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m as f64;
+        let inv_std = 1.0 / (var + g.eps).sqrt();
+        (stats.mean[c], stats.var[c], stats.inv_std[c]) = (mean as f32, var as f32, inv_std as f32);
+        let (mean, inv_std) = (mean as f32, inv_std as f32);
+        let (scale, shift) = (params[g.scale + c], params[g.shift + c]);
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - mean) * inv_std * scale + shift);
+    }
+}
+
+/// The backward pass of either mode: adds `∂L/∂γ = Σ dy · x̂` and `∂L/∂β = Σ dy` into `grad`
+/// (the flat gradient, when given) and writes `dx` (when given).
+///
+/// Eval mode is an affine map: `dx = dy · γ / √(running_var + ε)`, `x̂` normalised with the
+/// running statistics. Train mode also differentiates through the batch statistics:
+/// `dx = γ · inv_std / m · (m · dy − Σ dy − x̂ · Σ dy · x̂)`.
+///
+/// # Shapes
+/// - `params`, `grad`: the flat parameters and gradient; `x`, `dy`, `dx`: `[c, m]`
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    g: &BatchNormGeom,
+    params: &[f32],
+    m: usize,
+    x: &[f32],
+    stats: Option<&BatchStats>,
+    dy: &[f32],
+    mut dx: Option<&mut [f32]>,
+    mut grad: Option<&mut [f32]>,
+) {
+    for c in 0..g.c {
+        let (x, dy) = (&x[c * m..(c + 1) * m], &dy[c * m..(c + 1) * m]);
+        let scale = params[g.scale + c];
+        let (mean, inv_std) = match stats {
+            Some(s) => (s.mean[c], s.inv_std[c]),
+            None => (params[g.mean + c], 1.0 / (params[g.var + c] + g.eps as f32).sqrt()),
+        };
+        let (mut sum_dy, mut sum_dy_xhat) = (0f64, 0f64);
+        for (&x, &d) in x.iter().zip(dy) {
+            sum_dy += d as f64;
+            sum_dy_xhat += (d * ((x - mean) * inv_std)) as f64;
+        }
+        if let Some(grad) = grad.as_deref_mut() {
+            grad[g.scale + c] += sum_dy_xhat as f32;
+            grad[g.shift + c] += sum_dy as f32;
+        }
+        let Some(dx) = dx.as_deref_mut() else { continue };
+        let dx = &mut dx[c * m..(c + 1) * m];
+        match stats {
+            None => {
+                let (factor, _) = eval_affine(g, params, c);
+                dx.iter_mut().zip(dy).for_each(|(dx, &d)| *dx = d * factor);
+            }
+            Some(_) => {
+                let k = scale * inv_std;
+                let (mean_dy, mean_dy_xhat) = ((sum_dy / m as f64) as f32, (sum_dy_xhat / m as f64) as f32);
+                for ((dx, &d), &x) in dx.iter_mut().zip(dy).zip(x) {
+                    let xhat = (x - mean) * inv_std;
+                    *dx = k * (d - mean_dy - xhat * mean_dy_xhat);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The burn engine's hand-computed case: `[c, n, s]` with c = 2, n = 2, s = 4; channel 0
+    /// holds 1..8, channel 1 holds 0, 2, 4, 6 | 8, 10, 12, 30.
+    fn input() -> Vec<f32> {
+        vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 30.0]
+    }
+
+    /// γ = (2, 0.5), β = (1, −1), running mean (0.5, −2), running var (4, 0.25), in one flat
+    /// vector as a spec lays them out.
+    fn layer() -> (BatchNormGeom, Vec<f32>) {
+        let g = BatchNormGeom { c: 2, scale: 0, shift: 2, mean: 4, var: 6, eps: 1e-5, momentum: 0.1 };
+        (g, vec![2.0, 0.5, 1.0, -1.0, 0.5, -2.0, 4.0, 0.25])
+    }
+
+    /// f32 arithmetic on values below 100: relative error ~1e-6; 1e-5 of the larger of the
+    /// value and 1 leaves margin while any wrong statistic is off by O(0.1) or more.
+    fn assert_close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= 1e-5 * w.abs().max(1.0), "{what}[{i}]: {g} vs {w}; {got:?}");
+        }
+    }
+
+    #[test]
+    fn train_mode_uses_batch_statistics_and_updates_running_stats_as_pytorch() {
+        let (g, params) = layer();
+        let x = input();
+        let mut y = vec![0.0; 16];
+        let mut stats = BatchStats::default();
+        forward_train(&g, &params, 8, &x, &mut y, &mut stats);
+        // Channel 0: mean 4.5, biased var 5.25 (unbiased 6); channel 1: mean 9, biased var
+        // 616/8 = 77 (unbiased 88).
+        assert_close(&stats.mean, &[4.5, 9.0], "mean");
+        assert_close(&stats.var, &[5.25, 77.0], "var");
+        let want: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let (m, var, gamma, beta) = if i < 8 { (4.5, 5.25, 2.0, 1.0) } else { (9.0, 77.0, 0.5, -1.0) };
+                gamma * (v as f64 - m) / (var + 1e-5f64).sqrt() + beta
+            })
+            .collect();
+        assert_close(&y, &want, "y");
+        // running = 0.9 · old + 0.1 · batch: mean (0.9, −0.9), var (0.9·4 + 0.6, 0.9·0.25 + 8.8).
+        let (mut mean, mut var) = (params[4..6].to_vec(), params[6..8].to_vec());
+        stats.update_running(g.momentum, &mut mean, &mut var);
+        assert_close(&mean, &[0.9, -0.9], "running_mean");
+        assert_close(&var, &[4.2, 9.025], "running_var");
+    }
+
+    #[test]
+    fn eval_mode_uses_running_statistics() {
+        let (g, params) = layer();
+        let mut y = vec![0.0; 16];
+        forward_eval(&g, &params, 8, &input(), &mut y);
+        // x = 1 in channel 0: 2 · (1 − 0.5) / 2 + 1 = 1.5; x = 30 in channel 1:
+        // 0.5 · 32 / 0.5 − 1 = 31 (eps aside).
+        assert!((y[0] - 1.5).abs() < 1e-5 && (y[15] - 31.0).abs() < 1e-3, "{y:?}");
+    }
+
+    /// `Σ dy · y(x)` by a naive f64 batch norm straight from the definition (flat
+    /// parameters as [`layer`] lays them out, 2 channels of 8 values).
+    fn objective(params: &[f64], x: &[f64], dy: &[f32], train: bool) -> f64 {
+        let mut total = 0.0;
+        for c in 0..2 {
+            let xs = &x[c * 8..(c + 1) * 8];
+            let (mean, var) = if train {
+                let mean = xs.iter().sum::<f64>() / 8.0;
+                (mean, xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 8.0)
+            } else {
+                (params[4 + c], params[6 + c])
+            };
+            for (j, &v) in xs.iter().enumerate() {
+                let y = params[c] * (v - mean) / (var + 1e-5).sqrt() + params[2 + c];
+                total += y * dy[c * 8 + j] as f64;
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn backward_of_both_modes_matches_central_differences() {
+        let (g, params) = layer();
+        let x: Vec<f32> = input().iter().map(|v| v / 8.0).collect();
+        let dy: Vec<f32> = (0..16).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect();
+        let (x64, p64): (Vec<f64>, Vec<f64>) =
+            (x.iter().map(|&v| v as f64).collect(), params.iter().map(|&v| v as f64).collect());
+        for train in [false, true] {
+            let mut stats = BatchStats::default();
+            if train {
+                forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats);
+            }
+            let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
+            backward(&g, &params, 8, &x, train.then_some(&stats), &dy, Some(&mut dx), Some(&mut grad));
+            // f64 central differences with h = 1e-6: truncation ~1e-12, rounding ~1e-10. The
+            // engine's f32 gradients of O(1) err by ~1e-6; a wrong term is off by O(0.1).
+            let h = 1e-6;
+            let fd = |i: usize, of_params: bool| {
+                let at = |d: f64| {
+                    let (mut x, mut p) = (x64.clone(), p64.clone());
+                    if of_params {
+                        p[i] += d
+                    } else {
+                        x[i] += d
+                    }
+                    objective(&p, &x, &dy, train)
+                };
+                (at(h) - at(-h)) / (2.0 * h)
+            };
+            for (i, &got) in dx.iter().enumerate() {
+                let want = fd(i, false);
+                assert!(
+                    (got as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
+                    "train {train}: dx[{i}] {got} vs {want}"
+                );
+            }
+            for (i, &got) in grad[..4].iter().enumerate() {
+                let want = fd(i, true);
+                assert!(
+                    (got as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
+                    "train {train}: dγ, dβ[{i}] {got} vs {want}"
+                );
+            }
+        }
+    }
+}
