@@ -12,3 +12,4 @@ mod hypernet;
 mod isolation;
 mod plugins;
 mod study;
+mod torch_fixture;
