@@ -71,6 +71,7 @@ mod outcome;
 mod pruner;
 mod request;
 pub mod rng;
+mod topology;
 mod zoo;
 
 pub use context::{
@@ -87,6 +88,7 @@ pub use options::Options;
 pub use outcome::{LayerMask, PruneOutcome, pack, unpack};
 pub use pruner::Pruner;
 pub use request::{Pattern, PruneRequest, Scope};
+pub use topology::{BATCHNORM_EPS, Links};
 pub use zoo::{MemberRef, ZooRef};
 
 /// Re-exported so the export macro's users and the host agree on one version.

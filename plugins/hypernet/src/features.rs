@@ -8,7 +8,7 @@
 
 use hyperprune_sdk::ModelRef;
 
-use crate::geometry::{LayerView, square_side, views};
+use crate::geometry::{LayerView, chained, square_side, views};
 
 /// Names of the features, in column order.
 pub const NAMES: [&str; FEATURES] = [
@@ -66,6 +66,12 @@ pub struct Encoded {
     pub views: Vec<LayerView>,
     /// `[p, FEATURES]`, row-major.
     pub data: Vec<f32>,
+    /// For each layer, the layers whose output units are its input units, by the network's
+    /// graph ([`ModelRef::links`]) and with matching views: the layer before it in a chain;
+    /// behind a residual `add`, every layer the `add` joins.
+    pub producers: Vec<Vec<usize>>,
+    /// For each layer, the layers that read its output units (the inverse of `producers`).
+    pub consumers: Vec<Vec<usize>>,
 }
 
 impl Encoded {
@@ -105,6 +111,7 @@ impl Encoded {
 pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> {
     let views = views(model)?;
     let weights = model.weights();
+    let (producers, consumers) = unit_links(model, &views);
     let p: usize = views.iter().map(LayerView::len).sum();
     let mut data = vec![0f32; p * FEATURES];
     let abs_all: Vec<f32> = weights.iter().flat_map(|w| w.iter().map(|v| v.abs())).collect();
@@ -128,7 +135,7 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
         grouped_percentile_ranks(&abs_all, &sizes)
     };
     let saliency_ranks = || {
-        let (forward_flow, backward_flow) = path_flows(&views, &weights);
+        let (forward_flow, backward_flow) = path_flows(&views, &weights, &producers, &consumers);
         let saliency: Vec<Vec<f32>> = views
             .iter()
             .zip(&weights)
@@ -155,11 +162,13 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
     let mut offset = 0;
     for (l, (view, w)) in views.iter().zip(&weights).enumerate() {
         let (layer_rank, saliency_rank) = (&layer_ranks[l], &saliency_ranks[l]);
-        // How much each output unit is read downstream: its column in the next layer.
-        let outgoing: Option<Vec<f32>> = views.get(l + 1).filter(|n| n.inp == view.out).map(|n| {
+        // How much each output unit is read downstream: its columns in every reader.
+        let outgoing: Option<Vec<f32>> = (!consumers[l].is_empty()).then(|| {
             let mut sq = vec![0f32; view.out];
-            for (v, (_, i)) in weights[l + 1].iter().zip(n.units()) {
-                sq[i] += v * v;
+            for &c in &consumers[l] {
+                for (v, (_, i)) in weights[c].iter().zip(views[c].units()) {
+                    sq[i] += v * v;
+                }
             }
             let norms: Vec<f32> = sq.iter().map(|s| s.sqrt()).collect();
             let m = mean(&norms).max(1e-12);
@@ -178,13 +187,22 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
         let row_mean = mean(&row_norms).max(1e-12);
         let col_mean = mean(&col_norms).max(1e-12);
         let out_bias = biases[l].filter(|b| b.len() == view.out);
-        let in_bias = l.checked_sub(1).and_then(|q| biases[q]).filter(|b| b.len() == view.inp);
-        // How strongly each input unit is driven: the norm of its incoming weights (the
-        // previous layer's row), relative to that layer's mean; a data-free activity proxy.
-        let incoming: Option<Vec<f32>> = l.checked_sub(1).filter(|&q| views[q].out == view.inp).map(|q| {
-            let prev_rows: Vec<f32> = weights[q].chunks(views[q].fan_in().max(1)).map(norm).collect();
-            let m = mean(&prev_rows).max(1e-12);
-            prev_rows.iter().map(|r| r / m).collect()
+        let in_bias = match producers[l].as_slice() {
+            [q] => biases[*q].filter(|b| b.len() == view.inp),
+            _ => None,
+        };
+        // How strongly each input unit is driven: the norm of its incoming weights (the rows
+        // of every layer producing it), relative to their mean; a data-free activity proxy.
+        let incoming: Option<Vec<f32>> = (!producers[l].is_empty()).then(|| {
+            let mut sq = vec![0f32; view.inp];
+            for &q in &producers[l] {
+                for (s, row) in sq.iter_mut().zip(weights[q].chunks(views[q].fan_in().max(1))) {
+                    *s += row.iter().map(|x| x * x).sum::<f32>();
+                }
+            }
+            let rows: Vec<f32> = sq.iter().map(|s| s.sqrt()).collect();
+            let m = mean(&rows).max(1e-12);
+            rows.iter().map(|r| r / m).collect()
         });
         // The first layer of an MLP on square images reads pixels: their position matters.
         let pixel_side = (l == 0 && !view.conv && view.k == 1).then(|| square_side(view.inp)).flatten();
@@ -262,42 +280,88 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
             }
         }
     }
-    Ok(Encoded { views, data })
+    Ok(Encoded { views, data, producers, consumers })
+}
+
+/// For each layer, its producers and its consumers by the graph ([`ModelRef::links`]), kept
+/// where the views agree (the producer's outputs are the reader's input units).
+fn unit_links(model: &ModelRef<'_>, views: &[LayerView]) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+    let links = model.links();
+    let producers: Vec<Vec<usize>> = links
+        .producers
+        .iter()
+        .enumerate()
+        .map(|(l, ps)| ps.iter().copied().filter(|&p| chained(&views[p], &views[l])).collect())
+        .collect();
+    let mut consumers = vec![Vec::new(); views.len()];
+    for (l, ps) in producers.iter().enumerate() {
+        for &p in ps {
+            consumers[p].push(l);
+        }
+    }
+    (producers, consumers)
 }
 
 /// Data-free path flows (as in SynFlow, on the unit graph): with `A_l[o][i] = Σ_k |W_l[o,i,k]|`,
-/// the forward flow into each input unit of layer `l` (all-ones input, `f ← A f`) and the
-/// backward flow out of each output unit (`b ← Aᵀ b` from ones at the logits), each scaled
-/// to mean 1 per layer so that depth does not overflow them. A weight's path saliency is
-/// `|w| · f_in · b_out`: how much signal flows through it.
-fn path_flows(views: &[LayerView], weights: &[&[f32]]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let unit = |n: usize| vec![1f32; n];
+/// the forward flow into each input unit of layer `l` (all-ones input, `f ← A f`, summed over
+/// the layers producing it) and the backward flow out of each output unit (`b ← Aᵀ b` from
+/// ones at the logits, summed over the layers reading it), each scaled to mean 1 per layer so
+/// that depth does not overflow them. A weight's path saliency is `|w| · f_in · b_out`: how
+/// much signal flows through it.
+fn path_flows(
+    views: &[LayerView],
+    weights: &[&[f32]],
+    producers: &[Vec<usize>],
+    consumers: &[Vec<usize>],
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let normalise = |mut v: Vec<f32>| {
         let m = mean(&v).max(1e-30);
         v.iter_mut().for_each(|x| *x /= m);
         v
     };
-    let mut forward = Vec::with_capacity(views.len());
-    let mut flow: Option<Vec<f32>> = None;
-    for (view, w) in views.iter().zip(weights) {
-        let input = flow.take().filter(|f| f.len() == view.inp).unwrap_or_else(|| unit(view.inp));
+    // Producers come before their readers and readers after what they read (layer order is
+    // a topological order), so one pass each way sees every flow it sums.
+    let mut forward: Vec<Vec<f32>> = Vec::with_capacity(views.len());
+    let mut out_flow: Vec<Vec<f32>> = Vec::with_capacity(views.len());
+    for (l, (view, w)) in views.iter().zip(weights).enumerate() {
+        let input = if let [p] = producers[l][..] {
+            out_flow[p].clone()
+        } else if producers[l].is_empty() {
+            vec![1f32; view.inp]
+        } else {
+            let mut sum = vec![0f32; view.inp];
+            for &p in &producers[l] {
+                sum.iter_mut().zip(&out_flow[p]).for_each(|(s, f)| *s += f);
+            }
+            normalise(sum)
+        };
         let mut out = vec![0f32; view.out];
         for (v, (o, i)) in w.iter().zip(view.units()) {
             out[o] += v.abs() * input[i];
         }
         forward.push(input);
-        flow = Some(normalise(out));
+        out_flow.push(normalise(out));
     }
     let mut backward = vec![Vec::new(); views.len()];
-    let mut flow: Option<Vec<f32>> = None;
+    let mut in_flow = vec![Vec::new(); views.len()];
     for (l, (view, w)) in views.iter().zip(weights).enumerate().rev() {
-        let output = flow.take().filter(|f| f.len() == view.out).unwrap_or_else(|| unit(view.out));
+        let output = if let [c] = consumers[l][..] {
+            in_flow[c].clone()
+        } else if consumers[l].is_empty() {
+            vec![1f32; view.out]
+        } else {
+            let mut sum = vec![0f32; view.out];
+            for &c in &consumers[l] {
+                sum.iter_mut().zip(&in_flow[c]).for_each(|(s, f): (&mut f32, &f32)| *s += f);
+            }
+            normalise(sum)
+        };
         let mut inp = vec![0f32; view.inp];
         for (v, (o, i)) in w.iter().zip(view.units()) {
             inp[i] += v.abs() * output[o];
         }
         backward[l] = output;
-        flow = Some(normalise(inp));
+        in_flow[l] = normalise(inp);
     }
     (forward, backward)
 }

@@ -6,7 +6,6 @@
 //! alone, so the scores do not depend on the thread count.
 
 use crate::features::{Encoded, FEATURES, MODEL_RANK};
-use crate::geometry::chained;
 use crate::kernel;
 use crate::network::{Arch, EMBED, NetConfig, Params, embed};
 
@@ -222,6 +221,24 @@ fn pointwise_scores(
     scores
 }
 
+/// The mean of `pooled[l]` over the layers `which` (one layer's as it is), `None` for none:
+/// the units that a residual `add` joins share one message.
+fn mean_of(which: &[usize], pooled: &[Vec<f32>]) -> Option<Vec<f32>> {
+    match which {
+        [] => None,
+        [l] => Some(pooled[*l].clone()),
+        _ => {
+            let mut sum = vec![0f32; pooled[which[0]].len()];
+            for &l in which {
+                sum.iter_mut().zip(&pooled[l]).for_each(|(a, b)| *a += b);
+            }
+            let n = which.len() as f32;
+            sum.iter_mut().for_each(|a| *a /= n);
+            Some(sum)
+        }
+    }
+}
+
 /// Rows per thread below which the fused pointwise pass stays on one thread.
 const PARALLEL_POINTWISE: usize = 4096;
 
@@ -252,16 +269,16 @@ fn equivariant_mix(params: &Params, d: usize, encoded: &Encoded, c: usize, h: &[
         // Per output unit and per input unit: the pooled terms, already mapped by their weights.
         let mut unit_out = vec![0f32; v.out * c];
         affine(&rows[l], c, w("row"), c, None, &mut unit_out);
-        if l + 1 < views.len() && chained(v, &views[l + 1]) {
+        if let Some(next) = mean_of(&encoded.consumers[l], &cols) {
             let mut nx = vec![0f32; v.out * c];
-            affine(&cols[l + 1], c, w("next"), c, None, &mut nx);
+            affine(&next, c, w("next"), c, None, &mut nx);
             unit_out.iter_mut().zip(&nx).for_each(|(a, b)| *a += b);
         }
         let mut unit_in = vec![0f32; v.inp * c];
         affine(&cols[l], c, w("col"), c, None, &mut unit_in);
-        if l > 0 && chained(&views[l - 1], v) {
+        if let Some(prev) = mean_of(&encoded.producers[l], &rows) {
             let mut pv = vec![0f32; v.inp * c];
-            affine(&rows[l - 1], c, w("prev"), c, None, &mut pv);
+            affine(&prev, c, w("prev"), c, None, &mut pv);
             unit_in.iter_mut().zip(&pv).for_each(|(a, b)| *a += b);
         }
         let mut mean = vec![0f32; c];

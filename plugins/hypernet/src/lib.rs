@@ -527,6 +527,44 @@ mod tests {
     }
 
     #[test]
+    fn channels_joined_by_a_residual_add_share_one_permutation() {
+        let net = TestNet::residual(7);
+        let encoded = net.with_view(|m| features::encode(&m, features::FeatureSet::Full).unwrap());
+        assert_eq!(
+            encoded.producers,
+            vec![vec![], vec![0], vec![1], vec![0, 2]],
+            "the head reads the stem and the block"
+        );
+        assert_eq!(encoded.consumers, vec![vec![1, 3], vec![2], vec![3], vec![]]);
+        let perm = permutation(4, 3);
+        let joined = |n: &mut TestNet, p: &[usize]| {
+            // The stem's and the block's outputs are one set of channels: the shortcut reads
+            // the stem, the head reads their sum, the block's first conv reads the stem.
+            n.permute_rows(0, p);
+            n.permute_rows(2, p);
+            n.permute_cols(1, p);
+            n.permute_cols(3, p);
+        };
+        let mut moved = net.clone();
+        joined(&mut moved, &perm);
+        let mut inverse = vec![0; perm.len()];
+        perm.iter().enumerate().for_each(|(j, &src)| inverse[src] = j);
+        for arch in [Arch::Pointwise, Arch::Equivariant] {
+            let state = random_state(arch, 5);
+            for s in [0.5, 0.875] {
+                let (a, b) = (prune(&state, &net, s), prune(&state, &moved, s));
+                let mut back = moved.clone();
+                back.weights = b.iter().map(|k| k.iter().map(|&x| f32::from(u8::from(x))).collect()).collect();
+                joined(&mut back, &inverse);
+                let restored: Vec<Vec<bool>> =
+                    back.weights.iter().map(|w| w.iter().map(|&x| x > 0.5).collect()).collect();
+                assert_eq!(restored, a, "{arch:?}, s = {s}");
+                assert_ne!(b, a, "the permutation must move something ({arch:?})");
+            }
+        }
+    }
+
+    #[test]
     fn one_state_prunes_cnn_s_lenet5_and_a_wider_cnn_s_to_the_exact_sparsity() {
         let mut rng = SplitMix64::new(9);
         for arch in [Arch::Pointwise, Arch::Equivariant] {

@@ -29,7 +29,6 @@ use burn::tensor::{Tensor, TensorData, activation};
 use hyperprune_sdk::rng::SplitMix64;
 
 use crate::features::{Encoded, FEATURES, MODEL_RANK};
-use crate::geometry::chained;
 
 /// Size of the sparsity embedding.
 pub const EMBED: usize = 6;
@@ -266,17 +265,33 @@ fn equivariant_mix<B: Backend>(net: &Lookup<'_, B>, d: usize, features: &Encoded
         let col = cols[l].clone().matmul(w("col")).reshape([1, v.inp, 1, c]);
         let layer = flat.mean_dim(0).matmul(w("layer")).reshape([1, 1, 1, c]);
         let mut mixed = own + row + col + layer;
-        // The previous layer's output unit j is this layer's input unit j.
-        if l > 0 && chained(&views[l - 1], v) {
-            mixed = mixed + rows[l - 1].clone().matmul(w("prev")).reshape([1, v.inp, 1, c]);
+        // A producer's output unit j is this layer's input unit j (behind an `add`, several
+        // producers share unit j: their mean, so a permutation of the joined channels
+        // permutes every one of them alike).
+        if let Some(prev) = mean_of(features.producers[l].iter().map(|&q| rows[q].clone())) {
+            mixed = mixed + prev.matmul(w("prev")).reshape([1, v.inp, 1, c]);
         }
-        // This layer's output unit j is the next layer's input unit j.
-        if l + 1 < views.len() && chained(v, &views[l + 1]) {
-            mixed = mixed + cols[l + 1].clone().matmul(w("next")).reshape([v.out, 1, 1, c]);
+        // This layer's output unit j is every reader's input unit j.
+        if let Some(next) = mean_of(features.consumers[l].iter().map(|&q| cols[q].clone())) {
+            mixed = mixed + next.matmul(w("next")).reshape([v.out, 1, 1, c]);
         }
         out.push(mixed.reshape([v.len(), c]));
     }
     Tensor::cat(out, 0)
+}
+
+/// The mean of equally shaped tensors, `None` for none.
+fn mean_of<B: Backend>(tensors: impl Iterator<Item = Tensor<B, 2>>) -> Option<Tensor<B, 2>> {
+    let (sum, n) = tensors.fold((None, 0), |(sum, n): (Option<Tensor<B, 2>>, usize), t| {
+        (
+            Some(match sum {
+                Some(s) => s + t,
+                None => t,
+            }),
+            n + 1,
+        )
+    });
+    sum.map(|s| if n == 1 { s } else { s.div_scalar(n as f32) })
 }
 
 /// The features of `encoded` as a `[p, FEATURES]` tensor.

@@ -3,7 +3,7 @@
 
 use hyperprune_sdk::abi_stable::std_types::{RSlice, RStr};
 use hyperprune_sdk::rng::SplitMix64;
-use hyperprune_sdk::{LayerKind, LayerRef, ModelRef, TensorRef};
+use hyperprune_sdk::{LayerKind, LayerRef, ModelRef, NETWORK_INPUT, NO_LAYER, NodeKind, NodeRef, TensorRef};
 
 /// A network owned by a test.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub struct TestNet {
     pub bias_names: Vec<String>,
     pub bias_shapes: Vec<Vec<u64>>,
     pub biases: Vec<Vec<f32>>,
+    /// The graph, as (kind, inputs, prunable layer or `NO_LAYER`) per node; empty for a chain.
+    pub nodes: Vec<(NodeKind, Vec<u32>, u32)>,
 }
 
 impl TestNet {
@@ -32,6 +34,7 @@ impl TestNet {
             bias_names: vec![],
             bias_shapes: vec![],
             biases: vec![],
+            nodes: vec![],
         };
         for (l, shape) in shapes.iter().enumerate() {
             let n: u64 = shape.iter().product();
@@ -55,6 +58,53 @@ impl TestNet {
     /// `lenet5`: two convs and three linear layers.
     pub fn lenet5(seed: u64) -> TestNet {
         TestNet::new("lenet5", &[&[6, 1, 5, 5], &[16, 6, 5, 5], &[120, 256], &[84, 120], &[10, 84]], seed)
+    }
+
+    /// A residual network: a stem conv, one block of two convs whose output is added to the
+    /// stem's (an identity shortcut), global average pooling and a linear head. The stem's
+    /// and the block's output channels are joined by the `add`.
+    pub fn residual(seed: u64) -> TestNet {
+        let mut net = TestNet::new("resnet-test", &[&[4, 1, 3, 3], &[6, 4, 3, 3], &[4, 6, 3, 3], &[10, 4]], seed);
+        let none = NO_LAYER;
+        net.nodes = vec![
+            (NodeKind::Conv2d, vec![NETWORK_INPUT], 0),
+            (NodeKind::Relu, vec![0], none),
+            (NodeKind::Conv2d, vec![1], 1),
+            (NodeKind::Relu, vec![2], none),
+            (NodeKind::Conv2d, vec![3], 2),
+            (NodeKind::Add, vec![4, 1], none),
+            (NodeKind::Relu, vec![5], none),
+            (NodeKind::GlobalAvgPool, vec![6], none),
+            (NodeKind::Flatten, vec![7], none),
+            (NodeKind::Linear, vec![8], 3),
+        ];
+        net
+    }
+
+    /// Permutes the output units (rows, and biases) of layer `l` by `perm`: new unit `j` is
+    /// old unit `perm[j]`.
+    pub fn permute_rows(&mut self, l: usize, perm: &[usize]) {
+        let row = self.weights[l].len() / perm.len();
+        let (old, old_b) = (self.weights[l].clone(), self.biases[l].clone());
+        for (j, &src) in perm.iter().enumerate() {
+            self.weights[l][j * row..(j + 1) * row].copy_from_slice(&old[src * row..(src + 1) * row]);
+            self.biases[l][j] = old_b[src];
+        }
+    }
+
+    /// Permutes the input units (columns; every kernel position of one) of layer `l`.
+    pub fn permute_cols(&mut self, l: usize, perm: &[usize]) {
+        let (rows, inputs) = (self.shapes[l][0] as usize, self.shapes[l][1] as usize);
+        assert_eq!(inputs, perm.len());
+        let block = self.weights[l].len() / (rows * inputs);
+        let old = self.weights[l].clone();
+        for r in 0..rows {
+            let base = r * inputs * block;
+            for (j, &src) in perm.iter().enumerate() {
+                self.weights[l][base + j * block..base + (j + 1) * block]
+                    .copy_from_slice(&old[base + src * block..base + (src + 1) * block]);
+            }
+        }
     }
 
     /// Permutes the output units of layer `l` by `perm` (new unit `j` is old unit
@@ -88,7 +138,19 @@ impl TestNet {
     /// Runs `f` on a view of the network.
     pub fn with_view<R>(&self, f: impl FnOnce(ModelRef<'_>) -> R) -> R {
         let (layers, others) = self.parts();
-        f(model(&self.arch, &layers, &others))
+        let nodes: Vec<NodeRef<'_>> = self
+            .nodes
+            .iter()
+            .map(|(kind, inputs, layer)| NodeRef {
+                name: RStr::from_str("n"),
+                kind: *kind,
+                inputs: RSlice::from_slice(inputs),
+                output: RSlice::from_slice(&[]),
+                layer: *layer,
+                tensors: RSlice::from_slice(&[]),
+            })
+            .collect();
+        f(ModelRef { nodes: RSlice::from_slice(&nodes), ..model(&self.arch, &layers, &others) })
     }
 
     /// The borrowed parts of a view.

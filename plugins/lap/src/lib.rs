@@ -20,14 +20,19 @@
 //!   with `h·w = in_features / channels`.
 //! - The first prunable layer has no previous factor (1), the last no next factor (1).
 //!
-//! "Previous" and "next" are across pooling, activations and flatten, which keep channels.
-//! Every network today is a chain, so they are the neighbours in the model view's order of
-//! prunable layers; where the shapes disagree (the previous layer's outputs are not the
-//! next's inputs, nor a whole number of `h·w` positions of them behind a flatten) that side
-//! gets factor 1 and the plugin says so in a debug log. There is no BatchNorm and no
-//! residual add in the networks yet; once networks are graphs, previous and next follow the
-//! graph's edges (a sum over every producer and consumer, and a norm's scale folded in, as
-//! the paper's `lap_bn` does).
+//! "Previous" and "next" follow the network's graph ([`ModelRef::links`]): across pooling,
+//! activations, dropout, flatten and batch normalisation, which keep channels, and across a
+//! residual `add`, which joins channels: the previous factor sums over every layer whose
+//! output reaches input channel `k` (in a ResNet block, the block's last conv and whatever
+//! the shortcut carries), the next factor over every layer that reads output channel `j`.
+//! In a chain they are the neighbouring prunable layers. Where a link's shapes disagree (the
+//! producer's outputs are not the reader's inputs, nor a whole number of `h·w` positions of
+//! them behind a flatten) that link is left out and the plugin says so in a debug log; a
+//! side with no link gets factor 1.
+//!
+//! A batch normalisation reading a layer's output is folded in, as the paper's `lap_bn`
+//! does: output row `j` is scaled by `γ_j / √(running_var_j + ε)` before scoring, so the
+//! score sees the weights the network applies.
 //!
 //! The paper ranks within each layer, at sparsities chosen beforehand; here, as for every
 //! pruner, the request's scope decides: `--scope layer` is the paper's setting,
@@ -71,14 +76,16 @@ impl Pruner for Lap {
 
     fn prune(&self, model: &ModelRef<'_>, request: &PruneRequest, ctx: &Ctx<'_>) -> Result<PruneOutcome, PluginError> {
         let layers = model.layers();
-        let lap = lap_scores(&layers.iter().map(lap_layer).collect::<Vec<_>>());
-        for &l in &lap.unlinked {
-            let (a, b) = (&layers[l], &layers[l + 1]);
+        let effective = effective_weights(model);
+        let lap_layers: Vec<LapLayer<'_>> = layers.iter().zip(&effective).map(|(l, w)| lap_layer(l, w)).collect();
+        let lap = lap_scores(&lap_layers, &model.links());
+        for &(p, c) in &lap.unlinked {
+            let (a, b) = (&layers[p], &layers[c]);
             ctx.log(
                 LogLevel::Debug,
                 &format!(
-                    "lap: '{}' {:?} does not feed '{}' {:?} (outputs and inputs disagree); \
-                     scoring both sides of that boundary with factor 1",
+                    "lap: '{}' {:?} does not fit '{}' {:?} (outputs and inputs disagree); \
+                     leaving that link out of both scores",
                     a.name(),
                     a.shape(),
                     b.name(),
@@ -92,15 +99,39 @@ impl Pruner for Lap {
     }
 }
 
+/// Each layer's weights as the network applies them in eval mode: output row `j` times the
+/// factor `γ_j / √(var_j + ε)` of the batch normalisation that reads the layer, where one
+/// does (the paper's `lap_bn`); the weights themselves elsewhere.
+fn effective_weights(model: &ModelRef<'_>) -> Vec<Vec<f32>> {
+    model
+        .layers()
+        .iter()
+        .zip(model.batchnorm_factors())
+        .map(|(layer, factors)| {
+            let w = layer.weights();
+            match factors.filter(|f| !f.is_empty() && w.len().is_multiple_of(f.len())) {
+                Some(f) => {
+                    let row = w.len() / f.len();
+                    w.chunks(row)
+                        .zip(&f)
+                        .flat_map(|(r, &s)| r.iter().map(move |&x| (f64::from(x) * s) as f32))
+                        .collect()
+                }
+                None => w.to_vec(),
+            }
+        })
+        .collect()
+}
+
 /// The layer's shape as LAP reads it; a shape of fewer than two dimensions gives zero
 /// inputs, which scores by magnitude and links to nothing.
-fn lap_layer<'a>(layer: &LayerRef<'a>) -> LapLayer<'a> {
+fn lap_layer<'a>(layer: &LayerRef<'_>, weights: &'a [f32]) -> LapLayer<'a> {
     let shape = layer.shape();
     LapLayer {
         kind: layer.kind,
         out: shape.first().copied().unwrap_or(0),
         inputs: shape.get(1).copied().unwrap_or(0),
-        weights: layer.weights(),
+        weights,
     }
 }
 

@@ -1,6 +1,6 @@
 //! LAP scores: the algorithm, free of any FFI.
 
-use hyperprune_sdk::LayerKind;
+use hyperprune_sdk::{LayerKind, Links};
 
 /// A prunable layer as LAP sees it: `out` output units or channels, `inputs` input units or
 /// channels, weights row-major in `[out, inputs, kernel positions]` (PyTorch layout; a linear
@@ -65,25 +65,37 @@ pub fn fan_out(prev: &LapLayer<'_>, next: &LapLayer<'_>) -> Option<usize> {
     }
 }
 
-/// LAP scores, and where the chain broke.
+/// LAP scores, and where a link broke.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LapScores {
     /// One score per weight, per layer; higher is kept longer.
     pub scores: Vec<Vec<f32>>,
-    /// Every `l` where layer `l`'s outputs and layer `l + 1`'s inputs disagree in shape
-    /// ([`fan_out`] is `None`): both sides of that boundary were scored with factor 1.
-    pub unlinked: Vec<usize>,
+    /// Every `(p, c)` where layer `p` produces layer `c`'s inputs by the graph but their
+    /// shapes disagree ([`fan_out`] is `None`): that link contributes to neither side.
+    pub unlinked: Vec<(usize, usize)>,
 }
 
-/// The lookahead score of every weight of a chain of prunable layers (Park et al. 2020):
-/// `W_l[j,k]² · ‖W_{l-1}[k,:]‖² · ‖W_{l+1}[:,j]‖²`, where the previous factor is the squared
-/// norm of the previous layer's output slice `k` and the next factor that of the next
-/// layer's input slice `j` (across a flatten, all `h·w` columns of channel `j`). The first
-/// layer has no previous factor, the last no next one, and a boundary whose shapes disagree
-/// gives factor 1 on both its sides. Products run in f64 and are rounded to f32 once.
-pub fn lap_scores(layers: &[LapLayer<'_>]) -> LapScores {
-    let fans: Vec<Option<usize>> = layers.windows(2).map(|pair| fan_out(&pair[0], &pair[1])).collect();
-    let unlinked = fans.iter().enumerate().filter(|(_, f)| f.is_none()).map(|(l, _)| l).collect();
+/// The lookahead score of every weight (Park et al. 2020):
+/// `W_l[j,k]² · Σ_p ‖W_p[k,:]‖² · Σ_c ‖W_c[:,j]‖²`, summed over the layers `p` that produce
+/// layer `l`'s input channel `k` and the layers `c` that read its output channel `j`
+/// (`links`: in a chain, the layer before and the layer after; behind a residual `add`,
+/// every layer the `add` joins). Across a flatten the next factor takes all `h·w` columns of
+/// channel `j`. A layer with no producer has previous factor 1, one with no consumer next
+/// factor 1, and a link whose shapes disagree is left out of both sums (a side left with no
+/// link gets factor 1). Products run in f64 and are rounded to f32 once.
+pub fn lap_scores(layers: &[LapLayer<'_>], links: &Links) -> LapScores {
+    let mut unlinked = Vec::new();
+    let mut fans = vec![Vec::new(); layers.len()];
+    for (c, producers) in links.producers.iter().enumerate() {
+        for &p in producers {
+            match fan_out(&layers[p], &layers[c]) {
+                Some(fan) => fans[c].push((p, fan)),
+                None => unlinked.push((p, c)),
+            }
+        }
+    }
+    let output_norms: Vec<Option<Vec<f64>>> = layers.iter().map(|l| l.kernel().map(|_| l.output_norms())).collect();
+    let input_norms: Vec<Option<Vec<f64>>> = layers.iter().map(|l| l.kernel().map(|_| l.input_norms())).collect();
     let scores = layers
         .iter()
         .enumerate()
@@ -91,19 +103,31 @@ pub fn lap_scores(layers: &[LapLayer<'_>]) -> LapScores {
             let Some(kernel) = layer.kernel() else {
                 return layer.weights.iter().map(|&x| x * x).collect();
             };
-            // A `Some` fan means both layers' shapes were checked, and `fan · out_{l-1}` is
-            // `inputs_l`: the indexing below stays in bounds.
-            let prev: Vec<f64> = match l.checked_sub(1).and_then(|p| fans[p]) {
-                Some(fan) => {
-                    let norms = layers[l - 1].output_norms();
-                    (0..layer.inputs).map(|k| norms[k / fan]).collect()
+            // A checked fan means both layers' shapes fill `[out, inputs, k]` and
+            // `fan · out_p = inputs_c`: the indexing below stays in bounds.
+            let mut prev = vec![0.0; layer.inputs];
+            for &(p, fan) in &fans[l] {
+                let norms = output_norms[p].as_ref().expect("a checked fan has a kernel");
+                prev.iter_mut().enumerate().for_each(|(k, v)| *v += norms[k / fan]);
+            }
+            if fans[l].is_empty() {
+                prev.fill(1.0);
+            }
+            let mut next = vec![0.0; layer.out];
+            let consumers: Vec<(usize, usize)> = fans
+                .iter()
+                .enumerate()
+                .flat_map(|(c, f)| f.iter().filter(|(p, _)| *p == l).map(move |&(_, fan)| (c, fan)))
+                .collect();
+            for &(c, fan) in &consumers {
+                let norms = input_norms[c].as_ref().expect("a checked fan has a kernel");
+                for (v, chunk) in next.iter_mut().zip(norms.chunks(fan)) {
+                    *v += chunk.iter().sum::<f64>();
                 }
-                None => vec![1.0; layer.inputs],
-            };
-            let next: Vec<f64> = match fans.get(l).copied().flatten() {
-                Some(fan) => layers[l + 1].input_norms().chunks(fan).map(|c| c.iter().sum()).collect(),
-                None => vec![1.0; layer.out],
-            };
+            }
+            if consumers.is_empty() {
+                next.fill(1.0);
+            }
             layer_scores(layer.weights, kernel, layer.inputs, &prev, &next)
         })
         .collect();
@@ -144,7 +168,7 @@ mod tests {
         // W1 is last (no next factor); its previous factors are W0's row norms:
         // row 0: 1 + 4 + 0 = 5, row 1: 0 + 1 + 1 = 2 → row 0: [9·5, 1·2], row 1: [1·5, 4·2].
         let (w0, w1) = ([1.0, 2.0, 0.0, 0.0, 1.0, -1.0], [3.0, -1.0, 1.0, 2.0]);
-        let lap = lap_scores(&[linear(2, 3, &w0), linear(2, 2, &w1)]);
+        let lap = lap_scores(&[linear(2, 3, &w0), linear(2, 2, &w1)], &Links::chain(2));
         assert_eq!(lap.scores, vec![vec![10.0, 40.0, 0.0, 0.0, 5.0, 5.0], vec![45.0, 2.0, 5.0, 8.0]]);
         assert!(lap.unlinked.is_empty());
     }
@@ -164,7 +188,7 @@ mod tests {
         //   row 0: [6, 0, 44, 11], row 1: [6, 6, 0, 99].
         let (w0, w1) = ([1.0, -2.0], [1.0, 0.0, 2.0, -1.0, 0.0, 3.0, 1.0, 1.0]);
         let w2 = [1.0, 0.0, 2.0, 1.0, -1.0, 1.0, 0.0, 3.0];
-        let lap = lap_scores(&[conv(2, 1, &w0), conv(2, 2, &w1), linear(2, 4, &w2)]);
+        let lap = lap_scores(&[conv(2, 1, &w0), conv(2, 2, &w1), linear(2, 4, &w2)], &Links::chain(3));
         assert_eq!(lap.scores[0], vec![10.0, 28.0]);
         assert_eq!(lap.scores[1], vec![3.0, 0.0, 48.0, 12.0, 0.0, 126.0, 56.0, 56.0]);
         assert_eq!(lap.scores[2], vec![6.0, 0.0, 44.0, 11.0, 6.0, 6.0, 0.0, 99.0]);
@@ -178,8 +202,8 @@ mod tests {
         //   diag(1, 2, 1) → [1·1, 0, 0, 0, 4·4, 0, 0, 0, 1·9]. L2 (1×3, last): previous = L1's
         //   row norms [1, 4, 1] → [1·1, 4·4, 9·1].
         let (w0, w1, w2) = ([1.0; 4], [1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0], [1.0, 2.0, 3.0]);
-        let lap = lap_scores(&[linear(2, 2, &w0), linear(3, 3, &w1), linear(1, 3, &w2)]);
-        assert_eq!(lap.unlinked, vec![0]);
+        let lap = lap_scores(&[linear(2, 2, &w0), linear(3, 3, &w1), linear(1, 3, &w2)], &Links::chain(3));
+        assert_eq!(lap.unlinked, vec![(0, 1)]);
         assert_eq!(
             lap.scores,
             vec![vec![1.0; 4], vec![1.0, 0.0, 0.0, 0.0, 16.0, 0.0, 0.0, 0.0, 9.0], vec![1.0, 16.0, 9.0]]
@@ -191,7 +215,25 @@ mod tests {
         assert_eq!(fan_out(&conv(2, 1, &[1.0; 2]), &linear(3, 4, &four)), Some(2));
         // Weights that do not fill [out, inputs, k] link to nothing and score by w².
         let odd = [3.0, 1.0, 2.0];
-        assert_eq!(lap_scores(&[linear(2, 2, &odd)]).scores, vec![vec![9.0, 1.0, 4.0]]);
+        assert_eq!(lap_scores(&[linear(2, 2, &odd)], &Links::chain(1)).scores, vec![vec![9.0, 1.0, 4.0]]);
+    }
+
+    #[test]
+    fn a_residual_add_sums_over_every_producer_and_every_consumer() {
+        // L0: linear 1 → 2, [1, 2]: output norms [1, 4]. L1: linear 2 → 2, the identity.
+        // L2 reads add(L0, L1): producers {0, 1}; L0 is read by L1 and L2.
+        // L0: next = L1 columns [1, 1] + L2 columns [9, 1] = [10, 2] → [1·10, 4·2].
+        // L1: prev = L0 rows [1, 4]; next = L2 columns [9, 1] → [1·1·9, 0, 0, 1·4·1].
+        // L2 (last): prev = L0 rows + L1 rows = [1 + 1, 4 + 1] → [9·2, 1·5].
+        let (w0, w1, w2) = ([1.0, 2.0], [1.0, 0.0, 0.0, 1.0], [3.0, 1.0]);
+        let links = Links {
+            producers: vec![vec![], vec![0], vec![0, 1]],
+            consumers: vec![vec![1, 2], vec![2], vec![]],
+            reads_network_input: vec![true, false, false],
+        };
+        let lap = lap_scores(&[linear(2, 1, &w0), linear(2, 2, &w1), linear(1, 2, &w2)], &links);
+        assert_eq!(lap.scores, vec![vec![10.0, 8.0], vec![9.0, 0.0, 0.0, 4.0], vec![18.0, 5.0]]);
+        assert!(lap.unlinked.is_empty());
     }
 
     /// conv [4, 1, 2×2] → conv [6, 4, 2×2] → flatten (6 × 2×2) → linear [8, 24] → linear [4, 8].
@@ -201,7 +243,7 @@ mod tests {
     }
 
     fn chain_scores(w: &[Vec<f32>]) -> LapScores {
-        lap_scores(&[conv(4, 1, &w[0]), conv(6, 4, &w[1]), linear(8, 24, &w[2]), linear(4, 8, &w[3])])
+        lap_scores(&[conv(4, 1, &w[0]), conv(6, 4, &w[1]), linear(8, 24, &w[2]), linear(4, 8, &w[3])], &Links::chain(4))
     }
 
     const ROW_LENS: [usize; 4] = [4, 16, 24, 8];
