@@ -69,3 +69,93 @@ fn a_torchvision_named_resnet_loads_and_every_data_free_pruner_prunes_it_exactly
         }
     }
 }
+
+/// Every installed pruner on a small digits ResNet zoo, through `bench` and `prune`: no error
+/// row, the exact sparsity at 2× and 4×, and batch normalisation exactly as trained. The
+/// learnable hypernetwork is fitted on the zoo's train members first (a short fit); the
+/// data-aware pruners take short settings, quality is measured in docs/BENCHMARKS.md.
+#[test]
+fn every_installed_pruner_prunes_a_digits_resnet_zoo_exactly_and_leaves_batch_norm_alone() {
+    const ARCH: &str = "resnet:depth=8,width=8,input=1x8x8";
+    let zoo = hyperprune_tests::digits_zoo_of(ARCH, "resnet-zoo", 5, 2, "0.4,0.2,0.4");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("hypernet.state");
+    let o = hyperprune(&[
+        "fit",
+        "--pruner",
+        "hypernet",
+        "--zoo",
+        zoo.to_str().unwrap(),
+        "--out",
+        state.to_str().unwrap(),
+        "-q",
+        "--opt",
+        "steps=20",
+        "--opt",
+        "val_every=10",
+        "--opt",
+        "hidden=8",
+        "--opt",
+        "val_samples=128",
+    ]);
+    assert!(o.status.success(), "fit: {:?}", text(&o));
+    let pruners = ["random", "magnitude", "lamp", "lap", "obs", "woodfisher", "chita", "maskopt", "hypernet"];
+    let listed = text(&hyperprune(&["plugins", "list"])).0;
+    for p in pruners {
+        assert!(listed.lines().any(|l| l.starts_with(p)), "'{p}' is installed: {listed}");
+    }
+    let state_opt = format!("hypernet.state={}", state.display());
+    let run = dir.path().join("run");
+    let o = hyperprune(&[
+        "bench",
+        "--zoo",
+        zoo.to_str().unwrap(),
+        "--pruners",
+        &pruners.join(","),
+        "--compression",
+        "2,4",
+        "--calib-samples",
+        "128",
+        "--opt",
+        &state_opt,
+        "--opt",
+        "maskopt.steps=20",
+        "--out",
+        run.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "bench: {:?}", text(&o));
+    let rows = hyperprune_tests::jsonl(&run.join("results.jsonl"));
+    assert_eq!(rows.len(), pruners.len() * 2 * 2, "9 pruners × 2 compressions × 2 test members");
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        let (requested, achieved) =
+            (r["requested_sparsity"].as_f64().unwrap(), r["achieved_sparsity"].as_f64().unwrap());
+        assert!((requested - achieved).abs() < 1e-3, "exact sparsity: {r}");
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(zoo.join("zoo.json")).unwrap()).unwrap();
+    let member = meta["members"].as_array().unwrap().iter().find(|m| m["split"] == "test").unwrap();
+    let input = zoo.join(member["file"].as_str().unwrap());
+    let dense = load_model(&input);
+    for pruner in pruners {
+        let out = dir.path().join(format!("{pruner}.safetensors"));
+        let mut args = vec!["prune", "--model", input.to_str().unwrap(), "--pruner", pruner, "--sparsity", "0.75"];
+        args.extend(["--dataset", "digits", "--calib-samples", "128", "--out", out.to_str().unwrap(), "-q"]);
+        let opt = match pruner {
+            "hypernet" => format!("state={}", state.display()),
+            "maskopt" => "steps=20".to_string(),
+            _ => String::new(),
+        };
+        if !opt.is_empty() {
+            args.extend(["--opt", &opt]);
+        }
+        let o = hyperprune(&args);
+        assert!(o.status.success(), "{pruner}: {:?}", text(&o));
+        let after = load_model(&out);
+        for ((p, a), b) in dense.params().iter().zip(dense.values()).zip(after.values()) {
+            if !p.prunable {
+                assert_eq!(a, b, "{pruner}: '{}' untouched", p.name);
+            }
+        }
+    }
+}
