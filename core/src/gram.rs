@@ -1,10 +1,14 @@
-//! `xᵀx` of blocks of rows, in f64, for second moments: the burn engine's layer-input
-//! Hessians and the dataset's input moments.
+//! `xᵀx` of blocks of rows, in f64, for second moments: the dataset's input moments here, and
+//! the layer-input Hessians of engines that gather their inputs as rows (the burn engine).
 
 /// Adds `xᵀx` of the row-major `[rows, d]` block `x` to the upper triangle of `gram`.
 ///
 /// Four rows at a time, so each pass over a row of `gram` does four multiply-adds per load.
-pub(crate) fn accumulate_gram(gram: &mut [f64], x: &[f32], d: usize) {
+/// Call [`mirror_upper`] once every block is in, for the full symmetric matrix.
+///
+/// # Panics
+/// When `d` is 0, or `gram` holds fewer than `d · d` values.
+pub fn accumulate_gram(gram: &mut [f64], x: &[f32], d: usize) {
     let mut block = vec![0f64; 4 * d];
     for rows in x.chunks(4 * d) {
         block.iter_mut().for_each(|v| *v = 0.0);
@@ -29,7 +33,10 @@ pub(crate) fn accumulate_gram(gram: &mut [f64], x: &[f32], d: usize) {
 }
 
 /// Copies the upper triangle of the `d × d` matrix `gram` onto its lower triangle.
-pub(crate) fn mirror_upper(gram: &mut [f64], d: usize) {
+///
+/// # Panics
+/// When `gram` holds fewer than `d · d` values.
+pub fn mirror_upper(gram: &mut [f64], d: usize) {
     for i in 0..d {
         for j in 0..i {
             gram[i * d + j] = gram[j * d + i];

@@ -2,8 +2,9 @@
 //!
 //! Everything the host needs to run pruning experiments that is not the plugin ABI:
 //! architectures ([`ArchSpec`], its lowering to a typed graph, and the built-in presets),
-//! models stored as safetensors ([`Model`]), the execution engines, datasets, model zoos and
-//! metrics.
+//! models stored as safetensors ([`Model`]), the [`engine::Engine`] trait, datasets, model
+//! zoos and metrics. The engines that implement the trait are crates of their own
+//! (`hyperprune-engine-cpu`, `hyperprune-engine-burn`).
 //!
 //! It is not for plugin authors: plugins depend on `hyperprune-sdk` alone and never see
 //! these types. The host turns a [`Model`] into the SDK's borrowed `ModelRef` without
@@ -20,7 +21,7 @@ pub mod arch;
 pub mod batchnorm;
 pub mod dataset;
 pub mod engine;
-mod gram;
+pub mod gram;
 pub mod masks;
 pub mod metrics;
 pub mod model;

@@ -1,7 +1,9 @@
 //! Choosing the execution engine and device from the command line.
 
 use clap::ValueEnum;
-use hyperprune_core::engine::{CpuEngine, Engine, FlexEngine};
+use hyperprune_core::engine::Engine;
+use hyperprune_engine_burn::FlexEngine;
+use hyperprune_engine_cpu::CpuEngine;
 
 use crate::failure::bad_input;
 
@@ -69,5 +71,5 @@ fn cuda_engine(device: &str) -> anyhow::Result<Box<dyn Engine>> {
             .parse::<usize>()
             .map_err(|_| bad_input(format!("--device {device}: expected cuda:N with N a GPU index")))?,
     };
-    hyperprune_core::engine::cuda_engine(index).map_err(bad_input)
+    hyperprune_engine_burn::cuda_engine(index).map_err(bad_input)
 }

@@ -3,8 +3,9 @@
 //! and runs them with `--include-ignored`.
 
 use hyperprune_core::dataset::{DataOptions, load};
-use hyperprune_core::engine::{CpuEngine, Engine, Init, Optimizer, TrainConfig, TrainJob, init_model};
+use hyperprune_core::engine::{Engine, Init, Optimizer, TrainConfig, TrainJob, init_model};
 use hyperprune_core::preset;
+use hyperprune_engine_cpu::CpuEngine;
 use hyperprune_tests::{hyperprune, text};
 
 const NEEDS_DATA: &str = "needs Fashion-MNIST: apt-get install -y dataset-fashion-mnist";

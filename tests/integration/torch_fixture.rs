@@ -7,8 +7,10 @@ use std::path::PathBuf;
 
 use hyperprune_core::arch::ParamLayerKind;
 use hyperprune_core::dataset::Samples;
-use hyperprune_core::engine::{CpuEngine, Engine, FlexEngine};
+use hyperprune_core::engine::Engine;
 use hyperprune_core::{Model, preset};
+use hyperprune_engine_burn::FlexEngine;
+use hyperprune_engine_cpu::CpuEngine;
 use hyperprune_tests::{hyperprune, load_model, read_masks, root, text};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;

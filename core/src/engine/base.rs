@@ -1,6 +1,6 @@
 //! The engine trait: everything that runs a network, behind one interface, so that burn
-//! (reference, CUDA, autodiff) and a hand-tuned CPU implementation can be swapped and
-//! tested against each other.
+//! (reference, CUDA, autodiff; `hyperprune-engine-burn`) and a hand-tuned CPU implementation
+//! (`hyperprune-engine-cpu`) can be swapped and tested against each other.
 
 use serde::{Deserialize, Serialize};
 
@@ -242,11 +242,12 @@ pub trait Engine: Send + Sync {
     fn recalibrate_batchnorm(&self, model: &Model, samples: &Samples) -> Result<Model, EngineError>;
 }
 
-/// Checks a distillation temperature (shared by every engine).
+/// Checks a distillation temperature, for [`Engine::masked_distill_loss_and_grad`]: every
+/// engine calls it first, so that all of them refuse the same values with the same message.
 ///
 /// # Errors
 /// [`EngineError::Mismatch`] when `temperature` is not finite and positive.
-pub(crate) fn check_temperature(temperature: f64) -> Result<(), EngineError> {
+pub fn check_temperature(temperature: f64) -> Result<(), EngineError> {
     if temperature.is_finite() && temperature > 0.0 {
         Ok(())
     } else {
@@ -256,12 +257,13 @@ pub(crate) fn check_temperature(temperature: f64) -> Result<(), EngineError> {
     }
 }
 
-/// Checks that `samples` fit `spec` (shared by every engine).
+/// Checks that `samples` fit `spec`: every engine calls it before running a network, so that
+/// all of them refuse the same inputs with the same message.
 ///
 /// # Errors
 /// [`EngineError::Mismatch`] naming the network, when the image shape, the number of
 /// pixels or a label does not fit.
-pub(crate) fn check_samples(spec: &ArchSpec, samples: &Samples) -> Result<(), EngineError> {
+pub fn check_samples(spec: &ArchSpec, samples: &Samples) -> Result<(), EngineError> {
     if samples.shape != spec.input {
         return Err(EngineError::Mismatch(format!(
             "images are {:?} (c, h, w) but network '{}' expects {:?}; use a dataset of that shape or another architecture",

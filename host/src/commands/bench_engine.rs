@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use hyperprune_core::ArchSpec;
 use hyperprune_core::dataset::Samples;
-use hyperprune_core::engine::{CpuEngine, Engine, Init, Optimizer, TrainConfig, TrainJob, init_model};
+use hyperprune_core::engine::{Engine, Init, Optimizer, TrainConfig, TrainJob, init_model};
 use hyperprune_core::zoo::{Split, Zoo, available_memory, chunk_memory};
+use hyperprune_engine_cpu::CpuEngine;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

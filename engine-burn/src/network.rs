@@ -11,14 +11,14 @@
 //! active and batch normalisation uses the batch's statistics, leaving the running
 //! statistics it computed in the [`Training`] for the training step to store.
 
-use ::burn::tensor::backend::Backend;
-use ::burn::tensor::ops::ConvOptions;
-use ::burn::tensor::{Tensor, TensorData, activation, module};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Tensor, TensorData, activation, module};
 
 use super::batch_norm::{BatchNormParams, batch_norm_eval, batch_norm_train};
 use super::dropout::DropoutMasks;
-use crate::arch::{Activation, ArchSpec, LayerSpec, ParamRole, ParamSpec, Source};
-use crate::engine::EngineError;
+use hyperprune_core::arch::{Activation, ArchSpec, LayerSpec, ParamRole, ParamSpec, Source};
+use hyperprune_core::engine::EngineError;
 
 /// One step of the forward pass.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,7 +121,7 @@ impl Plan {
     /// # Errors
     /// [`EngineError::Mismatch`] when the spec is invalid.
     pub fn new(spec: &ArchSpec) -> Result<Plan, EngineError> {
-        let invalid = |e: crate::arch::ArchError| EngineError::Mismatch(e.to_string());
+        let invalid = |e: hyperprune_core::arch::ArchError| EngineError::Mismatch(e.to_string());
         let graph = spec.graph().map_err(invalid)?;
         let params = spec.params().map_err(invalid)?;
         let find = |layer: usize, role: ParamRole| params.iter().position(|p| p.layer == layer && p.role == role);
@@ -430,10 +430,10 @@ pub(super) fn download<Bk: Backend, const D: usize>(x: Tensor<Bk, D>) -> Vec<f32
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::arch::preset;
-    use crate::engine::{Init, init_model};
-    use crate::model::Model;
-    use ::burn::backend::Flex;
+    use burn::backend::Flex;
+    use hyperprune_core::arch::preset;
+    use hyperprune_core::engine::{Init, init_model};
+    use hyperprune_core::model::Model;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -450,7 +450,7 @@ pub(super) mod tests {
 
     /// A direct f64 forward pass (logits of one image) in eval mode: nested loops over the
     /// graph's nodes, no im2col, no burn.
-    pub(in crate::engine::burn) fn naive_forward(spec: &ArchSpec, values: &[Vec<f64>], image: &[f32]) -> Vec<f64> {
+    pub(crate) fn naive_forward(spec: &ArchSpec, values: &[Vec<f64>], image: &[f32]) -> Vec<f64> {
         let plan = Plan::new(spec).unwrap();
         let graph = spec.graph().unwrap();
         let network: Vec<f64> = image.iter().map(|&v| v as f64).collect();
@@ -465,8 +465,8 @@ pub(super) mod tests {
                 })
                 .collect();
             let (c, h, w) = match node.input {
-                crate::arch::FeatureShape::Map { c, h, w } => (c, h, w),
-                crate::arch::FeatureShape::Flat(n) => (n, 1, 1),
+                hyperprune_core::arch::FeatureShape::Map { c, h, w } => (c, h, w),
+                hyperprune_core::arch::FeatureShape::Flat(n) => (n, 1, 1),
             };
             let y = naive_op(op, values, &inputs, (c, h, w));
             outputs.push(y);
@@ -560,11 +560,11 @@ pub(super) mod tests {
     }
 
     /// The values in f64.
-    pub(in crate::engine::burn) fn widen(values: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    pub(crate) fn widen(values: &[Vec<f32>]) -> Vec<Vec<f64>> {
         values.iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect()
     }
 
-    pub(in crate::engine::burn) fn random_images(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn random_images(n: usize, d: usize, seed: u64) -> Vec<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
@@ -626,7 +626,7 @@ pub(super) mod tests {
     }
 
     /// Kaiming weights and small random (non-zero) biases.
-    pub(in crate::engine::burn) fn random_values(spec: &ArchSpec, seed: u64) -> Vec<Vec<f32>> {
+    pub(crate) fn random_values(spec: &ArchSpec, seed: u64) -> Vec<Vec<f32>> {
         let mut values = init_model(spec, Init::KaimingUniform, seed).unwrap().values().to_vec();
         let mut rng = ChaCha8Rng::seed_from_u64(seed + 1000);
         for (p, v) in spec.params().unwrap().iter().zip(&mut values) {
@@ -677,7 +677,7 @@ pub(super) mod tests {
     }
 
     /// conv → bn → relu → conv → bn → add (block input) → relu → global pool → linear.
-    pub(in crate::engine::burn) fn one_block() -> ArchSpec {
+    pub(crate) fn one_block() -> ArchSpec {
         ArchSpec::from_json(
             r#"{"name":"one-block","input":[2,5,5],"classes":3,"layers":[
                 {"type":"conv2d","name":"stem","out_channels":3,"kernel":3,"padding":1},

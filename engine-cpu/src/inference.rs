@@ -7,9 +7,9 @@
 use super::parallel;
 use super::pass::{self, Workspace};
 use super::plan::Plan;
-use crate::dataset::Samples;
-use crate::engine::{EngineError, Evaluation};
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::{EngineError, Evaluation};
+use hyperprune_core::model::Model;
 
 /// Most images per forward pass: inference keeps no gradients, but the working set should
 /// still stay near the cache size.
@@ -88,12 +88,12 @@ pub(crate) fn evaluate(threads: usize, models: &[&Model], samples: &Samples) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::reference::{self, random_model, tiny_spec};
-    use super::super::synthetic::random_samples;
     use super::*;
+    use crate::reference::{self, random_model, tiny_spec};
+    use crate::synthetic::random_samples;
 
     /// Largest |engine − reference| over the largest |reference| logit.
-    fn relative_error(spec: &crate::ArchSpec, model: &Model, samples: &Samples, threads: usize) -> f64 {
+    fn relative_error(spec: &hyperprune_core::ArchSpec, model: &Model, samples: &Samples, threads: usize) -> f64 {
         let got = logits(threads, model, samples).unwrap();
         let params = reference::params_of(model);
         let (mut err, mut scale) = (0f64, 0f64);
@@ -111,7 +111,7 @@ mod tests {
     fn logits_match_the_naive_reference_on_every_preset_and_the_tiny_net() {
         // 70 images: several chunks, the last one partial.
         for name in ["cnn-s", "cnn-digits", "lenet5", "mlpnet"] {
-            let spec = crate::preset(name).unwrap();
+            let spec = hyperprune_core::preset(name).unwrap();
             let samples = random_samples(spec.input, 70, spec.classes, 3);
             let model = random_model(&spec, 7);
             // f32 sums of up to 400 products and the fast tanh (3e-7) stay far below 1e-4.
@@ -126,10 +126,10 @@ mod tests {
 
     #[test]
     fn evaluation_of_several_models_matches_their_logits() {
-        let spec = crate::preset("cnn-digits").unwrap();
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
         let samples = random_samples(spec.input, 150, 10, 5);
         let models: Vec<Model> = (0..3).map(|s| random_model(&spec, s)).collect();
-        let mlp = random_model(&crate::preset("mlpnet").unwrap(), 1);
+        let mlp = random_model(&hyperprune_core::preset("mlpnet").unwrap(), 1);
         let mlp_samples = random_samples([1, 28, 28], 10, 10, 5);
         let refs: Vec<&Model> = models.iter().collect();
         let together = evaluate(2, &refs, &samples).unwrap();

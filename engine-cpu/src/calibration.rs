@@ -13,10 +13,10 @@ use super::layers;
 use super::parallel;
 use super::pass::{self, GradSink, Segment, Workspace};
 use super::plan::{Op, Plan};
-use crate::dataset::Samples;
-use crate::engine::base::check_temperature;
-use crate::engine::{DenseMatrix, EngineError};
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::check_temperature;
+use hyperprune_core::engine::{DenseMatrix, EngineError};
+use hyperprune_core::model::Model;
 
 /// Partial sums a calibration reduction is split into.
 const SLICES: usize = 8;
@@ -277,9 +277,9 @@ fn masked_objective(
 
 #[cfg(test)]
 mod tests {
-    use super::super::reference::{self, Params, random_model, tiny_spec};
-    use super::super::synthetic::random_samples;
     use super::*;
+    use crate::reference::{self, Params, random_model, tiny_spec};
+    use crate::synthetic::random_samples;
 
     /// Central difference step: in f64 the truncation error (~h²·f''') is ~1e-12 and the
     /// rounding error (~1e-16/h) ~1e-10, and a step this small almost never moves a ReLU
@@ -415,7 +415,7 @@ mod tests {
     fn masked_distillation_of_an_unmasked_model_is_zero() {
         // cnn-s with 100 samples: several chunks and slices, and the direct convolutions
         // whose padded input the masked pass reuses from the teacher's.
-        for (spec, n) in [(tiny_spec(), 7), (crate::preset("cnn-s").unwrap(), 100)] {
+        for (spec, n) in [(tiny_spec(), 7), (hyperprune_core::preset("cnn-s").unwrap(), 100)] {
             let model = random_model(&spec, 25);
             let samples = random_samples(spec.input, n, spec.classes, 26);
             let ones = vec![1.0; model.prunable_count()];
@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn per_sample_rows_average_to_the_minibatch_gradient() {
         // cnn-s with 100 samples: several chunks and work items, runs crossing chunks.
-        let spec = crate::preset("cnn-s").unwrap();
+        let spec = hyperprune_core::preset("cnn-s").unwrap();
         let model = random_model(&spec, 31);
         let samples = random_samples(spec.input, 100, 10, 32);
         let single = per_sample_gradients(2, &model, &samples, 1).unwrap();
@@ -469,8 +469,11 @@ mod tests {
 
     #[test]
     fn hessians_match_a_naive_unfold() {
-        for (spec, n) in [(tiny_spec(), 6), (crate::preset("cnn-s").unwrap(), 3), (crate::preset("lenet5").unwrap(), 2)]
-        {
+        for (spec, n) in [
+            (tiny_spec(), 6),
+            (hyperprune_core::preset("cnn-s").unwrap(), 3),
+            (hyperprune_core::preset("lenet5").unwrap(), 2),
+        ] {
             let model = random_model(&spec, 41);
             let samples = random_samples(spec.input, n, spec.classes, 42);
             let params = reference::params_of(&model);
@@ -504,7 +507,7 @@ mod tests {
 
     #[test]
     fn calibration_is_identical_for_any_thread_count() {
-        let spec = crate::preset("cnn-digits").unwrap();
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
         let model = random_model(&spec, 51);
         let samples = random_samples(spec.input, 300, 10, 52);
         let mask = vec![0.5; model.prunable_count()];

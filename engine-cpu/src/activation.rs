@@ -11,7 +11,7 @@
 //! GELU (erf form) is computed in f64 to full accuracy: it is not on the hot path of any
 //! preset.
 
-use crate::arch::Activation;
+use hyperprune_core::arch::Activation;
 
 /// `y = f(x)` elementwise.
 ///

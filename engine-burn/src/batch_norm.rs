@@ -6,8 +6,8 @@
 //! statistics and changes nothing. Which mode runs is the caller's choice: the training step
 //! alone runs train mode, everything else (evaluation, logits, calibration) eval mode.
 
-use ::burn::tensor::Tensor;
-use ::burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 /// The tensors and settings of one batch normalisation layer, as flat `[C]` tensors.
 pub(super) struct BatchNormParams<Bk: Backend> {
@@ -82,9 +82,9 @@ pub(super) fn batch_norm_train<Bk: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::burn::network::download;
-    use ::burn::backend::Flex;
-    use ::burn::tensor::TensorData;
+    use crate::network::download;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
 
     type Bk = Flex;
 

@@ -31,7 +31,7 @@ use super::plan::{Op, Plan};
 #[derive(Debug, Default)]
 pub(crate) struct Workspace {
     /// The network it serves.
-    spec: Option<crate::arch::ArchSpec>,
+    spec: Option<hyperprune_core::arch::ArchSpec>,
     /// `acts[0]`: the images (`[c, n, s]`); `acts[l + 1]`: the output of layer `l` (in a
     /// chain, the input of layer `l + 1`); the last: the logits `[classes, n]`.
     acts: Vec<Vec<f32>>,

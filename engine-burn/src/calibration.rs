@@ -4,17 +4,17 @@
 
 use std::ops::Range;
 
-use ::burn::tensor::backend::{AutodiffBackend, Backend};
-use ::burn::tensor::ops::UnfoldOptions;
-use ::burn::tensor::{Tensor, activation, module};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::UnfoldOptions;
+use burn::tensor::{Tensor, activation, module};
 
 use super::batch::{INFERENCE_BATCH, check_samples, chunks, images_in, one_hot};
 use super::network::{Features, Op, Plan, cross_entropy_sum, distillation_sum, download, upload};
-use crate::dataset::Samples;
-use crate::engine::base::check_temperature;
-use crate::engine::{DenseMatrix, EngineError};
-use crate::gram::{accumulate_gram, mirror_upper};
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::check_temperature;
+use hyperprune_core::engine::{DenseMatrix, EngineError};
+use hyperprune_core::gram::{accumulate_gram, mirror_upper};
+use hyperprune_core::model::Model;
 
 /// Unfolded input scalars per forward chunk of the Hessian (bounds memory at ~16 MB).
 const HESSIAN_CHUNK_SCALARS: usize = 4 << 20;
@@ -46,7 +46,7 @@ pub(super) fn layer_input_hessian<B: Backend>(
     let op = plan.ops[op_index].clone();
     let (d, positions) = match op {
         Op::Conv { shape: [_, c, k, _], .. } => {
-            let crate::arch::FeatureShape::Map { h, w, .. } =
+            let hyperprune_core::arch::FeatureShape::Map { h, w, .. } =
                 plan.spec.shapes().expect("checked by Plan::new")[op_index]
             else {
                 unreachable!("a conv outputs a map")
@@ -239,11 +239,11 @@ fn prepare(model: &Model, samples: &Samples) -> Result<Plan, EngineError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::batch::images_in;
-    use super::super::network::tests::{naive_forward, one_block, random_images, random_values, widen};
     use super::*;
-    use crate::arch::ArchSpec;
-    use ::burn::backend::{Autodiff, Flex};
+    use crate::batch::images_in;
+    use crate::network::tests::{naive_forward, one_block, random_images, random_values, widen};
+    use burn::backend::{Autodiff, Flex};
+    use hyperprune_core::arch::ArchSpec;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -4,7 +4,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::dataset::Samples;
+use hyperprune_core::dataset::Samples;
 
 /// `n` images of `shape` with pixels uniform in `[-1, 1)` and labels uniform in
 /// `0..classes`, deterministic in `seed`: enough to time a network without a dataset.

@@ -1,8 +1,8 @@
 //! Training one zoo member: seeded shuffling, mini-batches, autodiff, the optimiser step,
 //! and a divergence check after every epoch.
 
-use ::burn::tensor::Tensor;
-use ::burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -10,9 +10,9 @@ use rand_chacha::ChaCha8Rng;
 use super::batch::{images_at, one_hot};
 use super::network::{Op, Plan, Training, cross_entropy_sum, download, upload};
 use super::optimizer::OptimizerState;
-use crate::dataset::Samples;
-use crate::engine::{EngineError, TrainEvent, TrainJob};
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::{EngineError, TrainEvent, TrainJob};
+use hyperprune_core::model::Model;
 
 /// The ChaCha stream that shuffles the samples (dropout uses stream 1).
 const SHUFFLE_STREAM: u64 = 0;
@@ -107,7 +107,8 @@ fn check_batch_norm_batches(index: usize, plan: &Plan, n: usize, batch_size: usi
     }
     let inputs = plan.spec.input_shapes().map_err(|e| EngineError::Mismatch(e.to_string()))?;
     let single = plan.ops.iter().zip(&inputs).position(|(op, shape)| {
-        matches!(op, Op::BatchNorm { .. }) && matches!(shape, crate::arch::FeatureShape::Map { h: 1, w: 1, .. })
+        matches!(op, Op::BatchNorm { .. })
+            && matches!(shape, hyperprune_core::arch::FeatureShape::Map { h: 1, w: 1, .. })
     });
     match single {
         None => Ok(()),
@@ -120,7 +121,7 @@ fn check_batch_norm_batches(index: usize, plan: &Plan, n: usize, batch_size: usi
 }
 
 /// Reads the parameters back, failing on the first non-finite one.
-fn check_finite<Bk: ::burn::tensor::backend::Backend>(
+fn check_finite<Bk: burn::tensor::backend::Backend>(
     index: usize,
     epoch: usize,
     plan: &Plan,
@@ -146,11 +147,13 @@ fn check_finite<Bk: ::burn::tensor::backend::Backend>(
 mod tests {
     use std::time::Instant;
 
-    use super::super::FlexEngine;
-    use super::super::network::tests::random_images;
-    use crate::arch::{ArchSpec, preset};
-    use crate::dataset::Samples;
-    use crate::engine::{Engine, EngineError, Init, Optimizer, TrainConfig, TrainEvent, TrainJob, init_model};
+    use crate::FlexEngine;
+    use crate::network::tests::random_images;
+    use hyperprune_core::arch::{ArchSpec, preset};
+    use hyperprune_core::dataset::Samples;
+    use hyperprune_core::engine::{
+        Engine, EngineError, Init, Optimizer, TrainConfig, TrainEvent, TrainJob, init_model,
+    };
 
     fn job(spec: &ArchSpec, optimizer: Optimizer, lr: f32, epochs: usize, seed: u64) -> TrainJob {
         TrainJob {
@@ -159,8 +162,8 @@ mod tests {
         }
     }
 
-    fn digits() -> crate::dataset::Dataset {
-        crate::dataset::load("digits", &Default::default()).expect("the embedded digits load")
+    fn digits() -> hyperprune_core::dataset::Dataset {
+        hyperprune_core::dataset::load("digits", &Default::default()).expect("the embedded digits load")
     }
 
     #[test]

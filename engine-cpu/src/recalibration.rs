@@ -16,9 +16,9 @@
 use super::parallel;
 use super::pass::{self, Workspace};
 use super::plan::{Op, Plan};
-use crate::dataset::Samples;
-use crate::engine::EngineError;
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::EngineError;
+use hyperprune_core::model::Model;
 
 /// The most samples in one train-mode pass, as in the burn engine: up to this many samples
 /// are one batch, and the statistics are exactly those of one full-batch pass.
@@ -30,7 +30,7 @@ const MAX_CHUNK: usize = 64;
 /// `model` with its batch norms' running statistics re-estimated from `samples`.
 ///
 /// # Errors
-/// As [`crate::engine::Engine::recalibrate_batchnorm`]: a shape mismatch, or a batch norm
+/// As [`hyperprune_core::engine::Engine::recalibrate_batchnorm`]: a shape mismatch, or a batch norm
 /// that would see fewer than two values per channel.
 pub(crate) fn recalibrate_batchnorm(threads: usize, model: &Model, samples: &Samples) -> Result<Model, EngineError> {
     recalibrate_in_batches(threads, model, samples, RECALIBRATION_BATCH)
@@ -82,7 +82,7 @@ pub(super) fn recalibrate_in_batches(
 fn check_values_per_channel(plan: &Plan, n: usize) -> Result<(), EngineError> {
     let graph = plan.spec.graph().map_err(|e| EngineError::Mismatch(e.to_string()))?;
     for &l in &plan.batch_norms {
-        let crate::arch::FeatureShape::Map { h, w, .. } = graph.nodes[l].input else {
+        let hyperprune_core::arch::FeatureShape::Map { h, w, .. } = graph.nodes[l].input else {
             unreachable!("a batch norm reads a map")
         };
         if n * h * w < 2 {
@@ -171,16 +171,16 @@ impl Moments {
 
 #[cfg(test)]
 mod tests {
-    use super::super::reference::random_model;
-    use super::super::synthetic::random_samples;
     use super::*;
+    use crate::reference::random_model;
+    use crate::synthetic::random_samples;
 
     /// Splitting the samples into batches changes only what the earlier batch norms
     /// normalise with: the first batch norm's statistics are those of all its inputs,
     /// whatever the batches, and the thread count changes nothing.
     #[test]
     fn the_first_batch_norm_does_not_depend_on_the_batches_nor_any_result_on_threads() {
-        let spec = crate::preset("resnet:depth=8,width=4,input=1x8x8").unwrap();
+        let spec = hyperprune_core::preset("resnet:depth=8,width=4,input=1x8x8").unwrap();
         let model = random_model(&spec, 3);
         let samples = random_samples(spec.input, 23, spec.classes, 4);
         let one = recalibrate_in_batches(2, &model, &samples, 1024).unwrap();

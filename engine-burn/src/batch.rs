@@ -1,12 +1,12 @@
 //! Moving samples onto the device: image batches, one-hot targets, and the checks that
 //! samples fit a network.
 
-use ::burn::tensor::backend::Backend;
-use ::burn::tensor::{Tensor, TensorData};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 
-use crate::arch::ArchSpec;
-use crate::dataset::Samples;
-use crate::engine::EngineError;
+use hyperprune_core::arch::ArchSpec;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::EngineError;
 
 /// Samples per forward pass when nothing is trained (evaluation, calibration).
 pub(super) const INFERENCE_BATCH: usize = 1024;
@@ -17,7 +17,7 @@ pub(super) const INFERENCE_BATCH: usize = 1024;
 /// [`EngineError::Mismatch`] naming the network, when the image shape, the number of
 /// pixels or a label does not fit.
 pub(super) fn check_samples(spec: &ArchSpec, samples: &Samples) -> Result<(), EngineError> {
-    crate::engine::base::check_samples(spec, samples)
+    hyperprune_core::engine::check_samples(spec, samples)
 }
 
 /// The images of samples `indices`, in that order.

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use crate::engine::Optimizer;
+use hyperprune_core::engine::Optimizer;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;

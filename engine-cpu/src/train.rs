@@ -35,9 +35,9 @@ use super::optim::OptimizerState;
 use super::parallel;
 use super::pass::{self, GradSink, Training, Workspace};
 use super::plan::{Op, Plan};
-use crate::dataset::Samples;
-use crate::engine::{EngineError, TrainConfig, TrainEvent, TrainJob};
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::{EngineError, TrainConfig, TrainEvent, TrainJob};
+use hyperprune_core::model::Model;
 
 /// The ChaCha stream that shuffles the samples.
 const SHUFFLE_STREAM: u64 = 0;
@@ -371,12 +371,12 @@ fn update(plan: &Plan, m: &mut Member, items: &[ItemOut], sum: &mut Vec<f32>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::reference::random_model;
-    use super::super::synthetic::random_samples;
     use super::*;
-    use crate::engine::Optimizer;
+    use crate::reference::random_model;
+    use crate::synthetic::random_samples;
+    use hyperprune_core::engine::Optimizer;
 
-    fn job(spec: &crate::ArchSpec, init: u64, seed: u64, optimizer: Optimizer, lr: f32) -> TrainJob {
+    fn job(spec: &hyperprune_core::ArchSpec, init: u64, seed: u64, optimizer: Optimizer, lr: f32) -> TrainJob {
         TrainJob {
             model: random_model(spec, init),
             config: TrainConfig { epochs: 2, batch_size: 16, lr, weight_decay: 1e-3, optimizer, seed },
@@ -385,7 +385,7 @@ mod tests {
 
     /// Five members of cnn-digits with dropout: two pairs sharing a seed, mixed optimisers.
     fn jobs() -> Vec<TrainJob> {
-        let spec = crate::preset("cnn-digits").unwrap().with_dropout(0.25);
+        let spec = hyperprune_core::preset("cnn-digits").unwrap().with_dropout(0.25);
         vec![
             job(&spec, 1, 100, Optimizer::Adam, 1e-2),
             job(&spec, 2, 100, Optimizer::Sgd { momentum: 0.9 }, 5e-2),
@@ -440,9 +440,10 @@ mod tests {
 
     #[test]
     fn cnn_digits_learns_the_digits() {
-        let data = crate::dataset::load("digits", &Default::default()).unwrap();
-        let spec = crate::preset("cnn-digits").unwrap();
-        let model = crate::engine::init_model(&spec, crate::engine::Init::KaimingUniform, 3).unwrap();
+        let data = hyperprune_core::dataset::load("digits", &Default::default()).unwrap();
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
+        let model =
+            hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::KaimingUniform, 3).unwrap();
         let config =
             TrainConfig { epochs: 8, batch_size: 32, lr: 3e-3, weight_decay: 0.0, optimizer: Optimizer::Adam, seed: 3 };
         let mut losses = Vec::new();
@@ -452,7 +453,7 @@ mod tests {
             }
         })
         .unwrap();
-        let e = super::super::inference::evaluate(2, &[&trained[0]], &data.test).unwrap()[0];
+        let e = crate::inference::evaluate(2, &[&trained[0]], &data.test).unwrap()[0];
         assert!(e.accuracy > 0.9, "test accuracy {} (epoch losses {losses:?})", e.accuracy);
         assert!(losses[7] < losses[0] / 3.0, "{losses:?}");
     }
@@ -460,7 +461,7 @@ mod tests {
     #[test]
     fn divergence_names_the_job_and_a_tensor() {
         let samples = random_samples([1, 8, 8], 40, 10, 9);
-        let spec = crate::preset("cnn-digits").unwrap();
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
         let jobs =
             vec![job(&spec, 1, 1, Optimizer::Adam, 1e-3), job(&spec, 2, 1, Optimizer::Sgd { momentum: 0.9 }, 1e30)];
         let err = train(2, jobs, &samples, &mut |_| {}).unwrap_err();
@@ -472,7 +473,7 @@ mod tests {
     #[test]
     fn a_resnet_trains_the_same_alone_batched_and_on_any_thread_count() {
         // Batch norm runs whole batches: 30 samples in batches of 8 (the last holds 6).
-        let spec = crate::preset("resnet:depth=8,width=4,input=1x8x8").unwrap();
+        let spec = hyperprune_core::preset("resnet:depth=8,width=4,input=1x8x8").unwrap();
         let samples = random_samples(spec.input, 30, 10, 9);
         let jobs = || {
             let mut jobs = vec![
@@ -497,7 +498,7 @@ mod tests {
     fn a_single_value_per_batch_norm_channel_is_refused_before_training() {
         // On 4×4 inputs the last stage runs batch norm on 1×1 maps; 17 samples in batches
         // of 8 leave a last mini-batch of one sample.
-        let spec = crate::preset("resnet:depth=8,width=2,input=1x4x4").unwrap();
+        let spec = hyperprune_core::preset("resnet:depth=8,width=2,input=1x4x4").unwrap();
         let mut j = job(&spec, 1, 1, Optimizer::Adam, 1e-3);
         j.config.batch_size = 8;
         let err = train(1, vec![j.clone()], &random_samples(spec.input, 17, 10, 9), &mut |_| {}).unwrap_err();

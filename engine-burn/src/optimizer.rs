@@ -8,10 +8,10 @@
 //! trained here matches one trained there given the same data order. Tensors without a
 //! gradient (batch norm buffers) are left alone.
 
-use ::burn::tensor::Tensor;
-use ::burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
-use crate::engine::Optimizer;
+use hyperprune_core::engine::Optimizer;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
@@ -97,8 +97,8 @@ impl<Bk: Backend> OptimizerState<Bk> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::burn::backend::Flex;
-    use ::burn::tensor::TensorData;
+    use burn::backend::Flex;
+    use burn::tensor::TensorData;
 
     fn run(kind: Optimizer, grads: &[f32]) -> f32 {
         let device = Default::default();

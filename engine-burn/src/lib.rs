@@ -1,35 +1,50 @@
-//! The burn implementation of [`Engine`]: the reference every other engine is tested
-//! against, and the one that runs on CUDA.
+//! # hyperprune-engine-burn
 //!
-//! A network is compiled from its [`crate::ArchSpec`]'s graph at run time into a list of
-//! operations over flat parameter tensors, each reading its inputs by node index (see
-//! `network.rs`); training takes gradients
-//! with burn's autodiff and applies Adam or SGD itself (`optimizer.rs`), so nothing needs
-//! a `#[derive(Module)]` type per architecture. Everything random (shuffling, dropout)
-//! comes from the member's seed, drawn on the host: equal jobs give bit-identical models.
+//! The burn implementation of hyperprune's [`Engine`]: the reference every other engine is
+//! tested against, and the one that runs on CUDA. One crate per engine, as burn keeps one
+//! crate per backend: `hyperprune-core` defines the trait, this crate and
+//! `hyperprune-engine-cpu` implement it, and the host picks one.
+//!
+//! It is not the fast CPU engine: on networks as small as a zoo's, burn's CPU backend spends
+//! most of its time outside arithmetic, which is why `hyperprune-engine-cpu` exists and is held
+//! to this one.
+//!
+//! A network is compiled from its [`hyperprune_core::ArchSpec`]'s graph at run time into a
+//! list of operations over flat parameter tensors, each reading its inputs by node index (see
+//! `network.rs`); training takes gradients with burn's autodiff and applies Adam or SGD itself
+//! (`optimizer.rs`), so nothing needs a `#[derive(Module)]` type per architecture. Everything
+//! random (shuffling, dropout) comes from the member's seed, drawn on the host: equal jobs give
+//! bit-identical models.
 //!
 //! [`BurnEngine`] is generic over an autodiff backend; [`FlexEngine`] names burn's
-//! pure-Rust CPU backend.
+//! pure-Rust CPU backend, and `cuda_engine` (feature `cuda`) builds one on an NVIDIA GPU.
+
+#![deny(missing_docs)]
 
 mod batch;
 mod batch_norm;
 mod calibration;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod dropout;
 mod network;
 mod optimizer;
-pub(crate) mod recalibration;
+mod recalibration;
 mod train;
 
 use std::marker::PhantomData;
 
-use ::burn::backend::{Autodiff, Flex};
-use ::burn::tensor::backend::AutodiffBackend;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::AutodiffBackend;
 
 use self::batch::{INFERENCE_BATCH, check_samples, chunks, images_in};
 use self::network::{Plan, download, upload};
-use crate::dataset::Samples;
-use crate::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob};
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob};
+use hyperprune_core::model::Model;
+
+#[cfg(feature = "cuda")]
+pub use self::cuda::cuda_engine;
 
 /// An [`Engine`] on the burn backend `B` (an autodiff backend; inference runs on its
 /// inner backend, without a graph).
@@ -64,6 +79,25 @@ impl<B: AutodiffBackend> BurnEngine<B> {
     /// The device it runs on.
     pub fn device(&self) -> &B::Device {
         &self.device
+    }
+
+    /// [`Engine::recalibrate_batchnorm`] with forward passes of at most `most` samples instead
+    /// of 1024: the statistics are pooled over the passes exactly as there, so tests can check
+    /// the pooling (here and in the engines held to this one) on a few samples. `most` is at
+    /// least 4, so that no pass of a split set holds a single sample.
+    ///
+    /// # Errors
+    /// As [`Engine::recalibrate_batchnorm`].
+    ///
+    /// # Panics
+    /// When `most` is 0, and in debug builds when it is below 4.
+    pub fn recalibrate_batchnorm_in_passes(
+        &self,
+        model: &Model,
+        samples: &Samples,
+        most: usize,
+    ) -> Result<Model, EngineError> {
+        recalibration::recalibrate_in_batches::<B::InnerBackend>(model, samples, most, &self.device)
     }
 }
 
@@ -176,7 +210,7 @@ fn evaluation(logits: &[f32], labels: &[u32]) -> Evaluation {
 mod tests {
     use super::network::tests::{random_images, random_values};
     use super::*;
-    use crate::arch::preset;
+    use hyperprune_core::arch::preset;
 
     #[test]
     fn evaluation_agrees_with_logits_and_mismatches_name_the_network() {

@@ -1,5 +1,12 @@
+//! # hyperprune-engine-cpu
+//!
 //! A CPU [`Engine`] with hand-written forward and backward passes, built for training and
-//! calibrating many small networks of one spec at once.
+//! calibrating many small networks of one spec at once: hyperprune's CPU default. One crate
+//! per engine, as burn keeps one crate per backend: `hyperprune-core` defines the trait, this
+//! crate and `hyperprune-engine-burn` implement it, and the host picks one.
+//!
+//! It is not a reference: every result here is tested against the burn engine (this crate's
+//! tests run both), which stays the engine of record and the one that runs on a GPU.
 //!
 //! burn's CPU backend spends most of its time outside arithmetic on networks as small as
 //! `cnn-s` (~1.2 MFLOP per image and training step) and does not scale with threads or
@@ -23,12 +30,14 @@
 //!   layer is the product of the output gradients and the (unfolded) inputs over the
 //!   columns of its samples, i.e. the sum of the per-sample outer products `δ_i x_iᵀ`.
 //!
-//! Supported networks: every graph [`crate::ArchSpec::graph`] accepts, of every layer
-//! [`crate::LayerSpec`] describes (conv2d with stride, padding and without bias, linear, max
+//! Supported networks: every graph [`hyperprune_core::ArchSpec::graph`] accepts, of every layer
+//! [`hyperprune_core::LayerSpec`] describes (conv2d with stride, padding and without bias, linear, max
 //! and average pooling, flatten, ReLU, tanh, GELU, sigmoid, dropout, batch normalisation,
 //! residual adds, global average pooling). Batch normalisation runs in train mode inside
 //! [`Engine::train`] only, on the statistics of the whole mini-batch, which that step then
 //! passes as one chunk (`train.rs`); everything else runs it in eval mode.
+
+#![deny(missing_docs)]
 
 mod activation;
 mod batch_norm;
@@ -48,9 +57,9 @@ mod reference;
 mod synthetic;
 mod train;
 
-use crate::dataset::Samples;
-use crate::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob};
-use crate::model::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_core::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob};
+use hyperprune_core::model::Model;
 
 /// The CPU engine. Cheap to create; holds only its thread count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +161,9 @@ mod tests {
     use super::reference::{random_model, tiny_spec};
     use super::synthetic::random_samples;
     use super::*;
-    use crate::engine::{FlexEngine, Optimizer, TrainConfig};
+    use hyperprune_core::engine::{Optimizer, TrainConfig};
+    use hyperprune_core::{ArchSpec, preset};
+    use hyperprune_engine_burn::FlexEngine;
 
     /// Largest |a − b| over the largest |b|: both engines compute in f32 with different
     /// summation orders (relative rounding ~1e-6), so 1e-4 of the scale separates agreement
@@ -174,7 +185,7 @@ mod tests {
     /// shortcuts and global pooling: ResNet-8 (12 samples, two members) and ResNet-20
     /// (`resnet20`'s widths and blocks; 4 samples, one member, to keep burn's per-sample
     /// gradients quick), both on 8×8 inputs.
-    fn specs() -> Vec<(crate::ArchSpec, usize, &'static [u64])> {
+    fn specs() -> Vec<(ArchSpec, usize, &'static [u64])> {
         let names: [(&str, usize, &[u64]); 6] = [
             ("cnn-s", 12, &[1, 2]),
             ("cnn-digits", 12, &[1, 2]),
@@ -183,8 +194,7 @@ mod tests {
             ("resnet:depth=8,width=8,input=1x8x8", 12, &[1, 2]),
             ("resnet:depth=20,width=16,input=1x8x8", 4, &[1]),
         ];
-        let mut specs: Vec<_> =
-            names.iter().map(|&(n, samples, seeds)| (crate::preset(n).unwrap(), samples, seeds)).collect();
+        let mut specs: Vec<_> = names.iter().map(|&(n, samples, seeds)| (preset(n).unwrap(), samples, seeds)).collect();
         specs.push((tiny_spec(), 12, &[1, 2]));
         specs
     }
@@ -256,22 +266,16 @@ mod tests {
         let model = random_model(&spec, 3);
         let samples = random_samples(spec.input, 5, spec.classes, 4);
         assert_eq!(cpu.recalibrate_batchnorm(&model, &samples).unwrap(), model);
-        let mut resnet_s = crate::preset("resnet-s").unwrap();
+        let mut resnet_s = preset("resnet-s").unwrap();
         resnet_s.input = [1, 8, 8];
         // One batch of 40 samples; and 21 samples in batches of at most 8 (7 each), whose
         // statistics are pooled.
-        let cases = [(crate::preset("resnet:depth=8,width=8,input=1x8x8").unwrap(), 40, 1024), (resnet_s, 21, 8)];
+        let cases = [(preset("resnet:depth=8,width=8,input=1x8x8").unwrap(), 40, 1024), (resnet_s, 21, 8)];
         for (spec, n, most) in cases {
             let model = random_model(&spec, 5);
             let samples = random_samples(spec.input, n, spec.classes, 6);
             let a = recalibration::recalibrate_in_batches(2, &model, &samples, most).unwrap();
-            let b = crate::engine::burn::recalibration::recalibrate_in_batches::<::burn::backend::Flex>(
-                &model,
-                &samples,
-                most,
-                &Default::default(),
-            )
-            .unwrap();
+            let b = burn.recalibrate_batchnorm_in_passes(&model, &samples, most).unwrap();
             if most == 1024 {
                 assert_eq!(cpu.recalibrate_batchnorm(&model, &samples).unwrap(), a);
             }
@@ -291,7 +295,7 @@ mod tests {
                 }
             }
         }
-        let few = crate::preset("resnet:depth=8,width=2,input=1x4x4").unwrap();
+        let few = preset("resnet:depth=8,width=2,input=1x4x4").unwrap();
         let model = random_model(&few, 7);
         let one = random_samples(few.input, 1, few.classes, 8);
         let (a, b) = (
@@ -301,13 +305,23 @@ mod tests {
         assert_eq!(a.to_string(), b.to_string());
     }
 
+    /// Without batch normalisation there is nothing to re-estimate, on either engine.
+    #[test]
+    fn a_model_without_batch_norm_comes_back_as_it_is_on_both_engines() {
+        let spec = preset("cnn-digits").unwrap().with_dropout(0.3);
+        let model = random_model(&spec, 51);
+        let samples = random_samples(spec.input, 6, spec.classes, 52);
+        assert_eq!(FlexEngine::new().recalibrate_batchnorm(&model, &samples).unwrap(), model);
+        assert_eq!(CpuEngine::with_threads(2).recalibrate_batchnorm(&model, &samples).unwrap(), model);
+    }
+
     #[test]
     fn training_follows_burn_step_for_step() {
         // Same shuffles, same dropout masks, same update rule: with SGD (updates linear in
         // the gradients) 6 steps keep the f32 rounding differences near 1e-6 relative. Adam
         // is left out: for gradients near 0 its update lr·g/(|g| + ε) turns rounding noise
         // into steps of size lr.
-        let spec = crate::preset("cnn-digits").unwrap().with_dropout(0.2);
+        let spec = preset("cnn-digits").unwrap().with_dropout(0.2);
         let samples = random_samples(spec.input, 90, 10, 71);
         let jobs = || -> Vec<TrainJob> {
             (0..3)
@@ -361,9 +375,9 @@ mod tests {
         // Same shuffles and update rule: with SGD, 6 steps keep the f32 rounding differences
         // near 1e-6 relative, as for the sequential nets above. 40 samples in batches of 16:
         // the last batch of each epoch holds 8.
-        let mut resnet_s = crate::preset("resnet-s").unwrap();
+        let mut resnet_s = preset("resnet-s").unwrap();
         resnet_s.input = [1, 8, 8];
-        for spec in [crate::preset("resnet:depth=8,width=8,input=1x8x8").unwrap(), resnet_s] {
+        for spec in [preset("resnet:depth=8,width=8,input=1x8x8").unwrap(), resnet_s] {
             let samples = random_samples(spec.input, 40, spec.classes, 72);
             let jobs = || -> Vec<TrainJob> {
                 (0..3)

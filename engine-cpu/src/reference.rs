@@ -2,14 +2,14 @@
 //! written straight from the layer definitions: the reference the engine is tested against
 //! (logits, finite-difference gradients, unfolded layer inputs).
 
-use crate::arch::{Activation, ArchSpec, LayerSpec};
-use crate::dataset::Samples;
+use hyperprune_core::arch::{Activation, ArchSpec, LayerSpec};
+use hyperprune_core::dataset::Samples;
 
 /// Tensors in [`ArchSpec::params`] order, as f64.
 pub(crate) type Params = Vec<Vec<f64>>;
 
 /// The model's parameters as f64.
-pub(crate) fn params_of(model: &crate::Model) -> Params {
+pub(crate) fn params_of(model: &hyperprune_core::Model) -> Params {
     model.values().iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect()
 }
 
@@ -22,8 +22,8 @@ pub(crate) fn activations(spec: &ArchSpec, params: &Params, image: &[f32]) -> Ve
     let mut all = vec![x.clone()];
     for (layer, shape) in spec.layers.iter().zip(shapes) {
         let (c, h, w) = match shape {
-            crate::arch::FeatureShape::Map { c, h, w } => (c, h, w),
-            crate::arch::FeatureShape::Flat(f) => (f, 1, 1),
+            hyperprune_core::arch::FeatureShape::Map { c, h, w } => (c, h, w),
+            hyperprune_core::arch::FeatureShape::Flat(f) => (f, 1, 1),
         };
         x = match layer {
             LayerSpec::Conv2d { out_channels, kernel: k, stride: s, padding: p, bias, .. } => {
@@ -154,7 +154,10 @@ pub(crate) fn unfolded_rows(spec: &ArchSpec, params: &Params, image: &[f32], lay
     let x = &activations(spec, params, image)[layer];
     let shape = spec.input_shapes().unwrap()[layer];
     match (&spec.layers[layer], shape) {
-        (LayerSpec::Conv2d { kernel: k, stride: s, padding: p, .. }, crate::arch::FeatureShape::Map { c, h, w }) => {
+        (
+            LayerSpec::Conv2d { kernel: k, stride: s, padding: p, .. },
+            hyperprune_core::arch::FeatureShape::Map { c, h, w },
+        ) => {
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             let mut rows = Vec::new();
             for oy in 0..oh {
@@ -207,10 +210,11 @@ pub(crate) fn tiny_spec() -> ArchSpec {
 /// identity: scales in 0.5..1.5, shifts in ±0.2, running means in ±0.5 and running
 /// variances in 0.5..2 (positive, as a variance must be), so that eval mode is a
 /// non-trivial affine map that keeps activations O(1).
-pub(crate) fn random_model(spec: &ArchSpec, seed: u64) -> crate::Model {
-    use crate::arch::ParamRole;
+pub(crate) fn random_model(spec: &ArchSpec, seed: u64) -> hyperprune_core::Model {
+    use hyperprune_core::arch::ParamRole;
     use rand::{Rng, SeedableRng};
-    let mut model = crate::engine::init_model(spec, crate::engine::Init::KaimingUniform, seed).unwrap();
+    let mut model =
+        hyperprune_core::engine::init_model(spec, hyperprune_core::engine::Init::KaimingUniform, seed).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1000);
     let roles: Vec<ParamRole> = model.params().iter().map(|p| p.role).collect();
     for (v, role) in model.values_mut().iter_mut().zip(roles) {

@@ -18,8 +18,8 @@
 
 use std::ops::Range;
 
-use crate::arch::{Activation, ArchSpec, FeatureShape, LayerSpec, ParamRole, Source};
-use crate::engine::EngineError;
+use hyperprune_core::arch::{Activation, ArchSpec, FeatureShape, LayerSpec, ParamRole, Source};
+use hyperprune_core::engine::EngineError;
 
 /// Geometry of a convolution; a linear layer is the `1×1` case on a `1×1` map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +216,7 @@ impl Plan {
     /// # Errors
     /// [`EngineError::Mismatch`] when the spec is invalid.
     pub fn new(spec: &ArchSpec) -> Result<Plan, EngineError> {
-        let invalid = |e: crate::arch::ArchError| EngineError::Mismatch(e.to_string());
+        let invalid = |e: hyperprune_core::arch::ArchError| EngineError::Mismatch(e.to_string());
         let graph = spec.graph().map_err(invalid)?;
         let params = spec.params().map_err(invalid)?;
         let mut offsets = Vec::with_capacity(params.len());
@@ -378,15 +378,15 @@ impl Plan {
     /// # Errors
     /// [`EngineError::Mismatch`] naming the network, when the image shape, the number of
     /// pixels or a label does not fit.
-    pub fn check_samples(&self, samples: &crate::dataset::Samples) -> Result<(), EngineError> {
-        crate::engine::base::check_samples(&self.spec, samples)
+    pub fn check_samples(&self, samples: &hyperprune_core::dataset::Samples) -> Result<(), EngineError> {
+        hyperprune_core::engine::check_samples(&self.spec, samples)
     }
 }
 
 /// The [`Op::Dense`] of layer `i`, registering it as the next prunable layer.
 fn dense(
     i: usize,
-    params: &[crate::arch::ParamSpec],
+    params: &[hyperprune_core::arch::ParamSpec],
     offsets: &[usize],
     geom: ConvGeom,
     prunable: &mut Vec<PrunableLayer>,
@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn cnn_s_plan_has_three_convs_two_linears_and_flat_offsets() {
-        let spec = crate::preset("cnn-s").unwrap();
+        let spec = hyperprune_core::preset("cnn-s").unwrap();
         let plan = Plan::new(&spec).unwrap();
         assert_eq!(plan.param_len, 2464);
         assert_eq!(plan.prunable.len(), 5);
@@ -425,7 +425,7 @@ mod tests {
     fn a_residual_block_reads_by_buffer_and_sums_the_gradient_of_its_fan_out() {
         // conv1 → bn1 → relu (read by conv2 and the add) → conv2 → bn2 → add → relu → pool
         // → flatten → linear.
-        let spec = crate::ArchSpec::from_json(
+        let spec = hyperprune_core::ArchSpec::from_json(
             r#"{"name": "block", "input": [1, 4, 4], "classes": 2, "layers": [
                 {"type": "conv2d", "name": "conv1", "out_channels": 2, "kernel": 3, "padding": 1, "bias": false},
                 {"type": "batchnorm2d", "name": "bn1"}, {"type": "relu", "name": "relu"},
@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn mlpnet_starts_with_a_gradient_free_flatten() {
-        let plan = Plan::new(&crate::preset("mlpnet").unwrap()).unwrap();
+        let plan = Plan::new(&hyperprune_core::preset("mlpnet").unwrap()).unwrap();
         assert_eq!(plan.first_dense, 1);
         assert_eq!(plan.layers[0].output, (784, 1));
         assert!(matches!(plan.layers[1].op, Op::Dense { bias: None, .. }));
