@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod model;
 #[cfg(test)]
 mod mutation;
+pub mod synflow;
 mod view;
 pub mod zoo;
 

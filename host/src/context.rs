@@ -1,16 +1,18 @@
 //! The host side of the SDK `Context`: logging and progress for plugins, the data services
 //! (layer Hessians, per-sample gradients, masked loss and distillation, evaluation, input
-//! moments) computed by core's engine on the run's dataset, and a fit's curve rows and
-//! checkpoints. Every callback catches panics, so a host bug becomes an error returned to the
-//! plugin, never an unwind across the ABI.
+//! moments) computed by core's engine on the run's dataset, the data-free synaptic flow
+//! (SynFlow's score, core's `synflow`), and a fit's curve rows and checkpoints. Every callback
+//! catches panics, so a host bug becomes an error returned to the plugin, never an unwind
+//! across the ABI.
 //!
 //! Whether a call gets data is the host's decision, not a convention: a pruner that declared
-//! it needs no data gets a context whose data services all answer `Unavailable`.
+//! it needs no data gets a context whose data services all answer `Unavailable`. The
+//! synaptic flow reads no data, so every context answers it, in every run.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use abi_stable::std_types::{RResult, RSlice, RStr};
+use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
 use hyperprune_core::Model;
 use hyperprune_core::dataset::Samples;
 use hyperprune_core::engine::Engine;
@@ -271,6 +273,15 @@ impl Context for HostContext<'_> {
             Ok(moments(&samples))
         })
     }
+
+    fn synaptic_flow(&self, model: ModelRef<'_>, keep: RSlice<'_, u8>) -> RResult<RVec<f64>, PluginError> {
+        // No data: answered whatever the run's dataset and the pruner's declaration.
+        guarded("synaptic_flow", || {
+            let model = model_from(&model)?;
+            let keep: Vec<bool> = keep.iter().map(|&k| k != 0).collect();
+            hyperprune_core::synflow::synaptic_flow(&model, &keep).map(RVec::from).map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// The mean and the (uncentred) second moment of the flattened images of `samples`.
@@ -316,6 +327,28 @@ mod tests {
         ctx.record(RStr::from_str("{}"));
         assert!(ctx.checkpoint(RSlice::from_slice(b"x")).unwrap_err().is_unavailable());
         assert_eq!(ctx.calibration_samples_used(), 0);
+    }
+
+    #[test]
+    fn the_synaptic_flow_is_answered_without_data_and_checks_the_mask() {
+        let cancel = AtomicBool::new(false);
+        let ctx = HostContext::new("synflow", None, &cancel).declining_data("capabilities.needs_data is false");
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
+        let model = hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::Uniform, 3).unwrap();
+        let n = model.prunable_count();
+        let mut keep = vec![1u8; n];
+        keep[0] = 0;
+        let scores = hyperprune_core::model_ref(&model, |view| ctx.synaptic_flow(view, RSlice::from_slice(&keep)))
+            .unwrap()
+            .into_vec();
+        let direct = hyperprune_core::synflow::synaptic_flow(&model, &keep.iter().map(|&k| k != 0).collect::<Vec<_>>());
+        assert_eq!(scores, direct.unwrap());
+        assert_eq!(scores[0], 0.0);
+        assert!(scores[1..].iter().all(|s| *s > 0.0));
+        let e = hyperprune_core::model_ref(&model, |view| ctx.synaptic_flow(view, RSlice::from_slice(&keep[1..])))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Failed);
+        assert!(e.message.starts_with("synaptic_flow: the keep mask has") && e.message.contains(&n.to_string()), "{e}");
     }
 
     #[test]

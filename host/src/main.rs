@@ -1,33 +1,10 @@
 //! `hyperprune`: load pruner plugins, train model zoos, prune, bench and report.
 //!
-//! Argument structs live in `cli.rs` and only parse; each subcommand's work is one file
-//! under `commands/`. Errors carry context with `anyhow`; bad input exits with code 2,
-//! other failures with 1.
+//! A thin binary over the `hyperprune_host` library: argument structs live in `cli.rs` and
+//! only parse; each subcommand's work is one file under `commands/`. Errors carry context
+//! with `anyhow`; bad input exits with code 2, other failures with 1.
 
-mod bench;
-mod bn_stats;
-mod calibration;
-mod cli;
-mod clock;
-mod commands;
-mod context;
-mod engines;
-mod failure;
-mod fitting;
-mod inputs;
-mod isolation;
-mod logging;
-mod machine;
-mod outcome;
-mod plugins;
-mod pruning;
-mod report;
-mod results;
-mod state_file;
-#[cfg(test)]
-mod testing;
-mod values;
-
+use hyperprune_host::{cli, commands, failure, logging};
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,5 +1,6 @@
 //! Host services a plugin may call while it prunes or fits: logging, progress,
-//! cancellation, and the data services (calibration statistics, gradients, evaluation).
+//! cancellation, the data services (calibration statistics, gradients, evaluation), and
+//! services that run the network without data (SynFlow's synaptic flow).
 //!
 //! The data services run on the host's engine and dataset; a plugin never sees images.
 //! Each takes the model to work on as a [`ModelRef`], so a pruner can ask for statistics
@@ -120,8 +121,11 @@ pub enum DataSplit {
 ///
 /// Services the host cannot provide in a run (no dataset, a pruner run from
 /// `hyperprune prune` without `--dataset`) answer with an error of kind
-/// [`ErrorKind::Unavailable`]. New services are appended after the last one, so older
-/// plugins keep loading.
+/// [`ErrorKind::Unavailable`]. New services are appended after the last one, with a default
+/// body answering `Unavailable`. abi_stable accepts a plugin whose vtables have more methods
+/// than the host's but refuses one with fewer, so a host that gained a service cannot load
+/// plugins built before it: appending one is a minor version (0.x) of the SDK, and the
+/// host's version probe refuses older plugins in one line before abi_stable sees them.
 #[sabi_trait]
 pub trait Context: Send + Sync {
     /// Writes a log line, attributed to the plugin.
@@ -191,6 +195,26 @@ pub trait Context: Send + Sync {
     /// samples of the train split. Appended in SDK 0.2 after `checkpoint`: a host built
     /// before it lacks the service.
     fn input_moments(&self, calib: CalibRequest) -> RResult<InputMoments, PluginError>;
+
+    /// SynFlow's score (Tanaka et al., NeurIPS 2020) of every prunable weight, layer order:
+    /// `∂R/∂θ ⊙ θ` in the linearised network (every parameter replaced by its absolute
+    /// value, batch normalisation in eval mode folded to its per-channel affine map and
+    /// linearised alike, activations the identity), where `R` is the sum of the logits for
+    /// one all-ones input and the weights with `keep[i] == 0` are zero. Computed in f64;
+    /// non-negative, and zero for a pruned weight.
+    ///
+    /// Needs no data: a host answers it in every run, for pruners that declared no data too.
+    /// `keep` holds one byte per prunable weight (0 = pruned). Added in SDK 0.4; the default
+    /// body answers [`ErrorKind::Unavailable`], so a context written for SDK 0.3 (a plugin's
+    /// own test context) still compiles.
+    fn synaptic_flow(&self, model: ModelRef<'_>, keep: RSlice<'_, u8>) -> RResult<RVec<f64>, PluginError> {
+        let _ = (model, keep);
+        RResult::RErr(PluginError::new(
+            ErrorKind::Unavailable,
+            "host service 'synaptic_flow' is not implemented by this context (written before hyperprune-sdk 0.4 \
+             added it)",
+        ))
+    }
 }
 
 /// The FFI handle of a host context, as passed across the ABI.
@@ -281,6 +305,18 @@ impl<'a> Ctx<'a> {
         self.inner.input_moments(calib).into_result()
     }
 
+    /// See [`Context::synaptic_flow`]: `keep` holds one entry per prunable weight, in layer
+    /// order, and the scores come back in the same order.
+    ///
+    /// # Errors
+    /// The host's error: kind [`ErrorKind::Unavailable`] from a host or test context that
+    /// does not compute it, `Failed` when the service failed (a mask of the wrong length, a
+    /// flow that overflows f64).
+    pub fn synaptic_flow(&self, model: &ModelRef<'_>, keep: &[bool]) -> Result<Vec<f64>, PluginError> {
+        let bytes: Vec<u8> = keep.iter().map(|&k| u8::from(k)).collect();
+        self.inner.synaptic_flow(*model, RSlice::from_slice(&bytes)).into_result().map(RVec::into_vec)
+    }
+
     /// See [`Context::evaluate`].
     ///
     /// # Errors
@@ -318,7 +354,9 @@ impl<'a> Ctx<'a> {
 }
 
 /// A context without data: logs to stderr, never cancels, and answers every data service
-/// with [`ErrorKind::Unavailable`]. For plugin unit tests and data-free runs.
+/// with [`ErrorKind::Unavailable`]. For plugin unit tests and data-free runs. It has no
+/// engine either, so the data-free [`Context::synaptic_flow`] is unavailable too; test a
+/// pruner that calls it with [`TestHost::with_synaptic_flow`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoData;
 
@@ -326,6 +364,14 @@ fn unavailable<T>(service: &str) -> RResult<T, PluginError> {
     RResult::RErr(PluginError::new(
         ErrorKind::Unavailable,
         format!("host service '{service}' is not available in this run (no dataset was given)"),
+    ))
+}
+
+/// The answer of a context that runs no network to a data-free service.
+fn no_engine<T>(service: &str) -> RResult<T, PluginError> {
+    RResult::RErr(PluginError::new(
+        ErrorKind::Unavailable,
+        format!("host service '{service}' is not available from this context (it runs no network)"),
     ))
 }
 
@@ -373,6 +419,10 @@ macro_rules! no_data_services {
         fn input_moments(&self, _: CalibRequest) -> RResult<InputMoments, PluginError> {
             unavailable("input_moments")
         }
+
+        fn synaptic_flow(&self, _: ModelRef<'_>, _: RSlice<'_, u8>) -> RResult<RVec<f64>, PluginError> {
+            no_engine("synaptic_flow")
+        }
     };
 }
 
@@ -408,6 +458,10 @@ pub type MomentsFn<'a> = dyn Fn(CalibRequest) -> RResult<InputMoments, PluginErr
 /// How a [`TestHost`] answers [`Context::evaluate`]: model, split, samples.
 pub type EvaluateFn<'a> = dyn Fn(ModelRef<'_>, DataSplit, u64) -> RResult<Evaluation, PluginError> + Send + Sync + 'a;
 
+/// How a [`TestHost`] answers [`Context::synaptic_flow`]: model, keep mask (one entry per
+/// prunable weight, layer order).
+pub type SynFlowFn<'a> = dyn Fn(ModelRef<'_>, &[bool]) -> RResult<RVec<f64>, PluginError> + Send + Sync + 'a;
+
 /// A stand-in host for a plugin's unit tests: it answers the data services it was given a
 /// closure for, and every other one like [`NoData`] (kind [`ErrorKind::Unavailable`]). Logs
 /// are dropped and it never cancels; fit-curve rows and checkpoints are kept, for
@@ -429,6 +483,7 @@ pub struct TestHost<'a> {
     distill: Option<Box<DistillFn<'a>>>,
     evaluate: Option<Box<EvaluateFn<'a>>>,
     moments: Option<Box<MomentsFn<'a>>>,
+    synaptic_flow: Option<Box<SynFlowFn<'a>>>,
     records: std::sync::Mutex<Vec<String>>,
     checkpoints: std::sync::Mutex<Vec<Vec<u8>>>,
 }
@@ -481,6 +536,15 @@ impl<'a> TestHost<'a> {
         f: impl Fn(CalibRequest) -> RResult<InputMoments, PluginError> + Send + Sync + 'a,
     ) -> TestHost<'a> {
         self.moments = Some(Box::new(f));
+        self
+    }
+
+    /// Answers the synaptic flow with `f` (model, keep mask).
+    pub fn with_synaptic_flow(
+        mut self,
+        f: impl Fn(ModelRef<'_>, &[bool]) -> RResult<RVec<f64>, PluginError> + Send + Sync + 'a,
+    ) -> TestHost<'a> {
+        self.synaptic_flow = Some(Box::new(f));
         self
     }
 
@@ -571,6 +635,13 @@ impl Context for TestHost<'_> {
             None => unavailable("input_moments"),
         }
     }
+
+    fn synaptic_flow(&self, model: ModelRef<'_>, keep: RSlice<'_, u8>) -> RResult<RVec<f64>, PluginError> {
+        match &self.synaptic_flow {
+            Some(f) => f(model, &keep.iter().map(|&k| k != 0).collect::<Vec<bool>>()),
+            None => no_engine("synaptic_flow"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -599,6 +670,84 @@ mod tests {
         assert!(ctx.evaluate(&model, DataSplit::Val, 10).unwrap_err().is_unavailable());
         assert!(ctx.masked_distill_loss_and_grad(&model, &[], calib, 1.0).unwrap_err().is_unavailable());
         assert!(ctx.input_moments(calib).unwrap_err().is_unavailable());
+        assert!(ctx.synaptic_flow(&model, &[true]).unwrap_err().is_unavailable());
         assert!(!ctx.cancelled());
+    }
+
+    #[test]
+    fn the_synaptic_flow_crosses_the_context_as_bytes_and_back_as_scores() {
+        let model = ModelRef {
+            arch_json: RStr::from_str("{}"),
+            layers: RSlice::from_slice(&[]),
+            others: RSlice::from_slice(&[]),
+            nodes: RSlice::from_slice(&[]),
+        };
+        // A stand-in flow: 2 per kept weight.
+        let host = TestHost::new()
+            .with_synaptic_flow(|_, keep| RResult::ROk(keep.iter().map(|&k| if k { 2.0 } else { 0.0 }).collect()));
+        let scores = Ctx::from_impl(&host).synaptic_flow(&model, &[true, false, true]).unwrap();
+        assert_eq!(scores, [2.0, 0.0, 2.0]);
+        let e = Ctx::from_impl(&NoData).synaptic_flow(&model, &[true]).unwrap_err();
+        assert!(e.is_unavailable() && e.message.contains("runs no network"), "{e}");
+    }
+
+    /// A context written for SDK 0.3 (no `synaptic_flow`) still compiles and answers it with
+    /// the trait's default: `Unavailable`, naming the version that added it.
+    #[test]
+    fn a_context_written_before_the_synaptic_flow_answers_unavailable_naming_the_sdk_version() {
+        struct Old;
+        impl Context for Old {
+            fn log(&self, _: LogLevel, _: RStr<'_>) {}
+            fn progress(&self, _: u64, _: u64) {}
+            fn cancelled(&self) -> bool {
+                false
+            }
+            fn layer_input_hessian(
+                &self,
+                _: ModelRef<'_>,
+                _: u32,
+                _: CalibRequest,
+            ) -> RResult<Matrix<f64>, PluginError> {
+                unavailable("layer_input_hessian")
+            }
+            fn per_sample_gradients(&self, _: ModelRef<'_>, _: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
+                unavailable("per_sample_gradients")
+            }
+            fn masked_loss_and_grad(
+                &self,
+                _: ModelRef<'_>,
+                _: RSlice<'_, f32>,
+                _: CalibRequest,
+            ) -> RResult<LossAndGrad, PluginError> {
+                unavailable("masked_loss_and_grad")
+            }
+            fn evaluate(&self, _: ModelRef<'_>, _: DataSplit, _: u64) -> RResult<Evaluation, PluginError> {
+                unavailable("evaluate")
+            }
+            fn masked_distill_loss_and_grad(
+                &self,
+                _: ModelRef<'_>,
+                _: RSlice<'_, f32>,
+                _: CalibRequest,
+                _: f64,
+            ) -> RResult<LossAndGrad, PluginError> {
+                unavailable("masked_distill_loss_and_grad")
+            }
+            fn record(&self, _: RStr<'_>) {}
+            fn checkpoint(&self, _: RSlice<'_, u8>) -> RResult<(), PluginError> {
+                unavailable("checkpoint")
+            }
+            fn input_moments(&self, _: CalibRequest) -> RResult<InputMoments, PluginError> {
+                unavailable("input_moments")
+            }
+        }
+        let model = ModelRef {
+            arch_json: RStr::from_str("{}"),
+            layers: RSlice::from_slice(&[]),
+            others: RSlice::from_slice(&[]),
+            nodes: RSlice::from_slice(&[]),
+        };
+        let e = Ctx::from_impl(&Old).synaptic_flow(&model, &[true]).unwrap_err();
+        assert!(e.is_unavailable() && e.message.contains("before hyperprune-sdk 0.4 added it"), "{e}");
     }
 }

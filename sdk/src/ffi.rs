@@ -4,7 +4,10 @@
 //! Growth points (`last_prefix_field`): new methods go after `load_state` in
 //! [`PrunerFfi`], after `checkpoint` in [`crate::Context`], and new fields after `new` in
 //! [`PrunerMod`]. Anything else changes the layout and older plugins stop loading (safely:
-//! abi_stable refuses them).
+//! abi_stable refuses them). Growth is one-way: abi_stable loads a plugin whose prefix types
+//! have more fields than the host's, never fewer, so a host whose `Context` gained a method
+//! (`synaptic_flow`, SDK 0.4) refuses every plugin built before it. Such an addition is
+//! therefore a minor version (0.x), which the version probe refuses in one line.
 
 // `sabi_trait` expands to impls that trip this lint on current compilers.
 #![allow(non_local_definitions)]

@@ -76,7 +76,7 @@ mod zoo;
 
 pub use context::{
     CalibRequest, Context, ContextRef, Ctx, DataSplit, DistillFn, EvaluateFn, Evaluation, GradientsFn, HessianFn,
-    InputMoments, LogLevel, LossAndGrad, Matrix, MomentsFn, NoData, TestHost, context_ref,
+    InputMoments, LogLevel, LossAndGrad, Matrix, MomentsFn, NoData, SynFlowFn, TestHost, context_ref,
 };
 pub use error::{ErrorKind, PluginError};
 pub use ffi::{PrunerBox, PrunerModRef, SDK_VERSION};

@@ -4,17 +4,45 @@
 //! Convention everywhere: a **higher score means more important**; the lowest-scored
 //! weights are pruned. Ties are broken deterministically by position (the weight that
 //! comes first in layer order is pruned first), so equal scores give equal masks.
+//!
+//! Scores are `f32` or `f64` ([`Score`]): a score whose range overflows `f32` (SynFlow's
+//! products of weights over a deep network) is ranked as it was computed.
 
 use std::cmp::Ordering;
 
 use crate::request::{Pattern, PruneRequest, Scope};
 
+/// A score type the mask builders rank: `f32` or `f64`, ordered by `total_cmp` (so a NaN
+/// ranks above every number, and `-inf` below).
+pub trait Score: Copy + sealed::Sealed {
+    /// The total order of the type.
+    fn rank(&self, other: &Self) -> Ordering;
+}
+
+impl Score for f32 {
+    fn rank(&self, other: &f32) -> Ordering {
+        self.total_cmp(other)
+    }
+}
+
+impl Score for f64 {
+    fn rank(&self, other: &f64) -> Ordering {
+        self.total_cmp(other)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
 /// Keep masks pruning exactly `round(sparsity · n)` of all `n` weights, lowest scores first,
 /// ranked across all layers together.
-pub fn global_keep(scores: &[&[f32]], sparsity: f64) -> Vec<Vec<bool>> {
+pub fn global_keep<S: Score>(scores: &[&[S]], sparsity: f64) -> Vec<Vec<bool>> {
     let n: usize = scores.iter().map(|s| s.len()).sum();
     let prune = pruned(sparsity, n);
-    let mut order: Vec<(f32, u32, u32)> = Vec::with_capacity(n);
+    let mut order: Vec<(S, u32, u32)> = Vec::with_capacity(n);
     for (l, s) in scores.iter().enumerate() {
         order.extend(s.iter().enumerate().map(|(i, &v)| (v, l as u32, i as u32)));
     }
@@ -22,7 +50,7 @@ pub fn global_keep(scores: &[&[f32]], sparsity: f64) -> Vec<Vec<bool>> {
     if prune == 0 {
         return keep;
     }
-    let cmp = |a: &(f32, u32, u32), b: &(f32, u32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2));
+    let cmp = |a: &(S, u32, u32), b: &(S, u32, u32)| a.0.rank(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2));
     if prune < n {
         order.select_nth_unstable_by(prune - 1, cmp);
     }
@@ -33,14 +61,14 @@ pub fn global_keep(scores: &[&[f32]], sparsity: f64) -> Vec<Vec<bool>> {
 }
 
 /// Keep mask pruning exactly `count` of `scores`, lowest first (ties by position).
-pub fn layer_keep_count(scores: &[f32], count: usize) -> Vec<bool> {
+pub fn layer_keep_count<S: Score>(scores: &[S], count: usize) -> Vec<bool> {
     let count = count.min(scores.len());
     let mut keep = vec![true; scores.len()];
     if count == 0 {
         return keep;
     }
     let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    let cmp = |&a: &u32, &b: &u32| scores[a as usize].total_cmp(&scores[b as usize]).then(a.cmp(&b));
+    let cmp = |&a: &u32, &b: &u32| scores[a as usize].rank(&scores[b as usize]).then(a.cmp(&b));
     if count < scores.len() {
         order.select_nth_unstable_by(count - 1, cmp);
     }
@@ -51,10 +79,10 @@ pub fn layer_keep_count(scores: &[f32], count: usize) -> Vec<bool> {
 }
 
 /// Indices of the `count` highest scores, best first (ties: the earlier position first).
-pub fn top_indices(scores: &[f32], count: usize) -> Vec<usize> {
+pub fn top_indices<S: Score>(scores: &[S], count: usize) -> Vec<usize> {
     let count = count.min(scores.len());
     let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    let cmp = |&a: &u32, &b: &u32| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b));
+    let cmp = |&a: &u32, &b: &u32| scores[b as usize].rank(&scores[a as usize]).then(a.cmp(&b));
     if count > 0 && count < scores.len() {
         order.select_nth_unstable_by(count - 1, cmp);
     }
@@ -88,7 +116,7 @@ pub fn per_layer_counts(sizes: &[usize], sparsity: f64) -> Vec<usize> {
 }
 
 /// Per-layer keep masks with the counts of [`per_layer_counts`].
-pub fn per_layer_keep(scores: &[&[f32]], sparsity: f64) -> Vec<Vec<bool>> {
+pub fn per_layer_keep<S: Score>(scores: &[&[S]], sparsity: f64) -> Vec<Vec<bool>> {
     let sizes: Vec<usize> = scores.iter().map(|s| s.len()).collect();
     per_layer_counts(&sizes, sparsity).into_iter().zip(scores).map(|(c, s)| layer_keep_count(s, c)).collect()
 }
@@ -99,7 +127,7 @@ pub fn per_layer_keep(scores: &[&[f32]], sparsity: f64) -> Vec<Vec<bool>> {
 ///
 /// # Panics
 /// When `n > m`, `m == 0` or `row_len` does not divide `scores.len()`.
-pub fn nm_keep(scores: &[f32], row_len: usize, n: usize, m: usize) -> Vec<bool> {
+pub fn nm_keep<S: Score>(scores: &[S], row_len: usize, n: usize, m: usize) -> Vec<bool> {
     assert!(m > 0 && n <= m, "N:M needs 0 < m and n <= m, got {n}:{m}");
     assert!(row_len > 0 && scores.len().is_multiple_of(row_len), "row length must divide the layer size");
     let mut keep = vec![false; scores.len()];
@@ -120,7 +148,7 @@ pub fn nm_keep(scores: &[f32], row_len: usize, n: usize, m: usize) -> Vec<bool> 
 
 /// Masks for a request from per-layer scores (`row_lens[l]` is layer `l`'s row length, used
 /// by N:M): dispatches on the request's scope and pattern.
-pub fn keep_for_request(scores: &[&[f32]], row_lens: &[usize], request: &PruneRequest) -> Vec<Vec<bool>> {
+pub fn keep_for_request<S: Score>(scores: &[&[S]], row_lens: &[usize], request: &PruneRequest) -> Vec<Vec<bool>> {
     match request.pattern {
         Pattern::NM { n, m } => {
             scores.iter().zip(row_lens).map(|(s, &r)| nm_keep(s, r, n as usize, m as usize)).collect()
@@ -201,6 +229,16 @@ mod tests {
         let keep = global_keep(&[&a, &b], 0.4);
         assert_eq!(count_pruned(&keep), 2);
         assert_eq!(keep, vec![vec![true, false, true], vec![false, true]]);
+    }
+
+    #[test]
+    fn f64_scores_beyond_the_range_of_f32_rank_as_computed() {
+        // As f32 these would be inf, inf, 0, 0: two ties broken by position.
+        let a = [1e300f64, 1e299, 1e-300, 1e-301];
+        assert_eq!(global_keep(&[&a], 0.5), vec![vec![true, true, false, false]]);
+        let b = [1e299f64, 1e300, 1e-301, 1e-300];
+        assert_eq!(nm_keep(&b, 4, 1, 2), vec![false, true, false, true]);
+        assert_eq!(top_indices(&b, 2), vec![1, 0]);
     }
 
     #[test]

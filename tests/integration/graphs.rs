@@ -44,7 +44,7 @@ fn a_torchvision_named_resnet_loads_and_every_data_free_pruner_prunes_it_exactly
     let prunable = dense.prunable_count();
     let convs_and_fc = dense.params().iter().filter(|p| p.prunable).count();
     assert_eq!(convs_and_fc, 1 + 3 * 2 + 2 + 1, "stem, two convs a block, two projections, fc");
-    for pruner in ["magnitude", "random", "lamp", "lap"] {
+    for pruner in ["magnitude", "random", "lamp", "lap", "synflow"] {
         for (extra, sparsity) in [(vec![], 0.75), (vec!["--scope", "layer"], 0.75), (vec!["--pattern", "2:4"], 0.5)] {
             let out = dir.path().join(format!("{pruner}.safetensors"));
             let mut args = vec!["prune", "--model", input.to_str().unwrap(), "--arch", "resnet-s", "--pruner", pruner];
@@ -99,7 +99,8 @@ fn every_installed_pruner_prunes_a_digits_resnet_zoo_exactly_and_leaves_batch_no
         "val_samples=128",
     ]);
     assert!(o.status.success(), "fit: {:?}", text(&o));
-    let pruners = ["random", "magnitude", "lamp", "lap", "obs", "woodfisher", "chita", "maskopt", "hypernet"];
+    let pruners =
+        ["random", "magnitude", "lamp", "lap", "synflow", "obs", "woodfisher", "chita", "maskopt", "hypernet"];
     let listed = text(&hyperprune(&["plugins", "list"])).0;
     for p in pruners {
         assert!(listed.lines().any(|l| l.starts_with(p)), "'{p}' is installed: {listed}");
@@ -126,7 +127,7 @@ fn every_installed_pruner_prunes_a_digits_resnet_zoo_exactly_and_leaves_batch_no
     ]);
     assert!(o.status.success(), "bench: {:?}", text(&o));
     let rows = hyperprune_tests::jsonl(&run.join("results.jsonl"));
-    assert_eq!(rows.len(), pruners.len() * 2 * 2, "9 pruners × 2 compressions × 2 test members");
+    assert_eq!(rows.len(), pruners.len() * 2 * 2, "10 pruners × 2 compressions × 2 test members");
     for r in &rows {
         assert_eq!(r["status"], "ok", "{r}");
         let (requested, achieved) =

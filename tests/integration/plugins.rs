@@ -13,7 +13,7 @@ fn plugin_names() -> Vec<(String, serde_json::Value)> {
 #[test]
 fn shipped_plugins_load_from_their_shared_libraries() {
     let names = plugin_names();
-    for expected in ["lamp", "lap", "magnitude", "random"] {
+    for expected in ["lamp", "lap", "magnitude", "random", "synflow"] {
         let (_, row) =
             names.iter().find(|(n, _)| n == expected).unwrap_or_else(|| panic!("{expected} not listed: {names:?}"));
         let path = row["path"].as_str().unwrap();
