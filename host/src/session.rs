@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use hyperprune_core::Model;
+use hyperprune_core::dataset::Dataset;
 use hyperprune_core::model::encode_f32;
 
 use crate::calibration::TrainSplit;
@@ -139,6 +140,61 @@ pub struct Pruned {
     pub version: String,
 }
 
+/// Where a prune call's calibration data comes from, and how the caller names the two
+/// settings in messages (`--dataset`/`--data-dir` on the command line).
+pub struct DataSource<'a> {
+    /// Dataset name, if any.
+    pub dataset: Option<&'a str>,
+    /// Folder with the dataset's files.
+    pub data_dir: Option<PathBuf>,
+    /// How the caller spells `(dataset NAME, data-dir DIR)` in a message.
+    pub flags: (&'a str, &'a str),
+}
+
+/// How [`prune`]'s settings are named in its messages.
+const OPTION_NAMES: (&str, &str) = ("dataset=NAME", "data_dir=DIR");
+
+/// The pruner of a prune call, configured, its state loaded when it is learnable, and the
+/// dataset it calibrates on, checked against `model`: the steps `hyperprune prune` and
+/// [`prune`] share. `before_state` sees a learnable pruner's state file before it is read
+/// (the command refuses an `--out` that would overwrite it).
+///
+/// # Errors
+/// Bad input: unknown pruner or options, a learnable pruner without a state or with one that
+/// does not fit, a data-aware pruner without a dataset, a dataset that does not fit `model`.
+pub fn configure(
+    registry: &Registry,
+    name: &str,
+    options: &[String],
+    model: &Model,
+    data: DataSource<'_>,
+    before_state: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<(ConfiguredPruner, Option<Dataset>)> {
+    let mut pruner = ConfiguredPruner::new(registry, name, options)?;
+    if pruner.learnable() {
+        let state = pruner.state_file.clone().ok_or_else(|| must_be_fitted(name))?;
+        before_state(&state)?;
+        let target = StateTarget { dataset: data.dataset, archs: std::slice::from_ref(&model.spec().name) };
+        load_state_file(&mut pruner, &state, Some(target))?;
+    }
+    let (dataset_flag, dir_flag) = data.flags;
+    if pruner.prunes_with_data() && data.dataset.is_none() {
+        return Err(bad_input(format!(
+            "pruner '{}' needs calibration data: pass {dataset_flag} (and {dir_flag} if its files are not in the default place)",
+            pruner.name()
+        )));
+    }
+    let dataset = match data.dataset {
+        Some(name) => {
+            let dataset = crate::inputs::dataset(&DataArgs { dataset: name.to_string(), data_dir: data.data_dir })?;
+            crate::inputs::check_fits(model.spec(), &dataset)?;
+            Some(dataset)
+        }
+        None => None,
+    };
+    Ok((pruner, dataset))
+}
+
 /// Prunes `model` as `hyperprune prune --isolate none` does.
 ///
 /// # Errors
@@ -152,28 +208,14 @@ pub fn prune(registry: &Registry, model: &Model, settings: &PruneSettings) -> an
         seed: settings.seed,
     };
     let request = request_from(&request_args, settings.sparsity)?;
-    let mut pruner = ConfiguredPruner::new(registry, &settings.pruner, &settings.options)?;
-    if pruner.learnable() {
-        let state = pruner.state_file.clone().ok_or_else(|| must_be_fitted(&settings.pruner))?;
-        let target =
-            StateTarget { dataset: settings.dataset.as_deref(), archs: std::slice::from_ref(&model.spec().name) };
-        load_state_file(&mut pruner, &state, Some(target))?;
-    }
-    if pruner.prunes_with_data() && settings.dataset.is_none() {
-        return Err(bad_input(format!(
-            "pruner '{}' needs calibration data: pass dataset=NAME (and data_dir=DIR if its files are not in the default place)",
-            pruner.name()
-        )));
-    }
-    let data = match &settings.dataset {
-        Some(name) => {
-            let data =
-                crate::inputs::dataset(&DataArgs { dataset: name.clone(), data_dir: settings.data_dir.clone() })?;
-            crate::inputs::check_fits(model.spec(), &data)?;
-            Some(data)
-        }
-        None => None,
-    };
+    let (pruner, data) = configure(
+        registry,
+        &settings.pruner,
+        &settings.options,
+        model,
+        DataSource { dataset: settings.dataset.as_deref(), data_dir: settings.data_dir.clone(), flags: OPTION_NAMES },
+        |_| Ok(()),
+    )?;
     let engine = crate::engines::engine(EngineKind::default(), "cpu")?;
     let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
     let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });

@@ -11,11 +11,14 @@ use crate::calibration::TrainSplit;
 use crate::cli::IsolateArg;
 use crate::cli::{GlobalArgs, PruneArgs};
 use crate::context::DataServices;
-use crate::fitting::{StateTarget, load_state_file, must_be_fitted};
 use crate::isolation::{CallError, Isolation, Setup, Task, Worker};
 use crate::outcome::CheckedOutcome;
 use crate::pruning::{ConfiguredPruner, PruneFailure, request_from};
+use crate::session::DataSource;
 use hyperprune_sdk::PruneRequest;
+
+/// How the command line names the data settings in messages.
+const CLI_DATA_FLAGS: (&str, &str) = ("--dataset NAME", "--data-dir DIR");
 
 /// Runs `prune`: nothing is written unless every check passed.
 ///
@@ -51,33 +54,19 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     };
     let registry = super::registry_isolated(global, isolation.as_ref())?;
     super::probe_configure(&registry, &args.pruner, &args.request.options, isolation.as_ref())?;
-    let mut pruner = ConfiguredPruner::new(&registry, &args.pruner, &args.request.options)?;
-    if pruner.learnable() {
-        let state = pruner.state_file.clone().ok_or_else(|| must_be_fitted(&args.pruner))?;
-        crate::inputs::refuse_overwriting(
-            &[("--out", &args.out), ("the masks file of --out", &masks_path)],
-            &[("state file", &state)],
-        )?;
-        let target = StateTarget { dataset: args.dataset.as_deref(), archs: std::slice::from_ref(&model.spec().name) };
-        load_state_file(&mut pruner, &state, Some(target))?;
-    }
-    if pruner.prunes_with_data() && args.dataset.is_none() {
-        return Err(crate::failure::bad_input(format!(
-            "pruner '{}' needs calibration data: pass --dataset NAME (and --data-dir DIR if its files are not in the default place)",
-            pruner.name()
-        )));
-    }
-    let data = match &args.dataset {
-        Some(name) => {
-            let data = crate::inputs::dataset(&crate::cli::DataArgs {
-                dataset: name.clone(),
-                data_dir: args.data_dir.clone(),
-            })?;
-            crate::inputs::check_fits(model.spec(), &data)?;
-            Some(data)
-        }
-        None => None,
-    };
+    let (pruner, data) = crate::session::configure(
+        &registry,
+        &args.pruner,
+        &args.request.options,
+        &model,
+        DataSource { dataset: args.dataset.as_deref(), data_dir: args.data_dir.clone(), flags: CLI_DATA_FLAGS },
+        |state| {
+            crate::inputs::refuse_overwriting(
+                &[("--out", &args.out), ("the masks file of --out", &masks_path)],
+                &[("state file", state)],
+            )
+        },
+    )?;
     let engine = crate::engines::engine(args.exec.engine, &args.exec.device)?;
     let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
     let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });
