@@ -9,13 +9,27 @@
 //! free). A network without batch normalisation is unaffected by either.
 
 use hyperprune_core::Model;
-use hyperprune_core::engine::Engine;
+use hyperprune_core::engine::{Engine, EngineError};
 
 use crate::calibration::TrainSplit;
 use crate::failure::bad_input;
 
 /// The seed of the recalibration images' draw from the train split.
 const RECALIBRATION_SEED: u64 = 0x6e5;
+
+/// Why the batch normalisation statistics could not be fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum BnStatsError {
+    /// Correcting them from the weights failed (core's message).
+    #[error("{0}")]
+    Correct(String),
+    /// `--bn-recalibrate` in a run without a dataset.
+    #[error("--bn-recalibrate needs a dataset to draw training images from")]
+    NoDataset,
+    /// The engine failed to re-estimate them.
+    #[error("recalibrating batch norm: {0}")]
+    Recalibrate(EngineError),
+}
 
 /// What is done to the batch normalisation statistics of a pruned network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,21 +77,23 @@ impl BnStats {
     /// pruning, `split` the dataset's train split (needed to recalibrate).
     ///
     /// # Errors
-    /// A message when recalibrating without a dataset, or when the engine fails.
+    /// Recalibrating without a dataset, or the correction or the engine failed.
     pub fn apply(
         self,
         engine: &dyn Engine,
         dense: &Model,
         pruned: Model,
         split: Option<&TrainSplit<'_>>,
-    ) -> Result<Model, String> {
+    ) -> Result<Model, BnStatsError> {
         match self {
             BnStats::Stale => Ok(pruned),
-            BnStats::Correct => hyperprune_core::batchnorm::correct_batchnorm(dense, &pruned),
+            BnStats::Correct => {
+                hyperprune_core::batchnorm::correct_batchnorm(dense, &pruned).map_err(BnStatsError::Correct)
+            }
             BnStats::Recalibrate(n) => {
-                let split = split.ok_or("--bn-recalibrate needs a dataset to draw training images from")?;
+                let split = split.ok_or(BnStatsError::NoDataset)?;
                 let samples = split.calibration(n as usize, RECALIBRATION_SEED);
-                engine.recalibrate_batchnorm(&pruned, &samples).map_err(|e| format!("recalibrating batch norm: {e}"))
+                engine.recalibrate_batchnorm(&pruned, &samples).map_err(BnStatsError::Recalibrate)
             }
         }
     }

@@ -23,7 +23,7 @@ use hyperprune_sdk::{
 };
 
 use crate::calibration::TrainSplit;
-use crate::fitting::FitSink;
+use crate::fit_sink::FitSink;
 
 /// The engine and data behind the data services.
 #[derive(Clone, Copy)]
@@ -123,7 +123,7 @@ impl<'a> HostContext<'a> {
 
 /// Runs a host callback, turning its error into kind `Failed` and a panic into an error
 /// naming the service.
-fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, PluginError> {
+fn guarded<T, E: std::fmt::Display>(name: &str, f: impl FnOnce() -> Result<T, E>) -> RResult<T, PluginError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(message)) => RResult::RErr(PluginError::new(ErrorKind::Failed, format!("{name}: {message}"))),
@@ -155,13 +155,16 @@ impl Context for HostContext<'_> {
 
     fn progress(&self, done: u64, total: u64) {
         tracing::trace!("[{}] progress {done}/{total}", self.plugin);
-        if let Some(sink) = self.fit {
-            sink.progress(done, total);
+        match self.fit {
+            Some(sink) => sink.progress(done, total),
+            None => tracing::trace!(target: crate::logging::PROGRESS, done, total, unit = "steps"),
         }
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        // The call's own flag, or Ctrl-C caught by the process (the command line's handler, or
+        // an embedding's `isolation::interrupt`).
+        self.cancel.load(Ordering::Relaxed) || crate::isolation::interrupted()
     }
 
     fn layer_input_hessian(

@@ -35,19 +35,26 @@ pub fn engine(kind: EngineKind, device: &str) -> anyhow::Result<Box<dyn Engine>>
 /// The NVIDIA driver library every CUDA program loads.
 const LIBCUDA: &str = "libcuda.so.1";
 
+/// The NVIDIA driver library could not be loaded: why (the loader's first line), and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the NVIDIA driver library {LIBCUDA} could not be loaded ({reason}); install the NVIDIA driver, or use --device cpu"
+)]
+pub struct CudaDriverError {
+    /// The first line of the dynamic loader's error.
+    pub reason: String,
+}
+
 /// Checks that the NVIDIA driver library can be loaded.
 ///
 /// # Errors
 /// One line naming the missing library and the fix.
-pub fn probe_cuda_driver() -> Result<(), String> {
+pub fn probe_cuda_driver() -> Result<(), CudaDriverError> {
     // SAFETY: loading the system's NVIDIA driver library runs its initialisers, which is
     // what any CUDA program does; the handle is dropped at once.
     match unsafe { libloading::Library::new(LIBCUDA) } {
         Ok(_) => Ok(()),
-        Err(e) => Err(format!(
-            "the NVIDIA driver library {LIBCUDA} could not be loaded ({}); install the NVIDIA driver, or use --device cpu",
-            e.to_string().lines().next().unwrap_or("not found")
-        )),
+        Err(e) => Err(CudaDriverError { reason: e.to_string().lines().next().unwrap_or("not found").to_string() }),
     }
 }
 

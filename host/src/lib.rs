@@ -11,9 +11,13 @@
 //! Not for: plugin authors (they depend on `hyperprune-sdk` only) or numerics (those live in
 //! `hyperprune-core` and the engine crates).
 //!
-//! Errors are `anyhow` errors; those caused by the caller's input carry a
+//! Commands and [`session`] return `anyhow` errors; those caused by the caller's input carry a
 //! [`failure::BadInput`] in their chain ([`failure::is_bad_input`]), which is how the CLI
-//! exits with code 2 and the Python module raises `InputError`.
+//! exits with code 2 and the Python module raises `InputError`. The modules below them return
+//! typed errors, a type per module implementing `std::error::Error` (such as
+//! [`values::ValueError`], [`outcome::OutcomeError`], [`state_file::StateFileError`] or
+//! [`isolation::CallError`]), whose messages are the ones users read; the caller that knows
+//! whose fault it is marks bad input.
 
 pub mod bench;
 pub mod bn_stats;
@@ -24,6 +28,7 @@ pub mod commands;
 pub mod context;
 pub mod engines;
 pub mod failure;
+pub mod fit_sink;
 pub mod fitting;
 pub mod inputs;
 pub mod isolation;

@@ -6,6 +6,137 @@
 use hyperprune_core::Model;
 use hyperprune_sdk::{Pattern, PruneOutcome, PruneRequest, Scope};
 
+/// What is wrong with an outcome, or with applying it. The host prefixes the pruner
+/// (`plugin 'x' returned an invalid outcome: ...`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OutcomeError {
+    /// Not one mask per prunable layer.
+    #[error("returned {masks} masks for a model with {layers} prunable layers")]
+    MaskCount {
+        /// Masks returned.
+        masks: usize,
+        /// Prunable layers of the model.
+        layers: usize,
+    },
+    /// A mask for another layer than the one at its place.
+    #[error("returned a mask for '{mask}' where '{expected}' was expected")]
+    MaskName {
+        /// The mask's layer name.
+        mask: String,
+        /// The layer at its place.
+        expected: String,
+    },
+    /// A mask whose length or word count is not the layer's.
+    #[error(
+        "mask of '{layer}' has length {len} ({words} words); the layer has {weights} weights ({layer_words} words)"
+    )]
+    MaskLength {
+        /// The layer.
+        layer: String,
+        /// The mask's length.
+        len: u64,
+        /// The mask's 64-bit words.
+        words: usize,
+        /// The layer's weights.
+        weights: usize,
+        /// The words its mask needs.
+        layer_words: usize,
+    },
+    /// Bits set past a mask's last weight.
+    #[error("mask of '{layer}' has bits set past its {len} weights: mask values must be 0 or 1 for each weight only")]
+    BitsPastEnd {
+        /// The layer.
+        layer: String,
+        /// The mask's length.
+        len: u64,
+    },
+    /// New weights of another count than the layer's weights.
+    #[error("new weights of '{layer}' have {values} values; the layer has {weights}")]
+    NewWeightsLength {
+        /// The layer.
+        layer: String,
+        /// Values given.
+        values: usize,
+        /// The layer's weights.
+        weights: usize,
+    },
+    /// New weights with NaN or infinite values.
+    #[error("new weights of '{layer}' contain NaN or infinite values")]
+    NewWeightsNotFinite {
+        /// The layer.
+        layer: String,
+    },
+    /// An N:M mask with a group that keeps too many weights.
+    #[error(
+        "not a valid {n}:{m} mask: layer {layer}, row {row}, group {group} keeps {kept} of {size} weights \
+         (at most {allowed} allowed)"
+    )]
+    NotNM {
+        /// N.
+        n: usize,
+        /// M.
+        m: usize,
+        /// Prunable layer index.
+        layer: usize,
+        /// Row in the layer.
+        row: usize,
+        /// Group in the row.
+        group: usize,
+        /// Weights the group keeps.
+        kept: usize,
+        /// Weights in the group.
+        size: usize,
+        /// Weights it may keep.
+        allowed: usize,
+    },
+    /// Global scope: not exactly `round(s · p)` weights pruned.
+    #[error(
+        "achieved sparsity {achieved:.6} ({pruned} of {total} weights pruned) differs from the requested {requested} \
+         (round(s·p) = {want} pruned)"
+    )]
+    GlobalSparsity {
+        /// Pruned over all weights.
+        achieved: f64,
+        /// Weights pruned.
+        pruned: usize,
+        /// Prunable weights.
+        total: usize,
+        /// The requested sparsity.
+        requested: f64,
+        /// Weights the request asks to prune.
+        want: usize,
+    },
+    /// Per-layer scope: a layer that prunes neither `floor(s · p_l)` nor `ceil(s · p_l)`.
+    #[error(
+        "scope=layer: layer {layer} prunes {pruned} of {weights} weights; the requested sparsity {requested} asks for {}",
+        asked_for(*.ideal)
+    )]
+    LayerSparsity {
+        /// Prunable layer index.
+        layer: usize,
+        /// Weights it pruned.
+        pruned: usize,
+        /// Its weights.
+        weights: usize,
+        /// The requested sparsity.
+        requested: f64,
+        /// `s · p_l`.
+        ideal: f64,
+    },
+    /// Applying the masks to the model failed (never for an outcome checked against it).
+    #[error("{0}")]
+    Apply(String),
+}
+
+/// What a per-layer request asks a layer to prune, given `s · p_l`: `k`, or `k or k + 1`.
+fn asked_for(ideal: f64) -> String {
+    if ideal.fract() == 0.0 {
+        format!("{}", ideal as usize)
+    } else {
+        format!("{} or {}", ideal.floor() as usize, ideal.ceil() as usize)
+    }
+}
+
 /// A validated outcome: keep masks and optional new weights, in prunable-layer order.
 #[derive(Debug, Clone)]
 pub struct CheckedOutcome {
@@ -27,9 +158,9 @@ impl CheckedOutcome {
     ///
     /// # Errors
     /// Never for an outcome checked against the same model.
-    pub fn apply(&self, model: &Model) -> Result<Model, String> {
+    pub fn apply(&self, model: &Model) -> Result<Model, OutcomeError> {
         let mut pruned = model.clone();
-        pruned.apply_masks(&self.keep, Some(&self.new_weights))?;
+        pruned.apply_masks(&self.keep, Some(&self.new_weights)).map_err(OutcomeError::Apply)?;
         Ok(pruned)
     }
 }
@@ -38,51 +169,42 @@ impl CheckedOutcome {
 ///
 /// # Errors
 /// A message saying which layer is wrong and how.
-pub fn check(model: &Model, outcome: &PruneOutcome) -> Result<CheckedOutcome, String> {
+pub fn check(model: &Model, outcome: &PruneOutcome) -> Result<CheckedOutcome, OutcomeError> {
     let layers: Vec<_> = model.prunable().collect();
     if outcome.layers.len() != layers.len() {
-        return Err(format!(
-            "returned {} masks for a model with {} prunable layers",
-            outcome.layers.len(),
-            layers.len()
-        ));
+        return Err(OutcomeError::MaskCount { masks: outcome.layers.len(), layers: layers.len() });
     }
     let mut keep = Vec::with_capacity(layers.len());
     let mut new_weights = Vec::with_capacity(layers.len());
     for (mask, (param, w)) in outcome.layers.iter().zip(&layers) {
         if mask.name.as_str() != param.name {
-            return Err(format!("returned a mask for '{}' where '{}' was expected", mask.name, param.name));
+            return Err(OutcomeError::MaskName { mask: mask.name.to_string(), expected: param.name.clone() });
         }
         if mask.len as usize != w.len() || mask.keep_bits.len() != w.len().div_ceil(64) {
-            return Err(format!(
-                "mask of '{}' has length {} ({} words); the layer has {} weights ({} words)",
-                param.name,
-                mask.len,
-                mask.keep_bits.len(),
-                w.len(),
-                w.len().div_ceil(64)
-            ));
+            return Err(OutcomeError::MaskLength {
+                layer: param.name.clone(),
+                len: mask.len,
+                words: mask.keep_bits.len(),
+                weights: w.len(),
+                layer_words: w.len().div_ceil(64),
+            });
         }
         let tail = mask.len % 64;
         if tail > 0 && mask.keep_bits.last().is_some_and(|&word| word >> tail != 0) {
-            return Err(format!(
-                "mask of '{}' has bits set past its {} weights: mask values must be 0 or 1 for each weight only",
-                param.name, mask.len
-            ));
+            return Err(OutcomeError::BitsPastEnd { layer: param.name.clone(), len: mask.len });
         }
         keep.push(mask.keep());
         new_weights.push(match mask.new_weights.as_ref().into_option() {
             None => None,
             Some(v) if v.len() != w.len() => {
-                return Err(format!(
-                    "new weights of '{}' have {} values; the layer has {}",
-                    param.name,
-                    v.len(),
-                    w.len()
-                ));
+                return Err(OutcomeError::NewWeightsLength {
+                    layer: param.name.clone(),
+                    values: v.len(),
+                    weights: w.len(),
+                });
             }
             Some(v) if v.iter().any(|x| !x.is_finite()) => {
-                return Err(format!("new weights of '{}' contain NaN or infinite values", param.name));
+                return Err(OutcomeError::NewWeightsNotFinite { layer: param.name.clone() });
             }
             Some(v) => Some(v.to_vec()),
         });
@@ -100,7 +222,11 @@ pub fn check(model: &Model, outcome: &PruneOutcome) -> Result<CheckedOutcome, St
 ///
 /// # Errors
 /// The first mismatch, with the requested and the achieved numbers.
-pub fn verify_sparsity(outcome: &CheckedOutcome, request: &PruneRequest, row_lens: &[usize]) -> Result<(), String> {
+pub fn verify_sparsity(
+    outcome: &CheckedOutcome,
+    request: &PruneRequest,
+    row_lens: &[usize],
+) -> Result<(), OutcomeError> {
     let pruned = |keep: &[bool]| keep.iter().filter(|&&k| !k).count();
     match (request.pattern, request.scope) {
         (Pattern::NM { n, m }, _) => {
@@ -118,11 +244,16 @@ pub fn verify_sparsity(outcome: &CheckedOutcome, request: &PruneRequest, row_len
                         };
                         let kept = group.iter().filter(|&&k| k).count();
                         if kept > allowed {
-                            return Err(format!(
-                                "not a valid {n}:{m} mask: layer {l}, row {r}, group {g} keeps {kept} of {} weights \
-                                 (at most {allowed} allowed)",
-                                group.len()
-                            ));
+                            return Err(OutcomeError::NotNM {
+                                n,
+                                m,
+                                layer: l,
+                                row: r,
+                                group: g,
+                                kept,
+                                size: group.len(),
+                                allowed,
+                            });
                         }
                     }
                 }
@@ -136,28 +267,26 @@ pub fn verify_sparsity(outcome: &CheckedOutcome, request: &PruneRequest, row_len
             if got == want {
                 return Ok(());
             }
-            Err(format!(
-                "achieved sparsity {:.6} ({got} of {total} weights pruned) differs from the requested {} (round(s·p) = \
-                 {want} pruned)",
-                got as f64 / total.max(1) as f64,
-                request.sparsity
-            ))
+            Err(OutcomeError::GlobalSparsity {
+                achieved: got as f64 / total.max(1) as f64,
+                pruned: got,
+                total,
+                requested: request.sparsity,
+                want,
+            })
         }
         (Pattern::Unstructured, Scope::PerLayer) => {
             for (l, keep) in outcome.keep.iter().enumerate() {
                 let ideal = request.sparsity * keep.len() as f64;
                 let got = pruned(keep);
                 if got < ideal.floor() as usize || got > ideal.ceil() as usize {
-                    return Err(format!(
-                        "scope=layer: layer {l} prunes {got} of {} weights; the requested sparsity {} asks for {}",
-                        keep.len(),
-                        request.sparsity,
-                        if ideal.fract() == 0.0 {
-                            format!("{}", ideal as usize)
-                        } else {
-                            format!("{} or {}", ideal.floor() as usize, ideal.ceil() as usize)
-                        }
-                    ));
+                    return Err(OutcomeError::LayerSparsity {
+                        layer: l,
+                        pruned: got,
+                        weights: keep.len(),
+                        requested: request.sparsity,
+                        ideal,
+                    });
                 }
             }
             Ok(())
@@ -187,7 +316,8 @@ mod tests {
         let global = request(0.5, Scope::Global, Pattern::Unstructured);
         // 10 weights, s = 0.5: exactly 5 pruned, anywhere.
         assert!(verify_sparsity(&outcome(vec![mask(4, &[0, 1, 2, 3]), mask(6, &[0])]), &global, &[2, 3]).is_ok());
-        let nothing = verify_sparsity(&outcome(vec![mask(4, &[]), mask(6, &[])]), &global, &[2, 3]).unwrap_err();
+        let nothing =
+            verify_sparsity(&outcome(vec![mask(4, &[]), mask(6, &[])]), &global, &[2, 3]).unwrap_err().to_string();
         assert!(nothing.contains("0 of 10 weights pruned") && nothing.contains("5 pruned"), "{nothing}");
         assert!(verify_sparsity(&outcome(vec![mask(4, &[0, 1, 2]), mask(6, &[0, 1, 2])]), &global, &[2, 3]).is_err());
         // round(0.25 · 10) = round(2.5) = 3.
@@ -204,7 +334,12 @@ mod tests {
         assert!(verify_sparsity(&outcome(vec![mask(4, &[0, 1]), mask(5, &[0, 1])]), &layer, &[2, 5]).is_ok());
         // Right total, wrong split.
         let e = verify_sparsity(&outcome(vec![mask(4, &[0, 1, 2]), mask(5, &[0, 1])]), &layer, &[2, 5]).unwrap_err();
-        assert!(e.contains("layer 0 prunes 3 of 4") && e.contains("asks for 2"), "{e}");
+        assert_eq!(e.to_string(), "scope=layer: layer 0 prunes 3 of 4 weights; the requested sparsity 0.5 asks for 2");
+        let e = verify_sparsity(&outcome(vec![mask(4, &[0, 1]), mask(5, &[0])]), &layer, &[2, 5]).unwrap_err();
+        assert!(
+            e.to_string().ends_with("layer 1 prunes 1 of 5 weights; the requested sparsity 0.5 asks for 2 or 3"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -215,7 +350,10 @@ mod tests {
         assert!(verify_sparsity(&outcome(good), &two_four, &[6]).is_ok());
         let bad = vec![vec![true, true, true, false, false, false, false, false, false, false, false, false]];
         let e = verify_sparsity(&outcome(bad), &two_four, &[6]).unwrap_err();
-        assert!(e.contains("2:4") && e.contains("row 0, group 0 keeps 3"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "not a valid 2:4 mask: layer 0, row 0, group 0 keeps 3 of 4 weights (at most 2 allowed)"
+        );
         let bad_tail = vec![vec![true, true, false, false, true, true, false, false, false, false, false, false]];
         assert!(verify_sparsity(&outcome(bad_tail), &two_four, &[6]).is_err());
     }

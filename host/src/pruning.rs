@@ -256,18 +256,25 @@ impl ConfiguredPruner {
     /// Fits the pruner on `zoo` (the train members).
     ///
     /// # Errors
-    /// The plugin's error or panic, as one message.
-    pub fn fit(&mut self, zoo: hyperprune_sdk::ZooRef<'_>, ctx: &HostContext<'_>) -> Result<(), String> {
+    /// The plugin's error or panic.
+    pub fn fit(&mut self, zoo: hyperprune_sdk::ZooRef<'_>, ctx: &HostContext<'_>) -> Result<(), PluginCallError> {
         let name = self.plugin.info.name.clone();
-        self.pruner.fit(zoo, hyperprune_sdk::context_ref(ctx)).into_result().map_err(|e| plugin_error(&name, &e))
+        self.pruner
+            .fit(zoo, hyperprune_sdk::context_ref(ctx))
+            .into_result()
+            .map_err(|error| PluginCallError { plugin: name, error })
     }
 
     /// The learned state.
     ///
     /// # Errors
-    /// The plugin's error, as one message.
-    pub fn save_state(&self) -> Result<Vec<u8>, String> {
-        self.pruner.save_state().into_result().map(|v| v.to_vec()).map_err(|e| plugin_error(self.name(), &e))
+    /// The plugin's error.
+    pub fn save_state(&self) -> Result<Vec<u8>, PluginCallError> {
+        self.pruner
+            .save_state()
+            .into_result()
+            .map(|v| v.to_vec())
+            .map_err(|error| PluginCallError { plugin: self.name().to_string(), error })
     }
 
     /// Restores a learned state.
@@ -319,16 +326,16 @@ impl ConfiguredPruner {
         outcome: &PruneOutcome,
         request: &PruneRequest,
     ) -> Result<CheckedOutcome, PruneFailure> {
-        let invalid = |e: String| PruneFailure {
+        let invalid = |e: &dyn std::fmt::Display| PruneFailure {
             kind: None,
             message: format!("plugin '{}' returned an invalid outcome: {e}", self.name()),
         };
-        let checked = check(model, outcome).map_err(invalid)?;
+        let checked = check(model, outcome).map_err(|e| invalid(&e))?;
         if self.sparsity_check == SparsityCheck::Exact {
             let row_lens: Vec<usize> =
                 model.prunable().map(|(p, w)| w.len() / p.shape.first().copied().unwrap_or(1).max(1)).collect();
             verify_sparsity(&checked, request, &row_lens).map_err(|e| {
-                invalid(format!(
+                invalid(&format!(
                     "{e} (a pruner whose sparsity is meant to emerge needs the option {SPARSITY_CHECK_OPTION}=report)"
                 ))
             })?;
@@ -361,11 +368,39 @@ impl std::fmt::Display for PruneFailure {
     }
 }
 
+impl std::error::Error for PruneFailure {}
+
 /// A bench row keeps the message.
 impl From<PruneFailure> for String {
     fn from(failure: PruneFailure) -> String {
         failure.message
     }
+}
+
+/// A plugin call other than `prune` (`fit`, `save_state`) failed: the plugin's error, reported
+/// as `plugin 'x' failed: ...` or `plugin 'x' panicked: ...` (see [`plugin_error`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", plugin_error(.plugin, .error))]
+pub struct PluginCallError {
+    /// The plugin's name.
+    pub plugin: String,
+    /// Its error, with its kind.
+    pub error: PluginError,
+}
+
+/// What is wrong with the host-level options of a pruner (see [`take_host_options`]); the
+/// user's input, always.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostOptionError {
+    /// An option given twice (which one was meant is a guess).
+    #[error("option '{0}' is given twice; give each option once")]
+    GivenTwice(String),
+    /// `fit_data` other than `real` or `synthetic` (the value given).
+    #[error("option {FIT_DATA_OPTION}: expected real or synthetic, got '{0}'")]
+    FitData(String),
+    /// `sparsity_check` other than `exact` or `report` (the value given).
+    #[error("option {SPARSITY_CHECK_OPTION}: expected exact or report, got '{0}'")]
+    SparsityCheck(String),
 }
 
 /// Takes the host-level options (`state=FILE`, `sparsity_check=exact|report`) out of
@@ -374,9 +409,9 @@ impl From<PruneFailure> for String {
 /// # Errors
 /// An option given twice (which one was meant is a guess), or a `sparsity_check` value other
 /// than `exact` or `report`.
-pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>), String> {
+pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>), HostOptionError> {
     if let Some(key) = crate::values::repeated_key(options) {
-        return Err(format!("option '{key}' is given twice; give each option once"));
+        return Err(HostOptionError::GivenTwice(key));
     }
     let mut host = HostOptions::default();
     let mut rest = Vec::with_capacity(options.len());
@@ -388,7 +423,7 @@ pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>
                     "real" => FitData::Real,
                     "synthetic" => FitData::Synthetic,
                     other => {
-                        return Err(format!("option {FIT_DATA_OPTION}: expected real or synthetic, got '{other}'"));
+                        return Err(HostOptionError::FitData(other.to_string()));
                     }
                 }
             }
@@ -397,7 +432,7 @@ pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>
                     "exact" => SparsityCheck::Exact,
                     "report" => SparsityCheck::Report,
                     other => {
-                        return Err(format!("option {SPARSITY_CHECK_OPTION}: expected exact or report, got '{other}'"));
+                        return Err(HostOptionError::SparsityCheck(other.to_string()));
                     }
                 }
             }
@@ -450,9 +485,11 @@ mod tests {
         assert_eq!(rest, ["steps=3", "lr=0.1"]);
         assert_eq!(take_host_options(&["statefulness=1".to_string()]).unwrap().0, HostOptions::default());
         let e = take_host_options(&["sparsity_check=loose".to_string()]).unwrap_err();
-        assert!(e.contains("expected exact or report, got 'loose'"), "{e}");
+        assert_eq!(e.to_string(), "option sparsity_check: expected exact or report, got 'loose'");
+        let e = take_host_options(&["fit_data=fake".to_string()]).unwrap_err();
+        assert_eq!(e.to_string(), "option fit_data: expected real or synthetic, got 'fake'");
         for twice in [["state=a.bin", " state =b.bin"], ["lr=0.1", "lr=0.2"]] {
-            let e = take_host_options(&twice.map(String::from)).unwrap_err();
+            let e = take_host_options(&twice.map(String::from)).unwrap_err().to_string();
             assert!(e.contains("is given twice"), "{e}");
         }
     }

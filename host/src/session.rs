@@ -7,17 +7,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use hyperprune_core::Model;
-use hyperprune_core::dataset::Dataset;
+use hyperprune_core::dataset::{Dataset, Samples};
 use hyperprune_core::model::encode_f32;
+use hyperprune_sdk::PruneRequest;
 
+use crate::bn_stats::BnStats;
 use crate::calibration::TrainSplit;
 use crate::cli::{DataArgs, RequestArgs, ScopeArg};
 use crate::context::DataServices;
 use crate::engines::EngineKind;
 use crate::failure::bad_input;
 use crate::fitting::{StateTarget, load_state_file, must_be_fitted};
+use crate::isolation::{CallError, Isolation, Setup, Task, Worker};
+use crate::outcome::CheckedOutcome;
 use crate::plugins::{Registry, discover};
-use crate::pruning::{ConfiguredPruner, request_from};
+use crate::pruning::{ConfiguredPruner, PruneFailure, request_from};
 
 /// The plugin file name prefix of the in-tree plugins (`libhyperprune_plugin_NAME.so`).
 pub const IN_TREE_PREFIX: &str = "libhyperprune_plugin_";
@@ -30,6 +34,14 @@ pub const IN_TREE_PREFIX: &str = "libhyperprune_plugin_";
 /// ([`Registry::unknown`]).
 pub fn find_plugins(dirs: &[PathBuf], files: &[PathBuf]) -> Registry {
     let mut explicit: Vec<PathBuf> = files.to_vec();
+    explicit.extend(in_tree_files(dirs));
+    discover(&explicit)
+}
+
+/// The in-tree plugin files (`libhyperprune_plugin_*`) in `dirs`, in order, each folder's
+/// sorted by name.
+pub fn in_tree_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         let mut found: Vec<PathBuf> = entries
@@ -41,9 +53,9 @@ pub fn find_plugins(dirs: &[PathBuf], files: &[PathBuf]) -> Registry {
             })
             .collect();
         found.sort();
-        explicit.extend(found);
+        files.extend(found);
     }
-    discover(&explicit)
+    files
 }
 
 /// Loads a model file, with an optional architecture (preset name or spec JSON file).
@@ -91,6 +103,14 @@ pub struct PruneSettings {
     pub data_dir: Option<PathBuf>,
     /// Calibration samples for pruners that ask for the default.
     pub calib_samples: u64,
+    /// The caller's own calibration images and labels, instead of a named dataset.
+    pub arrays: Option<Samples>,
+    /// What happens to batch normalisation statistics after masking (`--bn-correct`,
+    /// `--bn-recalibrate N`).
+    pub bn: BnStats,
+    /// Run the plugin in a supervised worker process (`--isolate worker`) with this timeout
+    /// (seconds) and memory limit (MiB; `None` for half the machine's memory).
+    pub isolate: Option<(f64, Option<u64>)>,
 }
 
 impl Default for PruneSettings {
@@ -106,6 +126,9 @@ impl Default for PruneSettings {
             dataset: None,
             data_dir: None,
             calib_samples: 1024,
+            arrays: None,
+            bn: BnStats::Stale,
+            isolate: None,
         }
     }
 }
@@ -134,6 +157,9 @@ pub struct Pruned {
     pub sparsity: f64,
     /// Seconds the plugin's `prune` took.
     pub seconds: f64,
+    /// Seconds the whole call took in the host (configure, prune, checks, masks applied,
+    /// batch normalisation fixed): what `hyperprune prune` spends in process on it.
+    pub host_seconds: f64,
     /// The pruner's name.
     pub pruner: String,
     /// The pruner's version.
@@ -147,6 +173,8 @@ pub struct DataSource<'a> {
     pub dataset: Option<&'a str>,
     /// Folder with the dataset's files.
     pub data_dir: Option<PathBuf>,
+    /// The caller's own training images (calibration only), instead of a named dataset.
+    pub arrays: Option<Samples>,
     /// How the caller spells `(dataset NAME, data-dir DIR)` in a message.
     pub flags: (&'a str, &'a str),
 }
@@ -178,6 +206,11 @@ pub fn configure(
         load_state_file(&mut pruner, &state, Some(target))?;
     }
     let (dataset_flag, dir_flag) = data.flags;
+    if let Some(samples) = data.arrays {
+        let empty = Samples { shape: samples.shape, images: Vec::new(), labels: Vec::new() };
+        let dataset = arrays_dataset(model, samples, empty)?;
+        return Ok((pruner, Some(dataset)));
+    }
     if pruner.prunes_with_data() && data.dataset.is_none() {
         return Err(bad_input(format!(
             "pruner '{}' needs calibration data: pass {dataset_flag} (and {dir_flag} if its files are not in the default place)",
@@ -195,12 +228,20 @@ pub fn configure(
     Ok((pruner, dataset))
 }
 
-/// Prunes `model` as `hyperprune prune --isolate none` does.
+/// Prunes `model` as `hyperprune prune` does (in this process, or in a worker when
+/// `settings.isolate` says so). `cancel` is what the plugin's `cancelled()` reads: set it
+/// (from another thread) to ask a long call to stop.
 ///
 /// # Errors
 /// Bad input (pruner name, options, sparsity, pattern, dataset, a learnable pruner's missing
 /// state, a data-aware pruner without a dataset) or the plugin's failure.
-pub fn prune(registry: &Registry, model: &Model, settings: &PruneSettings) -> anyhow::Result<Pruned> {
+pub fn prune(
+    registry: &Registry,
+    model: &Model,
+    settings: &PruneSettings,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Pruned> {
+    let start = std::time::Instant::now();
     let request_args = RequestArgs {
         scope: settings.scope,
         pattern: settings.pattern.clone(),
@@ -208,25 +249,64 @@ pub fn prune(registry: &Registry, model: &Model, settings: &PruneSettings) -> an
         seed: settings.seed,
     };
     let request = request_from(&request_args, settings.sparsity)?;
+    if settings.bn.uses_data() && settings.dataset.is_none() && settings.arrays.is_none() {
+        return Err(bad_input(
+            "bn_recalibrate draws training images: pass dataset=NAME or (images, labels) (or bn_correct, which needs none)",
+        ));
+    }
+    let isolation = match settings.isolate {
+        Some((timeout, memory)) => {
+            if settings.arrays.is_some() {
+                return Err(bad_input(
+                    "isolate: a worker process loads its calibration data by name: pass dataset=NAME, not arrays",
+                ));
+            }
+            Some(Isolation::from_args(timeout, memory)?)
+        }
+        None => None,
+    };
     let (pruner, data) = configure(
         registry,
         &settings.pruner,
         &settings.options,
         model,
-        DataSource { dataset: settings.dataset.as_deref(), data_dir: settings.data_dir.clone(), flags: OPTION_NAMES },
+        DataSource {
+            dataset: settings.dataset.as_deref(),
+            data_dir: settings.data_dir.clone(),
+            arrays: settings.arrays.clone(),
+            flags: OPTION_NAMES,
+        },
         |_| Ok(()),
     )?;
     let engine = crate::engines::engine(EngineKind::default(), "cpu")?;
     let split = data.as_ref().map(|d| TrainSplit::new(&d.train));
     let services = split.as_ref().map(|split| DataServices { engine: engine.as_ref(), split });
-    let cancel = AtomicBool::new(false);
-    let start = std::time::Instant::now();
-    let ctx = pruner.prune_context(services, &cancel).with_default_samples(settings.calib_samples);
-    let outcome = pruner
-        .prune(model, &request, &ctx)
-        .map_err(|e| if e.is_bad_input() { bad_input(e) } else { anyhow::Error::msg(e.message) })?;
-    let seconds = start.elapsed().as_secs_f64();
+    let prune_start = std::time::Instant::now();
+    let outcome = match &isolation {
+        Some(isolation) => {
+            // The worker reads the model from a file, as `hyperprune prune` hands it its --model.
+            let folder = tempfile::tempdir()?;
+            let file = folder.path().join("model.safetensors");
+            model.save(&file)?;
+            let worker = WorkerCall {
+                isolation,
+                pruner: &pruner,
+                model_file: (file, None),
+                data: settings.dataset.clone().map(|d| (d, settings.data_dir.clone())),
+                engine: ("cpu".into(), "cpu".into()),
+                calib_samples: settings.calib_samples,
+            };
+            worker.prune(model, &request, cancel)
+        }
+        None => {
+            let ctx = pruner.prune_context(services, cancel).with_default_samples(settings.calib_samples);
+            pruner.prune(model, &request, &ctx)
+        }
+    }
+    .map_err(|e| if e.is_bad_input() { bad_input(e) } else { anyhow::Error::msg(e.message) })?;
+    let seconds = prune_start.elapsed().as_secs_f64();
     let pruned = outcome.apply(model).map_err(anyhow::Error::msg)?;
+    let pruned = settings.bn.apply(engine.as_ref(), model, pruned, split.as_ref()).map_err(anyhow::Error::msg)?;
     let layers = model
         .prunable()
         .zip(outcome.keep.iter().zip(&outcome.new_weights))
@@ -242,9 +322,99 @@ pub fn prune(registry: &Registry, model: &Model, settings: &PruneSettings) -> an
         model: pruned,
         sparsity: outcome.achieved_sparsity(),
         seconds,
+        host_seconds: start.elapsed().as_secs_f64(),
         pruner: pruner.name().to_string(),
         version: pruner.plugin.info.version.to_string(),
     })
+}
+
+/// One prune call in a supervised worker process (`--isolate worker`): the plugin runs
+/// there, and its outcome is checked here like an in-process one.
+pub struct WorkerCall<'a> {
+    /// Timeout and memory limit.
+    pub isolation: &'a Isolation,
+    /// The configured pruner (its name, options and state are sent to the worker).
+    pub pruner: &'a ConfiguredPruner,
+    /// The model file the worker reads, with its arch (preset name or spec file) if given.
+    pub model_file: (PathBuf, Option<String>),
+    /// Dataset name and folder, when the pruner calibrates.
+    pub data: Option<(String, Option<PathBuf>)>,
+    /// Engine name and device the worker's data services use.
+    pub engine: (String, String),
+    /// Calibration samples for calls that ask for the default.
+    pub calib_samples: u64,
+}
+
+impl WorkerCall<'_> {
+    /// Prunes `model` (the same network as `model_file`) in a fresh worker.
+    ///
+    /// # Errors
+    /// A failed call, including a worker that died, hung or was interrupted, as for an
+    /// in-process call.
+    pub fn prune(
+        &self,
+        model: &Model,
+        request: &PruneRequest,
+        cancel: &AtomicBool,
+    ) -> Result<CheckedOutcome, PruneFailure> {
+        let pruner = self.pruner;
+        let data = if pruner.prunes_with_data() { self.data.clone() } else { None };
+        let setup =
+            Setup { data, ..Setup::of(pruner, self.engine.clone(), self.calib_samples, self.isolation.memory_limit) };
+        let failure = |e: CallError| match e {
+            CallError::Failed { message, bad_input } => {
+                PruneFailure { kind: bad_input.then_some(hyperprune_sdk::ErrorKind::InvalidOptions), message }
+            }
+            CallError::Crashed(how) => {
+                PruneFailure { kind: None, message: format!("plugin '{}': {how}", pruner.name()) }
+            }
+            CallError::Interrupted => PruneFailure { kind: None, message: "interrupted".into() },
+        };
+        let mut worker = Worker::start(&setup, self.isolation).map_err(failure)?;
+        let mut task = Task::new("", request);
+        task.model = Some(self.model_file.clone());
+        match worker.prune(&task, self.isolation.timeout, cancel) {
+            Ok((outcome, _, _)) => pruner.accept(model, &outcome, request),
+            Err(e) => Err(failure(e)),
+        }
+    }
+}
+
+/// A dataset of the caller's own arrays: `train` for calibration, `test` for evaluation,
+/// checked against `model`'s input shape and classes.
+///
+/// # Errors
+/// Bad input: images of another shape than the model's input, a label outside its classes,
+/// image and label counts that differ.
+pub fn arrays_dataset(model: &Model, train: Samples, test: Samples) -> anyhow::Result<Dataset> {
+    let spec = model.spec();
+    for (what, s) in [("calibration", &train), ("evaluation", &test)] {
+        let per_image: usize = s.shape.iter().product();
+        if s.images.is_empty() && s.labels.is_empty() {
+            continue;
+        }
+        if s.shape != spec.input {
+            return Err(bad_input(format!(
+                "{what} images: architecture '{}' takes images of shape {:?} (channels, height, width), got {:?}",
+                spec.name, spec.input, s.shape
+            )));
+        }
+        if per_image == 0 || s.images.len() != per_image * s.labels.len() {
+            return Err(bad_input(format!(
+                "{what} arrays: {} labels but {} images of shape {:?}",
+                s.labels.len(),
+                s.images.len() / per_image.max(1),
+                s.shape
+            )));
+        }
+        if let Some(bad) = s.labels.iter().find(|&&l| l as usize >= spec.classes) {
+            return Err(bad_input(format!(
+                "{what} labels: label {bad} is outside architecture '{}''s {} classes (0..{})",
+                spec.name, spec.classes, spec.classes
+            )));
+        }
+    }
+    Ok(Dataset { name: "arrays".into(), classes: spec.classes, train, test, normalisation: "as given".into() })
 }
 
 /// Test-split accuracy and mean loss, as `hyperprune eval` reports them.
@@ -265,7 +435,24 @@ pub struct Scores {
 pub fn evaluate(model: &Model, dataset: &str, data_dir: Option<PathBuf>) -> anyhow::Result<Scores> {
     let data = crate::inputs::dataset(&DataArgs { dataset: dataset.to_string(), data_dir })?;
     crate::inputs::check_fits(model.spec(), &data)?;
+    evaluate_on(model, &data.test)
+}
+
+/// Accuracy and mean loss of `model` on `samples` (the caller's own test images).
+///
+/// # Errors
+/// Bad input: samples that do not fit the model (see [`arrays_dataset`]), or none.
+pub fn evaluate_arrays(model: &Model, samples: Samples) -> anyhow::Result<Scores> {
+    if samples.labels.is_empty() {
+        return Err(bad_input("evaluation arrays: no images"));
+    }
+    let empty = Samples { shape: samples.shape, images: Vec::new(), labels: Vec::new() };
+    let data = arrays_dataset(model, empty, samples)?;
+    evaluate_on(model, &data.test)
+}
+
+fn evaluate_on(model: &Model, data: &Samples) -> anyhow::Result<Scores> {
     let engine = crate::engines::engine(EngineKind::default(), "cpu")?;
-    let eval = engine.evaluate(&[model], &data.test)?.remove(0);
+    let eval = engine.evaluate(&[model], data)?.remove(0);
     Ok(Scores { accuracy: eval.accuracy, loss: eval.loss, samples: eval.samples })
 }

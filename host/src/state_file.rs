@@ -1,9 +1,9 @@
 //! The state file's format: [`STATE_MAGIC`], one line of JSON ([`StateHeader`]), then the
-//! plugin's bytes. Free of the rest of the host (serde only), so that the fuzz target in
-//! `fuzz/` reads state files with this very code; what fits and keys states is in
-//! [`crate::fitting`].
+//! plugin's bytes, and the fit checkpoint's alike ([`CHECKPOINT_MAGIC`]). Free of the rest of
+//! the host (serde only); the `state` fuzz target in `fuzz/` calls [`decode_state`]. What fits
+//! and keys states is in [`crate::fitting`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,54 @@ pub struct StateFile {
     pub payload: Vec<u8>,
 }
 
+/// Why a state or checkpoint file does not decode. Every message starts with the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// A state file whose header line after the magic has no end.
+    #[error("{}: corrupt state file: the header line after 'hyperprune-state/1' is cut off", .path.display())]
+    StateHeaderCut {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// A state file whose header line is not a [`StateHeader`].
+    #[error(
+        "{}: corrupt state file: the header is not {{pruner, pruner_version, options, fit_zoo}} ({error})",
+        .path.display()
+    )]
+    StateHeaderInvalid {
+        /// The state file.
+        path: PathBuf,
+        /// The parser's error.
+        error: serde_json::Error,
+    },
+    /// A file that does not start with [`CHECKPOINT_MAGIC`].
+    #[error(
+        "{}: not a fit checkpoint (it does not start with 'hyperprune-checkpoint/1'); delete it to fit from scratch",
+        .path.display()
+    )]
+    NotACheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
+    /// A checkpoint whose header line has no end.
+    #[error("{}: corrupt checkpoint: the header line is cut off; delete it to fit from scratch", .path.display())]
+    CheckpointHeaderCut {
+        /// The checkpoint file.
+        path: PathBuf,
+    },
+    /// A checkpoint whose header line is not a [`CheckpointHeader`].
+    #[error(
+        "{}: corrupt checkpoint: the header is not {{fit, curve_rows}} ({error}); delete it to fit from scratch",
+        .path.display()
+    )]
+    CheckpointHeaderInvalid {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The parser's error.
+        error: serde_json::Error,
+    },
+}
+
 /// The bytes of a state file: magic, header line, payload.
 pub fn encode_state(header: &StateHeader, payload: &[u8]) -> Vec<u8> {
     let mut bytes = STATE_MAGIC.to_vec();
@@ -64,19 +112,16 @@ pub fn encode_state(header: &StateHeader, payload: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// A file that starts like a host state but whose header line is missing or not a header.
-pub fn decode_state(path: &Path, bytes: &[u8]) -> Result<StateFile, String> {
+pub fn decode_state(path: &Path, bytes: &[u8]) -> Result<StateFile, StateFileError> {
     let Some(rest) = bytes.strip_prefix(STATE_MAGIC) else {
         return Ok(StateFile { header: None, payload: bytes.to_vec() });
     };
-    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| {
-        format!("{}: corrupt state file: the header line after 'hyperprune-state/1' is cut off", path.display())
-    })?;
-    let header: StateHeader = serde_json::from_slice(&rest[..end]).map_err(|e| {
-        format!(
-            "{}: corrupt state file: the header is not {{pruner, pruner_version, options, fit_zoo}} ({e})",
-            path.display()
-        )
-    })?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| StateFileError::StateHeaderCut { path: path.to_path_buf() })?;
+    let header: StateHeader = serde_json::from_slice(&rest[..end])
+        .map_err(|error| StateFileError::StateHeaderInvalid { path: path.to_path_buf(), error })?;
     Ok(StateFile { header: Some(header), payload: rest[end + 1..].to_vec() })
 }
 
@@ -108,22 +153,16 @@ pub fn encode_checkpoint(header: &CheckpointHeader, payload: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// A file that is not a checkpoint the host wrote, or whose header line is cut or corrupt.
-pub fn decode_checkpoint(path: &Path, bytes: &[u8]) -> Result<(CheckpointHeader, Vec<u8>), String> {
-    let rest = bytes.strip_prefix(CHECKPOINT_MAGIC).ok_or_else(|| {
-        format!(
-            "{}: not a fit checkpoint (it does not start with 'hyperprune-checkpoint/1'); delete it to fit from scratch",
-            path.display()
-        )
-    })?;
-    let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| {
-        format!("{}: corrupt checkpoint: the header line is cut off; delete it to fit from scratch", path.display())
-    })?;
-    let header: CheckpointHeader = serde_json::from_slice(&rest[..end]).map_err(|e| {
-        format!(
-            "{}: corrupt checkpoint: the header is not {{fit, curve_rows}} ({e}); delete it to fit from scratch",
-            path.display()
-        )
-    })?;
+pub fn decode_checkpoint(path: &Path, bytes: &[u8]) -> Result<(CheckpointHeader, Vec<u8>), StateFileError> {
+    let rest = bytes
+        .strip_prefix(CHECKPOINT_MAGIC)
+        .ok_or_else(|| StateFileError::NotACheckpoint { path: path.to_path_buf() })?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| StateFileError::CheckpointHeaderCut { path: path.to_path_buf() })?;
+    let header: CheckpointHeader = serde_json::from_slice(&rest[..end])
+        .map_err(|error| StateFileError::CheckpointHeaderInvalid { path: path.to_path_buf(), error })?;
     Ok((header, rest[end + 1..].to_vec()))
 }
 
@@ -156,10 +195,14 @@ pub(crate) mod tests {
         assert_eq!((bare.header, bare.payload), (None, payload));
         let mut cut = STATE_MAGIC.to_vec();
         cut.extend_from_slice(b"{\"pruner\":");
-        assert!(decode_state(path, &cut).unwrap_err().contains("s.state: corrupt state file: the header line"));
+        assert_eq!(
+            decode_state(path, &cut).unwrap_err().to_string(),
+            "s.state: corrupt state file: the header line after 'hyperprune-state/1' is cut off"
+        );
         let mut wrong = STATE_MAGIC.to_vec();
         wrong.extend_from_slice(b"[1,2]\npayload");
-        assert!(decode_state(path, &wrong).unwrap_err().starts_with("s.state: corrupt state file: the header is not"));
+        let e = decode_state(path, &wrong).unwrap_err().to_string();
+        assert!(e.starts_with("s.state: corrupt state file: the header is not {pruner, pruner_version"), "{e}");
     }
 
     #[test]
@@ -170,7 +213,10 @@ pub(crate) mod tests {
         for (case, bytes) in crate::testing::mutants(&valid, 3000, 12).into_iter().enumerate() {
             let result = std::panic::catch_unwind(|| decode_state(path, &bytes));
             if let Err(e) = result.unwrap_or_else(|_| panic!("case {case} panicked")) {
-                assert!(e.starts_with("/runs/x/state/hypernet.state: corrupt state file"), "case {case}: {e}");
+                assert!(
+                    e.to_string().starts_with("/runs/x/state/hypernet.state: corrupt state file"),
+                    "case {case}: {e}"
+                );
                 refused += 1;
             }
         }
@@ -186,7 +232,7 @@ pub(crate) mod tests {
         assert_eq!((read, bytes), (header, payload));
         for bad in [&b"plain plugin bytes"[..], b"hyperprune-checkpoint/1\n{\"fit\"", b"hyperprune-checkpoint/1\n{}\n"]
         {
-            let e = decode_checkpoint(path, bad).unwrap_err();
+            let e = decode_checkpoint(path, bad).unwrap_err().to_string();
             assert!(e.starts_with("p.state.checkpoint: "), "{e}");
         }
     }

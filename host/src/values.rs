@@ -3,19 +3,54 @@
 //! refused by clap with one line naming the option and what was expected, before any command
 //! runs or writes anything.
 //!
-//! Each parser is a `value_parser` for clap; the message says what the option expects. Lists
-//! (`value_delimiter = ','`) are checked element by element here, and as a whole (duplicates,
-//! sums) by the command that reads them, through [`distinct`].
+//! Each parser is a `value_parser` for clap; its error ([`ValueError`]) says what the option
+//! expects. Lists (`value_delimiter = ','`) are checked element by element here, and as a
+//! whole (duplicates, sums) by the command that reads them, through [`distinct`].
+
+/// Why a command-line value was refused: what was expected, and what was given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    /// A count of 0.
+    #[error("expected a whole number of at least 1, got 0")]
+    ZeroCount,
+    /// A count that is not a whole number (the text as given).
+    #[error("expected a whole number of at least 1, got '{0}'")]
+    NotACount(String),
+    /// Not a number (the text as given).
+    #[error("expected a number, got '{0}'")]
+    NotANumber(String),
+    /// NaN or infinite (the text as given).
+    #[error("expected a finite number, got '{0}'")]
+    NotFinite(String),
+    /// A number that must be above 0 and is not.
+    #[error("expected a finite number above 0, got {0}")]
+    NotPositive(f64),
+    /// A positive number that rounds to 0 or infinity in `f32` (the text as given).
+    #[error("expected a finite number above 0 that fits in 32 bits, got '{0}'")]
+    NotF32(String),
+    /// A negative number where at least 0 is expected.
+    #[error("expected a finite number of at least 0, got {0}")]
+    Negative(f64),
+    /// A number outside [0, 1).
+    #[error("expected a fraction in [0, 1), got {0}")]
+    NotAFraction(f64),
+    /// A number outside [0, 1].
+    #[error("expected a fraction in [0, 1], got {0}")]
+    NotAShare(f64),
+    /// A compression ratio below 1.
+    #[error("expected a compression ratio of at least 1 (prunable weights / kept ones), got {0}")]
+    NotACompression(f64),
+}
 
 /// A count of at least 1 (members, jobs, threads, batch sizes, epochs, samples).
 ///
 /// # Errors
 /// Not an integer, or 0.
-pub fn count(text: &str) -> Result<usize, String> {
+pub fn count(text: &str) -> Result<usize, ValueError> {
     match text.trim().parse::<usize>() {
-        Ok(0) => Err("expected a whole number of at least 1, got 0".into()),
+        Ok(0) => Err(ValueError::ZeroCount),
         Ok(n) => Ok(n),
-        Err(_) => Err(format!("expected a whole number of at least 1, got '{text}'")),
+        Err(_) => Err(ValueError::NotACount(text.to_string())),
     }
 }
 
@@ -23,14 +58,14 @@ pub fn count(text: &str) -> Result<usize, String> {
 ///
 /// # Errors
 /// Not an integer, or 0.
-pub fn count_u64(text: &str) -> Result<u64, String> {
+pub fn count_u64(text: &str) -> Result<u64, ValueError> {
     count(text).map(|n| n as u64)
 }
 
-fn finite(text: &str) -> Result<f64, String> {
-    let value: f64 = text.trim().parse().map_err(|_| format!("expected a number, got '{text}'"))?;
+fn finite(text: &str) -> Result<f64, ValueError> {
+    let value: f64 = text.trim().parse().map_err(|_| ValueError::NotANumber(text.to_string()))?;
     if !value.is_finite() {
-        return Err(format!("expected a finite number, got '{text}'"));
+        return Err(ValueError::NotFinite(text.to_string()));
     }
     Ok(value)
 }
@@ -39,10 +74,10 @@ fn finite(text: &str) -> Result<f64, String> {
 ///
 /// # Errors
 /// Not a number, not finite, or not above 0.
-pub fn positive(text: &str) -> Result<f64, String> {
+pub fn positive(text: &str) -> Result<f64, ValueError> {
     let value = finite(text)?;
     if value <= 0.0 {
-        return Err(format!("expected a finite number above 0, got {value}"));
+        return Err(ValueError::NotPositive(value));
     }
     Ok(value)
 }
@@ -51,10 +86,10 @@ pub fn positive(text: &str) -> Result<f64, String> {
 ///
 /// # Errors
 /// As [`positive`], or a value that rounds to 0 or infinity in `f32`.
-pub fn positive_f32(text: &str) -> Result<f32, String> {
+pub fn positive_f32(text: &str) -> Result<f32, ValueError> {
     let value = positive(text)? as f32;
     if !(value.is_finite() && value > 0.0) {
-        return Err(format!("expected a finite number above 0 that fits in 32 bits, got '{text}'"));
+        return Err(ValueError::NotF32(text.to_string()));
     }
     Ok(value)
 }
@@ -63,10 +98,10 @@ pub fn positive_f32(text: &str) -> Result<f32, String> {
 ///
 /// # Errors
 /// Not a number, not finite, or negative.
-pub fn non_negative(text: &str) -> Result<f64, String> {
+pub fn non_negative(text: &str) -> Result<f64, ValueError> {
     let value = finite(text)?;
     if value < 0.0 {
-        return Err(format!("expected a finite number of at least 0, got {value}"));
+        return Err(ValueError::Negative(value));
     }
     Ok(value)
 }
@@ -75,10 +110,10 @@ pub fn non_negative(text: &str) -> Result<f64, String> {
 ///
 /// # Errors
 /// Not a number, or outside [0, 1).
-pub fn fraction(text: &str) -> Result<f64, String> {
+pub fn fraction(text: &str) -> Result<f64, ValueError> {
     let value = finite(text)?;
     if !(0.0..1.0).contains(&value) {
-        return Err(format!("expected a fraction in [0, 1), got {value}"));
+        return Err(ValueError::NotAFraction(value));
     }
     Ok(value)
 }
@@ -87,7 +122,7 @@ pub fn fraction(text: &str) -> Result<f64, String> {
 ///
 /// # Errors
 /// As [`fraction`].
-pub fn fraction_f32(text: &str) -> Result<f32, String> {
+pub fn fraction_f32(text: &str) -> Result<f32, ValueError> {
     fraction(text).map(|v| v as f32)
 }
 
@@ -95,10 +130,10 @@ pub fn fraction_f32(text: &str) -> Result<f32, String> {
 ///
 /// # Errors
 /// Not a number, or outside [0, 1].
-pub fn share(text: &str) -> Result<f64, String> {
+pub fn share(text: &str) -> Result<f64, ValueError> {
     let value = finite(text)?;
     if !(0.0..=1.0).contains(&value) {
-        return Err(format!("expected a fraction in [0, 1], got {value}"));
+        return Err(ValueError::NotAShare(value));
     }
     Ok(value)
 }
@@ -107,10 +142,10 @@ pub fn share(text: &str) -> Result<f64, String> {
 ///
 /// # Errors
 /// Not a number, not finite, or below 1.
-pub fn compression(text: &str) -> Result<f64, String> {
+pub fn compression(text: &str) -> Result<f64, ValueError> {
     let value = finite(text)?;
     if value < 1.0 {
-        return Err(format!("expected a compression ratio of at least 1 (prunable weights / kept ones), got {value}"));
+        return Err(ValueError::NotACompression(value));
     }
     Ok(value)
 }
@@ -140,7 +175,8 @@ mod tests {
         for bad in ["0", "-1", "1.5", "NaN", "", "18446744073709551616"] {
             assert!(count(bad).is_err(), "{bad}");
         }
-        assert!(count("0").unwrap_err().contains("at least 1"));
+        assert_eq!(count("0").unwrap_err().to_string(), "expected a whole number of at least 1, got 0");
+        assert_eq!(count("x").unwrap_err().to_string(), "expected a whole number of at least 1, got 'x'");
     }
 
     #[test]
@@ -159,6 +195,8 @@ mod tests {
         assert!(share("1.01").is_err() && share("NaN").is_err());
         assert!(compression("0.5").is_err() && compression("inf").is_err() && compression("NaN").is_err());
         assert_eq!(compression("1"), Ok(1.0));
+        assert_eq!(fraction("1").unwrap_err().to_string(), "expected a fraction in [0, 1), got 1");
+        assert_eq!(positive("inf").unwrap_err().to_string(), "expected a finite number, got 'inf'");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 """Type stub of ``hyperprune._native``, the Rust extension; use the ``hyperprune`` package."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 class HyperpruneError(Exception):
     """Base class of every hyperprune error."""
@@ -42,6 +42,9 @@ def load_plugin(path: str) -> str:
 def unknown_plugin(name: str) -> str:
     """Why no plugin is called ``name``: the installed names, and files that failed to load."""
 
+Arrays = Tuple[bytes, List[int], List[int]]
+"""``(little-endian f32 image bytes, [n, c, h, w], labels)``."""
+
 def prune(
     model: NativeModel,
     pruner: str,
@@ -53,8 +56,32 @@ def prune(
     dataset: Optional[str],
     data_dir: Optional[str],
     calib_samples: int,
+    arrays: Optional[Arrays] = None,
+    bn_correct: bool = False,
+    bn_recalibrate: Optional[int] = None,
+    isolate: Optional[Tuple[float, Optional[int]]] = None,
 ) -> Dict[str, Any]:
-    """Prunes ``model``; a dict with ``layers``, ``model``, ``sparsity``, ``seconds``, ``pruner``, ``version``."""
+    """Prunes ``model``; a dict with ``layers``, ``model``, ``sparsity``, ``seconds``,
+    ``host_seconds``, ``pruner``, ``version``."""
 
-def evaluate(model: NativeModel, dataset: str, data_dir: Optional[str] = None) -> Tuple[float, float, int]:
-    """Test-split accuracy, loss and sample count of ``model`` on ``dataset``."""
+def evaluate(
+    model: NativeModel, dataset: Optional[str], data_dir: Optional[str] = None, arrays: Optional[Arrays] = None
+) -> Tuple[float, float, int]:
+    """Accuracy, loss and sample count of ``model`` on ``dataset``'s test split or on ``arrays``."""
+
+def run_command(args: List[str]) -> None:
+    """Runs a ``hyperprune`` command line (without the program name) in this process."""
+
+def dataset_arrays(
+    name: str, data_dir: Optional[str] = None
+) -> Tuple[str, int, str, Tuple[bytes, List[int], List[int]], Tuple[bytes, List[int], List[int]]]:
+    """A dataset's ``(name, classes, normalisation, train, test)``, splits as ``(bytes, shape, labels)``."""
+
+def zoo_meta(path: str) -> str:
+    """A zoo's ``zoo.json``, checked, as JSON."""
+
+def set_worker_executable(path: str) -> None:
+    """Names the ``hyperprune`` executable that serves isolated calls."""
+
+def set_log_sink(sink: Optional[Callable[[List[Tuple[int, str, str, int, int, str]]], None]]) -> None:
+    """Sets the callable that receives the host's log and progress events."""

@@ -5,16 +5,27 @@
 //! little-endian bytes plus a shape, so this crate needs no numpy bindings; the pure-Python
 //! package (`hyperprune/__init__.py`) turns them into numpy arrays and back.
 //!
-//! Key decision: no Rust panic reaches Python. Every entry point runs under
-//! `catch_unwind` and turns a panic into `HyperpruneError`; the host's bad-input errors
-//! (its one-line messages) become `InputError`, a plugin's failure `PluginError`. Prune and
-//! evaluate release the GIL.
+//! Key decisions:
+//! - No Rust panic reaches Python. Every entry point runs under `catch_unwind` and turns a
+//!   panic into `HyperpruneError`; the host's bad-input errors (its one-line messages) become
+//!   `InputError`, a plugin's failure `PluginError`.
+//! - Long calls (prune, evaluate, fit, bench, zoo training) run on a second thread while the
+//!   caller's thread waits with the GIL released. Every tenth of a second (and at the end) it
+//!   takes the GIL to hand the host's log events and progress to Python (`set_log_sink`) and
+//!   to check for Ctrl-C: a `KeyboardInterrupt` sets the plugin's `cancelled()` and the
+//!   host's interrupt flag, waits for the call to return, then raises.
+
+mod logs;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use hyperprune_core::Model;
+use hyperprune_core::dataset::Samples;
+use hyperprune_host::bn_stats::BnStats;
 use hyperprune_host::cli::ScopeArg;
 use hyperprune_host::failure::is_bad_input;
 use hyperprune_host::plugins::Registry;
@@ -57,6 +68,51 @@ fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic");
         Err(HyperpruneError::new_err(format!("internal error (a bug in hyperprune): {message}")))
+    })
+}
+
+/// Runs `work` on a second thread with the GIL released; meanwhile hands the host's log
+/// events to Python and checks for Ctrl-C (see the module's key decisions). `work` gets the
+/// flag a plugin's `cancelled()` reads.
+fn run_long<T: Send>(py: Python<'_>, work: impl FnOnce(&AtomicBool) -> PyResult<T> + Send) -> PyResult<T> {
+    hyperprune_host::isolation::clear_interrupt();
+    let cancel = AtomicBool::new(false);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // Borrowed by the GIL-free wait below, which needs a `Sync` capture.
+    let done_rx = Mutex::new(done_rx);
+    std::thread::scope(|scope| {
+        let cancel = &cancel;
+        let handle = scope.spawn(move || {
+            let result = guarded(|| work(cancel));
+            let _ = done_tx.send(());
+            result
+        });
+        let mut interrupted: Option<PyErr> = None;
+        loop {
+            let finished = py.detach(|| {
+                match done_rx.lock().unwrap_or_else(|e| e.into_inner()).recv_timeout(Duration::from_millis(100)) {
+                    Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+                }
+            });
+            logs::flush(py);
+            if finished {
+                break;
+            }
+            if interrupted.is_none()
+                && let Err(err) = py.check_signals()
+            {
+                cancel.store(true, Ordering::SeqCst);
+                hyperprune_host::isolation::interrupt();
+                interrupted = Some(err);
+            }
+        }
+        let result = handle.join().unwrap_or_else(|_| Err(HyperpruneError::new_err("internal error: a thread died")));
+        logs::flush(py);
+        match interrupted {
+            Some(err) => Err(err),
+            None => result,
+        }
     })
 }
 
@@ -207,10 +263,33 @@ impl NativeModel {
 /// A pruned layer as Python sees it: `(name, shape, mask bytes, new weight bytes or None)`.
 type LayerTuple<'py> = (String, Vec<usize>, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>);
 
+/// Calibration or evaluation arrays from Python: `(f32 little-endian image bytes, [n, c, h,
+/// w], labels)`.
+type Arrays = (Vec<u8>, Vec<usize>, Vec<u32>);
+
+fn samples_of(arrays: Arrays) -> PyResult<Samples> {
+    let (bytes, shape, labels) = arrays;
+    let [n, c, h, w] = shape[..] else {
+        return Err(InputError::new_err(format!(
+            "images: expected an array of shape (n, channels, height, width), got {} dimensions",
+            shape.len()
+        )));
+    };
+    if bytes.len() != 4 * n * c * h * w || labels.len() != n {
+        return Err(InputError::new_err(format!(
+            "images and labels: {} labels for {n} images of shape ({c}, {h}, {w})",
+            labels.len()
+        )));
+    }
+    let images = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Ok(Samples { shape: [c, h, w], images, labels })
+}
+
 /// Prunes `model`; returns a dict with `layers` (`(name, shape, mask bytes, new weight bytes
-/// or None)`), `model`, `sparsity`, `seconds`, `pruner`, `version`.
+/// or None)`), `model`, `sparsity`, `seconds`, `host_seconds`, `pruner`, `version`.
 #[pyfunction]
-#[pyo3(signature = (model, pruner, sparsity, scope, pattern, options, seed, dataset, data_dir, calib_samples))]
+#[pyo3(signature = (model, pruner, sparsity, scope, pattern, options, seed, dataset, data_dir, calib_samples,
+                    arrays=None, bn_correct=false, bn_recalibrate=None, isolate=None))]
 #[allow(clippy::too_many_arguments)]
 fn prune<'py>(
     py: Python<'py>,
@@ -224,15 +303,37 @@ fn prune<'py>(
     dataset: Option<String>,
     data_dir: Option<PathBuf>,
     calib_samples: u64,
+    arrays: Option<Arrays>,
+    bn_correct: bool,
+    bn_recalibrate: Option<u64>,
+    isolate: Option<(f64, Option<u64>)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let scope = match scope {
         "global" => ScopeArg::Global,
         "layer" => ScopeArg::Layer,
         other => return Err(InputError::new_err(format!("scope must be 'global' or 'layer', got '{other}'"))),
     };
-    let settings = PruneSettings { pruner, sparsity, scope, pattern, options, seed, dataset, data_dir, calib_samples };
-    let pruned = py
-        .detach(|| guarded(|| with_plugins(|p| session::prune(&p.registry, &model.model, &settings).map_err(to_py))))?;
+    let arrays = arrays.map(samples_of).transpose()?;
+    let bn = BnStats::from_args(bn_correct, bn_recalibrate).map_err(|_| {
+        InputError::new_err("bn_correct and bn_recalibrate are two ways to fix the same statistics: give one")
+    })?;
+    let settings = PruneSettings {
+        pruner,
+        sparsity,
+        scope,
+        pattern,
+        options,
+        seed,
+        dataset,
+        data_dir,
+        calib_samples,
+        arrays,
+        bn,
+        isolate,
+    };
+    let pruned = run_long(py, |cancel| {
+        with_plugins(|p| session::prune(&p.registry, &model.model, &settings, cancel).map_err(to_py))
+    })?;
     let dict = PyDict::new(py);
     let layers: Vec<LayerTuple<'py>> = pruned
         .layers
@@ -249,22 +350,101 @@ fn prune<'py>(
     dict.set_item("model", NativeModel { model: pruned.model })?;
     dict.set_item("sparsity", pruned.sparsity)?;
     dict.set_item("seconds", pruned.seconds)?;
+    dict.set_item("host_seconds", pruned.host_seconds)?;
     dict.set_item("pruner", pruned.pruner)?;
     dict.set_item("version", pruned.version)?;
     Ok(dict)
 }
 
-/// Test-split accuracy, loss and sample count of `model` on `dataset`.
+/// Test-split accuracy, loss and sample count of `model` on `dataset` (a name), or on the
+/// caller's `arrays`.
 #[pyfunction]
-#[pyo3(signature = (model, dataset, data_dir=None))]
+#[pyo3(signature = (model, dataset, data_dir=None, arrays=None))]
 fn evaluate(
     py: Python<'_>,
     model: &NativeModel,
-    dataset: String,
+    dataset: Option<String>,
     data_dir: Option<PathBuf>,
+    arrays: Option<Arrays>,
 ) -> PyResult<(f64, f64, usize)> {
-    let scores = py.detach(|| guarded(|| session::evaluate(&model.model, &dataset, data_dir).map_err(to_py)))?;
+    let arrays = arrays.map(samples_of).transpose()?;
+    let scores = run_long(py, |_| {
+        match (arrays, dataset) {
+            (Some(samples), _) => session::evaluate_arrays(&model.model, samples),
+            (None, Some(name)) => session::evaluate(&model.model, &name, data_dir),
+            (None, None) => {
+                Err(hyperprune_host::failure::bad_input("dataset: give a dataset name or (images, labels)"))
+            }
+        }
+        .map_err(to_py)
+    })?;
     Ok((scores.accuracy, scores.loss, scores.samples))
+}
+
+/// Runs a `hyperprune` command line (without the program name) in this process, as the
+/// binary would, plugins from the folders and files set here; what it prints goes to this
+/// process's standard output.
+#[pyfunction]
+fn run_command(py: Python<'_>, args: Vec<String>) -> PyResult<()> {
+    use clap::Parser;
+    // The plugins this module found (one file a name), as explicit plugin files.
+    let files: Vec<PathBuf> = with_plugins(|p| Ok(p.registry.plugins.iter().map(|pl| pl.path.clone()).collect()))?;
+    let mut argv = vec!["hyperprune".to_string(), "-q".to_string()];
+    for file in files {
+        argv.push("--plugin".into());
+        argv.push(file.display().to_string());
+    }
+    argv.extend(args);
+    let cli = hyperprune_host::cli::Cli::try_parse_from(&argv).map_err(|e| {
+        let rendered = e.render().to_string();
+        InputError::new_err(
+            rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string(),
+        )
+    })?;
+    run_long(py, |_| hyperprune_host::commands::run(cli).map_err(to_py))
+}
+
+/// A registered dataset's splits as `(name, classes, normalisation, train, test)`, each split
+/// `(f32 little-endian image bytes, [n, c, h, w], labels)`.
+#[pyfunction]
+#[pyo3(signature = (name, data_dir=None))]
+#[allow(clippy::type_complexity)]
+fn dataset_arrays<'py>(
+    py: Python<'py>,
+    name: String,
+    data_dir: Option<PathBuf>,
+) -> PyResult<(
+    String,
+    usize,
+    String,
+    (Bound<'py, PyBytes>, Vec<usize>, Vec<u32>),
+    (Bound<'py, PyBytes>, Vec<usize>, Vec<u32>),
+)> {
+    let data = run_long(py, |_| {
+        hyperprune_host::inputs::dataset(&hyperprune_host::cli::DataArgs { dataset: name, data_dir }).map_err(to_py)
+    })?;
+    let split = |s: &Samples| {
+        let bytes: Vec<u8> = s.images.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let [c, h, w] = s.shape;
+        (PyBytes::new(py, &bytes), vec![s.len(), c, h, w], s.labels.clone())
+    };
+    Ok((data.name.clone(), data.classes, data.normalisation.clone(), split(&data.train), split(&data.test)))
+}
+
+/// A zoo's `zoo.json` (checked as every command checks it), as JSON.
+#[pyfunction]
+fn zoo_meta(path: PathBuf) -> PyResult<String> {
+    guarded(|| {
+        let zoo = hyperprune_core::zoo::Zoo::open(&path)
+            .map_err(|e| InputError::new_err(format!("{}: {e}", path.display())))?;
+        serde_json::to_string(zoo.meta()).map_err(|e| HyperpruneError::new_err(e.to_string()))
+    })
+}
+
+/// Names the `hyperprune` executable that serves isolated calls (`isolate=True`).
+#[pyfunction]
+fn set_worker_executable(path: PathBuf) {
+    hyperprune_host::isolation::set_worker_executable(path);
 }
 
 /// The module.
@@ -280,5 +460,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unknown_plugin, m)?)?;
     m.add_function(wrap_pyfunction!(prune, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(run_command, m)?)?;
+    m.add_function(wrap_pyfunction!(zoo_meta, m)?)?;
+    m.add_function(wrap_pyfunction!(dataset_arrays, m)?)?;
+    m.add_function(wrap_pyfunction!(set_worker_executable, m)?)?;
+    m.add_function(wrap_pyfunction!(logs::set_log_sink, m)?)?;
+    logs::install();
     Ok(())
 }

@@ -213,8 +213,11 @@ impl Bench<'_> {
     ) -> Result<(), TaskError> {
         let member = &self.members[task.member];
         let outcome = self.outcome(task, cancel, workers, row)?;
-        let pruned = outcome.apply(&member.model)?;
-        let pruned = self.bn_stats.apply(self.engine, &member.model, pruned, Some(self.split))?;
+        let pruned = outcome.apply(&member.model).map_err(|e| TaskError::Row(e.to_string()))?;
+        let pruned = self
+            .bn_stats
+            .apply(self.engine, &member.model, pruned, Some(self.split))
+            .map_err(|e| TaskError::Row(e.to_string()))?;
         let c = compression(&pruned);
         row.achieved_sparsity = Some(outcome.achieved_sparsity());
         row.achieved_compression = Some(c.compression);

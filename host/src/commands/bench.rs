@@ -176,14 +176,15 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
     if done_before > 0 {
         bar.println(format!("resuming: {done_before} of {} rows already in {}", all.len(), results_path.display()));
     }
+    let total = all.len() as u64;
     let counts = bench.run(&all, &mut writer, args.stop_after, &|row| {
         bar.inc(1);
+        tracing::trace!(target: crate::logging::PROGRESS, done = bar.position(), total, unit = "rows");
         bar.set_message(format!("{} {} {:.0}x", row.member, row.pruner, row.compression));
         if let Some(e) = &row.error {
-            bar.println(format!(
-                "error: member {} {} at sparsity {}: {e}",
-                row.member, row.pruner, row.requested_sparsity
-            ));
+            let line =
+                format!("error: member {} {} at sparsity {}: {e}", row.member, row.pruner, row.requested_sparsity);
+            if global.quiet { tracing::warn!("{line}") } else { bar.println(line) }
         }
     })?;
     bar.finish_and_clear();

@@ -11,11 +11,10 @@ use crate::calibration::TrainSplit;
 use crate::cli::IsolateArg;
 use crate::cli::{GlobalArgs, PruneArgs};
 use crate::context::DataServices;
-use crate::isolation::{CallError, Isolation, Setup, Task, Worker};
+use crate::isolation::Isolation;
 use crate::outcome::CheckedOutcome;
-use crate::pruning::{ConfiguredPruner, PruneFailure, request_from};
-use crate::session::DataSource;
-use hyperprune_sdk::PruneRequest;
+use crate::pruning::request_from;
+use crate::session::{DataSource, WorkerCall};
 
 /// How the command line names the data settings in messages.
 const CLI_DATA_FLAGS: (&str, &str) = ("--dataset NAME", "--data-dir DIR");
@@ -59,7 +58,12 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         &args.pruner,
         &args.request.options,
         &model,
-        DataSource { dataset: args.dataset.as_deref(), data_dir: args.data_dir.clone(), flags: CLI_DATA_FLAGS },
+        DataSource {
+            dataset: args.dataset.as_deref(),
+            data_dir: args.data_dir.clone(),
+            arrays: None,
+            flags: CLI_DATA_FLAGS,
+        },
         |state| {
             crate::inputs::refuse_overwriting(
                 &[("--out", &args.out), ("the masks file of --out", &masks_path)],
@@ -78,7 +82,15 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
     for _ in 0..args.repeat {
         let start = std::time::Instant::now();
         let outcome = match &isolation {
-            Some(isolation) => prune_in_worker(&args, isolation, &pruner, &model, &request, &cancel),
+            Some(isolation) => WorkerCall {
+                isolation,
+                pruner: &pruner,
+                model_file: (args.model.clone(), args.arch.clone()),
+                data: args.dataset.clone().map(|d| (d, args.data_dir.clone())),
+                engine: crate::isolation::engine_of(&args.exec),
+                calib_samples: args.calib_samples,
+            }
+            .prune(&model, &request, &cancel),
             None => {
                 let ctx = pruner.prune_context(services, &cancel).with_default_samples(args.calib_samples);
                 pruner.prune(&model, &request, &ctx)
@@ -142,38 +154,6 @@ pub fn run(global: &GlobalArgs, args: PruneArgs) -> anyhow::Result<()> {
         masks_path.display()
     );
     Ok(())
-}
-
-/// The `prune` call of `--isolate worker`: the plugin runs in a supervised worker process,
-/// and its outcome is checked here like an in-process one.
-///
-/// A failed call, including a worker that died or timed out, is an `Err`, as for an
-/// in-process call.
-fn prune_in_worker(
-    args: &PruneArgs,
-    isolation: &Isolation,
-    pruner: &ConfiguredPruner,
-    model: &Model,
-    request: &PruneRequest,
-    cancel: &AtomicBool,
-) -> Result<CheckedOutcome, PruneFailure> {
-    let data = pruner.prunes_with_data().then(|| (args.dataset.clone().unwrap_or_default(), args.data_dir.clone()));
-    let engine = crate::isolation::engine_of(&args.exec);
-    let setup = Setup { data, ..Setup::of(pruner, engine, args.calib_samples, isolation.memory_limit) };
-    let failure = |e: CallError| match e {
-        CallError::Failed { message, bad_input } => {
-            PruneFailure { kind: bad_input.then_some(hyperprune_sdk::ErrorKind::InvalidOptions), message }
-        }
-        CallError::Crashed(how) => PruneFailure { kind: None, message: format!("plugin '{}': {how}", pruner.name()) },
-        CallError::Interrupted => PruneFailure { kind: None, message: "interrupted".into() },
-    };
-    let mut worker = Worker::start(&setup, isolation).map_err(failure)?;
-    let mut task = Task::new("", request);
-    task.model = Some((args.model.clone(), args.arch.clone()));
-    match worker.prune(&task, isolation.timeout, cancel) {
-        Ok((outcome, _, _)) => pruner.accept(model, &outcome, request),
-        Err(e) => Err(failure(e)),
-    }
 }
 
 /// `<dir>/<name>.masks.safetensors` for an output model path (`<name>` is the file name

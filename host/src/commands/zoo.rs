@@ -132,21 +132,25 @@ pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
     let meta = plan(&name, &arch, &data.name, engine.name(), settings, args.members).map_err(bad_input)?;
     let bar = progress_bar(global.quiet);
     let mut done_members = 0usize;
+    let mut total_steps = 0u64;
     let trained = train_zoo(&args.out, meta, engine.as_ref(), &data, args.chunk, &mut |event| match event {
         ZooEvent::Start { total, remaining, steps } => {
             if remaining < total {
                 bar.println(format!("resuming: {} of {total} members already trained", total - remaining));
             }
             bar.set_length(steps as u64);
+            total_steps = steps as u64;
             bar.set_message(format!("{remaining} members to train on {}", engine.name()));
         }
-        ZooEvent::Steps { done } => bar.set_position(done as u64),
+        ZooEvent::Steps { done } => {
+            bar.set_position(done as u64);
+            tracing::trace!(target: crate::logging::PROGRESS, done = done as u64, total = total_steps, unit = "steps");
+        }
         ZooEvent::MemberDone { id, test_accuracy } => {
             done_members += 1;
             bar.set_message(format!("{done_members} trained, last: member {id} {:.1}%", 100.0 * test_accuracy));
-            if !global.quiet {
-                bar.println(format!("member {id}: test accuracy {:.2}%", 100.0 * test_accuracy));
-            }
+            let line = format!("member {id}: test accuracy {:.2}%", 100.0 * test_accuracy);
+            if global.quiet { tracing::info!("{line}") } else { bar.println(line) }
         }
     });
     // Settings and memory refusals, and another zoo in the folder, are the user's to fix.

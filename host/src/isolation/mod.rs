@@ -1,14 +1,16 @@
 //! Plugin calls in a worker process. A plugin is third-party native code: a panic is caught
 //! in-process, but an `abort()`, a segfault, an endless loop or unbounded allocation would
 //! take the whole bench with it. Isolated, each `prune` call runs in a worker (this binary's
-//! hidden `worker` subcommand) that loads the plugin, the member and the dataset and serves
-//! the data services itself; the supervisor hands it tasks, reads outcomes, checks and
-//! evaluates them. A worker that dies or passes the timeout is killed and replaced, and the
-//! task becomes an error row saying which. Zero-copy views never leave the worker.
+//! hidden `worker` subcommand, or that of the binary [`set_worker_executable`] names) that
+//! loads the plugin, the member and the dataset and serves the data services itself; the
+//! supervisor hands it tasks, reads outcomes, checks and evaluates them. A worker that dies
+//! or passes the timeout is killed and replaced, and the task becomes an error row saying
+//! which. Zero-copy views never leave the worker.
 //!
 //! Ctrl-C: workers run in their own process group, so the terminal's SIGINT reaches only
 //! the supervisor, which sets `cancelled()` for every running call, waits
-//! [`CANCEL_GRACE`], then kills what still runs. Rows already written stay.
+//! [`CANCEL_GRACE`], then kills what still runs. Rows already written stay. An embedding
+//! that catches Ctrl-C itself says so with [`interrupt`].
 
 mod protocol;
 mod worker;
@@ -16,12 +18,13 @@ mod worker;
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-pub use protocol::{Message, Setup, Task};
+pub use protocol::{DecodeError, Message, Setup, Task};
 pub use worker::serve;
 
 use protocol::{read_message, write_message};
@@ -116,9 +119,9 @@ pub fn fit_in_worker(
 /// does the same in-process: loading a plugin file (a setup without a pruner name), or
 /// loading, configuring and loading the state of a pruner. One worker serves them in turn
 /// and is replaced after a crash. Per setup: `Ok` unless the worker died or hung on it
-/// (`Err` says how); the plugin's own errors are `Ok` here, for the in-process call to
-/// report as usual.
-pub fn probe(setups: &[Setup], isolation: &Isolation) -> Vec<Result<(), String>> {
+/// (`Err` says how: [`CallError::Crashed`], or [`CallError::Interrupted`] on Ctrl-C); the
+/// plugin's own errors are `Ok` here, for the in-process call to report as usual.
+pub fn probe(setups: &[Setup], isolation: &Isolation) -> Vec<Result<(), CallError>> {
     let mut results = Vec::with_capacity(setups.len());
     let mut worker: Option<Worker> = None;
     for setup in setups {
@@ -126,13 +129,13 @@ pub fn probe(setups: &[Setup], isolation: &Isolation) -> Vec<Result<(), String>>
             match Worker::spawn(isolation) {
                 Ok(mut w) => {
                     if write_message(&mut w.stdin, &Message::Probe).is_err() {
-                        results.push(Err(describe(w.died())));
+                        results.push(Err(w.died()));
                         continue;
                     }
                     worker = Some(w);
                 }
                 Err(e) => {
-                    results.push(Err(describe(e)));
+                    results.push(Err(e));
                     continue;
                 }
             }
@@ -141,11 +144,11 @@ pub fn probe(setups: &[Setup], isolation: &Isolation) -> Vec<Result<(), String>>
         match w.exchange(&Message::Setup(setup.clone()), isolation.timeout, None) {
             Ok(Message::Ready | Message::Failed { .. }) => results.push(Ok(())),
             Ok(other) => {
-                results.push(Err(describe(w.broken(&format!("answered a probe with {other:?}")))));
+                results.push(Err(w.broken(&format!("answered a probe with {other:?}"))));
                 worker = None;
             }
             Err(e) => {
-                results.push(Err(describe(e)));
+                results.push(Err(e));
                 worker = None;
             }
         }
@@ -162,7 +165,7 @@ pub fn probe_configure(
     registry: &crate::plugins::Registry,
     pruners: &[(String, Vec<String>)],
     isolation: &Isolation,
-) -> Vec<Result<(), String>> {
+) -> Vec<Result<(), CallError>> {
     let setups: Vec<Option<Setup>> = pruners
         .iter()
         .map(|(name, options)| {
@@ -178,13 +181,6 @@ pub fn probe_configure(
         .collect();
     let mut probed = probe(&setups.iter().flatten().cloned().collect::<Vec<_>>(), isolation).into_iter();
     setups.iter().map(|s| if s.is_some() { probed.next().unwrap_or(Ok(())) } else { Ok(()) }).collect()
-}
-
-fn describe(e: CallError) -> String {
-    match e {
-        CallError::Failed { message, .. } | CallError::Crashed(message) => message,
-        CallError::Interrupted => "interrupted".into(),
-    }
 }
 
 impl Setup {
@@ -210,7 +206,7 @@ pub fn engine_of(exec: &crate::cli::ExecArgs) -> (String, String) {
     (name, exec.device.clone())
 }
 
-/// Set by the SIGINT handler the supervisor installs.
+/// Set by the SIGINT handler the supervisor installs, or by [`interrupt`].
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Installs (once) a SIGINT handler that only sets a flag: the supervisor then cancels the
@@ -229,15 +225,50 @@ pub fn catch_interrupt() {
     });
 }
 
-/// Whether Ctrl-C was pressed since [`catch_interrupt`].
+/// Whether Ctrl-C was pressed since [`catch_interrupt`] (or [`interrupt`] called), and
+/// [`clear_interrupt`] was not called since.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// Why a call through a worker produced no outcome.
-#[derive(Debug, Clone, PartialEq)]
+/// Sets the flag a SIGINT sets: running calls are cancelled and a bench stops, as on
+/// Ctrl-C. An embedding that handles Ctrl-C itself (the Python module, on
+/// `KeyboardInterrupt`) calls it.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Resets the flag [`interrupt`] and a SIGINT set, so that the next call runs. An embedding
+/// calls it before each long call; the command line never does (one Ctrl-C ends its run).
+pub fn clear_interrupt() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
+/// The executable that serves workers, when it is not this one (see
+/// [`set_worker_executable`]).
+static WORKER_EXECUTABLE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Names the executable that workers run (with its hidden `worker` subcommand) instead of
+/// this process's own. An embedding (the Python module) is not the `hyperprune` binary, so
+/// it names the binary that serves workers. A later call replaces the path.
+pub fn set_worker_executable(path: PathBuf) {
+    *WORKER_EXECUTABLE.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+}
+
+/// The executable a worker runs: the one [`set_worker_executable`] named, else this one.
+fn worker_executable() -> Result<PathBuf, CallError> {
+    if let Some(path) = WORKER_EXECUTABLE.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Ok(path);
+    }
+    std::env::current_exe().map_err(|e| CallError::Crashed(format!("cannot find this executable: {e}")))
+}
+
+/// Why a call through a worker produced no outcome. Its message is the worker's one line
+/// (`Failed`), how the worker ended (`Crashed`), or `interrupted`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     /// The worker answered with a failure (the plugin's error, or its setup's).
+    #[error("{message}")]
     Failed {
         /// One line.
         message: String,
@@ -245,8 +276,10 @@ pub enum CallError {
         bad_input: bool,
     },
     /// The worker died, hung or broke the protocol; it was killed and will be replaced.
+    #[error("{0}")]
     Crashed(String),
     /// Ctrl-C: the call was cancelled (and its worker killed if it did not return).
+    #[error("interrupted")]
     Interrupted,
 }
 
@@ -277,10 +310,10 @@ impl Worker {
         }
     }
 
-    /// Starts a worker process (not yet set up).
+    /// Starts a worker process (not yet set up): [`set_worker_executable`]'s, else this
+    /// executable, with its `worker` subcommand.
     fn spawn(isolation: &Isolation) -> Result<Worker, CallError> {
-        let exe =
-            std::env::current_exe().map_err(|e| CallError::Crashed(format!("cannot find this executable: {e}")))?;
+        let exe = worker_executable()?;
         let mut child = Command::new(exe)
             .args(["--quiet", "worker"])
             .stdin(Stdio::piped())
@@ -513,5 +546,28 @@ mod tests {
         let oom = describe_death(signal(libc::SIGABRT), &tail, Some(512 << 20));
         assert!(oom.contains("ran out of memory (the worker's limit is 512 MiB"), "{oom}");
         assert_eq!(describe_death(code(3), &[], None), "the worker exited with code 3");
+    }
+
+    #[test]
+    fn interrupt_sets_the_flag_and_clear_interrupt_resets_it() {
+        // No other unit test reads the flag (none runs a worker or a bench), so setting it
+        // here races nothing.
+        interrupt();
+        assert!(interrupted());
+        clear_interrupt();
+        assert!(!interrupted());
+    }
+
+    #[test]
+    fn call_errors_read_as_their_message() {
+        assert_eq!(
+            CallError::Failed { message: "plugin 'x' failed: y".into(), bad_input: true }.to_string(),
+            "plugin 'x' failed: y"
+        );
+        assert_eq!(
+            CallError::Crashed("the worker exited with code 3".into()).to_string(),
+            "the worker exited with code 3"
+        );
+        assert_eq!(CallError::Interrupted.to_string(), "interrupted");
     }
 }

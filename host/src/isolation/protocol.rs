@@ -150,13 +150,13 @@ pub fn read_message(input: &mut impl Read) -> std::io::Result<Option<Message>> {
     }
     let len = u64::from_le_bytes(len);
     if len > MAX_FRAME {
-        return Err(invalid(format!("a frame of {len} bytes (at most {MAX_FRAME})")));
+        return Err(invalid(DecodeError::TooLarge(len)));
     }
     // Read what arrives rather than allocate what the length claims.
     let mut payload = Vec::new();
     input.take(len).read_to_end(&mut payload)?;
     if payload.len() as u64 != len {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "a frame cut short"));
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, DecodeError::CutShort));
     }
     decode(&payload).map(Some).map_err(invalid)
 }
@@ -165,8 +165,58 @@ pub fn read_message(input: &mut impl Read) -> std::io::Result<Option<Message>> {
 /// weights would not fit, and is not what this harness runs).
 const MAX_FRAME: u64 = 4 << 30;
 
-fn invalid(message: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+/// Why a frame does not decode. [`read_message`] returns it inside an [`std::io::Error`]
+/// (kind `InvalidData`, or `UnexpectedEof` for [`DecodeError::CutShort`]), whose message is
+/// this one.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The length prefix claims more than [`MAX_FRAME`] bytes.
+    #[error("a frame of {0} bytes (at most {MAX_FRAME})")]
+    TooLarge(u64),
+    /// The stream ended inside a frame.
+    #[error("a frame cut short")]
+    CutShort,
+    /// A frame with no tag byte.
+    #[error("an empty frame")]
+    Empty,
+    /// A tag byte that names no message.
+    #[error("a frame with the unknown tag {0}")]
+    UnknownTag(u8),
+    /// The body of a JSON frame (setup, task, fit, fitted, failure) is not JSON.
+    #[error("a {what} frame that is not JSON: {error}")]
+    NotJson {
+        /// Which frame.
+        what: &'static str,
+        /// The parser's error.
+        error: serde_json::Error,
+    },
+    /// A setup or task frame whose JSON does not have the message's fields.
+    #[error("{0}")]
+    Fields(serde_json::Error),
+    /// A fit frame without its `state` path.
+    #[error("a fit frame without a state path")]
+    FitWithoutState,
+    /// An outcome frame that ends before its last field.
+    #[error("a truncated outcome frame")]
+    Truncated,
+    /// A length in an outcome frame larger than what is left of the frame.
+    #[error("a count of {count} in a frame with {left} bytes left")]
+    CountTooLarge {
+        /// The count the frame claims.
+        count: u64,
+        /// Bytes left in the frame.
+        left: usize,
+    },
+    /// A layer name in an outcome frame that is not UTF-8.
+    #[error("a layer name: {0}")]
+    LayerName(std::string::FromUtf8Error),
+    /// Bytes left over after an outcome.
+    #[error("{0} bytes after the outcome")]
+    TrailingBytes(usize),
+}
+
+fn invalid(error: DecodeError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, error)
 }
 
 fn encode(message: &Message) -> Vec<u8> {
@@ -217,20 +267,20 @@ fn encode(message: &Message) -> Vec<u8> {
     }
 }
 
-fn decode(payload: &[u8]) -> Result<Message, String> {
-    let (&tag, body) = payload.split_first().ok_or("an empty frame")?;
-    let json = |what: &str| -> Result<serde_json::Value, String> {
-        serde_json::from_slice(body).map_err(|e| format!("a {what} frame that is not JSON: {e}"))
+fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
+    let (&tag, body) = payload.split_first().ok_or(DecodeError::Empty)?;
+    let json = |what: &'static str| -> Result<serde_json::Value, DecodeError> {
+        serde_json::from_slice(body).map_err(|error| DecodeError::NotJson { what, error })
     };
     match tag {
-        b'S' => serde_json::from_value(json("setup")?).map(Message::Setup).map_err(|e| e.to_string()),
-        b'T' => serde_json::from_value(json("task")?).map(Message::Task).map_err(|e| e.to_string()),
+        b'S' => serde_json::from_value(json("setup")?).map(Message::Setup).map_err(DecodeError::Fields),
+        b'T' => serde_json::from_value(json("task")?).map(Message::Task).map_err(DecodeError::Fields),
         b'C' => Ok(Message::Cancel),
         b'P' => Ok(Message::Probe),
         b'F' => {
             let v = json("fit")?;
             Ok(Message::Fit {
-                state: v["state"].as_str().map(PathBuf::from).ok_or("a fit frame without a state path")?,
+                state: v["state"].as_str().map(PathBuf::from).ok_or(DecodeError::FitWithoutState)?,
                 train_members: v["train_members"].as_u64().map(|k| k as usize),
             })
         }
@@ -244,11 +294,11 @@ fn decode(payload: &[u8]) -> Result<Message, String> {
             })
         }
         b'O' => decode_outcome(body),
-        other => Err(format!("a frame with the unknown tag {other}")),
+        other => Err(DecodeError::UnknownTag(other)),
     }
 }
 
-fn decode_outcome(body: &[u8]) -> Result<Message, String> {
+fn decode_outcome(body: &[u8]) -> Result<Message, DecodeError> {
     let mut r = Reader { bytes: body, at: 0 };
     let seconds = f64::from_le_bytes(r.take::<8>()?);
     let calib_samples = r.u64()?;
@@ -256,7 +306,7 @@ fn decode_outcome(body: &[u8]) -> Result<Message, String> {
     let mut out = RVec::new();
     for _ in 0..layers {
         let name_len = r.len()?;
-        let name = String::from_utf8(r.slice(name_len)?.to_vec()).map_err(|e| format!("a layer name: {e}"))?;
+        let name = String::from_utf8(r.slice(name_len)?.to_vec()).map_err(DecodeError::LayerName)?;
         let len = r.u64()?;
         let words = r.len()?;
         let keep_bits: RVec<u64> = (0..words).map(|_| r.u64()).collect::<Result<_, _>>()?;
@@ -271,7 +321,7 @@ fn decode_outcome(body: &[u8]) -> Result<Message, String> {
         out.push(LayerMask { name: name.into(), len, keep_bits, new_weights });
     }
     if r.at != body.len() {
-        return Err(format!("{} bytes after the outcome", body.len() - r.at));
+        return Err(DecodeError::TrailingBytes(body.len() - r.at));
     }
     Ok(Message::Outcome { outcome: PruneOutcome { layers: out }, seconds, calib_samples })
 }
@@ -282,26 +332,27 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn slice(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or("a truncated outcome frame")?;
+    fn slice(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(DecodeError::Truncated)?;
         let s = &self.bytes[self.at..end];
         self.at = end;
         Ok(s)
     }
 
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         Ok(self.slice(N)?.try_into().expect("N bytes"))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, DecodeError> {
         self.take::<8>().map(u64::from_le_bytes)
     }
 
     /// A count that must fit in what is left of the frame (at one byte per item).
-    fn len(&mut self) -> Result<usize, String> {
+    fn len(&mut self) -> Result<usize, DecodeError> {
         let n = self.u64()?;
-        if n > (self.bytes.len() - self.at) as u64 {
-            return Err(format!("a count of {n} in a frame with {} bytes left", self.bytes.len() - self.at));
+        let left = self.bytes.len() - self.at;
+        if n > left as u64 {
+            return Err(DecodeError::CountTooLarge { count: n, left });
         }
         Ok(n as usize)
     }
@@ -366,6 +417,30 @@ mod tests {
         lying[8 + 1 + 16..8 + 1 + 24].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(read_message(&mut lying.as_slice()).is_err());
         assert!(read_message(&mut [9u8, 0, 0, 0, 0, 0, 0, 0, b'Z'].as_slice()).is_err());
+    }
+
+    #[test]
+    fn a_frame_that_does_not_decode_says_why_in_a_typed_error() {
+        let decode_error = |bytes: &[u8]| {
+            let e = read_message(&mut &bytes[..]).unwrap_err();
+            let message = e.to_string();
+            let inner = e.into_inner().expect("a decode error inside");
+            assert!(inner.is::<DecodeError>(), "{message}");
+            message
+        };
+        assert_eq!(decode_error(&[1, 0, 0, 0, 0, 0, 0, 0, b'Z']), "a frame with the unknown tag 90");
+        assert_eq!(decode_error(&[0; 8]), "an empty frame");
+        assert_eq!(
+            decode_error(&[3, 0, 0, 0, 0, 0, 0, 0, b'F', b'{', b'x']).split(':').next(),
+            Some("a fit frame that is not JSON")
+        );
+        assert_eq!(decode_error(&[3, 0, 0, 0, 0, 0, 0, 0, b'F', b'{', b'}']), "a fit frame without a state path");
+        assert_eq!(decode_error(&[2, 0, 0, 0, 0, 0, 0, 0, b'O', 1]), "a truncated outcome frame");
+        let mut huge = (MAX_FRAME + 1).to_le_bytes().to_vec();
+        huge.push(b'R');
+        assert_eq!(decode_error(&huge), format!("a frame of {} bytes (at most {MAX_FRAME})", MAX_FRAME + 1));
+        let cut = read_message(&mut &[4u8, 0, 0, 0, 0, 0, 0, 0, b'R'][..]).unwrap_err();
+        assert_eq!((cut.kind(), cut.to_string()), (std::io::ErrorKind::UnexpectedEof, "a frame cut short".into()));
     }
 
     #[test]

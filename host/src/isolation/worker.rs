@@ -153,7 +153,7 @@ impl Served {
         };
         let split = self.data.as_ref().map(|(d, _)| TrainSplit::new(&d.train));
         let services = services(&self.data, split.as_ref());
-        let files = crate::fitting::FitFiles::for_state(state);
+        let files = crate::fit_sink::FitFiles::for_state(state);
         match crate::fitting::fit(&mut self.pruner, zoo, &files, services, self.calib_samples, train_members) {
             Ok(summary) => Message::Fitted(serde_json::to_value(summary).unwrap_or_default()),
             Err(e) => Message::Failed { message: format!("{e:#}"), bad_input: is_bad_input(&e) },

@@ -72,17 +72,18 @@ impl Registry {
 /// [`Registry::explicit_failures`]; scanned files that are not plugins in
 /// [`Registry::skipped`].
 pub fn discover(explicit: &[PathBuf]) -> Registry {
-    discover_checked(explicit, None)
+    discover_checked::<std::convert::Infallible>(explicit, None)
 }
 
 /// Tries candidate plugin files somewhere safe before they are loaded here: given the
-/// files, says for each whether it can be loaded in this process (`Err` says how it
-/// crashed or hung). See [`crate::isolation::probe`].
-pub type LoadCheck<'a> = &'a dyn Fn(&[PathBuf]) -> Vec<Result<(), String>>;
+/// files, says for each whether it can be loaded in this process (`Err`, of the checker's
+/// error type `E`, says how it crashed or hung). See [`crate::isolation::probe`], whose
+/// error is [`crate::isolation::CallError`].
+pub type LoadCheck<'a, E> = &'a dyn Fn(&[PathBuf]) -> Vec<Result<(), E>>;
 
 /// [`discover`], where every candidate file first passes `check` (when given); a file that
 /// fails it is never loaded here and counts as a file that failed to load.
-pub fn discover_checked(explicit: &[PathBuf], check: Option<LoadCheck<'_>>) -> Registry {
+pub fn discover_checked<E: std::fmt::Display>(explicit: &[PathBuf], check: Option<LoadCheck<'_, E>>) -> Registry {
     let mut seen = std::collections::HashSet::new();
     let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
     for path in explicit {
@@ -107,9 +108,9 @@ pub fn discover_checked(explicit: &[PathBuf], check: Option<LoadCheck<'_>>) -> R
             candidates.push((path, false));
         }
     }
-    let checked: Vec<Result<(), String>> = match check {
+    let checked: Vec<Result<(), E>> = match check {
         Some(check) => check(&candidates.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()),
-        None => vec![Ok(()); candidates.len()],
+        None => candidates.iter().map(|_| Ok(())).collect(),
     };
     let mut registry = Registry::default();
     for ((path, explicit), checked) in candidates.into_iter().zip(checked) {

@@ -75,7 +75,7 @@ pub fn load(path: &Path) -> Result<Plugin, LoadError> {
     // dlopen searches the system library path for a name without a slash: always pass an
     // absolute path so the file the user named is the file that loads.
     let path = &path.canonicalize().map_err(|e| err(e.to_string()))?;
-    let sdk_version = probe_sdk_version(path).map_err(err)?;
+    let sdk_version = probe_sdk_version(path).map_err(|e| err(e.to_string()))?;
     if !versions_compatible(SDK_VERSION, &sdk_version) {
         return Err(err(format!(
             "plugin was built against hyperprune-sdk {sdk_version}, but this host uses hyperprune-sdk {SDK_VERSION}; rebuild the plugin against {SDK_VERSION}"
@@ -104,22 +104,36 @@ fn placeholder_info() -> PrunerInfo {
     }
 }
 
+/// Why a file's SDK version could not be read (the start of its [`LoadError`] message).
+#[derive(Debug, thiserror::Error)]
+enum SdkVersionError {
+    /// The dynamic loader refused the file (its first line).
+    #[error("{NOT_A_LIBRARY} ({0})")]
+    NotALibrary(String),
+    /// A library without the SDK's version symbol.
+    #[error("{NOT_A_PLUGIN}: it does not export `hyperprune_sdk_version` (was it built with `export_pruner!`?)")]
+    NoVersionSymbol,
+    /// The version symbol returned null.
+    #[error("{NOT_A_PLUGIN}: `hyperprune_sdk_version` returned null")]
+    NullVersion,
+}
+
 /// Opens the file with libloading and reads the SDK version symbol.
-fn probe_sdk_version(path: &Path) -> Result<String, String> {
+fn probe_sdk_version(path: &Path) -> Result<String, SdkVersionError> {
     // SAFETY: opening a library runs its initialisers. We only open files the user put in a
     // plugin folder or named with --plugin, i.e. code they chose to run.
     let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("{NOT_A_LIBRARY} ({})", first_line(&e.to_string())))?;
+        .map_err(|e| SdkVersionError::NotALibrary(first_line(&e.to_string())))?;
     // SAFETY: the symbol, when present, is `extern "C" fn() -> *const c_char` as exported by
     // `hyperprune_sdk::export_pruner!`; a file that merely has a symbol of that name with
     // another type is not something we can detect, and is not a plugin anyone would ship.
     let version = unsafe {
-        let f = lib.get::<unsafe extern "C" fn() -> *const c_char>(SDK_VERSION_SYMBOL).map_err(|_| {
-            format!("{NOT_A_PLUGIN}: it does not export `hyperprune_sdk_version` (was it built with `export_pruner!`?)")
-        })?;
+        let f = lib
+            .get::<unsafe extern "C" fn() -> *const c_char>(SDK_VERSION_SYMBOL)
+            .map_err(|_| SdkVersionError::NoVersionSymbol)?;
         let ptr = f();
         if ptr.is_null() {
-            return Err(format!("{NOT_A_PLUGIN}: `hyperprune_sdk_version` returned null"));
+            return Err(SdkVersionError::NullVersion);
         }
         CStr::from_ptr(ptr).to_string_lossy().into_owned()
     };

@@ -9,7 +9,7 @@ mod writer;
 
 pub use lock::RunLock;
 pub use reader::{read_complete_rows, read_results, read_rows};
-pub use row::{DataUse, ResultRow, Status};
+pub use row::{DataUse, ResultRow, RowError, Status};
 pub use writer::ResultsWriter;
 
 /// File name of the results inside a run folder.

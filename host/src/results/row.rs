@@ -99,6 +99,27 @@ pub struct ResultRow {
     pub error: Option<String>,
 }
 
+/// What is wrong with a result row (see [`ResultRow::check`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RowError {
+    /// A field whose value cannot be.
+    #[error("field '{name}' is {value}, expected {expected}")]
+    Field {
+        /// The field's name in the JSON line.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// What it should be.
+        expected: String,
+    },
+    /// An ok row without its pruned accuracy or retention.
+    #[error("an ok row needs 'pruned_accuracy' and 'retention'; got null")]
+    OkWithoutAccuracy,
+    /// An error row without its message.
+    #[error("an error row needs its 'error' message; got null")]
+    ErrorWithoutMessage,
+}
+
 impl ResultRow {
     /// Checks every number against its meaning (accuracies and sparsities are fractions,
     /// the compression is 1 / (1 − sparsity), the retention is pruned / dense accuracy, times
@@ -107,12 +128,16 @@ impl ResultRow {
     ///
     /// # Errors
     /// The first field that is wrong, its value and what was expected.
-    pub fn check(&self) -> Result<(), String> {
-        let field = |name: &str, value: f64, expected: &str| format!("field '{name}' is {value}, expected {expected}");
-        let fraction = |name: &str, value: f64| {
+    pub fn check(&self) -> Result<(), RowError> {
+        let field = |name: &'static str, value: f64, expected: &str| RowError::Field {
+            name,
+            value,
+            expected: expected.to_string(),
+        };
+        let fraction = |name: &'static str, value: f64| {
             if (0.0..=1.0).contains(&value) { Ok(()) } else { Err(field(name, value, "a fraction in [0, 1]")) }
         };
-        let at_least = |name: &str, value: f64, floor: f64, expected: &str| {
+        let at_least = |name: &'static str, value: f64, floor: f64, expected: &str| {
             if value.is_finite() && value >= floor { Ok(()) } else { Err(field(name, value, expected)) }
         };
         fraction("dense_accuracy", self.dense_accuracy)?;
@@ -164,9 +189,9 @@ impl ResultRow {
         }
         match self.status {
             Status::Ok if self.pruned_accuracy.is_none() || self.retention.is_none() => {
-                Err("an ok row needs 'pruned_accuracy' and 'retention'; got null".into())
+                Err(RowError::OkWithoutAccuracy)
             }
-            Status::Error if self.error.is_none() => Err("an error row needs its 'error' message; got null".into()),
+            Status::Error if self.error.is_none() => Err(RowError::ErrorWithoutMessage),
             _ => Ok(()),
         }
     }
@@ -202,7 +227,8 @@ mod tests {
             let mut row = good.clone();
             spoil(&mut row);
             let e = row.check().unwrap_err();
-            assert!(e.starts_with(&format!("field '{name}' is ")), "{name}: {e}");
+            assert!(matches!(&e, RowError::Field { name: n, .. } if *n == name), "{name}: {e}");
+            assert!(e.to_string().starts_with(&format!("field '{name}' is ")), "{name}: {e}");
         }
     }
 
