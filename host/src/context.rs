@@ -164,7 +164,7 @@ impl Context for HostContext<'_> {
     fn cancelled(&self) -> bool {
         // The call's own flag, or Ctrl-C caught by the process (the command line's handler, or
         // an embedding's `isolation::interrupt`).
-        self.cancel.load(Ordering::Relaxed) || crate::isolation::interrupted()
+        self.cancel.load(Ordering::Relaxed) || crate::interrupt::interrupted()
     }
 
     fn layer_input_hessian(

@@ -31,6 +31,7 @@ pub mod failure;
 pub mod fit_sink;
 pub mod fitting;
 pub mod inputs;
+pub mod interrupt;
 pub mod isolation;
 pub mod logging;
 pub mod machine;

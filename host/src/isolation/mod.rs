@@ -206,43 +206,7 @@ pub fn engine_of(exec: &crate::cli::ExecArgs) -> (String, String) {
     (name, exec.device.clone())
 }
 
-/// Set by the SIGINT handler the supervisor installs, or by [`interrupt`].
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Installs (once) a SIGINT handler that only sets a flag: the supervisor then cancels the
-/// running calls, waits for them and stops, instead of dying mid-row.
-pub fn catch_interrupt() {
-    extern "C" fn on_sigint(_: libc::c_int) {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-    }
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let handler = on_sigint as extern "C" fn(libc::c_int);
-        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGINT, handler as libc::sighandler_t);
-        }
-    });
-}
-
-/// Whether Ctrl-C was pressed since [`catch_interrupt`] (or [`interrupt`] called), and
-/// [`clear_interrupt`] was not called since.
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// Sets the flag a SIGINT sets: running calls are cancelled and a bench stops, as on
-/// Ctrl-C. An embedding that handles Ctrl-C itself (the Python module, on
-/// `KeyboardInterrupt`) calls it.
-pub fn interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Resets the flag [`interrupt`] and a SIGINT set, so that the next call runs. An embedding
-/// calls it before each long call; the command line never does (one Ctrl-C ends its run).
-pub fn clear_interrupt() {
-    INTERRUPTED.store(false, Ordering::SeqCst);
-}
+pub use crate::interrupt::{catch_interrupt, clear_interrupt, interrupt, interrupted};
 
 /// The executable that serves workers, when it is not this one (see
 /// [`set_worker_executable`]).
