@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
 import json
 import re
 import subprocess
@@ -48,7 +47,6 @@ import hyperprune as hp
 from hyperprune.torch import prune_module
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("/usr/share/datasets/fashion-mnist")
 
 
 def cnn_s() -> nn.Sequential:
@@ -62,16 +60,10 @@ def cnn_s() -> nn.Sequential:
 
 
 def read_split(split: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST `train` or `t10k`: images [N, 1, 28, 28] as x / 255 (float32), labels."""
-
-    def idx(path: Path) -> np.ndarray:
-        data = gzip.decompress(path.read_bytes())
-        dims = data[3]
-        shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-    images = idx(DATA / f"{split}-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    return images[:, None], idx(DATA / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
+    """Fashion-MNIST `train` or `t10k` as hyperprune loads it (`hp.load_dataset`): images
+    [N, 1, 28, 28] as x / 255 (float32), labels."""
+    data = hp.load_dataset("fashion-mnist")
+    return data.train if split == "train" else data.test
 
 
 def write_safetensors(path: Path, tensors: Dict[str, np.ndarray]) -> None:

@@ -7,7 +7,6 @@ folder (`apt-get install -y dataset-fashion-mnist`) and is skipped without it.
 
 from __future__ import annotations
 
-import gzip
 import inspect
 import os
 import subprocess
@@ -367,18 +366,10 @@ def test_a_module_pruned_twice_keeps_both_masks() -> None:
 
 
 def read_fashion_mnist(split: str) -> Tuple[np.ndarray, np.ndarray]:
-    """A Fashion-MNIST split (``train``, ``t10k``) as hyperprune loads it: [N, 1, 28, 28] floats
-    x / 255, and the labels."""
-
-    def idx(path: Path) -> np.ndarray:
-        data = gzip.decompress(path.read_bytes())
-        dims = data[3]
-        shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-    images = idx(FASHION_MNIST / f"{split}-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    labels = idx(FASHION_MNIST / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
-    return images[:, None, :, :], labels
+    """A Fashion-MNIST split (``train``, ``t10k``) as hyperprune loads it (``hp.load_dataset``):
+    [N, 1, 28, 28] floats x / 255, and the labels."""
+    data = hp.load_dataset("fashion-mnist")
+    return data.train if split == "train" else data.test
 
 
 @pytest.mark.skipif(not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason="no Fashion-MNIST files")

@@ -58,9 +58,6 @@ pub fn registry_isolated(
                 let setups: Vec<crate::isolation::Setup> =
                     files.iter().map(|f| crate::isolation::Setup::load_only(f, isolation.memory_limit)).collect();
                 crate::isolation::probe(&setups, isolation)
-                    .into_iter()
-                    .map(|r| r.map_err(|e| e.to_string()))
-                    .collect::<Vec<_>>()
             };
             discover_checked(&global.plugins, Some(&check))
         }
