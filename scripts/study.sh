@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The hypernetwork studies (issue 11) in one command: trains the zoos, fits the states, runs
+# The hypernetwork studies in one command: trains the zoos, fits the states, runs
 # the benches and writes OUT/study.md (every table, with the report folder of each bench).
 #
 #   scripts/study.sh [--quick] [--out DIR] [--shard i/n] [--stage all|zoos|fits|benches|report]

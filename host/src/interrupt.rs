@@ -8,9 +8,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Set by the SIGINT handler the supervisor installs, or by [`interrupt`].
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Set by [`leave_sigint_to_embedding`]: [`catch_interrupt`] then installs nothing.
+static EMBEDDED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the host that the process embedding it owns SIGINT (the Python module: Ctrl-C is
+/// Python's `KeyboardInterrupt`, which the module turns into [`interrupt`]). From then on
+/// [`catch_interrupt`] leaves the process's signal handler alone.
+pub fn leave_sigint_to_embedding() {
+    EMBEDDED.store(true, Ordering::SeqCst);
+}
+
 /// Installs (once) a SIGINT handler that only sets a flag: the supervisor then cancels the
-/// running calls, waits for them and stops, instead of dying mid-row.
+/// running calls, waits for them and stops, instead of dying mid-row. Does nothing in an
+/// embedding that owns SIGINT ([`leave_sigint_to_embedding`]).
 pub fn catch_interrupt() {
+    if EMBEDDED.load(Ordering::SeqCst) {
+        return;
+    }
     extern "C" fn on_sigint(_: libc::c_int) {
         INTERRUPTED.store(true, Ordering::SeqCst);
     }

@@ -308,6 +308,8 @@ class PruneResult:
             they keep (OBS, WoodFisher, CHITA); None otherwise.
         sparsity: pruned weights over all prunable weights.
         seconds: how long the pruner took.
+        host_seconds: how long the whole call took inside the host (checks, plugin, masks
+            applied): the command line's in-process time for the same prune.
         pruner: the pruner's name; ``version`` its version.
         model: the pruned model (masks and new weights applied).
     """
@@ -322,6 +324,7 @@ class PruneResult:
         self.weights: Optional[Dict[str, np.ndarray]] = weights or None
         self.sparsity: float = raw["sparsity"]
         self.seconds: float = raw["seconds"]
+        self.host_seconds: float = raw["host_seconds"]
         self.pruner: str = raw["pruner"]
         self.version: str = raw["version"]
         self.model: Model = Model(raw["model"])

@@ -9,11 +9,13 @@
 //! - No Rust panic reaches Python. Every entry point runs under `catch_unwind` and turns a
 //!   panic into `HyperpruneError`; the host's bad-input errors (its one-line messages) become
 //!   `InputError`, a plugin's failure `PluginError`.
-//! - Long calls (prune, evaluate, fit, bench, zoo training) run on a second thread while the
+//! - Long calls (prune, evaluate, fit, bench, zoo training) run on a call thread while the
 //!   caller's thread waits with the GIL released. Every tenth of a second (and at the end) it
 //!   takes the GIL to hand the host's log events and progress to Python (`set_log_sink`) and
 //!   to check for Ctrl-C: a `KeyboardInterrupt` sets the plugin's `cancelled()` and the
-//!   host's interrupt flag, waits for the call to return, then raises.
+//!   host's interrupt flag, waits for the call to return, then raises. Call threads are kept
+//!   between calls, and both sides poll for a millisecond before they block, so a prune of a
+//!   small network pays no thread start and no wake-up (`scripts/python_overhead.py`).
 
 mod logs;
 
@@ -71,49 +73,147 @@ fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     })
 }
 
-/// Runs `work` on a second thread with the GIL released; meanwhile hands the host's log
-/// events to Python and checks for Ctrl-C (see the module's key decisions). `work` gets the
-/// flag a plugin's `cancelled()` reads.
+/// A job for a [`CallThread`]: runs the call and stores its result where the caller reads it.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A call thread's queue: jobs, each with the channel that hears of its end.
+type Queue = std::sync::mpsc::Sender<(Job, std::sync::mpsc::Sender<()>)>;
+
+/// Idle call threads, each waiting on its own queue: a long call takes one (or starts one),
+/// and the thread puts itself back when the call is done, so a short call (a prune of a small
+/// network takes a tenth of a millisecond) pays no thread start.
+static IDLE: Mutex<Vec<Queue>> = Mutex::new(Vec::new());
+
+/// Runs `job` on an idle call thread (or a new one); `done` receives `()` once `job` has
+/// returned and the thread is idle again.
+fn submit(job: Job, done: std::sync::mpsc::Sender<()>) {
+    let idle = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut pending = (job, done);
+    if let Some(queue) = idle {
+        match queue.send(pending) {
+            Ok(()) => return,
+            Err(std::sync::mpsc::SendError(back)) => pending = back,
+        }
+    }
+    let (queue, jobs) = std::sync::mpsc::channel::<(Job, std::sync::mpsc::Sender<()>)>();
+    let me = queue.clone();
+    let spawned = std::thread::Builder::new().name("hyperprune-call".into()).spawn(move || {
+        let mut next = jobs.recv().ok();
+        while let Some((job, done)) = next.take() {
+            job();
+            IDLE.lock().unwrap_or_else(|e| e.into_inner()).push(me.clone());
+            let _ = done.send(());
+            // Calls come in runs (a prune per sparsity, per layer, per model): stay awake a
+            // moment for the next one before blocking.
+            let spin = std::time::Instant::now();
+            while next.is_none() && spin.elapsed() < SPIN {
+                match jobs.try_recv() {
+                    Ok(job) => next = Some(job),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            if next.is_none() {
+                next = jobs.recv().ok();
+            }
+        }
+    });
+    match spawned {
+        Ok(_) => queue.send(pending).unwrap_or_else(|_| unreachable!("the new thread holds its queue")),
+        // No thread to be had: run it here (the GIL is held, Ctrl-C is seen afterwards).
+        Err(_) => {
+            let (job, done) = pending;
+            job();
+            let _ = done.send(());
+        }
+    }
+}
+
+/// How long the waiting thread polls for the end of a call before it blocks.
+const SPIN: Duration = Duration::from_millis(1);
+
+/// Blocks until the call thread reports `done`, also when dropped during an unwind: the
+/// job borrows the caller's stack, so the caller must never leave before it ends.
+struct Join {
+    // In a mutex because the GIL-free wait borrows it, which needs a `Sync` capture.
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
+    finished: bool,
+}
+
+impl Drop for Join {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.done.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        }
+    }
+}
+
+/// Runs `work` on a call thread with the GIL released; meanwhile hands the host's log events
+/// to Python and checks for Ctrl-C (see the module's key decisions). `work` gets the flag a
+/// plugin's `cancelled()` reads.
 fn run_long<T: Send>(py: Python<'_>, work: impl FnOnce(&AtomicBool) -> PyResult<T> + Send) -> PyResult<T> {
     hyperprune_host::isolation::clear_interrupt();
     let cancel = AtomicBool::new(false);
+    let slot: Mutex<Option<PyResult<T>>> = Mutex::new(None);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    // Borrowed by the GIL-free wait below, which needs a `Sync` capture.
-    let done_rx = Mutex::new(done_rx);
-    std::thread::scope(|scope| {
-        let cancel = &cancel;
-        let handle = scope.spawn(move || {
-            let result = guarded(|| work(cancel));
-            let _ = done_tx.send(());
-            result
-        });
-        let mut interrupted: Option<PyErr> = None;
-        loop {
-            let finished = py.detach(|| {
-                match done_rx.lock().unwrap_or_else(|e| e.into_inner()).recv_timeout(Duration::from_millis(100)) {
-                    Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+    let job: Box<dyn FnOnce() + Send + '_> = Box::new(|| {
+        let result = guarded(|| work(&cancel));
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    });
+    // SAFETY: the job borrows `cancel`, `slot` and `work`'s captures from this frame. `join`
+    // (declared after them, so dropped before them) blocks until the call thread reports the
+    // job done, on every way out of this function, an unwind included; so the borrows end
+    // before the frame does, as with `std::thread::scope`.
+    let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
+    let mut join = Join { done: Mutex::new(done_rx), finished: false };
+    submit(job, done_tx);
+    let mut interrupted: Option<PyErr> = None;
+    loop {
+        let finished = py.detach(|| {
+            let done = join.done.lock().unwrap_or_else(|e| e.into_inner());
+            // A short call (a prune of a small network) ends within a millisecond: wait for it
+            // awake rather than pay the wake-up of a blocked thread, a sizable part of its cost.
+            let spin = std::time::Instant::now();
+            while spin.elapsed() < SPIN {
+                match done.try_recv() {
+                    Ok(()) | Err(std::sync::mpsc::TryRecvError::Disconnected) => return true,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
                 }
-            });
-            logs::flush(py);
-            if finished {
-                break;
             }
-            if interrupted.is_none()
-                && let Err(err) = py.check_signals()
-            {
-                cancel.store(true, Ordering::SeqCst);
-                hyperprune_host::isolation::interrupt();
-                interrupted = Some(err);
+            match done.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
             }
+        });
+        // A Ctrl-C surfaces either from the log sink (Python runs its signal handler in the
+        // next Python code, often the sink) or from `check_signals`.
+        let signal = logs::flush(py).and_then(|()| py.check_signals());
+        if interrupted.is_none()
+            && let Err(err) = signal
+        {
+            cancel.store(true, Ordering::SeqCst);
+            hyperprune_host::isolation::interrupt();
+            interrupted = Some(err);
         }
-        let result = handle.join().unwrap_or_else(|_| Err(HyperpruneError::new_err("internal error: a thread died")));
-        logs::flush(py);
-        match interrupted {
-            Some(err) => Err(err),
-            None => result,
+        if finished {
+            break;
         }
-    })
+    }
+    join.finished = true;
+    let result = slot
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_else(|| Err(HyperpruneError::new_err("internal error: a call thread died")));
+    if let Err(err) = logs::flush(py)
+        && interrupted.is_none()
+    {
+        interrupted = Some(err);
+    }
+    match interrupted {
+        Some(err) => Err(err),
+        None => result,
+    }
 }
 
 fn with_plugins<T>(f: impl FnOnce(&mut Plugins) -> PyResult<T>) -> PyResult<T> {
@@ -466,5 +566,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_worker_executable, m)?)?;
     m.add_function(wrap_pyfunction!(logs::set_log_sink, m)?)?;
     logs::install();
+    // Ctrl-C stays Python's KeyboardInterrupt: `run_long` turns it into the host's flag.
+    hyperprune_host::isolation::leave_sigint_to_embedding();
     Ok(())
 }

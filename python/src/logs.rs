@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -38,19 +39,26 @@ pub fn set_log_sink(sink: Option<Py<PyAny>>) {
     *SINK.lock().unwrap_or_else(|e| e.into_inner()) = sink;
 }
 
-/// Hands the queued events to the sink (the caller holds the GIL). A sink that raises is
-/// reported with Python's `sys.unraisablehook` and dropped events are not retried.
-pub fn flush(py: Python<'_>) {
+/// Hands the queued events to the sink (the caller holds the GIL). A sink that raises an
+/// `Exception` is reported with Python's `sys.unraisablehook` and the events are not retried.
+/// Anything else it raises (a `KeyboardInterrupt`: Python runs its signal handlers inside
+/// whatever Python code runs next, which is often the sink) is returned for the caller to
+/// act on.
+pub fn flush(py: Python<'_>) -> Result<(), PyErr> {
     let records: Vec<Record> = QUEUE.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
     if records.is_empty() {
-        return;
+        return Ok(());
     }
     let sink = SINK.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|s| s.clone_ref(py));
     if let Some(sink) = sink
         && let Err(err) = sink.call1(py, (records,))
     {
+        if !err.is_instance_of::<PyException>(py) {
+            return Err(err);
+        }
         err.write_unraisable(py, None);
     }
+    Ok(())
 }
 
 /// Installs the capturing layer as the global `tracing` subscriber (once; a no-op when the

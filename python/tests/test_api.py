@@ -1,7 +1,6 @@
 """The Python API against the `hyperprune` command line: same plugins, same masks, same scores.
 
-Needs the release build of the workspace (`cargo build --release`, which `build_plugins.sh`
-runs) for the `hyperprune` binary that trains the test model and gives the reference masks.
+Needs the release build of the workspace (`cargo build --release`) for the `hyperprune` binary that trains the test model and gives the reference masks.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import hyperprune as hp
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "target" / "release" / "hyperprune"
-SHIPPED = ["random", "magnitude", "lamp", "lap", "obs", "woodfisher", "chita", "maskopt", "hypernet"]
+SHIPPED = ["random", "magnitude", "lamp", "lap", "synflow", "obs", "woodfisher", "chita", "maskopt", "hypernet"]
 
 
 def run_cli(*args: str) -> str:
@@ -31,7 +30,7 @@ def run_cli(*args: str) -> str:
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not CLI.is_file():
-        pytest.fail(f"{CLI} is missing: run `cargo build --release` (or python/build_plugins.sh) first")
+        pytest.fail(f"{CLI} is missing: run `cargo build --release` first")
     out = tmp_path_factory.mktemp("zoo") / "zoo"
     run_cli("zoo", "train", "--arch", "cnn-digits", "--members", "1", "--epochs", "1", "--out", str(out))
     return out / "members" / "0000.safetensors"
@@ -63,8 +62,7 @@ def read_masks(path: Path) -> dict:
 
 def test_plugins_lists_every_shipped_pruner() -> None:
     names = [p.name for p in hp.plugins()]
-    shipped = SHIPPED + (["synflow"] if (ROOT / "plugins" / "synflow").is_dir() else [])
-    for name in shipped:
+    for name in SHIPPED:
         assert name in names, f"{name} missing from {names}"
     obs = hp.plugin_info("obs")
     assert obs.data == "calibration" and obs.version and obs.description
@@ -76,7 +74,7 @@ def test_magnitude_prunes_to_the_exact_sparsity(model: hp.Model) -> None:
     result = hp.prune(model, "magnitude", 0.9)
     kept = sum(int(m.sum()) for m in result.masks.values())
     total = sum(m.size for m in result.masks.values())
-    assert result.pruner == "magnitude" and result.weights is None and result.seconds >= 0
+    assert result.pruner == "magnitude" and result.weights is None and 0 <= result.seconds <= result.host_seconds
     # 90% of the prunable weights, rounded to a whole weight.
     assert total - kept == round(0.9 * total)
     assert result.sparsity == pytest.approx((total - kept) / total, abs=0)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +125,25 @@ def test_progress_reaches_a_tqdm_bar(zoo: hp.Zoo, tmp_path: Path) -> None:
     finally:
         tqdm.auto.tqdm = real
     assert seen and seen[-1] == (3, 3)
+
+
+def test_ctrl_c_cancels_a_long_fit_and_keeps_its_checkpoint(zoo: hp.Zoo, tmp_path: Path) -> None:
+    # An isolated bench first: the command line catches Ctrl-C for its workers, and from
+    # Python that must not take SIGINT away from Python afterwards.
+    assert len(hp.bench(zoo, "magnitude", [2], tmp_path / "run", isolate=True)) == 1
+    state = tmp_path / "long.state"
+    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            hp.fit("hypernet", zoo, state, {"steps": 1_000_000}, seed=1)
+    finally:
+        timer.cancel()
+    # The fit stopped at the interrupt rather than running its million steps...
+    assert time.monotonic() - started < 60
+    # ...kept what it had learnt for a resume, and wrote no final state.
+    assert Path(f"{state}.checkpoint").is_file() and not state.exists()
+    # The interrupt is over: the next call runs to the end.
+    assert hp.prune(zoo.model(0), "magnitude", 0.5).sparsity == pytest.approx(0.5, abs=0.01)
+

@@ -206,7 +206,7 @@ pub fn engine_of(exec: &crate::cli::ExecArgs) -> (String, String) {
     (name, exec.device.clone())
 }
 
-pub use crate::interrupt::{catch_interrupt, clear_interrupt, interrupt, interrupted};
+pub use crate::interrupt::{catch_interrupt, clear_interrupt, interrupt, interrupted, leave_sigint_to_embedding};
 
 /// The executable that serves workers, when it is not this one (see
 /// [`set_worker_executable`]).

@@ -55,6 +55,17 @@ impl Registry {
 
     fn add(&mut self, plugin: Plugin) {
         if let Some(first) = self.get(plugin.name()) {
+            // The same file found twice (a copy of one build, as a checkout's Python package
+            // holds) is not worth a warning; a different build of the same name is.
+            if std::fs::read(&plugin.path).ok() == std::fs::read(&first.path).ok() {
+                tracing::debug!(
+                    "plugin '{}' at {} is a copy of {}",
+                    plugin.name(),
+                    plugin.path.display(),
+                    first.path.display()
+                );
+                return;
+            }
             tracing::warn!(
                 "plugin '{}' at {} is shadowed by {}",
                 plugin.name(),
