@@ -13,11 +13,13 @@
 //! Layout: `features.rs` encodes each weight (permutation-equivariant statistics),
 //! `geometry.rs` views layers as `[out, in, k]`, `network.rs` holds the two architectures
 //! (pointwise MLP, NFN-style equivariant) with FiLM sparsity conditioning, `mask.rs` turns
-//! scores into exact top-k masks with a per-layer floor, `base.rs` holds what the score is a
-//! residual on (magnitude ranks, layer-normalised per compression) and how far the mask
-//! follows the network, `units.rs` the data-free unit stage, `fit.rs` is the training
-//! procedure and `state.rs` the state file; `infer.rs` and `kernel.rs` are the fast forward
-//! pass used at prune time. The network runs on burn's pure-Rust CPU backend.
+//! scores into exact top-k masks with a per-layer floor, `selection.rs` the exact top-k
+//! selection of a model's scores that fitting and pruning share, `base.rs` holds what the
+//! score is a residual on (magnitude ranks, layer-normalised per compression) and how far
+//! the mask follows the network, `units.rs` the data-free unit stage, `fit/` is the training
+//! procedure (its phases in `fit/mod.rs`) and `state.rs` the state file; `infer.rs` and
+//! `kernel.rs` are the fast forward pass used at prune time. The network runs on burn's
+//! pure-Rust CPU backend.
 
 mod base;
 mod features;
@@ -28,6 +30,7 @@ mod kernel;
 mod mask;
 mod network;
 mod rescale;
+mod selection;
 mod state;
 #[cfg(test)]
 mod testing;
@@ -422,15 +425,15 @@ pub fn masks(
     let encoded = encode(model, set).map_err(PluginError::failed)?;
     let (mut scores, threshold) =
         base::scores(&state.meta.net, &state.params, &state.meta.base(), &encoded, &model.weights(), request.sparsity);
-    let layers = fit::split_layers(&encoded, &scores);
+    let layers = selection::split_layers(&encoded, &scores);
     match (mode, request.scope, state.meta.net.allocation) {
         (MaskMode::Threshold, _, Allocation::Magnitude) => Err(PluginError::not_supported(
             "mask=threshold needs a state fitted with allocation=learned (this one splits the budget by magnitude)",
         )),
         (MaskMode::Threshold, _, Allocation::Learned) => {
-            fit::standardise(&mut scores);
+            selection::standardise(&mut scores);
             scores.iter_mut().for_each(|s| *s -= threshold);
-            let layers = fit::split_layers(&encoded, &scores);
+            let layers = selection::split_layers(&encoded, &scores);
             Ok(mask::build(&layers, request, floor, mode))
         }
         (MaskMode::TopK, Scope::PerLayer, _) => Ok(mask::build(&layers, request, floor, mode)),
@@ -439,7 +442,7 @@ pub fn masks(
                 let settings = units::Stage { q_max: stage.q_max, p_dead: stage.p_dead };
                 units::apply(&mut scores, model, &encoded.views, stats, settings, request.sparsity);
             }
-            let selection = fit::select(allocation, &encoded, &scores, request.sparsity, floor);
+            let selection = selection::select(allocation, &encoded, &scores, request.sparsity, floor);
             Ok(Mask { keep: selection.keep, boundary: None, threshold: selection.thresholds[0] })
         }
     }

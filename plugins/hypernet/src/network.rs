@@ -36,6 +36,16 @@ pub const EMBED: usize = 6;
 /// Hidden width of the conditioning and threshold heads.
 const COND: usize = 16;
 
+/// Features per output unit of the `rescale=true` head (see [`crate::rescale`]): five of the
+/// unit under its mask, then the sparsity embedding.
+pub const SCALE_ROW_FEATURES: usize = 5 + EMBED;
+
+/// Hidden width of the `rescale=true` head.
+pub const SCALE_HIDDEN: usize = 16;
+
+/// The `rescale=true` head's parameter names, in [`Params::init`] order.
+pub const SCALE_NAMES: [&str; 4] = ["scale.w1", "scale.b1", "scale.w2", "scale.b2"];
+
 /// The two architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -136,11 +146,10 @@ impl Params {
         dense("thr.w2", COND, 1, true);
         dense("thr.b2", 1, 1, true);
         if config.rescale {
-            use crate::rescale::{HIDDEN, NAMES, ROW_FEATURES};
-            dense(NAMES[0], ROW_FEATURES, HIDDEN, false);
-            dense(NAMES[1], 1, HIDDEN, true);
-            dense(NAMES[2], HIDDEN, 1, true);
-            dense(NAMES[3], 1, 1, true);
+            dense(SCALE_NAMES[0], SCALE_ROW_FEATURES, SCALE_HIDDEN, false);
+            dense(SCALE_NAMES[1], 1, SCALE_HIDDEN, true);
+            dense(SCALE_NAMES[2], SCALE_HIDDEN, 1, true);
+            dense(SCALE_NAMES[3], 1, 1, true);
         }
         list.push(Param { name: "skip".into(), shape: [1, 1], values: vec![1.0] });
         Params { list }

@@ -16,20 +16,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, activation};
 
 use crate::geometry::LayerView;
-use crate::network::{EMBED, Params, embed};
-
-/// Features per output unit.
-pub const ROW_FEATURES: usize = 5 + EMBED;
-
-/// Hidden width of the head.
-pub const HIDDEN: usize = 16;
-
-/// The head's parameter names, in [`Params::init`] order.
-pub const NAMES: [&str; 4] = ["scale.w1", "scale.b1", "scale.w2", "scale.b2"];
+// The head's layout (its parameter names and shapes) is the network's, which allocates it
+// with every other parameter in `Params::init`.
+use crate::network::{Params, SCALE_HIDDEN, SCALE_NAMES, SCALE_ROW_FEATURES, embed};
 
 /// The output units of one model under one mask.
 pub struct Rows {
-    /// `[units, ROW_FEATURES]`, row-major, layer order.
+    /// `[units, SCALE_ROW_FEATURES]`, row-major, layer order.
     pub features: Vec<f32>,
     /// For every prunable weight (layer order), the index of its output unit.
     pub unit_of: Vec<usize>,
@@ -65,16 +58,16 @@ pub fn rows(views: &[LayerView], weights: &[&[f32]], keep: &[Vec<bool>], s: f64)
 /// `log c` per output unit, with autodiff when `B` has it.
 ///
 /// # Shapes
-/// - `head`: the four tensors of [`NAMES`]; returns `[units]`
+/// - `head`: the four tensors of [`SCALE_NAMES`]; returns `[units]`
 pub fn log_scales<B: Backend>(head: &[Tensor<B, 2>], rows: &Rows, device: &B::Device) -> Tensor<B, 1> {
-    let x = Tensor::<B, 2>::from_data(TensorData::new(rows.features.clone(), [rows.units, ROW_FEATURES]), device);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(rows.features.clone(), [rows.units, SCALE_ROW_FEATURES]), device);
     let h = activation::tanh(x.matmul(head[0].clone()) + head[1].clone());
     (h.matmul(head[2].clone()) + head[3].clone()).reshape([rows.units])
 }
 
 /// The head's tensors out of `tensors` (as [`Params::tensors`]), by name.
 pub fn head<B: Backend>(params: &Params, tensors: &[Tensor<B, 2>]) -> Vec<Tensor<B, 2>> {
-    NAMES
+    SCALE_NAMES
         .iter()
         .map(|n| {
             let i = params.list.iter().position(|p| p.name == *n).unwrap_or_else(|| panic!("no parameter '{n}'"));
@@ -87,13 +80,13 @@ pub fn head<B: Backend>(params: &Params, tensors: &[Tensor<B, 2>]) -> Vec<Tensor
 pub fn scales(params: &Params, rows: &Rows) -> Vec<f32> {
     let get =
         |n: &str| &params.list.iter().find(|p| p.name == n).unwrap_or_else(|| panic!("no parameter '{n}'")).values;
-    let (w1, b1, w2, b2) = (get(NAMES[0]), get(NAMES[1]), get(NAMES[2]), get(NAMES[3]));
+    let (w1, b1, w2, b2) = (get(SCALE_NAMES[0]), get(SCALE_NAMES[1]), get(SCALE_NAMES[2]), get(SCALE_NAMES[3]));
     rows.features
-        .chunks_exact(ROW_FEATURES)
+        .chunks_exact(SCALE_ROW_FEATURES)
         .map(|x| {
             let mut out = b2[0];
-            for j in 0..HIDDEN {
-                let a: f32 = b1[j] + x.iter().enumerate().map(|(i, xi)| xi * w1[i * HIDDEN + j]).sum::<f32>();
+            for j in 0..SCALE_HIDDEN {
+                let a: f32 = b1[j] + x.iter().enumerate().map(|(i, xi)| xi * w1[i * SCALE_HIDDEN + j]).sum::<f32>();
                 out += a.tanh() * w2[j];
             }
             out.exp()
