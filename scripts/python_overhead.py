@@ -67,9 +67,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 command = [args.cli, "prune", "--model", args.model, "--pruner", name, "--sparsity",
                            str(args.sparsity), "--out", str(Path(folder) / "pruned.safetensors"), "-q"]  # fmt: skip
-                for option in rest.split(","):
-                    if option:
-                        command += ["--opt", option]
+                for key, value in options.items():
+                    command += ["--opt", f"{key}={value}"]
                 cli = _median_wall(command, args.cli_runs) - start_up
             row += f" {cli * 1e3:.2f} | {(wall - host) / cli * 100:.2f} % |"
         print(row)

@@ -73,7 +73,7 @@ fn guarded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     })
 }
 
-/// A job for a [`CallThread`]: runs the call and stores its result where the caller reads it.
+/// A job for a call thread: runs the call and stores its result where the caller reads it.
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// A call thread's queue: jobs, each with the channel that hears of its end.
