@@ -24,6 +24,10 @@ fn main() {
     for watched in ["sdk", "core", "engine-cpu", "engine-burn", "host", "plugins", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    // The copies too: a package folder cleaned of them (git clean) gets them back.
+    for copied in ["hyperprune/plugins", "hyperprune/bin/hyperprune"] {
+        println!("cargo:rerun-if-changed={}", here.join(copied).display());
+    }
     let built = match env::var_os("HYPERPRUNE_BUNDLE_FROM").map(PathBuf::from) {
         Some(dir) if has_plugins(&dir) => dir,
         Some(dir) => fail(&format!(
