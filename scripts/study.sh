@@ -98,10 +98,8 @@ fi
 fits+=("pointwise|$base|")
 fits+=("target-pointwise|$target|")
 fits+=("equivariant|$base|--opt arch=equivariant")
-fits+=("no-conditioning|$base|--opt conditioning=none")
 fits+=("magnitude-features|$base|--opt features=magnitude")
 fits+=("no-floor|$base|--opt floor=0")
-fits+=("sigmoid-relaxation|$base|--opt relaxation=sigmoid")
 fits+=("synthetic-data|$base|--opt fit_data=synthetic")
 fits+=("rescale|$base|--opt rescale=true")
 for k in "${curve[@]}"; do fits+=("curve-$k|$base|--train-members $k"); done
@@ -110,7 +108,7 @@ benches+=("ceiling|$base|magnitude,lamp,lap,synflow,maskopt,hypernet|$compressio
 benches+=("cross-zoo|$target|magnitude,hypernet|$compressions|pointwise|")
 benches+=("cross-zoo|$target|hypernet|$compressions|target-pointwise|")
 benches+=("scaling-wide|$wide|magnitude,hypernet|$compressions|pointwise|")
-for f in equivariant no-conditioning magnitude-features no-floor sigmoid-relaxation synthetic-data rescale; do
+for f in equivariant magnitude-features no-floor synthetic-data rescale; do
     benches+=("ablations|$base|hypernet|$compressions|$f|")
 done
 benches+=("ablations|$base|magnitude,hypernet|$compressions|pointwise|")

@@ -71,6 +71,7 @@ mod outcome;
 mod pruner;
 mod request;
 pub mod rng;
+pub mod scores;
 mod topology;
 mod zoo;
 

@@ -94,8 +94,6 @@ fn every_installed_pruner_prunes_a_digits_resnet_zoo_exactly_and_leaves_batch_no
         "--opt",
         "val_every=10",
         "--opt",
-        "hidden=8",
-        "--opt",
         "val_samples=128",
     ]);
     assert!(o.status.success(), "fit: {:?}", text(&o));

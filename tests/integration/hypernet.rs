@@ -15,8 +15,7 @@ fn zoo() -> &'static Path {
 }
 
 /// Options of a fit that takes seconds.
-const SHORT: [&str; 8] =
-    ["--opt", "steps=30", "--opt", "val_every=10", "--opt", "hidden=8", "--opt", "val_samples=128"];
+const SHORT: [&str; 6] = ["--opt", "steps=30", "--opt", "val_every=10", "--opt", "val_samples=128"];
 
 fn fit(arch: &str) -> PathBuf {
     let state = tempfile::tempdir().unwrap().keep().join(format!("hypernet-{arch}.state"));

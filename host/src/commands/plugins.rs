@@ -2,6 +2,7 @@
 
 use crate::cli::{Format, GlobalArgs, PluginsCommand};
 use crate::failure::bad_input;
+use hyperprune_sdk::OptionKind;
 
 /// Runs `plugins list` or `plugins info`.
 ///
@@ -74,7 +75,11 @@ pub fn run(global: &GlobalArgs, cmd: PluginsCommand) -> anyhow::Result<()> {
                     } else {
                         println!("options (--opt NAME=VALUE):");
                         for o in &p.info.options {
-                            println!("  {:<16} default {:<10} {}", o.name, o.default.to_string(), o.doc);
+                            let choices = match &o.kind {
+                                OptionKind::Choice { values } => format!(" [{}]", values.join("|")),
+                                _ => String::new(),
+                            };
+                            println!("  {:<16} default {:<10} {}{choices}", o.name, o.default.to_string(), o.doc);
                         }
                     }
                     for e in &p.info.examples {

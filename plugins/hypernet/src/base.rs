@@ -17,6 +17,14 @@
 //! its scores at 16× and prunes by the base at 8×. `γ` is interpolated between the knots as
 //! `α` is. (Scaling the network's head alone would not do: it also reads the magnitude ranks,
 //! and a fitted network's skip weight can be small beside its head.)
+//!
+//! The layer-normalised family does not contain LAMP (Lee et al., ICLR 2021), the strongest
+//! data-free formula on several zoos, whose per-layer budget follows each layer's tail of
+//! squares rather than its norm. So before training the fit also chooses, at each knot, how
+//! much of the base is LAMP's model-wide rank: the base is `λ · rank(LAMP) + (1 − λ) ·
+//! rank(|w| / ‖W_l‖^α)`, `λ` from [`LAMP_GRID`] (0: the family alone, 1: LAMP alone),
+//! interpolated as `α` is. The network then learns a residual on the better formula, and
+//! with `γ = 0` the state prunes exactly as LAMP where the val members find LAMP best.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +38,10 @@ pub const ALPHA_GRID: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 /// the network as fitted).
 pub const GAIN_GRID: [f64; 3] = [1.0, 0.5, 0.0];
 
+/// The values of LAMP's weight `λ` in the base the fit chooses each knot from (0 first: ties
+/// keep the layer-normalised family).
+pub const LAMP_GRID: [f64; 3] = [0.0, 0.5, 1.0];
+
 /// `log₂` of the compressions at the knots: 2×, 4×, 8×, 16×, 32×.
 const KNOTS: [f64; 5] = [1.0, 2.0, 3.0, 4.0, 5.0];
 
@@ -41,6 +53,9 @@ pub struct Base {
     /// `γ` at 2×, 4×, 8×, 16× and 32× (absent in a state: 1, the network as fitted).
     #[serde(default = "full_gain")]
     pub gain: [f64; 5],
+    /// `λ`, LAMP's weight in the base, at 2×, 4×, 8×, 16× and 32× (absent in a state: 0).
+    #[serde(default)]
+    pub lamp: [f64; 5],
 }
 
 fn full_gain() -> [f64; 5] {
@@ -49,19 +64,27 @@ fn full_gain() -> [f64; 5] {
 
 impl Base {
     /// Global magnitude ranks at every compression (what states before the base had).
-    pub const GLOBAL: Base = Base { alpha: [0.0; 5], gain: [1.0; 5] };
+    pub const GLOBAL: Base = Base { alpha: [0.0; 5], gain: [1.0; 5], lamp: [0.0; 5] };
 
     /// Layer-normalised magnitude ranks at every compression.
-    pub const LAYER_L2: Base = Base { alpha: [1.0; 5], gain: [1.0; 5] };
+    pub const LAYER_L2: Base = Base { alpha: [1.0; 5], gain: [1.0; 5], lamp: [0.0; 5] };
+
+    /// LAMP's ranks at every compression.
+    pub const LAMP: Base = Base { alpha: [0.0; 5], gain: [1.0; 5], lamp: [1.0; 5] };
 
     /// The same `α` at every compression, the head as fitted.
     pub fn uniform(alpha: f64) -> Base {
-        Base { alpha: [alpha; 5], gain: [1.0; 5] }
+        Base { alpha: [alpha; 5], ..Base::GLOBAL }
     }
 
     /// `α` at sparsity `s`.
     pub fn alpha(&self, s: f64) -> f64 {
         interpolate(&self.alpha, s)
+    }
+
+    /// `λ` at sparsity `s`.
+    pub fn lamp(&self, s: f64) -> f64 {
+        interpolate(&self.lamp, s)
     }
 
     /// `γ` at sparsity `s`.
@@ -76,10 +99,18 @@ impl Base {
     }
 
     /// The base scores of a model with weights `weights` at sparsity `s`, or `None` where
-    /// `α = 0` (the encoding's model-wide magnitude rank is the base then).
+    /// `α = 0` and `λ = 0` (the encoding's model-wide magnitude rank is the base then).
     pub fn ranks(&self, weights: &[&[f32]], s: f64) -> Option<Vec<f32>> {
-        let alpha = self.alpha(s);
-        (alpha > 0.0).then(|| scaled_ranks(weights, alpha as f32))
+        let (alpha, lamp) = (self.alpha(s), self.lamp(s) as f32);
+        if lamp <= 0.0 {
+            return (alpha > 0.0).then(|| scaled_ranks(weights, alpha as f32));
+        }
+        let by_lamp = lamp_ranks(weights);
+        if lamp >= 1.0 {
+            return Some(by_lamp);
+        }
+        let family = scaled_ranks(weights, alpha as f32);
+        Some(by_lamp.iter().zip(family).map(|(l, f)| lamp * l + (1.0 - lamp) * f).collect())
     }
 }
 
@@ -124,6 +155,12 @@ fn standardised(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| ((x as f64 - mean) / sd) as f32).collect()
 }
 
+/// The model-wide percentile rank of the LAMP score.
+pub fn lamp_ranks(weights: &[&[f32]]) -> Vec<f32> {
+    let scores: Vec<f32> = hyperprune_sdk::scores::lamp(weights).into_iter().flatten().collect();
+    percentile_ranks(&scores)
+}
+
 /// The model-wide percentile rank of `|w| / ‖W_l‖^α`.
 pub fn scaled_ranks(weights: &[&[f32]], alpha: f32) -> Vec<f32> {
     let scaled: Vec<f32> = weights
@@ -143,7 +180,7 @@ mod tests {
 
     #[test]
     fn alpha_is_linear_in_log_compression_between_the_knots_and_flat_outside() {
-        let base = Base { alpha: [1.0, 0.5, 0.0, 0.0, 0.25], gain: [1.0; 5] };
+        let base = Base { alpha: [1.0, 0.5, 0.0, 0.0, 0.25], ..Base::GLOBAL };
         let at = |c: f64| base.alpha(1.0 - 1.0 / c);
         assert!((at(1.5) - 1.0).abs() < 1e-12);
         assert!((at(2.0) - 1.0).abs() < 1e-12);
@@ -168,5 +205,28 @@ mod tests {
         // Same relative sizes in both layers: equal normalised values share their rank.
         assert_eq!(&normalised[..4], &normalised[4..]);
         assert_eq!(global, percentile_ranks(&[4.0, 3.0, 2.0, 1.0, 0.4, 0.3, 0.2, 0.1]));
+    }
+
+    #[test]
+    fn lamp_weight_blends_lamp_ranks_into_the_base() {
+        // Layer 0 large, layer 1 the same weights over 64 (exact in f32): LAMP scores the two
+        // layers alike (1/30, 4/29, 9/25, 1), so its ranks interleave them; the global family
+        // (alpha 0) ranks every small weight last.
+        let a = [10.0f32, 20.0, 30.0, 40.0];
+        let b = a.map(|w| w / 64.0);
+        let weights: [&[f32]; 2] = [&a, &b];
+        let lamp = Base::LAMP.ranks(&weights, 0.75).expect("lamp ranks");
+        assert_eq!(lamp, lamp_ranks(&weights));
+        assert_eq!(&lamp[..4], &lamp[4..]);
+        assert_eq!(Base::GLOBAL.ranks(&weights, 0.75), None);
+        // Half LAMP, half global magnitude, at 4x only: the mean of the two rank vectors.
+        let half = Base { lamp: [0.0, 0.5, 0.0, 0.0, 0.0], ..Base::GLOBAL };
+        let global = scaled_ranks(&weights, 0.0);
+        let blended = half.ranks(&weights, 0.75).expect("blended ranks");
+        for ((x, l), g) in blended.iter().zip(&lamp).zip(&global) {
+            assert!((x - 0.5 * (l + g)).abs() < 1e-6);
+        }
+        // At 2x the weight is 0 again: no base beyond the encoding's magnitude ranks.
+        assert_eq!(half.ranks(&weights, 0.5), None);
     }
 }

@@ -60,40 +60,54 @@ pub struct Hypernet {
     state: Option<State>,
 }
 
+impl Hypernet {
+    /// The network's shape where no option sets it. Hidden width and depth are fixed: 32
+    /// channels and 3 layers fitted no better than 16 and 2, and an unconditioned network
+    /// (`film: false`, one ranking for every `s`) was within the noise of FiLM (the research
+    /// log, *Retired options*); states that recorded other values still load.
+    pub const NET: NetConfig = NetConfig {
+        arch: Arch::Pointwise,
+        hidden: 16,
+        depth: 2,
+        film: true,
+        allocation: Allocation::Learned,
+        rescale: false,
+    };
+
+    /// The fit's settings where no option sets them. Those with no option (pairs per step,
+    /// temperatures, the sparsity range, the criterion, the members the base is chosen on)
+    /// were measured within the noise of these values or below them (the research log,
+    /// *Retired options*); a library caller may still set them in [`FitSettings`].
+    pub const SETTINGS: FitSettings = FitSettings {
+        steps: 600,
+        lr: 3e-3,
+        members_per_step: 4,
+        calib_samples: 256,
+        kd_temperature: 1.0,
+        t_start: 1.0,
+        t_end: 0.05,
+        s_min: 0.3,
+        s_max: 0.97,
+        log_uniform: true,
+        val_every: 50,
+        val_samples: 512,
+        seed: 0,
+        floor: 0.01,
+        relaxation: Relaxation::StraightThrough,
+        units: true,
+        units_q: None,
+        criterion: Criterion::Guarded,
+        base: BaseChoice::Auto,
+        base_on_train: true,
+    };
+}
+
 impl Default for Hypernet {
     fn default() -> Self {
         let mut h = Hypernet {
-            net: NetConfig {
-                arch: Arch::Pointwise,
-                hidden: 16,
-                depth: 2,
-                film: true,
-                allocation: Allocation::Learned,
-                rescale: false,
-            },
+            net: Hypernet::NET,
             features: FeatureSet::Full,
-            settings: FitSettings {
-                steps: 0,
-                lr: 0.0,
-                members_per_step: 1,
-                calib_samples: 0,
-                kd_temperature: 1.0,
-                t_start: 1.0,
-                t_end: 0.05,
-                s_min: 0.3,
-                s_max: 0.97,
-                log_uniform: true,
-                val_every: 0,
-                val_samples: 0,
-                seed: 0,
-                floor: 0.01,
-                relaxation: Relaxation::StraightThrough,
-                units: true,
-                units_q: None,
-                criterion: Criterion::Guarded,
-                base: BaseChoice::Auto,
-                base_on_train: true,
-            },
+            settings: Hypernet::SETTINGS,
             mode: MaskMode::TopK,
             options: serde_json::Value::Null,
             state: None,
@@ -104,106 +118,64 @@ impl Default for Hypernet {
     }
 }
 
+/// The options, each told in one line; what they do in full is in `docs/HYPERNET.md`, and the
+/// measurements behind their defaults (and behind the options retired) in the research log.
 fn options() -> Vec<OptionSpec> {
     vec![
         OptionSpec::choice(
             "arch",
             &["pointwise", "equivariant"],
             "pointwise",
-            "fit: pointwise = an MLP on each weight's features; equivariant = NFN-style layers that also mix means over rows, columns, layers and neighbouring units",
+            "fit: an MLP on each weight's features, or NFN-style layers that also mix rows and units",
         ),
         OptionSpec::choice(
             "allocation",
             &["learned", "magnitude"],
             "learned",
-            "fit: learned = scores compete across layers, so the network also splits the budget between layers; magnitude = each layer keeps what global magnitude pruning keeps there (floors included) and the network only picks which weights (ablation; no mask=threshold)",
+            "fit: magnitude = keep global magnitude's per-layer budgets (ablation)",
         ),
-        OptionSpec::bool(
-            "rescale",
-            false,
-            "fit: also predict one scale per output unit for its kept weights (a data-free stand-in for OBS-style weight updates; the outcome then carries new weights)",
-        ),
-        OptionSpec::int("hidden", 16, "fit: hidden channels of the network"),
-        OptionSpec::int("depth", 2, "fit: hidden layers after the input projection"),
-        OptionSpec::choice(
-            "conditioning",
-            &["film", "none"],
-            "film",
-            "fit: film = FiLM on every hidden layer from an embedding of s; none = one ranking for every s (ablation)",
-        ),
+        OptionSpec::bool("rescale", false, "fit: also predict one scale per output unit (the outcome updates weights)"),
         OptionSpec::choice(
             "features",
             &["full", "magnitude"],
             "full",
-            "fit: full = every per-weight feature; magnitude = |w| and its ranks only (ablation)",
+            "fit: magnitude = |w| and its ranks only (ablation)",
         ),
         OptionSpec::int("steps", 600, "fit: optimisation steps"),
         OptionSpec::float("lr", 3e-3, "fit: Adam learning rate (cosine-decayed to a tenth)"),
-        OptionSpec::int("members_per_step", 4, "fit: (member, sparsity) pairs averaged per step"),
         OptionSpec::int("calib_samples", 256, "fit: calibration images per distillation call (train split)"),
-        OptionSpec::float("kd_temperature", 1.0, "fit: distillation temperature"),
-        OptionSpec::choice(
-            "relaxation",
-            &["straight-through", "sigmoid"],
-            "straight-through",
-            "fit: straight-through evaluates the hard top-k mask and backpropagates through a sigmoid around its boundary; sigmoid evaluates that soft mask itself (ablation)",
-        ),
-        OptionSpec::float("t_start", 1.0, "fit: straight-through sigmoid temperature at the first step"),
-        OptionSpec::float("t_end", 0.05, "fit: straight-through sigmoid temperature at the last step"),
-        OptionSpec::float("s_min", 0.3, "fit: smallest sparsity trained on"),
-        OptionSpec::float("s_max", 0.97, "fit: largest sparsity trained on"),
         OptionSpec::choice(
             "s_sampling",
             &["log-compression", "uniform"],
             "log-compression",
-            "fit: log-compression draws log(1/(1-s)) uniformly (each compression ratio equally often); uniform draws s",
+            "fit: draw log(1/(1-s)) uniformly, or s",
         ),
-        OptionSpec::int(
-            "val_every",
-            50,
-            "fit: steps between validations on the val members (best kept) and checkpoints",
-        ),
-        OptionSpec::int("val_samples", 512, "fit: images of the host's val slice per validation"),
-        OptionSpec::int("seed", 0, "fit: seed of initialisation, member and sparsity draws and calibration batches"),
+        OptionSpec::int("val_every", 50, "fit: steps between validations (best kept) and checkpoints"),
+        OptionSpec::int("val_samples", 512, "fit: images of the val slice per validation"),
+        OptionSpec::int("seed", 0, "fit: seed of initialisation, draws and calibration batches"),
         OptionSpec::float(
             "floor",
             0.01,
-            "fit and prune: every layer keeps at least max(1, floor x its size) weights (0 = off); taken out of the budget, so sparsity stays exact",
-        ),
-        OptionSpec::choice(
-            "select",
-            &["guarded", "blended", "margin", "mean"],
-            "guarded",
-            "fit: which val check is kept (the step, and the unit stage's q_max), against the untrained network (the base with the floor, and the unit stage at its best q_max): guarded = the best mean val retention among checks at most 1 point below the untrained network at every val compression; blended = the best mean over the val compressions of the better of the check and the untrained network at each (the network's weight in the mask is then chosen per compression, so it falls back to the base where it loses); margin = the largest worst-case margin over it (above it everywhere or not kept); mean = the best mean val retention",
+            "fit and prune: each layer keeps at least max(1, floor x size) weights (0 = off)",
         ),
         OptionSpec::choice(
             "base",
-            &["auto", "global", "layer-l2"],
+            &["auto", "global", "layer-l2", "lamp"],
             "auto",
-            "fit: what the score is a residual on, the model-wide rank of |w|/||W_l||^alpha (||W_l||: the L2 norm of the weight's layer): auto = alpha chosen from 0, 0.25, ..., 1 at 2x, 4x, 8x, 16x and 32x with the untrained network on the members base_members names, linear in log compression between them; global = alpha 0 (global magnitude ranks; every state before this option); layer-l2 = alpha 1. After the fit, the val members also choose per compression how far the mask follows the trained network rather than this base (weight 1, 0.5 or 0)",
-        ),
-        OptionSpec::choice(
-            "base_members",
-            &["train+val", "val"],
-            "train+val",
-            "fit: the members base=auto chooses alpha on (with the untrained network, which has learned from none of them): train+val = all of them, for a less noisy choice; val = the val members only",
+            "fit: the formula the network corrects; auto = chosen per compression",
         ),
         OptionSpec::choice(
             "units",
             &["auto", "off"],
             "auto",
-            "fit and prune: auto = choose on the val members how many of the first layer's least active units a top-k mask gives up whole (at every sparsity those active with an estimated probability under p_dead; beyond them none at 2x, up to q_max from 32x; activity estimated from the train split's input mean and covariance, stored in the state; a linear first layer on the flattened image with a ReLU only); off = never (at prune time, off also leaves out a fitted state's stage, e.g. for a model trained on another dataset)",
+            "fit and prune: give up a ReLU first layer's least active units whole",
         ),
-        OptionSpec::float(
-            "units_q",
-            -1.0,
-            "fit: the unit stage's q_max, the fraction of first-layer units given up from 32x on (below 0.9), with no dead-unit rule; negative = both chosen on the val members (q_max from 0, 0.05, ..., 0.3, then p_dead from 0, 0.005, 0.01, 0.02)",
-        ),
+        OptionSpec::float("units_q", -1.0, "fit: the unit stage's q_max below 0.9 (negative: chosen on val)"),
         OptionSpec::choice(
             "mask",
             &["topk", "threshold"],
             "topk",
-            "prune: topk keeps exactly round((1-s)p) weights; threshold keeps the weights whose standardised score is above the threshold predicted from s, and lets the sparsity emerge",
+            "prune: exact top-k, or a predicted threshold (the sparsity emerges)",
         ),
     ]
 }
@@ -248,15 +220,8 @@ impl Pruner for Hypernet {
                 v => Err(PluginError::invalid_options(format!("option '{name}' must be at least 1, got {v}"))),
             }
         };
-        let (s_min, s_max) = (options.float("s_min"), options.float("s_max"));
-        if !(0.0 < s_min && s_min <= s_max && s_max < 1.0) {
-            return Err(PluginError::invalid_options(format!(
-                "need 0 < s_min <= s_max < 1, got s_min={s_min}, s_max={s_max}"
-            )));
-        }
-        let (t_start, t_end) = (options.float("t_start"), options.float("t_end"));
-        if !(t_start > 0.0 && t_end > 0.0 && options.float("kd_temperature") > 0.0 && options.float("lr") > 0.0) {
-            return Err(PluginError::invalid_options("temperatures and lr must be positive"));
+        if options.float("lr") <= 0.0 {
+            return Err(PluginError::invalid_options("option 'lr' must be positive"));
         }
         let units_q = options.float("units_q");
         if units_q >= 0.9 {
@@ -270,51 +235,33 @@ impl Pruner for Hypernet {
         }
         self.net = NetConfig {
             arch: if options.str("arch") == "equivariant" { Arch::Equivariant } else { Arch::Pointwise },
-            hidden: positive("hidden")?,
-            depth: options.int("depth").max(0) as usize,
-            film: options.str("conditioning") == "film",
             allocation: if options.str("allocation") == "magnitude" {
                 Allocation::Magnitude
             } else {
                 Allocation::Learned
             },
             rescale: options.bool("rescale"),
+            ..Hypernet::NET
         };
         self.features = if options.str("features") == "magnitude" { FeatureSet::Magnitude } else { FeatureSet::Full };
         self.settings = FitSettings {
             steps: positive("steps")?,
             lr: options.float("lr"),
-            members_per_step: positive("members_per_step")?,
             calib_samples: positive("calib_samples")? as u64,
-            kd_temperature: options.float("kd_temperature"),
-            t_start,
-            t_end,
-            s_min,
-            s_max,
             log_uniform: options.str("s_sampling") == "log-compression",
             val_every: options.int("val_every").max(0) as usize,
             val_samples: options.int("val_samples").max(0) as u64,
             seed: options.int("seed") as u64,
             floor,
-            relaxation: if options.str("relaxation") == "sigmoid" {
-                Relaxation::Sigmoid
-            } else {
-                Relaxation::StraightThrough
-            },
             units: options.str("units") == "auto",
             units_q: (units_q >= 0.0).then_some(units_q),
-            criterion: match options.str("select") {
-                "mean" => Criterion::Mean,
-                "margin" => Criterion::Margin,
-                "blended" => Criterion::Blended,
-                _ => Criterion::Guarded,
-            },
             base: match options.str("base") {
                 "global" => BaseChoice::Fixed(base::Base::GLOBAL),
                 "layer-l2" => BaseChoice::Fixed(base::Base::LAYER_L2),
+                "lamp" => BaseChoice::Fixed(base::Base::LAMP),
                 _ => BaseChoice::Auto,
             },
-            base_on_train: options.str("base_members") == "train+val",
+            ..Hypernet::SETTINGS
         };
         self.mode = if options.str("mask") == "threshold" { MaskMode::Threshold } else { MaskMode::TopK };
         self.options = options.to_json();
@@ -476,7 +423,7 @@ mod tests {
                 &settings,
                 Default::default(),
                 None,
-                Base { alpha: [1.0, 0.75, 0.5, 0.0, 0.0], gain: [1.0, 0.5, 1.0, 1.0, 0.25] },
+                Base { alpha: [1.0, 0.75, 0.5, 0.0, 0.0], gain: [1.0, 0.5, 1.0, 1.0, 0.25], lamp: [0.0; 5] },
             ),
             params,
             resume: None,
@@ -614,7 +561,7 @@ mod tests {
     }
 
     fn fitted(arch: &str, seed: u64, nets: &[TestNet]) -> Hypernet {
-        let given = [format!("arch={arch}"), "steps=12".into(), "members_per_step=2".into(), format!("seed={seed}")];
+        let given = [format!("arch={arch}"), "steps=12".into(), format!("seed={seed}")];
         fitted_with(&given, nets, &quadratic_host())
     }
 
@@ -628,6 +575,11 @@ mod tests {
         let schema = h.info().options;
         let map = Options::from_assignments(&schema, given).unwrap();
         h.configure(&Options::from_json(&schema, &map).unwrap()).unwrap();
+        fit_on(h, nets, val, host)
+    }
+
+    /// `h` fitted on `nets`, the last `val` of them val members.
+    fn fit_on(mut h: Hypernet, nets: &[TestNet], val: usize, host: &TestHost<'_>) -> Hypernet {
         let parts: Vec<_> = nets.iter().map(TestNet::parts).collect();
         let members: Vec<MemberRef<'_>> = nets
             .iter()
@@ -648,7 +600,7 @@ mod tests {
     #[test]
     fn rescale_scales_each_output_unit_of_the_kept_weights_by_one_learned_factor() {
         let nets = [TestNet::cnn_s(1, 61), TestNet::cnn_s(1, 62)];
-        let given = ["rescale=true".to_string(), "steps=12".into(), "members_per_step=2".into()];
+        let given = ["rescale=true".to_string(), "steps=12".into()];
         // The stand-in objective rewards a larger mask value everywhere, so the scales grow.
         let h = fitted_with(&given, &nets, &quadratic_host());
         let test = TestNet::cnn_s(1, 63);
@@ -678,18 +630,19 @@ mod tests {
     #[test]
     fn the_relaxation_decides_whether_the_host_evaluates_the_hard_or_the_soft_mask() {
         let nets = [TestNet::cnn_s(1, 51)];
-        for (relaxation, soft_expected) in [("straight-through", false), ("sigmoid", true)] {
+        for (relaxation, soft_expected) in [(Relaxation::StraightThrough, false), (Relaxation::Sigmoid, true)] {
             let soft_seen = std::sync::Mutex::new(Vec::new());
             let host = TestHost::new().with_distill(|model, mask, _calib, _t| {
                 soft_seen.lock().unwrap().push(mask.iter().any(|&m| m > 0.0 && m < 1.0));
                 quadratic(model, mask)
             });
-            let given = [format!("relaxation={relaxation}"), "steps=4".into(), "members_per_step=1".into()];
-            let h = fitted_with(&given, &nets, &host);
+            let mut h = Hypernet::default();
+            h.settings = FitSettings { steps: 4, members_per_step: 1, relaxation, ..h.settings };
+            let h = fit_on(h, &nets, 0, &host);
             drop(host);
             let seen = soft_seen.into_inner().unwrap();
-            assert_eq!(seen.len(), 4, "{relaxation}: one distillation per pair");
-            assert!(seen.iter().all(|&soft| soft == soft_expected), "{relaxation}: {seen:?}");
+            assert_eq!(seen.len(), 4, "{relaxation:?}: one distillation per pair");
+            assert!(seen.iter().all(|&soft| soft == soft_expected), "{relaxation:?}: {seen:?}");
             // Either way the state prunes with the exact hard top-k.
             let request = PruneRequest::global(0.75, 0);
             let outcome = nets[0].with_view(|m| h.prune(&m, &request, &Ctx::from_impl(&NoData)).unwrap());
@@ -728,7 +681,7 @@ mod tests {
         let mut h = Hypernet::default();
         let schema = h.info().options;
         let opts = |steps: usize| {
-            let given = [format!("steps={steps}"), "members_per_step=2".into(), "seed=7".into(), "val_every=6".into()];
+            let given = [format!("steps={steps}"), "seed=7".into(), "val_every=6".into()];
             Options::from_json(&schema, &Options::from_assignments(&schema, &given).unwrap()).unwrap()
         };
         h.configure(&opts(12)).unwrap();
@@ -792,7 +745,7 @@ mod tests {
     fn the_network_weight_moves_the_mask_from_the_fitted_network_to_its_base() {
         let net = TestNet::cnn_s(1, 7);
         let mut fitted = random_state(Arch::Equivariant, 2);
-        let base = Base { alpha: [1.0, 0.5, 0.5, 0.0, 0.0], gain: [1.0; 5] };
+        let base = Base { alpha: [1.0, 0.5, 0.5, 0.0, 0.0], ..Base::GLOBAL };
         fitted.meta.base = Some(base);
         let mut untrained = fitted.clone();
         untrained.params = Params::init(&fitted.meta.net, 2);
@@ -812,10 +765,28 @@ mod tests {
     }
 
     #[test]
+    fn a_state_on_lamp_with_network_weight_zero_prunes_as_lamp() {
+        let net = TestNet::cnn_s(1, 9);
+        let mut state = random_state(Arch::Pointwise, 4);
+        state.meta.base = Some(Base { gain: [0.0; 5], ..Base::LAMP });
+        let state = State::from_bytes(&state.to_bytes()).unwrap();
+        let views: Vec<&[f32]> = net.weights.iter().map(Vec::as_slice).collect();
+        let scores = hyperprune_sdk::scores::lamp(&views);
+        let scores: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
+        for s in [0.5, 0.75, 0.875] {
+            assert_eq!(prune(&state, &net, s), hyperprune_sdk::masking::global_keep(&scores, s), "s = {s}");
+        }
+        // With the network's weight back at 1 the mask is the network's own.
+        let mut fitted = state.clone();
+        fitted.meta.base = Some(Base::LAMP);
+        assert_ne!(prune(&fitted, &net, 0.75), prune(&state, &net, 0.75));
+    }
+
+    #[test]
     fn the_base_is_chosen_on_the_train_members_too_unless_asked_not_to() {
         let nets = [TestNet::cnn_s(1, 41), TestNet::cnn_s(1, 42)];
         let train_first = nets[0].weights[0][0].to_bits();
-        for (option, train_evaluated) in [("train+val", true), ("val", false)] {
+        for on_train in [true, false] {
             // The first weight of every model the host evaluates (dense members keep it).
             let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let log = seen.clone();
@@ -823,9 +794,10 @@ mod tests {
                 log.lock().unwrap().push(model.weights()[0][0].to_bits());
                 RResult::ROk(hyperprune_sdk::Evaluation { loss: 0.0, accuracy: 0.5, samples: 1 })
             });
-            let given = ["steps=2".to_string(), format!("base_members={option}")];
-            fitted_with_val(&given, &nets, 1, &host);
-            assert_eq!(seen.lock().unwrap().contains(&train_first), train_evaluated, "base_members={option}");
+            let mut h = Hypernet::default();
+            h.settings = FitSettings { steps: 2, base_on_train: on_train, ..h.settings };
+            fit_on(h, &nets, 1, &host);
+            assert_eq!(seen.lock().unwrap().contains(&train_first), on_train, "base_on_train={on_train}");
         }
     }
 

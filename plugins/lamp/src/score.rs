@@ -1,34 +1,7 @@
-//! LAMP scores: the algorithm, free of any FFI.
+//! LAMP's scores: the formula lives in the SDK ([`hyperprune_sdk::scores::lamp`]), shared
+//! with the hypernetwork's base score; this module tests the masks they make.
 
-/// The LAMP score of every weight (Lee et al. 2021): `w² / Σ_{v in layer, |v| ≥ |w|} v²`.
-/// Higher is kept longer.
-///
-/// Sorting a layer's squares ascending, a weight's denominator is the suffix sum from the
-/// first weight of its tie group on, so weights of equal `|w|` score alike. Sums run in f64
-/// (squares of f32 values are exact there). A weight of zero whose suffix sums to zero (an
-/// all-zero tail, i.e. it is among a layer's largest) scores 0 rather than 0/0.
-pub fn lamp_scores(layers: &[&[f32]]) -> Vec<Vec<f32>> {
-    layers.iter().map(|w| layer_scores(w)).collect()
-}
-
-fn layer_scores(w: &[f32]) -> Vec<f32> {
-    let squares: Vec<f64> = w.iter().map(|&x| f64::from(x) * f64::from(x)).collect();
-    let mut order: Vec<usize> = (0..w.len()).collect();
-    order.sort_unstable_by(|&a, &b| squares[a].total_cmp(&squares[b]));
-    let mut scores = vec![0f32; w.len()];
-    // Tie groups from the largest down: the suffix sum grows from the top, so the largest
-    // group's score is exact (1 for a unique maximum) and small terms join large ones late.
-    let mut suffix = 0f64;
-    for group in order.chunk_by(|&a, &b| squares[a] == squares[b]).rev() {
-        let value = squares[group[0]];
-        suffix += group.iter().map(|&i| squares[i]).sum::<f64>();
-        let score = if suffix > 0.0 { (value / suffix) as f32 } else { 0.0 };
-        for &i in group {
-            scores[i] = score;
-        }
-    }
-    scores
-}
+pub use hyperprune_sdk::scores::lamp as lamp_scores;
 
 #[cfg(test)]
 mod tests {
@@ -37,30 +10,12 @@ mod tests {
     use hyperprune_sdk::rng::SplitMix64;
     use hyperprune_sdk::{Pattern, PruneRequest, Scope};
 
-    /// Scores are ratios of sums of at most four small squares: 1e-6 is many ulps of f32.
+    /// Scores are ratios of sums of four squares: 1e-6 is many ulps of f32.
     fn assert_close(got: &[f32], want: &[f64]) {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
             assert!((f64::from(*g) - w).abs() < 1e-6, "got {got:?}, want {want:?}");
         }
-    }
-
-    #[test]
-    fn a_weight_scores_its_square_over_the_suffix_sum_of_larger_squares() {
-        // Squares 1, 4, 9, 0.25; sorted 0.25, 1, 4, 9; suffix sums 14.25, 14, 13, 9.
-        // 0.5 → 0.25/14.25, 1 → 1/14, -2 → 4/13, 3 → 9/9 = 1 (the layer's largest).
-        let scores = lamp_scores(&[&[1.0, -2.0, 3.0, 0.5]]);
-        assert_close(&scores[0], &[1.0 / 14.0, 4.0 / 13.0, 1.0, 0.25 / 14.25]);
-    }
-
-    #[test]
-    fn equal_magnitudes_score_alike_whatever_the_sign() {
-        // Squares 4, 1, 1, 4, 9. |w| = 1: every square counts, 1/19. |w| = 2: 4/(4+4+9) = 4/17.
-        // |w| = 3: 9/9 = 1.
-        let scores = lamp_scores(&[&[2.0, -1.0, 1.0, -2.0, 3.0]]);
-        assert_close(&scores[0], &[4.0 / 17.0, 1.0 / 19.0, 1.0 / 19.0, 4.0 / 17.0, 1.0]);
-        // An all-zero layer scores 0 everywhere instead of 0/0.
-        assert_eq!(lamp_scores(&[&[0.0, -0.0, 0.0]])[0], vec![0.0; 3]);
     }
 
     #[test]

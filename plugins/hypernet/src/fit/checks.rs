@@ -7,7 +7,7 @@ use hyperprune_sdk::{Ctx, DataSplit, ModelBuf, PluginError};
 use super::criterion::average;
 use super::settings::FitSettings;
 use super::step::Prepared;
-use crate::base::{self, ALPHA_GRID, Base, GAIN_GRID};
+use crate::base::{self, ALPHA_GRID, Base, GAIN_GRID, LAMP_GRID};
 use crate::network::{NetConfig, Params};
 use crate::rescale;
 use crate::selection::select;
@@ -143,7 +143,8 @@ impl<'v, 'a> Checks<'v, 'a> {
 
 /// Chooses the base's knots on the members of `checks` with the untrained network `fresh`:
 /// at each val compression the `α` of [`ALPHA_GRID`] with the best mean retention (ties keep
-/// the smaller). Returns the base and the untrained network's retention with it at each val
+/// the smaller), then with that `α` LAMP's weight `λ` of [`LAMP_GRID`] (ties keep the
+/// smaller). Returns the base and the untrained network's retention with it at each val
 /// compression.
 pub(super) fn choose_base(
     checks: &mut Checks<'_, '_>,
@@ -151,17 +152,28 @@ pub(super) fn choose_base(
     ctx: &Ctx<'_>,
 ) -> Result<(Base, Vec<f64>), PluginError> {
     let grid = checks.grid.clone();
-    let (alpha, untrained) = choose_knots(&grid, &ALPHA_GRID, |alpha| {
+    let (alpha, by_alpha) = choose_knots(&grid, &ALPHA_GRID, |alpha| {
         checks.base = Base::uniform(alpha);
         let by_sparsity = checks.retention(fresh, None, ctx)?;
         ctx.record(&serde_json::json!({ "base_alpha": alpha, "val_retention_by_compression": by_sparsity }));
         Ok(by_sparsity)
     })?;
-    let base = Base { alpha, gain: [1.0; 5] };
+    let family = Base { alpha, ..Base::GLOBAL };
+    let (lamp, untrained) = choose_knots(&grid, &LAMP_GRID, |lamp| {
+        if lamp == 0.0 {
+            return Ok(by_alpha.clone());
+        }
+        checks.base = Base { lamp: [lamp; 5], ..family };
+        let by_sparsity = checks.retention(fresh, None, ctx)?;
+        ctx.record(&serde_json::json!({ "base_lamp": lamp, "val_retention_by_compression": by_sparsity }));
+        Ok(by_sparsity)
+    })?;
+    let base = Base { lamp, ..family };
     ctx.info(&format!(
-        "base score: layer normalisation alpha {:?} at 2x, 4x, 8x, 16x, 32x (untrained retention {:.4} on the {} \
-         members it was chosen on)",
+        "base score: layer normalisation alpha {:?}, LAMP weight {:?} at 2x, 4x, 8x, 16x, 32x (untrained retention \
+         {:.4} on the {} members it was chosen on)",
         base.alpha,
+        base.lamp,
         average(&untrained),
         checks.val.len()
     ));

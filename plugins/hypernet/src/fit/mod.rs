@@ -331,10 +331,13 @@ fn warn_untrained_kept(retention: f64, stage: Option<&UnitStage>, val_members: u
              {retention:.4} on the {} val members, so this state prunes by magnitude ({}) with the \
              per-layer floor{stage} (the val curve is in the .fit.jsonl beside the state)",
             val_members,
-            if base.alpha == [0.0; 5] {
-                "global".to_string()
-            } else {
-                format!("layer-normalised by ||W_l||^alpha, alpha {:?} at 2x-32x", base.alpha)
+            match (base.alpha == [0.0; 5], base.lamp == [0.0; 5]) {
+                (true, true) => "global".to_string(),
+                (false, true) => format!("layer-normalised by ||W_l||^alpha, alpha {:?} at 2x-32x", base.alpha),
+                _ => format!(
+                    "layer-normalised by ||W_l||^alpha, alpha {:?}, and LAMP, weight {:?}, at 2x-32x",
+                    base.alpha, base.lamp
+                ),
             }
         ),
     );
