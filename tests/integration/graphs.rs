@@ -158,3 +158,51 @@ fn every_installed_pruner_prunes_a_digits_resnet_zoo_exactly_and_leaves_batch_no
         }
     }
 }
+
+/// One hypernetwork over ResNets of two sizes: a merged digits zoo of
+/// `resnet:depth=8,width=8` and `resnet:depth=14,width=16` members fits one state, which
+/// prunes the test members of both sizes exactly.
+#[test]
+fn the_hypernetwork_fits_on_a_zoo_of_two_resnet_sizes_and_prunes_both() {
+    let small =
+        hyperprune_tests::digits_zoo_of("resnet:depth=8,width=8,input=1x8x8", "resnet-8", 3, 1, "0.34,0.33,0.33");
+    let large =
+        hyperprune_tests::digits_zoo_of("resnet:depth=14,width=16,input=1x8x8", "resnet-14", 3, 1, "0.34,0.33,0.33");
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = dir.path().join("mixed");
+    let o = hyperprune(&[
+        "zoo",
+        "merge",
+        "--out",
+        mixed.to_str().unwrap(),
+        small.to_str().unwrap(),
+        large.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "merge: {:?}", text(&o));
+    let state = dir.path().join("hypernet.state");
+    let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", mixed.to_str().unwrap(), "--out"];
+    args.extend([state.to_str().unwrap(), "-q", "--opt", "steps=20", "--opt", "val_every=10"]);
+    args.extend(["--opt", "val_samples=128", "--opt", "calib_samples=64"]);
+    let o = hyperprune(&args);
+    assert!(o.status.success(), "fit: {:?}", text(&o));
+    let header = std::fs::read(&state).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(header.split(|&b| b == b'\n').nth(1).unwrap()).unwrap();
+    let archs = header["fit_zoo"]["archs"].as_array().unwrap().len();
+    assert_eq!(archs, 2, "fitted on both sizes: {}", header["fit_zoo"]);
+    let run = dir.path().join("run");
+    let state_opt = format!("hypernet.state={}", state.display());
+    let mut args = vec!["bench", "--zoo", mixed.to_str().unwrap(), "--pruners", "magnitude,hypernet"];
+    args.extend(["--compression", "2,4,8", "--opt", &state_opt, "--out", run.to_str().unwrap(), "-q"]);
+    let o = hyperprune(&args);
+    assert!(o.status.success(), "bench: {:?}", text(&o));
+    let rows = hyperprune_tests::jsonl(&run.join("results.jsonl"));
+    assert_eq!(rows.len(), 2 * 3 * 2, "2 pruners × 3 compressions × 2 test members (one of each size)");
+    let sizes: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r["arch"].as_str()).collect();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        let (requested, achieved) =
+            (r["requested_sparsity"].as_f64().unwrap(), r["achieved_sparsity"].as_f64().unwrap());
+        assert!((requested - achieved).abs() < 1e-3, "exact sparsity: {r}");
+    }
+}

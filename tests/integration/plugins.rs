@@ -158,3 +158,24 @@ fn n_m_pattern_keeps_n_of_every_m() {
         }
     }
 }
+
+/// `plugins info` shows a plugin on one screen, each choice option with its values: the
+/// hypernetwork, the plugin with the most options, in at most 30 lines of at most 200
+/// characters.
+#[test]
+fn plugins_info_fits_on_one_screen_and_names_every_choice() {
+    let (out, err) = text(&hyperprune(&["plugins", "info", "hypernet"]));
+    assert!(err.is_empty() || !err.contains("error"), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() <= 30, "{} lines:\n{out}", lines.len());
+    assert!(lines.iter().all(|l| l.chars().count() <= 200), "a line over 200 characters:\n{out}");
+    for choice in ["[pointwise|equivariant]", "[auto|global|layer-l2|lamp]", "[topk|threshold]"] {
+        assert!(out.contains(choice), "{choice} missing:\n{out}");
+    }
+    // A retired option is refused by name.
+    let dir = tempfile::tempdir().unwrap();
+    let (model, out) = (write_model(dir.path(), "cnn-digits", 1), dir.path().join("p.safetensors"));
+    let mut args = vec!["prune", "--model", model.to_str().unwrap(), "--pruner", "hypernet", "--opt", "hidden=32"];
+    args.extend(["--sparsity", "0.5", "--out", out.to_str().unwrap()]);
+    hyperprune_tests::one_line_error(&hyperprune(&args), &["unknown option 'hidden'"]);
+}

@@ -20,11 +20,14 @@
 //!
 //! The layer-normalised family does not contain LAMP (Lee et al., ICLR 2021), the strongest
 //! data-free formula on several zoos, whose per-layer budget follows each layer's tail of
-//! squares rather than its norm. So before training the fit also chooses, at each knot, how
-//! much of the base is LAMP's model-wide rank: the base is `λ · rank(LAMP) + (1 − λ) ·
-//! rank(|w| / ‖W_l‖^α)`, `λ` from [`LAMP_GRID`] (0: the family alone, 1: LAMP alone),
-//! interpolated as `α` is. The network then learns a residual on the better formula, and
-//! with `γ = 0` the state prunes exactly as LAMP where the val members find LAMP best.
+//! squares rather than its norm. So the last choice at each knot, on the val members, has a
+//! fourth candidate beside `γ` = 1, 0.5, 0: LAMP alone ([`LAMP_ALONE`]), the network left
+//! out. A knot where LAMP keeps more on the val members than the fitted network and its
+//! base prunes as LAMP does. The base can also be LAMP's rank throughout (`base=lamp`, `λ =
+//! 1`: the network is then trained as a residual on LAMP); in general it is the blend
+//! `λ · rank(LAMP) + (1 − λ) · rank(|w| / ‖W_l‖^α)`, `λ` interpolated as `α` is. Training
+//! on LAMP's rank rather than choosing it at the end was measured and is not the default
+//! (the research log, *LAMP in the base*).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +41,9 @@ pub const ALPHA_GRID: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 /// the network as fitted).
 pub const GAIN_GRID: [f64; 3] = [1.0, 0.5, 0.0];
 
-/// The values of LAMP's weight `λ` in the base the fit chooses each knot from (0 first: ties
-/// keep the layer-normalised family).
-pub const LAMP_GRID: [f64; 3] = [0.0, 0.5, 1.0];
+/// The candidate of the last choice at each knot (after [`GAIN_GRID`]'s) that prunes by
+/// LAMP's rank alone: `γ = 0`, `λ = 1` there.
+pub const LAMP_ALONE: f64 = -1.0;
 
 /// `log₂` of the compressions at the knots: 2×, 4×, 8×, 16×, 32×.
 const KNOTS: [f64; 5] = [1.0, 2.0, 3.0, 4.0, 5.0];

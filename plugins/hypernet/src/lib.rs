@@ -783,6 +783,43 @@ mod tests {
     }
 
     #[test]
+    fn a_knot_where_lamp_keeps_more_on_the_val_members_prunes_as_lamp() {
+        // The host scores a masked model 0.9 when its zeros are exactly LAMP's global mask
+        // at that sparsity, 0.5 otherwise: LAMP alone wins every knot the val members check
+        // (2x-8x here; at 16x-32x the per-layer floor may keep more than LAMP does).
+        let nets = [TestNet::cnn_s(1, 71), TestNet::cnn_s(1, 72)];
+        let dense: Vec<Vec<Vec<f32>>> = nets.iter().map(|n| n.weights.clone()).collect();
+        let lamp_keep = |w: &[Vec<f32>], s: f64| {
+            let views: Vec<&[f32]> = w.iter().map(Vec::as_slice).collect();
+            let scores = hyperprune_sdk::scores::lamp(&views);
+            let scores: Vec<&[f32]> = scores.iter().map(Vec::as_slice).collect();
+            hyperprune_sdk::masking::global_keep(&scores, s)
+        };
+        let host = quadratic_host().with_evaluate(move |model, _split, _n| {
+            let w: Vec<Vec<f32>> = model.weights().iter().map(|l| l.to_vec()).collect();
+            let kept: Vec<Vec<bool>> = w.iter().map(|l| l.iter().map(|&v| v != 0.0).collect()).collect();
+            let total: usize = kept.iter().map(Vec::len).sum();
+            let s = kept.iter().flatten().filter(|&&k| !k).count() as f64 / total as f64;
+            let same_net =
+                |d: &Vec<Vec<f32>>| w.iter().flatten().zip(d.iter().flatten()).all(|(a, b)| *a == 0.0 || a == b);
+            let is_lamp = dense.iter().filter(|d| same_net(d)).any(|d| lamp_keep(d, s) == kept);
+            let accuracy = if is_lamp { 0.9 } else { 0.5 };
+            RResult::ROk(hyperprune_sdk::Evaluation { loss: 0.0, accuracy, samples: 1 })
+        });
+        let mut h = Hypernet::default();
+        h.settings = FitSettings { steps: 2, val_every: 1, ..h.settings };
+        let h = fit_on(h, &nets, 1, &host);
+        let state = h.state.as_ref().expect("fitted");
+        let base = state.meta.base.expect("a base");
+        assert_eq!(&base.lamp[..3], &[1.0; 3], "{base:?}");
+        assert_eq!(&base.gain[..3], &[0.0; 3], "{base:?}");
+        let test = TestNet::cnn_s(1, 73);
+        for s in [0.5, 0.75, 0.875] {
+            assert_eq!(prune(state, &test, s), lamp_keep(&test.weights, s), "s = {s}");
+        }
+    }
+
+    #[test]
     fn the_base_is_chosen_on_the_train_members_too_unless_asked_not_to() {
         let nets = [TestNet::cnn_s(1, 41), TestNet::cnn_s(1, 42)];
         let train_first = nets[0].weights[0][0].to_bits();

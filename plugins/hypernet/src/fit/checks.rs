@@ -7,7 +7,7 @@ use hyperprune_sdk::{Ctx, DataSplit, ModelBuf, PluginError};
 use super::criterion::average;
 use super::settings::FitSettings;
 use super::step::Prepared;
-use crate::base::{self, ALPHA_GRID, Base, GAIN_GRID, LAMP_GRID};
+use crate::base::{self, ALPHA_GRID, Base, GAIN_GRID, LAMP_ALONE};
 use crate::network::{NetConfig, Params};
 use crate::rescale;
 use crate::selection::select;
@@ -143,8 +143,7 @@ impl<'v, 'a> Checks<'v, 'a> {
 
 /// Chooses the base's knots on the members of `checks` with the untrained network `fresh`:
 /// at each val compression the `α` of [`ALPHA_GRID`] with the best mean retention (ties keep
-/// the smaller), then with that `α` LAMP's weight `λ` of [`LAMP_GRID`] (ties keep the
-/// smaller). Returns the base and the untrained network's retention with it at each val
+/// the smaller). Returns the base and the untrained network's retention with it at each val
 /// compression.
 pub(super) fn choose_base(
     checks: &mut Checks<'_, '_>,
@@ -152,28 +151,17 @@ pub(super) fn choose_base(
     ctx: &Ctx<'_>,
 ) -> Result<(Base, Vec<f64>), PluginError> {
     let grid = checks.grid.clone();
-    let (alpha, by_alpha) = choose_knots(&grid, &ALPHA_GRID, |alpha| {
+    let (alpha, untrained) = choose_knots(&grid, &ALPHA_GRID, |alpha| {
         checks.base = Base::uniform(alpha);
         let by_sparsity = checks.retention(fresh, None, ctx)?;
         ctx.record(&serde_json::json!({ "base_alpha": alpha, "val_retention_by_compression": by_sparsity }));
         Ok(by_sparsity)
     })?;
-    let family = Base { alpha, ..Base::GLOBAL };
-    let (lamp, untrained) = choose_knots(&grid, &LAMP_GRID, |lamp| {
-        if lamp == 0.0 {
-            return Ok(by_alpha.clone());
-        }
-        checks.base = Base { lamp: [lamp; 5], ..family };
-        let by_sparsity = checks.retention(fresh, None, ctx)?;
-        ctx.record(&serde_json::json!({ "base_lamp": lamp, "val_retention_by_compression": by_sparsity }));
-        Ok(by_sparsity)
-    })?;
-    let base = Base { lamp, ..family };
+    let base = Base { alpha, ..Base::GLOBAL };
     ctx.info(&format!(
-        "base score: layer normalisation alpha {:?}, LAMP weight {:?} at 2x, 4x, 8x, 16x, 32x (untrained retention \
-         {:.4} on the {} members it was chosen on)",
+        "base score: layer normalisation alpha {:?} at 2x, 4x, 8x, 16x, 32x (untrained retention {:.4} on the {} \
+         members it was chosen on)",
         base.alpha,
-        base.lamp,
         average(&untrained),
         checks.val.len()
     ));
@@ -181,9 +169,10 @@ pub(super) fn choose_base(
 }
 
 /// Chooses, on the val members, the trained network's weight in the score at each knot: the
-/// `γ` of [`GAIN_GRID`] with the best mean retention at each val compression (ties keep the
-/// larger), with the unit stage `stage` where there is one. `fitted` is the retention at
-/// `γ = 1` (the kept check). Returns the base with those weights and its retention.
+/// `γ` of [`GAIN_GRID`], or LAMP alone ([`LAMP_ALONE`]), with the best mean retention at each
+/// val compression (ties keep the earlier candidate), with the unit stage `stage` where
+/// there is one. `fitted` is the retention at `γ = 1` (the kept check). Returns the base
+/// with those weights and its retention.
 pub(super) fn choose_gain(
     checks: &mut Checks<'_, '_>,
     params: &Params,
@@ -193,21 +182,30 @@ pub(super) fn choose_gain(
     ctx: &Ctx<'_>,
 ) -> Result<(Base, Vec<f64>), PluginError> {
     let grid = checks.grid.clone();
-    let (gain, by_sparsity) = choose_knots(&grid, &GAIN_GRID, |gain| {
+    let candidates: Vec<f64> = GAIN_GRID.iter().copied().chain([LAMP_ALONE]).collect();
+    let (chosen, by_sparsity) = choose_knots(&grid, &candidates, |gain| {
         if gain == 1.0 {
             return Ok(fitted.to_vec());
         }
-        checks.base = Base { gain: [gain; 5], ..base };
+        checks.base = if gain == LAMP_ALONE {
+            Base { gain: [0.0; 5], lamp: [1.0; 5], ..base }
+        } else {
+            Base { gain: [gain; 5], ..base }
+        };
         let by_sparsity = checks.retention(params, stage, ctx)?;
-        ctx.record(&serde_json::json!({ "network_weight": gain, "val_retention_by_compression": by_sparsity }));
+        let key = if gain == LAMP_ALONE { "lamp_alone" } else { "network_weight" };
+        ctx.record(&serde_json::json!({ key: gain, "val_retention_by_compression": by_sparsity }));
         Ok(by_sparsity)
     })?;
+    let lamp: [f64; 5] = std::array::from_fn(|k| if chosen[k] == LAMP_ALONE { 1.0 } else { base.lamp[k] });
+    let gain = chosen.map(|c| c.max(0.0));
     ctx.info(&format!(
-        "network weight: {gain:?} at 2x, 4x, 8x, 16x, 32x (val retention {:.4} with the network alone, {:.4} with these)",
+        "network weight: {gain:?}, LAMP alone: {lamp:?} at 2x, 4x, 8x, 16x, 32x (val retention {:.4} with the \
+         network alone, {:.4} with these)",
         average(fitted),
         average(&by_sparsity)
     ));
-    Ok((Base { gain, ..base }, by_sparsity))
+    Ok((Base { gain, lamp, ..base }, by_sparsity))
 }
 
 /// For each sparsity of `grid` (the val compressions), the candidate whose retention

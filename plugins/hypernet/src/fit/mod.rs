@@ -247,9 +247,10 @@ impl Run<'_, '_> {
         info.val_members = val_members;
         let (mut kept_check, kept_step_0) = keep_best(&mut training, &mut validation, &mut info, ctx)?;
         let (mut params, mut base) = (training.params, self.base);
-        // How far each compression follows the trained network rather than its base (the
-        // untrained network is the base).
-        if let (Some(checked), None, true) = (kept_check.as_mut(), kept_step_0, validation.available) {
+        // How far each compression follows the trained network rather than its base, or
+        // LAMP instead of both (when step 0 is kept, the network is its base, and only LAMP
+        // can differ).
+        if let (Some(checked), true) = (kept_check.as_mut(), validation.available) {
             let stage = validation.inputs.as_ref().map(|(stats, _)| (stats, Stage { q_max: checked.0, p_dead: 0.0 }));
             let by_sparsity;
             (base, by_sparsity) = choose_gain(&mut validation.checks, &params, base, stage, &checked.1, ctx)?;
