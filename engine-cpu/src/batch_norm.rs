@@ -7,6 +7,7 @@
 //! The channel-major layout makes a channel's `n·s` values one contiguous run, so every
 //! statistic is one sum over a slice; sums are taken in f64.
 
+use super::parallel;
 use super::plan::BatchNormGeom;
 
 /// The statistics of a train-mode pass, per channel.
@@ -66,6 +67,7 @@ pub(crate) fn forward_eval(g: &BatchNormGeom, params: &[f32], m: usize, x: &[f32
 ///
 /// # Shapes
 /// - `params`: the flat parameters; `x`, `y`: `[c, m]` with `m = n·s`
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_train(
     g: &BatchNormGeom,
     params: &[f32],
@@ -73,22 +75,22 @@ pub(crate) fn forward_train(
     x: &[f32],
     y: &mut [f32],
     stats: &mut BatchStats,
+    threads: usize,
 ) {
     stats.count = m;
-    for v in [&mut stats.mean, &mut stats.var, &mut stats.inv_std] {
-        v.clear();
-        v.resize(g.c, 0.0);
-    }
-    for c in 0..g.c {
-        let (x, y) = (&x[c * m..(c + 1) * m], &mut y[c * m..(c + 1) * m]);
+    let per_channel = parallel::per_channel(threads, g.c, y, m, |c, y| {
+        let x = &x[c * m..(c + 1) * m];
         let mean = x.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
         let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m as f64;
         let inv_std = 1.0 / (var + g.eps).sqrt();
-        (stats.mean[c], stats.var[c], stats.inv_std[c]) = (mean as f32, var as f32, inv_std as f32);
         let (mean, inv_std) = (mean as f32, inv_std as f32);
         let (scale, shift) = (params[g.scale + c], params[g.shift + c]);
         y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - mean) * inv_std * scale + shift);
-    }
+        (mean, var as f32, inv_std)
+    });
+    stats.mean = per_channel.iter().map(|s| s.0).collect();
+    stats.var = per_channel.iter().map(|s| s.1).collect();
+    stats.inv_std = per_channel.iter().map(|s| s.2).collect();
 }
 
 /// The backward pass of either mode: adds `∂L/∂γ = Σ dy · x̂` and `∂L/∂β = Σ dy` into `grad`
@@ -108,10 +110,15 @@ pub(crate) fn backward(
     x: &[f32],
     stats: Option<&BatchStats>,
     dy: &[f32],
-    mut dx: Option<&mut [f32]>,
-    mut grad: Option<&mut [f32]>,
+    dx: Option<&mut [f32]>,
+    grad: Option<&mut [f32]>,
+    threads: usize,
 ) {
-    for c in 0..g.c {
+    let (dx, len) = match dx {
+        Some(dx) => (dx, m),
+        None => (&mut [][..], 0),
+    };
+    let sums = parallel::per_channel(threads, g.c, dx, len, |c, dx| {
         let (x, dy) = (&x[c * m..(c + 1) * m], &dy[c * m..(c + 1) * m]);
         let scale = params[g.scale + c];
         let (mean, inv_std) = match stats {
@@ -123,12 +130,9 @@ pub(crate) fn backward(
             sum_dy += d as f64;
             sum_dy_xhat += (d * ((x - mean) * inv_std)) as f64;
         }
-        if let Some(grad) = grad.as_deref_mut() {
-            grad[g.scale + c] += sum_dy_xhat as f32;
-            grad[g.shift + c] += sum_dy as f32;
+        if dx.is_empty() {
+            return (sum_dy, sum_dy_xhat);
         }
-        let Some(dx) = dx.as_deref_mut() else { continue };
-        let dx = &mut dx[c * m..(c + 1) * m];
         match stats {
             None => {
                 let (factor, _) = eval_affine(g, params, c);
@@ -142,6 +146,13 @@ pub(crate) fn backward(
                     *dx = k * (d - mean_dy - xhat * mean_dy_xhat);
                 }
             }
+        }
+        (sum_dy, sum_dy_xhat)
+    });
+    if let Some(grad) = grad {
+        for (c, (sum_dy, sum_dy_xhat)) in sums.into_iter().enumerate() {
+            grad[g.scale + c] += sum_dy_xhat as f32;
+            grad[g.shift + c] += sum_dy as f32;
         }
     }
 }
@@ -178,7 +189,7 @@ mod tests {
         let x = input();
         let mut y = vec![0.0; 16];
         let mut stats = BatchStats::default();
-        forward_train(&g, &params, 8, &x, &mut y, &mut stats);
+        forward_train(&g, &params, 8, &x, &mut y, &mut stats, 1);
         // Channel 0: mean 4.5, biased var 5.25 (unbiased 6); channel 1: mean 9, biased var
         // 616/8 = 77 (unbiased 88).
         assert_close(&stats.mean, &[4.5, 9.0], "mean");
@@ -230,6 +241,25 @@ mod tests {
     }
 
     #[test]
+    fn channels_split_over_threads_give_bit_identical_results() {
+        let (g, params) = layer();
+        let x: Vec<f32> = input().iter().map(|v| v / 8.0).collect();
+        let dy: Vec<f32> = (0..16).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect();
+        let run = |threads: usize| {
+            let (mut y, mut stats) = (vec![0.0; 16], BatchStats::default());
+            forward_train(&g, &params, 8, &x, &mut y, &mut stats, threads);
+            let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
+            backward(&g, &params, 8, &x, Some(&stats), &dy, Some(&mut dx), Some(&mut grad), threads);
+            let mut grad_only = vec![0.0; params.len()];
+            backward(&g, &params, 8, &x, Some(&stats), &dy, None, Some(&mut grad_only), threads);
+            assert_eq!(grad_only, grad);
+            (y, stats.mean, stats.var, stats.inv_std, dx, grad)
+        };
+        assert_eq!(run(2), run(1));
+        assert_eq!(run(5), run(1));
+    }
+
+    #[test]
     fn backward_of_both_modes_matches_central_differences() {
         let (g, params) = layer();
         let x: Vec<f32> = input().iter().map(|v| v / 8.0).collect();
@@ -239,10 +269,10 @@ mod tests {
         for train in [false, true] {
             let mut stats = BatchStats::default();
             if train {
-                forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats);
+                forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats, 1);
             }
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
-            backward(&g, &params, 8, &x, train.then_some(&stats), &dy, Some(&mut dx), Some(&mut grad));
+            backward(&g, &params, 8, &x, train.then_some(&stats), &dy, Some(&mut dx), Some(&mut grad), 1);
             // f64 central differences with h = 1e-6: truncation ~1e-12, rounding ~1e-10. The
             // engine's f32 gradients of O(1) err by ~1e-6; a wrong term is off by O(0.1).
             let h = 1e-6;

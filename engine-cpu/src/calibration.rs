@@ -82,7 +82,7 @@ pub(crate) fn layer_input_hessian(
                 x
             } else {
                 cols.resize(d * width, 0.0);
-                layers::unfold(&geom, n, x, cols);
+                layers::unfold(&geom, n, x, cols, 1);
                 cols
             };
             wide.clear();

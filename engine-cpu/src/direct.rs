@@ -143,17 +143,38 @@ pub(crate) fn flip(cout: usize, cin: usize, k: usize, w: &[f32], out: &mut Vec<f
 ///
 /// # Panics
 /// When a slice is too short, or the CPU lacks AVX2/FMA.
-pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], threads: usize) {
     assert!(available(), "direct convolutions need AVX2 and FMA");
     assert!(g.hp >= g.oh + g.k - 1 && g.wp >= g.ow + g.k - 1, "padded input too small for {g:?}");
     assert!(xp.len() >= g.padded_len() && w.len() >= g.cout * g.cin * g.k * g.k);
     assert!(y.len() >= g.cout * g.n * g.oh * g.ow && bias.is_none_or(|b| b.len() >= g.cout));
+    let out = Out(y.as_mut_ptr());
+    let parts = threads.clamp(1, g.n.max(1));
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2 and FMA are present (asserted above) and the slices are long enough for
-    // every access the kernels make (asserted above; see `avx2::forward`).
-    unsafe {
-        avx2::forward(g, xp, w, bias, y)
-    }
+    // every access the kernels make (asserted above; see `avx2::forward`). The parts' image
+    // ranges are disjoint, so no two threads write one output value, and `y` stays borrowed
+    // until every thread has joined.
+    std::thread::scope(|scope| {
+        for part in 1..parts {
+            let images = share(g.n, parts, part);
+            scope.spawn(move || unsafe { avx2::forward(g, images, xp, w, bias, out) });
+        }
+        unsafe { avx2::forward(g, share(g.n, parts, 0), xp, w, bias, out) }
+    });
+}
+
+/// The output of a kernel that threads fill in disjoint parts.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+
+// SAFETY: threads given one `Out` write disjoint elements (see the callers), and the slice
+// it points into outlives them (scoped threads).
+unsafe impl Send for Out {}
+
+/// Part `part` of `0..n` split into `parts` nearly equal consecutive ranges.
+fn share(n: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
+    n * part / parts..n * (part + 1) / parts
 }
 
 /// `dw += scale · Σ_{i ∈ images} dy_i ⋆ xp_i`: the weight gradient of the images `images`.
@@ -170,17 +191,37 @@ pub(crate) fn weight_grad(
     dy: &[f32],
     scale: f32,
     dw: &mut [f32],
+    threads: usize,
 ) {
     assert!(available(), "direct convolutions need AVX2 and FMA");
     assert!(g.hp >= g.oh + g.k - 1 && g.wp >= g.ow + g.k - 1, "padded input too small for {g:?}");
     assert!(images.start <= images.end && images.end <= g.n);
     assert!(xp.len() >= g.padded_len() && dy.len() >= g.cout * g.n * g.oh * g.ow);
     assert!(dw.len() >= g.cout * g.cin * g.k * g.k);
+    // Threads take consecutive pairs of output channels (the kernel's blocks), each its own
+    // slice of `dw`: every weight is summed by one thread in the same order, whatever the
+    // thread count.
+    let pairs = g.cout.div_ceil(2);
+    let parts = threads.clamp(1, pairs.max(1));
+    let per_channel = g.cin * g.k * g.k;
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `forward`.
-    unsafe {
-        avx2::weight_grad(g, images, xp, dy, scale, dw)
-    }
+    std::thread::scope(|scope| {
+        let mut rest = &mut dw[..g.cout * per_channel];
+        for part in 0..parts {
+            let pairs = share(pairs, parts, part);
+            let channels = 2 * pairs.start..(2 * pairs.end).min(g.cout);
+            let (mine, next) = std::mem::take(&mut rest).split_at_mut(channels.len() * per_channel);
+            rest = next;
+            let images = images.clone();
+            // SAFETY: as in `forward`; `mine` holds exactly the weights of `channels`.
+            let run = move || unsafe { avx2::weight_grad(g, channels, images, xp, dy, scale, mine) };
+            if part + 1 == parts {
+                run();
+            } else {
+                scope.spawn(run);
+            }
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -323,8 +364,15 @@ mod avx2 {
 
     /// See [`super::forward`].
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-        let (x, wt, out) = (xp.as_ptr(), w.as_ptr(), y.as_mut_ptr());
+    pub(super) unsafe fn forward(
+        g: &Direct,
+        images: std::ops::Range<usize>,
+        xp: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out: super::Out,
+    ) {
+        let (x, wt, out) = (xp.as_ptr(), w.as_ptr(), out.0);
         let bias = bias.map(|b| b.as_ptr());
         for ox0 in (0..g.ow).step_by(24) {
             let cols = (g.ow - ox0).min(24);
@@ -342,7 +390,7 @@ mod avx2 {
                 last,
                 ky: (0, g.k),
             };
-            for i in 0..g.n {
+            for i in images.clone() {
                 for co in (0..g.cout).step_by(max_cb) {
                     let cb = (g.cout - co).min(max_cb);
                     let mut oy = 0;
@@ -433,8 +481,10 @@ mod avx2 {
 
     /// See [`super::weight_grad`].
     #[target_feature(enable = "avx2,fma")]
+    /// `channels` starts at an even channel; `dw` holds the weights of `channels` only.
     pub(super) unsafe fn weight_grad(
         g: &Direct,
+        channels: std::ops::Range<usize>,
         images: std::ops::Range<usize>,
         xp: &[f32],
         dy: &[f32],
@@ -442,12 +492,12 @@ mod avx2 {
         dw: &mut [f32],
     ) {
         let (x, d) = (xp.as_ptr(), dy.as_ptr());
-        for co in (0..g.cout).step_by(2) {
-            let cb = (g.cout - co).min(2);
+        for co in channels.clone().step_by(2) {
+            let cb = (channels.end - co).min(2);
             for ci in 0..g.cin {
                 for ky in 0..g.k {
                     for kx0 in (0..g.k).step_by(5) {
-                        let at = WeightGroup { co, ci, ky, kx0 };
+                        let at = WeightGroup { co, first: channels.start, ci, ky, kx0 };
                         // SAFETY: forwarded from the caller.
                         unsafe {
                             match (cb, (g.k - kx0).min(5)) {
@@ -473,6 +523,8 @@ mod avx2 {
     /// The first weight of a group: output channel, input channel, kernel row and column.
     struct WeightGroup {
         co: usize,
+        /// The first output channel whose weights `dw` holds.
+        first: usize,
         ci: usize,
         ky: usize,
         kx0: usize,
@@ -500,7 +552,7 @@ mod avx2 {
             )
         };
         for (c, s) in sums.iter().enumerate() {
-            let first = (((at.co + c) * g.cin + at.ci) * g.k + at.ky) * g.k + at.kx0;
+            let first = (((at.co - at.first + c) * g.cin + at.ci) * g.k + at.ky) * g.k + at.kx0;
             for (w, &v) in dw[first..first + KX].iter_mut().zip(s) {
                 *w += scale * v;
             }
@@ -569,7 +621,7 @@ mod tests {
             let mut xp = Vec::new();
             pad_planes(&g, n, &x, &mut xp);
             let mut y = vec![f32::NAN; cout * n * g.oh * g.ow];
-            forward(&d, &xp, &wt, None, &mut y);
+            forward(&d, &xp, &wt, None, &mut y, 1);
             let want = naive(&g, n, &x, &wt);
             for (a, b) in y.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-4, "{g:?}: {a} {b}");
@@ -582,19 +634,32 @@ mod tests {
             super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp);
             flip(cout, cin, k, &wt, &mut flipped);
             let mut dx = vec![f32::NAN; x.len()];
-            forward(&gi, &dyp, &flipped, None, &mut dx);
+            forward(&gi, &dyp, &flipped, None, &mut dx, 1);
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-3, "{g:?}: {lhs} {rhs}");
             let mut dw = vec![0.0; wt.len()];
-            weight_grad(&d, 0..n, &xp, &dy, 1.0, &mut dw);
+            weight_grad(&d, 0..n, &xp, &dy, 1.0, &mut dw, 1);
             let rhs: f64 = wt.iter().zip(&dw).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-3, "{g:?}: {lhs} {rhs}");
             // Image ranges add up, and the scale applies.
             let mut parts = vec![0.0; wt.len()];
-            weight_grad(&d, 0..1, &xp, &dy, 2.0, &mut parts);
-            weight_grad(&d, 1..n, &xp, &dy, 2.0, &mut parts);
+            weight_grad(&d, 0..1, &xp, &dy, 2.0, &mut parts, 1);
+            weight_grad(&d, 1..n, &xp, &dy, 2.0, &mut parts, 1);
             for (a, b) in parts.iter().zip(&dw) {
                 assert!((a - 2.0 * b).abs() < 1e-4);
+            }
+            // Split over threads (images for the convolutions, channel pairs for the weight
+            // gradient), every result is bit-identical to one thread's.
+            for threads in [2, 3, 8] {
+                let mut y_t = vec![f32::NAN; y.len()];
+                forward(&d, &xp, &wt, None, &mut y_t, threads);
+                assert_eq!(y_t, y, "{g:?}, {threads} threads");
+                let mut dx_t = vec![f32::NAN; dx.len()];
+                forward(&gi, &dyp, &flipped, None, &mut dx_t, threads);
+                assert_eq!(dx_t, dx, "{g:?}, {threads} threads");
+                let mut dw_t = vec![0.0; wt.len()];
+                weight_grad(&d, 0..n, &xp, &dy, 1.0, &mut dw_t, threads);
+                assert_eq!(dw_t, dw, "{g:?}, {threads} threads");
             }
         }
     }

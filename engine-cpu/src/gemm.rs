@@ -106,6 +106,20 @@ impl<'a, T> MatMut<'a, T> {
 /// # Panics
 /// When the shapes do not fit.
 pub(crate) fn matmul<T: Scalar>(dst: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool, scale: T) {
+    matmul_on(1, dst, a, b, accumulate, scale)
+}
+
+/// [`matmul`] on up to `threads` threads (gemm's own split of the product's blocks; each
+/// element is still summed by one thread in one order, so the result does not depend on
+/// `threads`).
+pub(crate) fn matmul_on<T: Scalar>(
+    threads: usize,
+    dst: MatMut<'_, T>,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+    scale: T,
+) {
     let (m, n, k) = (dst.rows, dst.cols, a.cols);
     assert!(
         a.rows == m && b.rows == k && b.cols == n,
@@ -152,7 +166,7 @@ pub(crate) fn matmul<T: Scalar>(dst: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
         );
     }
 }
@@ -187,6 +201,24 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn products_on_several_threads_are_bit_identical_to_one() {
+        for (m, k, n) in [(16, 72, 6272), (32, 144, 1568), (10, 64, 128), (64, 576, 3136)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 29 % 13) as f32 - 6.0) / 6.0 + 1e-3 * i as f32).collect();
+            let product = |threads: usize| {
+                let mut c = vec![0.5f32; m * n];
+                let (a, b) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+                matmul_on(threads, MatMut::row_major(&mut c, m, n), a, b, true, 0.25);
+                c
+            };
+            let one = product(1);
+            for threads in [2, 3] {
+                assert!(product(threads) == one, "{m}x{k}x{n} on {threads} threads");
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! All of them work on the `[c, n, s]` layout of [`super::plan`]: channel `c` of image `i`
 //! is the contiguous plane `x[(c·n + i)·s ..][..s]`.
 
+use super::parallel;
 use super::plan::{ConvGeom, PoolGeom};
 
 /// Unfolds the input of a convolution: row `(ci, ky, kx)` (a weight row's order), column
@@ -14,23 +15,19 @@ use super::plan::{ConvGeom, PoolGeom};
 /// # Shapes
 /// - `x`: `[cin, n, h·w]`
 /// - `cols`: `[cin·k·k, n·oh·ow]`
-pub(crate) fn unfold(g: &ConvGeom, n: usize, x: &[f32], cols: &mut [f32]) {
+pub(crate) fn unfold(g: &ConvGeom, n: usize, x: &[f32], cols: &mut [f32], threads: usize) {
     let (plane, out_plane) = (g.in_plane(), g.out_plane());
     let width = n * out_plane;
     assert!(x.len() >= g.cin * n * plane && cols.len() >= g.unfolded() * width);
-    for ci in 0..g.cin {
-        for ky in 0..g.k {
-            for kx in 0..g.k {
-                let row = (ci * g.k + ky) * g.k + kx;
-                let dst_row = &mut cols[row * width..(row + 1) * width];
-                for i in 0..n {
-                    let src = &x[(ci * n + i) * plane..][..plane];
-                    let dst = &mut dst_row[i * out_plane..][..out_plane];
-                    unfold_plane(g, ky, kx, src, dst);
-                }
-            }
+    // Rows are independent: threads take runs of them.
+    parallel::per_channel(threads, g.unfolded(), cols, width, |row, dst_row| {
+        let (ci, ky, kx) = (row / (g.k * g.k), row / g.k % g.k, row % g.k);
+        for i in 0..n {
+            let src = &x[(ci * n + i) * plane..][..plane];
+            let dst = &mut dst_row[i * out_plane..][..out_plane];
+            unfold_plane(g, ky, kx, src, dst);
         }
-    }
+    });
 }
 
 /// The output columns `[ox_lo, ox_hi)` whose input column `ox·stride + kx − pad` lies inside
@@ -534,8 +531,11 @@ mod tests {
             let n = 3;
             let x = random(cin * n * h * w, 1);
             let mut cols = vec![f32::NAN; g.unfolded() * n * g.out_plane()];
-            unfold(&g, n, &x, &mut cols);
+            unfold(&g, n, &x, &mut cols, 1);
             assert_eq!(cols, naive_unfold(&g, n, &x), "{g:?}");
+            let mut on_three = vec![f32::NAN; cols.len()];
+            unfold(&g, n, &x, &mut on_three, 3);
+            assert_eq!(on_three, cols, "{g:?}, 3 threads");
             // fold is the adjoint: <unfold(x), c> = <x, fold(c)> for any c.
             let c = random(cols.len(), 2);
             let mut folded = vec![f32::NAN; x.len()];

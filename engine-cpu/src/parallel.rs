@@ -54,6 +54,44 @@ fn drain<'a, O: 'a, S>(
     }
 }
 
+/// `work(c, out_c)` for every channel `c < channels`, `out_c` being channel `c`'s `len`
+/// values of `out` (empty when `len` is 0), on up to `threads` threads that take consecutive
+/// runs of channels; the results in channel order. Each channel's work runs on one thread
+/// as it would alone, so the results do not depend on `threads`.
+pub(crate) fn per_channel<R: Send>(
+    threads: usize,
+    channels: usize,
+    out: &mut [f32],
+    len: usize,
+    work: impl Fn(usize, &mut [f32]) -> R + Sync,
+) -> Vec<R> {
+    let run = |range: std::ops::Range<usize>, out: &mut [f32]| -> Vec<R> {
+        range.clone().map(|c| work(c, &mut out[(c - range.start) * len..][..len])).collect()
+    };
+    let parts = threads.clamp(1, channels.max(1));
+    let out = &mut out[..channels * len];
+    if parts == 1 {
+        return run(0..channels, out);
+    }
+    std::thread::scope(|scope| {
+        let first = 0..channels / parts;
+        let (mine, mut rest) = out.split_at_mut(first.len() * len);
+        let mut handles = Vec::with_capacity(parts - 1);
+        for part in 1..parts {
+            let range = channels * part / parts..channels * (part + 1) / parts;
+            let (theirs, next) = std::mem::take(&mut rest).split_at_mut(range.len() * len);
+            rest = next;
+            let run = &run;
+            handles.push(scope.spawn(move || run(range, theirs)));
+        }
+        let mut results = run(first, mine);
+        for h in handles {
+            results.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        results
+    })
+}
+
 /// The number of threads the machine offers (1 when unknown).
 pub(crate) fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -74,6 +112,21 @@ mod tests {
             });
             assert_eq!(out, (0..37).map(|i| i * i).collect::<Vec<_>>());
             assert_eq!(scratch.iter().sum::<usize>(), 37);
+        }
+    }
+
+    #[test]
+    fn per_channel_gives_each_channel_its_slice_and_keeps_channel_order() {
+        for threads in [1, 2, 3, 8] {
+            let mut out = vec![0f32; 5 * 3];
+            let got = per_channel(threads, 5, &mut out, 3, |c, o| {
+                o.iter_mut().for_each(|v| *v = c as f32);
+                c * 10
+            });
+            assert_eq!(got, vec![0, 10, 20, 30, 40], "{threads} threads");
+            assert_eq!(out, (0..15).map(|i| (i / 3) as f32).collect::<Vec<_>>());
+            // No output: every channel still runs, with an empty slice.
+            assert_eq!(per_channel(threads, 4, &mut [], 0, |c, o| (c, o.len())), vec![(0, 0), (1, 0), (2, 0), (3, 0)]);
         }
     }
 }

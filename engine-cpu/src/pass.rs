@@ -19,7 +19,7 @@
 use super::activation;
 use super::batch_norm::{self, BatchStats};
 use super::direct::{self, Direct};
-use super::gemm::{MatMut, MatRef, matmul};
+use super::gemm::{MatMut, MatRef, matmul, matmul_on};
 use super::layers;
 use super::plan::{Op, Plan};
 
@@ -57,6 +57,10 @@ pub(crate) struct Workspace {
     arrived: Vec<bool>,
     /// Images in the current chunk.
     n: usize,
+    /// Threads a direct convolution may split itself over (0 or 1: none): set when the
+    /// work items of a step are fewer than the threads (one batch-norm member training
+    /// alone), so that the spare threads help inside the item. Results do not depend on it.
+    pub(crate) op_threads: usize,
 }
 
 /// Grows `v` to at least `len` values (never shrinks, so buffers are allocated once).
@@ -211,6 +215,7 @@ pub(crate) fn forward<'a>(
     let n = images.len();
     ws.prepare(plan, n);
     ws.training = training.is_some();
+    let threads = ws.op_threads;
     let Workspace { acts, cols, argmax, stats, .. } = ws;
     let [c, h, w] = plan.spec.input;
     let start = if reuse_prefix { plan.first_dense.min(until) } else { 0 };
@@ -231,7 +236,7 @@ pub(crate) fn forward<'a>(
                 }
                 let wt = &params[*weight..][..geom.cout * geom.unfolded()];
                 let b = bias.map(|b| &params[b..][..geom.cout]);
-                direct::forward(&Direct::forward(geom, n), &cols[l], wt, b, y);
+                direct::forward(&Direct::forward(geom, n), &cols[l], wt, b, y, threads);
             }
             Op::Dense { geom, weight, bias, .. } => {
                 let (k, width) = (geom.unfolded(), n * geom.out_plane());
@@ -239,12 +244,13 @@ pub(crate) fn forward<'a>(
                     x
                 } else {
                     if !(reuse_prefix && l == plan.first_dense) {
-                        layers::unfold(geom, n, x, &mut cols[l]);
+                        layers::unfold(geom, n, x, &mut cols[l], threads);
                     }
                     &cols[l][..k * width]
                 };
                 let wt = MatRef::row_major(&params[*weight..][..geom.cout * k], geom.cout, k);
-                matmul(MatMut::row_major(y, geom.cout, width), wt, MatRef::row_major(unfolded, k, width), false, 1.0);
+                let unfolded = MatRef::row_major(unfolded, k, width);
+                matmul_on(threads, MatMut::row_major(y, geom.cout, width), wt, unfolded, false, 1.0);
                 if let Some(b) = bias {
                     layers::add_bias(y, &params[*b..][..geom.cout], width);
                 }
@@ -257,7 +263,9 @@ pub(crate) fn forward<'a>(
                 _ => y.copy_from_slice(x),
             },
             Op::Flatten => layers::flatten(c, n, s, x, y),
-            Op::BatchNorm(g) if training.is_some() => batch_norm::forward_train(g, params, n * s, x, y, &mut stats[l]),
+            Op::BatchNorm(g) if training.is_some() => {
+                batch_norm::forward_train(g, params, n * s, x, y, &mut stats[l], threads)
+            }
             Op::BatchNorm(g) => batch_norm::forward_eval(g, params, n * s, x, y),
             Op::Add => layers::sum_into(layer.inputs.iter().map(|&b| &before[b][..layer.in_len() * n]), y),
             Op::GlobalAvgPool => layers::global_avg_pool(s, x, y),
@@ -298,7 +306,7 @@ pub(crate) fn backward(
     sink: &mut GradSink<'_>,
 ) {
     assert_eq!(training.is_some(), ws.training, "backward must run in the forward pass's mode");
-    let n = ws.n;
+    let (n, threads) = (ws.n, ws.op_threads);
     let Workspace { acts, cols, argmax, grad, grad_next, dpad, flipped, stats, summed, arrived, .. } = ws;
     arrived.fill(false);
     for l in (plan.first_dense..plan.layers.len()).rev() {
@@ -324,7 +332,7 @@ pub(crate) fn backward(
                 let d = Direct::forward(geom, n);
                 match sink {
                     GradSink::Sum(g) => {
-                        direct::weight_grad(&d, 0..n, &cols[l], dy, 1.0, &mut g[*weight..][..geom.cout * k]);
+                        direct::weight_grad(&d, 0..n, &cols[l], dy, 1.0, &mut g[*weight..][..geom.cout * k], threads);
                         if let Some(b) = bias {
                             layers::add_row_sums(&mut g[*b..][..geom.cout], dy, width);
                         }
@@ -333,7 +341,7 @@ pub(crate) fn backward(
                         let p = &plan.prunable[*prunable];
                         for seg in segments.iter() {
                             let row = &mut rows[seg.row * plan.prunable_len + p.prunable_offset..][..p.len];
-                            direct::weight_grad(&d, seg.start..seg.end, &cols[l], dy, seg.scale, row);
+                            direct::weight_grad(&d, seg.start..seg.end, &cols[l], dy, seg.scale, row, threads);
                         }
                     }
                 }
@@ -341,7 +349,7 @@ pub(crate) fn backward(
                     let wt = &params[*weight..][..geom.cout * k];
                     direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, &mut dpad[l]);
                     direct::flip(geom.cout, geom.cin, geom.k, wt, flipped);
-                    direct::forward(&Direct::input_gradient(geom, n), &dpad[l], flipped, None, dx);
+                    direct::forward(&Direct::input_gradient(geom, n), &dpad[l], flipped, None, dx, threads);
                 }
             }
             Op::Dense { geom, weight, bias, prunable } => {
@@ -352,7 +360,7 @@ pub(crate) fn backward(
                 match sink {
                     GradSink::Sum(g) => {
                         let dw = MatMut::row_major(&mut g[*weight..][..geom.cout * k], geom.cout, k);
-                        matmul(dw, dy_m, cols_m.t(), true, 1.0);
+                        matmul_on(threads, dw, dy_m, cols_m.t(), true, 1.0);
                         if let Some(b) = bias {
                             layers::add_row_sums(&mut g[*b..][..geom.cout], dy, width);
                         }
@@ -370,12 +378,12 @@ pub(crate) fn backward(
                 if need_dx {
                     let wt = MatRef::row_major(&params[*weight..][..geom.cout * k], geom.cout, k).t();
                     if geom.is_pointwise() {
-                        matmul(MatMut::row_major(dx, k, width), wt, dy_m, false, 1.0);
+                        matmul_on(threads, MatMut::row_major(dx, k, width), wt, dy_m, false, 1.0);
                     } else {
                         // The unfolded input is no longer needed: its buffer takes the
                         // unfolded gradient.
                         let dcols = &mut cols[l][..k * width];
-                        matmul(MatMut::row_major(dcols, k, width), wt, dy_m, false, 1.0);
+                        matmul_on(threads, MatMut::row_major(dcols, k, width), wt, dy_m, false, 1.0);
                         layers::fold(geom, n, dcols, dx);
                     }
                 }
@@ -395,7 +403,7 @@ pub(crate) fn backward(
                     // Rows hold prunable weights only.
                     GradSink::Rows { .. } => None,
                 };
-                batch_norm::backward(g, params, n * s, x, batch, dy, need_dx.then_some(&mut *dx), dparams);
+                batch_norm::backward(g, params, n * s, x, batch, dy, need_dx.then_some(&mut *dx), dparams, threads);
             }
             Op::GlobalAvgPool => layers::global_avg_pool_backward(s, dy, dx),
             Op::Add => {

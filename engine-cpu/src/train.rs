@@ -237,6 +237,10 @@ impl<'a> Group<'a> {
                 let count = per_team * self.teams.len();
                 items.resize_with(count.max(items.len()), ItemOut::default);
                 let this = &self;
+                // Fewer items than threads (a batch-norm member training alone): the spare
+                // threads split the item's convolutions.
+                let op_threads = threads.max(1) / count.max(1);
+                workspaces.iter_mut().for_each(|ws| ws.op_threads = op_threads);
                 parallel::for_each(&mut items[..count], &mut workspaces, |i, out, ws| {
                     this.run_item(i / per_team, i % per_team, range.clone(), out, ws)
                 });
@@ -416,6 +420,20 @@ mod tests {
         for threads in [2, 3] {
             assert_eq!(one, train(threads, jobs(), &samples, &mut |_| {}).unwrap(), "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_batch_norm_member_alone_trains_bit_identically_on_any_thread_count() {
+        // One member of a ResNet: one work item a step, so the spare threads split its
+        // convolutions and batch norms; the weights must not depend on how many there are.
+        let spec = hyperprune_core::preset("resnet:depth=8,width=8,input=1x8x8").unwrap();
+        let samples = random_samples([1, 8, 8], 64, 10, 9);
+        let jobs = || vec![job(&spec, 1, 100, Optimizer::Adam, 3e-3)];
+        let one = train(1, jobs(), &samples, &mut |_| {}).unwrap();
+        for threads in [2, 3, 5] {
+            assert_eq!(one, train(threads, jobs(), &samples, &mut |_| {}).unwrap(), "{threads} threads");
+        }
+        assert_ne!(one[0], jobs()[0].model);
     }
 
     #[test]
