@@ -104,7 +104,7 @@ fits+=("synthetic-data|$base|--opt fit_data=synthetic")
 fits+=("rescale|$base|--opt rescale=true")
 for k in "${curve[@]}"; do fits+=("curve-$k|$base|--train-members $k"); done
 
-benches+=("ceiling|$base|magnitude,lamp,lap,synflow,maskopt,hypernet|$compressions|pointwise|")
+benches+=("ceiling|$base|magnitude,lamp,lap,synflow,obs,maskopt,hypernet|$compressions|pointwise|")
 benches+=("cross-zoo|$target|magnitude,hypernet|$compressions|pointwise|")
 benches+=("cross-zoo|$target|hypernet|$compressions|target-pointwise|")
 benches+=("scaling-wide|$wide|magnitude,hypernet|$compressions|pointwise|")
@@ -134,7 +134,7 @@ if [[ $quick == 0 ]]; then
     benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|mixed-pointwise|")
     benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mixed-pointwise|")
 fi
-sections+=("The mask ceiling: the data-free formulas (magnitude, LAMP, LAP, SynFlow), the hypernetwork and maskopt on the base zoo's test members|ceiling")
+sections+=("The mask ceiling: the data-free formulas (magnitude, LAMP, LAP, SynFlow), the hypernetwork, OBS and maskopt on the base zoo's test members|ceiling")
 sections+=("Cross-zoo: the base zoo's state and one fitted on the target zoo, on the target's test members|cross-zoo cross-zoo-sgd")
 sections+=("Scaling: the base zoo's state on wider (and, in the full study, other) architectures; per-family and mixed-zoo fits|scaling-wide scaling-lenet5 scaling-mlpnet scaling-cnn-s-mixed")
 sections+=("Ablations (each a row, same test members)|ablations")

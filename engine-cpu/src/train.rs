@@ -19,7 +19,10 @@
 //! whole mini-batch, so a network with batch norm runs each member's mini-batch as one pass
 //! (one work item per member and step, teams of one: members, not runs of images, spread
 //! over the threads); the pass's batch statistics become the member's running statistics
-//! after its optimiser step, which skips them.
+//! after its optimiser step, which skips them. When a step has fewer items than threads
+//! (one such member training alone), the spare threads work inside the item: its direct
+//! convolutions, batch norms, unfoldings and matrix products split themselves so that each
+//! value is still computed by one thread in one order (`Workspace::op_threads`).
 //!
 //! **Determinism.** Item boundaries depend on the batch size and the network only, every
 //! item writes its own slot, and sums run in item order: results are bit-identical for

@@ -50,9 +50,9 @@ fn the_quick_study_writes_every_table_and_plot_and_resumes_without_repeating() {
         let all = jsonl(&run.join("results.jsonl"));
         assert!(all.iter().all(|r| r["status"] == "ok"), "{bench}: {all:?}");
     }
-    // The ceiling table has the data-free formulas, the hypernetwork and maskopt; maskopt
+    // The ceiling table has the data-free formulas, the hypernetwork, OBS and maskopt; maskopt
     // reaches at least magnitude everywhere.
-    for pruner in ["magnitude", "lamp", "lap", "synflow", "maskopt", "hypernet"] {
+    for pruner in ["magnitude", "lamp", "lap", "synflow", "obs", "maskopt", "hypernet"] {
         assert!(md.contains(&format!("| {pruner}")), "{pruner} missing from the study:\n{md}");
     }
     // Cross-zoo rows carry the zoo each state was fitted on.
