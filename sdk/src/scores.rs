@@ -65,4 +65,14 @@ mod tests {
         // An all-zero layer scores 0 everywhere instead of 0/0.
         assert_eq!(lamp(&[&[0.0, -0.0, 0.0]])[0], vec![0.0; 3]);
     }
+
+    #[test]
+    fn scores_do_not_depend_on_a_layers_scale() {
+        // Squares 100, 400, 900, 1600: suffix sums 3000, 2900, 2500, 1600. The same layer
+        // divided by 100 scores alike, up to f32 rounding of 0.1 etc.
+        let want = [1.0 / 30.0, 4.0 / 29.0, 9.0 / 25.0, 1.0];
+        let scores = lamp(&[&[10.0, 20.0, 30.0, 40.0], &[0.1, 0.2, 0.3, 0.4]]);
+        assert_close(&scores[0], &want);
+        assert_close(&scores[1], &want);
+    }
 }

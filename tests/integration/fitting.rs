@@ -379,28 +379,14 @@ fn a_merged_zoo_of_two_architectures_fits_only_pruners_that_say_fits_any_arch() 
     let wide = hyperprune_tests::digits_zoo_of(wide_spec.to_str().unwrap(), "wide-zoo", 4, 2, "0.5,0.25,0.25");
     let dir = tempfile::tempdir().unwrap();
     let mixed = dir.path().join("mixed");
-    let o = hyperprune(&[
-        "zoo",
-        "merge",
-        "--out",
-        mixed.to_str().unwrap(),
-        zoo().to_str().unwrap(),
-        wide.to_str().unwrap(),
-    ]);
+    let o = hyperprune_tests::zoo_merge(&mixed, &[zoo(), &wide]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(text(&o).0.contains("8 members (train 4, val 2, test 2)"), "{:?}", text(&o));
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(mixed.join("zoo.json")).unwrap()).unwrap();
     let ids: Vec<&str> = meta["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"learn-zoo:0000") && ids.contains(&"wide-zoo:0000"), "{ids:?}");
     // Merging into an existing folder is refused.
-    let again = hyperprune(&[
-        "zoo",
-        "merge",
-        "--out",
-        mixed.to_str().unwrap(),
-        zoo().to_str().unwrap(),
-        wide.to_str().unwrap(),
-    ]);
+    let again = hyperprune_tests::zoo_merge(&mixed, &[zoo(), &wide]);
     one_line_error(&again, &["already exists"]);
 
     // The learner fixture fits on one architecture: refused, naming the capability.

@@ -170,14 +170,7 @@ fn the_hypernetwork_fits_on_a_zoo_of_two_resnet_sizes_and_prunes_both() {
         hyperprune_tests::digits_zoo_of("resnet:depth=14,width=16,input=1x8x8", "resnet-14", 3, 1, "0.34,0.33,0.33");
     let dir = tempfile::tempdir().unwrap();
     let mixed = dir.path().join("mixed");
-    let o = hyperprune(&[
-        "zoo",
-        "merge",
-        "--out",
-        mixed.to_str().unwrap(),
-        small.to_str().unwrap(),
-        large.to_str().unwrap(),
-    ]);
+    let o = hyperprune_tests::zoo_merge(&mixed, &[&small, &large]);
     assert!(o.status.success(), "merge: {:?}", text(&o));
     let state = dir.path().join("hypernet.state");
     let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", mixed.to_str().unwrap(), "--out"];

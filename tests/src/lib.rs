@@ -152,6 +152,13 @@ pub fn digits_zoo_of(arch: &str, name: &str, members: usize, epochs: usize, spli
     dir
 }
 
+/// `hyperprune zoo merge --out OUT ZOOS...`.
+pub fn zoo_merge(out: &Path, zoos: &[&Path]) -> Output {
+    let mut args = vec!["zoo", "merge", "--out", out.to_str().expect("utf-8 path")];
+    args.extend(zoos.iter().map(|z| z.to_str().expect("utf-8 path")));
+    hyperprune(&args)
+}
+
 /// Asserts that `o` is the CLI's bad-input exit: code 2 and one line on stderr that
 /// contains every string of `expected`.
 pub fn one_line_error(o: &Output, expected: &[&str]) {
