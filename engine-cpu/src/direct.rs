@@ -17,6 +17,7 @@
 //! unfolded path only by rounding. Used when the CPU has AVX2 and FMA, the stride is 1 and
 //! the padding is below the kernel size; everything else takes the unfolding path.
 
+use super::parallel::share;
 use super::plan::ConvGeom;
 
 /// Values readable past the last plane: vector loads may run up to 7 values beyond a row.
@@ -155,13 +156,18 @@ pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y
     // every access the kernels make (asserted above; see `avx2::forward`). The parts' image
     // ranges are disjoint, so no two threads write one output value, and `y` stays borrowed
     // until every thread has joined.
-    std::thread::scope(|scope| {
-        for part in 1..parts {
-            let images = share(g.n, parts, part);
-            scope.spawn(move || unsafe { avx2::forward(g, images, xp, w, bias, out) });
+    unsafe {
+        if parts == 1 {
+            return avx2::forward(g, 0..g.n, xp, w, bias, out);
         }
-        unsafe { avx2::forward(g, share(g.n, parts, 0), xp, w, bias, out) }
-    });
+        std::thread::scope(|scope| {
+            for part in 1..parts {
+                let images = share(g.n, parts, part);
+                scope.spawn(move || avx2::forward(g, images, xp, w, bias, out));
+            }
+            avx2::forward(g, share(g.n, parts, 0), xp, w, bias, out)
+        });
+    }
 }
 
 /// The output of a kernel that threads fill in disjoint parts.
@@ -171,11 +177,6 @@ struct Out(*mut f32);
 // SAFETY: threads given one `Out` write disjoint elements (see the callers), and the slice
 // it points into outlives them (scoped threads).
 unsafe impl Send for Out {}
-
-/// Part `part` of `0..n` split into `parts` nearly equal consecutive ranges.
-fn share(n: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
-    n * part / parts..n * (part + 1) / parts
-}
 
 /// `dw += scale · Σ_{i ∈ images} dy_i ⋆ xp_i`: the weight gradient of the images `images`.
 ///
@@ -204,6 +205,11 @@ pub(crate) fn weight_grad(
     let pairs = g.cout.div_ceil(2);
     let parts = threads.clamp(1, pairs.max(1));
     let per_channel = g.cin * g.k * g.k;
+    #[cfg(target_arch = "x86_64")]
+    if parts == 1 {
+        // SAFETY: as in `forward`; `dw` holds the weights of every channel.
+        return unsafe { avx2::weight_grad(g, 0..g.cout, images, xp, dy, scale, dw) };
+    }
     #[cfg(target_arch = "x86_64")]
     std::thread::scope(|scope| {
         let mut rest = &mut dw[..g.cout * per_channel];

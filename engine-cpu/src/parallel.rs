@@ -74,11 +74,11 @@ pub(crate) fn per_channel<R: Send>(
         return run(0..channels, out);
     }
     std::thread::scope(|scope| {
-        let first = 0..channels / parts;
+        let first = share(channels, parts, 0);
         let (mine, mut rest) = out.split_at_mut(first.len() * len);
         let mut handles = Vec::with_capacity(parts - 1);
         for part in 1..parts {
-            let range = channels * part / parts..channels * (part + 1) / parts;
+            let range = share(channels, parts, part);
             let (theirs, next) = std::mem::take(&mut rest).split_at_mut(range.len() * len);
             rest = next;
             let run = &run;
@@ -90,6 +90,11 @@ pub(crate) fn per_channel<R: Send>(
         }
         results
     })
+}
+
+/// Part `part` of `0..n` split into `parts` nearly equal consecutive ranges.
+pub(crate) fn share(n: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
+    n * part / parts..n * (part + 1) / parts
 }
 
 /// The number of threads the machine offers (1 when unknown).
