@@ -41,6 +41,24 @@ impl BatchStats {
     }
 }
 
+/// `Σ term(a[i], b[i])` in f64 over equal-length slices, as eight interleaved partial
+/// sums (lane `k` takes `i ≡ k mod 8`) added in a fixed order, then the tail: the lanes are
+/// independent, so the loop vectorises, and the order is the same on every run.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f64) -> f64 {
+    const LANES: usize = 8;
+    let mut acc = [0f64; LANES];
+    let (a, b) = (a.chunks_exact(LANES), &b[..a.len()]);
+    let (a_tail, b_tail) = (a.remainder(), &b[b.len() - a.remainder().len()..]);
+    for (a, b) in a.zip(b.chunks_exact(LANES)) {
+        for k in 0..LANES {
+            acc[k] += term(a[k], b[k]);
+        }
+    }
+    let lanes = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    a_tail.iter().zip(b_tail).fold(lanes, |s, (&a, &b)| s + term(a, b))
+}
+
 /// The per-channel `(factor, offset)` of eval mode: `γ / √(running_var + ε)` and
 /// `β − running_mean · factor` (the burn engine's arrangement).
 fn eval_affine(g: &BatchNormGeom, params: &[f32], c: usize) -> (f32, f32) {
@@ -80,8 +98,8 @@ pub(crate) fn forward_train(
     stats.count = m;
     let per_channel = parallel::per_channel(threads, g.c, y, m, |c, y| {
         let x = &x[c * m..(c + 1) * m];
-        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
-        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m as f64;
+        let mean = lane_sum(x, x, |v, _| v as f64) / m as f64;
+        let var = lane_sum(x, x, |v, _| (v as f64 - mean).powi(2)) / m as f64;
         let inv_std = 1.0 / (var + g.eps).sqrt();
         let (mean, inv_std) = (mean as f32, inv_std as f32);
         let (scale, shift) = (params[g.scale + c], params[g.shift + c]);
@@ -125,11 +143,8 @@ pub(crate) fn backward(
             Some(s) => (s.mean[c], s.inv_std[c]),
             None => (params[g.mean + c], 1.0 / (params[g.var + c] + g.eps as f32).sqrt()),
         };
-        let (mut sum_dy, mut sum_dy_xhat) = (0f64, 0f64);
-        for (&x, &d) in x.iter().zip(dy) {
-            sum_dy += d as f64;
-            sum_dy_xhat += (d * ((x - mean) * inv_std)) as f64;
-        }
+        let sum_dy = lane_sum(dy, dy, |d, _| d as f64);
+        let sum_dy_xhat = lane_sum(x, dy, |x, d| (d * ((x - mean) * inv_std)) as f64);
         if dx.is_empty() {
             return (sum_dy, sum_dy_xhat);
         }

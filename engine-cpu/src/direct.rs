@@ -441,26 +441,14 @@ mod avx2 {
                 for oy in 0..g.oh {
                     let xrow = x.add(i * g.hp * g.wp + oy * g.wp);
                     let drow = dy.add(i * g.oh * g.ow + oy * g.ow);
-                    for v in 0..vectors {
-                        let mut d = [_mm256_setzero_ps(); CB];
-                        for (c, d) in d.iter_mut().enumerate() {
-                            let at = drow.add(c * out_channel + 8 * v);
-                            // Masked loads are slow (microcoded on some CPUs): only the ragged
-                            // end of a row takes one.
-                            *d = if v + 1 < vectors || last == 8 {
-                                _mm256_loadu_ps(at)
-                            } else {
-                                _mm256_maskload_ps(at, m)
-                            };
-                        }
-                        // `kx` is a column offset as well as an index.
-                        #[allow(clippy::needless_range_loop)]
-                        for kx in 0..KX {
-                            let xv = _mm256_loadu_ps(xrow.add(8 * v + kx));
-                            for c in 0..CB {
-                                acc[c][kx] = _mm256_fmadd_ps(d[c], xv, acc[c][kx]);
-                            }
-                        }
+                    // Whole vectors, then the ragged end of the row with masked gradient
+                    // loads (masked loads are slow, microcoded on some CPUs).
+                    let whole = if last == 8 { vectors } else { vectors - 1 };
+                    for v in 0..whole {
+                        step::<CB, KX>(&mut acc, xrow.add(8 * v), drow.add(8 * v), out_channel, None);
+                    }
+                    if whole < vectors {
+                        step::<CB, KX>(&mut acc, xrow.add(8 * whole), drow.add(8 * whole), out_channel, Some(m));
                     }
                 }
             }
@@ -471,6 +459,36 @@ mod avx2 {
                 }
             }
             sums
+        }
+    }
+
+    /// `acc[c][kx] += dy[c] · x[kx..kx + 8]` for one vector of 8 output columns.
+    #[inline(always)]
+    unsafe fn step<const CB: usize, const KX: usize>(
+        acc: &mut [[__m256; KX]; CB],
+        x: *const f32,
+        dy: *const f32,
+        out_channel: usize,
+        mask: Option<__m256i>,
+    ) {
+        // SAFETY: the caller's offsets lie inside the checked slices (module bounds).
+        unsafe {
+            let mut xv = [_mm256_setzero_ps(); KX];
+            // `kx` is a column offset as well as an index.
+            #[allow(clippy::needless_range_loop)]
+            for kx in 0..KX {
+                xv[kx] = _mm256_loadu_ps(x.add(kx));
+            }
+            for (c, acc) in acc.iter_mut().enumerate() {
+                let at = dy.add(c * out_channel);
+                let d = match mask {
+                    None => _mm256_loadu_ps(at),
+                    Some(m) => _mm256_maskload_ps(at, m),
+                };
+                for (a, &x) in acc.iter_mut().zip(&xv) {
+                    *a = _mm256_fmadd_ps(d, x, *a);
+                }
+            }
         }
     }
 
@@ -498,8 +516,13 @@ mod avx2 {
         dw: &mut [f32],
     ) {
         let (x, d) = (xp.as_ptr(), dy.as_ptr());
-        for co in channels.clone().step_by(2) {
-            let cb = (channels.end - co).min(2);
+        // Up to 12 accumulators less the registers the loads need: 3 output channels × 3
+        // kernel columns (each input vector loaded once for the 3 channels), or 2 × 5 for
+        // wider kernels. A weight's sum runs in the same order whatever block it falls in.
+        let widest = if g.k <= 3 { 3 } else { 2 };
+        let mut co = channels.start;
+        while co < channels.end {
+            let cb = (channels.end - co).min(widest);
             for ci in 0..g.cin {
                 for ky in 0..g.k {
                     for kx0 in (0..g.k).step_by(5) {
@@ -517,12 +540,16 @@ mod avx2 {
                                 (2, 3) => group::<2, 3>(g, &at, images.clone(), x, d, scale, dw),
                                 (2, 4) => group::<2, 4>(g, &at, images.clone(), x, d, scale, dw),
                                 (2, 5) => group::<2, 5>(g, &at, images.clone(), x, d, scale, dw),
-                                _ => unreachable!("1 or 2 channels, 1 to 5 kernel columns"),
+                                (3, 1) => group::<3, 1>(g, &at, images.clone(), x, d, scale, dw),
+                                (3, 2) => group::<3, 2>(g, &at, images.clone(), x, d, scale, dw),
+                                (3, 3) => group::<3, 3>(g, &at, images.clone(), x, d, scale, dw),
+                                _ => unreachable!("1 to 3 channels of up to 3 columns, or 2 of up to 5"),
                             }
                         }
                     }
                 }
             }
+            co += cb;
         }
     }
 

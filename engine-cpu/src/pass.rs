@@ -128,6 +128,10 @@ impl Workspace {
         for (l, layer) in plan.layers.iter().enumerate() {
             reserve(&mut self.acts[l + 1], layer.out_len() * n);
             match &layer.op {
+                // The direct path keeps its padded input in `cols` ([`direct::pad`] sizes it,
+                // keeping its zero borders from pass to pass); growing it to the unfolded
+                // size here would clear every border and cost a large memset a pass.
+                Op::Dense { geom, .. } if direct::supports(geom) => {}
                 Op::Dense { geom, .. } if !geom.is_pointwise() => {
                     reserve(&mut self.cols[l], geom.unfolded() * geom.out_plane() * n)
                 }
