@@ -473,20 +473,33 @@ mod avx2 {
     ) {
         // SAFETY: the caller's offsets lie inside the checked slices (module bounds).
         unsafe {
-            let mut xv = [_mm256_setzero_ps(); KX];
-            // `kx` is a column offset as well as an index.
-            #[allow(clippy::needless_range_loop)]
-            for kx in 0..KX {
-                xv[kx] = _mm256_loadu_ps(x.add(kx));
-            }
-            for (c, acc) in acc.iter_mut().enumerate() {
+            let load = |c: usize| {
                 let at = dy.add(c * out_channel);
-                let d = match mask {
+                match mask {
                     None => _mm256_loadu_ps(at),
                     Some(m) => _mm256_maskload_ps(at, m),
-                };
-                for (a, &x) in acc.iter_mut().zip(&xv) {
-                    *a = _mm256_fmadd_ps(d, x, *a);
+                }
+            };
+            if KX <= 3 {
+                // Each input vector loaded once for all channels (12 + 4 registers at most).
+                let xv: [__m256; KX] = std::array::from_fn(|kx| _mm256_loadu_ps(x.add(kx)));
+                for (c, acc) in acc.iter_mut().enumerate() {
+                    let d = load(c);
+                    for (a, &x) in acc.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(d, x, *a);
+                    }
+                }
+            } else {
+                // Wider kernels: the channels' gradients stay, input vectors stream (holding
+                // all `KX` would spill the accumulators).
+                let d: [__m256; CB] = std::array::from_fn(load);
+                // `kx` is a column offset as well as an index.
+                #[allow(clippy::needless_range_loop)]
+                for kx in 0..KX {
+                    let xv = _mm256_loadu_ps(x.add(kx));
+                    for c in 0..CB {
+                        acc[c][kx] = _mm256_fmadd_ps(d[c], xv, acc[c][kx]);
+                    }
                 }
             }
         }
