@@ -178,18 +178,43 @@ struct Out(*mut f32);
 // it points into outlives them (scoped threads).
 unsafe impl Send for Out {}
 
+/// How [`weight_grad`] finds the output gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GradLayout {
+    /// `[cout, n, oh·ow]`, as the layer produced it.
+    Rows,
+    /// Padded by `q ≥ 1` zeros on every side to rows as wide as the padded input's
+    /// (`ow + 2q = wp`, a "same" convolution), as [`pad`] leaves it for the input gradient.
+    /// Then an image's products are one contiguous run (the zero columns cancel the reads
+    /// that wrap into the next row): no ragged row ends and no per-row loop.
+    Padded { q: usize },
+}
+
+impl GradLayout {
+    /// [`GradLayout::Padded`] when `g`'s padded output gradient has the input's row width.
+    pub fn padded(g: &ConvGeom) -> Option<GradLayout> {
+        let q = g.k - 1 - g.pad;
+        (q >= 1 && g.ow + 2 * q == g.w + 2 * g.pad && g.w + 2 * g.pad >= SLACK).then_some(GradLayout::Padded { q })
+    }
+}
+
 /// `dw += scale · Σ_{i ∈ images} dy_i ⋆ xp_i`: the weight gradient of the images `images`.
 ///
 /// # Shapes
-/// - `xp`: [`Direct::padded_len`]; `dy`: `[cout, n, oh·ow]`; `dw`: `[cout, cin, k, k]`
+/// - `xp`: [`Direct::padded_len`]; `dy`: `[cout, n, oh·ow]` ([`GradLayout::Rows`]) or the
+///   input-gradient convolution's padded input ([`GradLayout::Padded`]); `dw`:
+///   `[cout, cin, k, k]`
 ///
 /// # Panics
-/// When a slice is too short, the range exceeds `n`, or the CPU lacks AVX2/FMA.
+/// When a slice is too short, the range exceeds `n`, a padded layout does not match `g`,
+/// or the CPU lacks AVX2/FMA.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad(
     g: &Direct,
     images: std::ops::Range<usize>,
     xp: &[f32],
     dy: &[f32],
+    layout: GradLayout,
     scale: f32,
     dw: &mut [f32],
     threads: usize,
@@ -197,7 +222,14 @@ pub(crate) fn weight_grad(
     assert!(available(), "direct convolutions need AVX2 and FMA");
     assert!(g.hp >= g.oh + g.k - 1 && g.wp >= g.ow + g.k - 1, "padded input too small for {g:?}");
     assert!(images.start <= images.end && images.end <= g.n);
-    assert!(xp.len() >= g.padded_len() && dy.len() >= g.cout * g.n * g.oh * g.ow);
+    let dy_len = match layout {
+        GradLayout::Rows => g.cout * g.n * g.oh * g.ow,
+        GradLayout::Padded { q } => {
+            assert!(q >= 1 && g.ow + 2 * q == g.wp && g.wp >= SLACK, "{layout:?} does not fit {g:?}");
+            g.cout * g.n * (g.oh + 2 * q) * g.wp + SLACK
+        }
+    };
+    assert!(xp.len() >= g.padded_len() && dy.len() >= dy_len);
     assert!(dw.len() >= g.cout * g.cin * g.k * g.k);
     // Threads take consecutive pairs of output channels (the kernel's blocks), each its own
     // slice of `dw`: every weight is summed by one thread in the same order, whatever the
@@ -208,7 +240,7 @@ pub(crate) fn weight_grad(
     #[cfg(target_arch = "x86_64")]
     if parts == 1 {
         // SAFETY: as in `forward`; `dw` holds the weights of every channel.
-        return unsafe { avx2::weight_grad(g, 0..g.cout, images, xp, dy, scale, dw) };
+        return unsafe { avx2::weight_grad(g, 0..g.cout, images, xp, dy, layout, scale, dw) };
     }
     #[cfg(target_arch = "x86_64")]
     std::thread::scope(|scope| {
@@ -220,7 +252,7 @@ pub(crate) fn weight_grad(
             rest = next;
             let images = images.clone();
             // SAFETY: as in `forward`; `mine` holds exactly the weights of `channels`.
-            let run = move || unsafe { avx2::weight_grad(g, channels, images, xp, dy, scale, mine) };
+            let run = move || unsafe { avx2::weight_grad(g, channels, images, xp, dy, layout, scale, mine) };
             if part + 1 == parts {
                 run();
             } else {
@@ -239,7 +271,7 @@ mod avx2 {
 
     use std::arch::x86_64::*;
 
-    use super::Direct;
+    use super::{Direct, GradLayout};
 
     /// Lane masks: `MASKS[8 − v..][..8]` enables the first `v` lanes.
     static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -462,6 +494,40 @@ mod avx2 {
         }
     }
 
+    /// [`dw_block`] on a [`GradLayout::Padded`] gradient: `dy` points at the first interior
+    /// value of channel `co`'s first image, `plane` apart from image to image. An image's
+    /// run covers `(oh − 1)·wp + ow` positions; its last vector reads up to 7 past it, into
+    /// the zero padding after the last interior row (`q ≥ 1` rows of `wp ≥ 8`).
+    #[inline(always)]
+    unsafe fn dw_block_flat<const CB: usize, const KX: usize>(
+        g: &Direct,
+        images: std::ops::Range<usize>,
+        x: *const f32,
+        dy: *const f32,
+        plane: usize,
+    ) -> [[f32; KX]; CB] {
+        // SAFETY (whole body): offsets stay within the bounds documented for the module and
+        // checked by `super::weight_grad` for the padded gradient.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); KX]; CB];
+            let vectors = ((g.oh - 1) * g.wp + g.ow).div_ceil(8);
+            let out_channel = g.n * plane;
+            for i in images {
+                let (xi, di) = (x.add(i * g.hp * g.wp), dy.add(i * plane));
+                for v in 0..vectors {
+                    step::<CB, KX>(&mut acc, xi.add(8 * v), di.add(8 * v), out_channel, None);
+                }
+            }
+            let mut sums = [[0f32; KX]; CB];
+            for (s, a) in sums.iter_mut().zip(&acc) {
+                for (s, &a) in s.iter_mut().zip(a) {
+                    *s = hsum(a);
+                }
+            }
+            sums
+        }
+    }
+
     /// `acc[c][kx] += dy[c] · x[kx..kx + 8]` for one vector of 8 output columns.
     #[inline(always)]
     unsafe fn step<const CB: usize, const KX: usize>(
@@ -519,12 +585,14 @@ mod avx2 {
     /// See [`super::weight_grad`].
     #[target_feature(enable = "avx2,fma")]
     /// `channels` starts at an even channel; `dw` holds the weights of `channels` only.
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn weight_grad(
         g: &Direct,
         channels: std::ops::Range<usize>,
         images: std::ops::Range<usize>,
         xp: &[f32],
         dy: &[f32],
+        layout: GradLayout,
         scale: f32,
         dw: &mut [f32],
     ) {
@@ -543,19 +611,19 @@ mod avx2 {
                         // SAFETY: forwarded from the caller.
                         unsafe {
                             match (cb, (g.k - kx0).min(5)) {
-                                (1, 1) => group::<1, 1>(g, &at, images.clone(), x, d, scale, dw),
-                                (1, 2) => group::<1, 2>(g, &at, images.clone(), x, d, scale, dw),
-                                (1, 3) => group::<1, 3>(g, &at, images.clone(), x, d, scale, dw),
-                                (1, 4) => group::<1, 4>(g, &at, images.clone(), x, d, scale, dw),
-                                (1, 5) => group::<1, 5>(g, &at, images.clone(), x, d, scale, dw),
-                                (2, 1) => group::<2, 1>(g, &at, images.clone(), x, d, scale, dw),
-                                (2, 2) => group::<2, 2>(g, &at, images.clone(), x, d, scale, dw),
-                                (2, 3) => group::<2, 3>(g, &at, images.clone(), x, d, scale, dw),
-                                (2, 4) => group::<2, 4>(g, &at, images.clone(), x, d, scale, dw),
-                                (2, 5) => group::<2, 5>(g, &at, images.clone(), x, d, scale, dw),
-                                (3, 1) => group::<3, 1>(g, &at, images.clone(), x, d, scale, dw),
-                                (3, 2) => group::<3, 2>(g, &at, images.clone(), x, d, scale, dw),
-                                (3, 3) => group::<3, 3>(g, &at, images.clone(), x, d, scale, dw),
+                                (1, 1) => group::<1, 1>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (1, 2) => group::<1, 2>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (1, 3) => group::<1, 3>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (1, 4) => group::<1, 4>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (1, 5) => group::<1, 5>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (2, 1) => group::<2, 1>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (2, 2) => group::<2, 2>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (2, 3) => group::<2, 3>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (2, 4) => group::<2, 4>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (2, 5) => group::<2, 5>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (3, 1) => group::<3, 1>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (3, 2) => group::<3, 2>(g, &at, images.clone(), x, d, layout, scale, dw),
+                                (3, 3) => group::<3, 3>(g, &at, images.clone(), x, d, layout, scale, dw),
                                 _ => unreachable!("1 to 3 channels of up to 3 columns, or 2 of up to 5"),
                             }
                         }
@@ -578,24 +646,28 @@ mod avx2 {
 
     /// Adds `scale ·` the gradient of weights `[co..co+CB, ci, ky, kx0..kx0+KX]` into `dw`.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn group<const CB: usize, const KX: usize>(
         g: &Direct,
         at: &WeightGroup,
         images: std::ops::Range<usize>,
         x: *const f32,
         dy: *const f32,
+        layout: GradLayout,
         scale: f32,
         dw: &mut [f32],
     ) {
         // SAFETY: channel, row and column offsets inside the checked slices (see the module
         // bounds).
         let sums = unsafe {
-            dw_block::<CB, KX>(
-                g,
-                images,
-                x.add(at.ci * g.n * g.hp * g.wp + at.ky * g.wp + at.kx0),
-                dy.add(at.co * g.n * g.oh * g.ow),
-            )
+            let x = x.add(at.ci * g.n * g.hp * g.wp + at.ky * g.wp + at.kx0);
+            match layout {
+                GradLayout::Rows => dw_block::<CB, KX>(g, images, x, dy.add(at.co * g.n * g.oh * g.ow)),
+                GradLayout::Padded { q } => {
+                    let plane = (g.oh + 2 * q) * g.wp;
+                    dw_block_flat::<CB, KX>(g, images, x, dy.add(at.co * g.n * plane + q * g.wp + q), plane)
+                }
+            }
         };
         for (c, s) in sums.iter().enumerate() {
             let first = (((at.co - at.first + c) * g.cin + at.ci) * g.k + at.ky) * g.k + at.kx0;
@@ -684,15 +756,37 @@ mod tests {
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-3, "{g:?}: {lhs} {rhs}");
             let mut dw = vec![0.0; wt.len()];
-            weight_grad(&d, 0..n, &xp, &dy, 1.0, &mut dw, 1);
+            weight_grad(&d, 0..n, &xp, &dy, GradLayout::Rows, 1.0, &mut dw, 1);
             let rhs: f64 = wt.iter().zip(&dw).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-3, "{g:?}: {lhs} {rhs}");
             // Image ranges add up, and the scale applies.
             let mut parts = vec![0.0; wt.len()];
-            weight_grad(&d, 0..1, &xp, &dy, 2.0, &mut parts, 1);
-            weight_grad(&d, 1..n, &xp, &dy, 2.0, &mut parts, 1);
+            weight_grad(&d, 0..1, &xp, &dy, GradLayout::Rows, 2.0, &mut parts, 1);
+            weight_grad(&d, 1..n, &xp, &dy, GradLayout::Rows, 2.0, &mut parts, 1);
             for (a, b) in parts.iter().zip(&dw) {
                 assert!((a - 2.0 * b).abs() < 1e-4);
+            }
+            // "Same" convolutions read the padded gradient as one run per image: the same
+            // sums, in another order; image ranges and threads as with rows.
+            let padded = GradLayout::padded(&g);
+            assert_eq!(padded.is_some(), pad >= 1 && 2 * pad == k - 1, "{g:?}");
+            if let Some(layout) = padded {
+                let mut flat = vec![0.0; wt.len()];
+                weight_grad(&d, 0..n, &xp, &dyp, layout, 1.0, &mut flat, 1);
+                for (a, b) in flat.iter().zip(&dw) {
+                    assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{g:?}: {a} {b}");
+                }
+                let mut halves = vec![0.0; wt.len()];
+                weight_grad(&d, 0..1, &xp, &dyp, layout, 2.0, &mut halves, 1);
+                weight_grad(&d, 1..n, &xp, &dyp, layout, 2.0, &mut halves, 1);
+                for (a, b) in halves.iter().zip(&flat) {
+                    assert!((a - 2.0 * b).abs() < 1e-4 * b.abs().max(1.0));
+                }
+                for threads in [2, 3, 8] {
+                    let mut flat_t = vec![0.0; wt.len()];
+                    weight_grad(&d, 0..n, &xp, &dyp, layout, 1.0, &mut flat_t, threads);
+                    assert_eq!(flat_t, flat, "{g:?}, {threads} threads");
+                }
             }
             // Split over threads (images for the convolutions, channel pairs for the weight
             // gradient), every result is bit-identical to one thread's.
@@ -704,7 +798,7 @@ mod tests {
                 forward(&gi, &dyp, &flipped, None, &mut dx_t, threads);
                 assert_eq!(dx_t, dx, "{g:?}, {threads} threads");
                 let mut dw_t = vec![0.0; wt.len()];
-                weight_grad(&d, 0..n, &xp, &dy, 1.0, &mut dw_t, threads);
+                weight_grad(&d, 0..n, &xp, &dy, GradLayout::Rows, 1.0, &mut dw_t, threads);
                 assert_eq!(dw_t, dw, "{g:?}, {threads} threads");
             }
         }

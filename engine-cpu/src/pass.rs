@@ -18,7 +18,7 @@
 
 use super::activation;
 use super::batch_norm::{self, BatchStats};
-use super::direct::{self, Direct};
+use super::direct::{self, Direct, GradLayout};
 use super::gemm::{MatMut, MatRef, matmul, matmul_on};
 use super::layers;
 use super::plan::{Op, Plan};
@@ -334,9 +334,18 @@ pub(crate) fn backward(
             Op::Dense { geom, weight, bias, prunable } if direct::supports(geom) => {
                 let (k, width) = (geom.unfolded(), n * geom.out_plane());
                 let d = Direct::forward(geom, n);
+                if need_dx {
+                    direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, &mut dpad[l]);
+                }
                 match sink {
                     GradSink::Sum(g) => {
-                        direct::weight_grad(&d, 0..n, &cols[l], dy, 1.0, &mut g[*weight..][..geom.cout * k], threads);
+                        let dw = &mut g[*weight..][..geom.cout * k];
+                        // A "same" convolution's padded gradient (there for the input gradient)
+                        // is the faster layout for the weight gradient too.
+                        match GradLayout::padded(geom).filter(|_| need_dx) {
+                            Some(layout) => direct::weight_grad(&d, 0..n, &cols[l], &dpad[l], layout, 1.0, dw, threads),
+                            None => direct::weight_grad(&d, 0..n, &cols[l], dy, GradLayout::Rows, 1.0, dw, threads),
+                        }
                         if let Some(b) = bias {
                             layers::add_row_sums(&mut g[*b..][..geom.cout], dy, width);
                         }
@@ -345,13 +354,13 @@ pub(crate) fn backward(
                         let p = &plan.prunable[*prunable];
                         for seg in segments.iter() {
                             let row = &mut rows[seg.row * plan.prunable_len + p.prunable_offset..][..p.len];
-                            direct::weight_grad(&d, seg.start..seg.end, &cols[l], dy, seg.scale, row, threads);
+                            let rows = GradLayout::Rows;
+                            direct::weight_grad(&d, seg.start..seg.end, &cols[l], dy, rows, seg.scale, row, threads);
                         }
                     }
                 }
                 if need_dx {
                     let wt = &params[*weight..][..geom.cout * k];
-                    direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, &mut dpad[l]);
                     direct::flip(geom.cout, geom.cin, geom.k, wt, flipped);
                     direct::forward(&Direct::input_gradient(geom, n), &dpad[l], flipped, None, dx, threads);
                 }
