@@ -172,6 +172,16 @@ fn the_hypernetwork_fits_on_a_zoo_of_two_resnet_sizes_and_prunes_both() {
     let mixed = dir.path().join("mixed");
     let o = hyperprune_tests::zoo_merge(&mixed, &[&small, &large]);
     assert!(o.status.success(), "merge: {:?}", text(&o));
+    // `zoo show` names both architectures, and each member's.
+    let o = hyperprune(&["zoo", "show", mixed.to_str().unwrap()]);
+    let (shown, _) = text(&o);
+    assert!(o.status.success(), "show: {shown}");
+    let header = shown.lines().next().unwrap();
+    assert!(header.contains("2 architectures (resnet:depth=8,width=8,input=1x8x8: 3"), "{header}");
+    assert!(header.contains("resnet:depth=14,width=16,input=1x8x8: 3)"), "{header}");
+    let members: Vec<&str> = shown.lines().filter(|l| l.contains(":0000 ")).collect();
+    assert_eq!(members.len(), 2, "{shown}");
+    assert!(members.iter().all(|l| l.trim_end().ends_with("input=1x8x8")), "{shown}");
     let state = dir.path().join("hypernet.state");
     let mut args = vec!["fit", "--pruner", "hypernet", "--zoo", mixed.to_str().unwrap(), "--out"];
     args.extend([state.to_str().unwrap(), "-q", "--opt", "steps=20", "--opt", "val_every=10"]);

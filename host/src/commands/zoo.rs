@@ -215,24 +215,48 @@ fn show(dir: &Path, format: Format) -> anyhow::Result<()> {
         return Ok(());
     }
     let m = zoo.meta();
+    // A merged zoo holds members of several architectures: name each, with its count.
+    let mut archs: Vec<(&str, usize)> = Vec::new();
+    for member in &m.members {
+        match archs.iter_mut().find(|(name, _)| *name == member.arch.name) {
+            Some((_, count)) => *count += 1,
+            None => archs.push((&member.arch.name, 1)),
+        }
+    }
+    let mixed = archs.len() > 1;
+    let arch = if mixed {
+        let each: Vec<String> = archs.iter().map(|(name, count)| format!("{name}: {count}")).collect();
+        format!("{} architectures ({})", archs.len(), each.join(", "))
+    } else {
+        m.arch.name.clone()
+    };
     println!(
-        "zoo {} — {} on {}, trained by {}, seed {}, vary {}",
+        "zoo {} — {arch} on {}, trained by {}, seed {}, vary {}",
         m.name,
-        m.arch.name,
         m.dataset,
         m.engine,
         m.settings.seed,
         m.settings.vary.join(",")
     );
+    let id_width = m.members.iter().map(|member| member.id.len()).max().unwrap_or(0).max(6);
     println!(
-        "{:<6} {:<6} {:<9} {:<16} {:>9} {:>8} {:>8} {:>9} {:>9}",
-        "ID", "SPLIT", "ACT", "INIT", "LR", "WD", "DROPOUT", "TRAIN%", "TEST%"
+        "{:<id_width$} {:<6} {:<9} {:<16} {:>9} {:>8} {:>8} {:>9} {:>9}{}",
+        "ID",
+        "SPLIT",
+        "ACT",
+        "INIT",
+        "LR",
+        "WD",
+        "DROPOUT",
+        "TRAIN%",
+        "TEST%",
+        if mixed { "  ARCH" } else { "" }
     );
     for member in &m.members {
         let h = &member.hyperparams;
         let pct = |x: Option<f64>| x.map(|a| format!("{:.2}", 100.0 * a)).unwrap_or_else(|| "-".into());
         println!(
-            "{:<6} {:<6} {:<9} {:<16} {:>9.2e} {:>8} {:>8} {:>9} {:>9}",
+            "{:<id_width$} {:<6} {:<9} {:<16} {:>9.2e} {:>8} {:>8} {:>9} {:>9}{}",
             member.id,
             format!("{:?}", member.split).to_lowercase(),
             h.activation.name(),
@@ -241,7 +265,8 @@ fn show(dir: &Path, format: Format) -> anyhow::Result<()> {
             h.weight_decay,
             h.dropout,
             pct(member.train_accuracy),
-            pct(member.test_accuracy)
+            pct(member.test_accuracy),
+            if mixed { format!("  {}", member.arch.name) } else { String::new() }
         );
     }
     let accs: Vec<f64> = zoo.members(Split::All).iter().filter_map(|m| m.test_accuracy).collect();
