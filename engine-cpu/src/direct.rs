@@ -484,13 +484,7 @@ mod avx2 {
                     }
                 }
             }
-            let mut sums = [[0f32; KX]; CB];
-            for (s, a) in sums.iter_mut().zip(&acc) {
-                for (s, &a) in s.iter_mut().zip(a) {
-                    *s = hsum(a);
-                }
-            }
-            sums
+            lane_sums(&acc)
         }
     }
 
@@ -518,13 +512,7 @@ mod avx2 {
                     step::<CB, KX>(&mut acc, xi.add(8 * v), di.add(8 * v), out_channel, None);
                 }
             }
-            let mut sums = [[0f32; KX]; CB];
-            for (s, a) in sums.iter_mut().zip(&acc) {
-                for (s, &a) in s.iter_mut().zip(a) {
-                    *s = hsum(a);
-                }
-            }
-            sums
+            lane_sums(&acc)
         }
     }
 
@@ -569,6 +557,13 @@ mod avx2 {
                 }
             }
         }
+    }
+
+    /// Each accumulator's [`hsum`].
+    #[inline(always)]
+    unsafe fn lane_sums<const CB: usize, const KX: usize>(acc: &[[__m256; KX]; CB]) -> [[f32; KX]; CB] {
+        // SAFETY: register-only intrinsics; the callers run with AVX2 enabled.
+        std::array::from_fn(|c| std::array::from_fn(|kx| unsafe { hsum(acc[c][kx]) }))
     }
 
     /// The sum of the 8 lanes, in a fixed order.
