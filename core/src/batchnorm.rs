@@ -124,7 +124,16 @@ pub fn correct_batchnorm(dense: &Model, pruned: &Model) -> Result<Model, String>
                 };
                 (spread(read(&d, 0)), spread(read(&p, 0)))
             }
-            _ => (read(&d, 0), read(&p, 0)),
+            // Pooling and dropout (the identity outside training) keep each channel's
+            // moments; other activations are taken to (the approximation the module
+            // documentation states).
+            LayerSpec::MaxPool { .. }
+            | LayerSpec::AvgPool { .. }
+            | LayerSpec::GlobalAvgPool
+            | LayerSpec::Dropout { .. }
+            | LayerSpec::Tanh
+            | LayerSpec::Gelu
+            | LayerSpec::Sigmoid => (read(&d, 0), read(&p, 0)),
         };
         d.push(dm);
         p.push(pm);

@@ -116,6 +116,24 @@ enum Params {
     Channel { scale: Vec<f64>, shift: Vec<f64> },
 }
 
+impl Params {
+    /// A conv or linear layer's `|W ⊙ m|` and `|b|`.
+    fn affine(&self) -> (&[f64], Option<&[f64]>) {
+        match self {
+            Params::Affine { weight, bias } => (weight, bias.as_deref()),
+            _ => unreachable!("conv and linear layers are linearised to an affine map"),
+        }
+    }
+
+    /// A batch normalisation's `|a|` and `|c|`.
+    fn channel(&self) -> (&[f64], &[f64]) {
+        match self {
+            Params::Channel { scale, shift } => (scale, shift),
+            _ => unreachable!("a batch normalisation is linearised to a per-channel map"),
+        }
+    }
+}
+
 /// The network of a model with every parameter replaced as the module documentation says.
 struct Linearised<'m> {
     model: &'m Model,
@@ -186,37 +204,47 @@ impl<'m> Linearised<'m> {
                     Source::Node(j) => &outputs[j],
                 }
             };
-            let y = match (&spec.layers[node.layer], &self.layers[node.layer]) {
-                (LayerSpec::Conv2d { kernel, stride, padding, .. }, Params::Affine { weight, bias }) => {
+            let params = &self.layers[node.layer];
+            let y = match &spec.layers[node.layer] {
+                LayerSpec::Conv2d { kernel, stride, padding, .. } => {
+                    let (weight, bias) = params.affine();
                     let conv = Conv::new(node.input, node.output, *kernel, *stride, *padding);
-                    conv.forward(read(0), weight, bias.as_deref())
+                    conv.forward(read(0), weight, bias)
                 }
-                (LayerSpec::Linear { .. }, Params::Affine { weight, bias }) => linear_forward(read(0), weight, bias),
-                (LayerSpec::BatchNorm2d { .. }, Params::Channel { scale, shift }) => {
-                    let hw = plane(node.input);
+                LayerSpec::Linear { .. } => {
+                    let (weight, bias) = params.affine();
+                    linear_forward(read(0), weight, bias)
+                }
+                LayerSpec::BatchNorm2d { .. } => {
+                    let ((scale, shift), hw) = (params.channel(), plane(node.input));
                     read(0).iter().enumerate().map(|(i, x)| scale[i / hw] * x + shift[i / hw]).collect()
                 }
-                (LayerSpec::MaxPool { kernel, stride }, _) => {
+                LayerSpec::MaxPool { kernel, stride } => {
                     let pool = Pool::new(node.input, node.output, *kernel, stride.unwrap_or(*kernel));
                     pool.max_forward(read(0))
                 }
-                (LayerSpec::AvgPool { kernel, stride }, _) => {
+                LayerSpec::AvgPool { kernel, stride } => {
                     let pool = Pool::new(node.input, node.output, *kernel, stride.unwrap_or(*kernel));
                     pool.avg_forward(read(0))
                 }
-                (LayerSpec::GlobalAvgPool, _) => {
+                LayerSpec::GlobalAvgPool => {
                     let hw = plane(node.input);
                     read(0).chunks(hw).map(|c| c.iter().sum::<f64>() / hw as f64).collect()
                 }
-                (LayerSpec::Add, _) => {
+                LayerSpec::Add => {
                     let mut sum = read(0).to_vec();
                     for k in 1..node.inputs.len() {
                         sum.iter_mut().zip(read(k)).for_each(|(s, x)| *s += x);
                     }
                     sum
                 }
-                // Flatten, dropout and (linearised) activations pass the flow on.
-                _ => read(0).to_vec(),
+                // Flatten, dropout and the activations (linearised) pass the flow on.
+                LayerSpec::Flatten
+                | LayerSpec::Dropout { .. }
+                | LayerSpec::Relu
+                | LayerSpec::Tanh
+                | LayerSpec::Gelu
+                | LayerSpec::Sigmoid => read(0).to_vec(),
             };
             outputs.push(y);
         }
@@ -242,39 +270,46 @@ impl<'m> Linearised<'m> {
             };
             // The network's input needs no gradient.
             let wants_input = source != Source::Network;
-            let gx: Option<Vec<f64>> = match (&spec.layers[node.layer], &self.layers[node.layer]) {
-                (LayerSpec::Conv2d { kernel, stride, padding, .. }, Params::Affine { weight, .. }) => {
+            let params = &self.layers[node.layer];
+            let gx: Option<Vec<f64>> = match &spec.layers[node.layer] {
+                LayerSpec::Conv2d { kernel, stride, padding, .. } => {
+                    let weight = params.affine().0;
                     let conv = Conv::new(node.input, node.output, *kernel, *stride, *padding);
                     let (gw, gx) = conv.backward(x, weight, &gy, wants_input);
                     weight_grads[node.layer] = Some(gw);
                     gx
                 }
-                (LayerSpec::Linear { .. }, Params::Affine { weight, .. }) => {
-                    let (gw, gx) = linear_backward(x, weight, &gy);
+                LayerSpec::Linear { .. } => {
+                    let (gw, gx) = linear_backward(x, params.affine().0, &gy);
                     weight_grads[node.layer] = Some(gw);
                     Some(gx)
                 }
-                (LayerSpec::BatchNorm2d { .. }, Params::Channel { scale, .. }) => {
-                    let hw = plane(node.input);
+                LayerSpec::BatchNorm2d { .. } => {
+                    let (scale, hw) = (params.channel().0, plane(node.input));
                     Some(gy.iter().enumerate().map(|(i, g)| scale[i / hw] * g).collect())
                 }
-                (LayerSpec::MaxPool { kernel, stride }, _) => {
+                LayerSpec::MaxPool { kernel, stride } => {
                     Some(Pool::new(node.input, node.output, *kernel, stride.unwrap_or(*kernel)).max_backward(x, &gy))
                 }
-                (LayerSpec::AvgPool { kernel, stride }, _) => {
+                LayerSpec::AvgPool { kernel, stride } => {
                     Some(Pool::new(node.input, node.output, *kernel, stride.unwrap_or(*kernel)).avg_backward(&gy))
                 }
-                (LayerSpec::GlobalAvgPool, _) => {
+                LayerSpec::GlobalAvgPool => {
                     let hw = plane(node.input);
                     Some(gy.iter().flat_map(|&g| std::iter::repeat_n(g / hw as f64, hw)).collect())
                 }
-                (LayerSpec::Add, _) => {
+                LayerSpec::Add => {
                     for &other in &node.inputs[1..] {
                         accumulate(&mut grads, other, &gy);
                     }
                     Some(gy)
                 }
-                _ => Some(gy),
+                LayerSpec::Flatten
+                | LayerSpec::Dropout { .. }
+                | LayerSpec::Relu
+                | LayerSpec::Tanh
+                | LayerSpec::Gelu
+                | LayerSpec::Sigmoid => Some(gy),
             };
             if let (Some(gx), true) = (gx, wants_input) {
                 accumulate(&mut grads, source, &gx);
@@ -308,11 +343,11 @@ fn dims(shape: FeatureShape) -> [usize; 3] {
 }
 
 /// `y = W x + b`, `W` of shape `[out, in]`.
-fn linear_forward(x: &[f64], weight: &[f64], bias: &Option<Vec<f64>>) -> Vec<f64> {
+fn linear_forward(x: &[f64], weight: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
     weight
         .chunks(x.len())
         .enumerate()
-        .map(|(o, row)| row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>() + bias.as_ref().map_or(0.0, |b| b[o]))
+        .map(|(o, row)| row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>() + bias.map_or(0.0, |b| b[o]))
         .collect()
 }
 

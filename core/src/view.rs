@@ -5,7 +5,7 @@ use hyperprune_sdk::{
     LayerKind, LayerRef, ModelRef, NETWORK_INPUT, NO_LAYER, NodeKind, NodeRef, TensorRef, TensorRole,
 };
 
-use crate::arch::{ArchSpec, FeatureShape, LayerSpec, ParamLayerKind, ParamRole, Source};
+use crate::arch::{ArchSpec, FeatureShape, ParamLayerKind, ParamRole, Source};
 use crate::model::Model;
 
 /// The storage a `ModelRef` borrows besides the weights themselves: the architecture JSON,
@@ -134,7 +134,7 @@ fn nodes(model: &Model) -> Vec<NodeData> {
         .zip(tensors_of)
         .map(|((n, layer), tensors)| NodeData {
             name: n.name.clone(),
-            kind: kind_of(&spec.layers[n.layer]),
+            kind: spec.layers[n.layer].kind(),
             inputs: n
                 .inputs
                 .iter()
@@ -151,24 +151,6 @@ fn nodes(model: &Model) -> Vec<NodeData> {
             tensors,
         })
         .collect()
-}
-
-fn kind_of(layer: &LayerSpec) -> NodeKind {
-    match layer {
-        LayerSpec::Conv2d { .. } => NodeKind::Conv2d,
-        LayerSpec::Linear { .. } => NodeKind::Linear,
-        LayerSpec::BatchNorm2d { .. } => NodeKind::BatchNorm2d,
-        LayerSpec::Add => NodeKind::Add,
-        LayerSpec::MaxPool { .. } => NodeKind::MaxPool,
-        LayerSpec::AvgPool { .. } => NodeKind::AvgPool,
-        LayerSpec::GlobalAvgPool => NodeKind::GlobalAvgPool,
-        LayerSpec::Flatten => NodeKind::Flatten,
-        LayerSpec::Relu => NodeKind::Relu,
-        LayerSpec::Tanh => NodeKind::Tanh,
-        LayerSpec::Gelu => NodeKind::Gelu,
-        LayerSpec::Sigmoid => NodeKind::Sigmoid,
-        LayerSpec::Dropout { .. } => NodeKind::Dropout,
-    }
 }
 
 /// Runs `f` with a zero-copy `ModelRef` of `model`.

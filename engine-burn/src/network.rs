@@ -174,6 +174,7 @@ impl Plan {
                 LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Gelu | LayerSpec::Sigmoid => {
                     Op::Activation(layer.activation().expect("an activation layer"))
                 }
+                other => return Err(EngineError::unsupported_layer("burn", &graph.nodes[i].name, other)),
             };
             if layer.is_prunable() {
                 prunable_layers.push(i);

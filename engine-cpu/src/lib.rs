@@ -33,7 +33,9 @@
 //! Supported networks: every graph [`hyperprune_core::ArchSpec::graph`] accepts, of every layer
 //! [`hyperprune_core::LayerSpec`] describes (conv2d with stride, padding and without bias, linear, max
 //! and average pooling, flatten, ReLU, tanh, GELU, sigmoid, dropout, batch normalisation,
-//! residual adds, global average pooling). Batch normalisation runs in train mode inside
+//! residual adds, global average pooling); a kind added to the spec later is refused with
+//! [`EngineError::Unsupported`] until it has an op here ([`Engine::supports`] says so before
+//! a call, and the host then runs that network on the burn engine). Batch normalisation runs in train mode inside
 //! [`Engine::train`] only, on the statistics of the whole mini-batch, which that step then
 //! passes as one chunk (`train.rs`); everything else runs it in eval mode.
 
@@ -93,6 +95,13 @@ impl Default for CpuEngine {
 impl Engine for CpuEngine {
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn supports(&self, spec: &hyperprune_core::ArchSpec) -> Result<(), EngineError> {
+        match plan::Plan::new(spec) {
+            Err(e @ EngineError::Unsupported { .. }) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn logits(&self, model: &Model, samples: &Samples) -> Result<Vec<f32>, EngineError> {

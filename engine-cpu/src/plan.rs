@@ -280,6 +280,7 @@ impl Plan {
                 LayerSpec::Relu | LayerSpec::Tanh | LayerSpec::Gelu | LayerSpec::Sigmoid => {
                     Op::Act(layer.activation().expect("an activation layer"))
                 }
+                other => return Err(EngineError::unsupported_layer("cpu", &node.name, other)),
             };
             let inputs = node
                 .inputs

@@ -96,6 +96,7 @@ pub(crate) fn activations(spec: &ArchSpec, params: &Params, image: &[f32]) -> Ve
                     })
                     .collect()
             }
+            other => panic!("the reference has no rule for {}", other.type_name()),
         };
         all.push(x.clone());
     }

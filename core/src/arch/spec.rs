@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use hyperprune_sdk::NodeKind;
 use serde::{Deserialize, Serialize};
 
 use super::ArchError;
@@ -159,8 +160,13 @@ impl From<ArchSpec> for RawSpec {
 }
 
 /// One layer of an [`ArchSpec`].
+///
+/// Non-exhaustive: code outside `core` that matches on it (the engines) keeps an arm for
+/// kinds it has no op for, so a new kind compiles everywhere before every engine runs it
+/// (see `docs/ARCHITECTURE.md`, "Adding a layer kind").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum LayerSpec {
     /// 2-D convolution, weight layout `[out, in, kh, kw]` (PyTorch's).
     Conv2d {
@@ -313,6 +319,32 @@ impl std::str::FromStr for Activation {
 }
 
 impl LayerSpec {
+    /// What the node computes, as the SDK's model view names it.
+    pub fn kind(&self) -> NodeKind {
+        match self {
+            LayerSpec::Conv2d { .. } => NodeKind::Conv2d,
+            LayerSpec::Linear { .. } => NodeKind::Linear,
+            LayerSpec::BatchNorm2d { .. } => NodeKind::BatchNorm2d,
+            LayerSpec::Add => NodeKind::Add,
+            LayerSpec::MaxPool { .. } => NodeKind::MaxPool,
+            LayerSpec::AvgPool { .. } => NodeKind::AvgPool,
+            LayerSpec::GlobalAvgPool => NodeKind::GlobalAvgPool,
+            LayerSpec::Flatten => NodeKind::Flatten,
+            LayerSpec::Relu => NodeKind::Relu,
+            LayerSpec::Tanh => NodeKind::Tanh,
+            LayerSpec::Gelu => NodeKind::Gelu,
+            LayerSpec::Sigmoid => NodeKind::Sigmoid,
+            LayerSpec::Dropout { .. } => NodeKind::Dropout,
+        }
+    }
+
+    /// The layer's `type` as the spec JSON spells it (`conv2d`, `batchnorm2d`, ...), for
+    /// messages.
+    pub fn type_name(&self) -> String {
+        let json = serde_json::to_value(self).expect("a layer serialises");
+        json["type"].as_str().expect("every layer has a type").to_string()
+    }
+
     /// The activation this layer applies, if it is an activation layer.
     pub fn activation(&self) -> Option<Activation> {
         match self {

@@ -129,6 +129,13 @@ pub enum EngineError {
     Diverged(String),
 }
 
+impl EngineError {
+    /// `engine` has no op for layer `node` of kind `layer`.
+    pub fn unsupported_layer(engine: &'static str, node: &str, layer: &crate::arch::LayerSpec) -> EngineError {
+        EngineError::Unsupported { engine, what: format!("layer '{node}' of type {}", layer.type_name()) }
+    }
+}
+
 /// Runs networks described by [`crate::ArchSpec`]: forward, training, evaluation and the
 /// calibration services of the SDK's host `Context`.
 ///
@@ -138,6 +145,18 @@ pub enum EngineError {
 pub trait Engine: Send + Sync {
     /// Short name, e.g. `burn-flex` or `cpu`.
     fn name(&self) -> &'static str;
+
+    /// Whether this engine has an op for every layer of `spec`: `Ok`, or
+    /// [`EngineError::Unsupported`] naming the first layer it cannot run (an engine may run
+    /// a subset of the layer kinds; the host then runs such a network on the burn engine,
+    /// which runs them all). Other problems with the spec are left to the calls themselves.
+    ///
+    /// # Errors
+    /// [`EngineError::Unsupported`] as above.
+    fn supports(&self, spec: &ArchSpec) -> Result<(), EngineError> {
+        let _ = spec;
+        Ok(())
+    }
 
     /// Logits `[n, classes]` (row-major) for the samples' images.
     ///
