@@ -40,7 +40,7 @@ use burn::tensor::backend::AutodiffBackend;
 use self::batch::{INFERENCE_BATCH, check_samples, chunks, images_in};
 use self::network::{Plan, download, upload};
 use hyperprune_core::dataset::Samples;
-use hyperprune_core::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob};
+use hyperprune_core::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob, supported};
 use hyperprune_core::model::Model;
 
 #[cfg(feature = "cuda")]
@@ -104,6 +104,10 @@ impl<B: AutodiffBackend> BurnEngine<B> {
 impl<B: AutodiffBackend> Engine for BurnEngine<B> {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn supports(&self, spec: &hyperprune_core::ArchSpec) -> Result<(), EngineError> {
+        supported(Plan::new(spec))
     }
 
     fn logits(&self, model: &Model, samples: &Samples) -> Result<Vec<f32>, EngineError> {

@@ -60,7 +60,7 @@ mod synthetic;
 mod train;
 
 use hyperprune_core::dataset::Samples;
-use hyperprune_core::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob};
+use hyperprune_core::engine::{DenseMatrix, Engine, EngineError, Evaluation, TrainEvent, TrainJob, supported};
 use hyperprune_core::model::Model;
 
 /// The CPU engine. Cheap to create; holds only its thread count.
@@ -98,10 +98,7 @@ impl Engine for CpuEngine {
     }
 
     fn supports(&self, spec: &hyperprune_core::ArchSpec) -> Result<(), EngineError> {
-        match plan::Plan::new(spec) {
-            Err(e @ EngineError::Unsupported { .. }) => Err(e),
-            _ => Ok(()),
-        }
+        supported(plan::Plan::new(spec))
     }
 
     fn logits(&self, model: &Model, samples: &Samples) -> Result<Vec<f32>, EngineError> {

@@ -136,6 +136,18 @@ impl EngineError {
     }
 }
 
+/// An engine's [`Engine::supports`] answer from its attempt to compile `spec`: the
+/// [`EngineError::Unsupported`] it met, else `Ok` (other errors are the calls' to report).
+///
+/// # Errors
+/// The compilation's [`EngineError::Unsupported`].
+pub fn supported<T>(compiled: Result<T, EngineError>) -> Result<(), EngineError> {
+    match compiled {
+        Err(e @ EngineError::Unsupported { .. }) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Runs networks described by [`crate::ArchSpec`]: forward, training, evaluation and the
 /// calibration services of the SDK's host `Context`.
 ///

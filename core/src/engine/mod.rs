@@ -11,6 +11,6 @@ mod init;
 
 pub use base::{
     DenseMatrix, Engine, EngineError, Evaluation, Init, Optimizer, TrainConfig, TrainEvent, TrainJob, check_samples,
-    check_temperature,
+    check_temperature, supported,
 };
 pub use init::init_model;
