@@ -75,6 +75,10 @@ impl<A: Engine, B: Engine> Engine for Preferring<A, B> {
         self.first.supports(spec).or_else(|_| self.then.supports(spec))
     }
 
+    fn name_for(&self, spec: &ArchSpec) -> &'static str {
+        if self.first.supports(spec).is_ok() { self.first.name_for(spec) } else { self.then.name_for(spec) }
+    }
+
     fn logits(&self, model: &Model, samples: &Samples) -> Result<Vec<f32>, EngineError> {
         self.pick([model.spec()]).logits(model, samples)
     }
@@ -272,6 +276,8 @@ mod tests {
         let resnet = preset("resnet:depth=8,width=8,input=1x8x8").unwrap();
         assert!(NoBatchNorm.supports(&resnet).is_err());
         assert!(engine.supports(&resnet).is_ok(), "the pair runs what either runs");
+        assert_eq!(engine.name_for(&chain), NoBatchNorm.name(), "a chain is recorded as the first engine's");
+        assert_eq!(engine.name_for(&resnet), FlexEngine::new().name(), "the engine that ran it is recorded");
         let x = samples(&resnet, 3);
         let model = init_model(&resnet, Init::Uniform, 1).unwrap();
         let expected = FlexEngine::new().logits(&model, &x).unwrap();

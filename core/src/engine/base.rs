@@ -170,6 +170,14 @@ pub trait Engine: Send + Sync {
         Ok(())
     }
 
+    /// The name of the engine that runs networks of `spec`: [`Engine::name`], unless this
+    /// engine hands such networks to another (the host's fallback), whose name it then gives.
+    /// Zoos and bench runs record this name.
+    fn name_for(&self, spec: &ArchSpec) -> &'static str {
+        let _ = spec;
+        self.name()
+    }
+
     /// Logits `[n, classes]` (row-major) for the samples' images.
     ///
     /// # Errors

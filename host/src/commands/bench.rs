@@ -115,7 +115,9 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
             let _ = std::fs::remove_dir_all(&out);
         }
     })?;
-    write_run_json(&out, args, &zoo, engine.name())?;
+    // A merged zoo's networks may run on different engines; the run records the first's.
+    let engine_name = models.first().map_or(engine.name(), |m| engine.name_for(m.spec()));
+    write_run_json(&out, args, &zoo, engine_name)?;
     let train_split = TrainSplit::new(&data.train);
     tracing::debug!(
         "dataset {}: {} calibration samples, a val slice of {}",
