@@ -820,6 +820,36 @@ mod tests {
     }
 
     #[test]
+    fn a_knot_the_val_members_see_at_chance_prunes_as_lamp() {
+        // Every mask at 16x and beyond leaves the network at chance (9 % of a dense 90 %,
+        // with 10 classes); below, every candidate keeps the same: those knots keep the
+        // network (the first candidate on ties), the unjudged ones take LAMP.
+        let nets = [TestNet::cnn_s(1, 81), TestNet::cnn_s(1, 82)];
+        let host = quadratic_host().with_evaluate(move |model, _split, _n| {
+            let (zeros, total) = model
+                .weights()
+                .iter()
+                .fold((0, 0), |(z, t), l| (z + l.iter().filter(|&&v| v == 0.0).count(), t + l.len()));
+            let s = zeros as f64 / total as f64;
+            let accuracy = if s == 0.0 {
+                0.9
+            } else if s > 0.9 {
+                0.09
+            } else {
+                0.5
+            };
+            RResult::ROk(hyperprune_sdk::Evaluation { loss: 0.0, accuracy, samples: 512 })
+        });
+        let mut h = Hypernet::default();
+        h.settings = FitSettings { steps: 2, val_every: 1, ..h.settings };
+        let h = fit_on(h, &nets, 1, &host);
+        let base = h.state.as_ref().expect("fitted").meta.base.expect("a base");
+        assert_eq!(base.lamp, [0.0, 0.0, 0.0, 1.0, 1.0], "{base:?}");
+        assert_eq!(&base.gain[3..], &[0.0; 2], "{base:?}");
+        assert_eq!(&base.gain[..3], &[1.0; 3], "{base:?}");
+    }
+
+    #[test]
     fn the_base_is_chosen_on_the_train_members_too_unless_asked_not_to() {
         let nets = [TestNet::cnn_s(1, 41), TestNet::cnn_s(1, 42)];
         let train_first = nets[0].weights[0][0].to_bits();
@@ -840,8 +870,9 @@ mod tests {
 
     #[test]
     fn the_fit_chooses_the_base_on_its_members_train_and_val() {
-        // A host whose "accuracy" is the kept share of one layer: the one with the smallest
-        // L2 norm (which layer normalisation keeps more of), or the largest.
+        // A host whose "accuracy" grows with the kept share of one layer: the one with the
+        // smallest L2 norm (which layer normalisation keeps more of), or the largest. It
+        // stays above chance, so that every val compression can choose.
         let nets = [TestNet::cnn_s(1, 31), TestNet::cnn_s(1, 32)];
         let norms: Vec<f32> = nets[0].weights.iter().map(|w| w.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
         let smallest = (0..norms.len()).min_by(|&a, &b| norms[a].total_cmp(&norms[b])).unwrap();
@@ -851,7 +882,7 @@ mod tests {
             let host = quadratic_host().with_evaluate(move |model, _split, _n| {
                 let w = model.weights()[layer];
                 let kept = w.iter().filter(|&&v| v != 0.0).count() as f64 / w.len() as f64;
-                RResult::ROk(hyperprune_sdk::Evaluation { loss: 0.0, accuracy: kept, samples: 1 })
+                RResult::ROk(hyperprune_sdk::Evaluation { loss: 0.0, accuracy: 0.5 + 0.5 * kept, samples: 1 })
             });
             let h = fitted_with_val(&["steps=2".to_string()], &nets, 1, &host);
             (h.state.unwrap().meta.base(), host.records())

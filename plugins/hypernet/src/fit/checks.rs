@@ -90,6 +90,20 @@ impl<'v, 'a> Checks<'v, 'a> {
         Ok(sums.iter().map(|s| s / self.val.len().max(1) as f64).collect())
     }
 
+    /// The mean val retention of a mask that leaves the network guessing (accuracy
+    /// `1/classes`), plus three standard errors of an accuracy at that rate on the val
+    /// images: a val compression where no candidate keeps more cannot tell candidates apart.
+    /// `None` before the dense accuracies are measured.
+    pub(super) fn chance(&self) -> Option<f64> {
+        let classes = self.val.first()?.model.layers().last()?.rows().max(2) as f64;
+        let dense: Vec<f64> = self.dense.iter().copied().collect::<Option<_>>()?;
+        let p = 1.0 / classes;
+        let images = (self.settings.val_samples as f64 * dense.len() as f64).max(1.0);
+        let guess = average(&dense.iter().map(|d| p / d).collect::<Vec<_>>());
+        let spread = (p * (1.0 - p) / images).sqrt() / average(&dense);
+        Some(guess + 3.0 * spread)
+    }
+
     /// One validation check of `params`: with the unit stage at its best `q_max` when there
     /// are input statistics, without it otherwise.
     pub(super) fn check(
@@ -183,6 +197,7 @@ pub(super) fn choose_gain(
 ) -> Result<(Base, Vec<f64>), PluginError> {
     let grid = checks.grid.clone();
     let candidates: Vec<f64> = GAIN_GRID.iter().copied().chain([LAMP_ALONE]).collect();
+    let mut lamp_retention = None;
     let (chosen, by_sparsity) = choose_knots(&grid, &candidates, |gain| {
         if gain == 1.0 {
             return Ok(fitted.to_vec());
@@ -193,10 +208,18 @@ pub(super) fn choose_gain(
             Base { gain: [gain; 5], ..base }
         };
         let by_sparsity = checks.retention(params, stage, ctx)?;
+        if gain == LAMP_ALONE {
+            lamp_retention = Some(by_sparsity.clone());
+        }
         let key = if gain == LAMP_ALONE { "lamp_alone" } else { "network_weight" };
         ctx.record(&serde_json::json!({ key: gain, "val_retention_by_compression": by_sparsity }));
         Ok(by_sparsity)
     })?;
+    let mut chosen = chosen;
+    let mut by_sparsity = by_sparsity;
+    if let (Some(chance), Some(lamp)) = (checks.chance(), lamp_retention) {
+        unjudged_to_lamp(&grid, &mut by_sparsity, &lamp, chance, &mut chosen);
+    }
     let lamp: [f64; 5] = std::array::from_fn(|k| if chosen[k] == LAMP_ALONE { 1.0 } else { base.lamp[k] });
     let gain = chosen.map(|c| c.max(0.0));
     ctx.info(&format!(
@@ -226,12 +249,31 @@ fn choose_knots(
             }
         }
     }
-    let chosen: Vec<(usize, f64)> = grid.iter().zip(&best).map(|(&s, &(c, _))| (Base::knot(s), c)).collect();
-    let mut knots = [0.0; 5];
-    for (k, v) in knots.iter_mut().enumerate() {
-        *v = chosen.iter().min_by_key(|(knot, _)| knot.abs_diff(k)).expect("the val grid is not empty").1;
-    }
+    let knots = std::array::from_fn(|k| best[nearest(grid, k)].0);
     Ok((knots, best.iter().map(|&(_, r)| r).collect()))
+}
+
+/// The index of the val compression of `grid` nearest knot `k` (the first on ties).
+fn nearest(grid: &[f64], k: usize) -> usize {
+    (0..grid.len()).min_by_key(|&g| Base::knot(grid[g]).abs_diff(k)).expect("the val grid is not empty")
+}
+
+/// Where even the best candidate keeps no more than `chance` on the val members (see
+/// [`Checks::chance`]), the val members cannot choose: the knots of that val compression
+/// take LAMP alone, whose per-layer budgets keep every layer's best weights, and
+/// `by_sparsity` takes LAMP's retention there (`lamp`, per val compression).
+fn unjudged_to_lamp(grid: &[f64], by_sparsity: &mut [f64], lamp: &[f64], chance: f64, knots: &mut [f64; 5]) {
+    for (k, knot) in knots.iter_mut().enumerate() {
+        let g = nearest(grid, k);
+        if by_sparsity[g] <= chance {
+            *knot = LAMP_ALONE;
+        }
+    }
+    for (b, &l) in by_sparsity.iter_mut().zip(lamp) {
+        if *b <= chance {
+            *b = l;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -263,5 +305,25 @@ mod tests {
         // A failing evaluation is the caller's error, not a choice.
         let e = choose_knots(&grid, &[0.0], |_| Err(PluginError::failed("host gone"))).unwrap_err();
         assert!(e.message.contains("host gone"));
+    }
+
+    #[test]
+    fn a_val_compression_where_every_candidate_is_at_chance_takes_lamp() {
+        // Val compressions 2x..32x; the best candidate keeps 0.95, 0.60, 0.30 at 2x-8x and
+        // only 0.12 and 0.11 at 16x and 32x, at or below chance (0.14): those knots take LAMP
+        // and its retention, the others keep their choice.
+        let grid = [0.5, 0.75, 0.875, 0.9375, 0.96875];
+        let mut best = vec![0.95, 0.60, 0.30, 0.12, 0.11];
+        let lamp = [0.90, 0.55, 0.31, 0.20, 0.13];
+        let mut knots = [1.0, 0.5, LAMP_ALONE, 1.0, 0.0];
+        unjudged_to_lamp(&grid, &mut best, &lamp, 0.14, &mut knots);
+        assert_eq!(knots, [1.0, 0.5, LAMP_ALONE, LAMP_ALONE, LAMP_ALONE]);
+        assert_eq!(best, [0.95, 0.60, 0.30, 0.20, 0.13]);
+        // Nothing at chance: nothing changes.
+        let mut knots = [1.0, 0.5, 0.0, 1.0, 0.0];
+        let mut best = vec![0.95, 0.60, 0.30, 0.25, 0.20];
+        unjudged_to_lamp(&grid, &mut best, &lamp, 0.14, &mut knots);
+        assert_eq!(knots, [1.0, 0.5, 0.0, 1.0, 0.0]);
+        assert_eq!(best, [0.95, 0.60, 0.30, 0.25, 0.20]);
     }
 }
