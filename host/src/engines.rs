@@ -76,7 +76,7 @@ impl<A: Engine, B: Engine> Engine for Preferring<A, B> {
     }
 
     fn name_for(&self, spec: &ArchSpec) -> &'static str {
-        if self.first.supports(spec).is_ok() { self.first.name_for(spec) } else { self.then.name_for(spec) }
+        self.pick([spec]).name_for(spec)
     }
 
     fn logits(&self, model: &Model, samples: &Samples) -> Result<Vec<f32>, EngineError> {

@@ -129,7 +129,8 @@ pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
         shared_data_order: args.shared_data_order,
     };
     let name = args.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "zoo".into());
-    let meta = plan(&name, &arch, &data.name, engine.name_for(&arch), settings, args.members).map_err(bad_input)?;
+    let engine_name = engine.name_for(&arch);
+    let meta = plan(&name, &arch, &data.name, engine_name, settings, args.members).map_err(bad_input)?;
     let bar = progress_bar(global.quiet);
     let mut done_members = 0usize;
     let mut total_steps = 0u64;
@@ -140,7 +141,7 @@ pub fn train(global: &GlobalArgs, args: ZooTrainArgs) -> anyhow::Result<Zoo> {
             }
             bar.set_length(steps as u64);
             total_steps = steps as u64;
-            bar.set_message(format!("{remaining} members to train on {}", engine.name_for(&arch)));
+            bar.set_message(format!("{remaining} members to train on {engine_name}"));
         }
         ZooEvent::Steps { done } => {
             bar.set_position(done as u64);

@@ -24,8 +24,9 @@
 //! fourth candidate beside `γ` = 1, 0.5, 0: LAMP alone ([`LAMP_ALONE`]), the network left
 //! out. A knot where LAMP keeps more on the val members than the fitted network and its
 //! base prunes as LAMP does; so does a knot where no candidate keeps more than chance on the
-//! val members (every mask there leaves the network guessing, so they cannot choose). The base can also be LAMP's rank throughout (`base=lamp`, `λ =
-//! 1`: the network is then trained as a residual on LAMP); in general it is the blend
+//! val members (every mask there leaves the network guessing, so they cannot choose). The
+//! base can also be LAMP's rank throughout (`base=lamp`, `λ = 1`: the network is then
+//! trained as a residual on LAMP); in general it is the blend
 //! `λ · rank(LAMP) + (1 − λ) · rank(|w| / ‖W_l‖^α)`, `λ` interpolated as `α` is. Training
 //! on LAMP's rank rather than choosing it at the end was measured and is not the default
 //! (the research log, *LAMP in the base*).

@@ -198,7 +198,7 @@ pub(super) fn choose_gain(
     let grid = checks.grid.clone();
     let candidates: Vec<f64> = GAIN_GRID.iter().copied().chain([LAMP_ALONE]).collect();
     let mut lamp_retention = None;
-    let (chosen, by_sparsity) = choose_knots(&grid, &candidates, |gain| {
+    let (mut chosen, mut by_sparsity) = choose_knots(&grid, &candidates, |gain| {
         if gain == 1.0 {
             return Ok(fitted.to_vec());
         }
@@ -215,8 +215,6 @@ pub(super) fn choose_gain(
         ctx.record(&serde_json::json!({ key: gain, "val_retention_by_compression": by_sparsity }));
         Ok(by_sparsity)
     })?;
-    let mut chosen = chosen;
-    let mut by_sparsity = by_sparsity;
     if let (Some(chance), Some(lamp)) = (checks.chance(), lamp_retention) {
         unjudged_to_lamp(&grid, &mut by_sparsity, &lamp, chance, &mut chosen);
     }
