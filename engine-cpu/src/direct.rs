@@ -4,14 +4,17 @@
 //! With a handful of channels (`cnn-s`: 1→8→6), unfolding costs more than the products:
 //! every input value is copied `k²` times into rows too short for a matrix kernel to
 //! amortise its packing. Here the accumulators stay in registers instead: a block of up to
-//! 12 vectors (output channels × 8-wide runs of one or two output rows) gathers all
-//! `cin·k²` taps, reading each input vector once per tap for all channels of the block.
+//! 12 vectors (output channels × one or two 8-wide vectors of one output row, or one vector
+//! of two rows) gathers all `cin·k²` taps, reading each input vector once per tap for all
+//! channels of the block.
 //!
 //! - forward: `y[co, i, oy, ox] = b[co] + Σ w[co, ci, ky, kx] · xp[ci, i, oy+ky, ox+kx]`;
 //! - input gradient: the same kernel on the output gradient padded by `k − 1 − pad`, with
 //!   the weights flipped and transposed ([`flip`]);
 //! - weight gradient: `dw[co, ci, ky, kx] = Σ dy[co, i, oy, ox] · xp[ci, i, oy+ky, ox+kx]`,
-//!   vectorised along `ox` and reduced across lanes once per weight.
+//!   vectorised along `ox` and reduced across lanes once per weight; on a CPU with
+//!   AVX-512VL, in blocks of twice as many output channels (the same sums, in the same
+//!   order).
 //!
 //! Every sum runs in a fixed order, so results are deterministic; they differ from the
 //! unfolded path only by rounding. Used when the CPU has AVX2 and FMA, the stride is 1 and
@@ -78,6 +81,23 @@ pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU also has AVX-512F and AVX-512VL, whose 32 vector registers let the
+/// weight gradient's blocks grow (checked once; the answer is cached by std).
+fn wide() -> bool {
+    #[cfg(test)]
+    if tests::NARROW.get() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -238,9 +258,11 @@ pub(crate) fn weight_grad(
     let parts = threads.clamp(1, pairs.max(1));
     let per_channel = g.cin * g.k * g.k;
     #[cfg(target_arch = "x86_64")]
+    let kernel = if wide() { avx2::weight_grad_wide } else { avx2::weight_grad };
+    #[cfg(target_arch = "x86_64")]
     if parts == 1 {
         // SAFETY: as in `forward`; `dw` holds the weights of every channel.
-        return unsafe { avx2::weight_grad(g, 0..g.cout, images, xp, dy, layout, scale, dw) };
+        return unsafe { kernel(g, 0..g.cout, images, xp, dy, layout, scale, dw) };
     }
     #[cfg(target_arch = "x86_64")]
     std::thread::scope(|scope| {
@@ -252,7 +274,7 @@ pub(crate) fn weight_grad(
             rest = next;
             let images = images.clone();
             // SAFETY: as in `forward`; `mine` holds exactly the weights of `channels`.
-            let run = move || unsafe { avx2::weight_grad(g, channels, images, xp, dy, layout, scale, mine) };
+            let run = move || unsafe { kernel(g, channels, images, xp, dy, layout, scale, mine) };
             if part + 1 == parts {
                 run();
             } else {
@@ -392,11 +414,7 @@ mod avx2 {
             (3, 2, 1),
             (4, 2, 1),
             (5, 2, 1),
-            (6, 2, 1),
-            (1, 3, 1),
-            (2, 3, 1),
-            (3, 3, 1),
-            (4, 3, 1)
+            (6, 2, 1)
         )
     }
 
@@ -412,8 +430,11 @@ mod avx2 {
     ) {
         let (x, wt, out) = (xp.as_ptr(), w.as_ptr(), out.0);
         let bias = bias.map(|b| b.as_ptr());
-        for ox0 in (0..g.ow).step_by(24) {
-            let cols = (g.ow - ox0).min(24);
+        // Runs of at most two vectors: a block of three (4 channels × 3 vectors, plus the 3
+        // input vectors and a broadcast weight) needs all 16 vector registers and spilled,
+        // at half the rate of the two-vector blocks on 28-wide rows.
+        for ox0 in (0..g.ow).step_by(16) {
+            let cols = (g.ow - ox0).min(16);
             let v = cols.div_ceil(8);
             let last = cols - 8 * (v - 1);
             let max_cb = 12 / (v * if v == 1 { 2 } else { 1 });
@@ -577,11 +598,53 @@ mod avx2 {
         }
     }
 
-    /// See [`super::weight_grad`].
-    #[target_feature(enable = "avx2,fma")]
-    /// `channels` starts at an even channel; `dw` holds the weights of `channels` only.
+    /// A weight-gradient kernel: [`weight_grad_blocks`] compiled for `$features` with blocks
+    /// of up to `$widest` output channels. `channels` starts at an even channel; `dw` holds
+    /// the weights of `channels` only.
+    macro_rules! weight_grad_kernel {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $widest:literal) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $name(
+                g: &Direct,
+                channels: std::ops::Range<usize>,
+                images: std::ops::Range<usize>,
+                xp: &[f32],
+                dy: &[f32],
+                layout: GradLayout,
+                scale: f32,
+                dw: &mut [f32],
+            ) {
+                // SAFETY: forwarded from the caller.
+                unsafe { weight_grad_blocks(g, channels, images, xp, dy, layout, scale, dw, $widest) }
+            }
+        };
+    }
+
+    weight_grad_kernel!(
+        /// See [`super::weight_grad`]: blocks of up to 3 output channels × 3 kernel columns
+        /// (9 accumulators, 3 input vectors and a gradient vector in the 16 vector registers).
+        weight_grad,
+        "avx2,fma",
+        3
+    );
+
+    weight_grad_kernel!(
+        /// [`weight_grad`] on a CPU with AVX-512VL, whose 32 vector registers hold blocks of
+        /// up to 6 output channels × 3 kernel columns (18 accumulators): each input vector,
+        /// loaded once for the block, serves twice as many channels. The sums are the same,
+        /// in the same order.
+        weight_grad_wide,
+        "avx2,fma,avx512f,avx512vl",
+        6
+    );
+
+    /// The weight gradient in blocks of up to `widest` output channels (for kernels of up to
+    /// 3 columns; 2 channels × 5 columns for wider kernels).
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn weight_grad(
+    unsafe fn weight_grad_blocks(
         g: &Direct,
         channels: std::ops::Range<usize>,
         images: std::ops::Range<usize>,
@@ -590,42 +653,59 @@ mod avx2 {
         layout: GradLayout,
         scale: f32,
         dw: &mut [f32],
+        widest: usize,
     ) {
         let (x, d) = (xp.as_ptr(), dy.as_ptr());
-        // Up to 12 accumulators less the registers the loads need: 3 output channels × 3
-        // kernel columns (each input vector loaded once for the 3 channels), or 2 × 5 for
-        // wider kernels. A weight's sum runs in the same order whatever block it falls in.
-        let widest = if g.k <= 3 { 3 } else { 2 };
-        let mut co = channels.start;
-        while co < channels.end {
-            let cb = (channels.end - co).min(widest);
+        // A weight's sum runs in the same order whatever block it falls in.
+        let widest = if g.k <= 3 { widest } else { 2 };
+        // The fewest blocks of at most `widest` channels, as even as they go (8 channels: 4 + 4
+        // rather than 6 + 2).
+        let blocks = channels.len().div_ceil(widest);
+        for block in 0..blocks {
+            let own = super::share(channels.len(), blocks, block);
+            let (co, cb) = (channels.start + own.start, own.len());
             for ci in 0..g.cin {
                 for ky in 0..g.k {
                     for kx0 in (0..g.k).step_by(5) {
                         let at = WeightGroup { co, first: channels.start, ci, ky, kx0 };
-                        // SAFETY: forwarded from the caller.
-                        unsafe {
-                            match (cb, (g.k - kx0).min(5)) {
-                                (1, 1) => group::<1, 1>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (1, 2) => group::<1, 2>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (1, 3) => group::<1, 3>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (1, 4) => group::<1, 4>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (1, 5) => group::<1, 5>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (2, 1) => group::<2, 1>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (2, 2) => group::<2, 2>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (2, 3) => group::<2, 3>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (2, 4) => group::<2, 4>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (2, 5) => group::<2, 5>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (3, 1) => group::<3, 1>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (3, 2) => group::<3, 2>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                (3, 3) => group::<3, 3>(g, &at, images.clone(), x, d, layout, scale, dw),
-                                _ => unreachable!("1 to 3 channels of up to 3 columns, or 2 of up to 5"),
-                            }
+                        macro_rules! arms {
+                            ($(($c:literal, $k:literal)),*) => {
+                                match (cb, (g.k - kx0).min(5)) {
+                                    // SAFETY: forwarded from the caller.
+                                    $(($c, $k) => unsafe {
+                                        group::<$c, $k>(g, &at, images.clone(), x, d, layout, scale, dw)
+                                    },)*
+                                    _ => unreachable!("1 to 6 channels of up to 3 columns, or 2 of up to 5"),
+                                }
+                            };
                         }
+                        arms!(
+                            (1, 1),
+                            (1, 2),
+                            (1, 3),
+                            (1, 4),
+                            (1, 5),
+                            (2, 1),
+                            (2, 2),
+                            (2, 3),
+                            (2, 4),
+                            (2, 5),
+                            (3, 1),
+                            (3, 2),
+                            (3, 3),
+                            (4, 1),
+                            (4, 2),
+                            (4, 3),
+                            (5, 1),
+                            (5, 2),
+                            (5, 3),
+                            (6, 1),
+                            (6, 2),
+                            (6, 3)
+                        )
                     }
                 }
             }
-            co += cb;
         }
     }
 
@@ -710,6 +790,43 @@ mod tests {
             }
         }
         y
+    }
+
+    thread_local! {
+        /// Makes [`wide`] answer no on this thread: the AVX2 kernels run on any CPU.
+        pub(super) static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn the_wide_weight_gradient_kernel_sums_as_the_narrow_one() {
+        if !available() || !wide() {
+            return;
+        }
+        // 16 output channels: blocks of 6, 5 and 5 (wide) against 3, 3, 2, ... (narrow),
+        // split over threads by channel pairs; a 5-wide kernel takes the 2-channel blocks.
+        for (cin, cout, h, w, k, pad) in [(3, 16, 9, 13, 3, 1), (5, 13, 12, 12, 3, 1), (2, 7, 11, 30, 5, 2)] {
+            let g = ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 };
+            let n = 3;
+            let d = Direct::forward(&g, n);
+            let mut xp = Vec::new();
+            pad_planes(&g, n, &random(cin * n * h * w, 1), &mut xp);
+            let dy = random(cout * n * g.oh * g.ow, 3);
+            let mut dyp = Vec::new();
+            super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp);
+            let mut layouts = vec![(GradLayout::Rows, &dy)];
+            layouts.extend(GradLayout::padded(&g).map(|l| (l, &dyp)));
+            for (layout, grad) in layouts {
+                for threads in [1, 2, 3] {
+                    let mut narrow = vec![0.5; cout * cin * k * k];
+                    let mut wide = narrow.clone();
+                    NARROW.set(true);
+                    weight_grad(&d, 0..n, &xp, grad, layout, 2.0, &mut narrow, threads);
+                    NARROW.set(false);
+                    weight_grad(&d, 0..n, &xp, grad, layout, 2.0, &mut wide, threads);
+                    assert_eq!(wide, narrow, "{g:?}, {layout:?}, {threads} threads");
+                }
+            }
+        }
     }
 
     #[test]
