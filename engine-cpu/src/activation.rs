@@ -20,11 +20,17 @@ use hyperprune_core::arch::Activation;
 pub(crate) fn forward(act: Activation, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
     match act {
-        Activation::Relu => y.iter_mut().zip(x).for_each(|(y, &x)| *y = if x > 0.0 { x } else { 0.0 }),
+        Activation::Relu => y.iter_mut().zip(x).for_each(|(y, &x)| *y = relu(x)),
         Activation::Tanh => tanh_slice(x, y),
         Activation::Sigmoid => sigmoid_slice(x, y),
         Activation::Gelu => y.iter_mut().zip(x).for_each(|(y, &x)| *y = gelu(x as f64) as f32),
     }
+}
+
+/// `max(x, 0)`, zero for NaN: the one ReLU every pass uses, fused or not.
+#[inline(always)]
+pub(crate) fn relu(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
 }
 
 /// `dx = dy · f'(x)`, from the input `x` and output `y` of the forward pass.

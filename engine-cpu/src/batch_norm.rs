@@ -7,6 +7,7 @@
 //! The channel-major layout makes a channel's `n·s` values one contiguous run, so every
 //! statistic is one sum over a slice; sums are taken in f64.
 
+use super::activation;
 use super::parallel;
 use super::plan::BatchNormGeom;
 
@@ -74,20 +75,26 @@ fn eval_affine(g: &BatchNormGeom, params: &[f32], c: usize) -> (f32, f32) {
     (factor, shift - mean * factor)
 }
 
-/// Eval mode: `y = γ · (x − running_mean) / √(running_var + ε) + β`.
+/// Eval mode: `y = γ · (x − running_mean) / √(running_var + ε) + β`, or its ReLU when
+/// `relu` (a following ReLU fused into the same pass).
 ///
 /// # Shapes
 /// - `params`: the flat parameters; `x`, `y`: `[c, m]` with `m = n·s`
-pub(crate) fn forward_eval(g: &BatchNormGeom, params: &[f32], m: usize, x: &[f32], y: &mut [f32]) {
+pub(crate) fn forward_eval(g: &BatchNormGeom, params: &[f32], m: usize, x: &[f32], y: &mut [f32], relu: bool) {
     for c in 0..g.c {
         let (factor, offset) = eval_affine(g, params, c);
         let (x, y) = (&x[c * m..(c + 1) * m], &mut y[c * m..(c + 1) * m]);
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * factor + offset);
+        if relu {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = activation::relu(x * factor + offset));
+        } else {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * factor + offset);
+        }
     }
 }
 
 /// Train mode: `y = γ · (x − μ_B) / √(σ²_B + ε) + β` with the mean `μ_B` and biased variance
-/// `σ²_B` of each channel's `m` values, which are left in `stats`.
+/// `σ²_B` of each channel's `m` values, which are left in `stats`; its ReLU when `relu` (a
+/// following ReLU fused into the same pass).
 ///
 /// # Shapes
 /// - `params`: the flat parameters; `x`, `y`: `[c, m]` with `m = n·s`
@@ -99,6 +106,7 @@ pub(crate) fn forward_train(
     x: &[f32],
     y: &mut [f32],
     stats: &mut BatchStats,
+    relu: bool,
     threads: usize,
 ) {
     stats.count = m;
@@ -113,7 +121,11 @@ pub(crate) fn forward_train(
         let inv_std = 1.0 / (var + g.eps).sqrt();
         let (mean, inv_std) = (mean as f32, inv_std as f32);
         let (scale, shift) = (params[g.scale + c], params[g.shift + c]);
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - mean) * inv_std * scale + shift);
+        if relu {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = activation::relu((x - mean) * inv_std * scale + shift));
+        } else {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = (x - mean) * inv_std * scale + shift);
+        }
         (mean, var as f32, inv_std)
     });
     stats.mean = per_channel.iter().map(|s| s.0).collect();
@@ -213,7 +225,7 @@ mod tests {
         let x = input();
         let mut y = vec![0.0; 16];
         let mut stats = BatchStats::default();
-        forward_train(&g, &params, 8, &x, &mut y, &mut stats, 1);
+        forward_train(&g, &params, 8, &x, &mut y, &mut stats, false, 1);
         // Channel 0: mean 4.5, biased var 5.25 (unbiased 6); channel 1: mean 9, biased var
         // 616/8 = 77 (unbiased 88).
         assert_close(&stats.mean, &[4.5, 9.0], "mean");
@@ -232,16 +244,30 @@ mod tests {
         stats.update_running(g.momentum, &mut mean, &mut var);
         assert_close(&mean, &[0.9, -0.9], "running_mean");
         assert_close(&var, &[4.2, 9.025], "running_var");
+        // A fused ReLU: the same values with the negative ones zeroed, the same statistics.
+        let mut fused = vec![f32::NAN; 16];
+        let mut fused_stats = BatchStats::default();
+        forward_train(&g, &params, 8, &x, &mut fused, &mut fused_stats, true, 1);
+        assert_eq!(fused, y.iter().map(|&v| v.max(0.0)).collect::<Vec<_>>());
+        assert!(fused.contains(&0.0) && y.iter().any(|&v| v < 0.0));
+        assert_eq!(fused_stats, stats);
     }
 
     #[test]
     fn eval_mode_uses_running_statistics() {
         let (g, params) = layer();
         let mut y = vec![0.0; 16];
-        forward_eval(&g, &params, 8, &input(), &mut y);
+        forward_eval(&g, &params, 8, &input(), &mut y, false);
         // x = 1 in channel 0: 2 · (1 − 0.5) / 2 + 1 = 1.5; x = 30 in channel 1:
         // 0.5 · 32 / 0.5 − 1 = 31 (eps aside).
         assert!((y[0] - 1.5).abs() < 1e-5 && (y[15] - 31.0).abs() < 1e-3, "{y:?}");
+        // A fused ReLU, on inputs shifted so that some outputs are negative.
+        let shifted: Vec<f32> = input().iter().map(|&v| v - 6.0).collect();
+        forward_eval(&g, &params, 8, &shifted, &mut y, false);
+        let mut fused = vec![f32::NAN; 16];
+        forward_eval(&g, &params, 8, &shifted, &mut fused, true);
+        assert_eq!(fused, y.iter().map(|&v| v.max(0.0)).collect::<Vec<_>>());
+        assert!(y.iter().any(|&v| v < 0.0) && y.iter().any(|&v| v > 0.0), "{y:?}");
     }
 
     /// `Σ dy · y(x)` by a naive f64 batch norm straight from the definition (flat
@@ -271,7 +297,7 @@ mod tests {
         let dy: Vec<f32> = (0..16).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect();
         let run = |threads: usize| {
             let (mut y, mut stats) = (vec![0.0; 16], BatchStats::default());
-            forward_train(&g, &params, 8, &x, &mut y, &mut stats, threads);
+            forward_train(&g, &params, 8, &x, &mut y, &mut stats, false, threads);
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
             backward(&g, &params, 8, &x, Some(&stats), &dy, Some(&mut dx), Some(&mut grad), threads);
             let mut grad_only = vec![0.0; params.len()];
@@ -293,7 +319,7 @@ mod tests {
         for train in [false, true] {
             let mut stats = BatchStats::default();
             if train {
-                forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats, 1);
+                forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats, false, 1);
             }
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
             backward(&g, &params, 8, &x, train.then_some(&stats), &dy, Some(&mut dx), Some(&mut grad), 1);

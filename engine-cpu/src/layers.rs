@@ -5,6 +5,7 @@
 //! All of them work on the `[c, n, s]` layout of [`super::plan`]: channel `c` of image `i`
 //! is the contiguous plane `x[(c·n + i)·s ..][..s]`.
 
+use super::activation;
 use super::parallel;
 use super::plan::{ConvGeom, PoolGeom};
 
@@ -317,14 +318,27 @@ pub(crate) fn global_avg_pool_backward(s: usize, dy: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// The elementwise sum of the inputs (a residual add).
+/// The elementwise sum of the inputs (a residual add), `((a + b) + c) + …`, or its ReLU
+/// when `relu` (a following ReLU fused into the last pass). The first two inputs are summed
+/// in one pass.
 ///
 /// # Shapes
 /// - each input and `y`: the same length
-pub(crate) fn sum_into<'a>(mut inputs: impl Iterator<Item = &'a [f32]>, y: &mut [f32]) {
-    y.copy_from_slice(inputs.next().expect("an add has inputs"));
-    for x in inputs {
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y += x);
+pub(crate) fn sum_into<'a>(inputs: impl Iterator<Item = &'a [f32]>, y: &mut [f32], relu: bool) {
+    let inputs: Vec<&[f32]> = inputs.collect();
+    let last = inputs.len().saturating_sub(2);
+    let finish = |v: f32, done: bool| if relu && done { activation::relu(v) } else { v };
+    match inputs.as_slice() {
+        [] => panic!("an add has inputs"),
+        [a] => y.iter_mut().zip(*a).for_each(|(y, &a)| *y = finish(a, true)),
+        [a, b, rest @ ..] => {
+            let done = rest.is_empty();
+            y.iter_mut().zip(*a).zip(*b).for_each(|((y, &a), &b)| *y = finish(a + b, done));
+            for (i, x) in rest.iter().enumerate() {
+                let done = i + 1 == last;
+                y.iter_mut().zip(*x).for_each(|(y, &x)| *y = finish(*y + x, done));
+            }
+        }
     }
 }
 
@@ -543,6 +557,23 @@ mod tests {
             let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();
             let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{g:?}: {lhs} {rhs}");
+        }
+    }
+
+    #[test]
+    fn sums_of_one_to_four_inputs_add_in_order_and_take_a_fused_relu_at_the_end() {
+        let inputs: Vec<Vec<f32>> = (0..4).map(|i| random(37, 10 + i)).collect();
+        for count in 1..=4 {
+            let xs: Vec<&[f32]> = inputs[..count].iter().map(|v| v.as_slice()).collect();
+            // ((a + b) + c) + d, as a chain of adds would round it.
+            let want: Vec<f32> = (0..37).map(|j| xs[1..].iter().fold(xs[0][j], |s, x| s + x[j])).collect();
+            let mut y = vec![f32::NAN; 37];
+            sum_into(xs.iter().copied(), &mut y, false);
+            assert_eq!(y, want, "{count} inputs");
+            sum_into(xs.iter().copied(), &mut y, true);
+            let relu: Vec<f32> = want.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+            assert_eq!(y, relu, "{count} inputs, ReLU");
+            assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0), "both signs occur");
         }
     }
 

@@ -226,13 +226,22 @@ pub(crate) fn forward<'a>(
     if !reuse_prefix {
         layers::gather(c, h * w, images, &mut acts[0]);
     }
+    let mut fused = false;
     for l in start..until {
+        if std::mem::take(&mut fused) {
+            // A ReLU its batch norm or add already computed.
+            continue;
+        }
         let layer = &plan.layers[l];
         let (c, s) = layer.input;
         // Every input buffer comes before the output buffer `l + 1`.
         let (before, after) = acts.split_at_mut(l + 1);
         let x = &before[layer.inputs[0]][..layer.in_len() * n];
-        let y = &mut after[0][..layer.out_len() * n];
+        // A batch norm or add whose one reader is a ReLU writes the ReLU's output (buffer
+        // `l + 2`) in the same pass; its own buffer stays unwritten ([`Plan::relu_after`]).
+        let relu = plan.relu_after[l] && l + 1 < until;
+        fused = relu;
+        let y = &mut after[usize::from(relu)][..layer.out_len() * n];
         match &layer.op {
             Op::Dense { geom, weight, bias, .. } if direct::supports(geom) => {
                 if !(reuse_prefix && l == plan.first_dense) {
@@ -268,10 +277,10 @@ pub(crate) fn forward<'a>(
             },
             Op::Flatten => layers::flatten(c, n, s, x, y),
             Op::BatchNorm(g) if training.is_some() => {
-                batch_norm::forward_train(g, params, n * s, x, y, &mut stats[l], threads)
+                batch_norm::forward_train(g, params, n * s, x, y, &mut stats[l], relu, threads)
             }
-            Op::BatchNorm(g) => batch_norm::forward_eval(g, params, n * s, x, y),
-            Op::Add => layers::sum_into(layer.inputs.iter().map(|&b| &before[b][..layer.in_len() * n]), y),
+            Op::BatchNorm(g) => batch_norm::forward_eval(g, params, n * s, x, y, relu),
+            Op::Add => layers::sum_into(layer.inputs.iter().map(|&b| &before[b][..layer.in_len() * n]), y, relu),
             Op::GlobalAvgPool => layers::global_avg_pool(s, x, y),
         }
     }

@@ -203,6 +203,11 @@ pub(crate) struct Plan {
     /// several readers, or its reader is not the next layer, or is an add) rather than
     /// handed down by the next layer in the swapped pair.
     pub accumulates: Vec<bool>,
+    /// Per layer: whether it is a batch norm or an add whose one reader is the next layer, a
+    /// ReLU. The forward pass then writes the ReLU's output in the same pass and skips the
+    /// ReLU, leaving this layer's own output buffer unwritten: nothing else reads it, and
+    /// the ReLU's backward pass needs only its output.
+    pub relu_after: Vec<bool>,
     /// The batch normalisation layers, in order.
     pub batch_norms: Vec<usize>,
     /// The ranges of the flat parameters the optimiser trains: all but the batch norm
@@ -309,6 +314,13 @@ impl Plan {
                 };
                 !handed_down
             })
+            .collect::<Vec<bool>>();
+        let relu_after = (0..layers.len())
+            .map(|j| {
+                matches!(layers[j].op, Op::BatchNorm(_) | Op::Add)
+                    && layers.get(j + 1).is_some_and(|next| matches!(next.op, Op::Act(Activation::Relu)))
+                    && !accumulates[j]
+            })
             .collect();
         let batch_norms = (0..layers.len()).filter(|&i| matches!(layers[i].op, Op::BatchNorm(_))).collect();
         let mut trained: Vec<Range<usize>> = Vec::new();
@@ -330,6 +342,7 @@ impl Plan {
             first_dense,
             needs_grad,
             accumulates,
+            relu_after,
             batch_norms,
             trained,
         })
@@ -444,6 +457,9 @@ mod tests {
         // theirs down.
         let summed: Vec<usize> = (0..10).filter(|&l| plan.accumulates[l]).collect();
         assert_eq!(summed, [2, 4]);
+        // bn1 and the add write the following ReLU's output themselves; bn2 feeds the add.
+        let fused: Vec<usize> = (0..10).filter(|&l| plan.relu_after[l]).collect();
+        assert_eq!(fused, [1, 5]);
         assert!(plan.needs_grad.iter().all(|&g| g) && plan.first_dense == 0);
         assert_eq!(plan.batch_norms, [1, 4]);
         let Op::BatchNorm(bn) = plan.layers[1].op else { panic!("bn1") };
