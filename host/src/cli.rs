@@ -96,6 +96,9 @@ pub enum Command {
 pub enum BenchEngineCommand {
     /// Training member-images/s, inference images/s, test-set evaluation time and the time
     /// of 1,000 per-sample gradients, for each architecture and setting.
+    ///
+    /// TRAIN is the whole training call; STEADY leaves out its first step, which also sets
+    /// up the engine's buffers (as PyTorch benchmarks leave out warm-up steps).
     Throughput(ThroughputArgs),
     /// Logits and per-sample gradients of an engine/device against the CPU engine on a
     /// zoo's members; fails when they differ by more than the tolerance.

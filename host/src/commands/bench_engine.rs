@@ -1,11 +1,11 @@
 //! `hyperprune bench-engine throughput|agree`: engine speed, and agreement of an engine or
 //! device with the CPU engine. Timings are for `docs/BENCHMARKS.md`, never for tests.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyperprune_core::ArchSpec;
 use hyperprune_core::dataset::Samples;
-use hyperprune_core::engine::{Engine, Init, Optimizer, TrainConfig, TrainJob, init_model};
+use hyperprune_core::engine::{Engine, Init, Optimizer, TrainConfig, TrainEvent, TrainJob, init_model};
 use hyperprune_core::zoo::{Split, Zoo, available_memory, chunk_memory};
 use hyperprune_engine_cpu::CpuEngine;
 use rand::{Rng, SeedableRng};
@@ -35,8 +35,17 @@ fn random_samples(shape: [usize; 3], n: usize, classes: usize, seed: u64) -> Sam
 fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
     println!("machine: {}", crate::machine::describe());
     println!(
-        "{:<10} {:<10} {:>7} {:>7} {:>6} {:>14} {:>12} {:>12} {:>14}",
-        "ARCH", "ENGINE", "THREADS", "MEMBERS", "BATCH", "TRAIN img/s", "INFER img/s", "EVAL 10k s", "1k GRADS s"
+        "{:<10} {:<10} {:>7} {:>7} {:>6} {:>14} {:>14} {:>12} {:>12} {:>14}",
+        "ARCH",
+        "ENGINE",
+        "THREADS",
+        "MEMBERS",
+        "BATCH",
+        "TRAIN img/s",
+        "STEADY img/s",
+        "INFER img/s",
+        "EVAL 10k s",
+        "1k GRADS s"
     );
     for arch_name in &args.arch {
         let spec = crate::inputs::arch(arch_name)?;
@@ -79,8 +88,16 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
                         })
                         .collect::<anyhow::Result<_>>()?;
                     let start = Instant::now();
-                    let trained = engine.train(jobs, &train, &mut |_| {})?;
-                    let train_rate = (members * train.len()) as f64 / start.elapsed().as_secs_f64();
+                    // When the first step ended: the steady rate leaves it out.
+                    let mut first_step = None;
+                    let trained = engine.train(jobs, &train, &mut |event| {
+                        if let TrainEvent::Step { done: 1, .. } = event {
+                            first_step.get_or_insert_with(|| start.elapsed());
+                        }
+                    })?;
+                    let elapsed = start.elapsed();
+                    let train_rate = (members * train.len()) as f64 / elapsed.as_secs_f64();
+                    let steady = steady_rate(members, train.len(), batch, first_step, elapsed);
                     let model = &trained[0];
                     let start = Instant::now();
                     engine.evaluate(&[model], &test)?;
@@ -91,13 +108,14 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
                     engine.per_sample_gradients(model, &grads, 1)?;
                     let grads_s = start.elapsed().as_secs_f64() * 1000.0 / grads.len().max(1) as f64;
                     println!(
-                        "{:<10} {:<10} {:>7} {:>7} {:>6} {:>14.0} {:>12.0} {:>12.3} {:>14.3}",
+                        "{:<10} {:<10} {:>7} {:>7} {:>6} {:>14.0} {:>14} {:>12.0} {:>12.3} {:>14.3}",
                         spec.name,
                         engine.name(),
                         if t == 0 { "-".to_string() } else { t.to_string() },
                         members,
                         batch,
                         train_rate,
+                        steady.map_or("-".to_string(), |r| format!("{r:.0}")),
                         infer_rate,
                         eval_s * 10_000.0 / test.len() as f64,
                         grads_s
@@ -107,6 +125,21 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Member-images/s of the steps after the first (which ended `first_step` into a call that
+/// took `elapsed` to train `members` members one epoch of `images` in batches of `batch`);
+/// `None` for a single step or when no step was reported.
+fn steady_rate(
+    members: usize,
+    images: usize,
+    batch: usize,
+    first_step: Option<Duration>,
+    elapsed: Duration,
+) -> Option<f64> {
+    let rest = images.saturating_sub(batch);
+    let seconds = elapsed.checked_sub(first_step?)?.as_secs_f64();
+    (rest > 0 && seconds > 0.0).then(|| (members * rest) as f64 / seconds)
 }
 
 /// Refuses a run of `spec` whose largest setting would not fit in the memory available:
@@ -181,4 +214,22 @@ fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
     }
     println!("agreement within {:.0e} (largest {worst:.2e})", args.tolerance);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steady_rate_leaves_out_the_first_step() {
+        let s = Duration::from_secs_f64;
+        // 2 members, 1,024 images in batches of 128: the 7 later steps (896 images each
+        // member) took 3 of the 4 seconds.
+        let rate = steady_rate(2, 1024, 128, Some(s(1.0)), s(4.0)).unwrap();
+        assert!((rate - 2.0 * 896.0 / 3.0).abs() < 1e-9, "{rate}");
+        // One step, no step reported, or a clock that did not move: no rate.
+        assert_eq!(steady_rate(1, 128, 128, Some(s(1.0)), s(1.0)), None);
+        assert_eq!(steady_rate(1, 1024, 128, None, s(4.0)), None);
+        assert_eq!(steady_rate(1, 1024, 128, Some(s(4.0)), s(4.0)), None);
+    }
 }
