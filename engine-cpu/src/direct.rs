@@ -251,8 +251,8 @@ pub(crate) fn weight_grad(
     };
     assert!(xp.len() >= g.padded_len() && dy.len() >= dy_len);
     assert!(dw.len() >= g.cout * g.cin * g.k * g.k);
-    // Threads take consecutive pairs of output channels (the kernel's blocks), each its own
-    // slice of `dw`: every weight is summed by one thread in the same order, whatever the
+    // Threads take consecutive pairs of output channels (the kernel splits its share into
+    // blocks), each its own slice of `dw`: every weight is summed by one thread in the same order, whatever the
     // thread count.
     let pairs = g.cout.div_ceil(2);
     let parts = threads.clamp(1, pairs.max(1));
@@ -802,8 +802,9 @@ mod tests {
         if !available() || !wide() {
             return;
         }
-        // 16 output channels: blocks of 6, 5 and 5 (wide) against 3, 3, 2, ... (narrow),
-        // split over threads by channel pairs; a 5-wide kernel takes the 2-channel blocks.
+        // Runs only where the CPU has AVX-512VL (CI's machines do). 16 output channels:
+        // blocks of 5, 5 and 6 (wide) against blocks of 2 and 3 (narrow), and other blocks
+        // when threads split the channels by pairs; a 5-wide kernel takes 2-channel blocks.
         for (cin, cout, h, w, k, pad) in [(3, 16, 9, 13, 3, 1), (5, 13, 12, 12, 3, 1), (2, 7, 11, 30, 5, 2)] {
             let g = ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 };
             let n = 3;

@@ -325,20 +325,18 @@ pub(crate) fn global_avg_pool_backward(s: usize, dy: &[f32], dx: &mut [f32]) {
 /// # Shapes
 /// - each input and `y`: the same length
 pub(crate) fn sum_into<'a>(inputs: impl Iterator<Item = &'a [f32]>, y: &mut [f32], relu: bool) {
-    let inputs: Vec<&[f32]> = inputs.collect();
-    let last = inputs.len().saturating_sub(2);
-    let finish = |v: f32, done: bool| if relu && done { activation::relu(v) } else { v };
-    match inputs.as_slice() {
-        [] => panic!("an add has inputs"),
-        [a] => y.iter_mut().zip(*a).for_each(|(y, &a)| *y = finish(a, true)),
-        [a, b, rest @ ..] => {
-            let done = rest.is_empty();
-            y.iter_mut().zip(*a).zip(*b).for_each(|((y, &a), &b)| *y = finish(a + b, done));
-            for (i, x) in rest.iter().enumerate() {
-                let done = i + 1 == last;
-                y.iter_mut().zip(*x).for_each(|(y, &x)| *y = finish(*y + x, done));
-            }
-        }
+    let finish = |v: f32, last: bool| if relu && last { activation::relu(v) } else { v };
+    let mut inputs = inputs.peekable();
+    let a = inputs.next().expect("an add has inputs");
+    let Some(b) = inputs.next() else {
+        y.iter_mut().zip(a).for_each(|(y, &a)| *y = finish(a, true));
+        return;
+    };
+    let last = inputs.peek().is_none();
+    y.iter_mut().zip(a).zip(b).for_each(|((y, &a), &b)| *y = finish(a + b, last));
+    while let Some(x) = inputs.next() {
+        let last = inputs.peek().is_none();
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = finish(*y + x, last));
     }
 }
 
