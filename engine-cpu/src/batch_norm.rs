@@ -8,6 +8,7 @@
 //! statistic is one sum over a slice; sums are taken in f64.
 
 use super::activation;
+use super::activation::relu_gate;
 use super::parallel;
 use super::plan::BatchNormGeom;
 
@@ -42,26 +43,29 @@ impl BatchStats {
     }
 }
 
-/// The two sums `Σ term(a[i], b[i])` in f64 over equal-length slices, in one pass: each as
-/// eight interleaved partial sums (lane `k` takes `i ≡ k mod 8`) added in a fixed order, then
-/// the tail. The lanes are independent, so the loop vectorises, and the order is the same on
-/// every run.
+/// The two sums `Σ term(a[i], b[i], c[i])` in f64 over equal-length slices, in one pass:
+/// each as eight interleaved partial sums (lane `k` takes `i ≡ k mod 8`) added in a fixed
+/// order, then the tail. The lanes are independent, so the loop vectorises, and the order is
+/// the same on every run.
 #[inline(always)]
-fn lane_sums(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> (f64, f64)) -> (f64, f64) {
+fn lane_sums(a: &[f32], b: &[f32], c: &[f32], term: impl Fn(f32, f32, f32) -> (f64, f64)) -> (f64, f64) {
     const LANES: usize = 8;
     let (mut p, mut q) = ([0f64; LANES], [0f64; LANES]);
-    let (a, b) = (a.chunks_exact(LANES), &b[..a.len()]);
-    let (a_tail, b_tail) = (a.remainder(), &b[b.len() - a.remainder().len()..]);
-    for (a, b) in a.zip(b.chunks_exact(LANES)) {
+    let (b, c) = (&b[..a.len()], &c[..a.len()]);
+    let body = a.len() - a.len() % LANES;
+    for ((a, b), c) in a[..body].chunks_exact(LANES).zip(b.chunks_exact(LANES)).zip(c.chunks_exact(LANES)) {
+        // Arrays of known length: no bounds checks in the loop, which keeps it vectorised.
+        let lanes = |s: &[f32]| -> [f32; LANES] { s.try_into().expect("chunks are exact") };
+        let (a, b, c) = (lanes(a), lanes(b), lanes(c));
         for k in 0..LANES {
-            let (u, v) = term(a[k], b[k]);
+            let (u, v) = term(a[k], b[k], c[k]);
             p[k] += u;
             q[k] += v;
         }
     }
     let fold = |acc: [f64; LANES]| ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    a_tail.iter().zip(b_tail).fold((fold(p), fold(q)), |(p, q), (&a, &b)| {
-        let (u, v) = term(a, b);
+    (body..a.len()).fold((fold(p), fold(q)), |(p, q), i| {
+        let (u, v) = term(a[i], b[i], c[i]);
         (p + u, q + v)
     })
 }
@@ -115,7 +119,7 @@ pub(crate) fn forward_train(
         // One pass: the mean and the mean square, in f64. The cancellation in
         // `E[x²] − E[x]²` costs f32 precision only when |mean| exceeds the standard
         // deviation some 30,000-fold.
-        let (sum, squares) = lane_sums(x, x, |v, _| (v as f64, v as f64 * v as f64));
+        let (sum, squares) = lane_sums(x, x, x, |v, _, _| (v as f64, v as f64 * v as f64));
         let mean = sum / m as f64;
         let var = (squares / m as f64 - mean * mean).max(0.0);
         let inv_std = 1.0 / (var + g.eps).sqrt();
@@ -140,8 +144,12 @@ pub(crate) fn forward_train(
 /// running statistics. Train mode also differentiates through the batch statistics:
 /// `dx = γ · inv_std / m · (m · dy − Σ dy − x̂ · Σ dy · x̂)`.
 ///
+/// With `relu_out`, the output of a ReLU that the forward pass fused after this batch norm
+/// ([`forward_train`]'s `relu`), `dy` is that ReLU's output gradient, and the ReLU's
+/// backward rule is applied on the way in: the ReLU's own backward pass is skipped.
+///
 /// # Shapes
-/// - `params`, `grad`: the flat parameters and gradient; `x`, `dy`, `dx`: `[c, m]`
+/// - `params`, `grad`: the flat parameters and gradient; `x`, `dy`, `relu_out`, `dx`: `[c, m]`
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
     g: &BatchNormGeom,
@@ -150,6 +158,7 @@ pub(crate) fn backward(
     x: &[f32],
     stats: Option<&BatchStats>,
     dy: &[f32],
+    relu_out: Option<&[f32]>,
     dx: Option<&mut [f32]>,
     grad: Option<&mut [f32]>,
     threads: usize,
@@ -158,38 +167,143 @@ pub(crate) fn backward(
         Some(dx) => (dx, m),
         None => (&mut [][..], 0),
     };
+    let train = stats.is_some();
     let sums = parallel::per_channel(threads, g.c, dx, len, |c, dx| {
         let (x, dy) = (&x[c * m..(c + 1) * m], &dy[c * m..(c + 1) * m]);
-        let scale = params[g.scale + c];
         let (mean, inv_std) = match stats {
             Some(s) => (s.mean[c], s.inv_std[c]),
             None => (params[g.mean + c], 1.0 / (params[g.var + c] + g.eps as f32).sqrt()),
         };
-        let (sum_dy, sum_dy_xhat) = lane_sums(x, dy, |x, d| (d as f64, (d * ((x - mean) * inv_std)) as f64));
-        if dx.is_empty() {
-            return (sum_dy, sum_dy_xhat);
+        let relu_out = relu_out.map(|r| &r[c * m..(c + 1) * m]);
+        let channel = Channel { g, params, c, train, mean, inv_std, x, dy, relu_out };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { channel.backward_avx2(dx) };
         }
-        match stats {
-            None => {
-                let (factor, _) = eval_affine(g, params, c);
-                dx.iter_mut().zip(dy).for_each(|(dx, &d)| *dx = d * factor);
-            }
-            Some(_) => {
-                let k = scale * inv_std;
-                let (mean_dy, mean_dy_xhat) = ((sum_dy / m as f64) as f32, (sum_dy_xhat / m as f64) as f32);
-                for ((dx, &d), &x) in dx.iter_mut().zip(dy).zip(x) {
-                    let xhat = (x - mean) * inv_std;
-                    *dx = k * (d - mean_dy - xhat * mean_dy_xhat);
-                }
-            }
-        }
-        (sum_dy, sum_dy_xhat)
+        channel.backward(dx)
     });
     if let Some(grad) = grad {
         for (c, (sum_dy, sum_dy_xhat)) in sums.into_iter().enumerate() {
             grad[g.scale + c] += sum_dy_xhat as f32;
             grad[g.shift + c] += sum_dy as f32;
         }
+    }
+}
+
+/// One channel of [`backward`].
+struct Channel<'a> {
+    g: &'a BatchNormGeom,
+    params: &'a [f32],
+    c: usize,
+    train: bool,
+    mean: f32,
+    inv_std: f32,
+    x: &'a [f32],
+    dy: &'a [f32],
+    relu_out: Option<&'a [f32]>,
+}
+
+impl Channel<'_> {
+    /// Returns `(Σ dy, Σ dy · x̂)` and writes `dx` unless it is empty (`dy` gated by a fused
+    /// ReLU's output, when there is one).
+    fn backward(&self, dx: &mut [f32]) -> (f64, f64) {
+        // Two builds of one loop, so that each inlines its gate. Without a ReLU, `dy` stands
+        // in for its output: read from the same addresses, it costs no memory traffic.
+        match self.relu_out {
+            Some(r) => self.backward_gated(r, relu_gate, None, dx),
+            None => self.backward_gated(self.dy, |d, _| d, None, dx),
+        }
+    }
+
+    /// [`Channel::backward`] compiled with AVX2, whose blend keeps the ReLU's gate in vector
+    /// registers (with SSE2 alone the compiler branches per lane). No FMA contraction: the
+    /// results are the same, bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn backward_avx2(&self, dx: &mut [f32]) -> (f64, f64) {
+        let sums = self.sums_avx2();
+        match self.relu_out {
+            Some(r) => self.backward_gated(r, relu_gate, Some(sums), dx),
+            None => self.backward_gated(self.dy, |d, _| d, Some(sums), dx),
+        }
+    }
+
+    /// The two sums of [`Channel::backward_gated`] with explicit AVX2 vectors: the same
+    /// terms in the same eight lanes and the same order, so the same values bit for bit. The
+    /// compiler's own version branches per lane on the ReLU's gate.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn sums_avx2(&self) -> (f64, f64) {
+        use std::arch::x86_64::*;
+        let (x, dy, (mean, inv_std)) = (self.x, self.dy, (self.mean, self.inv_std));
+        let r = self.relu_out.unwrap_or(dy);
+        let gated = self.relu_out.is_some();
+        let body = x.len() - x.len() % 8;
+        let (dy, r) = (&dy[..x.len()], &r[..x.len()]);
+        let (mut p_lo, mut p_hi, mut q_lo, mut q_hi) =
+            (_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd());
+        let (mean_v, inv_std_v, zero) = (_mm256_set1_ps(mean), _mm256_set1_ps(inv_std), _mm256_setzero_ps());
+        for i in (0..body).step_by(8) {
+            // SAFETY: `i + 8 ≤ body ≤ len` of all three slices; unaligned loads.
+            let (xv, mut d) = unsafe { (_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(dy.as_ptr().add(i))) };
+            if gated {
+                // SAFETY: as above.
+                let rv = unsafe { _mm256_loadu_ps(r.as_ptr().add(i)) };
+                d = _mm256_and_ps(d, _mm256_cmp_ps::<_CMP_GT_OQ>(rv, zero));
+            }
+            let t = _mm256_mul_ps(d, _mm256_mul_ps(_mm256_sub_ps(xv, mean_v), inv_std_v));
+            p_lo = _mm256_add_pd(p_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(d)));
+            p_hi = _mm256_add_pd(p_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(d)));
+            q_lo = _mm256_add_pd(q_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+            q_hi = _mm256_add_pd(q_hi, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(t)));
+        }
+        // ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)), as `lane_sums` folds.
+        let fold = |lo: __m256d, hi: __m256d| {
+            let mut s = [0f64; 4];
+            // SAFETY: `s` holds four f64.
+            unsafe { _mm256_storeu_pd(s.as_mut_ptr(), _mm256_add_pd(lo, hi)) };
+            (s[0] + s[1]) + (s[2] + s[3])
+        };
+        let gate = |d: f32, r: f32| if gated { relu_gate(d, r) } else { d };
+        (body..x.len()).fold((fold(p_lo, p_hi), fold(q_lo, q_hi)), |(p, q), i| {
+            let d = gate(dy[i], r[i]);
+            (p + d as f64, q + (d * ((x[i] - mean) * inv_std)) as f64)
+        })
+    }
+
+    /// `sums`, when given, are the two sums already taken.
+    #[inline(always)]
+    fn backward_gated(
+        &self,
+        r: &[f32],
+        gate: impl Fn(f32, f32) -> f32,
+        sums: Option<(f64, f64)>,
+        dx: &mut [f32],
+    ) -> (f64, f64) {
+        let Channel { g, params, c, train, mean, inv_std, x, dy, .. } = *self;
+        let m = x.len();
+        let (sum_dy, sum_dy_xhat) = sums.unwrap_or_else(|| {
+            lane_sums(x, dy, r, |x, d, r| {
+                let d = gate(d, r);
+                (d as f64, (d * ((x - mean) * inv_std)) as f64)
+            })
+        });
+        if dx.is_empty() {
+            return (sum_dy, sum_dy_xhat);
+        }
+        if train {
+            let k = params[g.scale + c] * inv_std;
+            let (mean_dy, mean_dy_xhat) = ((sum_dy / m as f64) as f32, (sum_dy_xhat / m as f64) as f32);
+            for (((dx, &d), &x), &r) in dx.iter_mut().zip(dy).zip(x).zip(r) {
+                let xhat = (x - mean) * inv_std;
+                *dx = k * (gate(d, r) - mean_dy - xhat * mean_dy_xhat);
+            }
+        } else {
+            let (factor, _) = eval_affine(g, params, c);
+            dx.iter_mut().zip(dy).zip(r).for_each(|((dx, &d), &r)| *dx = gate(d, r) * factor);
+        }
+        (sum_dy, sum_dy_xhat)
     }
 }
 
@@ -291,6 +405,28 @@ mod tests {
     }
 
     #[test]
+    fn the_avx2_backward_sums_and_writes_as_the_portable_one_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let (g, params) = layer();
+            // 37 values: four vectors and a tail of five.
+            let x: Vec<f32> = (0..37).map(|i| ((i * 13) % 11) as f32 * 0.37 - 1.5).collect();
+            let dy: Vec<f32> = (0..37).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect();
+            let relu: Vec<f32> = (0..37).map(|i| ((i * 5) % 3) as f32 - 1.0).collect();
+            for (train, relu_out) in [(true, None), (true, Some(&relu[..])), (false, Some(&relu[..]))] {
+                let channel =
+                    Channel { g: &g, params: &params, c: 1, train, mean: 0.3, inv_std: 1.7, x: &x, dy: &dy, relu_out };
+                let (mut portable, mut avx2) = (vec![0.0; 37], vec![0.0; 37]);
+                let sums = channel.backward(&mut portable);
+                // SAFETY: the CPU supports AVX2, checked above.
+                assert_eq!(unsafe { channel.backward_avx2(&mut avx2) }, sums, "train {train}");
+                assert_eq!(avx2, portable, "train {train}");
+                assert!(portable.iter().any(|&v| v != 0.0));
+            }
+        }
+    }
+
+    #[test]
     fn channels_split_over_threads_give_bit_identical_results() {
         let (g, params) = layer();
         let x: Vec<f32> = input().iter().map(|v| v / 8.0).collect();
@@ -299,9 +435,9 @@ mod tests {
             let (mut y, mut stats) = (vec![0.0; 16], BatchStats::default());
             forward_train(&g, &params, 8, &x, &mut y, &mut stats, false, threads);
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
-            backward(&g, &params, 8, &x, Some(&stats), &dy, Some(&mut dx), Some(&mut grad), threads);
+            backward(&g, &params, 8, &x, Some(&stats), &dy, None, Some(&mut dx), Some(&mut grad), threads);
             let mut grad_only = vec![0.0; params.len()];
-            backward(&g, &params, 8, &x, Some(&stats), &dy, None, Some(&mut grad_only), threads);
+            backward(&g, &params, 8, &x, Some(&stats), &dy, None, None, Some(&mut grad_only), threads);
             assert_eq!(grad_only, grad);
             (y, stats.mean, stats.var, stats.inv_std, dx, grad)
         };
@@ -322,7 +458,7 @@ mod tests {
                 forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats, false, 1);
             }
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
-            backward(&g, &params, 8, &x, train.then_some(&stats), &dy, Some(&mut dx), Some(&mut grad), 1);
+            backward(&g, &params, 8, &x, train.then_some(&stats), &dy, None, Some(&mut dx), Some(&mut grad), 1);
             // f64 central differences with h = 1e-6: truncation ~1e-12, rounding ~1e-10. The
             // engine's f32 gradients of O(1) err by ~1e-6; a wrong term is off by O(0.1).
             let h = 1e-6;

@@ -17,6 +17,7 @@
 //! per-image outer products `δ_i · unfold(x_i)ᵀ`, never by one backward pass per image.
 
 use super::activation;
+use super::activation::relu_gate;
 use super::batch_norm::{self, BatchStats};
 use super::direct::{self, Direct, GradLayout};
 use super::gemm::{MatMut, MatRef, matmul, matmul_on};
@@ -292,13 +293,17 @@ pub(crate) fn prefix_is_shared(plan: &Plan) -> bool {
     !plan.layers[..plan.first_dense].iter().any(|l| matches!(l.op, Op::Dropout { .. }))
 }
 
-/// Adds `g` into the summed output gradient of layer `j` (the first arrival is copied).
-fn arrive(summed: &mut [f32], arrived: &mut bool, g: &[f32]) {
+/// Adds `g` into the summed output gradient of layer `j` (the first arrival is copied);
+/// with `relu_out`, the output of a ReLU fused after the layer that sends `g`, `g` is that
+/// ReLU's output gradient and passes through its backward rule on the way.
+fn arrive(summed: &mut [f32], arrived: &mut bool, g: &[f32], relu_out: Option<&[f32]>) {
     let summed = &mut summed[..g.len()];
-    if std::mem::replace(arrived, true) {
-        summed.iter_mut().zip(g).for_each(|(s, &g)| *s += g);
-    } else {
-        summed.copy_from_slice(g);
+    let first = !std::mem::replace(arrived, true);
+    match relu_out {
+        None if first => summed.copy_from_slice(g),
+        None => summed.iter_mut().zip(g).for_each(|(s, &g)| *s += g),
+        Some(r) if first => summed.iter_mut().zip(g).zip(r).for_each(|((s, &g), &r)| *s = relu_gate(g, r)),
+        Some(r) => summed.iter_mut().zip(g).zip(r).for_each(|((s, &g), &r)| *s += relu_gate(g, r)),
     }
 }
 
@@ -326,6 +331,11 @@ pub(crate) fn backward(
         if !plan.needs_grad[l] {
             continue;
         }
+        if l > plan.first_dense && plan.relu_after[l - 1] && plan.needs_grad[l - 1] {
+            // A ReLU its batch norm or add computed in the forward pass: that layer's backward
+            // pass applies the ReLU's rule to this gradient as it reads it.
+            continue;
+        }
         let layer = &plan.layers[l];
         let (c, s) = layer.input;
         // The input buffer `b` is the output of layer `b − 1`, which needs a gradient when
@@ -334,8 +344,16 @@ pub(crate) fn backward(
         let need_dx = source > 0 && plan.needs_grad[source - 1];
         let sums_dx = need_dx && plan.accumulates[source - 1];
         let (summed_below, summed_here) = summed.split_at_mut(l);
-        let dy: &[f32] =
-            if plan.accumulates[l] { &summed_here[0][..layer.out_len() * n] } else { &grad[..layer.out_len() * n] };
+        // With a fused ReLU the gradient arriving is the ReLU's (layer `l + 1`), gated by its
+        // output (buffer `l + 2`); this layer's own output buffer was never written.
+        let fused = plan.relu_after[l];
+        let arriving = l + usize::from(fused);
+        let dy: &[f32] = if plan.accumulates[arriving] {
+            &summed_here[arriving - l][..layer.out_len() * n]
+        } else {
+            &grad[..layer.out_len() * n]
+        };
+        let relu_out = fused.then(|| &acts[l + 2][..layer.out_len() * n]);
         let dx = &mut grad_next[..layer.in_len() * n];
         let x = &acts[source][..layer.in_len() * n];
         let y = &acts[l + 1][..layer.out_len() * n];
@@ -425,21 +443,22 @@ pub(crate) fn backward(
                     // Rows hold prunable weights only.
                     GradSink::Rows { .. } => None,
                 };
-                batch_norm::backward(g, params, n * s, x, batch, dy, need_dx.then_some(&mut *dx), dparams, threads);
+                let dx = need_dx.then_some(&mut *dx);
+                batch_norm::backward(g, params, n * s, x, batch, dy, relu_out, dx, dparams, threads);
             }
             Op::GlobalAvgPool => layers::global_avg_pool_backward(s, dy, dx),
             Op::Add => {
                 // The gradient fans out unchanged to every input; an add's inputs always sum.
                 for &b in &layer.inputs {
                     if b > 0 && plan.needs_grad[b - 1] {
-                        arrive(&mut summed_below[b - 1], &mut arrived[b - 1], dy);
+                        arrive(&mut summed_below[b - 1], &mut arrived[b - 1], dy, relu_out);
                     }
                 }
                 continue;
             }
         }
         if sums_dx {
-            arrive(&mut summed_below[source - 1], &mut arrived[source - 1], dx);
+            arrive(&mut summed_below[source - 1], &mut arrived[source - 1], dx, None);
         } else if need_dx {
             std::mem::swap(grad, grad_next);
         }
@@ -477,4 +496,50 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Depends on the network alone, so that results never depend on the thread count.
 pub(crate) fn chunk_images(plan: &Plan, cap: usize) -> usize {
     (CHUNK_BYTES / (4 * scalars_per_image(plan))).clamp(1, cap.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One forward and backward pass of `plan` over `images` (train mode when `train`): the
+    /// logits and the flat gradient, of the whole batch or per image ([`GradSink::Rows`]).
+    fn pass(plan: &Plan, params: &[f32], images: &[Vec<f32>], train: bool, per_image: bool) -> (Vec<f32>, Vec<f32>) {
+        let mut ws = Workspace::default();
+        let masks = vec![Vec::new(); plan.layers.len()];
+        let training = train.then_some(Training { masks: &masks, first: 0 });
+        forward(plan, params, images.iter().map(Vec::as_slice), plan.layers.len(), false, training, &mut ws);
+        let labels: Vec<u32> = (0..images.len() as u32).map(|i| i % plan.classes() as u32).collect();
+        ws.cross_entropy(plan, &labels, Some(0.25));
+        let grad = if per_image {
+            let mut rows = vec![0.0; images.len() * plan.prunable_len];
+            let segments: Vec<Segment> =
+                (0..images.len()).map(|i| Segment { start: i, end: i + 1, row: i, scale: 1.0 }).collect();
+            backward(plan, params, training, &mut ws, &mut GradSink::Rows { rows: &mut rows, segments: &segments });
+            rows
+        } else {
+            let mut grad = vec![0.0; plan.param_len];
+            backward(plan, params, training, &mut ws, &mut GradSink::Sum(&mut grad));
+            grad
+        };
+        (ws.logits(plan).to_vec(), grad)
+    }
+
+    #[test]
+    fn relus_fused_into_batch_norms_and_adds_give_the_separate_relus_results_bit_for_bit() {
+        let spec = hyperprune_core::preset("resnet-s").unwrap();
+        let fused = Plan::new(&spec).unwrap();
+        let mut separate = Plan::new(&spec).unwrap();
+        separate.relu_after.fill(false);
+        // Every ReLU of a ResNet follows a batch norm or an add: the stem's and two a block.
+        assert_eq!(fused.relu_after.iter().filter(|&&f| f).count(), 7);
+        let params = crate::reference::random_model(&spec, 5).values().concat();
+        let images: Vec<Vec<f32>> =
+            (0..6).map(|i| (0..fused.image_len()).map(|p| ((p * 31 + i * 17) % 29) as f32 / 29.0).collect()).collect();
+        for (train, per_image) in [(true, false), (false, false), (false, true)] {
+            let (logits, grad) = pass(&fused, &params, &images, train, per_image);
+            assert!(grad.iter().any(|&g| g != 0.0) && grad.iter().all(|g| g.is_finite()));
+            assert_eq!((logits, grad), pass(&separate, &params, &images, train, per_image), "train {train}");
+        }
+    }
 }
