@@ -180,10 +180,10 @@ pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y
         if parts == 1 {
             return avx2::forward(g, 0..g.n, xp, w, bias, out);
         }
-        std::thread::scope(|scope| {
+        rayon::scope(move |scope| {
             for part in 1..parts {
                 let images = share(g.n, parts, part);
-                scope.spawn(move || avx2::forward(g, images, xp, w, bias, out));
+                scope.spawn(move |_| avx2::forward(g, images, xp, w, bias, out));
             }
             avx2::forward(g, share(g.n, parts, 0), xp, w, bias, out)
         });
@@ -265,7 +265,7 @@ pub(crate) fn weight_grad(
         return unsafe { kernel(g, 0..g.cout, images, xp, dy, layout, scale, dw) };
     }
     #[cfg(target_arch = "x86_64")]
-    std::thread::scope(|scope| {
+    rayon::scope(|scope| {
         let mut rest = &mut dw[..g.cout * per_channel];
         for part in 0..parts {
             let pairs = share(pairs, parts, part);
@@ -278,7 +278,7 @@ pub(crate) fn weight_grad(
             if part + 1 == parts {
                 run();
             } else {
-                scope.spawn(run);
+                scope.spawn(move |_| run());
             }
         }
     });

@@ -4,6 +4,15 @@
 //! (batch size, member count), never on the thread count, and each item writes only its own
 //! output slot; reductions over items then run in item order. That is what makes every
 //! result bit-identical whether one thread or many ran it.
+//!
+//! [`for_each`] spawns its threads per call (a training step's work items, the members'
+//! chunks of images: one call a step). [`per_channel`] and the direct convolutions' splits
+//! of one operation, which a lone `resnet20` member's step makes some hundred times, run on
+//! rayon's global pool instead (one thread per core, started once; the `gemm` crate's
+//! products use it too): a fresh thread per operation cost about 7 % of that step's time,
+//! while handing the once-a-step items of small networks to the pool made them slower
+//! (both measured in `docs/research/cpu-engine-log.md`). More parts than the pool has threads
+//! simply queue.
 
 use std::sync::Mutex;
 
@@ -73,23 +82,21 @@ pub(crate) fn per_channel<R: Send>(
     if parts == 1 {
         return run(0..channels, out);
     }
-    std::thread::scope(|scope| {
+    let mut results: Vec<Vec<R>> = (0..parts).map(|_| Vec::new()).collect();
+    rayon::scope(|scope| {
+        let (mine, theirs) = results.split_first_mut().expect("parts ≥ 1");
         let first = share(channels, parts, 0);
-        let (mine, mut rest) = out.split_at_mut(first.len() * len);
-        let mut handles = Vec::with_capacity(parts - 1);
-        for part in 1..parts {
+        let (out_mine, mut rest) = out.split_at_mut(first.len() * len);
+        for (part, slot) in (1..parts).zip(theirs) {
             let range = share(channels, parts, part);
-            let (theirs, next) = std::mem::take(&mut rest).split_at_mut(range.len() * len);
+            let (out_theirs, next) = std::mem::take(&mut rest).split_at_mut(range.len() * len);
             rest = next;
             let run = &run;
-            handles.push(scope.spawn(move || run(range, theirs)));
+            scope.spawn(move |_| *slot = run(range, out_theirs));
         }
-        let mut results = run(first, mine);
-        for h in handles {
-            results.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        results
-    })
+        *mine = run(first, out_mine);
+    });
+    results.into_iter().flatten().collect()
 }
 
 /// Part `part` of `0..n` split into `parts` nearly equal consecutive ranges.
