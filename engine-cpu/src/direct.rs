@@ -170,7 +170,9 @@ pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y
     assert!(xp.len() >= g.padded_len() && w.len() >= g.cout * g.cin * g.k * g.k);
     assert!(y.len() >= g.cout * g.n * g.oh * g.ow && bias.is_none_or(|b| b.len() >= g.cout));
     let out = Out(y.as_mut_ptr());
-    let parts = threads.clamp(1, g.n.max(1));
+    // Four runs of images a thread: the pool's threads steal what a stalled one has not
+    // started. Every image is computed alone, so the split does not change any value.
+    let parts = if threads > 1 { (4 * threads).min(g.n.max(1)) } else { 1 };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX2 and FMA are present (asserted above) and the slices are long enough for
     // every access the kernels make (asserted above; see `avx2::forward`). The parts' image
