@@ -45,8 +45,9 @@ impl BatchStats {
 
 /// The two sums `Σ term(a[i], b[i], c[i])` in f64 over equal-length slices, in one pass:
 /// each as eight interleaved partial sums (lane `k` takes `i ≡ k mod 8`) added in a fixed
-/// order, then the tail. The lanes are independent, so the loop vectorises, and the order is
-/// the same on every run.
+/// order, then the tail. The lanes are independent, so the loop can vectorise (a select in
+/// `term` may still compile to branches: see [`Channel::sums_avx2`]), and the order is the
+/// same on every run.
 #[inline(always)]
 fn lane_sums(a: &[f32], b: &[f32], c: &[f32], term: impl Fn(f32, f32, f32) -> (f64, f64)) -> (f64, f64) {
     const LANES: usize = 8;
@@ -208,12 +209,7 @@ impl Channel<'_> {
     /// Returns `(Σ dy, Σ dy · x̂)` and writes `dx` unless it is empty (`dy` gated by a fused
     /// ReLU's output, when there is one).
     fn backward(&self, dx: &mut [f32]) -> (f64, f64) {
-        // Two builds of one loop, so that each inlines its gate. Without a ReLU, `dy` stands
-        // in for its output: read from the same addresses, it costs no memory traffic.
-        match self.relu_out {
-            Some(r) => self.backward_gated(r, relu_gate, None, dx),
-            None => self.backward_gated(self.dy, |d, _| d, None, dx),
-        }
+        self.backward_with(None, dx)
     }
 
     /// [`Channel::backward`] compiled with AVX2, whose blend keeps the ReLU's gate in vector
@@ -222,10 +218,17 @@ impl Channel<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn backward_avx2(&self, dx: &mut [f32]) -> (f64, f64) {
-        let sums = self.sums_avx2();
+        self.backward_with(Some(self.sums_avx2()), dx)
+    }
+
+    /// [`Channel::backward`] with the two sums, when given, already taken.
+    #[inline(always)]
+    fn backward_with(&self, sums: Option<(f64, f64)>, dx: &mut [f32]) -> (f64, f64) {
+        // Two builds of one loop, so that each inlines its gate. Without a ReLU, `dy` stands
+        // in for its output: read from the same addresses, it costs no memory traffic.
         match self.relu_out {
-            Some(r) => self.backward_gated(r, relu_gate, Some(sums), dx),
-            None => self.backward_gated(self.dy, |d, _| d, Some(sums), dx),
+            Some(r) => self.backward_gated(r, relu_gate, sums, dx),
+            None => self.backward_gated(self.dy, |d, _| d, sums, dx),
         }
     }
 

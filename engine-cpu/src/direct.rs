@@ -254,17 +254,18 @@ pub(crate) fn weight_grad(
     assert!(xp.len() >= g.padded_len() && dy.len() >= dy_len);
     assert!(dw.len() >= g.cout * g.cin * g.k * g.k);
     // Threads take consecutive pairs of output channels (the kernel splits its share into
-    // blocks), each its own slice of `dw`: every weight is summed by one thread in the same order, whatever the
-    // thread count.
+    // blocks), each its own slice of `dw`: every weight is summed by one thread in the same
+    // order, whatever the thread count.
     let pairs = g.cout.div_ceil(2);
     let parts = threads.clamp(1, pairs.max(1));
     let per_channel = g.cin * g.k * g.k;
     #[cfg(target_arch = "x86_64")]
     let kernel = if wide() { avx2::weight_grad_wide } else { avx2::weight_grad };
+    let job = &GradJob { g, images, xp, dy, layout, scale };
     #[cfg(target_arch = "x86_64")]
     if parts == 1 {
         // SAFETY: as in `forward`; `dw` holds the weights of every channel.
-        return unsafe { kernel(g, 0..g.cout, images, xp, dy, layout, scale, dw) };
+        return unsafe { kernel(job, 0..g.cout, dw) };
     }
     #[cfg(target_arch = "x86_64")]
     rayon::scope(|scope| {
@@ -274,9 +275,8 @@ pub(crate) fn weight_grad(
             let channels = 2 * pairs.start..(2 * pairs.end).min(g.cout);
             let (mine, next) = std::mem::take(&mut rest).split_at_mut(channels.len() * per_channel);
             rest = next;
-            let images = images.clone();
             // SAFETY: as in `forward`; `mine` holds exactly the weights of `channels`.
-            let run = move || unsafe { kernel(g, channels, images, xp, dy, layout, scale, mine) };
+            let run = move || unsafe { kernel(job, channels, mine) };
             if part + 1 == parts {
                 run();
             } else {
@@ -284,6 +284,17 @@ pub(crate) fn weight_grad(
             }
         }
     });
+}
+
+/// What every part of one [`weight_grad`] reads: its arguments but the output channels and
+/// the weights a part writes.
+struct GradJob<'a> {
+    g: &'a Direct,
+    images: std::ops::Range<usize>,
+    xp: &'a [f32],
+    dy: &'a [f32],
+    layout: GradLayout,
+    scale: f32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -295,7 +306,7 @@ mod avx2 {
 
     use std::arch::x86_64::*;
 
-    use super::{Direct, GradLayout};
+    use super::{Direct, GradJob, GradLayout};
 
     /// Lane masks: `MASKS[8 − v..][..8]` enables the first `v` lanes.
     static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -607,19 +618,9 @@ mod avx2 {
         ($(#[$doc:meta])* $name:ident, $features:literal, $widest:literal) => {
             $(#[$doc])*
             #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            pub(super) unsafe fn $name(
-                g: &Direct,
-                channels: std::ops::Range<usize>,
-                images: std::ops::Range<usize>,
-                xp: &[f32],
-                dy: &[f32],
-                layout: GradLayout,
-                scale: f32,
-                dw: &mut [f32],
-            ) {
+            pub(super) unsafe fn $name(job: &GradJob<'_>, channels: std::ops::Range<usize>, dw: &mut [f32]) {
                 // SAFETY: forwarded from the caller.
-                unsafe { weight_grad_blocks(g, channels, images, xp, dy, layout, scale, dw, $widest) }
+                unsafe { weight_grad_blocks(job, channels, dw, $widest) }
             }
         };
     }
@@ -645,18 +646,8 @@ mod avx2 {
     /// The weight gradient in blocks of up to `widest` output channels (for kernels of up to
     /// 3 columns; 2 channels × 5 columns for wider kernels).
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn weight_grad_blocks(
-        g: &Direct,
-        channels: std::ops::Range<usize>,
-        images: std::ops::Range<usize>,
-        xp: &[f32],
-        dy: &[f32],
-        layout: GradLayout,
-        scale: f32,
-        dw: &mut [f32],
-        widest: usize,
-    ) {
+    unsafe fn weight_grad_blocks(job: &GradJob<'_>, channels: std::ops::Range<usize>, dw: &mut [f32], widest: usize) {
+        let GradJob { g, ref images, xp, dy, layout, scale } = *job;
         let (x, d) = (xp.as_ptr(), dy.as_ptr());
         // A weight's sum runs in the same order whatever block it falls in.
         let widest = if g.k <= 3 { widest } else { 2 };
@@ -804,7 +795,8 @@ mod tests {
         if !available() || !wide() {
             return;
         }
-        // Runs only where the CPU has AVX-512VL (CI's machines do). 16 output channels:
+        // Compares only where the CPU has AVX-512VL: elsewhere the wide kernel is never
+        // chosen (`wide()` is false) and there is nothing to compare. 16 output channels:
         // blocks of 5, 5 and 6 (wide) against blocks of 2 and 3 (narrow), and other blocks
         // when threads split the channels by pairs; a 5-wide kernel takes 2-channel blocks.
         for (cin, cout, h, w, k, pad) in [(3, 16, 9, 13, 3, 1), (5, 13, 12, 12, 3, 1), (2, 7, 11, 30, 5, 2)] {
