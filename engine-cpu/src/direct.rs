@@ -1,5 +1,5 @@
 //! Stride-1 convolutions computed straight from zero-padded input planes by AVX2/FMA
-//! kernels, without an unfolded copy of the input.
+//! kernels (AVX-512 ones where the CPU has them), without an unfolded copy of the input.
 //!
 //! With a handful of channels (`cnn-s`: 1→8→6), unfolding costs more than the products:
 //! every input value is copied `k²` times into rows too short for a matrix kernel to
@@ -12,9 +12,13 @@
 //! - input gradient: the same kernel on the output gradient padded by `k − 1 − pad`, with
 //!   the weights flipped and transposed ([`flip`]);
 //! - weight gradient: `dw[co, ci, ky, kx] = Σ dy[co, i, oy, ox] · xp[ci, i, oy+ky, ox+kx]`,
-//!   vectorised along `ox` and reduced across lanes once per weight; on a CPU with
-//!   AVX-512VL, in blocks of twice as many output channels (the same sums, in the same
-//!   order).
+//!   vectorised along `ox` and reduced across lanes once per weight.
+//!
+//! On a CPU with AVX-512 (F, DQ, VL), the forward kernel runs 16-lane vectors over an
+//! image's padded rows, and the weight gradient holds two weights' 8-lane sums in one
+//! 16-lane vector (or, for wider kernels and unpadded gradients, uses the 32 registers for
+//! blocks of twice as many channels). Every sum is the same, in the same order, as the AVX2
+//! kernels': the results do not depend on which kernel ran (tested).
 //!
 //! Every sum runs in a fixed order, so results are deterministic; they differ from the
 //! unfolded path only by rounding. Used when the CPU has AVX2 and FMA, the stride is 1 and
@@ -23,8 +27,11 @@
 use super::parallel::share;
 use super::plan::ConvGeom;
 
-/// Values readable past the last plane: vector loads may run up to 7 values beyond a row.
-pub(crate) const SLACK: usize = 8;
+/// Values readable past the last plane: vector loads may run up to 15 values beyond a row.
+pub(crate) const SLACK: usize = 16;
+
+/// Lanes of an AVX2 vector.
+const LANES: usize = 8;
 
 /// Geometry of a direct convolution over padded planes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +95,8 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// Whether the CPU also has AVX-512F and AVX-512VL, whose 32 vector registers let the
-/// weight gradient's blocks grow (checked once; the answer is cached by std).
+/// Whether the CPU also has AVX-512F, DQ and VL, for the 16-lane kernels and 32 vector
+/// registers (checked once; the answer is cached by std).
 fn wide() -> bool {
     #[cfg(test)]
     if tests::NARROW.get() {
@@ -97,7 +104,9 @@ fn wide() -> bool {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -127,11 +136,48 @@ pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: 
         xp.clear();
         xp.resize(len + SLACK, 0.0);
     }
-    for p in 0..planes {
-        let src = &x[p * h * w..(p + 1) * h * w];
-        let dst = &mut xp[p * hp * wp..(p + 1) * hp * wp];
+    let (src, dst) = (&x[..planes * h * w], &mut xp[..len]);
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { copy_rows_avx2(src, (h, w), dst, (hp, wp), pad) };
+    }
+    copy_rows(src, (h, w), dst, (hp, wp), pad);
+}
+
+/// Copies each plane of `h × w` in `src` into `dst`'s planes of `hp × wp`, `pad` rows and
+/// columns in.
+fn copy_rows(src: &[f32], (h, w): (usize, usize), dst: &mut [f32], (hp, wp): (usize, usize), pad: usize) {
+    for (src, dst) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(hp * wp)) {
         for (y, row) in src.chunks_exact(w).enumerate() {
             dst[(y + pad) * wp + pad..][..w].copy_from_slice(row);
+        }
+    }
+}
+
+/// [`copy_rows`] with 8-value vectors and a masked tail: the rows are short (7 to 32
+/// values), and a call to `memcpy` per row cost more than its copy.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn copy_rows_avx2(src: &[f32], (h, w): (usize, usize), dst: &mut [f32], (hp, wp): (usize, usize), pad: usize) {
+    use std::arch::x86_64::*;
+    let (whole, tail) = (w / LANES * LANES, w % LANES);
+    let lanes: [i32; LANES] = std::array::from_fn(|i| if i < tail { -1 } else { 0 });
+    // SAFETY: `lanes` holds 8 i32.
+    let mask = unsafe { _mm256_loadu_si256(lanes.as_ptr() as *const __m256i) };
+    for (src, dst) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(hp * wp)) {
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            let to = dst[(y + pad) * wp + pad..][..w].as_mut_ptr();
+            // SAFETY: `row` and `to` hold `w` values each (sliced just above); the vectors
+            // cover `whole ≤ w` of them and the masked tail the rest.
+            unsafe {
+                for i in (0..whole).step_by(LANES) {
+                    _mm256_storeu_ps(to.add(i), _mm256_loadu_ps(row.as_ptr().add(i)));
+                }
+                if tail > 0 {
+                    _mm256_maskstore_ps(to.add(whole), mask, _mm256_maskload_ps(row.as_ptr().add(whole), mask));
+                }
+            }
         }
     }
 }
@@ -179,17 +225,26 @@ pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y
     // ranges are disjoint, so no two threads write one output value, and `y` stays borrowed
     // until every thread has joined.
     unsafe {
+        let kernel = if wide() { avx512::forward } else { avx2::forward };
         if parts == 1 {
-            return avx2::forward(g, 0..g.n, xp, w, bias, out);
+            return kernel(g, 0..g.n, xp, w, bias, out);
         }
         rayon::scope(move |scope| {
             for part in 1..parts {
                 let images = share(g.n, parts, part);
-                scope.spawn(move |_| avx2::forward(g, images, xp, w, bias, out));
+                scope.spawn(move |_| kernel(g, images, xp, w, bias, out));
             }
-            avx2::forward(g, share(g.n, parts, 0), xp, w, bias, out)
+            kernel(g, share(g.n, parts, 0), xp, w, bias, out)
         });
     }
+}
+
+/// The kernel rows `[from, to)` that output rows `oy..oy + rows` need: rows `oy..oy+rows`
+/// read input rows `oy + ky..oy + rows − 1 + ky`, and the other kernel rows read only
+/// padding.
+fn taps(g: &Direct, oy: usize, rows: usize) -> (usize, usize) {
+    let (lo, hi) = g.rows;
+    (lo.saturating_sub(oy + rows - 1).min(g.k), hi.saturating_sub(oy).min(g.k))
 }
 
 /// The output of a kernel that threads fill in disjoint parts.
@@ -216,7 +271,7 @@ impl GradLayout {
     /// [`GradLayout::Padded`] when `g`'s padded output gradient has the input's row width.
     pub fn padded(g: &ConvGeom) -> Option<GradLayout> {
         let q = g.k - 1 - g.pad;
-        (q >= 1 && g.ow + 2 * q == g.w + 2 * g.pad && g.w + 2 * g.pad >= SLACK).then_some(GradLayout::Padded { q })
+        (q >= 1 && g.ow + 2 * q == g.w + 2 * g.pad && g.w + 2 * g.pad >= LANES).then_some(GradLayout::Padded { q })
     }
 }
 
@@ -247,7 +302,7 @@ pub(crate) fn weight_grad(
     let dy_len = match layout {
         GradLayout::Rows => g.cout * g.n * g.oh * g.ow,
         GradLayout::Padded { q } => {
-            assert!(q >= 1 && g.ow + 2 * q == g.wp && g.wp >= SLACK, "{layout:?} does not fit {g:?}");
+            assert!(q >= 1 && g.ow + 2 * q == g.wp && g.wp >= LANES, "{layout:?} does not fit {g:?}");
             g.cout * g.n * (g.oh + 2 * q) * g.wp + SLACK
         }
     };
@@ -260,7 +315,11 @@ pub(crate) fn weight_grad(
     let parts = threads.clamp(1, pairs.max(1));
     let per_channel = g.cin * g.k * g.k;
     #[cfg(target_arch = "x86_64")]
-    let kernel = if wide() { avx2::weight_grad_wide } else { avx2::weight_grad };
+    let kernel = match layout {
+        GradLayout::Padded { .. } if wide() && g.k <= 3 => avx512::weight_grad_flat,
+        _ if wide() => avx2::weight_grad_wide,
+        _ => avx2::weight_grad,
+    };
     let job = &GradJob { g, images, xp, dy, layout, scale };
     #[cfg(target_arch = "x86_64")]
     if parts == 1 {
@@ -319,31 +378,52 @@ mod avx2 {
 
     /// Geometry of one register block: where it reads, where it writes.
     #[derive(Clone, Copy)]
-    struct Block {
+    pub(super) struct Block {
         /// Distance between consecutive input channels' planes (`n·hp·wp`).
-        in_channel: usize,
+        pub in_channel: usize,
         /// Distance between consecutive output channels' planes (`n·oh·ow`).
-        out_channel: usize,
+        pub out_channel: usize,
         /// Distance between consecutive output channels' weights (`cin·k·k`).
-        w_channel: usize,
-        wp: usize,
-        ow: usize,
-        k: usize,
-        cin: usize,
+        pub w_channel: usize,
+        pub wp: usize,
+        pub ow: usize,
+        pub k: usize,
+        pub cin: usize,
         /// Valid lanes of the last vector of the run.
-        last: usize,
+        pub last: usize,
         /// Kernel rows to visit (the others only read padding).
-        ky: (usize, usize),
+        pub ky: (usize, usize),
+        /// Output positions of an image over padded rows, `(oh − 1)·wp + ow` (read by the
+        /// 16-lane kernel only).
+        pub positions: usize,
+    }
+
+    impl Block {
+        /// The blocks of `g`, over all kernel rows, whole last vectors.
+        pub fn of(g: &Direct) -> Block {
+            Block {
+                in_channel: g.n * g.hp * g.wp,
+                out_channel: g.n * g.oh * g.ow,
+                w_channel: g.cin * g.k * g.k,
+                wp: g.wp,
+                ow: g.ow,
+                k: g.k,
+                cin: g.cin,
+                last: 8,
+                ky: (0, g.k),
+                positions: (g.oh - 1) * g.wp + g.ow,
+            }
+        }
     }
 
     /// Where one register block reads and writes: its first input value, weight, bias and
     /// output value.
     #[derive(Clone, Copy)]
-    struct At {
-        x: *const f32,
-        w: *const f32,
-        bias: Option<*const f32>,
-        y: *mut f32,
+    pub(super) struct At {
+        pub x: *const f32,
+        pub w: *const f32,
+        pub bias: Option<*const f32>,
+        pub y: *mut f32,
     }
 
     /// `CB` output channels × `R` rows × `V` vectors of 8 columns.
@@ -451,26 +531,14 @@ mod avx2 {
             let v = cols.div_ceil(8);
             let last = cols - 8 * (v - 1);
             let max_cb = 12 / (v * if v == 1 { 2 } else { 1 });
-            let mut b = Block {
-                in_channel: g.n * g.hp * g.wp,
-                out_channel: g.n * g.oh * g.ow,
-                w_channel: g.cin * g.k * g.k,
-                wp: g.wp,
-                ow: g.ow,
-                k: g.k,
-                cin: g.cin,
-                last,
-                ky: (0, g.k),
-            };
+            let mut b = Block { last, ..Block::of(g) };
             for i in images.clone() {
                 for co in (0..g.cout).step_by(max_cb) {
                     let cb = (g.cout - co).min(max_cb);
                     let mut oy = 0;
                     while oy < g.oh {
                         let r = if v == 1 && oy + 1 < g.oh { 2 } else { 1 };
-                        // Rows oy..oy+r read input rows oy+ky..oy+r−1+ky.
-                        let (lo, hi) = g.rows;
-                        b.ky = (lo.saturating_sub(oy + r - 1).min(g.k), hi.saturating_sub(oy).min(g.k));
+                        b.ky = super::taps(g, oy, r);
                         // SAFETY: the offsets address image i, channel co, row oy, column
                         // ox0 inside the checked slices.
                         unsafe {
@@ -602,7 +670,7 @@ mod avx2 {
 
     /// The sum of the 8 lanes, in a fixed order.
     #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(super) unsafe fn hsum(v: __m256) -> f32 {
         // SAFETY: register-only intrinsics; the callers run with AVX2 enabled.
         unsafe {
             let half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -639,7 +707,7 @@ mod avx2 {
         /// loaded once for the block, serves twice as many channels. The sums are the same,
         /// in the same order.
         weight_grad_wide,
-        "avx2,fma,avx512f,avx512vl",
+        "avx2,fma,avx512f,avx512dq,avx512vl",
         6
     );
 
@@ -746,6 +814,282 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! [`super::forward`] in 16-lane vectors, for CPUs with AVX-512F and VL.
+    //!
+    //! An image's output is computed over its padded row width: position `p = oy·wp + ox`
+    //! reads input `p + ky·wp + kx` for tap `(ky, kx)`, so 16 consecutive positions are one
+    //! contiguous load per tap, whatever the row width, and a 7-wide row wastes only its
+    //! `wp − ow` padding columns rather than half a vector. Stores write each row's valid
+    //! columns under a lane mask.
+    //!
+    //! Every output value is the same sum as the AVX2 kernel's, in the same order (bias,
+    //! then input channels, kernel rows and columns), so the two agree value for value;
+    //! taps that read only padding are skipped by both. Input reads reach at most 15 values
+    //! past an image's last padded row (covered by [`super::SLACK`]); stores touch only
+    //! valid outputs.
+
+    use std::arch::x86_64::*;
+
+    use super::avx2::{At, Block};
+    use super::{Direct, GradJob, GradLayout};
+
+    /// `CB` output channels × `U` vectors of 16 positions from `p0`.
+    #[inline(always)]
+    unsafe fn block<const CB: usize, const U: usize>(b: &Block, at: At, p0: usize) {
+        let At { x, w, bias, y } = at;
+        // SAFETY (whole body): loads stay within the bounds documented for the module;
+        // stores are masked to the positions of valid outputs.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); U]; CB];
+            if let Some(bias) = bias {
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a = [_mm512_set1_ps(*bias.add(c)); U];
+                }
+            }
+            for ci in 0..b.cin {
+                for ky in b.ky.0..b.ky.1 {
+                    let row = x.add(ci * b.in_channel + ky * b.wp);
+                    let wrow = w.add((ci * b.k + ky) * b.k);
+                    for kx in 0..b.k {
+                        let xv: [__m512; U] = std::array::from_fn(|u| _mm512_loadu_ps(row.add(kx + 16 * u)));
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            let wv = _mm512_set1_ps(*wrow.add(c * b.w_channel + kx));
+                            for (a, &xv) in a.iter_mut().zip(&xv) {
+                                *a = _mm512_fmadd_ps(wv, xv, *a);
+                            }
+                        }
+                    }
+                }
+            }
+            // Where each vector's lanes go: row r's valid columns are positions
+            // r·wp..r·wp + ow, stored at r·ow + (position − r·wp). A vector of 16 positions
+            // touches at most 9 rows (wp ≥ k ≥ 2).
+            let mut stores = [[(0usize, 0u16); 9]; U];
+            let mut count = [0; U];
+            for (u, (stores, count)) in stores.iter_mut().zip(&mut count).enumerate() {
+                let p = p0 + 16 * u;
+                let end = (p + 16).min(b.positions);
+                if p >= end {
+                    continue;
+                }
+                for r in p / b.wp..=(end - 1) / b.wp {
+                    let (lo, hi) = ((r * b.wp).max(p), (r * b.wp + b.ow).min(end));
+                    if lo < hi {
+                        let m = (((1u32 << (hi - p)) - 1) & !((1u32 << (lo - p)) - 1)) as u16;
+                        // Lane j lands at r·ow + p + j − r·wp (before the plane's start for
+                        // early rows; only lanes lo − p..hi − p, row r's outputs, are written).
+                        stores[*count] = ((r * b.ow + p).wrapping_sub(r * b.wp), m);
+                        *count += 1;
+                    }
+                }
+            }
+            for (c, a) in acc.iter().enumerate() {
+                let out = y.add(c * b.out_channel);
+                for ((&value, stores), &count) in a.iter().zip(&stores).zip(&count) {
+                    for &(at, m) in &stores[..count] {
+                        _mm512_mask_storeu_ps(out.wrapping_add(at), m, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::weight_grad`] on a [`GradLayout::Padded`] gradient for kernels of up to 3
+    /// columns, in 16-lane vectors that hold two weights' 8-lane sums: the weights of two
+    /// input rows `(ci, ky)` — the low half reads one row, the high half the other — for the
+    /// same output channel and kernel column. Each half takes the same terms in the same
+    /// lanes and order as the AVX2 kernel's vector, so the weights are the same bit for bit.
+    /// Blocks of up to 8 output channels × 3 kernel columns (24 accumulators, 3 input
+    /// vectors and a gradient vector in the 32 registers): each input pair, loaded once,
+    /// serves every channel of the block.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+    pub(super) unsafe fn weight_grad_flat(job: &GradJob<'_>, channels: std::ops::Range<usize>, dw: &mut [f32]) {
+        let GradJob { g, ref images, xp, dy, layout, scale } = *job;
+        let GradLayout::Padded { q } = layout else { unreachable!("chosen for padded gradients only") };
+        let plane = (g.oh + 2 * q) * g.wp;
+        // Input rows (ci, ky), flattened and taken in pairs; an odd last row pairs with
+        // itself (its high half is dropped).
+        let rows = g.cin * g.k;
+        let blocks = channels.len().div_ceil(8);
+        for block in 0..blocks {
+            let own = super::share(channels.len(), blocks, block);
+            let co = channels.start + own.start;
+            for pair in 0..rows.div_ceil(2) {
+                let (a, b) = (2 * pair, (2 * pair + 1).min(rows - 1));
+                let row = |r: usize| (r / g.k) * g.n * g.hp * g.wp + (r % g.k) * g.wp;
+                // SAFETY: channel, row and image offsets inside the checked slices (see the
+                // module bounds and `super::weight_grad`'s checks).
+                let mut sums = [[(0.0, 0.0); 3]; 8];
+                unsafe {
+                    let (xa, xb) = (xp.as_ptr().add(row(a)), xp.as_ptr().add(row(b)));
+                    let d = dy.as_ptr().add(co * g.n * plane + q * g.wp + q);
+                    macro_rules! arms {
+                        ($(($c:literal, $k:literal)),*) => {
+                            match (own.len(), g.k) {
+                                $(($c, $k) => pair_sums::<$c, $k>(g, images.clone(), (xa, xb), d, plane, &mut sums),)*
+                                _ => unreachable!("1 to 8 channels of up to 3 columns"),
+                            }
+                        };
+                    }
+                    arms!(
+                        (1, 1),
+                        (2, 1),
+                        (3, 1),
+                        (4, 1),
+                        (5, 1),
+                        (6, 1),
+                        (7, 1),
+                        (8, 1),
+                        (1, 2),
+                        (2, 2),
+                        (3, 2),
+                        (4, 2),
+                        (5, 2),
+                        (6, 2),
+                        (7, 2),
+                        (8, 2),
+                        (1, 3),
+                        (2, 3),
+                        (3, 3),
+                        (4, 3),
+                        (5, 3),
+                        (6, 3),
+                        (7, 3),
+                        (8, 3)
+                    )
+                }
+                for (c, s) in sums[..own.len()].iter().enumerate() {
+                    let first = |r: usize| (co - channels.start + c) * rows * g.k + r * g.k;
+                    for (kx, &(lo, hi)) in s[..g.k].iter().enumerate() {
+                        dw[first(a) + kx] += scale * lo;
+                        if b != a {
+                            dw[first(b) + kx] += scale * hi;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `CB` output channels × `KX` kernel columns of two input rows (`xa` in the low half,
+    /// `xb` in the high half), summed over the images' padded runs as
+    /// `super::avx2::dw_block_flat` sums one row, into `sums[c][kx]` as (low, high).
+    #[inline(always)]
+    unsafe fn pair_sums<const CB: usize, const KX: usize>(
+        g: &Direct,
+        images: std::ops::Range<usize>,
+        (xa, xb): (*const f32, *const f32),
+        dy: *const f32,
+        plane: usize,
+        sums: &mut [[(f32, f32); 3]; 8],
+    ) {
+        // SAFETY (whole body): offsets stay within the bounds of `dw_block_flat`, whose
+        // reads these are.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); KX]; CB];
+            let vectors = ((g.oh - 1) * g.wp + g.ow).div_ceil(8);
+            let out_channel = g.n * plane;
+            for i in images {
+                let (xa, xb, d) = (xa.add(i * g.hp * g.wp), xb.add(i * g.hp * g.wp), dy.add(i * plane));
+                for v in 0..vectors {
+                    let at = 8 * v;
+                    let xv: [__m512; KX] = std::array::from_fn(|kx| {
+                        let low = _mm512_castps256_ps512(_mm256_loadu_ps(xa.add(at + kx)));
+                        _mm512_insertf32x8::<1>(low, _mm256_loadu_ps(xb.add(at + kx)))
+                    });
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let dv = _mm512_broadcast_f32x8(_mm256_loadu_ps(d.add(c * out_channel + at)));
+                        for (a, &x) in acc.iter_mut().zip(&xv) {
+                            *a = _mm512_fmadd_ps(dv, x, *a);
+                        }
+                    }
+                }
+            }
+            for (acc, sums) in acc.iter().zip(sums.iter_mut()) {
+                for (&v, sum) in acc.iter().zip(sums.iter_mut()) {
+                    let (low, high) = (_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+                    *sum = (super::avx2::hsum(low), super::avx2::hsum(high));
+                }
+            }
+        }
+    }
+
+    /// See [`super::forward`]: blocks of up to 12 output channels × 2 vectors (24
+    /// accumulators, two input vectors and a broadcast weight in the 32 vector registers),
+    /// channels split evenly.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl")]
+    pub(super) unsafe fn forward(
+        g: &Direct,
+        images: std::ops::Range<usize>,
+        xp: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out: super::Out,
+    ) {
+        let (x, wt, out) = (xp.as_ptr(), w.as_ptr(), out.0);
+        let bias = bias.map(|b| b.as_ptr());
+        let mut b = Block::of(g);
+        let positions = b.positions;
+        let blocks = g.cout.div_ceil(12);
+        for i in images {
+            for part in 0..blocks {
+                let own = super::share(g.cout, blocks, part);
+                for p0 in (0..positions).step_by(32) {
+                    let u = if positions - p0 > 16 { 2 } else { 1 };
+                    let (first, last) = (p0 / g.wp, ((p0 + 16 * u).min(positions) - 1) / g.wp);
+                    b.ky = super::taps(g, first, last - first + 1);
+                    // SAFETY: the offsets address image i's position p0 and channel
+                    // own.start inside the checked slices.
+                    unsafe {
+                        let at = At {
+                            x: x.add(i * g.hp * g.wp + p0),
+                            w: wt.add(own.start * b.w_channel),
+                            bias: bias.map(|b| b.add(own.start)),
+                            y: out.add((own.start * g.n + i) * g.oh * g.ow),
+                        };
+                        macro_rules! arms {
+                            ($(($c:literal, $u:literal)),*) => {
+                                match (own.len(), u) {
+                                    $(($c, $u) => block::<$c, $u>(&b, at, p0),)*
+                                    _ => unreachable!("blocks of 1 to 12 channels × 1 or 2 vectors"),
+                                }
+                            };
+                        }
+                        arms!(
+                            (1, 1),
+                            (2, 1),
+                            (3, 1),
+                            (4, 1),
+                            (5, 1),
+                            (6, 1),
+                            (7, 1),
+                            (8, 1),
+                            (9, 1),
+                            (10, 1),
+                            (11, 1),
+                            (12, 1),
+                            (1, 2),
+                            (2, 2),
+                            (3, 2),
+                            (4, 2),
+                            (5, 2),
+                            (6, 2),
+                            (7, 2),
+                            (8, 2),
+                            (9, 2),
+                            (10, 2),
+                            (11, 2),
+                            (12, 2)
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,35 +1135,77 @@ mod tests {
     }
 
     #[test]
-    fn the_wide_weight_gradient_kernel_sums_as_the_narrow_one() {
+    fn the_avx512_kernels_compute_what_the_avx2_ones_do_value_for_value() {
         if !available() || !wide() {
             return;
         }
-        // Compares only where the CPU has AVX-512VL: elsewhere the wide kernel is never
-        // chosen (`wide()` is false) and there is nothing to compare. 16 output channels:
-        // blocks of 5, 5 and 6 (wide) against blocks of 2 and 3 (narrow), and other blocks
-        // when threads split the channels by pairs; a 5-wide kernel takes 2-channel blocks.
-        for (cin, cout, h, w, k, pad) in [(3, 16, 9, 13, 3, 1), (5, 13, 12, 12, 3, 1), (2, 7, 11, 30, 5, 2)] {
+        // Compares only where the CPU has AVX-512: elsewhere those kernels are never chosen
+        // (`wide()` is false) and there is nothing to compare. Rows of 7 to 40 columns (one
+        // 16-lane vector spanning up to three rows), 1 to 25 output channels (forward blocks
+        // of up to 12, split evenly), an odd number of input rows `cin·k` (the weight
+        // gradient's last row pairs with itself), a 5-wide kernel (the 6-channel AVX2 blocks
+        // of the wide weight gradient), an unpadded gradient, and threads that split images
+        // or channel pairs.
+        for (cin, cout, h, w, k, pad) in [
+            (3, 16, 9, 13, 3, 1),
+            (5, 13, 12, 12, 3, 1),
+            (2, 25, 7, 7, 3, 1),
+            (1, 1, 5, 40, 3, 1),
+            (2, 7, 11, 30, 5, 2),
+            (6, 4, 4, 4, 2, 0),
+        ] {
             let g = ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 };
             let n = 3;
             let d = Direct::forward(&g, n);
             let mut xp = Vec::new();
             pad_planes(&g, n, &random(cin * n * h * w, 1), &mut xp);
+            let (wt, bias) = (random(cout * cin * k * k, 2), random(cout, 5));
             let dy = random(cout * n * g.oh * g.ow, 3);
-            let mut dyp = Vec::new();
+            let (mut dyp, mut flipped) = (Vec::new(), Vec::new());
             super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp);
+            flip(cout, cin, k, &wt, &mut flipped);
+            let gi = Direct::input_gradient(&g, n);
             let mut layouts = vec![(GradLayout::Rows, &dy)];
             layouts.extend(GradLayout::padded(&g).map(|l| (l, &dyp)));
-            for (layout, grad) in layouts {
-                for threads in [1, 2, 3] {
-                    let mut narrow = vec![0.5; cout * cin * k * k];
-                    let mut wide = narrow.clone();
-                    NARROW.set(true);
-                    weight_grad(&d, 0..n, &xp, grad, layout, 2.0, &mut narrow, threads);
+            for threads in [1, 2, 3] {
+                let run = |narrow: bool| {
+                    NARROW.set(narrow);
+                    let mut y = vec![f32::NAN; cout * n * g.oh * g.ow];
+                    forward(&d, &xp, &wt, Some(&bias), &mut y, threads);
+                    let mut dx = vec![f32::NAN; cin * n * h * w];
+                    forward(&gi, &dyp, &flipped, None, &mut dx, threads);
+                    let dws: Vec<Vec<f32>> = (layouts.iter())
+                        .map(|&(layout, grad)| {
+                            let mut dw = vec![0.5; wt.len()];
+                            weight_grad(&d, 0..n, &xp, grad, layout, 2.0, &mut dw, threads);
+                            dw
+                        })
+                        .collect();
                     NARROW.set(false);
-                    weight_grad(&d, 0..n, &xp, grad, layout, 2.0, &mut wide, threads);
-                    assert_eq!(wide, narrow, "{g:?}, {layout:?}, {threads} threads");
-                }
+                    (y, dx, dws)
+                };
+                let (wide, narrow) = (run(false), run(true));
+                assert!(wide.0.iter().chain(&wide.1).all(|v| v.is_finite()), "{g:?}: every output written");
+                assert_eq!(wide, narrow, "{g:?}, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn padding_by_vectors_copies_as_padding_by_rows() {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // Widths below, at and across the 8-value vector, three planes.
+            for (w, pad) in [(1, 1), (7, 1), (8, 2), (13, 1), (16, 3), (30, 2)] {
+                let (h, planes) = (3, 3);
+                let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+                let src = random(planes * h * w, 4);
+                let (mut rows, mut vectors) = (vec![0.0; planes * hp * wp], vec![0.0; planes * hp * wp]);
+                copy_rows(&src, (h, w), &mut rows, (hp, wp), pad);
+                // SAFETY: the CPU has AVX2, checked above.
+                unsafe { copy_rows_avx2(&src, (h, w), &mut vectors, (hp, wp), pad) };
+                assert_eq!(vectors, rows, "w {w}, pad {pad}");
+                assert_eq!(rows.iter().filter(|&&v| v != 0.0).count(), src.len());
             }
         }
     }
