@@ -115,14 +115,14 @@ fn wide() -> bool {
 }
 
 /// Copies `planes` planes of `h × w` into `xp` with `pad` zeros on every side, plus
-/// [`SLACK`] zeros at the end.
+/// [`SLACK`] zeros at the end; the planes split over `threads`.
 ///
 /// When `xp` already has the padded length it is taken to hold an earlier padding of the
 /// same geometry, whose zero borders are kept: only the interiors are rewritten.
 ///
 /// # Shapes
 /// - `x`: `[planes, h·w]`; `xp`: `[planes, (h+2·pad)·(w+2·pad)] + SLACK`
-pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: &mut Vec<f32>) {
+pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: &mut Vec<f32>, threads: usize) {
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
     let len = planes * hp * wp;
     if pad == 0 {
@@ -136,13 +136,25 @@ pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: 
         xp.clear();
         xp.resize(len + SLACK, 0.0);
     }
+    let copy = move |src: &[f32], dst: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { copy_rows_avx2(src, (h, w), dst, (hp, wp), pad) };
+        }
+        copy_rows(src, (h, w), dst, (hp, wp), pad);
+    };
+    // Runs of whole planes, one a thread.
+    let per_part = planes.div_ceil(threads.clamp(1, planes.max(1)));
     let (src, dst) = (&x[..planes * h * w], &mut xp[..len]);
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { copy_rows_avx2(src, (h, w), dst, (hp, wp), pad) };
+    if per_part >= planes {
+        return copy(src, dst);
     }
-    copy_rows(src, (h, w), dst, (hp, wp), pad);
+    rayon::scope(|scope| {
+        for (src, dst) in src.chunks(per_part * h * w).zip(dst.chunks_mut(per_part * hp * wp)) {
+            scope.spawn(move |_| copy(src, dst));
+        }
+    });
 }
 
 /// Copies each plane of `h × w` in `src` into `dst`'s planes of `hp × wp`, `pad` rows and
@@ -912,60 +924,77 @@ mod avx512 {
         // Input rows (ci, ky), flattened and taken in pairs; an odd last row pairs with
         // itself (its high half is dropped).
         let rows = g.cin * g.k;
+        let pairs = rows.div_ceil(2);
+        // Runs of images whose gradient (8 channels) and input (every channel) stay in L2,
+        // about 512 KiB, while every pair of rows reads them; the accumulators wait in
+        // memory between runs and continue in the same order.
+        let per_image = 4 * (8 * plane + g.cin * g.hp * g.wp);
+        let run = (512 * 1024 / per_image).max(1);
+        #[cfg(test)]
+        let run = super::tests::RUN.get().unwrap_or(run);
         let blocks = channels.len().div_ceil(8);
+        let mut acc = vec![[[_mm512_setzero_ps(); 3]; 8]; pairs];
         for block in 0..blocks {
             let own = super::share(channels.len(), blocks, block);
             let co = channels.start + own.start;
-            for pair in 0..rows.div_ceil(2) {
-                let (a, b) = (2 * pair, (2 * pair + 1).min(rows - 1));
-                let row = |r: usize| (r / g.k) * g.n * g.hp * g.wp + (r % g.k) * g.wp;
-                // SAFETY: channel, row and image offsets inside the checked slices (see the
-                // module bounds and `super::weight_grad`'s checks).
-                let mut sums = [[(0.0, 0.0); 3]; 8];
-                unsafe {
-                    let (xa, xb) = (xp.as_ptr().add(row(a)), xp.as_ptr().add(row(b)));
-                    let d = dy.as_ptr().add(co * g.n * plane + q * g.wp + q);
-                    macro_rules! arms {
-                        ($(($c:literal, $k:literal)),*) => {
-                            match (own.len(), g.k) {
-                                $(($c, $k) => pair_sums::<$c, $k>(g, images.clone(), (xa, xb), d, plane, &mut sums),)*
-                                _ => unreachable!("1 to 8 channels of up to 3 columns"),
-                            }
-                        };
+            acc.fill([[_mm512_setzero_ps(); 3]; 8]);
+            for first in images.clone().step_by(run) {
+                let part = first..(first + run).min(images.end);
+                for (pair, acc) in acc.iter_mut().enumerate() {
+                    let (a, b) = (2 * pair, (2 * pair + 1).min(rows - 1));
+                    let row = |r: usize| (r / g.k) * g.n * g.hp * g.wp + (r % g.k) * g.wp;
+                    // SAFETY: channel, row and image offsets inside the checked slices (see
+                    // the module bounds and `super::weight_grad`'s checks).
+                    unsafe {
+                        let (xa, xb) = (xp.as_ptr().add(row(a)), xp.as_ptr().add(row(b)));
+                        let d = dy.as_ptr().add(co * g.n * plane + q * g.wp + q);
+                        macro_rules! arms {
+                            ($(($c:literal, $k:literal)),*) => {
+                                match (own.len(), g.k) {
+                                    $(($c, $k) => pair_sums::<$c, $k>(g, part.clone(), (xa, xb), d, plane, acc),)*
+                                    _ => unreachable!("1 to 8 channels of up to 3 columns"),
+                                }
+                            };
+                        }
+                        arms!(
+                            (1, 1),
+                            (2, 1),
+                            (3, 1),
+                            (4, 1),
+                            (5, 1),
+                            (6, 1),
+                            (7, 1),
+                            (8, 1),
+                            (1, 2),
+                            (2, 2),
+                            (3, 2),
+                            (4, 2),
+                            (5, 2),
+                            (6, 2),
+                            (7, 2),
+                            (8, 2),
+                            (1, 3),
+                            (2, 3),
+                            (3, 3),
+                            (4, 3),
+                            (5, 3),
+                            (6, 3),
+                            (7, 3),
+                            (8, 3)
+                        )
                     }
-                    arms!(
-                        (1, 1),
-                        (2, 1),
-                        (3, 1),
-                        (4, 1),
-                        (5, 1),
-                        (6, 1),
-                        (7, 1),
-                        (8, 1),
-                        (1, 2),
-                        (2, 2),
-                        (3, 2),
-                        (4, 2),
-                        (5, 2),
-                        (6, 2),
-                        (7, 2),
-                        (8, 2),
-                        (1, 3),
-                        (2, 3),
-                        (3, 3),
-                        (4, 3),
-                        (5, 3),
-                        (6, 3),
-                        (7, 3),
-                        (8, 3)
-                    )
                 }
-                for (c, s) in sums[..own.len()].iter().enumerate() {
+            }
+            for (pair, acc) in acc.iter().enumerate() {
+                let (a, b) = (2 * pair, (2 * pair + 1).min(rows - 1));
+                for (c, acc) in acc[..own.len()].iter().enumerate() {
                     let first = |r: usize| (co - channels.start + c) * rows * g.k + r * g.k;
-                    for (kx, &(lo, hi)) in s[..g.k].iter().enumerate() {
-                        dw[first(a) + kx] += scale * lo;
+                    for (kx, &v) in acc[..g.k].iter().enumerate() {
+                        let (lo, hi) = (_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+                        // SAFETY: as above (AVX2).
+                        dw[first(a) + kx] += scale * unsafe { super::avx2::hsum(lo) };
                         if b != a {
-                            dw[first(b) + kx] += scale * hi;
+                            dw[first(b) + kx] += scale * unsafe { super::avx2::hsum(hi) };
                         }
                     }
                 }
@@ -973,9 +1002,9 @@ mod avx512 {
         }
     }
 
-    /// `CB` output channels × `KX` kernel columns of two input rows (`xa` in the low half,
-    /// `xb` in the high half), summed over the images' padded runs as
-    /// `super::avx2::dw_block_flat` sums one row, into `sums[c][kx]` as (low, high).
+    /// Adds into `acc[c][kx]` (8-lane sums of two input rows: `xa` in the low half, `xb` in
+    /// the high half) the products of `CB` output channels × `KX` kernel columns over the
+    /// images' padded runs, as `super::avx2::dw_block_flat` sums one row.
     #[inline(always)]
     unsafe fn pair_sums<const CB: usize, const KX: usize>(
         g: &Direct,
@@ -983,12 +1012,12 @@ mod avx512 {
         (xa, xb): (*const f32, *const f32),
         dy: *const f32,
         plane: usize,
-        sums: &mut [[(f32, f32); 3]; 8],
+        acc_mem: &mut [[__m512; 3]; 8],
     ) {
         // SAFETY (whole body): offsets stay within the bounds of `dw_block_flat`, whose
         // reads these are.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); KX]; CB];
+            let mut acc: [[__m512; KX]; CB] = std::array::from_fn(|c| std::array::from_fn(|kx| acc_mem[c][kx]));
             let vectors = ((g.oh - 1) * g.wp + g.ow).div_ceil(8);
             let out_channel = g.n * plane;
             for i in images {
@@ -1007,11 +1036,8 @@ mod avx512 {
                     }
                 }
             }
-            for (acc, sums) in acc.iter().zip(sums.iter_mut()) {
-                for (&v, sum) in acc.iter().zip(sums.iter_mut()) {
-                    let (low, high) = (_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
-                    *sum = (super::avx2::hsum(low), super::avx2::hsum(high));
-                }
+            for (acc, mem) in acc.iter().zip(acc_mem.iter_mut()) {
+                mem[..KX].copy_from_slice(acc);
             }
         }
     }
@@ -1132,6 +1158,8 @@ mod tests {
     thread_local! {
         /// Makes [`wide`] answer no on this thread: the AVX2 kernels run on any CPU.
         pub(super) static NARROW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Overrides the images a run of the AVX-512 weight gradient takes on this thread.
+        pub(super) static RUN: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
     }
 
     #[test]
@@ -1162,7 +1190,7 @@ mod tests {
             let (wt, bias) = (random(cout * cin * k * k, 2), random(cout, 5));
             let dy = random(cout * n * g.oh * g.ow, 3);
             let (mut dyp, mut flipped) = (Vec::new(), Vec::new());
-            super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp);
+            super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp, 1);
             flip(cout, cin, k, &wt, &mut flipped);
             let gi = Direct::input_gradient(&g, n);
             let mut layouts = vec![(GradLayout::Rows, &dy)];
@@ -1184,9 +1212,15 @@ mod tests {
                     NARROW.set(false);
                     (y, dx, dws)
                 };
-                let (wide, narrow) = (run(false), run(true));
-                assert!(wide.0.iter().chain(&wide.1).all(|v| v.is_finite()), "{g:?}: every output written");
-                assert_eq!(wide, narrow, "{g:?}, {threads} threads");
+                let narrow = run(true);
+                // The weight gradient's runs of images: all at once, one and two at a time.
+                for images in [None, Some(1), Some(2)] {
+                    RUN.set(images);
+                    let wide = run(false);
+                    RUN.set(None);
+                    assert!(wide.0.iter().chain(&wide.1).all(|v| v.is_finite()), "{g:?}: every output written");
+                    assert_eq!(wide, narrow, "{g:?}, {threads} threads, runs of {images:?} images");
+                }
             }
         }
     }
@@ -1206,6 +1240,15 @@ mod tests {
                 unsafe { copy_rows_avx2(&src, (h, w), &mut vectors, (hp, wp), pad) };
                 assert_eq!(vectors, rows, "w {w}, pad {pad}");
                 assert_eq!(rows.iter().filter(|&&v| v != 0.0).count(), src.len());
+                // Split over threads, into a buffer that held another padding of the same
+                // geometry, the planes come out the same, with the slack after them.
+                for threads in [1, 2, 3, 5] {
+                    let mut xp = vec![0.0; planes * hp * wp + SLACK];
+                    super::pad(planes, h, w, pad, &random(planes * h * w, 9), &mut xp, threads);
+                    super::pad(planes, h, w, pad, &src, &mut xp, threads);
+                    assert_eq!(xp[..rows.len()], rows[..], "w {w}, pad {pad}, {threads} threads");
+                    assert_eq!(xp.len(), rows.len() + SLACK);
+                }
             }
         }
     }
@@ -1242,7 +1285,7 @@ mod tests {
             let lhs: f64 = want.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum();
             let gi = Direct::input_gradient(&g, n);
             let (mut dyp, mut flipped) = (Vec::new(), Vec::new());
-            super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp);
+            super::pad(cout * n, g.oh, g.ow, k - 1 - pad, &dy, &mut dyp, 1);
             flip(cout, cin, k, &wt, &mut flipped);
             let mut dx = vec![f32::NAN; x.len()];
             forward(&gi, &dyp, &flipped, None, &mut dx, 1);
@@ -1298,6 +1341,6 @@ mod tests {
     }
 
     fn pad_planes(g: &ConvGeom, n: usize, x: &[f32], xp: &mut Vec<f32>) {
-        pad(g.cin * n, g.h, g.w, g.pad, x, xp);
+        pad(g.cin * n, g.h, g.w, g.pad, x, xp, 1);
     }
 }

@@ -324,20 +324,27 @@ pub(crate) fn global_avg_pool_backward(s: usize, dy: &[f32], dx: &mut [f32]) {
 ///
 /// # Shapes
 /// - each input and `y`: the same length
-pub(crate) fn sum_into<'a>(inputs: impl Iterator<Item = &'a [f32]>, y: &mut [f32], relu: bool) {
+pub(crate) fn sum_into<'a>(inputs: &[&'a [f32]], y: &mut [f32], relu: bool, threads: usize) {
     let finish = |v: f32, last: bool| if relu && last { activation::relu(v) } else { v };
-    let mut inputs = inputs.peekable();
-    let a = inputs.next().expect("an add has inputs");
-    let Some(b) = inputs.next() else {
-        y.iter_mut().zip(a).for_each(|(y, &a)| *y = finish(a, true));
-        return;
-    };
-    let last = inputs.peek().is_none();
-    y.iter_mut().zip(a).zip(b).for_each(|((y, &a), &b)| *y = finish(a + b, last));
-    while let Some(x) = inputs.next() {
-        let last = inputs.peek().is_none();
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = finish(*y + x, last));
-    }
+    parallel::in_parts(threads, y, |start, y| {
+        let len = y.len();
+        let at = |x: &'a [f32]| -> &'a [f32] { &x[start..][..len] };
+        activation::with_avx2(
+            #[inline(always)]
+            || match inputs {
+                [] => unreachable!("an add has inputs"),
+                [a] => y.iter_mut().zip(at(a)).for_each(|(y, &a)| *y = finish(a, true)),
+                [a, b, rest @ ..] => {
+                    let last = rest.is_empty();
+                    y.iter_mut().zip(at(a)).zip(at(b)).for_each(|((y, &a), &b)| *y = finish(a + b, last));
+                    for (i, x) in rest.iter().enumerate() {
+                        let last = i + 1 == rest.len();
+                        y.iter_mut().zip(at(x)).for_each(|(y, &x)| *y = finish(*y + x, last));
+                    }
+                }
+            },
+        )
+    });
 }
 
 /// `[c, n, s]` to `[c·s, n]`: feature `c·s + j` of image `i` is `x[c, i, j]` (C, H, W order).
@@ -560,17 +567,19 @@ mod tests {
 
     #[test]
     fn sums_of_one_to_four_inputs_add_in_order_and_take_a_fused_relu_at_the_end() {
-        let inputs: Vec<Vec<f32>> = (0..4).map(|i| random(37, 10 + i)).collect();
-        for count in 1..=4 {
+        // Long enough to split over threads (parts of at least 8,192 values).
+        let len = 20_011;
+        let inputs: Vec<Vec<f32>> = (0..4).map(|i| random(len, 10 + i)).collect();
+        for (count, threads) in (1..=4).flat_map(|count| [(count, 1), (count, 3)]) {
             let xs: Vec<&[f32]> = inputs[..count].iter().map(|v| v.as_slice()).collect();
             // ((a + b) + c) + d, as a chain of adds would round it.
-            let want: Vec<f32> = (0..37).map(|j| xs[1..].iter().fold(xs[0][j], |s, x| s + x[j])).collect();
-            let mut y = vec![f32::NAN; 37];
-            sum_into(xs.iter().copied(), &mut y, false);
-            assert_eq!(y, want, "{count} inputs");
-            sum_into(xs.iter().copied(), &mut y, true);
+            let want: Vec<f32> = (0..len).map(|j| xs[1..].iter().fold(xs[0][j], |s, x| s + x[j])).collect();
+            let mut y = vec![f32::NAN; len];
+            sum_into(&xs, &mut y, false, threads);
+            assert_eq!(y, want, "{count} inputs, {threads} threads");
+            sum_into(&xs, &mut y, true, threads);
             let relu: Vec<f32> = want.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
-            assert_eq!(y, relu, "{count} inputs, ReLU");
+            assert_eq!(y, relu, "{count} inputs, {threads} threads, ReLU");
             assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0), "both signs occur");
         }
     }

@@ -6,8 +6,8 @@
 //! result bit-identical whether one thread or many ran it.
 //!
 //! [`for_each`] spawns its threads per call (a training step's work items, the members'
-//! chunks of images: one call a step). [`per_channel`] and the direct convolutions' splits
-//! of one operation, which a lone `resnet20` member's step makes some hundred times, run on
+//! chunks of images: one call a step). [`per_channel`], [`in_parts`] (element-wise passes)
+//! and the direct convolutions' splits of one operation, which a lone `resnet20` member's step makes some hundred times, run on
 //! rayon's global pool instead (one thread per core, started once; the `gemm` crate's
 //! products use it too): a fresh thread per operation cost about 7 % of that step's time,
 //! while handing the once-a-step items of small networks to the pool made them slower
@@ -99,6 +99,30 @@ pub(crate) fn per_channel<R: Send>(
     results.into_iter().flatten().collect()
 }
 
+/// `work(start, part)` for up to `threads` consecutive parts of `out` (`part` being
+/// `out[start..start + part.len()]`), on the pool; for element-wise work, whose values do not
+/// depend on where the parts begin. Below 8,192 values, one part.
+pub(crate) fn in_parts(threads: usize, out: &mut [f32], work: impl Fn(usize, &mut [f32]) + Sync) {
+    let len = out.len();
+    let parts = threads.clamp(1, len.div_ceil(8192).max(1));
+    if parts == 1 {
+        return work(0, out);
+    }
+    rayon::scope(|scope| {
+        let (work, mut rest) = (&work, out);
+        for part in 0..parts {
+            let range = share(len, parts, part);
+            let (mine, next) = std::mem::take(&mut rest).split_at_mut(range.len());
+            rest = next;
+            if part + 1 == parts {
+                work(range.start, mine);
+            } else {
+                scope.spawn(move |_| work(range.start, mine));
+            }
+        }
+    });
+}
+
 /// Part `part` of `0..n` split into `parts` nearly equal consecutive ranges.
 pub(crate) fn share(n: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
     n * part / parts..n * (part + 1) / parts
@@ -124,6 +148,17 @@ mod tests {
             });
             assert_eq!(out, (0..37).map(|i| i * i).collect::<Vec<_>>());
             assert_eq!(scratch.iter().sum::<usize>(), 37);
+        }
+    }
+
+    #[test]
+    fn in_parts_covers_every_value_once_with_its_offset() {
+        for (threads, len) in [(1, 20_000), (2, 20_000), (3, 20_001), (8, 9_000), (4, 100)] {
+            let mut out = vec![0f32; len];
+            in_parts(threads, &mut out, |start, part| {
+                part.iter_mut().enumerate().for_each(|(i, v)| *v += (start + i) as f32);
+            });
+            assert!(out.iter().enumerate().all(|(i, &v)| v == i as f32), "{threads} threads, {len} values");
         }
     }
 

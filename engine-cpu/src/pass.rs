@@ -22,6 +22,7 @@ use super::batch_norm::{self, BatchStats};
 use super::direct::{self, Direct, GradLayout};
 use super::gemm::{MatMut, MatRef, matmul, matmul_on};
 use super::layers;
+use super::parallel;
 use super::plan::{Op, Plan};
 
 /// Buffers of one thread for passes over chunks of images of one network.
@@ -246,7 +247,7 @@ pub(crate) fn forward<'a>(
         match &layer.op {
             Op::Dense { geom, weight, bias, .. } if direct::supports(geom) => {
                 if !(reuse_prefix && l == plan.first_dense) {
-                    direct::pad(c * n, geom.h, geom.w, geom.pad, x, &mut cols[l]);
+                    direct::pad(c * n, geom.h, geom.w, geom.pad, x, &mut cols[l], threads);
                 }
                 let wt = &params[*weight..][..geom.cout * geom.unfolded()];
                 let b = bias.map(|b| &params[b..][..geom.cout]);
@@ -281,7 +282,10 @@ pub(crate) fn forward<'a>(
                 batch_norm::forward_train(g, params, n * s, x, y, &mut stats[l], relu, threads)
             }
             Op::BatchNorm(g) => batch_norm::forward_eval(g, params, n * s, x, y, relu),
-            Op::Add => layers::sum_into(layer.inputs.iter().map(|&b| &before[b][..layer.in_len() * n]), y, relu),
+            Op::Add => {
+                let inputs: Vec<&[f32]> = layer.inputs.iter().map(|&b| &before[b][..layer.in_len() * n]).collect();
+                layers::sum_into(&inputs, y, relu, threads)
+            }
             Op::GlobalAvgPool => layers::global_avg_pool(s, x, y),
         }
     }
@@ -295,16 +299,23 @@ pub(crate) fn prefix_is_shared(plan: &Plan) -> bool {
 
 /// Adds `g` into the summed output gradient of layer `j` (the first arrival is copied);
 /// with `relu_out`, the output of a ReLU fused after the layer that sends `g`, `g` is that
-/// ReLU's output gradient and passes through its backward rule on the way.
-fn arrive(summed: &mut [f32], arrived: &mut bool, g: &[f32], relu_out: Option<&[f32]>) {
-    let summed = &mut summed[..g.len()];
+/// ReLU's output gradient and passes through its backward rule on the way. Element-wise,
+/// in runs over `threads`.
+fn arrive(summed: &mut [f32], arrived: &mut bool, g: &[f32], relu_out: Option<&[f32]>, threads: usize) {
     let first = !std::mem::replace(arrived, true);
-    match relu_out {
-        None if first => summed.copy_from_slice(g),
-        None => summed.iter_mut().zip(g).for_each(|(s, &g)| *s += g),
-        Some(r) if first => summed.iter_mut().zip(g).zip(r).for_each(|((s, &g), &r)| *s = relu_gate(g, r)),
-        Some(r) => summed.iter_mut().zip(g).zip(r).for_each(|((s, &g), &r)| *s += relu_gate(g, r)),
-    }
+    parallel::in_parts(threads, &mut summed[..g.len()], |start, summed| {
+        let g = &g[start..][..summed.len()];
+        let r = relu_out.map(|r| &r[start..][..summed.len()]);
+        activation::with_avx2(
+            #[inline(always)]
+            || match r {
+                None if first => summed.copy_from_slice(g),
+                None => summed.iter_mut().zip(g).for_each(|(s, &g)| *s += g),
+                Some(r) if first => summed.iter_mut().zip(g).zip(r).for_each(|((s, &g), &r)| *s = relu_gate(g, r)),
+                Some(r) => summed.iter_mut().zip(g).zip(r).for_each(|((s, &g), &r)| *s += relu_gate(g, r)),
+            },
+        )
+    });
 }
 
 /// Back-propagates the gradient seeded by [`Workspace::cross_entropy`] or
@@ -362,7 +373,7 @@ pub(crate) fn backward(
                 let (k, width) = (geom.unfolded(), n * geom.out_plane());
                 let d = Direct::forward(geom, n);
                 if need_dx {
-                    direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, &mut dpad[l]);
+                    direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, &mut dpad[l], threads);
                 }
                 match sink {
                     GradSink::Sum(g) => {
@@ -451,14 +462,14 @@ pub(crate) fn backward(
                 // The gradient fans out unchanged to every input; an add's inputs always sum.
                 for &b in &layer.inputs {
                     if b > 0 && plan.needs_grad[b - 1] {
-                        arrive(&mut summed_below[b - 1], &mut arrived[b - 1], dy, relu_out);
+                        arrive(&mut summed_below[b - 1], &mut arrived[b - 1], dy, relu_out, threads);
                     }
                 }
                 continue;
             }
         }
         if sums_dx {
-            arrive(&mut summed_below[source - 1], &mut arrived[source - 1], dx, None);
+            arrive(&mut summed_below[source - 1], &mut arrived[source - 1], dx, None, threads);
         } else if need_dx {
             std::mem::swap(grad, grad_next);
         }
