@@ -324,13 +324,17 @@ pub(crate) fn weight_grad(
     // blocks), each its own slice of `dw`: every weight is summed by one thread in the same
     // order, whatever the thread count.
     let pairs = g.cout.div_ceil(2);
-    let parts = threads.clamp(1, pairs.max(1));
+    let flat = matches!(layout, GradLayout::Padded { .. }) && wide() && g.k <= 3;
+    // The 16-lane kernel's blocks are 8 channels: up to four of them a thread, so that the
+    // pool's threads share out what a stalled one has not started.
+    let parts = if flat && threads > 1 { (g.cout / 8).clamp(threads, 4 * threads) } else { threads };
+    let parts = parts.clamp(1, pairs.max(1));
     let per_channel = g.cin * g.k * g.k;
     #[cfg(target_arch = "x86_64")]
-    let kernel = match layout {
-        GradLayout::Padded { .. } if wide() && g.k <= 3 => avx512::weight_grad_flat,
-        _ if wide() => avx2::weight_grad_wide,
-        _ => avx2::weight_grad,
+    let kernel = match () {
+        () if flat => avx512::weight_grad_flat,
+        () if wide() => avx2::weight_grad_wide,
+        () => avx2::weight_grad,
     };
     let job = &GradJob { g, images, xp, dy, layout, scale };
     #[cfg(target_arch = "x86_64")]

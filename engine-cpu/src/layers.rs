@@ -71,14 +71,15 @@ fn unfold_plane(g: &ConvGeom, ky: usize, kx: usize, src: &[f32], dst: &mut [f32]
 /// # Shapes
 /// - `cols`: `[cin·k·k, n·oh·ow]`
 /// - `dx`: `[cin, n, h·w]`, overwritten
-pub(crate) fn fold(g: &ConvGeom, n: usize, cols: &[f32], dx: &mut [f32]) {
+pub(crate) fn fold(g: &ConvGeom, n: usize, cols: &[f32], dx: &mut [f32], threads: usize) {
     let (plane, out_plane) = (g.in_plane(), g.out_plane());
     let width = n * out_plane;
     assert!(dx.len() >= g.cin * n * plane && cols.len() >= g.unfolded() * width);
-    dx[..g.cin * n * plane].fill(0.0);
-    for ci in 0..g.cin {
-        for i in 0..n {
-            let dst = &mut dx[(ci * n + i) * plane..][..plane];
+    // Input channels over threads: each channel's planes are summed by one thread, in the
+    // same order whatever the split.
+    parallel::per_channel(threads, g.cin, dx, n * plane, |ci, dx| {
+        dx.fill(0.0);
+        for (i, dst) in dx.chunks_exact_mut(plane).enumerate() {
             for ky in 0..g.k {
                 for kx in 0..g.k {
                     let row = (ci * g.k + ky) * g.k + kx;
@@ -87,7 +88,7 @@ pub(crate) fn fold(g: &ConvGeom, n: usize, cols: &[f32], dx: &mut [f32]) {
                 }
             }
         }
-    }
+    });
 }
 
 /// One kernel offset `(ky, kx)` of one image plane, added into `dst`.
@@ -558,10 +559,13 @@ mod tests {
             // fold is the adjoint: <unfold(x), c> = <x, fold(c)> for any c.
             let c = random(cols.len(), 2);
             let mut folded = vec![f32::NAN; x.len()];
-            fold(&g, n, &c, &mut folded);
+            fold(&g, n, &c, &mut folded, 1);
             let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();
             let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{g:?}: {lhs} {rhs}");
+            let mut folded_on_three = vec![f32::NAN; x.len()];
+            fold(&g, n, &c, &mut folded_on_three, 3);
+            assert_eq!(folded_on_three, folded, "{g:?}, 3 threads");
         }
     }
 

@@ -435,7 +435,7 @@ pub(crate) fn backward(
                         // unfolded gradient.
                         let dcols = &mut cols[l][..k * width];
                         matmul_on(threads, MatMut::row_major(dcols, k, width), wt, dy_m, false, 1.0);
-                        layers::fold(geom, n, dcols, dx);
+                        layers::fold(geom, n, dcols, dx, threads);
                     }
                 }
             }
