@@ -1062,12 +1062,15 @@ mod avx512 {
         let bias = bias.map(|b| b.as_ptr());
         let mut b = Block::of(g);
         let positions = b.positions;
-        let blocks = g.cout.div_ceil(12);
+        // A small image (up to 4 vectors, a 7×7 plane) in one block of up to 6 channels:
+        // fewer weight broadcasts per product than 2 vectors × 12 channels.
+        let (most, widest) = if positions > 32 && positions <= 64 { (4, 6) } else { (2, 12) };
+        let blocks = g.cout.div_ceil(widest);
         for i in images {
             for part in 0..blocks {
                 let own = super::share(g.cout, blocks, part);
-                for p0 in (0..positions).step_by(32) {
-                    let u = if positions - p0 > 16 { 2 } else { 1 };
+                for p0 in (0..positions).step_by(16 * most) {
+                    let u = (positions - p0).div_ceil(16).min(most);
                     let (first, last) = (p0 / g.wp, ((p0 + 16 * u).min(positions) - 1) / g.wp);
                     b.ky = super::taps(g, first, last - first + 1);
                     // SAFETY: the offsets address image i's position p0 and channel
@@ -1083,7 +1086,7 @@ mod avx512 {
                             ($(($c:literal, $u:literal)),*) => {
                                 match (own.len(), u) {
                                     $(($c, $u) => block::<$c, $u>(&b, at, p0),)*
-                                    _ => unreachable!("blocks of 1 to 12 channels × 1 or 2 vectors"),
+                                    _ => unreachable!("blocks of 1 to 12 channels × 1 or 2 vectors, or up to 6 × 4"),
                                 }
                             };
                         }
@@ -1111,7 +1114,19 @@ mod avx512 {
                             (9, 2),
                             (10, 2),
                             (11, 2),
-                            (12, 2)
+                            (12, 2),
+                            (1, 3),
+                            (2, 3),
+                            (3, 3),
+                            (4, 3),
+                            (5, 3),
+                            (6, 3),
+                            (1, 4),
+                            (2, 4),
+                            (3, 4),
+                            (4, 4),
+                            (5, 4),
+                            (6, 4)
                         )
                     }
                 }
@@ -1172,9 +1187,9 @@ mod tests {
             return;
         }
         // Compares only where the CPU has AVX-512: elsewhere those kernels are never chosen
-        // (`wide()` is false) and there is nothing to compare. Rows of 7 to 40 columns (one
+        // (`wide()` is false) and there is nothing to compare. Rows of 5 to 40 columns (one
         // 16-lane vector spanning up to three rows), 1 to 25 output channels (forward blocks
-        // of up to 12, split evenly), an odd number of input rows `cin·k` (the weight
+        // of up to 12 channels × 2 vectors, split evenly; up to 6 × 3 or 4 for small planes), an odd number of input rows `cin·k` (the weight
         // gradient's last row pairs with itself), a 5-wide kernel (the 6-channel AVX2 blocks
         // of the wide weight gradient), an unpadded gradient, and threads that split images
         // or channel pairs.
@@ -1182,6 +1197,7 @@ mod tests {
             (3, 16, 9, 13, 3, 1),
             (5, 13, 12, 12, 3, 1),
             (2, 25, 7, 7, 3, 1),
+            (3, 9, 5, 5, 3, 1),
             (1, 1, 5, 40, 3, 1),
             (2, 7, 11, 30, 5, 2),
             (6, 4, 4, 4, 2, 0),
