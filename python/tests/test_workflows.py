@@ -145,6 +145,9 @@ def test_ctrl_c_cancels_a_long_fit_and_keeps_its_checkpoint(zoo: hp.Zoo, tmp_pat
             os.kill(os.getpid(), signal.SIGINT)
 
     interrupter = threading.Thread(target=interrupt_once_checkpointed, daemon=True)
+    # Ctrl-C as an interactive Python has it, however this process was started: a shell
+    # that starts a job in the background leaves SIGINT ignored, and Python then keeps it so.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     interrupter.start()
     try:
@@ -153,6 +156,7 @@ def test_ctrl_c_cancels_a_long_fit_and_keeps_its_checkpoint(zoo: hp.Zoo, tmp_pat
     finally:
         stop.set()
         interrupter.join()
+        signal.signal(signal.SIGINT, previous)
     # The fit stopped at the interrupt rather than running its million steps...
     assert time.monotonic() - started < 180
     # ...kept what it had learnt for a resume, and wrote no final state.
