@@ -832,7 +832,8 @@ mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    //! [`super::forward`] in 16-lane vectors, for CPUs with AVX-512F and VL.
+    //! The 16-lane kernels, for CPUs with AVX-512 F, DQ and VL: [`forward`] (see
+    //! [`super::forward`]) and [`weight_grad_flat`] (see [`super::weight_grad`]).
     //!
     //! An image's output is computed over its padded row width: position `p = oy·wp + ox`
     //! reads input `p + ky·wp + kx` for tap `(ky, kx)`, so 16 consecutive positions are one
