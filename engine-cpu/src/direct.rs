@@ -238,16 +238,34 @@ pub(crate) fn forward(g: &Direct, xp: &[f32], w: &[f32], bias: Option<&[f32]>, y
     // until every thread has joined.
     unsafe {
         let kernel = if wide() { avx512::forward } else { avx2::forward };
+        let job = ForwardJob { g, xp, w, bias, out };
         if parts == 1 {
-            return kernel(g, 0..g.n, xp, w, bias, out);
+            return kernel(job, 0..g.n);
         }
         rayon::scope(move |scope| {
             for part in 1..parts {
                 let images = share(g.n, parts, part);
-                scope.spawn(move |_| kernel(g, images, xp, w, bias, out));
+                scope.spawn(move |_| kernel(job, images));
             }
-            kernel(g, share(g.n, parts, 0), xp, w, bias, out)
+            kernel(job, share(g.n, parts, 0))
         });
+    }
+}
+
+/// What every part of one [`forward`] reads, and the output it writes.
+#[derive(Clone, Copy)]
+struct ForwardJob<'a> {
+    g: &'a Direct,
+    xp: &'a [f32],
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    out: Out,
+}
+
+impl ForwardJob<'_> {
+    /// The first input value, weight, bias and output value.
+    fn pointers(&self) -> (*const f32, *const f32, Option<*const f32>, *mut f32) {
+        (self.xp.as_ptr(), self.w.as_ptr(), self.bias.map(|b| b.as_ptr()), self.out.0)
     }
 }
 
@@ -529,16 +547,9 @@ mod avx2 {
 
     /// See [`super::forward`].
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward(
-        g: &Direct,
-        images: std::ops::Range<usize>,
-        xp: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
-        out: super::Out,
-    ) {
-        let (x, wt, out) = (xp.as_ptr(), w.as_ptr(), out.0);
-        let bias = bias.map(|b| b.as_ptr());
+    pub(super) unsafe fn forward(job: super::ForwardJob<'_>, images: std::ops::Range<usize>) {
+        let g = job.g;
+        let (x, wt, bias, out) = job.pointers();
         // Runs of at most two vectors: a block of three (4 channels × 3 vectors, plus the 3
         // input vectors and a broadcast weight) needs all 16 vector registers and spilled,
         // at half the rate of the two-vector blocks on 28-wide rows.
@@ -930,6 +941,7 @@ mod avx512 {
         // itself (its high half is dropped).
         let rows = g.cin * g.k;
         let pairs = rows.div_ceil(2);
+        let rows_of = |pair: usize| (2 * pair, (2 * pair + 1).min(rows - 1));
         // Runs of images whose gradient (8 channels) and input (every channel) stay in L2,
         // about 512 KiB, while every pair of rows reads them; the accumulators wait in
         // memory between runs and continue in the same order.
@@ -946,7 +958,7 @@ mod avx512 {
             for first in images.clone().step_by(run) {
                 let part = first..(first + run).min(images.end);
                 for (pair, acc) in acc.iter_mut().enumerate() {
-                    let (a, b) = (2 * pair, (2 * pair + 1).min(rows - 1));
+                    let (a, b) = rows_of(pair);
                     let row = |r: usize| (r / g.k) * g.n * g.hp * g.wp + (r % g.k) * g.wp;
                     // SAFETY: channel, row and image offsets inside the checked slices (see
                     // the module bounds and `super::weight_grad`'s checks).
@@ -961,37 +973,17 @@ mod avx512 {
                                 }
                             };
                         }
-                        arms!(
-                            (1, 1),
-                            (2, 1),
-                            (3, 1),
-                            (4, 1),
-                            (5, 1),
-                            (6, 1),
-                            (7, 1),
-                            (8, 1),
-                            (1, 2),
-                            (2, 2),
-                            (3, 2),
-                            (4, 2),
-                            (5, 2),
-                            (6, 2),
-                            (7, 2),
-                            (8, 2),
-                            (1, 3),
-                            (2, 3),
-                            (3, 3),
-                            (4, 3),
-                            (5, 3),
-                            (6, 3),
-                            (7, 3),
-                            (8, 3)
-                        )
+                        #[rustfmt::skip]
+                        let () = arms!(
+                            (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1),
+                            (1, 2), (2, 2), (3, 2), (4, 2), (5, 2), (6, 2), (7, 2), (8, 2),
+                            (1, 3), (2, 3), (3, 3), (4, 3), (5, 3), (6, 3), (7, 3), (8, 3)
+                        );
                     }
                 }
             }
             for (pair, acc) in acc.iter().enumerate() {
-                let (a, b) = (2 * pair, (2 * pair + 1).min(rows - 1));
+                let (a, b) = rows_of(pair);
                 for (c, acc) in acc[..own.len()].iter().enumerate() {
                     let first = |r: usize| (co - channels.start + c) * rows * g.k + r * g.k;
                     for (kx, &v) in acc[..g.k].iter().enumerate() {
@@ -1051,16 +1043,9 @@ mod avx512 {
     /// accumulators, two input vectors and a broadcast weight in the 32 vector registers),
     /// channels split evenly.
     #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl")]
-    pub(super) unsafe fn forward(
-        g: &Direct,
-        images: std::ops::Range<usize>,
-        xp: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
-        out: super::Out,
-    ) {
-        let (x, wt, out) = (xp.as_ptr(), w.as_ptr(), out.0);
-        let bias = bias.map(|b| b.as_ptr());
+    pub(super) unsafe fn forward(job: super::ForwardJob<'_>, images: std::ops::Range<usize>) {
+        let g = job.g;
+        let (x, wt, bias, out) = job.pointers();
         let mut b = Block::of(g);
         let positions = b.positions;
         // A small image (up to 4 vectors, a 7×7 plane) in one block of up to 6 channels:
@@ -1091,44 +1076,13 @@ mod avx512 {
                                 }
                             };
                         }
-                        arms!(
-                            (1, 1),
-                            (2, 1),
-                            (3, 1),
-                            (4, 1),
-                            (5, 1),
-                            (6, 1),
-                            (7, 1),
-                            (8, 1),
-                            (9, 1),
-                            (10, 1),
-                            (11, 1),
-                            (12, 1),
-                            (1, 2),
-                            (2, 2),
-                            (3, 2),
-                            (4, 2),
-                            (5, 2),
-                            (6, 2),
-                            (7, 2),
-                            (8, 2),
-                            (9, 2),
-                            (10, 2),
-                            (11, 2),
-                            (12, 2),
-                            (1, 3),
-                            (2, 3),
-                            (3, 3),
-                            (4, 3),
-                            (5, 3),
-                            (6, 3),
-                            (1, 4),
-                            (2, 4),
-                            (3, 4),
-                            (4, 4),
-                            (5, 4),
-                            (6, 4)
-                        )
+                        #[rustfmt::skip]
+                        let () = arms!(
+                            (1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1), (10, 1), (11, 1), (12, 1),
+                            (1, 2), (2, 2), (3, 2), (4, 2), (5, 2), (6, 2), (7, 2), (8, 2), (9, 2), (10, 2), (11, 2), (12, 2),
+                            (1, 3), (2, 3), (3, 3), (4, 3), (5, 3), (6, 3),
+                            (1, 4), (2, 4), (3, 4), (4, 4), (5, 4), (6, 4)
+                        );
                     }
                 }
             }
@@ -1190,10 +1144,10 @@ mod tests {
         // Compares only where the CPU has AVX-512: elsewhere those kernels are never chosen
         // (`wide()` is false) and there is nothing to compare. Rows of 5 to 40 columns (one
         // 16-lane vector spanning up to three rows), 1 to 25 output channels (forward blocks
-        // of up to 12 channels × 2 vectors, split evenly; up to 6 × 3 or 4 for small planes), an odd number of input rows `cin·k` (the weight
-        // gradient's last row pairs with itself), a 5-wide kernel (the 6-channel AVX2 blocks
-        // of the wide weight gradient), an unpadded gradient, and threads that split images
-        // or channel pairs.
+        // of up to 12 channels × 2 vectors, split evenly; up to 6 × 3 or 4 for small
+        // planes), an odd number of input rows `cin·k` (the weight gradient's last row pairs
+        // with itself), a 5-wide kernel (the 6-channel AVX2 blocks of the wide weight
+        // gradient), an unpadded gradient, and threads that split images or channel pairs.
         for (cin, cout, h, w, k, pad) in [
             (3, 16, 9, 13, 3, 1),
             (5, 13, 12, 12, 3, 1),
@@ -1203,7 +1157,7 @@ mod tests {
             (2, 7, 11, 30, 5, 2),
             (6, 4, 4, 4, 2, 0),
         ] {
-            let g = ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 };
+            let g = stride_one(cin, cout, h, w, k, pad);
             let n = 3;
             let d = Direct::forward(&g, n);
             let mut xp = Vec::new();
@@ -1288,7 +1242,7 @@ mod tests {
             (2, 5, 11, 30, 7, 3),
             (4, 3, 6, 20, 3, 2),
         ] {
-            let g = ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 };
+            let g = stride_one(cin, cout, h, w, k, pad);
             let n = 3;
             let x = random(cin * n * h * w, 1);
             let wt = random(cout * cin * k * k, 2);
@@ -1359,6 +1313,11 @@ mod tests {
                 assert_eq!(dw_t, dw, "{g:?}, {threads} threads");
             }
         }
+    }
+
+    /// A stride-1 convolution of `cin` → `cout` channels of `h × w` planes.
+    fn stride_one(cin: usize, cout: usize, h: usize, w: usize, k: usize, pad: usize) -> ConvGeom {
+        ConvGeom { cin, h, w, cout, k, stride: 1, pad, oh: h + 2 * pad - k + 1, ow: w + 2 * pad - k + 1 }
     }
 
     fn pad_planes(g: &ConvGeom, n: usize, x: &[f32], xp: &mut Vec<f32>) {
