@@ -1,5 +1,6 @@
 //! From scores to a mask: exact global top-k with a per-layer floor, per-layer top-k, or a
-//! threshold at zero (the sparsity then emerges from the scores).
+//! threshold at zero (the sparsity then emerges from the scores, held within
+//! [`THRESHOLD_BAND`] of the request).
 //!
 //! The floor keeps the `max(1, ⌈floor · n_l⌉)` best-scored weights of every layer whatever
 //! the global ranking says, so that no layer is cut off (a network with an empty layer
@@ -8,12 +9,19 @@
 
 use hyperprune_sdk::{PruneRequest, Scope, masking};
 
+/// How far the sparsity of a [`MaskMode::Threshold`] mask may emerge from the request: a
+/// mask whose threshold prunes more (fewer) weights than `s + band` (`s − band`) keeps the
+/// best-scored weights at that bound instead. The achieved sparsity stays non-decreasing in
+/// `s` wherever the emerging one is.
+pub const THRESHOLD_BAND: f64 = 0.015;
+
 /// How scores become a mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaskMode {
     /// Keep exactly `round((1 − s) · p)` weights: the best scores (and the floors).
     TopK,
-    /// Keep every weight whose score is above zero (and the floors).
+    /// Keep every weight whose score is above zero (and the floors), the sparsity held within
+    /// [`THRESHOLD_BAND`] of the request.
     Threshold,
 }
 
@@ -77,7 +85,17 @@ pub fn build(scores: &[&[f32]], request: &PruneRequest, floor: f64, mode: MaskMo
     let views: Vec<&[f32]> = lifted.iter().map(Vec::as_slice).collect();
     let keep = match mode {
         MaskMode::TopK => masking::global_keep(&views, request.sparsity),
-        MaskMode::Threshold => views.iter().map(|s| s.iter().map(|&v| v > 0.0).collect()).collect(),
+        MaskMode::Threshold => {
+            let kept = views.iter().flat_map(|s| s.iter()).filter(|&&v| v > 0.0).count();
+            let emerged = 1.0 - kept as f64 / p.max(1) as f64;
+            let s = request.sparsity;
+            let held = emerged.clamp(s - THRESHOLD_BAND, s + THRESHOLD_BAND);
+            if (held - emerged).abs() > 1e-12 {
+                masking::global_keep(&views, held)
+            } else {
+                views.iter().map(|s| s.iter().map(|&v| v > 0.0).collect()).collect()
+            }
+        }
     };
     let (mut low_kept, mut high_pruned) = ((f32::INFINITY, None), f32::NEG_INFINITY);
     let mut at = 0;
@@ -163,6 +181,29 @@ mod tests {
         assert_eq!(floors(&[100, 1000], 0.01, 1000), vec![1, 10]);
         assert_eq!(floors(&[100, 1000], 0.0, 1000), vec![0, 0]);
         assert!(floors(&[100, 1000, 5], 0.5, 10).iter().sum::<usize>() <= 10);
+    }
+
+    #[test]
+    fn a_threshold_far_from_the_request_is_held_at_the_band() {
+        // 100 scores, 30 of them positive: the threshold alone prunes 70 %.
+        let a: Vec<f32> = (0..100).map(|i| i as f32 - 69.5).collect();
+        let pruned = |s: f64| {
+            let mask = build(&[&a], &PruneRequest::global(s, 0), 0.0, MaskMode::Threshold);
+            let kept: Vec<usize> = (0..100).filter(|&i| mask.keep[0][i]).collect();
+            // Whatever the count, the best scores are the ones kept.
+            assert!(kept.iter().all(|&i| i >= 100 - kept.len()), "s = {s}");
+            100 - kept.len()
+        };
+        // Within the band, the threshold decides; beyond it, the band's bound.
+        assert_eq!(pruned(0.69), 70);
+        assert_eq!(pruned(0.71), 70);
+        assert_eq!(pruned(0.503), 52);
+        assert_eq!(pruned(0.903), 89);
+        let counts: Vec<usize> = (0..=60).map(|i| pruned(0.4 + 0.01 * i as f64)).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        // The band, and half a weight of rounding.
+        let off = |(&c, i): (&usize, i32)| (c as f64 / 100.0 - (0.4 + 0.01 * i as f64)).abs();
+        assert!(counts.iter().zip(0..).all(|x| off(x) <= THRESHOLD_BAND + 0.005 + 1e-9), "{counts:?}");
     }
 
     #[test]
