@@ -175,7 +175,7 @@ fn options() -> Vec<OptionSpec> {
             "mask",
             &["topk", "threshold"],
             "topk",
-            "prune: exact top-k, or a predicted threshold (the sparsity emerges)",
+            "prune: exact top-k, or a predicted threshold (the sparsity emerges, within 0.015)",
         ),
     ]
 }
