@@ -6,6 +6,8 @@
 //! pruner that chooses settings on `evaluate(Val, ..)` never chooses them on samples it
 //! calibrated on. The dataset's test split is not part of it; it is the host's alone.
 
+use std::sync::Arc;
+
 use hyperprune_core::dataset::Samples;
 use hyperprune_sdk::rng::SplitMix64;
 
@@ -13,14 +15,37 @@ use hyperprune_sdk::rng::SplitMix64;
 /// changes every calibration subset and every val number.
 pub const VAL_SLICE_SEED: u64 = 0x5641_4C5F_534C_4943;
 
+/// Calibration samples whose moments [`TrainSplit::moment_matched`] takes.
+pub const MOMENT_SAMPLES: usize = 10_000;
+
+/// Gaussian inputs [`TrainSplit::moment_matched`] draws.
+pub const MOMENT_INPUTS: usize = 8_192;
+
 /// The train split as the data services see it: calibration samples (90%) and the val
 /// slice (10%, at least 1), as indices into the train split.
 #[derive(Debug, Clone)]
 pub struct TrainSplit<'a> {
-    train: &'a Samples,
+    train: Source<'a>,
     calibration: Vec<usize>,
     val: Vec<usize>,
     synthetic: bool,
+}
+
+/// The samples a split indexes: borrowed from the dataset, or its own (moment-matched
+/// inputs a pruner keeps for its calls).
+#[derive(Debug, Clone)]
+enum Source<'a> {
+    Borrowed(&'a Samples),
+    Owned(Arc<Samples>),
+}
+
+impl Source<'_> {
+    fn samples(&self) -> &Samples {
+        match self {
+            Source::Borrowed(s) => s,
+            Source::Owned(s) => s,
+        }
+    }
 }
 
 impl<'a> TrainSplit<'a> {
@@ -32,13 +57,28 @@ impl<'a> TrainSplit<'a> {
         let mut order = shuffled(n, VAL_SLICE_SEED);
         let val_len = (n / 10).max(1).min(n.saturating_sub(1));
         let calibration = order.split_off(val_len);
-        TrainSplit { train, calibration, val: order, synthetic: false }
+        TrainSplit { train: Source::Borrowed(train), calibration, val: order, synthetic: false }
     }
 
     /// A split of synthetic inputs (see [`synthetic`]): all of them calibration samples, no
     /// val slice, and evaluation unavailable (their labels mean nothing).
     pub fn synthetic(inputs: &'a Samples) -> TrainSplit<'a> {
-        TrainSplit { train: inputs, calibration: (0..inputs.len()).collect(), val: Vec::new(), synthetic: true }
+        TrainSplit {
+            train: Source::Borrowed(inputs),
+            calibration: (0..inputs.len()).collect(),
+            val: Vec::new(),
+            synthetic: true,
+        }
+    }
+
+    /// A synthetic split of [`MOMENT_INPUTS`] Gaussian inputs with the pixel mean and
+    /// covariance of [`MOMENT_SAMPLES`] of this split's calibration samples (see
+    /// [`moment_matched`]); like [`TrainSplit::synthetic`], no val slice and no labels.
+    pub fn moment_matched(&self) -> TrainSplit<'static> {
+        let like = self.calibration(MOMENT_SAMPLES, MOMENT_SEED);
+        let inputs = moment_matched(&like, MOMENT_INPUTS, MOMENT_SEED);
+        let calibration = (0..inputs.len()).collect();
+        TrainSplit { train: Source::Owned(Arc::new(inputs)), calibration, val: Vec::new(), synthetic: true }
     }
 
     /// Whether this split serves synthetic inputs (`fit_data=synthetic`).
@@ -48,7 +88,7 @@ impl<'a> TrainSplit<'a> {
 
     /// `n` synthetic inputs shaped like this split's images (see [`synthetic`]).
     pub fn synthetic_inputs(&self, n: usize, seed: u64) -> Samples {
-        synthetic(self.train, n, seed)
+        synthetic(self.train.samples(), n, seed)
     }
 
     /// Number of calibration samples.
@@ -69,13 +109,13 @@ impl<'a> TrainSplit<'a> {
         let n = if n == 0 { total } else { n.min(total) };
         let order = partial_shuffle(total, n, seed ^ 0xC0FF_EE00_D1CE_5EED);
         let picked: Vec<usize> = order.iter().map(|&i| self.calibration[i]).collect();
-        self.train.subset(&picked)
+        self.train.samples().subset(&picked)
     }
 
     /// The first `n` samples of the val slice (0 = all of it).
     pub fn val(&self, n: usize) -> Samples {
         let n = if n == 0 { self.val.len() } else { n.min(self.val.len()) };
-        self.train.subset(&self.val[..n])
+        self.train.samples().subset(&self.val[..n])
     }
 }
 
@@ -130,6 +170,61 @@ pub fn synthetic(like: &Samples, n: usize, seed: u64) -> Samples {
         }
     }
     Samples { shape: like.shape, images, labels: vec![0; n] }
+}
+
+/// Seed of the calibration draw and of the Gaussian inputs of [`TrainSplit::moment_matched`].
+const MOMENT_SEED: u64 = 0x4D4F_4D45_4E54_5321;
+
+/// `n` Gaussian inputs with the mean and covariance of `like`'s flattened images (over all
+/// their pixels and channels together), clipped to the range of `like`'s values; labels 0.
+/// The covariance is factored with a jitter of 1e-6 of its mean variance on the diagonal (a
+/// pixel that never changes, such as a border, stays at its mean).
+pub fn moment_matched(like: &Samples, n: usize, seed: u64) -> Samples {
+    let d = like.image_len();
+    let (mean, second) = like.moments();
+    let mut cov: Vec<f64> = second;
+    for i in 0..d {
+        for j in 0..d {
+            cov[i * d + j] -= mean[i] * mean[j];
+        }
+    }
+    let jitter = 1e-6 * (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d.max(1) as f64 + 1e-12;
+    (0..d).for_each(|i| cov[i * d + i] += jitter);
+    let factor = cholesky(&mut cov, d);
+    let (lo, hi) = like.images.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let mut rng = SplitMix64::new(seed ^ 0x4741_5553_5349_414E);
+    let mut z = vec![0f64; d];
+    let mut images = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        for z in z.iter_mut() {
+            // Box–Muller.
+            let (u, v) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
+            *z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        }
+        for i in 0..d {
+            let row = &factor[i * d..i * d + i + 1];
+            let x = mean[i] + row.iter().zip(&z).map(|(l, z)| l * z).sum::<f64>();
+            images.push((x as f32).clamp(lo, hi));
+        }
+    }
+    Samples { shape: like.shape, images, labels: vec![0; n] }
+}
+
+/// The lower Cholesky factor `L` (`L·Lᵀ = a`, row-major, upper part zero) of the symmetric
+/// positive semi-definite `d × d` matrix `a`, overwritten. A pivot that rounding leaves at or
+/// below zero is taken as zero (that direction has no variance).
+fn cholesky(a: &mut [f64], d: usize) -> &[f64] {
+    for j in 0..d {
+        let s = a[j * d + j] - (0..j).map(|k| a[j * d + k] * a[j * d + k]).sum::<f64>();
+        let pivot = if s > 0.0 { s.sqrt() } else { 0.0 };
+        a[j * d + j] = pivot;
+        for i in j + 1..d {
+            let s = a[i * d + j] - (0..j).map(|k| a[i * d + k] * a[j * d + k]).sum::<f64>();
+            a[i * d + j] = if pivot > 0.0 { s / pivot } else { 0.0 };
+        }
+        (j + 1..d).for_each(|k| a[j * d + k] = 0.0);
+    }
+    a
 }
 
 /// `0..n` in a seeded random order.
@@ -219,6 +314,68 @@ mod tests {
         let split = TrainSplit::synthetic(&fake);
         assert!(split.is_synthetic());
         assert_eq!((split.val_len(), split.calibration_len()), (0, 200));
+    }
+
+    #[test]
+    fn moment_matched_inputs_have_the_mean_and_covariance_and_contain_no_image() {
+        // Four pixels: a = u, b = 0.6·u + 0.8·v, c = 2 (never changes), d = −u, with u, v
+        // uniform in [−1, 1] (variance 1/3): cov(a, b) = 0.2, cov(a, d) = −1/3.
+        let mut rng = SplitMix64::new(4);
+        let mut images = Vec::new();
+        for _ in 0..4000 {
+            let (u, v) = (2.0 * rng.next_f32() - 1.0, 2.0 * rng.next_f32() - 1.0);
+            images.extend([u, 0.6 * u + 0.8 * v, 2.0, -u]);
+        }
+        let like = Samples { shape: [1, 2, 2], images, labels: vec![3; 4000] };
+        let fake = moment_matched(&like, 20_000, 7);
+        assert_eq!((fake.shape, fake.len()), ([1, 2, 2], 20_000));
+        assert!(fake.labels.iter().all(|&l| l == 0));
+        let (want_mean, want_second) = like.moments();
+        let (mean, second) = fake.moments();
+        let cov = |m: &[f64], s: &[f64], i: usize, j: usize| s[i * 4 + j] - m[i] * m[j];
+        for i in 0..4 {
+            assert!((mean[i] - want_mean[i]).abs() < 0.02, "mean {i}: {} against {}", mean[i], want_mean[i]);
+            for j in 0..4 {
+                let (got, want) = (cov(&mean, &second, i, j), cov(&want_mean, &want_second, i, j));
+                assert!((got - want).abs() < 0.02, "cov ({i}, {j}): {got} against {want}");
+            }
+        }
+        assert!((cov(&mean, &second, 0, 3) + 1.0 / 3.0).abs() < 0.02, "a and d anti-correlate");
+        // The constant pixel stays put, every value within the source's range, no source image.
+        assert!(fake.images.chunks_exact(4).all(|x| (x[2] - 2.0).abs() < 1e-2));
+        let (lo, hi) = like.images.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        assert!(fake.images.iter().all(|&x| (lo..=hi).contains(&x)) && lo < -1.2 && hi == 2.0);
+        assert!(fake.images.chunks_exact(4).all(|f| like.images.chunks_exact(4).all(|l| f != l)));
+        assert_eq!(fake.images, moment_matched(&like, 20_000, 7).images, "the seed decides");
+        assert_ne!(fake.images[..8], moment_matched(&like, 2, 8).images[..8]);
+        // As a split: every input a calibration sample, no val slice, synthetic.
+        let split = TrainSplit::new(&like).moment_matched();
+        assert!(split.is_synthetic());
+        assert_eq!((split.val_len(), split.calibration_len()), (0, MOMENT_INPUTS));
+    }
+
+    #[test]
+    fn the_cholesky_factor_reproduces_its_matrix_and_zeroes_directions_without_variance() {
+        // A = B·Bᵀ for a 4 × 3 B: rank 3, so one pivot is zero.
+        let b = [1.0, 0.5, -0.2, 0.3, 2.0, 0.1, -1.0, 0.4, 1.5, 0.0, 0.0, 0.0];
+        let mut a = vec![0.0; 16];
+        for i in 0..4 {
+            for j in 0..4 {
+                a[i * 4 + j] = (0..3).map(|k| b[i * 3 + k] * b[j * 3 + k]).sum();
+            }
+        }
+        let want = a.clone();
+        let l = cholesky(&mut a, 4).to_vec();
+        for i in 0..4 {
+            for j in 0..4 {
+                let got: f64 = (0..4).map(|k| l[i * 4 + k] * l[j * 4 + k]).sum();
+                assert!((got - want[i * 4 + j]).abs() < 1e-9, "({i}, {j}): {got} against {}", want[i * 4 + j]);
+                if j > i {
+                    assert_eq!(l[i * 4 + j], 0.0);
+                }
+            }
+        }
+        assert_eq!(l[15], 0.0, "the fourth row of B is zero");
     }
 
     #[test]

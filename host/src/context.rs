@@ -113,6 +113,18 @@ impl<'a> HostContext<'a> {
         guarded(name, || f(data))
     }
 
+    /// `Unavailable` for service `name`, which reads labels, when this call is served
+    /// synthetic inputs (whose labels mean nothing).
+    fn refuse_labels<T>(&self, name: &str) -> Option<RResult<T, PluginError>> {
+        match &self.data {
+            DataAccess::Served(d) if d.split.is_synthetic() => Some(RResult::RErr(PluginError::unavailable(format!(
+                "host service '{name}' is not available: this call is served synthetic inputs (fit_data=synthetic or \
+                 calib_data=moments), which have no labels"
+            )))),
+            _ => None,
+        }
+    }
+
     fn calibration(&self, split: &TrainSplit<'_>, calib: CalibRequest) -> Samples {
         let n = if calib.samples == 0 { self.default_samples } else { calib.samples };
         let samples = split.calibration(n as usize, calib.seed);
@@ -182,6 +194,9 @@ impl Context for HostContext<'_> {
     }
 
     fn per_sample_gradients(&self, model: ModelRef<'_>, calib: CalibRequest) -> RResult<Matrix<f32>, PluginError> {
+        if let Some(refused) = self.refuse_labels("per_sample_gradients") {
+            return refused;
+        }
         self.service("per_sample_gradients", |d| {
             let model = model_from(&model)?;
             let samples = self.calibration(d.split, calib);
@@ -199,6 +214,9 @@ impl Context for HostContext<'_> {
         soft_mask: RSlice<'_, f32>,
         calib: CalibRequest,
     ) -> RResult<LossAndGrad, PluginError> {
+        if let Some(refused) = self.refuse_labels("masked_loss_and_grad") {
+            return refused;
+        }
         self.service("masked_loss_and_grad", |d| {
             let model = model_from(&model)?;
             let samples = self.calibration(d.split, calib);
@@ -209,13 +227,8 @@ impl Context for HostContext<'_> {
     }
 
     fn evaluate(&self, model: ModelRef<'_>, split: DataSplit, samples: u64) -> RResult<Evaluation, PluginError> {
-        if let DataAccess::Served(d) = &self.data
-            && d.split.is_synthetic()
-        {
-            return RResult::RErr(PluginError::unavailable(
-                "host service 'evaluate' is not available: this fit serves synthetic inputs (fit_data=synthetic), \
-                 which have no labels",
-            ));
+        if let Some(refused) = self.refuse_labels("evaluate") {
+            return refused;
         }
         self.service("evaluate", |d| {
             let model = model_from(&model)?;
@@ -330,6 +343,41 @@ mod tests {
         ctx.record(RStr::from_str("{}"));
         assert!(ctx.checkpoint(RSlice::from_slice(b"x")).unwrap_err().is_unavailable());
         assert_eq!(ctx.calibration_samples_used(), 0);
+    }
+
+    #[test]
+    fn a_call_served_moment_matched_inputs_refuses_the_services_that_read_labels() {
+        let cancel = AtomicBool::new(false);
+        let engine = crate::engines::engine(crate::engines::EngineKind::Cpu, "cpu").unwrap();
+        let mut rng = hyperprune_sdk::rng::SplitMix64::new(2);
+        let images = (0..40 * 64).map(|_| rng.next_f32()).collect();
+        let train = Samples { shape: [1, 8, 8], images, labels: vec![1; 40] };
+        let split = TrainSplit::new(&train).moment_matched();
+        let ctx = HostContext::new("obs", Some(DataServices { engine: engine.as_ref(), split: &split }), &cancel);
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
+        let model = hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::Uniform, 3).unwrap();
+        let ones = vec![1.0f32; model.prunable_count()];
+        let calib = CalibRequest { samples: 16, minibatch: 1, seed: 0 };
+        hyperprune_core::model_ref(&model, |view| {
+            let errors = [
+                ctx.per_sample_gradients(view, calib).unwrap_err(),
+                ctx.masked_loss_and_grad(view, RSlice::from_slice(&ones), calib).unwrap_err(),
+                ctx.evaluate(view, DataSplit::Val, 0).unwrap_err(),
+            ];
+            for e in errors {
+                assert!(e.is_unavailable() && e.message.contains("no labels"), "{e}");
+            }
+            // The services that read inputs only answer, from the synthetic inputs.
+            let distill = ctx.masked_distill_loss_and_grad(view, RSlice::from_slice(&ones), calib, 1.0).unwrap();
+            assert!(
+                distill.loss.abs() < 1e-6 && distill.grad.len() == ones.len(),
+                "an all-ones mask is the dense model"
+            );
+            assert!(ctx.layer_input_hessian(view, 0, calib).is_ok());
+        });
+        let moments = ctx.input_moments(calib).unwrap();
+        assert_eq!(moments.samples, 16);
+        assert_eq!(ctx.calibration_samples_used(), 16);
     }
 
     #[test]

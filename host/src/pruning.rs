@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use hyperprune_core::{Model, model_ref};
 use hyperprune_sdk::{ErrorKind, Options, Pattern, PluginError, PruneOutcome, PruneRequest, PrunerBox, Scope};
 
+use crate::calibration::TrainSplit;
 use crate::cli::{RequestArgs, ScopeArg};
 use crate::context::{DataServices, HostContext};
 use crate::failure::bad_input;
@@ -40,6 +41,13 @@ pub struct ConfiguredPruner {
     /// [`crate::calibration::synthetic`]). Never sent to the plugin; `synthetic` shows in the
     /// row's options and the state's header.
     pub fit_data: FitData,
+    /// The host-level option `calib_data=real|moments` of a pruner that prunes with data:
+    /// whether its `prune` calls' data services serve calibration images or Gaussian inputs
+    /// with their pixel mean and covariance ([`crate::calibration::moment_matched`]). Never
+    /// sent to the plugin; `moments` shows in the row's options and its `data` column.
+    pub calib_data: CalibData,
+    /// The moment-matched inputs of `calib_data=moments`, drawn at the first call.
+    moment_split: std::sync::OnceLock<TrainSplit<'static>>,
     /// The zoo the loaded or fitted state was fitted on (`unknown` for a bare plugin state);
     /// None until then, and for pruners that learn nothing.
     pub fit_zoo: Option<String>,
@@ -62,6 +70,20 @@ pub const SPARSITY_CHECK_OPTION: &str = "sparsity_check";
 
 /// The host-level option of learnable pruners: `fit_data=real|synthetic`.
 pub const FIT_DATA_OPTION: &str = "fit_data";
+
+/// The host-level option of pruners that prune with data: `calib_data=real|moments`.
+pub const CALIB_DATA_OPTION: &str = "calib_data";
+
+/// What a `prune` call's data services serve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CalibData {
+    /// Samples of the dataset's train split.
+    #[default]
+    Real,
+    /// Gaussian inputs with the calibration samples' pixel mean and covariance; no image
+    /// reaches a service, and the services that read labels are unavailable.
+    Moments,
+}
 
 /// What a fit's data services serve.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,6 +116,8 @@ pub struct HostOptions {
     pub sparsity_check: SparsityCheck,
     /// `fit_data=real|synthetic`.
     pub fit_data: FitData,
+    /// `calib_data=real|moments`.
+    pub calib_data: CalibData,
 }
 
 /// A state's identity in result rows: 16 hex digits of the FNV-1a hash of its bytes.
@@ -132,6 +156,12 @@ impl ConfiguredPruner {
                 "pruner '{name}' fits without data, so {FIT_DATA_OPTION}=synthetic changes nothing: drop it"
             )));
         }
+        let caps = &plugin.info.capabilities;
+        if host.calib_data == CalibData::Moments && !(caps.needs_data || caps.needs_gradients) {
+            return Err(bad_input(format!(
+                "pruner '{name}' prunes without data, so {CALIB_DATA_OPTION}=moments changes nothing: drop it"
+            )));
+        }
         let assignments = options;
         let map = Options::from_assignments(&plugin.info.options, &assignments)
             .map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
@@ -150,12 +180,17 @@ impl ConfiguredPruner {
         if let (FitData::Synthetic, serde_json::Value::Object(map)) = (host.fit_data, &mut options) {
             map.insert(FIT_DATA_OPTION.into(), "synthetic".into());
         }
+        if let (CalibData::Moments, serde_json::Value::Object(map)) = (host.calib_data, &mut options) {
+            map.insert(CALIB_DATA_OPTION.into(), "moments".into());
+        }
         Ok(ConfiguredPruner {
             plugin,
             options,
             state_file,
             sparsity_check: host.sparsity_check,
             fit_data: host.fit_data,
+            calib_data: host.calib_data,
+            moment_split: std::sync::OnceLock::new(),
             fit_zoo: None,
             fit: None,
             state_path: None,
@@ -210,6 +245,9 @@ impl ConfiguredPruner {
         if self.fit_data == FitData::Synthetic {
             options.push(format!("{FIT_DATA_OPTION}=synthetic"));
         }
+        if self.calib_data == CalibData::Moments {
+            options.push(format!("{CALIB_DATA_OPTION}=moments"));
+        }
         options
     }
 
@@ -232,14 +270,28 @@ impl ConfiguredPruner {
 
     /// What a result row says about the pruner's data.
     pub fn data_use(&self) -> DataUse {
-        if self.prunes_with_data() { DataUse::Train } else { DataUse::None }
+        match (self.prunes_with_data(), self.calib_data) {
+            (false, _) => DataUse::None,
+            (true, CalibData::Real) => DataUse::Train,
+            (true, CalibData::Moments) => DataUse::Moments,
+        }
     }
 
-    /// The context of a `prune` call: `data` when the pruner declared it needs data, else
-    /// a context whose data services all answer `Unavailable`.
-    pub fn prune_context<'a>(&self, data: Option<DataServices<'a>>, cancel: &'a AtomicBool) -> HostContext<'a> {
-        let ctx = HostContext::new(self.name(), data, cancel);
-        if self.prunes_with_data() { ctx } else { ctx.declining_data("capabilities.needs_data is false") }
+    /// The context of a `prune` call: `data` when the pruner declared it needs data (with
+    /// `calib_data=moments`, its moment-matched inputs in place of the images), else a
+    /// context whose data services all answer `Unavailable`.
+    pub fn prune_context<'a>(&'a self, data: Option<DataServices<'a>>, cancel: &'a AtomicBool) -> HostContext<'a> {
+        if !self.prunes_with_data() {
+            return HostContext::new(self.name(), data, cancel).declining_data("capabilities.needs_data is false");
+        }
+        let data = match (data, self.calib_data) {
+            (Some(d), CalibData::Moments) => Some(DataServices {
+                engine: d.engine,
+                split: self.moment_split.get_or_init(|| d.split.moment_matched()),
+            }),
+            (data, _) => data,
+        };
+        HostContext::new(self.name(), data, cancel)
     }
 
     /// The context of a `fit` call: `data` when the pruner declared `fit_needs_data`, else a
@@ -398,13 +450,17 @@ pub enum HostOptionError {
     /// `fit_data` other than `real` or `synthetic` (the value given).
     #[error("option {FIT_DATA_OPTION}: expected real or synthetic, got '{0}'")]
     FitData(String),
+    /// `calib_data` other than `real` or `moments` (the value given).
+    #[error("option {CALIB_DATA_OPTION}: expected real or moments, got '{0}'")]
+    CalibData(String),
     /// `sparsity_check` other than `exact` or `report` (the value given).
     #[error("option {SPARSITY_CHECK_OPTION}: expected exact or report, got '{0}'")]
     SparsityCheck(String),
 }
 
-/// Takes the host-level options (`state=FILE`, `sparsity_check=exact|report`) out of
-/// `options` (`name=value` strings).
+/// Takes the host-level options (`state=FILE`, `sparsity_check=exact|report`,
+/// `fit_data=real|synthetic`, `calib_data=real|moments`) out of `options` (`name=value`
+/// strings).
 ///
 /// # Errors
 /// An option given twice (which one was meant is a guess), or a `sparsity_check` value other
@@ -424,6 +480,15 @@ pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>
                     "synthetic" => FitData::Synthetic,
                     other => {
                         return Err(HostOptionError::FitData(other.to_string()));
+                    }
+                }
+            }
+            Some((name, value)) if name.trim() == CALIB_DATA_OPTION => {
+                host.calib_data = match value.trim() {
+                    "real" => CalibData::Real,
+                    "moments" => CalibData::Moments,
+                    other => {
+                        return Err(HostOptionError::CalibData(other.to_string()));
                     }
                 }
             }
@@ -475,19 +540,23 @@ mod tests {
 
     #[test]
     fn host_options_are_taken_out_and_an_option_given_twice_is_refused() {
-        let options: Vec<String> = ["steps=3", "state=b.bin", "lr=0.1", "sparsity_check=report", "fit_data=synthetic"]
-            .map(String::from)
-            .into();
+        let options: Vec<String> =
+            ["steps=3", "state=b.bin", "lr=0.1", "sparsity_check=report", "fit_data=synthetic", "calib_data=moments"]
+                .map(String::from)
+                .into();
         let (host, rest) = take_host_options(&options).unwrap();
         assert_eq!(host.state, Some(PathBuf::from("b.bin")));
         assert_eq!(host.sparsity_check, SparsityCheck::Report);
         assert_eq!(host.fit_data, FitData::Synthetic);
+        assert_eq!(host.calib_data, CalibData::Moments);
         assert_eq!(rest, ["steps=3", "lr=0.1"]);
         assert_eq!(take_host_options(&["statefulness=1".to_string()]).unwrap().0, HostOptions::default());
         let e = take_host_options(&["sparsity_check=loose".to_string()]).unwrap_err();
         assert_eq!(e.to_string(), "option sparsity_check: expected exact or report, got 'loose'");
         let e = take_host_options(&["fit_data=fake".to_string()]).unwrap_err();
         assert_eq!(e.to_string(), "option fit_data: expected real or synthetic, got 'fake'");
+        let e = take_host_options(&["calib_data=images".to_string()]).unwrap_err();
+        assert_eq!(e.to_string(), "option calib_data: expected real or moments, got 'images'");
         for twice in [["state=a.bin", " state =b.bin"], ["lr=0.1", "lr=0.2"]] {
             let e = take_host_options(&twice.map(String::from)).unwrap_err().to_string();
             assert!(e.contains("is given twice"), "{e}");

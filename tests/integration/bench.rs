@@ -240,3 +240,59 @@ fn pytorch_layout_state_dict_evaluates_like_a_direct_computation() {
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((out["accuracy"].as_f64().unwrap() - expected).abs() < 1e-9, "{out} vs {expected}");
 }
+
+#[test]
+fn calib_data_moments_serves_moment_matched_inputs_and_marks_the_rows() {
+    let run = tempfile::tempdir().unwrap();
+    let o = hyperprune(&[
+        "bench",
+        "--zoo",
+        zoo().to_str().unwrap(),
+        "--pruners",
+        "obs,maskopt,woodfisher",
+        "--compression",
+        "2",
+        "--opt",
+        "obs.calib_data=moments",
+        "--opt",
+        "maskopt.calib_data=moments",
+        "--opt",
+        "maskopt.steps=5",
+        "--opt",
+        "woodfisher.calib_data=moments",
+        "--out",
+        run.path().to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let rows = rows(run.path());
+    assert_eq!(rows.len(), 9, "3 pruners x 3 members");
+    for row in &rows {
+        assert_eq!(row["data"], "moments", "{row:?}");
+        assert_eq!(row["options"]["calib_data"], "moments", "{row:?}");
+        if row["pruner"] == "woodfisher" {
+            // The empirical Fisher reads labels, which moment-matched inputs do not have.
+            assert_eq!(row["status"], "error", "{row:?}");
+            let error = row["error"].as_str().unwrap();
+            assert!(error.contains("per_sample_gradients") && error.contains("no labels"), "{error}");
+        } else {
+            assert_eq!(row["status"], "ok", "{row:?}");
+            assert!(row["retention"].as_f64().unwrap() > 0.0, "{row:?}");
+        }
+    }
+    // A pruner without data has nothing to serve moments to: one line, exit 2.
+    let o = hyperprune(&[
+        "bench",
+        "--zoo",
+        zoo().to_str().unwrap(),
+        "--pruners",
+        "magnitude",
+        "--compression",
+        "2",
+        "--opt",
+        "magnitude.calib_data=moments",
+        "--out",
+        run.path().join("refused").to_str().unwrap(),
+    ]);
+    hyperprune_tests::one_line_error(&o, &["pruner 'magnitude' prunes without data", "calib_data=moments"]);
+}

@@ -43,3 +43,17 @@ fn obs_woodfisher_chita_beat_magnitude_on_mlpnet_and_chita_plus_plus_beats_chita
         );
     }
 }
+
+#[test]
+#[ignore = "needs Fashion-MNIST: apt-get install -y dataset-fashion-mnist"]
+fn obs_on_moment_matched_inputs_beats_every_data_free_formula_on_cnn_s() {
+    // Calibrated on Gaussian inputs with the train images' pixel mean and covariance (no
+    // image), OBS keeps far more than LAMP, SynFlow or magnitude at 4x and 8x.
+    let zoo = fashion_zoo("cnn-s", 4, 2);
+    let formulas = bench_retention(&zoo, "magnitude,lamp,synflow", "4,8", &[]);
+    let moments = bench_retention(&zoo, "obs", "4,8", &["--opt", "obs.calib_data=moments"]);
+    for c in [4.0, 8.0] {
+        let best = ["magnitude", "lamp", "synflow"].map(|p| mean(&formulas, p, c)).into_iter().fold(0.0, f64::max);
+        assert!(mean(&moments, "obs", c) > best + 0.1, "{c}x: {moments:?} against {formulas:?}");
+    }
+}

@@ -22,14 +22,18 @@ pub enum DataUse {
     /// the field existed read as: every pruner was offered data then.
     #[default]
     Train,
+    /// Gaussian inputs with the train images' pixel mean and covariance
+    /// (`calib_data=moments`): two statistics of the images, no image.
+    Moments,
 }
 
 impl DataUse {
-    /// `none` or `train`, as in `results.jsonl`.
+    /// `none`, `train` or `moments`, as in `results.jsonl`.
     pub fn as_str(self) -> &'static str {
         match self {
             DataUse::None => "none",
             DataUse::Train => "train",
+            DataUse::Moments => "moments",
         }
     }
 }
