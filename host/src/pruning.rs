@@ -475,36 +475,31 @@ pub fn take_host_options(options: &[String]) -> Result<(HostOptions, Vec<String>
         match option.split_once('=') {
             Some((name, file)) if name.trim() == STATE_OPTION => host.state = Some(PathBuf::from(file)),
             Some((name, value)) if name.trim() == FIT_DATA_OPTION => {
-                host.fit_data = match value.trim() {
-                    "real" => FitData::Real,
-                    "synthetic" => FitData::Synthetic,
-                    other => {
-                        return Err(HostOptionError::FitData(other.to_string()));
-                    }
-                }
+                let choices = [("real", FitData::Real), ("synthetic", FitData::Synthetic)];
+                host.fit_data = choose(value, &choices, HostOptionError::FitData)?;
             }
             Some((name, value)) if name.trim() == CALIB_DATA_OPTION => {
-                host.calib_data = match value.trim() {
-                    "real" => CalibData::Real,
-                    "moments" => CalibData::Moments,
-                    other => {
-                        return Err(HostOptionError::CalibData(other.to_string()));
-                    }
-                }
+                let choices = [("real", CalibData::Real), ("moments", CalibData::Moments)];
+                host.calib_data = choose(value, &choices, HostOptionError::CalibData)?;
             }
             Some((name, value)) if name.trim() == SPARSITY_CHECK_OPTION => {
-                host.sparsity_check = match value.trim() {
-                    "exact" => SparsityCheck::Exact,
-                    "report" => SparsityCheck::Report,
-                    other => {
-                        return Err(HostOptionError::SparsityCheck(other.to_string()));
-                    }
-                }
+                let choices = [("exact", SparsityCheck::Exact), ("report", SparsityCheck::Report)];
+                host.sparsity_check = choose(value, &choices, HostOptionError::SparsityCheck)?;
             }
             _ => rest.push(option.clone()),
         }
     }
     Ok((host, rest))
+}
+
+/// The choice of `choices` that `value` (trimmed) names, or `error` with the value given.
+fn choose<T: Copy>(
+    value: &str,
+    choices: &[(&str, T)],
+    error: fn(String) -> HostOptionError,
+) -> Result<T, HostOptionError> {
+    let value = value.trim();
+    choices.iter().find(|(name, _)| *name == value).map(|&(_, c)| c).ok_or_else(|| error(value.to_string()))
 }
 
 /// Builds a request from the CLI's request options and a sparsity.
