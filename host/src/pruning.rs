@@ -162,6 +162,12 @@ impl ConfiguredPruner {
                 "pruner '{name}' prunes without data, so {CALIB_DATA_OPTION}=moments changes nothing: drop it"
             )));
         }
+        if host.calib_data == CalibData::Moments && caps.needs_gradients {
+            return Err(bad_input(format!(
+                "pruner '{name}' reads gradients of its loss on labelled samples (capabilities.needs_gradients), \
+                 which moment-matched inputs do not have: drop {CALIB_DATA_OPTION}=moments"
+            )));
+        }
         let assignments = options;
         let map = Options::from_assignments(&plugin.info.options, &assignments)
             .map_err(|e| bad_input(format!("pruner '{name}': {e}")))?;
