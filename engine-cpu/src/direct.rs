@@ -133,8 +133,8 @@ pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: 
         return;
     }
     if xp.len() != len + SLACK {
-        xp.clear();
-        xp.resize(len + SLACK, 0.0);
+        // Zeroed memory, first touched by the copies below on every thread.
+        *xp = vec![0.0; len + SLACK];
     }
     let copy = move |src: &[f32], dst: &mut [f32]| {
         #[cfg(target_arch = "x86_64")]
