@@ -253,6 +253,8 @@ pub struct Worker {
     stdin: BufWriter<ChildStdin>,
     replies: mpsc::Receiver<std::io::Result<Option<Message>>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// The thread that fills `stderr`; it ends when the pipe does.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     memory_limit: Option<u64>,
 }
 
@@ -303,7 +305,7 @@ impl Worker {
         });
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr);
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             use std::io::BufRead;
             for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
                 let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
@@ -313,7 +315,14 @@ impl Worker {
                 tail.push_back(line);
             }
         });
-        Ok(Worker { child, stdin, replies, stderr, memory_limit: isolation.memory_limit })
+        Ok(Worker {
+            child,
+            stdin,
+            replies,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+            memory_limit: isolation.memory_limit,
+        })
     }
 
     /// Runs one task. On `Crashed` and `Interrupted` the worker is dead: drop it.
@@ -419,6 +428,15 @@ impl Worker {
     /// The worker's pipe closed: wait for it and say how it ended.
     fn died(&mut self) -> CallError {
         let status = self.child.wait();
+        // The worker's last lines (an allocation failure's message, a panic) may still be in
+        // the pipe: the reader ends at the pipe's end, which follows the worker's exit unless
+        // another process holds the pipe, so wait for it, but not for long.
+        if let Some(reader) = self.stderr_reader.take() {
+            let start = std::time::Instant::now();
+            while !reader.is_finished() && start.elapsed() < std::time::Duration::from_secs(2) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         let tail: Vec<String> = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         CallError::Crashed(describe_death(status.ok(), &tail, self.memory_limit))
     }
