@@ -105,6 +105,8 @@ fits+=("rescale|$base|--opt rescale=true")
 for k in "${curve[@]}"; do fits+=("curve-$k|$base|--train-members $k"); done
 
 benches+=("ceiling|$base|magnitude,lamp,lap,synflow,obs,maskopt,hypernet|$compressions|pointwise|")
+# OBS given the train images' pixel mean and covariance only (Gaussian inputs, no image).
+benches+=("ceiling|$base|obs|$compressions||--opt obs.calib_data=moments")
 benches+=("cross-zoo|$target|magnitude,hypernet|$compressions|pointwise|")
 benches+=("cross-zoo|$target|hypernet|$compressions|target-pointwise|")
 benches+=("scaling-wide|$wide|magnitude,hypernet|$compressions|pointwise|")
@@ -127,6 +129,8 @@ if [[ $quick == 0 ]]; then
     benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|lenet5-pointwise|")
     benches+=("scaling-mlpnet|fmnist-mlpnet|magnitude,lamp,lap,synflow,hypernet|$compressions|pointwise|")
     benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mlpnet-pointwise|")
+    benches+=("scaling-lenet5|fmnist-lenet5|obs|$compressions||--opt obs.calib_data=moments")
+    benches+=("scaling-mlpnet|fmnist-mlpnet|obs|$compressions||--opt obs.calib_data=moments")
     # One fit on a zoo of all three families (`zoo merge`), benched on each family.
     zoos+=("fmnist-mixed|MERGE fmnist-cnn-s fmnist-lenet5 fmnist-mlpnet")
     fits+=("mixed-pointwise|fmnist-mixed|")
@@ -134,7 +138,7 @@ if [[ $quick == 0 ]]; then
     benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|mixed-pointwise|")
     benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mixed-pointwise|")
 fi
-sections+=("The mask ceiling: the data-free formulas (magnitude, LAMP, LAP, SynFlow), the hypernetwork, OBS and maskopt on the base zoo's test members|ceiling")
+sections+=("The mask ceiling: the data-free formulas (magnitude, LAMP, LAP, SynFlow), the hypernetwork, OBS (also on moment-matched inputs) and maskopt on the base zoo's test members|ceiling")
 sections+=("Cross-zoo: the base zoo's state and one fitted on the target zoo, on the target's test members|cross-zoo cross-zoo-sgd")
 sections+=("Scaling: the base zoo's state on wider (and, in the full study, other) architectures; per-family and mixed-zoo fits|scaling-wide scaling-lenet5 scaling-mlpnet scaling-cnn-s-mixed")
 sections+=("Ablations (each a row, same test members)|ablations")

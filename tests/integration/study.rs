@@ -55,6 +55,9 @@ fn the_quick_study_writes_every_table_and_plot_and_resumes_without_repeating() {
     for pruner in ["magnitude", "lamp", "lap", "synflow", "obs", "maskopt", "hypernet"] {
         assert!(md.contains(&format!("| {pruner}")), "{pruner} missing from the study:\n{md}");
     }
+    // OBS also runs on moment-matched inputs, and its rows say so.
+    let ceiling = jsonl(&out.join("runs/ceiling/results.jsonl"));
+    assert!(ceiling.iter().any(|r| r["pruner"] == "obs" && r["data"] == "moments"), "no obs row on moments");
     // Cross-zoo rows carry the zoo each state was fitted on.
     let cross = jsonl(&out.join("runs/cross-zoo/results.jsonl"));
     let fit_zoos: std::collections::BTreeSet<&str> = cross.iter().filter_map(|r| r["fit_zoo"].as_str()).collect();
