@@ -241,6 +241,9 @@ pub struct BenchArgs {
     /// Stop after this many new rows (simulates an interrupted run; for tests).
     #[arg(long, hide = true)]
     pub stop_after: Option<usize>,
+    /// Write the report but print no summary table (the demo's first of two benches).
+    #[arg(skip)]
+    pub no_summary: bool,
 }
 
 /// What happens to a pruned network's batch normalisation statistics before it is

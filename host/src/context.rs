@@ -1,15 +1,18 @@
 //! The host side of the SDK `Context`: logging and progress for plugins, the data services
 //! (layer Hessians, per-sample gradients, masked loss and distillation, evaluation, input
 //! moments) computed by core's engine on the run's dataset, the data-free synaptic flow
-//! (SynFlow's score, core's `synflow`), and a fit's curve rows and checkpoints. Every callback
+//! (SynFlow's score, core's `synflow`) and distillation on inputs the plugin supplies, and a
+//! fit's curve rows and checkpoints. Every callback
 //! catches panics, so a host bug becomes an error returned to the plugin, never an unwind
 //! across the ABI.
 //!
 //! Whether a call gets data is the host's decision, not a convention: a pruner that declared
 //! it needs no data gets a context whose data services all answer `Unavailable`. The
-//! synaptic flow reads no data, so every context answers it, in every run.
+//! synaptic flow and the distillation on supplied inputs read no data, so every context
+//! answers them, in every run (without data services, on a CPU engine of its own).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use abi_stable::std_types::{RResult, RSlice, RStr, RVec};
@@ -57,6 +60,9 @@ pub struct HostContext<'a> {
     default_samples: u64,
     /// Where `record` and `checkpoint` go while fitting.
     fit: Option<&'a FitSink>,
+    /// The CPU engine of the data-free distillation when the call has no data services,
+    /// made on first use.
+    own_engine: OnceLock<Box<dyn Engine>>,
 }
 
 impl<'a> HostContext<'a> {
@@ -69,6 +75,7 @@ impl<'a> HostContext<'a> {
             calib_used: AtomicU64::new(0),
             default_samples: 1024,
             fit: None,
+            own_engine: OnceLock::new(),
         }
     }
 
@@ -290,6 +297,51 @@ impl Context for HostContext<'_> {
         })
     }
 
+    fn masked_distill_on_inputs(
+        &self,
+        model: ModelRef<'_>,
+        soft_mask: RSlice<'_, f32>,
+        inputs: RSlice<'_, f32>,
+        temperature: f64,
+    ) -> RResult<LossAndGrad, PluginError> {
+        // No data (the plugin brings the inputs): answered whatever the run's dataset and
+        // the pruner's declaration.
+        guarded("masked_distill_on_inputs", || {
+            let model = model_from(&model)?;
+            let shape = model.spec().input;
+            let per_image = shape.iter().product::<usize>();
+            if inputs.is_empty() || !inputs.len().is_multiple_of(per_image) {
+                return Err(format!(
+                    "inputs: expected whole images of {}x{}x{} = {per_image} values, got {} values",
+                    shape[0],
+                    shape[1],
+                    shape[2],
+                    inputs.len()
+                ));
+            }
+            if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
+                return Err(format!("inputs: value {i} is not finite"));
+            }
+            let n = inputs.len() / per_image;
+            let samples = Samples { shape, images: inputs.to_vec(), labels: vec![0; n] };
+            let engine: &dyn Engine = match &self.data {
+                DataAccess::Served(d) => d.engine,
+                _ => match self.own_engine.get() {
+                    Some(e) => e.as_ref(),
+                    None => {
+                        let e = crate::engines::engine(crate::engines::EngineKind::Cpu, "cpu")
+                            .map_err(|e| e.to_string())?;
+                        self.own_engine.get_or_init(|| e).as_ref()
+                    }
+                },
+            };
+            let (loss, grad) = engine
+                .masked_distill_loss_and_grad(&model, soft_mask.as_slice(), &samples, temperature)
+                .map_err(|e| e.to_string())?;
+            Ok(LossAndGrad { loss, grad: grad.into() })
+        })
+    }
+
     fn synaptic_flow(&self, model: ModelRef<'_>, keep: RSlice<'_, u8>) -> RResult<RVec<f64>, PluginError> {
         // No data: answered whatever the run's dataset and the pruner's declaration.
         guarded("synaptic_flow", || {
@@ -400,6 +452,39 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Failed);
         assert!(e.message.starts_with("synaptic_flow: the keep mask has") && e.message.contains(&n.to_string()), "{e}");
+    }
+
+    #[test]
+    fn the_distillation_on_supplied_inputs_is_answered_without_data_and_checks_the_inputs() {
+        let cancel = AtomicBool::new(false);
+        let ctx = HostContext::new("hypernet", None, &cancel).declining_data("capabilities.needs_data is false");
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
+        let model = hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::Uniform, 3).unwrap();
+        let n = model.prunable_count();
+        let mut rng = hyperprune_sdk::rng::SplitMix64::new(5);
+        let inputs: Vec<f32> = (0..4 * 64).map(|_| rng.next_f32()).collect();
+        let ones = vec![1.0f32; n];
+        let mut half = ones.clone();
+        half.iter_mut().step_by(2).for_each(|m| *m = 0.0);
+        hyperprune_core::model_ref(&model, |view| {
+            let dense = ctx
+                .masked_distill_on_inputs(view, RSlice::from_slice(&ones), RSlice::from_slice(&inputs), 1.0)
+                .unwrap();
+            assert!(dense.loss.abs() < 1e-6 && dense.grad.len() == n, "an all-ones mask is the dense model");
+            let pruned = ctx
+                .masked_distill_on_inputs(view, RSlice::from_slice(&half), RSlice::from_slice(&inputs), 1.0)
+                .unwrap();
+            assert!(pruned.loss > 1e-6, "half the weights pruned changes the logits: {}", pruned.loss);
+            // The same as the engine's distillation on those inputs.
+            let engine = crate::engines::engine(crate::engines::EngineKind::Cpu, "cpu").unwrap();
+            let samples = Samples { shape: [1, 8, 8], images: inputs.clone(), labels: vec![0; 4] };
+            let (loss, grad) = engine.masked_distill_loss_and_grad(&model, &half, &samples, 1.0).unwrap();
+            assert_eq!((pruned.loss, pruned.grad.as_slice()), (loss, grad.as_slice()));
+            let e = ctx
+                .masked_distill_on_inputs(view, RSlice::from_slice(&ones), RSlice::from_slice(&inputs[1..]), 1.0)
+                .unwrap_err();
+            assert!(e.message.contains("expected whole images of 1x8x8 = 64 values, got 255"), "{e}");
+        });
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl StateHeader {
         StateHeader {
             pruner: pruner.name().to_string(),
             pruner_version: pruner.plugin.info.version.clone(),
-            options: pruner.plugin_options(),
+            options: pruner.fit_options(),
             fit_zoo: FitZoo::of(zoo, limit),
         }
     }
@@ -91,7 +91,7 @@ impl StateHeader {
         // state (a learned pruner's fit options come from the state it loads).
         let given: Vec<&str> =
             pruner.assignments.iter().filter_map(|a| a.split_once('=')).map(|(k, _)| k.trim()).collect();
-        let now = pruner.plugin_options();
+        let now = pruner.fit_options();
         if let (Some(a), Some(b)) = (self.options.as_object(), now.as_object()) {
             for (name, value) in a.iter().filter(|(name, _)| given.contains(&name.as_str())) {
                 match b.get(name) {

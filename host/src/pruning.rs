@@ -232,14 +232,18 @@ impl ConfiguredPruner {
         self.fit = Some(label);
     }
 
-    /// The options the plugin was configured with, defaults filled in, without the
-    /// host-level ones (`state`, `sparsity_check`), but with `fit_data=synthetic`, which
-    /// says how a state was fitted.
-    pub fn plugin_options(&self) -> serde_json::Value {
+    /// The options a fitted state is keyed and compared by: those the plugin was configured
+    /// with, defaults filled in, without the host-level ones (`state`, `sparsity_check`) and
+    /// the plugin's prune-only ones (`OptionSpec::prune_only`), but with `fit_data=synthetic`,
+    /// which says how a state was fitted.
+    pub fn fit_options(&self) -> serde_json::Value {
         let mut options = self.options.clone();
         if let serde_json::Value::Object(map) = &mut options {
             map.remove(STATE_OPTION);
             map.remove(SPARSITY_CHECK_OPTION);
+            for spec in self.plugin.info.options.iter().filter(|o| o.prune_only) {
+                map.remove(&spec.name);
+            }
         }
         options
     }

@@ -215,6 +215,30 @@ pub trait Context: Send + Sync {
              added it)",
         ))
     }
+
+    /// [`Context::masked_distill_loss_and_grad`] on inputs the plugin supplies instead of
+    /// calibration images: `inputs` holds whole flattened images (`n · c · h · w` values, the
+    /// model's input shape), normalised as the dataset's are. Reads no data, so a host answers
+    /// it in every run, for pruners that declared no data too: a data-free pruner that
+    /// carries its own inputs (e.g. draws from input moments stored when it was fitted)
+    /// refines a mask with it.
+    ///
+    /// Added in SDK 0.5; the default body answers [`ErrorKind::Unavailable`], so a context
+    /// written for SDK 0.4 still compiles.
+    fn masked_distill_on_inputs(
+        &self,
+        model: ModelRef<'_>,
+        soft_mask: RSlice<'_, f32>,
+        inputs: RSlice<'_, f32>,
+        temperature: f64,
+    ) -> RResult<LossAndGrad, PluginError> {
+        let _ = (model, soft_mask, inputs, temperature);
+        RResult::RErr(PluginError::new(
+            ErrorKind::Unavailable,
+            "host service 'masked_distill_on_inputs' is not implemented by this context (written before \
+             hyperprune-sdk 0.5 added it)",
+        ))
+    }
 }
 
 /// The FFI handle of a host context, as passed across the ABI.
@@ -339,6 +363,24 @@ impl<'a> Ctx<'a> {
         self.inner.masked_distill_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib, temperature).into_result()
     }
 
+    /// See [`Context::masked_distill_on_inputs`]: `inputs` holds whole flattened images.
+    ///
+    /// # Errors
+    /// The host's error: kind [`ErrorKind::Unavailable`] from a context that does not
+    /// compute it, `Failed` when the inputs are not whole images of the model's input shape
+    /// or the mask has the wrong length.
+    pub fn masked_distill_on_inputs(
+        &self,
+        model: &ModelRef<'_>,
+        soft_mask: &[f32],
+        inputs: &[f32],
+        temperature: f64,
+    ) -> Result<LossAndGrad, PluginError> {
+        self.inner
+            .masked_distill_on_inputs(*model, RSlice::from_slice(soft_mask), RSlice::from_slice(inputs), temperature)
+            .into_result()
+    }
+
     /// See [`Context::record`]: `row` should be a JSON object.
     pub fn record(&self, row: &serde_json::Value) {
         self.inner.record(row.to_string().as_str().into());
@@ -423,6 +465,16 @@ macro_rules! no_data_services {
         fn synaptic_flow(&self, _: ModelRef<'_>, _: RSlice<'_, u8>) -> RResult<RVec<f64>, PluginError> {
             no_engine("synaptic_flow")
         }
+
+        fn masked_distill_on_inputs(
+            &self,
+            _: ModelRef<'_>,
+            _: RSlice<'_, f32>,
+            _: RSlice<'_, f32>,
+            _: f64,
+        ) -> RResult<LossAndGrad, PluginError> {
+            no_engine("masked_distill_on_inputs")
+        }
     };
 }
 
@@ -451,6 +503,11 @@ pub type GradientsFn<'a> = dyn Fn(ModelRef<'_>, CalibRequest) -> RResult<Matrix<
 /// request, temperature.
 pub type DistillFn<'a> =
     dyn Fn(ModelRef<'_>, &[f32], CalibRequest, f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a;
+
+/// How a [`TestHost`] answers [`Context::masked_distill_on_inputs`]: model, soft mask,
+/// inputs, temperature.
+pub type InputsDistillFn<'a> =
+    dyn Fn(ModelRef<'_>, &[f32], &[f32], f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a;
 
 /// How a [`TestHost`] answers [`Context::input_moments`].
 pub type MomentsFn<'a> = dyn Fn(CalibRequest) -> RResult<InputMoments, PluginError> + Send + Sync + 'a;
@@ -484,6 +541,7 @@ pub struct TestHost<'a> {
     evaluate: Option<Box<EvaluateFn<'a>>>,
     moments: Option<Box<MomentsFn<'a>>>,
     synaptic_flow: Option<Box<SynFlowFn<'a>>>,
+    inputs_distill: Option<Box<InputsDistillFn<'a>>>,
     records: std::sync::Mutex<Vec<String>>,
     checkpoints: std::sync::Mutex<Vec<Vec<u8>>>,
 }
@@ -545,6 +603,16 @@ impl<'a> TestHost<'a> {
         f: impl Fn(ModelRef<'_>, &[bool]) -> RResult<RVec<f64>, PluginError> + Send + Sync + 'a,
     ) -> TestHost<'a> {
         self.synaptic_flow = Some(Box::new(f));
+        self
+    }
+
+    /// Answers the distillation on supplied inputs with `f` (model, soft mask, inputs,
+    /// temperature).
+    pub fn with_inputs_distill(
+        mut self,
+        f: impl Fn(ModelRef<'_>, &[f32], &[f32], f64) -> RResult<LossAndGrad, PluginError> + Send + Sync + 'a,
+    ) -> TestHost<'a> {
+        self.inputs_distill = Some(Box::new(f));
         self
     }
 
@@ -642,6 +710,19 @@ impl Context for TestHost<'_> {
             None => no_engine("synaptic_flow"),
         }
     }
+
+    fn masked_distill_on_inputs(
+        &self,
+        model: ModelRef<'_>,
+        soft_mask: RSlice<'_, f32>,
+        inputs: RSlice<'_, f32>,
+        temperature: f64,
+    ) -> RResult<LossAndGrad, PluginError> {
+        match &self.inputs_distill {
+            Some(f) => f(model, soft_mask.as_slice(), inputs.as_slice(), temperature),
+            None => no_engine("masked_distill_on_inputs"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -671,6 +752,7 @@ mod tests {
         assert!(ctx.masked_distill_loss_and_grad(&model, &[], calib, 1.0).unwrap_err().is_unavailable());
         assert!(ctx.input_moments(calib).unwrap_err().is_unavailable());
         assert!(ctx.synaptic_flow(&model, &[true]).unwrap_err().is_unavailable());
+        assert!(ctx.masked_distill_on_inputs(&model, &[], &[], 1.0).unwrap_err().is_unavailable());
         assert!(!ctx.cancelled());
     }
 

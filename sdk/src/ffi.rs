@@ -6,7 +6,8 @@
 //! [`PrunerMod`]. Anything else changes the layout and older plugins stop loading (safely:
 //! abi_stable refuses them). Growth is one-way: abi_stable loads a plugin whose prefix types
 //! have more fields than the host's, never fewer, so a host whose `Context` gained a method
-//! (`synaptic_flow`, SDK 0.4) refuses every plugin built before it. Such an addition is
+//! (`synaptic_flow`, SDK 0.4; `masked_distill_on_inputs`, SDK 0.5) refuses every plugin built
+//! before it. Such an addition is
 //! therefore a minor version (0.x), which the version probe refuses in one line.
 
 // `sabi_trait` expands to impls that trip this lint on current compilers.

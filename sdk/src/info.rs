@@ -60,22 +60,45 @@ pub struct OptionSpec {
     pub default: serde_json::Value,
     /// One or two sentences: what it does, and when to change it.
     pub doc: String,
+    /// Acts at prune time only (a learnable pruner's `mask` or `refine`): the host leaves it
+    /// out of the options a fitted state is keyed and compared by, so changing it reuses the
+    /// state, without a warning. Set with [`OptionSpec::at_prune`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune_only: bool,
 }
 
 impl OptionSpec {
     /// An integer option.
     pub fn int(name: &str, default: i64, doc: &str) -> OptionSpec {
-        OptionSpec { name: name.into(), kind: OptionKind::Int, default: default.into(), doc: doc.into() }
+        OptionSpec {
+            name: name.into(),
+            kind: OptionKind::Int,
+            default: default.into(),
+            doc: doc.into(),
+            prune_only: false,
+        }
     }
 
     /// A float option.
     pub fn float(name: &str, default: f64, doc: &str) -> OptionSpec {
-        OptionSpec { name: name.into(), kind: OptionKind::Float, default: default.into(), doc: doc.into() }
+        OptionSpec {
+            name: name.into(),
+            kind: OptionKind::Float,
+            default: default.into(),
+            doc: doc.into(),
+            prune_only: false,
+        }
     }
 
     /// A boolean option.
     pub fn bool(name: &str, default: bool, doc: &str) -> OptionSpec {
-        OptionSpec { name: name.into(), kind: OptionKind::Bool, default: default.into(), doc: doc.into() }
+        OptionSpec {
+            name: name.into(),
+            kind: OptionKind::Bool,
+            default: default.into(),
+            doc: doc.into(),
+            prune_only: false,
+        }
     }
 
     /// A choice among fixed strings.
@@ -85,7 +108,14 @@ impl OptionSpec {
             kind: OptionKind::Choice { values: values.iter().map(|v| v.to_string()).collect() },
             default: default.into(),
             doc: doc.into(),
+            prune_only: false,
         }
+    }
+
+    /// This option, marked as acting at prune time only (see [`OptionSpec::prune_only`]).
+    pub fn at_prune(mut self) -> OptionSpec {
+        self.prune_only = true;
+        self
     }
 }
 

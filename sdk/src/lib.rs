@@ -69,6 +69,7 @@ mod model;
 mod options;
 mod outcome;
 mod pruner;
+pub mod refine;
 mod request;
 pub mod rng;
 pub mod scores;

@@ -75,6 +75,42 @@ fn a_fitted_state_prunes_unseen_members_exactly_and_reproducibly_with_no_data() 
 }
 
 #[test]
+fn refine_distils_the_networks_mask_on_the_stored_inputs_with_no_data_and_an_exact_budget() {
+    let (pointwise, _) = states();
+    let dir = tempfile::tempdir().unwrap();
+    let model = &members("test")[0];
+    let n = load_model(model).prunable_count();
+    let state = format!("state={}", pointwise.display());
+    let mut masks = Vec::new();
+    for (name, refine) in [("plain", "refine=0"), ("refined", "refine=5")] {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        // No --dataset: the refinement reads the inputs the state stores, not data.
+        let mut args = vec!["prune", "--model", model.to_str().unwrap(), "--pruner", "hypernet", "--sparsity", "0.75"];
+        args.extend(["--out", out.to_str().unwrap(), "--opt", &state, "--opt", refine, "-vv"]);
+        let o = hyperprune(&args);
+        let (_, stderr) = text(&o);
+        assert!(o.status.success(), "{stderr}");
+        if refine == "refine=5" {
+            assert!(stderr.contains("refine: distillation loss"), "{stderr}");
+        }
+        // A prune-time option: the state fitted with the default is not "fitted with refine=0".
+        assert!(!stderr.contains("fitted with"), "{stderr}");
+        let m = read_masks(&dir.path().join(format!("{name}.masks.safetensors")));
+        let pruned = m.iter().flat_map(|(_, m)| m).filter(|&&k| !k).count();
+        assert_eq!(pruned, (0.75 * n as f64).round() as usize, "{name}: exact sparsity");
+        masks.push(m);
+    }
+    assert_ne!(masks[0], masks[1], "five distillation steps swap weights");
+    let o = prune(
+        model,
+        &dir.path().join("t.safetensors"),
+        "0.75",
+        &["--opt", &state, "--opt", "refine=5", "--opt", "mask=threshold"],
+    );
+    one_line_error(&o, &["refine", "mask=threshold"]);
+}
+
+#[test]
 fn two_states_bench_side_by_side_without_sharing_rows() {
     let (pointwise, equivariant) = states();
     let run = tempfile::tempdir().unwrap();

@@ -58,6 +58,10 @@ fn the_quick_study_writes_every_table_and_plot_and_resumes_without_repeating() {
     // OBS also runs on moment-matched inputs, and its rows say so.
     let ceiling = jsonl(&out.join("runs/ceiling/results.jsonl"));
     assert!(ceiling.iter().any(|r| r["pruner"] == "obs" && r["data"] == "moments"), "no obs row on moments");
+    // And the hypernetwork refined on its stored draws: still data-free.
+    let refined: Vec<_> =
+        ceiling.iter().filter(|r| r["pruner"] == "hypernet" && r["options"]["refine"] == 10).collect();
+    assert!(!refined.is_empty() && refined.iter().all(|r| r["data"] == "none"), "{refined:?}");
     // Cross-zoo rows carry the zoo each state was fitted on.
     let cross = jsonl(&out.join("runs/cross-zoo/results.jsonl"));
     let fit_zoos: std::collections::BTreeSet<&str> = cross.iter().filter_map(|r| r["fit_zoo"].as_str()).collect();

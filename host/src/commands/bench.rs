@@ -191,7 +191,7 @@ fn bench(global: &GlobalArgs, args: &BenchArgs, zoo_dir: PathBuf, out: &Path) ->
     })?;
     bar.finish_and_clear();
     tracing::info!("{} ok rows, {} error rows, {} already present", counts.ok, counts.errors, counts.skipped);
-    finish(&out, global.quiet)
+    finish(&out, global.quiet || args.no_summary)
 }
 
 /// Writes the report and prints the summary table.

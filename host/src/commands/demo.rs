@@ -1,8 +1,8 @@
 //! `hyperprune demo`: the whole pipeline on the embedded digits data, no set-up: train a
 //! small `cnn-digits` zoo (half train, an eighth val, the rest test members), bench every
 //! installed pruner at compression 2–32 on its test members (learned pruners, such as the
-//! hypernetwork, fit on its train members and select on its val members first), print the
-//! table and the path of the HTML report.
+//! hypernetwork, fit on its train members and select on its val members first), bench the
+//! hypernetwork again with `refine=10`, print the table and the path of the HTML report.
 
 use crate::cli::{BenchArgs, DataArgs, DemoArgs, GlobalArgs, OptimizerArg, ScopeArg, ZooTrainArgs};
 
@@ -42,33 +42,35 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     if !global.quiet {
         println!(
             "2/2 fitting the learnable pruners on the train members, then benchmarking every installed pruner on \
-             the test members at compression 2, 4, 8, 16, 32"
+             the test members at compression 2, 4, 8, 16, 32 (and the hypernetwork again with refine=10)"
         );
     }
-    super::bench::run(
-        global,
-        BenchArgs {
-            command: None,
-            zoo: Some(zoo_dir),
-            split: "test".into(),
-            pruners: vec!["all".into()],
-            compression: vec![],
-            sparsity: vec![],
-            calib_samples: 512,
-            options: vec![],
-            seed: args.seed,
-            scope: ScopeArg::Global,
-            out: Some(args.out.clone()),
-            members: None,
-            shard: None,
-            jobs: args.jobs,
-            data_dir: None,
-            exec: args.exec,
-            isolate: Default::default(),
-            timeout: 600.0,
-            worker_memory: None,
-            bn: Default::default(),
-            stop_after: None,
-        },
-    )
+    let bench = |pruners: &str, options: Vec<String>, no_summary: bool| BenchArgs {
+        command: None,
+        zoo: Some(zoo_dir.clone()),
+        split: "test".into(),
+        pruners: vec![pruners.into()],
+        compression: vec![],
+        sparsity: vec![],
+        calib_samples: 512,
+        options,
+        seed: args.seed,
+        scope: ScopeArg::Global,
+        out: Some(args.out.clone()),
+        members: None,
+        shard: None,
+        jobs: args.jobs,
+        data_dir: None,
+        exec: args.exec.clone(),
+        isolate: Default::default(),
+        timeout: 600.0,
+        worker_memory: None,
+        bn: Default::default(),
+        stop_after: None,
+        no_summary,
+    };
+    super::bench::run(global, bench("all", vec![], true))?;
+    // The same fitted state (`refine` acts at prune time only), its masks refined by ten
+    // distillation steps on the input draws it stores: a second hypernet row.
+    super::bench::run(global, bench("hypernet", vec!["hypernet.refine=10".into()], false))
 }

@@ -16,7 +16,8 @@
 //! scores into exact top-k masks with a per-layer floor, `selection.rs` the exact top-k
 //! selection of a model's scores that fitting and pruning share, `base.rs` holds what the
 //! score is a residual on (magnitude ranks, layer-normalised per compression) and how far
-//! the mask follows the network, `units.rs` the data-free unit stage, `fit/` is the training
+//! the mask follows the network, `units.rs` the data-free unit stage, `refinement.rs` the
+//! optional prune-time refinement on inputs drawn from stored moments, `fit/` is the training
 //! procedure (its phases in `fit/mod.rs`) and `state.rs` the state file; `infer.rs` and
 //! `kernel.rs` are the fast forward pass used at prune time. The network runs on burn's
 //! pure-Rust CPU backend.
@@ -29,6 +30,7 @@ mod infer;
 mod kernel;
 mod mask;
 mod network;
+mod refinement;
 mod rescale;
 mod selection;
 mod state;
@@ -56,6 +58,8 @@ pub struct Hypernet {
     features: FeatureSet,
     settings: FitSettings,
     mode: MaskMode,
+    /// `refine`: distillation steps after the network's mask (0: none).
+    refine: usize,
     options: serde_json::Value,
     state: Option<State>,
 }
@@ -109,6 +113,7 @@ impl Default for Hypernet {
             features: FeatureSet::Full,
             settings: Hypernet::SETTINGS,
             mode: MaskMode::TopK,
+            refine: 0,
             options: serde_json::Value::Null,
             state: None,
         };
@@ -176,7 +181,14 @@ fn options() -> Vec<OptionSpec> {
             &["topk", "threshold"],
             "topk",
             "prune: exact top-k, or a predicted threshold (the sparsity emerges, within 0.015)",
-        ),
+        )
+        .at_prune(),
+        OptionSpec::int(
+            "refine",
+            0,
+            "prune: distillation steps on inputs drawn from the train images' moments stored at fit (0 = off)",
+        )
+        .at_prune(),
     ]
 }
 
@@ -264,6 +276,16 @@ impl Pruner for Hypernet {
             ..Hypernet::SETTINGS
         };
         self.mode = if options.str("mask") == "threshold" { MaskMode::Threshold } else { MaskMode::TopK };
+        let refine = options.int("refine");
+        if !(0..=10_000).contains(&refine) {
+            return Err(PluginError::invalid_options(format!("option 'refine' must be in 0..=10000, got {refine}")));
+        }
+        if refine > 0 && self.mode == MaskMode::Threshold {
+            return Err(PluginError::invalid_options(
+                "option 'refine' keeps the budget exact: use it with mask=topk, not mask=threshold",
+            ));
+        }
+        self.refine = refine as usize;
         self.options = options.to_json();
         Ok(())
     }
@@ -287,7 +309,16 @@ impl Pruner for Hypernet {
                 ),
             );
         }
-        let outcome = masks(state, model, request, self.settings.floor, self.mode, self.settings.units)?;
+        let (mut outcome, scores) = masks(state, model, request, self.settings.floor, self.mode, self.settings.units)?;
+        if self.refine > 0 {
+            let inputs = state.refine.as_ref().ok_or_else(|| {
+                PluginError::invalid_options(
+                    "option 'refine' needs a state that stores refine inputs (fitted with input moments from the \
+                     host, by this version or later): refit it",
+                )
+            })?;
+            outcome.keep = refinement::refine_mask(model, request, &outcome.keep, &scores, inputs, self.refine, ctx)?;
+        }
         if !state.meta.net.rescale {
             return Ok(PruneOutcome::from_keep(model, &outcome.keep));
         }
@@ -356,7 +387,8 @@ fn arch_name(json: &str) -> String {
 }
 
 /// The mask a fitted state gives `model` for `request`: one forward pass on the CPU, then
-/// the state's unit stage when it has one and `units` is true.
+/// the state's unit stage when it has one and `units` is true; and the scores it selected by
+/// (flat, layer order; under a top-k, measured from their layer's boundary).
 ///
 /// # Errors
 /// A model the encoder cannot read, or a finished state's unknown feature set.
@@ -367,32 +399,37 @@ pub fn masks(
     floor: f64,
     mode: MaskMode,
     units: bool,
-) -> Result<Mask, PluginError> {
+) -> Result<(Mask, Vec<f32>), PluginError> {
     let set = feature_set(&state.meta.features)?;
     let encoded = encode(model, set).map_err(PluginError::failed)?;
     let (mut scores, threshold) =
         base::scores(&state.meta.net, &state.params, &state.meta.base(), &encoded, &model.weights(), request.sparsity);
-    let layers = selection::split_layers(&encoded, &scores);
-    match (mode, request.scope, state.meta.net.allocation) {
-        (MaskMode::Threshold, _, Allocation::Magnitude) => Err(PluginError::not_supported(
-            "mask=threshold needs a state fitted with allocation=learned (this one splits the budget by magnitude)",
-        )),
+    let mask = match (mode, request.scope, state.meta.net.allocation) {
+        (MaskMode::Threshold, _, Allocation::Magnitude) => {
+            return Err(PluginError::not_supported(
+                "mask=threshold needs a state fitted with allocation=learned (this one splits the budget by magnitude)",
+            ));
+        }
         (MaskMode::Threshold, _, Allocation::Learned) => {
             selection::standardise(&mut scores);
             scores.iter_mut().for_each(|s| *s -= threshold);
-            let layers = selection::split_layers(&encoded, &scores);
-            Ok(mask::build(&layers, request, floor, mode))
+            mask::build(&selection::split_layers(&encoded, &scores), request, floor, mode)
         }
-        (MaskMode::TopK, Scope::PerLayer, _) => Ok(mask::build(&layers, request, floor, mode)),
+        (MaskMode::TopK, Scope::PerLayer, _) => {
+            mask::build(&selection::split_layers(&encoded, &scores), request, floor, mode)
+        }
         (MaskMode::TopK, _, allocation) => {
             if let (true, Some(stage), Some(stats)) = (units, &state.meta.units, &state.inputs) {
                 let settings = units::Stage { q_max: stage.q_max, p_dead: stage.p_dead };
                 units::apply(&mut scores, model, &encoded.views, stats, settings, request.sparsity);
             }
             let selection = selection::select(allocation, &encoded, &scores, request.sparsity, floor);
-            Ok(Mask { keep: selection.keep, boundary: None, threshold: selection.thresholds[0] })
+            // Scores measured from their layer's boundary, comparable across layers.
+            scores.iter_mut().zip(selection.per_weight()).for_each(|(s, t)| *s -= t);
+            Mask { keep: selection.keep, boundary: None, threshold: selection.thresholds[0] }
         }
-    }
+    };
+    Ok((mask, scores))
 }
 
 export_pruner!(Hypernet);
@@ -428,7 +465,40 @@ mod tests {
             params,
             resume: None,
             inputs: None,
+            refine: None,
         }
+    }
+
+    #[test]
+    fn refine_moves_the_networks_mask_toward_what_the_distillation_needs_at_the_same_budget() {
+        let net = TestNet::cnn_s(4, 11);
+        let mut state = random_state(Arch::Pointwise, 5);
+        // 300 stored 28×28 inputs (their values do not matter to the stand-in below).
+        state.refine = Some(refinement::Inputs { dim: 784, values: vec![0.5; 784 * 300] });
+        let request = PruneRequest::global(0.75, 0);
+        let plain = net.with_view(|m| masks(&state, &m, &request, 0.01, MaskMode::TopK, true).unwrap().0.keep);
+        // The stand-in distillation needs the first 20 weights the network pruned.
+        let needed: Vec<usize> =
+            plain.concat().iter().enumerate().filter(|(_, k)| !**k).map(|(i, _)| i).take(20).collect();
+        let windows = std::sync::Mutex::new(Vec::new());
+        let host = TestHost::new().with_inputs_distill(|_, mask, inputs, _| {
+            windows.lock().unwrap().push(inputs.len());
+            let loss = needed.iter().map(|&i| f64::from(1.0 - mask[i])).sum();
+            let grad = (0..mask.len()).map(|i| if needed.contains(&i) { -1.0 } else { 0.0 }).collect::<Vec<f32>>();
+            RResult::ROk(LossAndGrad { loss, grad: grad.into() })
+        });
+        let hypernet = Hypernet { state: Some(state.clone()), refine: 40, ..Hypernet::default() };
+        let outcome = net.with_view(|m| hypernet.prune(&m, &request, &Ctx::from_impl(&host))).unwrap();
+        let refined: Vec<bool> = outcome.layers.iter().flat_map(|l| l.keep()).collect();
+        assert_eq!(refined.iter().filter(|&&k| !k).count(), plain.concat().iter().filter(|&&k| !k).count());
+        let kept = needed.iter().filter(|&&i| refined[i]).count();
+        assert!(kept >= 18, "kept {kept} of the 20 weights the loss needs");
+        assert_eq!(*windows.lock().unwrap(), vec![784 * refinement::PER_STEP; 40], "256 stored inputs a step");
+        // A state without stored inputs cannot refine: one clear error.
+        state.refine = None;
+        let old = Hypernet { state: Some(state), refine: 3, ..Hypernet::default() };
+        let e = net.with_view(|m| old.prune(&m, &request, &Ctx::from_impl(&host))).unwrap_err();
+        assert!(e.message.contains("refit"), "{e}");
     }
 
     /// A zoo of train members only.
@@ -442,7 +512,7 @@ mod tests {
     }
 
     fn prune(state: &State, net: &TestNet, s: f64) -> Vec<Vec<bool>> {
-        net.with_view(|m| masks(state, &m, &PruneRequest::global(s, 0), 0.01, MaskMode::TopK, true).unwrap().keep)
+        net.with_view(|m| masks(state, &m, &PruneRequest::global(s, 0), 0.01, MaskMode::TopK, true).unwrap().0.keep)
     }
 
     #[test]
@@ -715,7 +785,7 @@ mod tests {
             let state = State::from_bytes(&state.to_bytes()).unwrap();
             for s in [0.5, 0.9] {
                 let request = PruneRequest::global(s, 0);
-                let keep = net.with_view(|m| masks(&state, &m, &request, 0.0, MaskMode::TopK, true).unwrap().keep);
+                let keep = net.with_view(|m| masks(&state, &m, &request, 0.0, MaskMode::TopK, true).unwrap().0.keep);
                 // The kept weights are the largest |w| / ||W_l||^alpha, whatever their layer.
                 let scored: Vec<f32> = net
                     .weights
@@ -736,7 +806,9 @@ mod tests {
         // The two differ: layer normalisation moves the budget between layers.
         let mut at = |base: Base| {
             state.meta.base = Some(base);
-            net.with_view(|m| masks(&state, &m, &PruneRequest::global(0.9, 0), 0.0, MaskMode::TopK, true).unwrap().keep)
+            net.with_view(|m| {
+                masks(&state, &m, &PruneRequest::global(0.9, 0), 0.0, MaskMode::TopK, true).unwrap().0.keep
+            })
         };
         assert_ne!(at(Base::GLOBAL), at(Base::LAYER_L2));
     }
@@ -919,7 +991,7 @@ mod tests {
         assert_eq!(prune(&staged, &net, 0.5), prune(&plain, &net, 0.5));
         let off = |s: f64| {
             let request = PruneRequest::global(s, 0);
-            net.with_view(|m| masks(&staged, &m, &request, 0.01, MaskMode::TopK, false).unwrap().keep)
+            net.with_view(|m| masks(&staged, &m, &request, 0.01, MaskMode::TopK, false).unwrap().0.keep)
         };
         assert_eq!(off(0.97), prune(&plain, &net, 0.97));
         assert_ne!(prune(&staged, &net, 0.97), prune(&plain, &net, 0.97));

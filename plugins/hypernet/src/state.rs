@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::Base;
 use crate::network::{NetConfig, Param, Params};
+use crate::refinement::Inputs;
 use crate::units::{InputStats, UnitStage};
 
 /// The metadata key holding [`Meta`] as JSON.
@@ -23,6 +24,8 @@ pub const FORMAT: &str = "hyperprune-hypernet";
 /// The tensors of the unit stage's input statistics.
 const INPUT_MEAN: &str = "inputs.mean";
 const INPUT_COV: &str = "inputs.cov";
+/// The tensor of `refine`'s inputs.
+const REFINE_INPUTS: &str = "refine.inputs";
 
 /// Bumped when the meaning of a state changes; older states are refused.
 pub const FORMAT_VERSION: u32 = 1;
@@ -58,6 +61,10 @@ pub struct Meta {
     /// ranks, as every state before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Base>,
+    /// `[images, values per image]` of the inputs `refine` distils on (absent: the fit had
+    /// no input moments, or the state predates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine_inputs: Option<[usize; 2]>,
 }
 
 impl Meta {
@@ -115,6 +122,8 @@ pub struct State {
     pub resume: Option<Resume>,
     /// The input statistics of the unit stage, when it gives up units (`units.q_max > 0`).
     pub inputs: Option<InputStats>,
+    /// The inputs `refine` distils on (see [`Meta::refine_inputs`]).
+    pub refine: Option<Inputs>,
 }
 
 /// What a checkpoint adds.
@@ -146,6 +155,9 @@ impl State {
             let d = inputs.dim();
             bytes.push((INPUT_MEAN.into(), [1, d], le(&inputs.mean)));
             bytes.push((INPUT_COV.into(), [d, d], le(&inputs.cov)));
+        }
+        if let Some(refine) = &self.refine {
+            bytes.push((REFINE_INPUTS.into(), [refine.len(), refine.dim], le(&refine.values)));
         }
         let views: Vec<(String, TensorView<'_>)> = bytes
             .iter()
@@ -207,25 +219,29 @@ impl State {
         } else {
             None
         };
+        let tensor = |name: &str, shape: [usize; 2]| -> Result<Vec<f32>, PluginError> {
+            let t = tensors.tensor(name).map_err(|_| invalid(format!("state lacks tensor '{name}'")))?;
+            if t.dtype() != Dtype::F32 || t.shape() != shape {
+                return Err(invalid(format!(
+                    "tensor '{name}' is {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            finite_values(name, t.data())
+        };
         let inputs = match &meta.units {
             Some(units) if units.q_max > 0.0 || units.p_dead > 0.0 => {
-                let tensor = |name: &str, shape: [usize; 2]| -> Result<Vec<f32>, PluginError> {
-                    let t = tensors.tensor(name).map_err(|_| invalid(format!("state lacks tensor '{name}'")))?;
-                    if t.dtype() != Dtype::F32 || t.shape() != shape {
-                        return Err(invalid(format!(
-                            "tensor '{name}' is {:?} {:?}, expected F32 {shape:?}",
-                            t.dtype(),
-                            t.shape()
-                        )));
-                    }
-                    finite_values(name, t.data())
-                };
                 let d = units.dim;
                 Some(InputStats { mean: tensor(INPUT_MEAN, [1, d])?, cov: tensor(INPUT_COV, [d, d])? })
             }
             _ => None,
         };
-        Ok(State { meta, params, resume, inputs })
+        let refine = match meta.refine_inputs {
+            Some([n, d]) => Some(Inputs { dim: d, values: tensor(REFINE_INPUTS, [n, d])? }),
+            None => None,
+        };
+        Ok(State { meta, params, resume, inputs, refine })
     }
 }
 
@@ -276,10 +292,12 @@ mod tests {
                 progress: None,
                 units: None,
                 base: None,
+                refine_inputs: None,
             },
             params: Params::init(&net, 3),
             resume: None,
             inputs: None,
+            refine: None,
         }
     }
 
@@ -309,6 +327,17 @@ mod tests {
         s.inputs = None;
         let e = State::from_bytes(&s.to_bytes()).unwrap_err();
         assert!(e.kind == ErrorKind::InvalidState && e.message.contains("inputs.mean"), "{e}");
+    }
+
+    #[test]
+    fn the_refine_inputs_round_trip_and_a_missing_tensor_is_named() {
+        let mut s = state();
+        s.meta.refine_inputs = Some([3, 2]);
+        s.refine = Some(Inputs { dim: 2, values: vec![0.5, -1.0, 2.0, 0.0, 1.0, 3.0] });
+        assert_eq!(State::from_bytes(&s.to_bytes()).unwrap(), s);
+        s.refine = None;
+        let e = State::from_bytes(&s.to_bytes()).unwrap_err();
+        assert!(e.kind == ErrorKind::InvalidState && e.message.contains("refine.inputs"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! sparsification / learned supermasks). Scores start from magnitude, the exact top-k mask
 //! of the scores is distilled from the dense model through the host's
 //! `masked_distill_loss_and_grad` service on calibration images, and a few hundred Adam
-//! steps move the scores through a straight-through relaxation (`optimise.rs`). No weight
+//! steps move the scores through a straight-through relaxation (the SDK's `refine`). No weight
 //! is updated, so it bounds what a data-free mask predictor such as the hypernetwork can
 //! reach on the same model; it is a data-aware method in its own right.
 
@@ -15,7 +15,7 @@ use hyperprune_sdk::{
     Pruner, PrunerInfo, export_pruner,
 };
 
-pub use optimise::{Optimised, Settings, optimise};
+pub use optimise::{Settings, optimise};
 
 /// Direct mask optimisation.
 #[derive(Debug)]
@@ -27,10 +27,7 @@ impl Default for MaskOpt {
     fn default() -> Self {
         let mut m = MaskOpt {
             settings: Settings {
-                steps: 0,
-                lr: 0.0,
-                t_start: 1.0,
-                t_end: 0.05,
+                refine: hyperprune_sdk::refine::Settings { steps: 0, lr: 0.0, t_start: 1.0, t_end: 0.05 },
                 calib_samples: 0,
                 kd_temperature: 1.0,
                 seed: 0,
@@ -80,10 +77,7 @@ impl Pruner for MaskOpt {
             return Err(PluginError::invalid_options("lr, t_start, t_end and kd_temperature must be positive"));
         }
         self.settings = Settings {
-            steps: steps as usize,
-            lr,
-            t_start,
-            t_end,
+            refine: hyperprune_sdk::refine::Settings { steps: steps as usize, lr, t_start, t_end },
             calib_samples: options.int("calib_samples").max(0) as u64,
             kd_temperature: kd,
             seed: options.int("seed") as u64,
@@ -177,7 +171,10 @@ mod tests {
             assert!(out.losses.1 < out.losses.0 - 30.0, "{scope:?}: loss {:?}", out.losses);
         }
         // Magnitude (the starting point) keeps none of them.
-        let start = Settings { steps: 1, ..m.settings.clone() };
+        let start = Settings {
+            refine: hyperprune_sdk::refine::Settings { steps: 1, ..m.settings.refine.clone() },
+            ..m.settings.clone()
+        };
         let out =
             with_model(&w, |model| optimise(model, &PruneRequest::global(0.5, 0), &start, &Ctx::from_impl(&host)))
                 .unwrap();

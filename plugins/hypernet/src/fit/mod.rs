@@ -220,6 +220,7 @@ impl Run<'_, '_> {
             params: params.clone(),
             resume: Some(resume),
             inputs: None,
+            refine: None,
         };
         if let Err(e) = ctx.checkpoint(&state.to_bytes()) {
             ctx.log(LogLevel::Debug, &format!("checkpoints off: {}", e.message));
@@ -277,7 +278,9 @@ impl Run<'_, '_> {
         }
         let mut meta = meta(self.net, self.set, settings, info, None, base);
         meta.units = stage;
-        Ok(State { meta, params, resume: None, inputs })
+        let refine = crate::refinement::pool_from_host(ctx, settings.seed)?;
+        meta.refine_inputs = refine.as_ref().map(|r| [r.len(), r.dim]);
+        Ok(State { meta, params, resume: None, inputs, refine })
     }
 }
 
@@ -369,5 +372,6 @@ pub(crate) fn meta(
         progress,
         units: None,
         base: Some(base),
+        refine_inputs: None,
     }
 }

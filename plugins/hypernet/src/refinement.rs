@@ -1,0 +1,184 @@
+//! `refine=N`: a prune-time refinement of the network's mask by `N` distillation steps on
+//! inputs that carry the train images' first two moments and no image.
+//!
+//! A fit asks the host for the input mean `μ` and second moment of its train images and
+//! stores [`POOL`] Gaussian draws `x = μ + L z` (`L L ᵀ = Σ`, the covariance, by Cholesky)
+//! in the state. At prune time the mask the network predicts is the starting point of the
+//! SDK's [`refine`] (the straight-through top-k that `maskopt` runs), whose loss is the
+//! distillation of the dense model into the masked one on [`PER_STEP`] of those inputs a step
+//! (the host's `masked_distill_on_inputs`, which reads no data). The budget stays exact; no
+//! image is read at prune time.
+//!
+//! Why: masks computed from weights plus the input moments keep far more than any formula
+//! from the weights alone (the research log, *The mask ceiling from input moments alone*),
+//! and a few steps from a good starting mask carry most of that gain.
+
+use hyperprune_sdk::refine::{self, mask_ranks, refine};
+use hyperprune_sdk::rng::SplitMix64;
+use hyperprune_sdk::{CalibRequest, Ctx, LogLevel, ModelRef, PluginError, PruneRequest};
+
+/// Inputs a state stores for the refinement.
+pub const POOL: usize = 1024;
+/// Inputs per distillation step (a window moving through the pool).
+pub const PER_STEP: usize = 256;
+/// Train images the moments are taken over.
+const MOMENT_SAMPLES: u64 = 4096;
+
+/// Adam's learning rate and the straight-through temperatures: `maskopt`'s defaults.
+const LR: f64 = 0.01;
+const T_START: f64 = 1.0;
+const T_END: f64 = 0.05;
+
+/// The stored inputs: `values.len() / dim` flattened images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    /// Values per image (`c·h·w`).
+    pub dim: usize,
+    /// The images, row-major.
+    pub values: Vec<f32>,
+}
+
+impl Inputs {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.values.len() / self.dim.max(1)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Step `step`'s [`PER_STEP`] images (fewer when the pool is smaller), cycling.
+    fn window(&self, step: usize) -> Vec<f32> {
+        let n = self.len();
+        let take = PER_STEP.min(n);
+        let first = (step * take) % n;
+        (0..take).flat_map(|k| self.values[((first + k) % n) * self.dim..][..self.dim].iter().copied()).collect()
+    }
+}
+
+/// The fit's pool: [`POOL`] draws from the moments of the train images, or `None` (said in
+/// the log) when the host serves no input moments.
+///
+/// # Errors
+/// The host failing to compute the moments.
+pub fn pool_from_host(ctx: &Ctx<'_>, seed: u64) -> Result<Option<Inputs>, PluginError> {
+    let calib = CalibRequest { samples: MOMENT_SAMPLES, minibatch: 1, seed: seed ^ 0x7e_f1_7e };
+    let moments = match ctx.input_moments(calib) {
+        Ok(m) => m,
+        Err(e) if e.is_unavailable() => {
+            ctx.log(LogLevel::Warn, &format!("refine inputs: none stored ({})", e.message));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.context("input moments")),
+    };
+    let started = std::time::Instant::now();
+    let values = gaussian_draws(moments.mean.as_slice(), moments.second.data.as_slice(), POOL, seed);
+    ctx.log(
+        LogLevel::Debug,
+        &format!(
+            "refine inputs: {POOL} draws from the moments of {} train images in {:.2} s",
+            moments.samples,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(Some(Inputs { dim: moments.mean.len(), values }))
+}
+
+/// `n` draws from the Gaussian with mean `mean` and uncentred second moment `second`
+/// (`d × d`, row-major), as f32 rows.
+pub fn gaussian_draws(mean: &[f64], second: &[f64], n: usize, seed: u64) -> Vec<f32> {
+    let d = mean.len();
+    let mut cov: Vec<f64> = (0..d * d).map(|k| second[k] - mean[k / d] * mean[k % d]).collect();
+    let jitter = 1e-6 * (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d.max(1) as f64 + 1e-12;
+    (0..d).for_each(|i| cov[i * d + i] += jitter);
+    cholesky(&mut cov, d);
+    let mut rng = SplitMix64::new(seed ^ 0x4741_5553_5349_414E);
+    let mut out = Vec::with_capacity(n * d);
+    let mut z = vec![0f64; d];
+    for _ in 0..n {
+        z.iter_mut().for_each(|v| {
+            // Box–Muller.
+            let (a, b) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
+            *v = (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos();
+        });
+        // x_i = μ_i + Σ_{j ≤ i} L_ij z_j.
+        out.extend((0..d).map(|i| (mean[i] + (0..=i).map(|j| cov[i * d + j] * z[j]).sum::<f64>()) as f32));
+    }
+    out
+}
+
+/// In place: the lower Cholesky factor of the symmetric positive definite `a` (`d × d`); the
+/// upper triangle is left as it was. A pivot that is not positive (a covariance singular
+/// beyond the jitter) becomes a zero column: that direction gets no variance.
+fn cholesky(a: &mut [f64], d: usize) {
+    for j in 0..d {
+        let pivot = a[j * d + j] - (0..j).map(|k| a[j * d + k] * a[j * d + k]).sum::<f64>();
+        let root = if pivot > 0.0 { pivot.sqrt() } else { 0.0 };
+        a[j * d + j] = root;
+        for i in j + 1..d {
+            let dot = (0..j).map(|k| a[i * d + k] * a[j * d + k]).sum::<f64>();
+            a[i * d + j] = if root > 0.0 { (a[i * d + j] - dot) / root } else { 0.0 };
+        }
+    }
+}
+
+/// The mask `keep` (one per layer, the network's scores `scores` flat in layer order)
+/// refined by `steps` distillation steps on `inputs`.
+///
+/// # Errors
+/// The host's distillation failing (e.g. inputs of another shape than the model's).
+pub fn refine_mask(
+    model: &ModelRef<'_>,
+    request: &PruneRequest,
+    keep: &[Vec<bool>],
+    scores: &[f32],
+    inputs: &Inputs,
+    steps: usize,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<Vec<bool>>, PluginError> {
+    let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
+    let start = mask_ranks(&keep.concat(), scores);
+    let settings = refine::Settings { steps, lr: LR, t_start: T_START, t_end: T_END };
+    let distill = |mask: &[f32], step: usize| ctx.masked_distill_on_inputs(model, mask, &inputs.window(step), 1.0);
+    let out = refine(start, &sizes, request, &settings, distill, ctx)
+        .map_err(|e| e.context("refine (distillation on the stored inputs)"))?;
+    ctx.info(&format!("refine: distillation loss {:.4} -> {:.4} in {steps} steps", out.losses.0, out.losses.1));
+    Ok(out.keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_have_the_requested_mean_and_covariance() {
+        // Mean (1, −2), covariance [[4, 1.2], [1.2, 1]]: second = cov + μμᵀ.
+        let mean = [1.0, -2.0];
+        let second = [4.0 + 1.0, 1.2 - 2.0, 1.2 - 2.0, 1.0 + 4.0];
+        let n = 20_000;
+        let x = gaussian_draws(&mean, &second, n, 7);
+        let m = |i: usize| x.iter().skip(i).step_by(2).map(|&v| v as f64).sum::<f64>() / n as f64;
+        let (m0, m1) = (m(0), m(1));
+        let c = |i: usize, j: usize| {
+            x.chunks_exact(2).map(|r| (r[i] as f64 - [m0, m1][i]) * (r[j] as f64 - [m0, m1][j])).sum::<f64>() / n as f64
+        };
+        assert!((m0 - 1.0).abs() < 0.05 && (m1 + 2.0).abs() < 0.03, "{m0} {m1}");
+        assert!((c(0, 0) - 4.0).abs() < 0.15 && (c(1, 1) - 1.0).abs() < 0.05 && (c(0, 1) - 1.2).abs() < 0.06);
+        assert_eq!(x, gaussian_draws(&mean, &second, n, 7), "seeded");
+    }
+
+    #[test]
+    fn windows_cycle_through_the_pool() {
+        let inputs = Inputs { dim: 2, values: (0..2 * 300).map(|v| v as f32).collect() };
+        assert_eq!(inputs.len(), 300);
+        let w0 = inputs.window(0);
+        assert_eq!(w0.len(), 2 * PER_STEP);
+        assert_eq!(&w0[..2], &[0.0, 1.0]);
+        // Step 1 starts at image 256 and wraps after image 299.
+        let w1 = inputs.window(1);
+        assert_eq!(&w1[..2], &[512.0, 513.0]);
+        assert_eq!(&w1[2 * 44..2 * 44 + 2], &[0.0, 1.0]);
+    }
+}

@@ -1,0 +1,241 @@
+//! Mask refinement by distillation, shared by `maskopt` (from magnitude's ranks, on
+//! calibration images) and the hypernetwork's `refine` option (from its own mask, on inputs
+//! drawn from stored input moments).
+//!
+//! Scores start at given values (step 0's mask is their exact top-k), the hard top-k mask of
+//! the scores is what a distillation loss evaluates, and its gradient with respect to the
+//! mask reaches the scores through a straight-through sigmoid around the boundary,
+//! `σ((score − τ)/(T · spread))`, with `T` annealed geometrically.
+//!
+//! Under an exact budget only swaps matter, so the gradient's mean over the boundary window
+//! (the Lagrange multiplier of `Σ m = k`; one per layer for `scope=layer`) is taken out
+//! before Adam sees it ([`masking::budget_gradient`]): otherwise "keep more of everything",
+//! which almost every weight's gradient says, would drown the signal.
+
+use crate::context::{Ctx, LossAndGrad};
+use crate::error::{ErrorKind, PluginError};
+use crate::masking;
+use crate::request::{Pattern, PruneRequest, Scope};
+
+/// How to refine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Adam steps.
+    pub steps: usize,
+    /// Adam's learning rate, in units of percentile rank.
+    pub lr: f64,
+    /// Straight-through temperature at the first step.
+    pub t_start: f64,
+    /// Straight-through temperature at the last step.
+    pub t_end: f64,
+}
+
+/// The refined keep masks, one per layer, and the distillation loss of the first and the
+/// last step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refined {
+    /// Keep masks.
+    pub keep: Vec<Vec<bool>>,
+    /// Loss at step 0 (the starting mask) and at the last step.
+    pub losses: (f64, f64),
+}
+
+/// Refines the top-k mask of `scores` (one per prunable weight, layer order; layer sizes
+/// `sizes`) for `request` by `settings.steps` Adam steps on `distill(mask, step)`, the loss
+/// of a hard 0/1 mask and its gradient with respect to the mask.
+///
+/// # Errors
+/// N:M patterns ([`ErrorKind::NotSupported`]); `distill` failing; the user cancelling.
+pub fn refine(
+    mut scores: Vec<f32>,
+    sizes: &[usize],
+    request: &PruneRequest,
+    settings: &Settings,
+    mut distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
+    ctx: &Ctx<'_>,
+) -> Result<Refined, PluginError> {
+    if let Pattern::NM { .. } = request.pattern {
+        return Err(PluginError::not_supported("mask refinement is for unstructured masks; N:M is not supported"));
+    }
+    let groups: Vec<usize> = match request.scope {
+        Scope::PerLayer => sizes.iter().enumerate().flat_map(|(l, &n)| std::iter::repeat_n(l, n)).collect(),
+        _ => vec![0; scores.len()],
+    };
+    let spread = std_dev(&scores).max(1e-6) as f64;
+    let (mut first, mut second) = (vec![0f64; scores.len()], vec![0f64; scores.len()]);
+    let mut losses = (f64::NAN, f64::NAN);
+    for step in 0..settings.steps {
+        if ctx.cancelled() {
+            return Err(PluginError::new(ErrorKind::Cancelled, format!("mask refinement cancelled at step {step}")));
+        }
+        let progress = step as f64 / settings.steps.max(1) as f64;
+        let width = (settings.t_start * (settings.t_end / settings.t_start).powf(progress) * spread) as f32;
+        let flat: Vec<bool> = hard_mask(&scores, sizes, request).concat();
+        let mask: Vec<f32> = flat.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+        let d = distill(&mask, step)?;
+        if d.grad.len() != scores.len() {
+            return Err(PluginError::failed(format!(
+                "the distillation gradient has {} values for {} weights",
+                d.grad.len(),
+                scores.len()
+            )));
+        }
+        if step == 0 {
+            losses.0 = d.loss;
+        }
+        losses.1 = d.loss;
+        let boundary = boundaries(&scores, &flat, &groups);
+        let thresholds: Vec<f32> = groups.iter().map(|&g| boundary[g]).collect();
+        let b = masking::budget_gradient(&d.grad, &scores, &thresholds, &groups, width);
+        // Through the straight-through sigmoid: ∂σ((s − τ)/width)/∂s = σ'/width.
+        let g = b.centred.iter().zip(&b.window).map(|(g, w)| g * w / width as f64);
+        let t = (step + 1) as i32;
+        let (c1, c2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
+        for (((s, m), v), g) in scores.iter_mut().zip(&mut first).zip(&mut second).zip(g) {
+            *m = 0.9 * *m + 0.1 * g;
+            *v = 0.999 * *v + 0.001 * g * g;
+            *s -= (settings.lr * (*m / c1) / ((*v / c2).sqrt() + 1e-8)) as f32;
+        }
+        ctx.progress(step + 1, settings.steps);
+    }
+    Ok(Refined { keep: hard_mask(&scores, sizes, request), losses })
+}
+
+/// The exact top-k masks of flat `scores` for `request` (global or per layer).
+pub fn hard_mask(scores: &[f32], sizes: &[usize], request: &PruneRequest) -> Vec<Vec<bool>> {
+    let mut rest = scores;
+    let layers: Vec<&[f32]> = sizes
+        .iter()
+        .map(|&n| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head
+        })
+        .collect();
+    match request.scope {
+        Scope::PerLayer => masking::per_layer_keep(&layers, request.sparsity),
+        _ => masking::global_keep(&layers, request.sparsity),
+    }
+}
+
+/// Per group: the score midway between its lowest kept and its highest pruned weight.
+fn boundaries(scores: &[f32], keep: &[bool], groups: &[usize]) -> Vec<f32> {
+    let n = groups.iter().max().map_or(0, |g| g + 1);
+    let (mut low, mut high) = (vec![f32::INFINITY; n], vec![f32::NEG_INFINITY; n]);
+    for ((&s, &k), &g) in scores.iter().zip(keep).zip(groups) {
+        if k {
+            low[g] = low[g].min(s);
+        } else {
+            high[g] = high[g].max(s);
+        }
+    }
+    low.iter()
+        .zip(&high)
+        .map(|(&l, &h)| match (l.is_finite(), h.is_finite()) {
+            (true, true) => 0.5 * (l + h),
+            (true, false) => l,
+            (false, true) => h,
+            (false, false) => 0.0,
+        })
+        .collect()
+}
+
+/// Rank of each value among all, scaled to `[0, 1]`; ties broken by position.
+pub fn percentile_ranks(values: &[f32]) -> Vec<f32> {
+    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| values[a as usize].total_cmp(&values[b as usize]).then(a.cmp(&b)));
+    ranks_of_order(&order)
+}
+
+/// Percentile ranks in `[0, 1]` of a mask's weights ordered first by whether they are kept,
+/// then by `scores` (ties by position): the top-k of these ranks at the mask's own count is
+/// the mask itself, and within the kept and the pruned weights the order is the scores'.
+/// The starting scores for refining a mask that is not a plain global top-k.
+pub fn mask_ranks(keep: &[bool], scores: &[f32]) -> Vec<f32> {
+    let mut order: Vec<u32> = (0..keep.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        keep[a].cmp(&keep[b]).then(scores[a].total_cmp(&scores[b])).then(a.cmp(&b))
+    });
+    ranks_of_order(&order)
+}
+
+fn ranks_of_order(order: &[u32]) -> Vec<f32> {
+    let scale = 1.0 / (order.len().max(2) - 1) as f32;
+    let mut ranks = vec![0f32; order.len()];
+    for (r, &i) in order.iter().enumerate() {
+        ranks[i as usize] = r as f32 * scale;
+    }
+    ranks
+}
+
+fn std_dev(v: &[f32]) -> f32 {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::NoData;
+
+    #[test]
+    fn mask_ranks_put_the_kept_weights_on_top_in_score_order() {
+        let keep = [false, true, true, false];
+        let scores = [0.9f32, 0.1, 0.5, 0.2];
+        let r = mask_ranks(&keep, &scores);
+        // Pruned by score (0.2 < 0.9), then kept by score (0.1 < 0.5).
+        assert_eq!(r, vec![1.0 / 3.0, 2.0 / 3.0, 1.0, 0.0]);
+        let top = masking::global_keep(&[r.as_slice()], 0.5);
+        assert_eq!(top[0], keep.to_vec());
+    }
+
+    #[test]
+    fn refining_swaps_in_the_weights_the_loss_needs_at_the_exact_budget() {
+        // Eight weights in two layers; the loss wants weights 0 and 5 kept, whose starting
+        // scores are lowest.
+        let sizes = [4, 4];
+        let scores = percentile_ranks(&[0.1, 0.8, 0.7, 0.6, 0.5, 0.2, 0.9, 0.4]);
+        let request = PruneRequest::global(0.5, 0);
+        let want = [0usize, 5];
+        let settings = Settings { steps: 60, lr: 0.05, t_start: 1.0, t_end: 0.05 };
+        let ctx = Ctx::from_impl(&NoData);
+        let mut calls = 0;
+        let out = refine(
+            scores,
+            &sizes,
+            &request,
+            &settings,
+            |mask, _| {
+                calls += 1;
+                let loss = want.iter().map(|&i| f64::from(1.0 - mask[i])).sum();
+                let grad = (0..8).map(|i| if want.contains(&i) { -1.0 } else { -0.1 }).collect::<Vec<f32>>();
+                Ok(LossAndGrad { loss, grad: grad.into() })
+            },
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(calls, 60);
+        let flat: Vec<bool> = out.keep.concat();
+        assert_eq!(flat.iter().filter(|&&k| k).count(), 4, "the budget is exact");
+        assert!(want.iter().all(|&i| flat[i]), "{flat:?}");
+        assert_eq!(out.losses, (2.0, 0.0));
+    }
+
+    #[test]
+    fn a_wrong_length_gradient_is_an_error_not_a_panic() {
+        let ctx = Ctx::from_impl(&NoData);
+        let settings = Settings { steps: 3, lr: 0.01, t_start: 1.0, t_end: 0.05 };
+        let e = refine(
+            vec![0.0, 1.0],
+            &[2],
+            &PruneRequest::global(0.5, 0),
+            &settings,
+            |_, _| Ok(LossAndGrad { loss: 0.0, grad: vec![0.0].into() }),
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("1 values for 2 weights"), "{e}");
+    }
+}
