@@ -302,6 +302,7 @@ impl Context for HostContext<'_> {
         model: ModelRef<'_>,
         soft_mask: RSlice<'_, f32>,
         inputs: RSlice<'_, f32>,
+        images: u64,
         temperature: f64,
     ) -> RResult<LossAndGrad, PluginError> {
         // No data (the plugin brings the inputs): answered whatever the run's dataset and
@@ -310,19 +311,21 @@ impl Context for HostContext<'_> {
             let model = model_from(&model)?;
             let shape = model.spec().input;
             let per_image = shape.iter().product::<usize>();
-            if inputs.is_empty() || !inputs.len().is_multiple_of(per_image) {
+            let n = images as usize;
+            if n == 0 || inputs.len() != n * per_image {
                 return Err(format!(
-                    "inputs: expected whole images of {}x{}x{} = {per_image} values, got {} values",
+                    "inputs: expected {n} images of the model's {}x{}x{} = {per_image} values ({} in all), got {} \
+                     values",
                     shape[0],
                     shape[1],
                     shape[2],
+                    n * per_image,
                     inputs.len()
                 ));
             }
             if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
                 return Err(format!("inputs: value {i} is not finite"));
             }
-            let n = inputs.len() / per_image;
             let samples = Samples { shape, images: inputs.to_vec(), labels: vec![0; n] };
             let engine: &dyn Engine = match &self.data {
                 DataAccess::Served(d) => d.engine,
@@ -468,11 +471,11 @@ mod tests {
         half.iter_mut().step_by(2).for_each(|m| *m = 0.0);
         hyperprune_core::model_ref(&model, |view| {
             let dense = ctx
-                .masked_distill_on_inputs(view, RSlice::from_slice(&ones), RSlice::from_slice(&inputs), 1.0)
+                .masked_distill_on_inputs(view, RSlice::from_slice(&ones), RSlice::from_slice(&inputs), 4, 1.0)
                 .unwrap();
             assert!(dense.loss.abs() < 1e-6 && dense.grad.len() == n, "an all-ones mask is the dense model");
             let pruned = ctx
-                .masked_distill_on_inputs(view, RSlice::from_slice(&half), RSlice::from_slice(&inputs), 1.0)
+                .masked_distill_on_inputs(view, RSlice::from_slice(&half), RSlice::from_slice(&inputs), 4, 1.0)
                 .unwrap();
             assert!(pruned.loss > 1e-6, "half the weights pruned changes the logits: {}", pruned.loss);
             // The same as the engine's distillation on those inputs.
@@ -480,10 +483,14 @@ mod tests {
             let samples = Samples { shape: [1, 8, 8], images: inputs.clone(), labels: vec![0; 4] };
             let (loss, grad) = engine.masked_distill_loss_and_grad(&model, &half, &samples, 1.0).unwrap();
             assert_eq!((pruned.loss, pruned.grad.as_slice()), (loss, grad.as_slice()));
+            // Images of another size, even when their values divide into the model's: refused.
             let e = ctx
-                .masked_distill_on_inputs(view, RSlice::from_slice(&ones), RSlice::from_slice(&inputs[1..]), 1.0)
+                .masked_distill_on_inputs(view, RSlice::from_slice(&ones), RSlice::from_slice(&inputs), 1, 1.0)
                 .unwrap_err();
-            assert!(e.message.contains("expected whole images of 1x8x8 = 64 values, got 255"), "{e}");
+            assert!(
+                e.message.contains("expected 1 images of the model's 1x8x8 = 64 values (64 in all), got 256"),
+                "{e}"
+            );
         });
     }
 

@@ -217,8 +217,8 @@ pub trait Context: Send + Sync {
     }
 
     /// [`Context::masked_distill_loss_and_grad`] on inputs the plugin supplies instead of
-    /// calibration images: `inputs` holds whole flattened images (`n · c · h · w` values, the
-    /// model's input shape), normalised as the dataset's are. Reads no data, so a host answers
+    /// calibration images: `inputs` holds `images` flattened images of the model's input
+    /// shape (`images · c · h · w` values), normalised as the dataset's are. Reads no data, so a host answers
     /// it in every run, for pruners that declared no data too: a data-free pruner that
     /// carries its own inputs (e.g. draws from input moments stored when it was fitted)
     /// refines a mask with it.
@@ -230,9 +230,10 @@ pub trait Context: Send + Sync {
         model: ModelRef<'_>,
         soft_mask: RSlice<'_, f32>,
         inputs: RSlice<'_, f32>,
+        images: u64,
         temperature: f64,
     ) -> RResult<LossAndGrad, PluginError> {
-        let _ = (model, soft_mask, inputs, temperature);
+        let _ = (model, soft_mask, inputs, images, temperature);
         RResult::RErr(PluginError::new(
             ErrorKind::Unavailable,
             "host service 'masked_distill_on_inputs' is not implemented by this context (written before \
@@ -363,22 +364,22 @@ impl<'a> Ctx<'a> {
         self.inner.masked_distill_loss_and_grad(*model, RSlice::from_slice(soft_mask), calib, temperature).into_result()
     }
 
-    /// See [`Context::masked_distill_on_inputs`]: `inputs` holds whole flattened images.
+    /// See [`Context::masked_distill_on_inputs`]: `inputs` holds `images` flattened images.
     ///
     /// # Errors
     /// The host's error: kind [`ErrorKind::Unavailable`] from a context that does not
-    /// compute it, `Failed` when the inputs are not whole images of the model's input shape
+    /// compute it, `Failed` when `inputs` is not `images` images of the model's input shape
     /// or the mask has the wrong length.
     pub fn masked_distill_on_inputs(
         &self,
         model: &ModelRef<'_>,
         soft_mask: &[f32],
         inputs: &[f32],
+        images: usize,
         temperature: f64,
     ) -> Result<LossAndGrad, PluginError> {
-        self.inner
-            .masked_distill_on_inputs(*model, RSlice::from_slice(soft_mask), RSlice::from_slice(inputs), temperature)
-            .into_result()
+        let (mask, inputs) = (RSlice::from_slice(soft_mask), RSlice::from_slice(inputs));
+        self.inner.masked_distill_on_inputs(*model, mask, inputs, images as u64, temperature).into_result()
     }
 
     /// See [`Context::record`]: `row` should be a JSON object.
@@ -471,6 +472,7 @@ macro_rules! no_data_services {
             _: ModelRef<'_>,
             _: RSlice<'_, f32>,
             _: RSlice<'_, f32>,
+            _: u64,
             _: f64,
         ) -> RResult<LossAndGrad, PluginError> {
             no_engine("masked_distill_on_inputs")
@@ -716,6 +718,7 @@ impl Context for TestHost<'_> {
         model: ModelRef<'_>,
         soft_mask: RSlice<'_, f32>,
         inputs: RSlice<'_, f32>,
+        _images: u64,
         temperature: f64,
     ) -> RResult<LossAndGrad, PluginError> {
         match &self.inputs_distill {
@@ -752,7 +755,7 @@ mod tests {
         assert!(ctx.masked_distill_loss_and_grad(&model, &[], calib, 1.0).unwrap_err().is_unavailable());
         assert!(ctx.input_moments(calib).unwrap_err().is_unavailable());
         assert!(ctx.synaptic_flow(&model, &[true]).unwrap_err().is_unavailable());
-        assert!(ctx.masked_distill_on_inputs(&model, &[], &[], 1.0).unwrap_err().is_unavailable());
+        assert!(ctx.masked_distill_on_inputs(&model, &[], &[], 0, 1.0).unwrap_err().is_unavailable());
         assert!(!ctx.cancelled());
     }
 

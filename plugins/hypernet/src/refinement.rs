@@ -141,7 +141,13 @@ pub fn refine_mask(
     let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
     let start = mask_ranks(&keep.concat(), scores);
     let settings = refine::Settings { steps, lr: LR, t_start: T_START, t_end: T_END };
-    let distill = |mask: &[f32], step: usize| ctx.masked_distill_on_inputs(model, mask, &inputs.window(step), 1.0);
+    if inputs.is_empty() {
+        return Err(PluginError::failed("refine: the state stores no inputs"));
+    }
+    let distill = |mask: &[f32], step: usize| {
+        let window = inputs.window(step);
+        ctx.masked_distill_on_inputs(model, mask, &window, window.len() / inputs.dim, 1.0)
+    };
     let out = refine(start, &sizes, request, &settings, distill, ctx)
         .map_err(|e| e.context("refine (distillation on the stored inputs)"))?;
     ctx.info(&format!("refine: distillation loss {:.4} -> {:.4} in {steps} steps", out.losses.0, out.losses.1));

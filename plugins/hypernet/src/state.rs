@@ -238,6 +238,9 @@ impl State {
             _ => None,
         };
         let refine = match meta.refine_inputs {
+            Some([n, d]) if n == 0 || d == 0 => {
+                return Err(invalid(format!("refine_inputs is [{n}, {d}]: expected at least one input of one value")));
+            }
             Some([n, d]) => Some(Inputs { dim: d, values: tensor(REFINE_INPUTS, [n, d])? }),
             None => None,
         };
