@@ -59,19 +59,20 @@ impl Inputs {
 }
 
 /// The fit's pool: [`POOL`] draws from the moments of the train images, or `None` (said in
-/// the log) when the host serves no input moments.
-///
-/// # Errors
-/// The host failing to compute the moments.
-pub fn pool_from_host(ctx: &Ctx<'_>, seed: u64) -> Result<Option<Inputs>, PluginError> {
+/// the log: the state then cannot `refine`) when the host serves no input moments or fails
+/// to compute them. Taken when the fit ends, so a failure here never costs the fit.
+pub fn pool_from_host(ctx: &Ctx<'_>, seed: u64) -> Option<Inputs> {
     let calib = CalibRequest { samples: MOMENT_SAMPLES, minibatch: 1, seed: seed ^ 0x7e_f1_7e };
     let moments = match ctx.input_moments(calib) {
-        Ok(m) => m,
-        Err(e) if e.is_unavailable() => {
-            ctx.log(LogLevel::Warn, &format!("refine inputs: none stored ({})", e.message));
-            return Ok(None);
+        Ok(m) if !m.mean.is_empty() => m,
+        Ok(_) => {
+            ctx.log(LogLevel::Warn, "refine inputs: none stored (the host's input moments are empty)");
+            return None;
         }
-        Err(e) => return Err(e.context("input moments")),
+        Err(e) => {
+            ctx.log(LogLevel::Warn, &format!("refine inputs: none stored, so the state cannot refine ({})", e.message));
+            return None;
+        }
     };
     let started = std::time::Instant::now();
     let values = gaussian_draws(moments.mean.as_slice(), moments.second.data.as_slice(), POOL, seed);
@@ -83,7 +84,7 @@ pub fn pool_from_host(ctx: &Ctx<'_>, seed: u64) -> Result<Option<Inputs>, Plugin
             started.elapsed().as_secs_f64()
         ),
     );
-    Ok(Some(Inputs { dim: moments.mean.len(), values }))
+    Some(Inputs { dim: moments.mean.len(), values })
 }
 
 /// `n` draws from the Gaussian with mean `mean` and uncentred second moment `second`
@@ -173,6 +174,25 @@ mod tests {
         assert!((m0 - 1.0).abs() < 0.05 && (m1 + 2.0).abs() < 0.03, "{m0} {m1}");
         assert!((c(0, 0) - 4.0).abs() < 0.15 && (c(1, 1) - 1.0).abs() < 0.05 && (c(0, 1) - 1.2).abs() < 0.06);
         assert_eq!(x, gaussian_draws(&mean, &second, n, 7), "seeded");
+    }
+
+    #[test]
+    fn a_fit_stores_draws_of_the_hosts_moments_and_none_when_the_host_fails() {
+        use hyperprune_sdk::abi_stable::std_types::RResult;
+        use hyperprune_sdk::{InputMoments, Matrix, TestHost};
+        let host = TestHost::new().with_moments(|request| {
+            RResult::ROk(InputMoments {
+                mean: vec![0.5, 0.25].into(),
+                second: Matrix { rows: 2, cols: 2, data: vec![0.5, 0.125, 0.125, 0.25].into() },
+                samples: request.samples,
+            })
+        });
+        let pool = pool_from_host(&Ctx::from_impl(&host), 3).unwrap();
+        assert_eq!((pool.dim, pool.len()), (2, POOL));
+        let failing = TestHost::new()
+            .with_moments(|_| RResult::RErr(PluginError::failed("the calibration part of this split is empty")));
+        assert!(pool_from_host(&Ctx::from_impl(&failing), 3).is_none(), "a warning, not a lost fit");
+        assert!(pool_from_host(&Ctx::from_impl(&TestHost::new()), 3).is_none());
     }
 
     #[test]

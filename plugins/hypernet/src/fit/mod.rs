@@ -278,7 +278,7 @@ impl Run<'_, '_> {
         }
         let mut meta = meta(self.net, self.set, settings, info, None, base);
         meta.units = stage;
-        let refine = crate::refinement::pool_from_host(ctx, settings.seed)?;
+        let refine = crate::refinement::pool_from_host(ctx, settings.seed);
         meta.refine_inputs = refine.as_ref().map(|r| [r.len(), r.dim]);
         Ok(State { meta, params, resume: None, inputs, refine })
     }
