@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use hyperprune_core::dataset::Samples;
+use hyperprune_sdk::gaussian::covariance_factor;
 use hyperprune_sdk::rng::SplitMix64;
 
 /// Seed of the shuffle that cuts the val slice off the train split. Fixed: changing it
@@ -201,22 +202,14 @@ pub fn moment_matched(like: &Samples, n: usize, seed: u64) -> Samples {
             cov[i * d + j] = cov[i * d + j] * scale - mean[i] * mean[j];
         }
     }
-    let jitter = 1e-6 * (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d.max(1) as f64 + 1e-12;
-    (0..d).for_each(|i| cov[i * d + i] += jitter);
-    let factor = cholesky(&mut cov, d);
+    let factor = covariance_factor(&mut cov, d);
     let (lo, hi) = like.images.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let mut rng = SplitMix64::new(seed ^ 0x4741_5553_5349_414E);
     let mut images = Vec::with_capacity(n * d);
     let mut draws = vec![0f64; BLOCK * d];
     for first in (0..n).step_by(BLOCK) {
         let rows = BLOCK.min(n - first);
-        let z: Vec<f64> = (0..rows * d)
-            .map(|_| {
-                // Box–Muller.
-                let (u, v) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
-                (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-            })
-            .collect();
+        let z: Vec<f64> = (0..rows * d).map(|_| rng.next_normal()).collect();
         // Each input is mean + L·z: the rows of Z·Lᵀ.
         let draws = &mut draws[..rows * d];
         product(d, d, (&z, d, 1), (factor, 1, d), draws, false);
@@ -275,23 +268,6 @@ fn product(
             if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
         )
     }
-}
-
-/// The lower Cholesky factor `L` (`L·Lᵀ = a`, row-major, upper part zero) of the symmetric
-/// positive semi-definite `d × d` matrix `a`, overwritten. A pivot that rounding leaves at or
-/// below zero is taken as zero (that direction has no variance).
-fn cholesky(a: &mut [f64], d: usize) -> &[f64] {
-    for j in 0..d {
-        let s = a[j * d + j] - (0..j).map(|k| a[j * d + k] * a[j * d + k]).sum::<f64>();
-        let pivot = if s > 0.0 { s.sqrt() } else { 0.0 };
-        a[j * d + j] = pivot;
-        for i in j + 1..d {
-            let s = a[i * d + j] - (0..j).map(|k| a[i * d + k] * a[j * d + k]).sum::<f64>();
-            a[i * d + j] = if pivot > 0.0 { s / pivot } else { 0.0 };
-        }
-        (j + 1..d).for_each(|k| a[j * d + k] = 0.0);
-    }
-    a
 }
 
 /// `0..n` in a seeded random order.
@@ -419,30 +395,6 @@ mod tests {
         let split = TrainSplit::new(&like).moment_matched();
         assert!(split.is_synthetic());
         assert_eq!((split.val_len(), split.calibration_len()), (0, MOMENT_INPUTS));
-    }
-
-    #[test]
-    fn the_cholesky_factor_reproduces_its_matrix_and_zeroes_directions_without_variance() {
-        // A = B·Bᵀ for a 4 × 3 B: rank 3, so one pivot is zero.
-        let b = [1.0, 0.5, -0.2, 0.3, 2.0, 0.1, -1.0, 0.4, 1.5, 0.0, 0.0, 0.0];
-        let mut a = vec![0.0; 16];
-        for i in 0..4 {
-            for j in 0..4 {
-                a[i * 4 + j] = (0..3).map(|k| b[i * 3 + k] * b[j * 3 + k]).sum();
-            }
-        }
-        let want = a.clone();
-        let l = cholesky(&mut a, 4).to_vec();
-        for i in 0..4 {
-            for j in 0..4 {
-                let got: f64 = (0..4).map(|k| l[i * 4 + k] * l[j * 4 + k]).sum();
-                assert!((got - want[i * 4 + j]).abs() < 1e-9, "({i}, {j}): {got} against {}", want[i * 4 + j]);
-                if j > i {
-                    assert_eq!(l[i * 4 + j], 0.0);
-                }
-            }
-        }
-        assert_eq!(l[15], 0.0, "the fourth row of B is zero");
     }
 
     #[test]

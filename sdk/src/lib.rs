@@ -63,6 +63,7 @@
 mod context;
 mod error;
 pub mod ffi;
+pub mod gaussian;
 mod info;
 pub mod masking;
 mod model;

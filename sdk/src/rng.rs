@@ -31,6 +31,12 @@ impl SplitMix64 {
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
+
+    /// A standard normal draw (Box–Muller, its cosine half: two uniforms a draw).
+    pub fn next_normal(&mut self) -> f64 {
+        let (u, v) = (self.next_f64().max(f64::MIN_POSITIVE), self.next_f64());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! from the weights alone (the research log, *The mask ceiling from input moments alone*),
 //! and a few steps from a good starting mask carry most of that gain.
 
+use hyperprune_sdk::gaussian::covariance_factor;
 use hyperprune_sdk::refine::{self, mask_ranks, refine};
 use hyperprune_sdk::rng::SplitMix64;
 use hyperprune_sdk::{CalibRequest, Ctx, LogLevel, ModelRef, PluginError, PruneRequest};
@@ -92,37 +93,16 @@ pub fn pool_from_host(ctx: &Ctx<'_>, seed: u64) -> Option<Inputs> {
 pub fn gaussian_draws(mean: &[f64], second: &[f64], n: usize, seed: u64) -> Vec<f32> {
     let d = mean.len();
     let mut cov: Vec<f64> = (0..d * d).map(|k| second[k] - mean[k / d] * mean[k % d]).collect();
-    let jitter = 1e-6 * (0..d).map(|i| cov[i * d + i]).sum::<f64>() / d.max(1) as f64 + 1e-12;
-    (0..d).for_each(|i| cov[i * d + i] += jitter);
-    cholesky(&mut cov, d);
+    let factor = covariance_factor(&mut cov, d);
     let mut rng = SplitMix64::new(seed ^ 0x4741_5553_5349_414E);
     let mut out = Vec::with_capacity(n * d);
     let mut z = vec![0f64; d];
     for _ in 0..n {
-        z.iter_mut().for_each(|v| {
-            // Box–Muller.
-            let (a, b) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
-            *v = (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos();
-        });
+        z.iter_mut().for_each(|v| *v = rng.next_normal());
         // x_i = μ_i + Σ_{j ≤ i} L_ij z_j.
-        out.extend((0..d).map(|i| (mean[i] + (0..=i).map(|j| cov[i * d + j] * z[j]).sum::<f64>()) as f32));
+        out.extend((0..d).map(|i| (mean[i] + (0..=i).map(|j| factor[i * d + j] * z[j]).sum::<f64>()) as f32));
     }
     out
-}
-
-/// In place: the lower Cholesky factor of the symmetric positive definite `a` (`d × d`); the
-/// upper triangle is left as it was. A pivot that is not positive (a covariance singular
-/// beyond the jitter) becomes a zero column: that direction gets no variance.
-fn cholesky(a: &mut [f64], d: usize) {
-    for j in 0..d {
-        let pivot = a[j * d + j] - (0..j).map(|k| a[j * d + k] * a[j * d + k]).sum::<f64>();
-        let root = if pivot > 0.0 { pivot.sqrt() } else { 0.0 };
-        a[j * d + j] = root;
-        for i in j + 1..d {
-            let dot = (0..j).map(|k| a[i * d + k] * a[j * d + k]).sum::<f64>();
-            a[i * d + j] = if root > 0.0 { (a[i * d + j] - dot) / root } else { 0.0 };
-        }
-    }
 }
 
 /// The mask `keep` (one per layer, the network's scores `scores` flat in layer order)
