@@ -132,6 +132,16 @@ impl<'a> HostContext<'a> {
         }
     }
 
+    /// The CPU engine this context makes on first use, for the services that read no data
+    /// when the call has no data services.
+    fn own_engine(&self) -> Result<&dyn Engine, String> {
+        if let Some(e) = self.own_engine.get() {
+            return Ok(e.as_ref());
+        }
+        let e = crate::engines::engine(crate::engines::EngineKind::Cpu, "cpu").map_err(|e| e.to_string())?;
+        Ok(self.own_engine.get_or_init(|| e).as_ref())
+    }
+
     fn calibration(&self, split: &TrainSplit<'_>, calib: CalibRequest) -> Samples {
         let n = if calib.samples == 0 { self.default_samples } else { calib.samples };
         let samples = split.calibration(n as usize, calib.seed);
@@ -327,16 +337,9 @@ impl Context for HostContext<'_> {
                 return Err(format!("inputs: value {i} is not finite"));
             }
             let samples = Samples { shape, images: inputs.to_vec(), labels: vec![0; n] };
-            let engine: &dyn Engine = match &self.data {
+            let engine = match &self.data {
                 DataAccess::Served(d) => d.engine,
-                _ => match self.own_engine.get() {
-                    Some(e) => e.as_ref(),
-                    None => {
-                        let e = crate::engines::engine(crate::engines::EngineKind::Cpu, "cpu")
-                            .map_err(|e| e.to_string())?;
-                        self.own_engine.get_or_init(|| e).as_ref()
-                    }
-                },
+                _ => self.own_engine()?,
             };
             let (loss, grad) = engine
                 .masked_distill_loss_and_grad(&model, soft_mask.as_slice(), &samples, temperature)
@@ -379,6 +382,12 @@ mod tests {
         }
     }
 
+    /// A `cnn-digits` model with seeded uniform weights.
+    fn digits_model() -> Model {
+        let spec = hyperprune_core::preset("cnn-digits").unwrap();
+        hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::Uniform, 3).unwrap()
+    }
+
     #[test]
     fn a_context_declining_data_refuses_every_data_service_and_says_why() {
         let cancel = AtomicBool::new(false);
@@ -409,8 +418,7 @@ mod tests {
         let train = Samples { shape: [1, 8, 8], images, labels: vec![1; 40] };
         let split = TrainSplit::new(&train).moment_matched();
         let ctx = HostContext::new("obs", Some(DataServices { engine: engine.as_ref(), split: &split }), &cancel);
-        let spec = hyperprune_core::preset("cnn-digits").unwrap();
-        let model = hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::Uniform, 3).unwrap();
+        let model = digits_model();
         let ones = vec![1.0f32; model.prunable_count()];
         let calib = CalibRequest { samples: 16, minibatch: 1, seed: 0 };
         hyperprune_core::model_ref(&model, |view| {
@@ -439,8 +447,7 @@ mod tests {
     fn the_synaptic_flow_is_answered_without_data_and_checks_the_mask() {
         let cancel = AtomicBool::new(false);
         let ctx = HostContext::new("synflow", None, &cancel).declining_data("capabilities.needs_data is false");
-        let spec = hyperprune_core::preset("cnn-digits").unwrap();
-        let model = hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::Uniform, 3).unwrap();
+        let model = digits_model();
         let n = model.prunable_count();
         let mut keep = vec![1u8; n];
         keep[0] = 0;
@@ -461,8 +468,7 @@ mod tests {
     fn the_distillation_on_supplied_inputs_is_answered_without_data_and_checks_the_inputs() {
         let cancel = AtomicBool::new(false);
         let ctx = HostContext::new("hypernet", None, &cancel).declining_data("capabilities.needs_data is false");
-        let spec = hyperprune_core::preset("cnn-digits").unwrap();
-        let model = hyperprune_core::engine::init_model(&spec, hyperprune_core::engine::Init::Uniform, 3).unwrap();
+        let model = digits_model();
         let n = model.prunable_count();
         let mut rng = hyperprune_sdk::rng::SplitMix64::new(5);
         let inputs: Vec<f32> = (0..4 * 64).map(|_| rng.next_f32()).collect();
