@@ -30,6 +30,13 @@ pub struct Settings {
     pub t_end: f64,
 }
 
+impl Settings {
+    /// `steps` steps at `maskopt`'s defaults: learning rate 0.01, temperatures 1 → 0.05.
+    pub const fn defaults(steps: usize) -> Settings {
+        Settings { steps, lr: 0.01, t_start: 1.0, t_end: 0.05 }
+    }
+}
+
 /// The refined keep masks, one per layer, and the distillation loss of the first and the
 /// last step.
 #[derive(Debug, Clone, PartialEq)]

@@ -25,11 +25,6 @@ pub const PER_STEP: usize = 256;
 /// Train images the moments are taken over.
 const MOMENT_SAMPLES: u64 = 4096;
 
-/// Adam's learning rate and the straight-through temperatures: `maskopt`'s defaults.
-const LR: f64 = 0.01;
-const T_START: f64 = 1.0;
-const T_END: f64 = 0.05;
-
 /// The stored inputs: `values.len() / dim` flattened images.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inputs {
@@ -119,12 +114,13 @@ pub fn refine_mask(
     steps: usize,
     ctx: &Ctx<'_>,
 ) -> Result<Vec<Vec<bool>>, PluginError> {
-    let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
-    let start = mask_ranks(&keep.concat(), scores);
-    let settings = refine::Settings { steps, lr: LR, t_start: T_START, t_end: T_END };
     if inputs.is_empty() {
         return Err(PluginError::failed("refine: the state stores no inputs"));
     }
+    let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
+    let start = mask_ranks(&keep.concat(), scores);
+    // `maskopt`'s step size and temperatures (checked on val members: the research log).
+    let settings = refine::Settings::defaults(steps);
     let distill = |mask: &[f32], step: usize| {
         let window = inputs.window(step);
         ctx.masked_distill_on_inputs(model, mask, &window, window.len() / inputs.dim, 1.0)

@@ -17,6 +17,9 @@ use hyperprune_sdk::{
 
 pub use optimise::{Settings, optimise};
 
+/// The step size and temperatures of the options' defaults (the steps come from `steps`).
+const DEFAULTS: hyperprune_sdk::refine::Settings = hyperprune_sdk::refine::Settings::defaults(0);
+
 /// Direct mask optimisation.
 #[derive(Debug)]
 pub struct MaskOpt {
@@ -25,14 +28,7 @@ pub struct MaskOpt {
 
 impl Default for MaskOpt {
     fn default() -> Self {
-        let mut m = MaskOpt {
-            settings: Settings {
-                refine: hyperprune_sdk::refine::Settings { steps: 0, lr: 0.0, t_start: 1.0, t_end: 0.05 },
-                calib_samples: 0,
-                kd_temperature: 1.0,
-                seed: 0,
-            },
-        };
+        let mut m = MaskOpt { settings: Settings { refine: DEFAULTS, calib_samples: 0, kd_temperature: 1.0, seed: 0 } };
         let defaults = Options::parse(&m.info().options, "").expect("the defaults fit the schema");
         m.configure(&defaults).expect("the defaults are valid");
         m
@@ -47,9 +43,9 @@ impl Pruner for MaskOpt {
             description: "optimises the mask of each model by distillation through a straight-through top-k (data-aware; no weight update)".into(),
             options: vec![
                 OptionSpec::int("steps", 300, "Adam steps on the scores"),
-                OptionSpec::float("lr", 0.01, "Adam learning rate, in units of percentile rank"),
-                OptionSpec::float("t_start", 1.0, "straight-through sigmoid temperature at the first step (x the scores' spread)"),
-                OptionSpec::float("t_end", 0.05, "straight-through sigmoid temperature at the last step"),
+                OptionSpec::float("lr", DEFAULTS.lr, "Adam learning rate, in units of percentile rank"),
+                OptionSpec::float("t_start", DEFAULTS.t_start, "straight-through sigmoid temperature at the first step (x the scores' spread)"),
+                OptionSpec::float("t_end", DEFAULTS.t_end, "straight-through sigmoid temperature at the last step"),
                 OptionSpec::int("calib_samples", 256, "calibration images per distillation call (0 = the host's default)"),
                 OptionSpec::float("kd_temperature", 1.0, "distillation temperature"),
                 OptionSpec::int("seed", 0, "seed of the calibration batches"),
