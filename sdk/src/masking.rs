@@ -17,17 +17,33 @@ use crate::request::{Pattern, PruneRequest, Scope};
 pub trait Score: Copy + sealed::Sealed {
     /// The total order of the type.
     fn rank(&self, other: &Self) -> Ordering;
+
+    /// An unsigned key in the same order as [`Score::rank`]: the mask builders select on
+    /// integers instead of calling `total_cmp`.
+    fn key(&self) -> u64;
 }
 
 impl Score for f32 {
     fn rank(&self, other: &f32) -> Ordering {
         self.total_cmp(other)
     }
+
+    fn key(&self) -> u64 {
+        // `total_cmp`'s order as unsigned bits: negatives (sign set) reversed below the
+        // positives.
+        let b = self.to_bits();
+        u64::from(if b >> 31 == 1 { !b } else { b | 1 << 31 })
+    }
 }
 
 impl Score for f64 {
     fn rank(&self, other: &f64) -> Ordering {
         self.total_cmp(other)
+    }
+
+    fn key(&self) -> u64 {
+        let b = self.to_bits();
+        if b >> 63 == 1 { !b } else { b | 1 << 63 }
     }
 }
 
@@ -42,20 +58,30 @@ mod sealed {
 pub fn global_keep<S: Score>(scores: &[&[S]], sparsity: f64) -> Vec<Vec<bool>> {
     let n: usize = scores.iter().map(|s| s.len()).sum();
     let prune = pruned(sparsity, n);
-    let mut order: Vec<(S, u32, u32)> = Vec::with_capacity(n);
-    for (l, s) in scores.iter().enumerate() {
-        order.extend(s.iter().enumerate().map(|(i, &v)| (v, l as u32, i as u32)));
-    }
     let mut keep: Vec<Vec<bool>> = scores.iter().map(|s| vec![true; s.len()]).collect();
     if prune == 0 {
         return keep;
     }
-    let cmp = |a: &(S, u32, u32), b: &(S, u32, u32)| a.0.rank(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2));
-    if prune < n {
-        order.select_nth_unstable_by(prune - 1, cmp);
+    // (key, position in layer order): position order is (layer, index) order.
+    let mut order: Vec<(u64, u32)> = Vec::with_capacity(n);
+    for s in scores {
+        let first = order.len() as u32;
+        order.extend(s.iter().zip(first..).map(|(v, i)| (v.key(), i)));
     }
-    for &(_, l, i) in &order[..prune] {
-        keep[l as usize][i as usize] = false;
+    if prune < n {
+        order.select_nth_unstable(prune - 1);
+    }
+    let starts: Vec<u32> = scores
+        .iter()
+        .scan(0u32, |at, s| {
+            let start = *at;
+            *at += s.len() as u32;
+            Some(start)
+        })
+        .collect();
+    for &(_, i) in &order[..prune] {
+        let l = starts.partition_point(|&start| start <= i) - 1;
+        keep[l][(i - starts[l]) as usize] = false;
     }
     keep
 }
@@ -67,12 +93,11 @@ pub fn layer_keep_count<S: Score>(scores: &[S], count: usize) -> Vec<bool> {
     if count == 0 {
         return keep;
     }
-    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    let cmp = |&a: &u32, &b: &u32| scores[a as usize].rank(&scores[b as usize]).then(a.cmp(&b));
+    let mut order: Vec<(u64, u32)> = scores.iter().zip(0u32..).map(|(v, i)| (v.key(), i)).collect();
     if count < scores.len() {
-        order.select_nth_unstable_by(count - 1, cmp);
+        order.select_nth_unstable(count - 1);
     }
-    for &i in &order[..count] {
+    for &(_, i) in &order[..count] {
         keep[i as usize] = false;
     }
     keep
@@ -220,6 +245,72 @@ mod tests {
 
     fn count_pruned(keep: &[Vec<bool>]) -> usize {
         keep.iter().flatten().filter(|&&k| !k).count()
+    }
+
+    #[test]
+    fn score_keys_order_as_total_cmp() {
+        let f = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-45,
+            -1e-45,
+            1.5,
+            -1.5,
+            f32::MAX,
+            f32::MIN,
+        ];
+        for a in f {
+            for b in f {
+                assert_eq!(a.key().cmp(&b.key()), a.total_cmp(&b), "{a} {b}");
+                let (a, b) = (f64::from(a), f64::from(b));
+                assert_eq!(a.key().cmp(&b.key()), a.total_cmp(&b), "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_select_what_total_cmp_and_position_select() {
+        // The selection by `total_cmp`, then layer, then index, written out.
+        fn by_comparison(scores: &[&[f32]], prune: usize) -> Vec<Vec<bool>> {
+            let mut order: Vec<(f32, usize, usize)> = scores
+                .iter()
+                .enumerate()
+                .flat_map(|(l, s)| s.iter().enumerate().map(move |(i, &v)| (v, l, i)))
+                .collect();
+            order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut keep: Vec<Vec<bool>> = scores.iter().map(|s| vec![true; s.len()]).collect();
+            order[..prune].iter().for_each(|&(_, l, i)| keep[l][i] = false);
+            keep
+        }
+        let mut rng = crate::rng::SplitMix64::new(5);
+        for round in 0..40 {
+            // Few distinct values (many ties), signed zeros, an empty layer among others.
+            let sizes = [7usize, 0, 13, 1, 29];
+            let layers: Vec<Vec<f32>> = sizes
+                .iter()
+                .map(|&n| {
+                    (0..n)
+                        .map(|_| match rng.next_u64() % 6 {
+                            0 => 0.0,
+                            1 => -0.0,
+                            k => (k as f32 - 3.5) * if round % 2 == 0 { 1.0 } else { rng.next_f64() as f32 },
+                        })
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[f32]> = layers.iter().map(Vec::as_slice).collect();
+            let sparsity = (round % 10) as f64 / 10.0;
+            let n: usize = sizes.iter().sum();
+            assert_eq!(global_keep(&refs, sparsity), by_comparison(&refs, pruned(sparsity, n)), "round {round}");
+            for s in &refs {
+                let count = (round * 7) % (s.len() + 1);
+                assert_eq!(layer_keep_count(s, count), by_comparison(&[s], count)[0], "round {round}");
+            }
+        }
     }
 
     #[test]

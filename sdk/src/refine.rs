@@ -129,11 +129,19 @@ pub fn hard_mask(scores: &[f32], sizes: &[usize], request: &PruneRequest) -> Vec
 fn boundaries(scores: &[f32], keep: &[bool], groups: &[usize]) -> Vec<f32> {
     let n = groups.iter().max().map_or(0, |g| g + 1);
     let (mut low, mut high) = (vec![f32::INFINITY; n], vec![f32::NEG_INFINITY; n]);
-    for ((&s, &k), &g) in scores.iter().zip(keep).zip(groups) {
-        if k {
-            low[g] = low[g].min(s);
-        } else {
-            high[g] = high[g].max(s);
+    // Branch-free: which side a weight is on is as good as random to the predictor.
+    let side = |s: f32, k: bool| if k { (s, f32::NEG_INFINITY) } else { (f32::INFINITY, s) };
+    if n == 1 {
+        for (&s, &k) in scores.iter().zip(keep) {
+            let (l, h) = side(s, k);
+            low[0] = low[0].min(l);
+            high[0] = high[0].max(h);
+        }
+    } else {
+        for ((&s, &k), &g) in scores.iter().zip(keep).zip(groups) {
+            let (l, h) = side(s, k);
+            low[g] = low[g].min(l);
+            high[g] = high[g].max(h);
         }
     }
     low.iter()
