@@ -107,8 +107,8 @@ for k in "${curve[@]}"; do fits+=("curve-$k|$base|--train-members $k"); done
 benches+=("ceiling|$base|magnitude,lamp,lap,synflow,obs,maskopt,hypernet|$compressions|pointwise|")
 # OBS given the train images' pixel mean and covariance only (Gaussian inputs, no image).
 benches+=("ceiling|$base|obs|$compressions||--opt obs.calib_data=moments")
-# The same state, its mask refined by ten distillation steps on the draws the state stores.
-benches+=("ceiling|$base|hypernet|$compressions|pointwise|--opt hypernet.refine=10")
+# The same state, its mask refined by 25 distillation steps on the draws the state stores.
+benches+=("ceiling|$base|hypernet|$compressions|pointwise|--opt hypernet.refine=25")
 benches+=("cross-zoo|$target|magnitude,hypernet|$compressions|pointwise|")
 benches+=("cross-zoo|$target|hypernet|$compressions|target-pointwise|")
 benches+=("scaling-wide|$wide|magnitude,hypernet|$compressions|pointwise|")
@@ -133,8 +133,8 @@ if [[ $quick == 0 ]]; then
     benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mlpnet-pointwise|")
     benches+=("scaling-lenet5|fmnist-lenet5|obs|$compressions||--opt obs.calib_data=moments")
     benches+=("scaling-mlpnet|fmnist-mlpnet|obs|$compressions||--opt obs.calib_data=moments")
-    benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|lenet5-pointwise|--opt hypernet.refine=10")
-    benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mlpnet-pointwise|--opt hypernet.refine=10")
+    benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|lenet5-pointwise|--opt hypernet.refine=25")
+    benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mlpnet-pointwise|--opt hypernet.refine=25")
     # One fit on a zoo of all three families (`zoo merge`), benched on each family.
     zoos+=("fmnist-mixed|MERGE fmnist-cnn-s fmnist-lenet5 fmnist-mlpnet")
     fits+=("mixed-pointwise|fmnist-mixed|")

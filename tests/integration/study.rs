@@ -60,7 +60,7 @@ fn the_quick_study_writes_every_table_and_plot_and_resumes_without_repeating() {
     assert!(ceiling.iter().any(|r| r["pruner"] == "obs" && r["data"] == "moments"), "no obs row on moments");
     // And the hypernetwork refined on its stored draws: still data-free.
     let refined: Vec<_> =
-        ceiling.iter().filter(|r| r["pruner"] == "hypernet" && r["options"]["refine"] == 10).collect();
+        ceiling.iter().filter(|r| r["pruner"] == "hypernet" && r["options"]["refine"] == 25).collect();
     assert!(!refined.is_empty() && refined.iter().all(|r| r["data"] == "none"), "{refined:?}");
     // Cross-zoo rows carry the zoo each state was fitted on.
     let cross = jsonl(&out.join("runs/cross-zoo/results.jsonl"));

@@ -2,7 +2,7 @@
 //! small `cnn-digits` zoo (half train, an eighth val, the rest test members), bench every
 //! installed pruner at compression 2–32 on its test members (learned pruners, such as the
 //! hypernetwork, fit on its train members and select on its val members first), bench the
-//! hypernetwork again with `refine=10`, print the table and the path of the HTML report.
+//! hypernetwork again with `refine=25`, print the table and the path of the HTML report.
 
 use crate::cli::{BenchArgs, DataArgs, DemoArgs, GlobalArgs, OptimizerArg, ScopeArg, ZooTrainArgs};
 
@@ -42,7 +42,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     if !global.quiet {
         println!(
             "2/2 fitting the learnable pruners on the train members, then benchmarking every installed pruner on \
-             the test members at compression 2, 4, 8, 16, 32 (and the hypernetwork again with refine=10)"
+             the test members at compression 2, 4, 8, 16, 32 (and the hypernetwork again with refine=25)"
         );
     }
     let bench = |pruners: &str, options: Vec<String>, no_summary: bool| BenchArgs {
@@ -70,7 +70,7 @@ pub fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         no_summary,
     };
     super::bench::run(global, bench("all", vec![], true))?;
-    // The same fitted state (`refine` acts at prune time only), its masks refined by ten
+    // The same fitted state (`refine` acts at prune time only), its masks refined by 25
     // distillation steps on the input draws it stores: a second hypernet row.
-    super::bench::run(global, bench("hypernet", vec!["hypernet.refine=10".into()], false))
+    super::bench::run(global, bench("hypernet", vec!["hypernet.refine=25".into()], false))
 }
