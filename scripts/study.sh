@@ -142,7 +142,7 @@ if [[ $quick == 0 ]]; then
     benches+=("scaling-lenet5|fmnist-lenet5|hypernet|$compressions|mixed-pointwise|")
     benches+=("scaling-mlpnet|fmnist-mlpnet|hypernet|$compressions|mixed-pointwise|")
 fi
-sections+=("The mask ceiling: the data-free formulas (magnitude, LAMP, LAP, SynFlow), the hypernetwork, OBS (also on moment-matched inputs) and maskopt on the base zoo's test members; the hypernetwork also with refine=10|ceiling")
+sections+=("The mask ceiling: the data-free formulas (magnitude, LAMP, LAP, SynFlow), the hypernetwork, OBS (also on moment-matched inputs) and maskopt on the base zoo's test members; the hypernetwork also with refine=25|ceiling")
 sections+=("Cross-zoo: the base zoo's state and one fitted on the target zoo, on the target's test members|cross-zoo cross-zoo-sgd")
 sections+=("Scaling: the base zoo's state on wider (and, in the full study, other) architectures; per-family and mixed-zoo fits|scaling-wide scaling-lenet5 scaling-mlpnet scaling-cnn-s-mixed")
 sections+=("Ablations (each a row, same test members)|ablations")
