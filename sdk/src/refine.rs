@@ -131,17 +131,33 @@ fn boundaries(scores: &[f32], keep: &[bool], groups: &[usize]) -> Vec<f32> {
     let (mut low, mut high) = (vec![f32::INFINITY; n], vec![f32::NEG_INFINITY; n]);
     // Branch-free: which side a weight is on is as good as random to the predictor.
     let side = |s: f32, k: bool| if k { (s, f32::NEG_INFINITY) } else { (f32::INFINITY, s) };
+    let lower = |a: f32, b: f32| if b < a { b } else { a };
+    let higher = |a: f32, b: f32| if b > a { b } else { a };
     if n == 1 {
-        for (&s, &k) in scores.iter().zip(keep) {
-            let (l, h) = side(s, k);
-            low[0] = low[0].min(l);
-            high[0] = high[0].max(h);
+        // Eight running extremes, so that the loop runs in vector lanes (a minimum does not
+        // depend on the order it is taken in).
+        let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+        let (sc, kc) = (scores.chunks_exact(8), keep.chunks_exact(8));
+        let rest = sc.remainder().iter().zip(kc.remainder());
+        for (s8, k8) in sc.zip(kc) {
+            for j in 0..8 {
+                let (l, h) = side(s8[j], k8[j]);
+                lo[j] = lower(lo[j], l);
+                hi[j] = higher(hi[j], h);
+            }
         }
+        for (&s, &k) in rest {
+            let (l, h) = side(s, k);
+            lo[0] = lower(lo[0], l);
+            hi[0] = higher(hi[0], h);
+        }
+        low[0] = lo.into_iter().fold(f32::INFINITY, lower);
+        high[0] = hi.into_iter().fold(f32::NEG_INFINITY, higher);
     } else {
         for ((&s, &k), &g) in scores.iter().zip(keep).zip(groups) {
             let (l, h) = side(s, k);
-            low[g] = low[g].min(l);
-            high[g] = high[g].max(h);
+            low[g] = lower(low[g], l);
+            high[g] = higher(high[g], h);
         }
     }
     low.iter()
@@ -194,6 +210,33 @@ fn std_dev(v: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use crate::context::NoData;
+
+    #[test]
+    fn boundaries_lie_midway_between_the_lowest_kept_and_the_highest_pruned_score() {
+        let mut rng = crate::rng::SplitMix64::new(9);
+        for n in [1usize, 7, 8, 29, 1000] {
+            let scores: Vec<f32> = (0..n).map(|_| rng.next_f64() as f32).collect();
+            let keep: Vec<bool> = scores.iter().map(|&s| s > 0.4).collect();
+            let low = scores.iter().zip(&keep).filter(|(_, k)| **k).map(|(s, _)| *s).fold(f32::INFINITY, f32::min);
+            let high =
+                scores.iter().zip(&keep).filter(|(_, k)| !**k).map(|(s, _)| *s).fold(f32::NEG_INFINITY, f32::max);
+            let expected = match (low.is_finite(), high.is_finite()) {
+                (true, true) => 0.5 * (low + high),
+                (true, false) => low,
+                (false, true) => high,
+                (false, false) => 0.0,
+            };
+            assert_eq!(boundaries(&scores, &keep, &vec![0; n]), vec![expected], "n = {n}");
+            // Two groups, the second all kept: its boundary is its lowest score.
+            let groups: Vec<usize> = (0..n).map(|i| usize::from(i % 2 == 1)).collect();
+            let keep2: Vec<bool> = keep.iter().zip(&groups).map(|(&k, &g)| k || g == 1).collect();
+            let b = boundaries(&scores, &keep2, &groups);
+            if n > 1 {
+                let second = scores.iter().skip(1).step_by(2).copied().fold(f32::INFINITY, f32::min);
+                assert_eq!(b[1], second, "n = {n}");
+            }
+        }
+    }
 
     #[test]
     fn mask_ranks_put_the_kept_weights_on_top_in_score_order() {
