@@ -488,13 +488,13 @@ mod tests {
             let grad = (0..mask.len()).map(|i| if needed.contains(&i) { -1.0 } else { 0.0 }).collect::<Vec<f32>>();
             RResult::ROk(LossAndGrad { loss, grad: grad.into() })
         });
-        let hypernet = Hypernet { state: Some(state.clone()), refine: 40, ..Hypernet::default() };
+        let hypernet = Hypernet { state: Some(state.clone()), refine: 80, ..Hypernet::default() };
         let outcome = net.with_view(|m| hypernet.prune(&m, &request, &Ctx::from_impl(&host))).unwrap();
         let refined: Vec<bool> = outcome.layers.iter().flat_map(|l| l.keep()).collect();
         assert_eq!(refined.iter().filter(|&&k| !k).count(), plain.concat().iter().filter(|&&k| !k).count());
         let kept = needed.iter().filter(|&&i| refined[i]).count();
         assert!(kept >= 18, "kept {kept} of the 20 weights the loss needs");
-        assert_eq!(*windows.lock().unwrap(), vec![784 * refinement::PER_STEP; 40], "256 stored inputs a step");
+        assert_eq!(*windows.lock().unwrap(), vec![784 * refinement::PER_STEP; 80], "PER_STEP stored inputs a step");
         // A state without stored inputs cannot refine: one clear error.
         state.refine = None;
         let old = Hypernet { state: Some(state), refine: 3, ..Hypernet::default() };

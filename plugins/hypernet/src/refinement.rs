@@ -25,6 +25,10 @@ pub const POOL: usize = 1024;
 /// image passes, 32 a step was within half a point of the best on lenet5 and mlpnet and 9
 /// points above 256 a step on cnn-s (the research log, *Fewer inputs a step*).
 pub const PER_STEP: usize = 32;
+/// Adam's step size, in units of percentile rank: half `maskopt`'s. At 25 steps of
+/// [`PER_STEP`] inputs the val members kept the most with it on cnn-s, lenet5 and mlpnet
+/// (steps of 0.002–0.02 tried; the research log, *Fewer inputs a step*).
+const LR: f64 = 0.005;
 /// Train images the moments are taken over.
 const MOMENT_SAMPLES: u64 = 4096;
 
@@ -122,8 +126,8 @@ pub fn refine_mask(
     }
     let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
     let start = mask_ranks(&keep.concat(), scores);
-    // `maskopt`'s step size and temperatures (checked on val members: the research log).
-    let settings = refine::Settings::defaults(steps);
+    // `maskopt`'s temperatures; half its step size (chosen on val members: the research log).
+    let settings = refine::Settings { lr: LR, ..refine::Settings::defaults(steps) };
     let distill = |mask: &[f32], step: usize| {
         let window = inputs.window(step);
         ctx.masked_distill_on_inputs(model, mask, &window, window.len() / inputs.dim, 1.0)
