@@ -186,8 +186,8 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::int(
             "refine",
             0,
-            "prune: distillation steps on inputs drawn from the train images' moments stored at fit (0 = off; 25 \
-             is ahead of every data-free formula on docs/HYPERNET.md's zoos, at 20-100 ms a mask)",
+            "prune: distillation steps on input draws stored at fit (0 = off; 25 beats every data-free formula in \
+             docs/HYPERNET.md)",
         )
         .at_prune(),
     ]
