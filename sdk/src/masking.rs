@@ -86,6 +86,18 @@ pub fn global_keep<S: Score>(scores: &[&[S]], sparsity: f64) -> Vec<Vec<bool>> {
     keep
 }
 
+/// The score that separates a kept set from a pruned one: midway between the lowest kept
+/// score and the highest pruned one, or the one of the two that exists when the other side is
+/// empty (passed as ±infinity), or 0 when both are.
+pub fn boundary(low_kept: f32, high_pruned: f32) -> f32 {
+    match (low_kept.is_finite(), high_pruned.is_finite()) {
+        (true, true) => 0.5 * (low_kept + high_pruned),
+        (true, false) => low_kept,
+        (false, true) => high_pruned,
+        (false, false) => 0.0,
+    }
+}
+
 /// Keep mask pruning exactly `count` of `scores`, lowest first (ties by position).
 pub fn layer_keep_count<S: Score>(scores: &[S], count: usize) -> Vec<bool> {
     let count = count.min(scores.len());
@@ -245,6 +257,14 @@ mod tests {
 
     fn count_pruned(keep: &[Vec<bool>]) -> usize {
         keep.iter().flatten().filter(|&&k| !k).count()
+    }
+
+    #[test]
+    fn the_boundary_is_midway_or_the_side_that_exists() {
+        assert_eq!(boundary(0.5, 0.25), 0.375);
+        assert_eq!(boundary(0.5, f32::NEG_INFINITY), 0.5);
+        assert_eq!(boundary(f32::INFINITY, 0.25), 0.25);
+        assert_eq!(boundary(f32::INFINITY, f32::NEG_INFINITY), 0.0);
     }
 
     #[test]

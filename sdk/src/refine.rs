@@ -160,15 +160,7 @@ fn boundaries(scores: &[f32], keep: &[bool], groups: &[usize]) -> Vec<f32> {
             high[g] = higher(high[g], h);
         }
     }
-    low.iter()
-        .zip(&high)
-        .map(|(&l, &h)| match (l.is_finite(), h.is_finite()) {
-            (true, true) => 0.5 * (l + h),
-            (true, false) => l,
-            (false, true) => h,
-            (false, false) => 0.0,
-        })
-        .collect()
+    low.iter().zip(&high).map(|(&l, &h)| masking::boundary(l, h)).collect()
 }
 
 /// Rank of each value among all, scaled to `[0, 1]`; ties broken by position.
@@ -220,13 +212,7 @@ mod tests {
             let low = scores.iter().zip(&keep).filter(|(_, k)| **k).map(|(s, _)| *s).fold(f32::INFINITY, f32::min);
             let high =
                 scores.iter().zip(&keep).filter(|(_, k)| !**k).map(|(s, _)| *s).fold(f32::NEG_INFINITY, f32::max);
-            let expected = match (low.is_finite(), high.is_finite()) {
-                (true, true) => 0.5 * (low + high),
-                (true, false) => low,
-                (false, true) => high,
-                (false, false) => 0.0,
-            };
-            assert_eq!(boundaries(&scores, &keep, &vec![0; n]), vec![expected], "n = {n}");
+            assert_eq!(boundaries(&scores, &keep, &vec![0; n]), vec![masking::boundary(low, high)], "n = {n}");
             // Two groups, the second all kept: its boundary is its lowest score.
             let groups: Vec<usize> = (0..n).map(|i| usize::from(i % 2 == 1)).collect();
             let keep2: Vec<bool> = keep.iter().zip(&groups).map(|(&k, &g)| k || g == 1).collect();

@@ -109,13 +109,7 @@ pub fn build(scores: &[&[f32]], request: &PruneRequest, floor: f64, mode: MaskMo
         }
         at += layer.len();
     }
-    let threshold = match (low_kept.0.is_finite(), high_pruned.is_finite()) {
-        (true, true) => 0.5 * (low_kept.0 + high_pruned),
-        (true, false) => low_kept.0,
-        (false, true) => high_pruned,
-        (false, false) => 0.0,
-    };
-    Mask { keep, boundary: low_kept.1, threshold }
+    Mask { keep, boundary: low_kept.1, threshold: masking::boundary(low_kept.0, high_pruned) }
 }
 
 /// Keeps the `budgets[l]` best-scored weights of each layer `l`; returns the keep masks and,
@@ -132,13 +126,7 @@ pub fn with_budgets(scores: &[&[f32]], budgets: &[usize]) -> (Vec<Vec<bool>>, Ve
             let low_kept = layer.iter().zip(&keep).filter(|(_, k)| **k).map(|(v, _)| *v).fold(f32::INFINITY, f32::min);
             let high_pruned =
                 layer.iter().zip(&keep).filter(|(_, k)| !**k).map(|(v, _)| *v).fold(f32::NEG_INFINITY, f32::max);
-            let threshold = match (low_kept.is_finite(), high_pruned.is_finite()) {
-                (true, true) => 0.5 * (low_kept + high_pruned),
-                (true, false) => low_kept,
-                (false, true) => high_pruned,
-                (false, false) => 0.0,
-            };
-            (keep, threshold)
+            (keep, masking::boundary(low_kept, high_pruned))
         })
         .unzip()
 }
