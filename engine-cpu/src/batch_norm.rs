@@ -217,13 +217,14 @@ pub(crate) fn backward(
     stats: Option<&BatchStats>,
     dy: &[f32],
     relu_out: Option<&[f32]>,
-    dx: Option<&mut [f32]>,
+    dx: GradOut<'_>,
     grad: Option<&mut [f32]>,
     threads: usize,
 ) {
-    let (dx, len) = match dx {
-        Some(dx) => (dx, m),
-        None => (&mut [][..], 0),
+    let (dx, len, layout) = match dx {
+        GradOut::None => (&mut [][..], 0, Layout::Flat),
+        GradOut::Flat(dx) => (dx, m, Layout::Flat),
+        GradOut::Padded { buf, h, w, q } => (buf, m / (h * w) * (h + 2 * q) * (w + 2 * q), Layout::Padded { h, w, q }),
     };
     let train = stats.is_some();
     let sums = parallel::per_channel(threads, g.c, dx, len, |c, dx| {
@@ -233,7 +234,7 @@ pub(crate) fn backward(
             None => (params[g.mean + c], 1.0 / (params[g.var + c] + g.eps as f32).sqrt()),
         };
         let relu_out = relu_out.map(|r| &r[c * m..(c + 1) * m]);
-        let channel = Channel { g, params, c, train, mean, inv_std, x, dy, relu_out };
+        let channel = Channel { g, params, c, train, mean, inv_std, x, dy, relu_out, layout };
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
@@ -260,6 +261,57 @@ struct Channel<'a> {
     x: &'a [f32],
     dy: &'a [f32],
     relu_out: Option<&'a [f32]>,
+    layout: Layout,
+}
+
+/// Where [`backward`] writes the input gradient.
+pub(crate) enum GradOut<'a> {
+    /// Nowhere.
+    None,
+    /// `[c, m]`, as the input.
+    Flat(&'a mut [f32]),
+    /// Into the interiors of the zero-bordered planes `[c, n, (h + 2q)·(w + 2q)]` that a
+    /// direct convolution's input gradient reads ([`crate::direct::pad`]'s layout, whose
+    /// borders and slack are left as they are): the padding pass is skipped.
+    Padded {
+        /// The padded planes.
+        buf: &'a mut [f32],
+        /// Height and width of a plane (`m = n·h·w`).
+        h: usize,
+        w: usize,
+        /// Zeros on every side.
+        q: usize,
+    },
+}
+
+/// The layout of one channel's input gradient (see [`GradOut`]).
+#[derive(Clone, Copy)]
+enum Layout {
+    Flat,
+    Padded { h: usize, w: usize, q: usize },
+}
+
+/// `dx[i] = f(dy[i], x[i], r[i])` for every value of one channel, `dx` laid out as `to`.
+#[inline(always)]
+fn write_dx(to: Layout, dx: &mut [f32], dy: &[f32], x: &[f32], r: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
+    match to {
+        Layout::Flat => {
+            for (((dx, &d), &x), &r) in dx.iter_mut().zip(dy).zip(x).zip(r) {
+                *dx = f(d, x, r);
+            }
+        }
+        Layout::Padded { h, w, q } => {
+            let (hp, wp) = (h + 2 * q, w + 2 * q);
+            let rows = dy.chunks_exact(w).zip(x.chunks_exact(w)).zip(r.chunks_exact(w));
+            for (row, ((dy, x), r)) in rows.enumerate() {
+                let (image, y) = (row / h, row % h);
+                let dx = &mut dx[(image * hp + y + q) * wp + q..][..w];
+                for (((dx, &d), &x), &r) in dx.iter_mut().zip(dy).zip(x).zip(r) {
+                    *dx = f(d, x, r);
+                }
+            }
+        }
+    }
 }
 
 impl Channel<'_> {
@@ -334,7 +386,7 @@ impl Channel<'_> {
         sums: Option<(f64, f64)>,
         dx: &mut [f32],
     ) -> (f64, f64) {
-        let Channel { g, params, c, train, mean, inv_std, x, dy, .. } = *self;
+        let Channel { g, params, c, train, mean, inv_std, x, dy, layout, .. } = *self;
         let m = x.len();
         let (sum_dy, sum_dy_xhat) = sums.unwrap_or_else(|| {
             lane_sums(x, dy, r, |x, d, r| {
@@ -348,13 +400,13 @@ impl Channel<'_> {
         if train {
             let k = params[g.scale + c] * inv_std;
             let (mean_dy, mean_dy_xhat) = ((sum_dy / m as f64) as f32, (sum_dy_xhat / m as f64) as f32);
-            for (((dx, &d), &x), &r) in dx.iter_mut().zip(dy).zip(x).zip(r) {
+            write_dx(layout, dx, dy, x, r, |d, x, r| {
                 let xhat = (x - mean) * inv_std;
-                *dx = k * (gate(d, r) - mean_dy - xhat * mean_dy_xhat);
-            }
+                k * (gate(d, r) - mean_dy - xhat * mean_dy_xhat)
+            });
         } else {
             let (factor, _) = eval_affine(g, params, c);
-            dx.iter_mut().zip(dy).zip(r).for_each(|((dx, &d), &r)| *dx = gate(d, r) * factor);
+            write_dx(layout, dx, dy, x, r, |d, _, r| gate(d, r) * factor);
         }
         (sum_dy, sum_dy_xhat)
     }
@@ -467,8 +519,18 @@ mod tests {
             let dy: Vec<f32> = (0..37).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect();
             let relu: Vec<f32> = (0..37).map(|i| ((i * 5) % 3) as f32 - 1.0).collect();
             for (train, relu_out) in [(true, None), (true, Some(&relu[..])), (false, Some(&relu[..]))] {
-                let channel =
-                    Channel { g: &g, params: &params, c: 1, train, mean: 0.3, inv_std: 1.7, x: &x, dy: &dy, relu_out };
+                let channel = Channel {
+                    g: &g,
+                    params: &params,
+                    c: 1,
+                    train,
+                    mean: 0.3,
+                    inv_std: 1.7,
+                    x: &x,
+                    dy: &dy,
+                    relu_out,
+                    layout: Layout::Flat,
+                };
                 let (mut portable, mut avx2) = (vec![0.0; 37], vec![0.0; 37]);
                 let sums = channel.backward(&mut portable);
                 // SAFETY: the CPU supports AVX2, checked above.
@@ -506,14 +568,42 @@ mod tests {
             let (mut y, mut stats) = (vec![0.0; 16], BatchStats::default());
             forward_train(&g, &params, 8, &x, &mut y, &mut stats, false, threads);
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
-            backward(&g, &params, 8, &x, Some(&stats), &dy, None, Some(&mut dx), Some(&mut grad), threads);
+            backward(&g, &params, 8, &x, Some(&stats), &dy, None, GradOut::Flat(&mut dx), Some(&mut grad), threads);
             let mut grad_only = vec![0.0; params.len()];
-            backward(&g, &params, 8, &x, Some(&stats), &dy, None, None, Some(&mut grad_only), threads);
+            backward(&g, &params, 8, &x, Some(&stats), &dy, None, GradOut::None, Some(&mut grad_only), threads);
             assert_eq!(grad_only, grad);
             (y, stats.mean, stats.var, stats.inv_std, dx, grad)
         };
         assert_eq!(run(2), run(1));
         assert_eq!(run(5), run(1));
+    }
+
+    #[test]
+    fn a_padded_input_gradient_is_the_flat_one_inside_untouched_borders() {
+        // Two channels of two 2 × 2 images (m = 8 a channel), gated by a ReLU, both modes;
+        // written with one zero on every side into planes of 4 × 4 whose borders and slack
+        // hold a marker.
+        let (g, params) = layer();
+        let x: Vec<f32> = input().iter().map(|v| v / 8.0).collect();
+        let dy: Vec<f32> = (0..16).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect();
+        let relu: Vec<f32> = (0..16).map(|i| ((i * 5) % 3) as f32 - 1.0).collect();
+        let mut stats = BatchStats::default();
+        forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats, false, 1);
+        for (train, threads) in [(true, 1), (true, 2), (false, 2)] {
+            let stats = train.then_some(&stats);
+            let mut flat = vec![0.0; 16];
+            backward(&g, &params, 8, &x, stats, &dy, Some(&relu), GradOut::Flat(&mut flat), None, threads);
+            let mut padded = vec![-7.0; 2 * 2 * 4 * 4 + 3];
+            let out = GradOut::Padded { buf: &mut padded, h: 2, w: 2, q: 1 };
+            backward(&g, &params, 8, &x, stats, &dy, Some(&relu), out, None, threads);
+            let mut want = vec![-7.0; padded.len()];
+            for (row, values) in flat.chunks_exact(2).enumerate() {
+                let (plane, y) = (row / 2, row % 2);
+                want[plane * 16 + (y + 1) * 4 + 1..][..2].copy_from_slice(values);
+            }
+            assert_eq!(padded, want, "train {train}, {threads} threads");
+            assert!(flat.iter().any(|&v| v != 0.0));
+        }
     }
 
     #[test]
@@ -529,7 +619,18 @@ mod tests {
                 forward_train(&g, &params, 8, &x, &mut [0.0; 16], &mut stats, false, 1);
             }
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
-            backward(&g, &params, 8, &x, train.then_some(&stats), &dy, None, Some(&mut dx), Some(&mut grad), 1);
+            backward(
+                &g,
+                &params,
+                8,
+                &x,
+                train.then_some(&stats),
+                &dy,
+                None,
+                GradOut::Flat(&mut dx),
+                Some(&mut grad),
+                1,
+            );
             // f64 central differences with h = 1e-6: truncation ~1e-12, rounding ~1e-10. The
             // engine's f32 gradients of O(1) err by ~1e-6; a wrong term is off by O(0.1).
             let h = 1e-6;

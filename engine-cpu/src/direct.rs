@@ -132,10 +132,7 @@ pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: 
         xp.resize(len + SLACK, 0.0);
         return;
     }
-    if xp.len() != len + SLACK {
-        // Zeroed memory, first touched by the copies below on every thread.
-        *xp = vec![0.0; len + SLACK];
-    }
+    padded_buffer(planes, h, w, pad, xp);
     let copy = move |src: &[f32], dst: &mut [f32]| {
         #[cfg(target_arch = "x86_64")]
         if available() {
@@ -155,6 +152,17 @@ pub(crate) fn pad(planes: usize, h: usize, w: usize, pad: usize, x: &[f32], xp: 
             scope.spawn(move |_| copy(src, dst));
         }
     });
+}
+
+/// Sizes `xp` for [`pad`]'s layout of `planes` planes of `h × w` with `pad ≥ 1` zeros on
+/// every side. A buffer of that length is taken to hold such planes already, whose zero
+/// borders are kept; any other is replaced by zeroed memory (first touched by whatever fills
+/// its interiors, on every thread).
+pub(crate) fn padded_buffer(planes: usize, h: usize, w: usize, pad: usize, xp: &mut Vec<f32>) {
+    let len = planes * (h + 2 * pad) * (w + 2 * pad) + SLACK;
+    if xp.len() != len {
+        *xp = vec![0.0; len];
+    }
 }
 
 /// Copies each plane of `h × w` in `src` into `dst`'s planes of `hp × wp`, `pad` rows and
@@ -1039,8 +1047,8 @@ mod avx512 {
         }
     }
 
-    /// See [`super::forward`]: blocks of up to 12 output channels × 2 vectors (24
-    /// accumulators, two input vectors and a broadcast weight in the 32 vector registers),
+    /// See [`super::forward`]: blocks of up to 6 output channels × 4 vectors or 12 × 2 (24
+    /// accumulators, the input vectors and a broadcast weight in the 32 vector registers),
     /// channels split evenly.
     #[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl")]
     pub(super) unsafe fn forward(job: super::ForwardJob<'_>, images: std::ops::Range<usize>) {
@@ -1048,9 +1056,14 @@ mod avx512 {
         let (x, wt, bias, out) = job.pointers();
         let mut b = Block::of(g);
         let positions = b.positions;
-        // A small image (up to 4 vectors, a 7×7 plane) in one block of up to 6 channels:
-        // fewer weight broadcasts per product than 2 vectors × 12 channels.
-        let (most, widest) = if positions > 32 && positions <= 64 { (4, 6) } else { (2, 12) };
+        // Blocks of up to 4 vectors × 6 channels: fewer weight broadcasts per product than 2
+        // vectors × 12 channels, and the stores once per 64 positions. Taken for a small
+        // image (up to 4 vectors, a 7×7 plane: one block) and wherever 12 channels would not
+        // hold them all; up to 12 channels of a larger image keep 2 × 12 (one block), as do
+        // tiny planes (up to 2 vectors). On one `resnet20` step the wider blocks saved about
+        // 4 %; on `cnn-s` (8 channels) they cost 5-9 %.
+        let wide_blocks = positions > 32 && (positions <= 64 || g.cout > 12);
+        let (most, widest) = if wide_blocks { (4, 6) } else { (2, 12) };
         let blocks = g.cout.div_ceil(widest);
         for i in images {
             for part in 0..blocks {

@@ -18,7 +18,7 @@
 
 use super::activation;
 use super::activation::relu_gate;
-use super::batch_norm::{self, BatchStats};
+use super::batch_norm::{self, BatchStats, GradOut as BnGradOut};
 use super::direct::{self, Direct, GradLayout};
 use super::gemm::{MatMut, MatRef, matmul, matmul_on};
 use super::layers;
@@ -342,6 +342,7 @@ pub(crate) fn backward(
     let (n, threads) = (ws.n, ws.op_threads);
     let Workspace { acts, cols, argmax, grad, grad_next, dpad, flipped, stats, summed, arrived, .. } = ws;
     arrived.fill(false);
+    let summing = matches!(sink, GradSink::Sum(_));
     for l in (plan.first_dense..plan.layers.len()).rev() {
         if !plan.needs_grad[l] {
             continue;
@@ -376,7 +377,8 @@ pub(crate) fn backward(
             Op::Dense { geom, weight, bias, prunable } if direct::supports(geom) => {
                 let (k, width) = (geom.unfolded(), n * geom.out_plane());
                 let d = Direct::forward(geom, n);
-                if need_dx {
+                // Unless the batch norm above wrote it padded already.
+                if need_dx && !gradient_arrives_padded(plan, l, summing) {
                     direct::pad(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, dy, &mut dpad[l], threads);
                 }
                 match sink {
@@ -458,8 +460,17 @@ pub(crate) fn backward(
                     // Rows hold prunable weights only.
                     GradSink::Rows { .. } => None,
                 };
-                let dx = need_dx.then_some(&mut *dx);
-                batch_norm::backward(g, params, n * s, x, batch, dy, relu_out, dx, dparams, threads);
+                let out = match source.checked_sub(1).map(|p| &plan.layers[p].op) {
+                    // The convolution below reads this gradient padded: write it so.
+                    Some(Op::Dense { geom, .. }) if need_dx && gradient_arrives_padded(plan, source - 1, summing) => {
+                        let buf = &mut dpad[source - 1];
+                        direct::padded_buffer(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, buf);
+                        BnGradOut::Padded { buf, h: geom.oh, w: geom.ow, q: geom.k - 1 - geom.pad }
+                    }
+                    _ if need_dx => BnGradOut::Flat(dx),
+                    _ => BnGradOut::None,
+                };
+                batch_norm::backward(g, params, n * s, x, batch, dy, relu_out, out, dparams, threads);
             }
             Op::GlobalAvgPool => layers::global_avg_pool_backward(s, dy, dx),
             Op::Add => {
@@ -478,6 +489,24 @@ pub(crate) fn backward(
             std::mem::swap(grad, grad_next);
         }
     }
+}
+
+/// Whether direct convolution `l`'s output gradient reaches it already padded for its input
+/// gradient, written so by the batch norm that is its one reader (no bias to sum, a summed
+/// gradient and a "same" convolution's padded layout, which the weight gradient then reads
+/// too), so that [`backward`] skips the padding pass. `summing`: weight gradients go to a
+/// [`GradSink::Sum`] (per-sample rows read the gradient unpadded).
+fn gradient_arrives_padded(plan: &Plan, l: usize, summing: bool) -> bool {
+    let Op::Dense { geom, bias: None, .. } = &plan.layers[l].op else { return false };
+    let source = plan.layers[l].inputs[0];
+    let reader = plan.layers.get(l + 1).filter(|r| r.inputs == [l + 1]);
+    summing
+        && direct::supports(geom)
+        && GradLayout::padded(geom).is_some()
+        && source > 0
+        && plan.needs_grad[source - 1]
+        && !plan.accumulates[l]
+        && matches!(reader.map(|r| &r.op), Some(Op::BatchNorm(_)))
 }
 
 /// Scalars a pass keeps per image (the image, every layer's output, unfolded inputs,

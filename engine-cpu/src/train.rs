@@ -244,9 +244,17 @@ impl<'a> Group<'a> {
                 // threads split the item's convolutions.
                 let op_threads = threads.max(1) / count.max(1);
                 workspaces.iter_mut().for_each(|ws| ws.op_threads = op_threads);
-                parallel::for_each(&mut items[..count], &mut workspaces, |i, out, ws| {
-                    this.run_item(i / per_team, i % per_team, range.clone(), out, ws)
-                });
+                if count == 1 && op_threads > 1 {
+                    // The lone item runs on a pool thread, so that its operations' splits
+                    // queue on that thread's own deque instead of waking this thread per
+                    // operation.
+                    let (out, ws) = (&mut items[0], &mut workspaces[0]);
+                    rayon::scope(|_| this.run_item(0, 0, range.clone(), out, ws));
+                } else {
+                    parallel::for_each(&mut items[..count], &mut workspaces, |i, out, ws| {
+                        this.run_item(i / per_team, i % per_team, range.clone(), out, ws)
+                    });
+                }
                 let items = &items[..count];
                 parallel::for_each(&mut self.members, &mut sums, |_, m, sum| {
                     update(plan, m, &items[m.team * per_team..][..per_team], sum)
