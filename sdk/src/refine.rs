@@ -14,7 +14,7 @@
 
 use crate::context::{Ctx, LossAndGrad};
 use crate::error::{ErrorKind, PluginError};
-use crate::masking;
+use crate::masking::{self, Score};
 use crate::request::{Pattern, PruneRequest, Scope};
 
 /// How to refine.
@@ -165,9 +165,7 @@ fn boundaries(scores: &[f32], keep: &[bool], groups: &[usize]) -> Vec<f32> {
 
 /// Rank of each value among all, scaled to `[0, 1]`; ties broken by position.
 pub fn percentile_ranks(values: &[f32]) -> Vec<f32> {
-    let mut order: Vec<u32> = (0..values.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| values[a as usize].total_cmp(&values[b as usize]).then(a.cmp(&b)));
-    ranks_of_order(&order)
+    ranks_of_keys(values.iter().map(|v| v.key()))
 }
 
 /// Percentile ranks in `[0, 1]` of a mask's weights ordered first by whether they are kept,
@@ -175,19 +173,21 @@ pub fn percentile_ranks(values: &[f32]) -> Vec<f32> {
 /// the mask itself, and within the kept and the pruned weights the order is the scores'.
 /// The starting scores for refining a mask that is not a plain global top-k.
 pub fn mask_ranks(keep: &[bool], scores: &[f32]) -> Vec<f32> {
-    let mut order: Vec<u32> = (0..keep.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        keep[a].cmp(&keep[b]).then(scores[a].total_cmp(&scores[b])).then(a.cmp(&b))
-    });
-    ranks_of_order(&order)
+    ranks_of_keys(keep.iter().zip(scores).map(|(&k, s)| u64::from(k) << 32 | s.key()))
 }
 
-fn ranks_of_order(order: &[u32]) -> Vec<f32> {
-    let scale = 1.0 / (order.len().max(2) - 1) as f32;
-    let mut ranks = vec![0f32; order.len()];
-    for (r, &i) in order.iter().enumerate() {
-        ranks[i as usize] = r as f32 * scale;
+/// Percentile ranks of `keys` (at most 32 bits each), ties broken by position: each key is
+/// sorted as one integer with its position in the low bits, so the order is the comparison
+/// sort's (key, then position) and the sort compares integers only.
+fn ranks_of_keys(keys: impl ExactSizeIterator<Item = u64>) -> Vec<f32> {
+    let n = keys.len();
+    assert!(n <= 1 << 31, "percentile ranks of at most 2^31 values");
+    let mut order: Vec<u64> = keys.enumerate().map(|(i, k)| k << 31 | i as u64).collect();
+    order.sort_unstable();
+    let scale = 1.0 / (n.max(2) - 1) as f32;
+    let mut ranks = vec![0f32; n];
+    for (r, &packed) in order.iter().enumerate() {
+        ranks[(packed & ((1 << 31) - 1)) as usize] = r as f32 * scale;
     }
     ranks
 }
@@ -221,6 +221,38 @@ mod tests {
                 let second = scores.iter().skip(1).step_by(2).copied().fold(f32::INFINITY, f32::min);
                 assert_eq!(b[1], second, "n = {n}");
             }
+        }
+    }
+
+    #[test]
+    fn ranks_order_as_the_comparison_sort_with_ties_by_position() {
+        // Ties, signed zeros, NaNs and infinities, kept and pruned mixed: the packed integer
+        // sort must give the comparison sort's order exactly.
+        let special = [0.0, -0.0, f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.5, -1.5, 1e-45];
+        let mut rng = crate::rng::SplitMix64::new(11);
+        for round in 0..20 {
+            let n = 1 + round * 37;
+            let scores: Vec<f32> = (0..n)
+                .map(|_| match rng.next_u64() % 4 {
+                    0 => special[(rng.next_u64() % special.len() as u64) as usize],
+                    1 => (rng.next_u64() % 5) as f32,
+                    _ => rng.next_normal() as f32,
+                })
+                .collect();
+            let keep: Vec<bool> = (0..n).map(|_| rng.next_u64().is_multiple_of(3)).collect();
+            let by_comparison = |cmp: &dyn Fn(usize, usize) -> std::cmp::Ordering| {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&a, &b| cmp(a, b).then(a.cmp(&b)));
+                let mut ranks = vec![0f32; n];
+                for (r, &i) in order.iter().enumerate() {
+                    ranks[i] = r as f32 * (1.0 / (n.max(2) - 1) as f32);
+                }
+                ranks
+            };
+            let plain = by_comparison(&|a, b| scores[a].total_cmp(&scores[b]));
+            let masked = by_comparison(&|a, b| keep[a].cmp(&keep[b]).then(scores[a].total_cmp(&scores[b])));
+            assert_eq!(percentile_ranks(&scores), plain, "round {round}");
+            assert_eq!(mask_ranks(&keep, &scores), masked, "round {round}");
         }
     }
 
