@@ -158,8 +158,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Row `j` of `out` (`[rows.len(), d]`): `Σ w_j` for each unit row `w_j` of `rows`, `Σ` being
 /// `cov` (`d × d`); each row of `cov` is read once for all of `rows`.
 ///
-/// On x86-64 the products run with subnormal inputs and results taken as zero (MXCSR's DAZ
-/// and FTZ): weights that weight decay drove towards zero reach subnormal values (one
+/// On x86-64 with AVX2 the products run with subnormal inputs and results taken as zero
+/// (MXCSR's DAZ and FTZ): weights that weight decay drove towards zero reach subnormal values (one
 /// `mlpnet` member held 1,324 weights below 1e-26), and each product with one cost a
 /// microcode assist, six times the whole product's time. What is flushed is below 1.2e-38,
 /// far under a rounding step of any sum these feed.
@@ -239,9 +239,9 @@ fn cov_times_avx2(cov: &[f32], rows: &[&[f32]], out: &mut [f32]) {
     }
 }
 
-/// Four rows' dots at a time: four independent chains of sums, each the [`dot`] of one row
-/// in the same lanes and order.
-#[inline(always)]
+/// [`cov_times`] without explicit vectors (and without flushing subnormals): four rows' dots
+/// at a time, four independent chains of sums, each row's eight running sums in the same lanes
+/// and order as the AVX2 path's.
 fn cov_times_with(cov: &[f32], rows: &[&[f32]], out: &mut [f32]) {
     const AT_ONCE: usize = 4;
     let d = rows.first().map_or(0, |r| r.len());
