@@ -217,14 +217,13 @@ pub(crate) fn backward(
     stats: Option<&BatchStats>,
     dy: &[f32],
     relu_out: Option<&[f32]>,
-    dx: GradOut<'_>,
+    dx: Option<(&mut [f32], Layout)>,
     grad: Option<&mut [f32]>,
     threads: usize,
 ) {
     let (dx, len, layout) = match dx {
-        GradOut::None => (&mut [][..], 0, Layout::Flat),
-        GradOut::Flat(dx) => (dx, m, Layout::Flat),
-        GradOut::Padded { buf, h, w, q } => (buf, m / (h * w) * (h + 2 * q) * (w + 2 * q), Layout::Padded { h, w, q }),
+        None => (&mut [][..], 0, Layout::Flat),
+        Some((dx, layout)) => (dx, layout.len(m), layout),
     };
     let train = stats.is_some();
     let sums = parallel::per_channel(threads, g.c, dx, len, |c, dx| {
@@ -264,31 +263,25 @@ struct Channel<'a> {
     layout: Layout,
 }
 
-/// Where [`backward`] writes the input gradient.
-pub(crate) enum GradOut<'a> {
-    /// Nowhere.
-    None,
+/// How [`backward`] lays out the input gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
     /// `[c, m]`, as the input.
-    Flat(&'a mut [f32]),
-    /// Into the interiors of the zero-bordered planes `[c, n, (h + 2q)·(w + 2q)]` that a
-    /// direct convolution's input gradient reads ([`crate::direct::pad`]'s layout, whose
-    /// borders and slack are left as they are): the padding pass is skipped.
-    Padded {
-        /// The padded planes.
-        buf: &'a mut [f32],
-        /// Height and width of a plane (`m = n·h·w`).
-        h: usize,
-        w: usize,
-        /// Zeros on every side.
-        q: usize,
-    },
+    Flat,
+    /// The interiors of zero-bordered planes `[c, n, (h + 2q)·(w + 2q)]`, `m = n·h·w`: the
+    /// layout a direct convolution's input gradient reads ([`crate::direct::pad`]'s, whose
+    /// borders and slack are left as they are), so the padding pass is skipped.
+    Padded { h: usize, w: usize, q: usize },
 }
 
-/// The layout of one channel's input gradient (see [`GradOut`]).
-#[derive(Clone, Copy)]
-enum Layout {
-    Flat,
-    Padded { h: usize, w: usize, q: usize },
+impl Layout {
+    /// Values one channel of `m` takes.
+    fn len(self, m: usize) -> usize {
+        match self {
+            Layout::Flat => m,
+            Layout::Padded { h, w, q } => m / (h * w) * (h + 2 * q) * (w + 2 * q),
+        }
+    }
 }
 
 /// `dx[i] = f(dy[i], x[i], r[i])` for every value of one channel, `dx` laid out as `to`.
@@ -568,9 +561,20 @@ mod tests {
             let (mut y, mut stats) = (vec![0.0; 16], BatchStats::default());
             forward_train(&g, &params, 8, &x, &mut y, &mut stats, false, threads);
             let (mut dx, mut grad) = (vec![0.0; 16], vec![0.0; params.len()]);
-            backward(&g, &params, 8, &x, Some(&stats), &dy, None, GradOut::Flat(&mut dx), Some(&mut grad), threads);
+            backward(
+                &g,
+                &params,
+                8,
+                &x,
+                Some(&stats),
+                &dy,
+                None,
+                Some((&mut dx, Layout::Flat)),
+                Some(&mut grad),
+                threads,
+            );
             let mut grad_only = vec![0.0; params.len()];
-            backward(&g, &params, 8, &x, Some(&stats), &dy, None, GradOut::None, Some(&mut grad_only), threads);
+            backward(&g, &params, 8, &x, Some(&stats), &dy, None, None, Some(&mut grad_only), threads);
             assert_eq!(grad_only, grad);
             (y, stats.mean, stats.var, stats.inv_std, dx, grad)
         };
@@ -592,9 +596,9 @@ mod tests {
         for (train, threads) in [(true, 1), (true, 2), (false, 2)] {
             let stats = train.then_some(&stats);
             let mut flat = vec![0.0; 16];
-            backward(&g, &params, 8, &x, stats, &dy, Some(&relu), GradOut::Flat(&mut flat), None, threads);
+            backward(&g, &params, 8, &x, stats, &dy, Some(&relu), Some((&mut flat, Layout::Flat)), None, threads);
             let mut padded = vec![-7.0; 2 * 2 * 4 * 4 + 3];
-            let out = GradOut::Padded { buf: &mut padded, h: 2, w: 2, q: 1 };
+            let out = Some((&mut padded[..], Layout::Padded { h: 2, w: 2, q: 1 }));
             backward(&g, &params, 8, &x, stats, &dy, Some(&relu), out, None, threads);
             let mut want = vec![-7.0; padded.len()];
             for (row, values) in flat.chunks_exact(2).enumerate() {
@@ -627,7 +631,7 @@ mod tests {
                 train.then_some(&stats),
                 &dy,
                 None,
-                GradOut::Flat(&mut dx),
+                Some((&mut dx, Layout::Flat)),
                 Some(&mut grad),
                 1,
             );

@@ -18,7 +18,7 @@
 
 use super::activation;
 use super::activation::relu_gate;
-use super::batch_norm::{self, BatchStats, GradOut as BnGradOut};
+use super::batch_norm::{self, BatchStats};
 use super::direct::{self, Direct, GradLayout};
 use super::gemm::{MatMut, MatRef, matmul, matmul_on};
 use super::layers;
@@ -463,12 +463,12 @@ pub(crate) fn backward(
                 let out = match source.checked_sub(1).map(|p| &plan.layers[p].op) {
                     // The convolution below reads this gradient padded: write it so.
                     Some(Op::Dense { geom, .. }) if need_dx && gradient_arrives_padded(plan, source - 1, summing) => {
-                        let buf = &mut dpad[source - 1];
-                        direct::padded_buffer(geom.cout * n, geom.oh, geom.ow, geom.k - 1 - geom.pad, buf);
-                        BnGradOut::Padded { buf, h: geom.oh, w: geom.ow, q: geom.k - 1 - geom.pad }
+                        let (buf, q) = (&mut dpad[source - 1], geom.k - 1 - geom.pad);
+                        direct::padded_buffer(geom.cout * n, geom.oh, geom.ow, q, buf);
+                        Some((&mut buf[..], batch_norm::Layout::Padded { h: geom.oh, w: geom.ow, q }))
                     }
-                    _ if need_dx => BnGradOut::Flat(dx),
-                    _ => BnGradOut::None,
+                    _ if need_dx => Some((&mut *dx, batch_norm::Layout::Flat)),
+                    _ => None,
                 };
                 batch_norm::backward(g, params, n * s, x, batch, dy, relu_out, out, dparams, threads);
             }

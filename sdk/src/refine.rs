@@ -176,9 +176,10 @@ pub fn mask_ranks(keep: &[bool], scores: &[f32]) -> Vec<f32> {
     ranks_of_keys(keep.iter().zip(scores).map(|(&k, s)| u64::from(k) << 32 | s.key()))
 }
 
-/// Percentile ranks of `keys` (at most 32 bits each), ties broken by position: each key is
-/// sorted as one integer with its position in the low bits, so the order is the comparison
-/// sort's (key, then position) and the sort compares integers only.
+/// Percentile ranks of `keys` (at most 33 bits each: a score's 32 and `mask_ranks`' kept bit),
+/// ties broken by position: each key is sorted as one integer with its position in the low 31
+/// bits, so the order is the comparison sort's (key, then position) and the sort compares
+/// integers only.
 fn ranks_of_keys(keys: impl ExactSizeIterator<Item = u64>) -> Vec<f32> {
     let n = keys.len();
     assert!(n <= 1 << 31, "percentile ranks of at most 2^31 values");

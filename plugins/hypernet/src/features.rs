@@ -7,6 +7,7 @@
 //! same reason.
 
 use hyperprune_sdk::ModelRef;
+use hyperprune_sdk::masking::Score;
 
 use crate::geometry::{LayerView, chained, square_side, views};
 
@@ -468,11 +469,8 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
 /// are counted in one pass, and a byte that every key shares is skipped.
 fn sorted_keys(values: &[f32]) -> Vec<(u32, u32)> {
     let n = values.len();
-    let key = |v: f32| {
-        let b = v.to_bits();
-        if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
-    };
-    let mut order: Vec<(u32, u32)> = values.iter().enumerate().map(|(i, &v)| (key(v), i as u32)).collect();
+    // An f32's key fits 32 bits.
+    let mut order: Vec<(u32, u32)> = values.iter().zip(0u32..).map(|(v, i)| (v.key() as u32, i)).collect();
     let mut counts = [[0usize; 257]; 4];
     for &(k, _) in &order {
         for (b, c) in counts.iter_mut().enumerate() {
