@@ -384,10 +384,15 @@ mod tests {
         row[9] = -f32::MIN_POSITIVE / 8.0;
         assert!(row[3].is_subnormal() && row[9].is_subnormal());
         let flushed: Vec<f32> = row.iter().map(|&w| if w.is_subnormal() { 0.0 } else { w }).collect();
-        let mut got = vec![f32::NAN; d];
-        cov_times(&cov, &[&row[..]], &mut got);
+        // A row of subnormal weights only: its plain dots are subnormal, not zero, so this row
+        // shows whether the products were flushed (beside normal ones they would round away).
+        let tiny_row = vec![1e-40f32; d];
+        assert!(cov.chunks_exact(d).any(|c| dot(c, &tiny_row) != 0.0));
+        let mut got = vec![f32::NAN; 2 * d];
+        cov_times(&cov, &[&row[..], &tiny_row[..]], &mut got);
         let want: Vec<f32> = cov.chunks_exact(d).map(|c| dot(c, &flushed)).collect();
-        assert_eq!(got, want);
+        assert_eq!(got[..d], want[..]);
+        assert!(got[d..].iter().all(|&v| v == 0.0), "{:?}", &got[d..]);
         // Subnormal arithmetic is back once the products are done.
         let tiny = std::hint::black_box(f32::MIN_POSITIVE) / std::hint::black_box(8.0f32);
         assert!(tiny.is_subnormal());
