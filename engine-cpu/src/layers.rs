@@ -198,23 +198,24 @@ fn sum(values: &[f32]) -> f32 {
 /// - `x`: `[planes, h·w]`, `y` and `argmax`: `[planes, oh·ow]`
 pub(crate) fn max_pool(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32], argmax: &mut [u32]) {
     let (ip, op) = (g.h * g.w, g.oh * g.ow);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     for p in 0..planes {
         let src = &x[p * ip..(p + 1) * ip];
         let (dst, arg) = (&mut y[p * op..(p + 1) * op], &mut argmax[p * op..(p + 1) * op]);
         if g.k == 2 && g.stride == 2 {
-            // The common 2×2 window as a tournament of selects (no data-dependent branches,
-            // which would mispredict on every other window); ties keep the earlier input.
             for oy in 0..g.oh {
                 let (top, bottom) = (&src[2 * oy * g.w..][..g.w], &src[(2 * oy + 1) * g.w..][..g.w]);
-                for ox in 0..g.ow {
-                    let at = (2 * oy * g.w + 2 * ox) as u32;
-                    let (a, b, c, d) = (top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]);
-                    let (m1, i1) = if b > a { (b, at + 1) } else { (a, at) };
-                    let (m2, i2) = if d > c { (d, at + g.w as u32 + 1) } else { (c, at + g.w as u32) };
-                    let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
-                    dst[oy * g.ow + ox] = m;
-                    arg[oy * g.ow + ox] = i;
+                let (row, row_arg) = (&mut dst[oy * g.ow..][..g.ow], &mut arg[oy * g.ow..][..g.ow]);
+                let at = (2 * oy * g.w) as u32;
+                #[allow(unused_mut)]
+                let mut done = 0;
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: the CPU supports AVX2, checked above.
+                    done = unsafe { pool2_row_avx2(top, bottom, at, row, row_arg) };
                 }
+                pool2_row(top, bottom, at, done, row, row_arg);
             }
             continue;
         }
@@ -235,6 +236,69 @@ pub(crate) fn max_pool(g: &PoolGeom, planes: usize, x: &[f32], y: &mut [f32], ar
             }
         }
     }
+}
+
+/// One output row of the 2×2, stride-2 window from output `from` on: a tournament of
+/// selects (no data-dependent branches, which would mispredict on every other window); ties
+/// (and NaNs) keep the earlier input. `at` is the row's first input offset in its plane,
+/// `top.len()` the plane's width.
+fn pool2_row(top: &[f32], bottom: &[f32], at: u32, from: usize, dst: &mut [f32], arg: &mut [u32]) {
+    let w = top.len() as u32;
+    for ox in from..dst.len() {
+        let at = at + 2 * ox as u32;
+        let (a, b, c, d) = (top[2 * ox], top[2 * ox + 1], bottom[2 * ox], bottom[2 * ox + 1]);
+        let (m1, i1) = if b > a { (b, at + 1) } else { (a, at) };
+        let (m2, i2) = if d > c { (d, at + w + 1) } else { (c, at + w) };
+        let (m, i) = if m2 > m1 { (m2, i2) } else { (m1, i1) };
+        dst[ox] = m;
+        arg[ox] = i;
+    }
+}
+
+/// [`pool2_row`] eight outputs at a time, the same comparisons lane by lane (ordered
+/// greater-than, false for NaN, so the same winner); returns how many outputs it wrote
+/// (the rest, fewer than eight, are left to [`pool2_row`]).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pool2_row_avx2(top: &[f32], bottom: &[f32], at: u32, dst: &mut [f32], arg: &mut [u32]) -> usize {
+    use std::arch::x86_64::*;
+    let w = top.len();
+    let n = dst.len() / 8 * 8;
+    assert!(2 * n <= w && bottom.len() == w && arg.len() == dst.len());
+    // Even and odd columns of 16 inputs, in order: the in-lane shuffle interleaves the two
+    // loads' halves, the cross-lane permute puts them back in order.
+    // SAFETY (of the loads): each caller passes a pointer with 16 values behind it.
+    let split = |p: *const f32| {
+        let (lo, hi) = unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) };
+        let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        (order(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi)), order(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi)))
+    };
+    let steps = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    let below = _mm256_set1_epi32(w as i32);
+    let mut ox = 0;
+    while ox < n {
+        // SAFETY: 2·ox + 16 ≤ 2n ≤ w for both rows (asserted above).
+        let ((a, b), (c, d)) = unsafe { (split(top.as_ptr().add(2 * ox)), split(bottom.as_ptr().add(2 * ox))) };
+        let first = _mm256_add_epi32(_mm256_set1_epi32((at as usize + 2 * ox) as i32), steps);
+        let right1 = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
+        let (m1, i1) = (_mm256_blendv_ps(a, b, right1), _mm256_sub_epi32(first, _mm256_castps_si256(right1)));
+        let right2 = _mm256_cmp_ps::<_CMP_GT_OQ>(d, c);
+        let second = _mm256_add_epi32(first, below);
+        let (m2, i2) = (_mm256_blendv_ps(c, d, right2), _mm256_sub_epi32(second, _mm256_castps_si256(right2)));
+        let lower = _mm256_cmp_ps::<_CMP_GT_OQ>(m2, m1);
+        let m = _mm256_blendv_ps(m1, m2, lower);
+        let i = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(i1), _mm256_castsi256_ps(i2), lower));
+        // SAFETY: ox + 8 ≤ n ≤ dst.len() = arg.len().
+        unsafe {
+            _mm256_storeu_ps(dst.as_mut_ptr().add(ox), m);
+            _mm256_storeu_si256(arg.as_mut_ptr().add(ox).cast(), i);
+        }
+        ox += 8;
+    }
+    n
 }
 
 /// Routes each output gradient to the input that won its window (added, since windows may
@@ -585,6 +649,36 @@ mod tests {
             let relu: Vec<f32> = want.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
             assert_eq!(y, relu, "{count} inputs, {threads} threads, ReLU");
             assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0), "both signs occur");
+        }
+    }
+
+    #[test]
+    fn two_by_two_pooling_picks_the_scalar_tournaments_winner_with_ties_and_nans() {
+        // Widths with and without a tail past the eight-wide blocks, odd ones with a column
+        // no window reads; values from five levels, so ties are everywhere, and some NaNs.
+        for (h, w) in [(6, 24), (4, 37), (2, 16), (8, 8)] {
+            let g = PoolGeom { h, w, k: 2, stride: 2, oh: h / 2, ow: w / 2 };
+            let planes = 3;
+            let mut x: Vec<f32> = random(planes * h * w, 5).iter().map(|v| (v * 2.5).round()).collect();
+            x.iter_mut().step_by(13).for_each(|v| *v = f32::NAN);
+            let (mut y, mut arg) = (vec![0.0; planes * g.oh * g.ow], vec![0u32; planes * g.oh * g.ow]);
+            max_pool(&g, planes, &x, &mut y, &mut arg);
+            for p in 0..planes {
+                for oy in 0..g.oh {
+                    let src = &x[p * h * w..][..h * w];
+                    let (top, bottom) = (&src[2 * oy * w..][..w], &src[(2 * oy + 1) * w..][..w]);
+                    let (mut want, mut want_arg) = (vec![0.0; g.ow], vec![0u32; g.ow]);
+                    pool2_row(top, bottom, (2 * oy * w) as u32, 0, &mut want, &mut want_arg);
+                    let o = p * g.oh * g.ow + oy * g.ow;
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&y[o..][..g.ow]), bits(&want), "{h}x{w}, plane {p}, row {oy}");
+                    assert_eq!(arg[o..][..g.ow], want_arg[..], "{h}x{w}, plane {p}, row {oy}");
+                }
+            }
+            assert!(
+                y.iter().any(|v| v.is_nan()) && arg.iter().any(|&i| i % 2 == 1),
+                "NaNs and right-hand winners occur"
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 //! in the state. At prune time the mask the network predicts is the starting point of the
 //! SDK's [`refine`] (the straight-through top-k that `maskopt` runs), whose loss is the
 //! distillation of the dense model into the masked one on [`PER_STEP`] of those inputs a step
+//! ([`ONE_STEP`] when there is one step, the default's)
 //! (the host's `masked_distill_on_inputs`, which reads no data). The budget stays exact; no
 //! image is read at prune time.
 //!
@@ -25,6 +26,16 @@ pub const POOL: usize = 1024;
 /// image passes, 32 a step was within half a point of the best on lenet5 and mlpnet and 9
 /// points above 256 a step on cnn-s (the research log, *Fewer inputs a step*).
 pub const PER_STEP: usize = 32;
+/// Inputs of a refinement of one step, the default's. On the val members one step of 16
+/// kept what one of 32 kept (cnn-s and lenet5, every compression, within half a point or
+/// above it) and fits the mask budget on cnn-s, where 32 do not; 25 steps of 16 kept 4–5
+/// points less than 25 of 32 at 16× (the research log, *One step by default*).
+pub const ONE_STEP: usize = 16;
+
+/// Inputs a step for a refinement of `steps` steps.
+pub fn inputs_a_step(steps: usize) -> usize {
+    if steps == 1 { ONE_STEP } else { PER_STEP }
+}
 /// Adam's step size, in units of percentile rank: half `maskopt`'s. At 25 steps of
 /// [`PER_STEP`] inputs the val members kept the most with it on cnn-s, lenet5 and mlpnet
 /// (steps of 0.002–0.02 tried; the research log, *Fewer inputs a step*).
@@ -52,10 +63,10 @@ impl Inputs {
         self.len() == 0
     }
 
-    /// Step `step`'s [`PER_STEP`] images (fewer when the pool is smaller), cycling.
-    fn window(&self, step: usize) -> Vec<f32> {
+    /// Step `step`'s `per_step` images (fewer when the pool is smaller), cycling.
+    fn window(&self, step: usize, per_step: usize) -> Vec<f32> {
         let n = self.len();
-        let take = PER_STEP.min(n);
+        let take = per_step.min(n);
         let first = (step * take) % n;
         (0..take).flat_map(|k| self.values[((first + k) % n) * self.dim..][..self.dim].iter().copied()).collect()
     }
@@ -128,8 +139,9 @@ pub fn refine_mask(
     let start = mask_ranks(&keep.concat(), scores);
     // `maskopt`'s temperatures; half its step size (chosen on val members: the research log).
     let settings = refine::Settings { lr: LR, ..refine::Settings::defaults(steps) };
+    let per_step = inputs_a_step(steps);
     let distill = |mask: &[f32], step: usize| {
-        let window = inputs.window(step);
+        let window = inputs.window(step, per_step);
         ctx.masked_distill_on_inputs(model, mask, &window, window.len() / inputs.dim, 1.0)
     };
     let out = refine(start, &sizes, request, &settings, distill, ctx)
@@ -182,17 +194,20 @@ mod tests {
     fn windows_cycle_through_the_pool() {
         let inputs = Inputs { dim: 2, values: (0..2 * 300).map(|v| v as f32).collect() };
         assert_eq!(inputs.len(), 300);
-        let w0 = inputs.window(0);
-        assert_eq!(w0.len(), 2 * PER_STEP);
+        let w0 = inputs.window(0, 32);
+        assert_eq!(w0.len(), 2 * 32);
         assert_eq!(&w0[..2], &[0.0, 1.0]);
         // Step 1 starts at image 32; step 9 at image 288, and wraps after image 299.
-        let w1 = inputs.window(1);
+        let w1 = inputs.window(1, 32);
         assert_eq!(&w1[..2], &[64.0, 65.0]);
-        let w9 = inputs.window(9);
+        let w9 = inputs.window(9, 32);
         assert_eq!(&w9[..2], &[576.0, 577.0]);
         assert_eq!(&w9[2 * 12..2 * 12 + 2], &[0.0, 1.0]);
+        // A single step takes the first 16.
+        assert_eq!(inputs.window(0, inputs_a_step(1)), w0[..2 * 16].to_vec());
+        assert_eq!(inputs_a_step(2), PER_STEP);
         // A pool smaller than a step is used whole each step.
         let small = Inputs { dim: 1, values: vec![1.0, 2.0, 3.0] };
-        assert_eq!(small.window(5), vec![1.0, 2.0, 3.0]);
+        assert_eq!(small.window(5, 32), vec![1.0, 2.0, 3.0]);
     }
 }
