@@ -105,10 +105,11 @@ impl Hypernet {
         base: BaseChoice::Auto,
         base_on_train: true,
     };
+
     /// Refinement steps a prune takes: the option's where it is set; by default one where
     /// `state` stores refine inputs and the mask is an exact top-k, none otherwise. One step
-    /// fits the mask budgets (1 ms on cnn-s, 10 ms on lenet5) and on the val members kept more
-    /// than none at every compression (the research log, *One step by default*).
+    /// keeps a mask near 1 ms on cnn-s and under 10 ms on lenet5, and on the val members kept
+    /// more than none at every compression (the research log, *One step by default*).
     fn prune_steps(&self, state: &State) -> usize {
         self.refine.unwrap_or(usize::from(state.refine.is_some() && self.mode == MaskMode::TopK))
     }

@@ -5,9 +5,9 @@
 //! stores [`POOL`] Gaussian draws `x = μ + L z` (`L L ᵀ = Σ`, the covariance, by Cholesky)
 //! in the state. At prune time the mask the network predicts is the starting point of the
 //! SDK's [`refine`] (the straight-through top-k that `maskopt` runs), whose loss is the
-//! distillation of the dense model into the masked one on [`PER_STEP`] of those inputs a step
-//! ([`ONE_STEP`] when there is one step, the default's)
-//! (the host's `masked_distill_on_inputs`, which reads no data). The budget stays exact; no
+//! distillation of the dense model into the masked one on [`PER_STEP`] of those inputs a step,
+//! or [`ONE_STEP`] for the default's single step (the host's `masked_distill_on_inputs`,
+//! which reads no data). The budget stays exact; no
 //! image is read at prune time.
 //!
 //! Why: masks computed from weights plus the input moments keep far more than any formula
@@ -27,9 +27,9 @@ pub const POOL: usize = 1024;
 /// points above 256 a step on cnn-s (the research log, *Fewer inputs a step*).
 pub const PER_STEP: usize = 32;
 /// Inputs of a refinement of one step, the default's. On the val members one step of 16
-/// kept what one of 32 kept (cnn-s and lenet5, every compression, within half a point or
-/// above it) and fits the mask budget on cnn-s, where 32 do not; 25 steps of 16 kept 4–5
-/// points less than 25 of 32 at 16× (the research log, *One step by default*).
+/// kept what one of 32 kept (within 0.3 points over 2×–16× on cnn-s, lenet5 and mlpnet) and
+/// stays near cnn-s's 1 ms mask budget, where 32 take 1.2 ms; 25 steps of 16 kept 4–5 points
+/// less than 25 of 32 at 16× (the research log, *One step by default*).
 pub const ONE_STEP: usize = 16;
 
 /// Inputs a step for a refinement of `steps` steps.
