@@ -240,8 +240,8 @@ fn masked_objective(
     let scale = 1.0 / samples.len() as f32;
     let (all, reuse) = (plan.layers.len(), pass::prefix_is_shared(&plan));
     let mut partials: Vec<(f64, Vec<f32>)> = vec![(0.0, Vec::new()); slices.len()];
-    let mut scratch: Vec<(Workspace, Vec<f32>)> = (0..threads).map(|_| Default::default()).collect();
-    parallel::for_each(&mut partials, &mut scratch, |s, (loss, grad), (ws, teacher)| {
+    let mut scratch = Scratch::take(threads);
+    parallel::for_each(&mut partials, &mut scratch.0, |s, (loss, grad), (ws, teacher)| {
         grad.resize(plan.param_len, 0.0);
         for range in &slices[s] {
             let images = || range.clone().map(|i| samples.image(i));
@@ -273,6 +273,33 @@ fn masked_objective(
         out[l.prunable_offset..][..l.len].iter_mut().zip(g.iter().zip(w)).for_each(|(o, (g, w))| *o = g * w);
     }
     Ok((loss / samples.len() as f64, out))
+}
+
+/// The workspaces of [`masked_objective`]'s threads, kept between calls: a refinement calls
+/// it once a step on the same network, and fresh buffers (allocated, zeroed, faulted in) cost
+/// a tenth of a small network's step. A workspace handed another network drops its buffers
+/// ([`Workspace::prepare`]), so what is kept is at most one chunk's buffers per thread.
+struct Scratch(Vec<(Workspace, Vec<f32>)>);
+
+static SCRATCH: std::sync::Mutex<Vec<(Workspace, Vec<f32>)>> = std::sync::Mutex::new(Vec::new());
+
+impl Scratch {
+    /// `threads` workspaces, the kept ones first.
+    fn take(threads: usize) -> Scratch {
+        let mut kept = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+        let first = kept.len() - kept.len().min(threads);
+        let mut out: Vec<_> = kept.drain(first..).collect();
+        out.resize_with(threads, Default::default);
+        Scratch(out)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut kept = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+        let room = parallel::available_threads().saturating_sub(kept.len());
+        kept.extend(self.0.drain(..).take(room));
+    }
 }
 
 #[cfg(test)]
@@ -503,6 +530,26 @@ mod tests {
         let samples = random_samples([2, 9, 9], 2, 3, 1);
         let err = layer_input_hessian(1, &model, 5, &samples).unwrap_err().to_string();
         assert!(err.contains("has 5 prunable layers"), "{err}");
+    }
+
+    #[test]
+    fn kept_workspaces_give_what_fresh_ones_give() {
+        // The same call before and after calls that leave workspaces of another network and
+        // of other chunk sizes behind: lenet5's padded first convolution keeps zero borders
+        // in its workspace, which cnn-s's unpadded one (same layer index) would write over.
+        let (a, b) = (hyperprune_core::preset("lenet5").unwrap(), hyperprune_core::preset("cnn-s").unwrap());
+        let (model_a, model_b) = (random_model(&a, 61), random_model(&b, 62));
+        let mask_a: Vec<f32> = (0..model_a.prunable_count()).map(|i| (i % 3) as f32 / 2.0).collect();
+        let samples = random_samples(a.input, 16, 10, 63);
+        let call = |threads| masked_distill_loss_and_grad(threads, &model_a, &mask_a, &samples, 1.0).unwrap();
+        SCRATCH.lock().unwrap().clear();
+        let first = call(2);
+        let ones = vec![1.0; model_b.prunable_count()];
+        masked_distill_loss_and_grad(2, &model_b, &ones, &random_samples(b.input, 9, 10, 64), 1.0).unwrap();
+        masked_distill_loss_and_grad(2, &model_a, &mask_a, &random_samples(a.input, 5, 10, 65), 2.0).unwrap();
+        assert_eq!(call(2), first);
+        assert_eq!(call(1), first);
+        assert!(first.0 > 0.0 && first.1.iter().any(|&g| g != 0.0));
     }
 
     #[test]
