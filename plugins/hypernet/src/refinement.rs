@@ -146,7 +146,14 @@ pub fn refine_mask(
     };
     let out = refine(start, &sizes, request, &settings, distill, ctx)
         .map_err(|e| e.context("refine (distillation on the stored inputs)"))?;
-    ctx.info(&format!("refine: distillation loss {:.4} -> {:.4} in {steps} steps", out.losses.0, out.losses.1));
+    // Each step's loss is taken before its update: one step has a single loss.
+    ctx.info(&match steps {
+        1 => format!("refine: one step on {per_step} stored inputs, distillation loss {:.4} before it", out.losses.0),
+        _ => format!(
+            "refine: {steps} steps of {per_step} stored inputs, distillation loss {:.4} at the first, {:.4} at the last",
+            out.losses.0, out.losses.1
+        ),
+    });
     Ok(out.keep)
 }
 
