@@ -91,7 +91,7 @@ fn refine_distils_the_networks_mask_on_the_stored_inputs_with_no_data_and_an_exa
         let (_, stderr) = text(&o);
         assert!(o.status.success(), "{stderr}");
         if refine == "refine=5" {
-            assert!(stderr.contains("refine: distillation loss"), "{stderr}");
+            assert!(stderr.contains("refine: 5 steps of 32 stored inputs, distillation loss"), "{stderr}");
         }
         // A prune-time option: the state fitted with the default is not "fitted with refine=0".
         assert!(!stderr.contains("fitted with"), "{stderr}");
