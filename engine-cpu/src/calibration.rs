@@ -297,7 +297,7 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let mut kept = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
-        let room = parallel::available_threads().saturating_sub(kept.len());
+        let room = hyperprune_sdk::available_threads().saturating_sub(kept.len());
         kept.extend(self.0.drain(..).take(room));
     }
 }

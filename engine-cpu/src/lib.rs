@@ -72,7 +72,7 @@ pub struct CpuEngine {
 impl CpuEngine {
     /// An engine using every core the machine offers.
     pub fn new() -> Self {
-        CpuEngine { threads: parallel::available_threads() }
+        CpuEngine { threads: hyperprune_sdk::available_threads() }
     }
 
     /// An engine using `threads` threads (`0` means every core). Results do not depend on it.

@@ -128,13 +128,6 @@ pub(crate) fn share(n: usize, parts: usize, part: usize) -> std::ops::Range<usiz
     n * part / parts..n * (part + 1) / parts
 }
 
-/// The number of threads the machine offers (1 when unknown), asked once: the standard
-/// library reads the cgroup files on every call, which cost more than a small model's step.
-pub(crate) fn available_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

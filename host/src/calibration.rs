@@ -242,7 +242,7 @@ fn product(
     assert!(
         rows * cols == out.len() && last(rows, inner, a_rs, a_cs) < a.len() && last(inner, cols, b_rs, b_cs) < b.len()
     );
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = hyperprune_sdk::available_threads();
     // SAFETY: every element the strides address lies inside its slice (asserted above), and
     // `out` is rows × cols row-major.
     unsafe {

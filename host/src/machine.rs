@@ -11,6 +11,6 @@ pub fn describe() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = hyperprune_sdk::available_threads();
     format!("{} {}, {cores} cores, {cpu}", std::env::consts::OS, std::env::consts::ARCH)
 }

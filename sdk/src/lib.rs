@@ -96,5 +96,13 @@ pub use zoo::{MemberRef, ZooRef};
 
 /// Re-exported so the export macro's users and the host agree on one version.
 pub use abi_stable;
+
+/// The number of threads the machine offers (1 when unknown), asked once a process: the
+/// standard library's `available_parallelism` reads the cgroup files on every call, which
+/// cost 7 % of a small network's mask when asked per call.
+pub fn available_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 /// Re-exported for [`Ctx::record`] and plugin options, so plugins need not list it.
 pub use serde_json;

@@ -569,7 +569,7 @@ fn gram_of_columns(g: &Gradients<'_>, support: &[usize]) -> Mat<f64> {
     let threads = if n * n * support.len() < 1 << 24 {
         1
     } else {
-        std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, 4).min(chunks.len())
+        hyperprune_sdk::available_threads().clamp(1, 4).min(chunks.len())
     };
     let accumulate = |mine: &mut Mat<f64>, t: usize| {
         for cols in chunks.iter().skip(t).step_by(threads) {

@@ -167,7 +167,7 @@ impl<'a> Gradients<'a> {
         let threads = if work < PARALLEL_MIN_WORK {
             1
         } else {
-            std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, MAX_THREADS).min(self.rows)
+            hyperprune_sdk::available_threads().clamp(1, MAX_THREADS).min(self.rows)
         };
         if threads <= 1 {
             return vec![f(0..self.rows)];

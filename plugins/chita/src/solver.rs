@@ -210,7 +210,7 @@ impl<'a, 'p> Workspace<'a, 'p> {
         let mut starts = starts.into_iter();
         let Some(first) = starts.next() else { return Vec::new() };
         let rest: Vec<Iterate> = starts.collect();
-        if rest.is_empty() || std::thread::available_parallelism().map_or(1, |t| t.get()) < 2 {
+        if rest.is_empty() || hyperprune_sdk::available_threads() < 2 {
             return std::iter::once(first).chain(rest).map(|s| self.descend(s, config, cancelled)).collect();
         }
         let stop = AtomicBool::new(false);

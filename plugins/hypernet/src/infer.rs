@@ -12,13 +12,6 @@ use crate::network::{Arch, EMBED, NetConfig, Params, embed};
 /// Rows per thread below which one thread does the work.
 const PARALLEL_ROWS: usize = 8192;
 
-/// The number of threads the machine offers (1 when unknown), asked once: the standard
-/// library reads the cgroup files on every call, which cost as much as a small layer.
-fn available_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |t| t.get()))
-}
-
 /// A parameter by name, with its shape.
 fn get<'p>(params: &'p Params, name: &str) -> (&'p [f32], [usize; 2]) {
     let p = params.list.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no parameter '{name}'"));
@@ -28,7 +21,7 @@ fn get<'p>(params: &'p Params, name: &str) -> (&'p [f32], [usize; 2]) {
 /// `out[r] = x[r] · W (+ b)` for the `n` rows of `x` (`[n, k]`, `W`: `[k, m]`).
 fn affine(x: &[f32], k: usize, w: &[f32], m: usize, b: Option<&[f32]>, out: &mut [f32]) {
     let n = x.len() / k.max(1);
-    let threads = available_threads().min(n / PARALLEL_ROWS).max(1);
+    let threads = hyperprune_sdk::available_threads().min(n / PARALLEL_ROWS).max(1);
     if threads == 1 {
         return rows(x, k, w, m, b, out);
     }
@@ -214,7 +207,7 @@ fn pointwise_scores(
         }
     };
     let mut scores = vec![0f32; p];
-    let threads = available_threads().min(p / PARALLEL_POINTWISE).max(1);
+    let threads = hyperprune_sdk::available_threads().min(p / PARALLEL_POINTWISE).max(1);
     if threads == 1 {
         run(&encoded.data, &mut scores);
         return scores;

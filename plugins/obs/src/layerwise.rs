@@ -171,7 +171,7 @@ fn parallel_rows<T: Send>(
     steps: usize,
     f: impl Fn(usize) -> Result<T, String> + Sync,
 ) -> Result<Vec<T>, String> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows).max(1);
+    let threads = hyperprune_sdk::available_threads().min(rows).max(1);
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
