@@ -91,7 +91,10 @@ fn refine_distils_the_networks_mask_on_the_stored_inputs_with_no_data_and_an_exa
         let (_, stderr) = text(&o);
         assert!(o.status.success(), "{stderr}");
         if refine == "refine=5" {
-            assert!(stderr.contains("refine: 5 steps of 32 stored inputs, distillation loss"), "{stderr}");
+            assert!(
+                stderr.contains("refine: 5 steps of size 0.005 on 32 stored inputs, distillation loss"),
+                "{stderr}"
+            );
         }
         // A prune-time option: the state fitted with the default is not "fitted with refine=0".
         assert!(!stderr.contains("fitted with"), "{stderr}");
@@ -101,6 +104,24 @@ fn refine_distils_the_networks_mask_on_the_stored_inputs_with_no_data_and_an_exa
         masks.push(m);
     }
     assert_ne!(masks[0], masks[1], "five distillation steps swap weights");
+    // The fit chose the default step's size on the val member: the best mean val retention
+    // of its candidates (the first on ties), which a default prune then takes.
+    let curve = jsonl(&pointwise.with_file_name("hypernet-pointwise.fit.jsonl"));
+    let candidates: Vec<(f64, f64)> = curve
+        .iter()
+        .filter_map(|r| {
+            let by = r.get("val_retention_by_compression")?.as_array()?;
+            let mean = by.iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / by.len() as f64;
+            Some((r.get("refine_step")?.as_f64()?, mean))
+        })
+        .collect();
+    assert_eq!(candidates.len(), 5, "one curve row per candidate size: {curve:?}");
+    let chosen = candidates.iter().fold(candidates[0], |b, &c| if c.1 > b.1 + 1e-9 { c } else { b }).0;
+    let out = dir.path().join("default.safetensors");
+    let mut args = vec!["prune", "--model", model.to_str().unwrap(), "--pruner", "hypernet", "--sparsity", "0.75"];
+    args.extend(["--out", out.to_str().unwrap(), "--opt", &state, "-vv"]);
+    let (_, stderr) = text(&hyperprune(&args));
+    assert!(stderr.contains(&format!("refine: one step of size {chosen} on 16 stored inputs")), "{stderr}");
     let o = prune(
         model,
         &dir.path().join("t.safetensors"),

@@ -330,7 +330,10 @@ impl Pruner for Hypernet {
                      host, by this version or later): refit it",
                 )
             })?;
-            outcome.keep = refinement::refine_mask(model, request, &outcome.keep, &scores, inputs, steps, ctx)?;
+            let schedule = refinement::Schedule::new(steps, state.meta.refine_step);
+            let refined = refinement::refine_mask(model, request, &outcome.keep, &scores, inputs, schedule, ctx)?;
+            ctx.info(&schedule.describe(refined.losses));
+            outcome.keep = refined.keep;
         }
         if !state.meta.net.rescale {
             return Ok(PruneOutcome::from_keep(model, &outcome.keep));
@@ -527,6 +530,34 @@ mod tests {
         let old = Hypernet { state: Some(state), refine: Some(3), ..Hypernet::default() };
         let e = net.with_view(|m| old.prune(&m, &request, &Ctx::from_impl(&host))).unwrap_err();
         assert!(e.message.contains("refit"), "{e}");
+    }
+
+    #[test]
+    fn the_default_step_takes_the_size_the_fit_chose_and_longer_refinements_keep_theirs() {
+        let net = TestNet::cnn_s(4, 11);
+        let mut state = random_state(Arch::Pointwise, 5);
+        state.refine = Some(refinement::Inputs { dim: 784, values: vec![0.5; 784 * 300] });
+        let request = PruneRequest::global(0.75, 0);
+        let plain = net.with_view(|m| masks(&state, &m, &request, 0.01, MaskMode::TopK, true).unwrap().0.keep).concat();
+        // A stand-in distillation that wants every pruned weight back and every kept one out:
+        // one step swaps the weights within its size of the boundary, more for a larger step.
+        let host = TestHost::new().with_inputs_distill(|_, mask, _, _| {
+            let grad: Vec<f32> = plain.iter().map(|&k| if k { 1.0 } else { -1.0 }).collect();
+            RResult::ROk(LossAndGrad { loss: f64::from(mask.iter().sum::<f32>()), grad: grad.into() })
+        });
+        let swapped = |step: Option<f64>, refine: Option<usize>| {
+            let mut state = state.clone();
+            state.meta.refine_step = step;
+            let hypernet = Hypernet { state: Some(state), refine, ..Hypernet::default() };
+            let outcome = net.with_view(|m| hypernet.prune(&m, &request, &Ctx::from_impl(&host))).unwrap();
+            let keep: Vec<bool> = outcome.layers.iter().flat_map(|l| l.keep()).collect();
+            keep.iter().zip(&plain).filter(|(a, b)| a != b).count()
+        };
+        let (default, chosen) = (swapped(None, None), swapped(Some(0.02), None));
+        assert!(default > 0 && chosen > 2 * default, "{default} swapped at {}, {chosen} at 0.02", refinement::STEP);
+        assert_eq!(swapped(Some(0.02), Some(1)), chosen, "refine=1 is the default's step");
+        // Two steps or more keep the size chosen for them, whatever the state's.
+        assert_eq!(swapped(Some(0.02), Some(2)), swapped(None, Some(2)));
     }
 
     /// A zoo of train members only.

@@ -15,7 +15,7 @@
 //! and a few steps from a good starting mask carry most of that gain.
 
 use hyperprune_sdk::gaussian::covariance_factor;
-use hyperprune_sdk::refine::{self, mask_ranks, refine};
+use hyperprune_sdk::refine::{self, Refined, mask_ranks, refine};
 use hyperprune_sdk::rng::SplitMix64;
 use hyperprune_sdk::{CalibRequest, Ctx, LogLevel, ModelRef, PluginError, PruneRequest};
 
@@ -38,8 +38,52 @@ pub fn inputs_a_step(steps: usize) -> usize {
 }
 /// Adam's step size, in units of percentile rank: half `maskopt`'s. At 25 steps of
 /// [`PER_STEP`] inputs the val members kept the most with it on cnn-s, lenet5 and mlpnet
-/// (steps of 0.002–0.02 tried; the research log, *Fewer inputs a step*).
-const LR: f64 = 0.005;
+/// (steps of 0.002–0.02 tried; the research log, *Fewer inputs a step*). It is also the
+/// single step's size for a state whose fit did not choose one.
+pub const STEP: f64 = 0.005;
+/// The single step's sizes a fit chooses from on its val members ([`STEP`] first: ties keep
+/// it). Adam's first step moves every rank by its size, toward the gradient's sign, so it
+/// sets how many weights near the boundary one step can swap; the best size depends on the
+/// zoo (on the val members 0.01 kept 0.2 to 1.4 points more than 0.005 over 2×–16× on cnn-s
+/// and mlpnet, 3 points less on lenet5: the research log, *A step size chosen on val*).
+pub const STEP_GRID: [f64; 5] = [STEP, 0.0025, 0.0075, 0.01, 0.02];
+
+/// How a refinement runs: its steps and their size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Distillation steps.
+    pub steps: usize,
+    /// Adam's step size, in units of percentile rank.
+    pub lr: f64,
+}
+
+impl Schedule {
+    /// `steps` steps: of size `chosen` (the fit's, [`STEP`] when it chose none) for the
+    /// default's single step, of [`STEP`] for longer refinements.
+    pub fn new(steps: usize, chosen: Option<f64>) -> Schedule {
+        let lr = if steps == 1 { chosen.unwrap_or(STEP) } else { STEP };
+        Schedule { steps, lr }
+    }
+
+    /// The log line of this refinement, whose losses (as [`refine_mask`] returns them) are
+    /// `losses`.
+    pub fn describe(&self, losses: (f64, f64)) -> String {
+        let (steps, lr, per_step) = (self.steps, self.lr, inputs_a_step(self.steps));
+        // Each step's loss is taken before its update: one step has a single loss.
+        match steps {
+            1 => format!(
+                "refine: one step of size {lr} on {per_step} stored inputs, distillation loss {:.4} before it",
+                losses.0
+            ),
+            _ => format!(
+                "refine: {steps} steps of size {lr} on {per_step} stored inputs, distillation loss {:.4} at the \
+                 first, {:.4} at the last",
+                losses.0, losses.1
+            ),
+        }
+    }
+}
+
 /// The distillation's softmax temperature. Below 1 it sharpens the dense and the masked
 /// model's outputs toward their top class, which is what retention counts: on the val members
 /// 0.5 kept more than 1 on lenet5 and mlpnet (mean over 2×–16×, one step: 90.7 against 89.5
@@ -126,7 +170,8 @@ pub fn gaussian_draws(mean: &[f64], second: &[f64], n: usize, seed: u64) -> Vec<
 }
 
 /// The mask `keep` (one per layer, the network's scores `scores` flat in layer order)
-/// refined by `steps` distillation steps on `inputs`.
+/// refined on `inputs` as `schedule` says, and the distillation loss at the first and the
+/// last step (before its update).
 ///
 /// # Errors
 /// The host's distillation failing (e.g. inputs of another shape than the model's).
@@ -136,37 +181,36 @@ pub fn refine_mask(
     keep: &[Vec<bool>],
     scores: &[f32],
     inputs: &Inputs,
-    steps: usize,
+    schedule: Schedule,
     ctx: &Ctx<'_>,
-) -> Result<Vec<Vec<bool>>, PluginError> {
+) -> Result<Refined, PluginError> {
     if inputs.is_empty() {
         return Err(PluginError::failed("refine: the state stores no inputs"));
     }
     let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
     let start = mask_ranks(&keep.concat(), scores);
-    // `maskopt`'s temperatures; half its step size (chosen on val members: the research log).
-    let settings = refine::Settings { lr: LR, ..refine::Settings::defaults(steps) };
-    let per_step = inputs_a_step(steps);
+    // `maskopt`'s temperatures, with the schedule's step size.
+    let settings = refine::Settings { lr: schedule.lr, ..refine::Settings::defaults(schedule.steps) };
+    let per_step = inputs_a_step(schedule.steps);
     let distill = |mask: &[f32], step: usize| {
         let window = inputs.window(step, per_step);
         ctx.masked_distill_on_inputs(model, mask, &window, window.len() / inputs.dim, TEMPERATURE)
     };
-    let out = refine(start, &sizes, request, &settings, distill, ctx)
-        .map_err(|e| e.context("refine (distillation on the stored inputs)"))?;
-    // Each step's loss is taken before its update: one step has a single loss.
-    ctx.info(&match steps {
-        1 => format!("refine: one step on {per_step} stored inputs, distillation loss {:.4} before it", out.losses.0),
-        _ => format!(
-            "refine: {steps} steps of {per_step} stored inputs, distillation loss {:.4} at the first, {:.4} at the last",
-            out.losses.0, out.losses.1
-        ),
-    });
-    Ok(out.keep)
+    refine(start, &sizes, request, &settings, distill, ctx)
+        .map_err(|e| e.context("refine (distillation on the stored inputs)"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chosen_size_is_the_single_steps_only() {
+        assert_eq!(Schedule::new(1, None).lr, STEP);
+        assert_eq!(Schedule::new(1, Some(0.02)), Schedule { steps: 1, lr: 0.02 });
+        assert_eq!(Schedule::new(25, Some(0.02)), Schedule { steps: 25, lr: STEP });
+        assert_eq!(STEP_GRID[0], STEP, "ties keep the default size");
+    }
 
     #[test]
     fn draws_have_the_requested_mean_and_covariance() {

@@ -65,6 +65,11 @@ pub struct Meta {
     /// no input moments, or the state predates them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine_inputs: Option<[usize; 2]>,
+    /// The size of the default refinement's single step, chosen by the fit on the val
+    /// members (absent: [`crate::refinement::STEP`]; the fit had no val members or no
+    /// inputs, or the state predates the choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine_step: Option<f64>,
 }
 
 impl Meta {
@@ -296,6 +301,7 @@ mod tests {
                 units: None,
                 base: None,
                 refine_inputs: None,
+                refine_step: None,
             },
             params: Params::init(&net, 3),
             resume: None,

@@ -36,7 +36,7 @@ use hyperprune_sdk::{CalibRequest, Ctx, ErrorKind, LogLevel, PluginError};
 pub use self::criterion::Criterion;
 pub use self::settings::{BaseChoice, FitSettings, Relaxation};
 
-use self::checks::{Checked, choose_gain};
+use self::checks::{Checked, choose_gain, choose_step};
 use self::criterion::average;
 use self::step::{Adam, Prepared, draw_sparsity, member_step, prepare};
 use self::threshold::calibrate_threshold;
@@ -276,10 +276,28 @@ impl Run<'_, '_> {
         if let Some(retention) = kept_step_0 {
             warn_untrained_kept(retention, stage.as_ref(), val_members, &base, ctx);
         }
+        let refine = crate::refinement::pool_from_host(ctx, settings.seed);
+        let mut refine_step = None;
+        if let (Some(pool), true) = (&refine, validation.available) {
+            let units =
+                inputs.as_ref().zip(stage.as_ref()).map(|(s, u)| (s, Stage { q_max: u.q_max, p_dead: u.p_dead }));
+            // A failure here costs the choice, not the fit: the state refines with the default size.
+            match choose_step(&mut validation.checks, &params, units, pool, ctx) {
+                Ok((step, _)) => refine_step = Some(step),
+                Err(e) => ctx.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "refine: no step size chosen ({}); the state refines with {}",
+                        e.message,
+                        crate::refinement::STEP
+                    ),
+                ),
+            }
+        }
         let mut meta = meta(self.net, self.set, settings, info, None, base);
         meta.units = stage;
-        let refine = crate::refinement::pool_from_host(ctx, settings.seed);
         meta.refine_inputs = refine.as_ref().map(|r| [r.len(), r.dim]);
+        meta.refine_step = refine_step;
         Ok(State { meta, params, resume: None, inputs, refine })
     }
 }
@@ -373,5 +391,6 @@ pub(crate) fn meta(
         units: None,
         base: Some(base),
         refine_inputs: None,
+        refine_step: None,
     }
 }
