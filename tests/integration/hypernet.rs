@@ -69,7 +69,12 @@ fn a_fitted_state_prunes_unseen_members_exactly_and_reproducibly_with_no_data() 
             let pruned = masks.iter().flat_map(|(_, m)| m).filter(|&&k| !k).count();
             let s: f64 = sparsity.parse().unwrap();
             assert_eq!(pruned, (s * n as f64).round() as usize, "exact sparsity {s} with {}", state.display());
-            assert!(masks.iter().all(|(_, m)| m.iter().any(|&k| k)), "the floor keeps every layer alive");
+            // The default floor (1 % of a layer, at least one weight) holds after the default
+            // refinement step too.
+            for (name, m) in &masks {
+                let kept = m.iter().filter(|&&k| k).count();
+                assert!(kept >= m.len().div_ceil(100).max(1), "{name}: {kept} of {} kept, below the floor", m.len());
+            }
         }
     }
 }

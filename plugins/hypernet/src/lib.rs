@@ -333,7 +333,7 @@ impl Pruner for Hypernet {
             let schedule = refinement::Schedule::new(steps, state.meta.refine_step);
             let refined = refinement::refine_mask(model, request, &outcome.keep, &scores, inputs, schedule, ctx)?;
             ctx.info(&schedule.describe(refined.losses));
-            outcome.keep = refined.keep;
+            outcome.keep = refinement::with_floors(refined.keep, &outcome.keep, &scores, request, self.settings.floor);
         }
         if !state.meta.net.rescale {
             return Ok(PruneOutcome::from_keep(model, &outcome.keep));
@@ -558,6 +558,31 @@ mod tests {
         assert_eq!(swapped(Some(0.02), Some(1)), chosen, "refine=1 is the default's step");
         // Two steps or more keep the size chosen for them, whatever the state's.
         assert_eq!(swapped(Some(0.02), Some(2)), swapped(None, Some(2)));
+    }
+
+    #[test]
+    fn a_refinement_that_empties_a_layer_leaves_it_its_floor() {
+        let net = TestNet::cnn_s(4, 11);
+        let mut state = random_state(Arch::Pointwise, 5);
+        state.refine = Some(refinement::Inputs { dim: 784, values: vec![0.5; 784 * 300] });
+        let request = PruneRequest::global(0.9, 0);
+        let sizes: Vec<usize> = net
+            .with_view(|m| masks(&state, &m, &request, 0.01, MaskMode::TopK, true).unwrap().0.keep)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        // A stand-in distillation that wants the first layer gone and everything else kept.
+        let host = TestHost::new().with_inputs_distill(|_, mask, _, _| {
+            let grad: Vec<f32> = (0..mask.len()).map(|i| if i < sizes[0] { 1.0 } else { -1.0 }).collect();
+            RResult::ROk(LossAndGrad { loss: f64::from(mask[..sizes[0]].iter().sum::<f32>()), grad: grad.into() })
+        });
+        let hypernet = Hypernet { state: Some(state), refine: Some(200), ..Hypernet::default() };
+        let outcome = net.with_view(|m| hypernet.prune(&m, &request, &Ctx::from_impl(&host))).unwrap();
+        let keep: Vec<Vec<bool>> = outcome.layers.iter().map(|l| l.keep()).collect();
+        let kept = |l: usize| keep[l].iter().filter(|&&k| k).count();
+        let total: usize = sizes.iter().sum();
+        assert_eq!((0..keep.len()).map(kept).sum::<usize>(), total - request.pruned_count(total), "exact budget");
+        assert_eq!(kept(0), sizes[0].div_ceil(100), "the first layer keeps its floor, no more");
     }
 
     /// A zoo of train members only.

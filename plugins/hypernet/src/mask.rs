@@ -112,6 +112,65 @@ pub fn build(scores: &[&[f32]], request: &PruneRequest, floor: f64, mode: MaskMo
     Mask { keep, boundary: low_kept.1, threshold: masking::boundary(low_kept.0, high_pruned) }
 }
 
+/// `keep` (one mask per layer, a refinement of `start` at the same budget) with every layer
+/// back at its floor (`floors[l]` weights at least): a layer below it takes back its
+/// best-scored pruned weights (`scores`, flat in layer order), and as many weights leave the
+/// layers above their floor, lowest score first, among those `start` kept too (the weights
+/// the refinement added stay; failing those, any weight above its layer's floor). Masks at
+/// or above every floor are returned as they are.
+pub fn restore_floors(keep: &mut [Vec<bool>], start: &[Vec<bool>], scores: &[f32], floors: &[usize]) {
+    let starts: Vec<usize> = keep
+        .iter()
+        .scan(0, |at, k| {
+            let first = *at;
+            *at += k.len();
+            Some(first)
+        })
+        .collect();
+    let mut kept: Vec<usize> = keep.iter().map(|k| k.iter().filter(|&&x| x).count()).collect();
+    let mut owed = 0;
+    for (l, layer) in keep.iter_mut().enumerate() {
+        let short = floors[l].saturating_sub(kept[l]);
+        if short == 0 {
+            continue;
+        }
+        let layer_scores = &scores[starts[l]..][..layer.len()];
+        let mut pruned: Vec<usize> = (0..layer.len()).filter(|&i| !layer[i]).collect();
+        pruned.sort_unstable_by(|&a, &b| layer_scores[b].total_cmp(&layer_scores[a]).then(a.cmp(&b)));
+        for &i in pruned.iter().take(short) {
+            layer[i] = true;
+        }
+        kept[l] += short.min(pruned.len());
+        owed += short.min(pruned.len());
+    }
+    if owed == 0 {
+        return;
+    }
+    // Candidates to leave: (second pass, score, layer, index), the start's kept weights first.
+    let mut candidates: Vec<(bool, f32, usize, usize)> = Vec::new();
+    for (l, layer) in keep.iter().enumerate() {
+        if kept[l] <= floors[l] {
+            continue;
+        }
+        for (i, &k) in layer.iter().enumerate() {
+            if k {
+                candidates.push((!start[l][i], scores[starts[l] + i], l, i));
+            }
+        }
+    }
+    candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then((a.2, a.3).cmp(&(b.2, b.3))));
+    for (_, _, l, i) in candidates {
+        if owed == 0 {
+            break;
+        }
+        if kept[l] > floors[l] {
+            keep[l][i] = false;
+            kept[l] -= 1;
+            owed -= 1;
+        }
+    }
+}
+
 /// Keeps the `budgets[l]` best-scored weights of each layer `l`; returns the keep masks and,
 /// per layer, the score midway between its lowest kept and highest pruned weight.
 pub fn with_budgets(scores: &[&[f32]], budgets: &[usize]) -> (Vec<Vec<bool>>, Vec<f32>) {
@@ -153,6 +212,29 @@ mod tests {
             // Layer 0 has the lowest scores: only its floor survives high sparsities.
             assert!(mask.keep.iter().all(|k| k.iter().any(|&x| x)), "a layer was emptied at s = {s}");
         }
+    }
+
+    #[test]
+    fn a_refined_mask_gets_its_floors_back_from_the_weights_the_start_kept() {
+        // Three layers; floors 2 / 1 / 1. The refinement left layer 0 with one weight, took
+        // weight 3 of layer 1 in (the start pruned it) and kept the budget of 6.
+        let start = vec![vec![true, true, false, false], vec![true, true, true, false], vec![true, false]];
+        let mut keep = vec![vec![true, false, false, false], vec![true, true, true, true], vec![true, false]];
+        let scores = [0.9, 0.8, 0.7, 0.1, 0.6, 0.2, 0.5, 0.05, 0.4, 0.3];
+        restore_floors(&mut keep, &start, &scores, &[2, 1, 1]);
+        // Layer 0 takes back its best pruned weight (1, score 0.8); layer 1 gives up the
+        // lowest-scored weight the start kept too (1, score 0.2), not the refinement's 3 (0.05).
+        assert_eq!(keep, vec![vec![true, true, false, false], vec![true, false, true, true], vec![true, false]]);
+        // At or above every floor: unchanged.
+        let before = keep.clone();
+        restore_floors(&mut keep, &start, &scores, &[1, 1, 1]);
+        assert_eq!(keep, before);
+        // Nothing of the start left to give above the floors: the refinement's weights go,
+        // lowest score first, and no layer goes below its floor.
+        let start = vec![vec![true, true], vec![false, false, false]];
+        let mut keep = vec![vec![false, false], vec![true, true, false]];
+        restore_floors(&mut keep, &start, &[0.5, 0.9, 0.3, 0.1, 0.2], &[1, 1]);
+        assert_eq!(keep, vec![vec![false, true], vec![true, false, false]]);
     }
 
     #[test]

@@ -200,6 +200,27 @@ pub fn refine_mask(
         .map_err(|e| e.context("refine (distillation on the stored inputs)"))
 }
 
+/// The refined mask `keep` with the per-layer floor (`floor`, as in [`crate::mask::build`])
+/// that the network's mask `start` kept: the refinement's top-k has none, and could take a
+/// layer below it (lenet5 at 32×: its first linear layer at 390 of the 480 weights of its
+/// floor). A per-layer request keeps every layer's share and has no floor.
+pub fn with_floors(
+    mut keep: Vec<Vec<bool>>,
+    start: &[Vec<bool>],
+    scores: &[f32],
+    request: &PruneRequest,
+    floor: f64,
+) -> Vec<Vec<bool>> {
+    if request.scope == hyperprune_sdk::Scope::PerLayer {
+        return keep;
+    }
+    let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
+    let budget = start.iter().flatten().filter(|&&k| k).count();
+    let floors = crate::mask::floors(&sizes, floor, budget);
+    crate::mask::restore_floors(&mut keep, start, scores, &floors);
+    keep
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
