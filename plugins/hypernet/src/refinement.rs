@@ -202,9 +202,10 @@ pub fn refine_mask(
 }
 
 /// The refined mask `keep` with the per-layer floor (`floor`, as in [`crate::mask::build`])
-/// that the network's mask `start` kept: the refinement's top-k has none, and could take a
-/// layer below it (lenet5 at 32×: its first linear layer at 390 of the 480 weights of its
-/// floor). A per-layer request keeps every layer's share and has no floor.
+/// that the network's mask `start` kept: the refinement's top-k has none, and took layers
+/// below it (the default step at 32× left the first linear layer of 14 of 16 lenet5 test
+/// members with 386–467 of its floor's 480 weights). A per-layer request keeps every layer's
+/// share and has no floor.
 pub fn with_floors(
     mut keep: Vec<Vec<bool>>,
     start: &[Vec<bool>],
