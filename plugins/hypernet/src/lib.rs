@@ -195,8 +195,8 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::int(
             "refine",
             -1,
-            "prune: distillation steps on input draws stored at fit (-1: one, of the size the fit chose on val, where \
-             the state stores them; 0: off; 25: further ahead of every formula, 20-100 ms)",
+            "prune: distillation steps on draws stored at fit (-1: one, of the size the fit chose, where the state \
+             stores them; 0: off; 25: ahead of every formula, 20-100 ms)",
         )
         .at_prune(),
     ]
