@@ -330,10 +330,10 @@ impl Pruner for Hypernet {
                      host, by this version or later): refit it",
                 )
             })?;
-            let schedule = refinement::Schedule::new(steps, state.meta.refine_step);
+            let schedule = refinement::Schedule::new(steps, state.meta.refine_step, self.settings.floor);
             let refined = refinement::refine_mask(model, request, &outcome.keep, &scores, inputs, schedule, ctx)?;
             ctx.info(&schedule.describe(refined.losses));
-            outcome.keep = refinement::with_floors(refined.keep, &outcome.keep, &scores, request, self.settings.floor);
+            outcome.keep = refined.keep;
         }
         if !state.meta.net.rescale {
             return Ok(PruneOutcome::from_keep(model, &outcome.keep));
@@ -485,12 +485,17 @@ mod tests {
         }
     }
 
+    /// A cnn-s test network and a random state that stores 300 refine inputs of 28×28 (their
+    /// values do not matter to the stand-in distillations of the tests).
+    fn refinable() -> (TestNet, State) {
+        let mut state = random_state(Arch::Pointwise, 5);
+        state.refine = Some(refinement::Inputs { dim: 784, values: vec![0.5; 784 * 300] });
+        (TestNet::cnn_s(4, 11), state)
+    }
+
     #[test]
     fn refine_moves_the_networks_mask_toward_what_the_distillation_needs_at_the_same_budget() {
-        let net = TestNet::cnn_s(4, 11);
-        let mut state = random_state(Arch::Pointwise, 5);
-        // 300 stored 28×28 inputs (their values do not matter to the stand-in below).
-        state.refine = Some(refinement::Inputs { dim: 784, values: vec![0.5; 784 * 300] });
+        let (net, mut state) = refinable();
         let request = PruneRequest::global(0.75, 0);
         let plain = net.with_view(|m| masks(&state, &m, &request, 0.01, MaskMode::TopK, true).unwrap().0.keep);
         // The stand-in distillation needs the first 20 weights the network pruned.
@@ -534,9 +539,7 @@ mod tests {
 
     #[test]
     fn the_default_step_takes_the_size_the_fit_chose_and_longer_refinements_keep_theirs() {
-        let net = TestNet::cnn_s(4, 11);
-        let mut state = random_state(Arch::Pointwise, 5);
-        state.refine = Some(refinement::Inputs { dim: 784, values: vec![0.5; 784 * 300] });
+        let (net, state) = refinable();
         let request = PruneRequest::global(0.75, 0);
         let plain = net.with_view(|m| masks(&state, &m, &request, 0.01, MaskMode::TopK, true).unwrap().0.keep).concat();
         // A stand-in distillation that wants every pruned weight back and every kept one out:
@@ -562,9 +565,7 @@ mod tests {
 
     #[test]
     fn a_refinement_that_empties_a_layer_leaves_it_its_floor() {
-        let net = TestNet::cnn_s(4, 11);
-        let mut state = random_state(Arch::Pointwise, 5);
-        state.refine = Some(refinement::Inputs { dim: 784, values: vec![0.5; 784 * 300] });
+        let (net, state) = refinable();
         let request = PruneRequest::global(0.9, 0);
         let sizes: Vec<usize> = net
             .with_view(|m| masks(&state, &m, &request, 0.01, MaskMode::TopK, true).unwrap().0.keep)

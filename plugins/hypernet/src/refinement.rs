@@ -49,21 +49,23 @@ pub const STEP: f64 = 0.005;
 /// fits chose: *A step size chosen on val, and the floor kept*).
 pub const STEP_GRID: [f64; 5] = [STEP, 0.0025, 0.0075, 0.01, 0.02];
 
-/// How a refinement runs: its steps and their size.
+/// How a refinement runs: its steps, their size, and the per-layer floor its mask keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
     /// Distillation steps.
     pub steps: usize,
     /// Adam's step size, in units of percentile rank.
     pub lr: f64,
+    /// The per-layer floor of a global request (`floor`, as in [`crate::mask::build`]).
+    pub floor: f64,
 }
 
 impl Schedule {
     /// `steps` steps: of size `chosen` (the fit's, [`STEP`] when it chose none) for the
-    /// default's single step, of [`STEP`] for longer refinements.
-    pub fn new(steps: usize, chosen: Option<f64>) -> Schedule {
+    /// default's single step, of [`STEP`] for longer refinements; every layer keeps `floor`.
+    pub fn new(steps: usize, chosen: Option<f64>, floor: f64) -> Schedule {
         let lr = if steps == 1 { chosen.unwrap_or(STEP) } else { STEP };
-        Schedule { steps, lr }
+        Schedule { steps, lr, floor }
     }
 
     /// The log line of this refinement, whose losses (as [`refine_mask`] returns them) are
@@ -171,8 +173,8 @@ pub fn gaussian_draws(mean: &[f64], second: &[f64], n: usize, seed: u64) -> Vec<
 }
 
 /// The mask `keep` (one per layer, the network's scores `scores` flat in layer order)
-/// refined on `inputs` as `schedule` says, and the distillation loss at the first and the
-/// last step (before its update).
+/// refined on `inputs` as `schedule` says, with every layer at its floor ([`with_floors`]),
+/// and the distillation loss at the first and the last step (before its update).
 ///
 /// # Errors
 /// The host's distillation failing (e.g. inputs of another shape than the model's).
@@ -197,8 +199,9 @@ pub fn refine_mask(
         let window = inputs.window(step, per_step);
         ctx.masked_distill_on_inputs(model, mask, &window, window.len() / inputs.dim, TEMPERATURE)
     };
-    refine(start, &sizes, request, &settings, distill, ctx)
-        .map_err(|e| e.context("refine (distillation on the stored inputs)"))
+    let refined = refine(start, &sizes, request, &settings, distill, ctx)
+        .map_err(|e| e.context("refine (distillation on the stored inputs)"))?;
+    Ok(Refined { keep: with_floors(refined.keep, keep, scores, request, schedule.floor), ..refined })
 }
 
 /// The refined mask `keep` with the per-layer floor (`floor`, as in [`crate::mask::build`])
@@ -206,7 +209,7 @@ pub fn refine_mask(
 /// below it (the default step at 32× left the first linear layer of 14 of 16 lenet5 test
 /// members with 386–467 of its floor's 480 weights). A per-layer request keeps every layer's
 /// share and has no floor.
-pub fn with_floors(
+fn with_floors(
     mut keep: Vec<Vec<bool>>,
     start: &[Vec<bool>],
     scores: &[f32],
@@ -229,9 +232,9 @@ mod tests {
 
     #[test]
     fn the_chosen_size_is_the_single_steps_only() {
-        assert_eq!(Schedule::new(1, None).lr, STEP);
-        assert_eq!(Schedule::new(1, Some(0.02)), Schedule { steps: 1, lr: 0.02 });
-        assert_eq!(Schedule::new(25, Some(0.02)), Schedule { steps: 25, lr: STEP });
+        assert_eq!(Schedule::new(1, None, 0.01).lr, STEP);
+        assert_eq!(Schedule::new(1, Some(0.02), 0.01), Schedule { steps: 1, lr: 0.02, floor: 0.01 });
+        assert_eq!(Schedule::new(25, Some(0.02), 0.01), Schedule { steps: 25, lr: STEP, floor: 0.01 });
         assert_eq!(STEP_GRID[0], STEP, "ties keep the default size");
     }
 

@@ -9,7 +9,7 @@ use super::settings::FitSettings;
 use super::step::Prepared;
 use crate::base::{self, ALPHA_GRID, Base, GAIN_GRID, LAMP_ALONE};
 use crate::network::{NetConfig, Params};
-use crate::refinement::{Inputs, STEP_GRID, Schedule, refine_mask, with_floors};
+use crate::refinement::{Inputs, STEP_GRID, Schedule, refine_mask};
 use crate::rescale;
 use crate::selection::select;
 use crate::units::{self, InputStats, Stage};
@@ -93,10 +93,8 @@ impl<'v, 'a> Checks<'v, 'a> {
                         // Scores from their layer's boundary, as a prune refines them.
                         scores.iter_mut().zip(selection.per_weight()).for_each(|(v, t)| *v -= t);
                         let request = PruneRequest::global(s, 0);
-                        let schedule = Schedule { steps: 1, lr };
-                        let refined =
-                            refine_mask(&member.model, &request, &selection.keep, &scores, inputs, schedule, ctx)?;
-                        with_floors(refined.keep, &selection.keep, &scores, &request, settings.floor)
+                        let schedule = Schedule { steps: 1, lr, floor: settings.floor };
+                        refine_mask(&member.model, &request, &selection.keep, &scores, inputs, schedule, ctx)?.keep
                     }
                 };
                 let mut buf = ModelBuf::new(&member.model);
