@@ -440,8 +440,7 @@ pub fn masks(
                 units::apply(&mut scores, model, &encoded.views, stats, settings, request.sparsity);
             }
             let selection = selection::select(allocation, &encoded, &scores, request.sparsity, floor);
-            // Scores measured from their layer's boundary, comparable across layers.
-            scores.iter_mut().zip(selection.per_weight()).for_each(|(s, t)| *s -= t);
+            selection.measure_from_thresholds(&mut scores);
             Mask { keep: selection.keep, boundary: None, threshold: selection.thresholds[0] }
         }
     };

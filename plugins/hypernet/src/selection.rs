@@ -47,6 +47,12 @@ impl Selection {
     pub(crate) fn per_weight(&self) -> Vec<f32> {
         self.keep.iter().zip(&self.thresholds).flat_map(|(k, &t)| std::iter::repeat_n(t, k.len())).collect()
     }
+
+    /// `scores` (layer order) measured from their layer's threshold, comparable across layers:
+    /// what the refinement starts from.
+    pub(crate) fn measure_from_thresholds(&self, scores: &mut [f32]) {
+        scores.iter_mut().zip(self.per_weight()).for_each(|(s, t)| *s -= t);
+    }
 }
 
 /// `scores` cut into the layers of `encoded`.

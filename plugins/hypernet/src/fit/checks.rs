@@ -90,10 +90,10 @@ impl<'v, 'a> Checks<'v, 'a> {
                 let keep = match refine {
                     None => selection.keep,
                     Some((inputs, lr)) => {
-                        // Scores from their layer's boundary, as a prune refines them.
-                        scores.iter_mut().zip(selection.per_weight()).for_each(|(v, t)| *v -= t);
+                        // As a prune refines them: scores from their layer's threshold, one step.
+                        selection.measure_from_thresholds(&mut scores);
                         let request = PruneRequest::global(s, 0);
-                        let schedule = Schedule { steps: 1, lr, floor: settings.floor };
+                        let schedule = Schedule::new(1, Some(lr), settings.floor);
                         refine_mask(&member.model, &request, &selection.keep, &scores, inputs, schedule, ctx)?.keep
                     }
                 };
