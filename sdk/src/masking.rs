@@ -241,13 +241,14 @@ pub fn budget_gradient(
         sum[d] += g as f64 * w;
     }
     let multiplier: Vec<f64> = sum.iter().zip(&weight).map(|(s, w)| s / w.max(1e-30)).collect();
-    let centred: Vec<f64> = grad.iter().zip(groups).map(|(&g, &d)| g as f64 - multiplier[d]).collect();
+    let mut centred: Vec<f64> = grad.iter().zip(groups).map(|(&g, &d)| g as f64 - multiplier[d]).collect();
     let total: f64 = window.iter().sum::<f64>().max(1e-30);
     let rms = (centred.iter().zip(&window).map(|(g, w)| g * g * w).sum::<f64>() / total).sqrt().max(1e-12);
-    BudgetGradient { centred: centred.iter().map(|g| g / rms).collect(), window }
+    centred.iter_mut().for_each(|g| *g /= rms);
+    BudgetGradient { centred, window }
 }
 
-fn pruned(sparsity: f64, n: usize) -> usize {
+pub(crate) fn pruned(sparsity: f64, n: usize) -> usize {
     ((sparsity * n as f64).round() as usize).min(n)
 }
 

@@ -54,7 +54,49 @@ pub struct Refined {
 /// # Errors
 /// N:M patterns ([`ErrorKind::NotSupported`]); `distill` failing; the user cancelling.
 pub fn refine(
+    scores: Vec<f32>,
+    sizes: &[usize],
+    request: &PruneRequest,
+    settings: &Settings,
+    distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
+    ctx: &Ctx<'_>,
+) -> Result<Refined, PluginError> {
+    refine_scores(scores, None, sizes, request, settings, distill, ctx)
+}
+
+/// As [`refine`], from the mask `keep` (one per layer): the scores start at its
+/// [`mask_ranks`] by `scores` (one per prunable weight, layer order), so that step 0
+/// evaluates `keep` itself where it prunes what `request` asks (every mask of the request's
+/// exact top-k does; step 0 then skips its top-k), and the steps reorder the kept and the
+/// pruned weights as `scores` do.
+///
+/// # Errors
+/// As [`refine`].
+pub fn refine_from_mask(
+    keep: &[Vec<bool>],
+    scores: &[f32],
+    request: &PruneRequest,
+    settings: &Settings,
+    distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
+    ctx: &Ctx<'_>,
+) -> Result<Refined, PluginError> {
+    let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
+    let flat = keep.concat();
+    let start = mask_ranks(&flat, scores);
+    // The ranks' top-k at the mask's own counts is the mask (kept weights rank above every
+    // pruned one): where those counts are the request's, step 0's mask is known.
+    let pruned = |k: &[bool]| k.iter().filter(|&&k| !k).count();
+    let request_counts = match request.scope {
+        Scope::PerLayer => keep.iter().map(|k| pruned(k)).eq(masking::per_layer_counts(&sizes, request.sparsity)),
+        _ => pruned(&flat) == masking::pruned(request.sparsity, flat.len()),
+    };
+    refine_scores(start, request_counts.then_some(flat), &sizes, request, settings, distill, ctx)
+}
+
+/// [`refine`] from `scores`, whose exact top-k for `request` is `first` where given.
+fn refine_scores(
     mut scores: Vec<f32>,
+    mut first: Option<Vec<bool>>,
     sizes: &[usize],
     request: &PruneRequest,
     settings: &Settings,
@@ -69,7 +111,7 @@ pub fn refine(
         _ => vec![0; scores.len()],
     };
     let spread = std_dev(&scores).max(1e-6) as f64;
-    let (mut first, mut second) = (vec![0f64; scores.len()], vec![0f64; scores.len()]);
+    let (mut moment1, mut moment2) = (vec![0f64; scores.len()], vec![0f64; scores.len()]);
     let mut losses = (f64::NAN, f64::NAN);
     for step in 0..settings.steps {
         if ctx.cancelled() {
@@ -77,7 +119,7 @@ pub fn refine(
         }
         let progress = step as f64 / settings.steps.max(1) as f64;
         let width = (settings.t_start * (settings.t_end / settings.t_start).powf(progress) * spread) as f32;
-        let flat: Vec<bool> = hard_mask(&scores, sizes, request).concat();
+        let flat: Vec<bool> = first.take().unwrap_or_else(|| hard_mask(&scores, sizes, request).concat());
         let mask: Vec<f32> = flat.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
         let d = distill(&mask, step)?;
         if d.grad.len() != scores.len() {
@@ -98,7 +140,7 @@ pub fn refine(
         let g = b.centred.iter().zip(&b.window).map(|(g, w)| g * w / width as f64);
         let t = (step + 1) as i32;
         let (c1, c2) = (1.0 - 0.9f64.powi(t), 1.0 - 0.999f64.powi(t));
-        for (((s, m), v), g) in scores.iter_mut().zip(&mut first).zip(&mut second).zip(g) {
+        for (((s, m), v), g) in scores.iter_mut().zip(&mut moment1).zip(&mut moment2).zip(g) {
             *m = 0.9 * *m + 0.1 * g;
             *v = 0.999 * *v + 0.001 * g * g;
             *s -= (settings.lr * (*m / c1) / ((*v / c2).sqrt() + 1e-8)) as f32;
@@ -177,14 +219,37 @@ pub fn mask_ranks(keep: &[bool], scores: &[f32]) -> Vec<f32> {
 }
 
 /// Percentile ranks of `keys` (at most 33 bits each: a score's 32 and `mask_ranks`' kept bit),
-/// ties broken by position: each key is sorted as one integer with its position in the low 31
-/// bits, so the order is the comparison sort's (key, then position) and the sort compares
-/// integers only.
+/// ties broken by position: each key is one integer with its position in the low 31 bits,
+/// sorted by a stable LSD radix sort over the key's three 11-bit digits (a digit every key
+/// shares is skipped), so the order is the comparison sort's (key, then position).
 fn ranks_of_keys(keys: impl ExactSizeIterator<Item = u64>) -> Vec<f32> {
+    const DIGIT: u32 = 11;
     let n = keys.len();
     assert!(n <= 1 << 31, "percentile ranks of at most 2^31 values");
     let mut order: Vec<u64> = keys.enumerate().map(|(i, k)| k << 31 | i as u64).collect();
-    order.sort_unstable();
+    let digit = |packed: u64, d: u32| ((packed >> (31 + DIGIT * d)) & ((1 << DIGIT) - 1)) as usize;
+    let mut counts = vec![[0u32; 1 << DIGIT]; 3];
+    for &packed in &order {
+        for (d, c) in (0..).zip(counts.iter_mut()) {
+            c[digit(packed, d)] += 1;
+        }
+    }
+    let mut spare = vec![0u64; n];
+    for (d, counts) in (0..).zip(counts.iter_mut()) {
+        if counts.iter().any(|&c| c as usize == n) {
+            continue; // every key has this digit: the pass would move nothing
+        }
+        let mut at = 0u32;
+        for c in counts.iter_mut() {
+            (*c, at) = (at, at + *c);
+        }
+        for &packed in &order {
+            let slot = &mut counts[digit(packed, d)];
+            spare[*slot as usize] = packed;
+            *slot += 1;
+        }
+        std::mem::swap(&mut order, &mut spare);
+    }
     let scale = 1.0 / (n.max(2) - 1) as f32;
     let mut ranks = vec![0f32; n];
     for (r, &packed) in order.iter().enumerate() {
@@ -298,6 +363,64 @@ mod tests {
         assert_eq!(flat.iter().filter(|&&k| k).count(), 4, "the budget is exact");
         assert!(want.iter().all(|&i| flat[i]), "{flat:?}");
         assert_eq!(out.losses, (2.0, 0.0));
+    }
+
+    #[test]
+    fn refining_from_a_mask_starts_at_it_and_steps_as_from_its_ranks() {
+        let mut rng = crate::rng::SplitMix64::new(5);
+        let sizes = [30usize, 50, 20];
+        let scores: Vec<f32> = (0..100).map(|_| rng.next_normal() as f32).collect();
+        let grad: Vec<f32> = (0..100).map(|_| rng.next_normal() as f32).collect();
+        let ctx = Ctx::from_impl(&NoData);
+        let settings = Settings { steps: 3, lr: 0.05, t_start: 1.0, t_end: 0.05 };
+        let split = |flat: &[bool]| -> Vec<Vec<bool>> {
+            let mut rest = flat;
+            sizes
+                .iter()
+                .map(|&n| {
+                    let (head, tail) = rest.split_at(n);
+                    rest = tail;
+                    head.to_vec()
+                })
+                .collect()
+        };
+        // What each step evaluates, and the outcome, from the mask and from its ranks.
+        let run = |keep: &[Vec<bool>], request: &PruneRequest| {
+            let mut seen: Vec<Vec<f32>> = Vec::new();
+            let distill = |mask: &[f32], _: usize| {
+                seen.push(mask.to_vec());
+                Ok(LossAndGrad { loss: 1.0, grad: grad.clone().into() })
+            };
+            let out = refine_from_mask(keep, &scores, request, &settings, distill, &ctx).unwrap();
+            (seen, out.keep)
+        };
+        let by_ranks = |keep: &[Vec<bool>], request: &PruneRequest| {
+            let mut seen: Vec<Vec<f32>> = Vec::new();
+            let distill = |mask: &[f32], _: usize| {
+                seen.push(mask.to_vec());
+                Ok(LossAndGrad { loss: 1.0, grad: grad.clone().into() })
+            };
+            let out = refine(mask_ranks(&keep.concat(), &scores), &sizes, request, &settings, distill, &ctx).unwrap();
+            (seen, out.keep)
+        };
+        // A mask of a random order (not the scores' top-k) at the request's exact budget, global
+        // and per layer: step 0 evaluates the mask itself, every step as from its ranks.
+        let noise: Vec<f32> = (0..100).map(|_| rng.next_normal() as f32).collect();
+        for request in
+            [PruneRequest::global(0.6, 0), PruneRequest { scope: Scope::PerLayer, ..PruneRequest::global(0.6, 0) }]
+        {
+            let keep = hard_mask(&noise, &sizes, &request);
+            let (seen, out) = run(&keep, &request);
+            let as_f32: Vec<f32> = keep.concat().iter().map(|&k| f32::from(u8::from(k))).collect();
+            assert_eq!(seen[0], as_f32, "{:?}", request.scope);
+            assert_eq!((seen, out), by_ranks(&keep, &request), "{:?}", request.scope);
+        }
+        // A mask of another budget: step 0 takes the request's top-k of its ranks, as before.
+        let request = PruneRequest::global(0.6, 0);
+        let keep = split(&noise.iter().map(|&v| v > 0.0).collect::<Vec<bool>>());
+        let (seen, out) = run(&keep, &request);
+        assert_eq!(seen[0].iter().filter(|&&m| m == 0.0).count(), 60, "the request's budget");
+        assert_eq!((seen, out), by_ranks(&keep, &request));
     }
 
     #[test]

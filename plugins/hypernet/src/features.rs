@@ -403,7 +403,24 @@ fn norm(v: &[f32]) -> f32 {
 /// Rank of each value among all, scaled to `[0, 1]` (0 = smallest); equal values share
 /// their mean rank.
 pub fn percentile_ranks(values: &[f32]) -> Vec<f32> {
-    grouped_percentile_ranks(values, &[values.len()]).0
+    let n = values.len();
+    let order = sorted_keys(values);
+    let scale = if n > 1 { 1.0 / (n - 1) as f64 } else { 0.0 };
+    let mut ranks = vec![0f32; n];
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && order[end].0 == order[start].0 {
+            end += 1;
+        }
+        // A run of equal values shares its mean position (a value alone keeps its own).
+        let rank = ((start + end - 1) as f64 / 2.0 * scale) as f32;
+        for &(_, i) in &order[start..end] {
+            ranks[i as usize] = rank;
+        }
+        start = end;
+    }
+    ranks
 }
 
 /// Percentile ranks of `values` among all of them, and within each of the consecutive
@@ -465,31 +482,33 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
 }
 
 /// `(key, index)` of every value, sorted by key (as `total_cmp` orders the values; ties by
-/// index) with a stable LSD radix sort over the key's four bytes; the histograms of all four
-/// are counted in one pass, and a byte that every key shares is skipped.
+/// index) with a stable LSD radix sort over the key's three 11-bit digits; the histograms of
+/// all three are counted in one pass, and a digit that every key shares is skipped.
 fn sorted_keys(values: &[f32]) -> Vec<(u32, u32)> {
+    const DIGIT: u32 = 11;
     let n = values.len();
     // An f32's key fits 32 bits.
     let mut order: Vec<(u32, u32)> = values.iter().zip(0u32..).map(|(v, i)| (v.key() as u32, i)).collect();
-    let mut counts = [[0usize; 257]; 4];
+    let digit = |k: u32, d: u32| ((k >> (DIGIT * d)) & ((1 << DIGIT) - 1)) as usize;
+    let mut counts = vec![[0u32; 1 << DIGIT]; 3];
     for &(k, _) in &order {
-        for (b, c) in counts.iter_mut().enumerate() {
-            c[((k >> (8 * b)) & 0xFF) as usize + 1] += 1;
+        for (d, c) in (0..).zip(counts.iter_mut()) {
+            c[digit(k, d)] += 1;
         }
     }
     let mut spare = vec![(0u32, 0u32); n];
-    for (b, counts) in counts.iter_mut().enumerate() {
-        if counts.contains(&n) {
-            continue; // every key has the same byte here: the pass would not move anything
+    for (d, counts) in (0..).zip(counts.iter_mut()) {
+        if counts.iter().any(|&c| c as usize == n) {
+            continue; // every key has this digit: the pass would not move anything
         }
-        for i in 0..256 {
-            counts[i + 1] += counts[i];
+        let mut at = 0u32;
+        for c in counts.iter_mut() {
+            (*c, at) = (at, at + *c);
         }
-        let shift = 8 * b as u32;
         for &item in &order {
-            let bucket = ((item.0 >> shift) & 0xFF) as usize;
-            spare[counts[bucket]] = item;
-            counts[bucket] += 1;
+            let slot = &mut counts[digit(item.0, d)];
+            spare[*slot as usize] = item;
+            *slot += 1;
         }
         std::mem::swap(&mut order, &mut spare);
     }

@@ -4,7 +4,7 @@
 //! A fit asks the host for the input mean `μ` and second moment of its train images and
 //! stores [`POOL`] Gaussian draws `x = μ + L z` (`L L ᵀ = Σ`, the covariance, by Cholesky)
 //! in the state. At prune time the mask the network predicts is the starting point of the
-//! SDK's [`refine`] (the straight-through top-k that `maskopt` runs), whose loss is the
+//! SDK's [`refine_from_mask`] (the straight-through top-k that `maskopt` runs), whose loss is the
 //! distillation of the dense model into the masked one on [`PER_STEP`] of those inputs a step,
 //! or [`ONE_STEP`] for the default's single step (the host's `masked_distill_on_inputs`,
 //! which reads no data). The budget stays exact; no
@@ -15,7 +15,7 @@
 //! and a few steps from a good starting mask carry most of that gain.
 
 use hyperprune_sdk::gaussian::covariance_factor;
-use hyperprune_sdk::refine::{self, Refined, mask_ranks, refine};
+use hyperprune_sdk::refine::{self, Refined, refine_from_mask};
 use hyperprune_sdk::rng::SplitMix64;
 use hyperprune_sdk::{CalibRequest, Ctx, LogLevel, ModelRef, PluginError, PruneRequest};
 
@@ -190,8 +190,6 @@ pub fn refine_mask(
     if inputs.is_empty() {
         return Err(PluginError::failed("refine: the state stores no inputs"));
     }
-    let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
-    let start = mask_ranks(&keep.concat(), scores);
     // `maskopt`'s temperatures, with the schedule's step size.
     let settings = refine::Settings { lr: schedule.lr, ..refine::Settings::defaults(schedule.steps) };
     let per_step = inputs_a_step(schedule.steps);
@@ -199,7 +197,7 @@ pub fn refine_mask(
         let window = inputs.window(step, per_step);
         ctx.masked_distill_on_inputs(model, mask, &window, window.len() / inputs.dim, TEMPERATURE)
     };
-    let refined = refine(start, &sizes, request, &settings, distill, ctx)
+    let refined = refine_from_mask(keep, scores, request, &settings, distill, ctx)
         .map_err(|e| e.context("refine (distillation on the stored inputs)"))?;
     Ok(Refined { keep: with_floors(refined.keep, keep, scores, request, schedule.floor), ..refined })
 }
