@@ -4,6 +4,8 @@
 //! The `lamp` plugin prunes by [`lamp`]; the hypernetwork can take LAMP's ranking as the
 //! base score its network corrects.
 
+use crate::masking::Score;
+
 /// The LAMP score of every weight (Lee, Park, Mo, Ahn and Shin, "Layer-adaptive sparsity
 /// for the magnitude-based pruning", ICLR 2021): `w² / Σ_{v in layer, |v| ≥ |w|} v²`, one
 /// vector per layer of `layers`.
@@ -19,8 +21,10 @@ pub fn lamp(layers: &[&[f32]]) -> Vec<Vec<f32>> {
 
 fn lamp_layer(w: &[f32]) -> Vec<f32> {
     let squares: Vec<f64> = w.iter().map(|&x| f64::from(x) * f64::from(x)).collect();
-    let mut order: Vec<usize> = (0..w.len()).collect();
-    order.sort_unstable_by(|&a, &b| squares[a].total_cmp(&squares[b]));
+    // The squares' order (as `total_cmp` orders them) from a sort of integer keys.
+    let mut keyed: Vec<(u64, u32)> = squares.iter().zip(0u32..).map(|(s, i)| (s.key(), i)).collect();
+    keyed.sort_unstable();
+    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i as usize).collect();
     let mut scores = vec![0f32; w.len()];
     // Tie groups from the largest down: the suffix sum grows from the top, so the largest
     // group's score is exact (1 for a unique maximum) and small terms join large ones late.

@@ -137,7 +137,18 @@ pub fn scores(
     weights: &[&[f32]],
     s: f64,
 ) -> (Vec<f32>, f32) {
-    let ranks = base.ranks(weights, s);
+    scores_on(config, params, base, encoded, base.ranks(weights, s), s)
+}
+
+/// [`scores`] from the base's ranks at `s` (as [`Base::ranks`] gives them), computed apart.
+pub fn scores_on(
+    config: &NetConfig,
+    params: &Params,
+    base: &Base,
+    encoded: &Encoded,
+    ranks: Option<Vec<f32>>,
+    s: f64,
+) -> (Vec<f32>, f32) {
     let gain = base.gain(s) as f32;
     if gain <= 0.0 {
         // The base alone: the network need not run.

@@ -284,6 +284,23 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
     Ok(Encoded { views, data, producers, consumers })
 }
 
+/// `model`'s layers and its model-wide magnitude rank ([`MODEL_RANK`]), every other feature
+/// zero: all that a mask needs where the network does not run (the base alone, or LAMP's
+/// ranks), without the cost of the rest (the saliency's flows and ranks, the per-weight rows).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_base_only(model: &ModelRef<'_>) -> Result<Encoded, String> {
+    let views = views(model)?;
+    let (producers, consumers) = unit_links(model, &views);
+    let abs_all: Vec<f32> = model.weights().iter().flat_map(|w| w.iter().map(|v| v.abs())).collect();
+    let mut data = vec![0f32; abs_all.len() * FEATURES];
+    for (row, rank) in data.chunks_exact_mut(FEATURES).zip(percentile_ranks(&abs_all)) {
+        row[MODEL_RANK] = rank;
+    }
+    Ok(Encoded { views, data, producers, consumers })
+}
+
 /// For each layer, its producers and its consumers by the graph ([`ModelRef::links`]), kept
 /// where the views agree (the producer's outputs are the reader's input units).
 fn unit_links(model: &ModelRef<'_>, views: &[LayerView]) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {

@@ -44,6 +44,7 @@ use hyperprune_sdk::{
 };
 
 pub use base::Base;
+use features::encode_base_only;
 pub use features::{FEATURES, FeatureSet, NAMES as FEATURE_NAMES, encode, percentile_ranks};
 pub use fit::{BaseChoice, Criterion, FitSettings, Relaxation};
 pub use geometry::{LayerView, views};
@@ -402,6 +403,9 @@ fn arch_name(json: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Prunable weights from which a mask computes its base's ranks beside the encoding.
+const PARALLEL_BASE: usize = 8192;
+
 /// The mask a fitted state gives `model` for `request`: one forward pass on the CPU, then
 /// the state's unit stage when it has one and `units` is true; and the scores it selected by
 /// (flat, layer order; under a top-k, measured from their layer's boundary).
@@ -417,9 +421,21 @@ pub fn masks(
     units: bool,
 ) -> Result<(Mask, Vec<f32>), PluginError> {
     let set = feature_set(&state.meta.features)?;
-    let encoded = encode(model, set).map_err(PluginError::failed)?;
-    let (mut scores, threshold) =
-        base::scores(&state.meta.net, &state.params, &state.meta.base(), &encoded, &model.weights(), request.sparsity);
+    let (base, s, weights) = (state.meta.base(), request.sparsity, model.weights());
+    // Where the network's weight is 0 the mask is the base's alone: no features needed.
+    let encode = || if base.gain(s) > 0.0 { encode(model, set) } else { encode_base_only(model) };
+    // The base's ranks (of weights alone) beside the encoding, on another thread for a large
+    // model: the encoding runs on one thread for part of its time.
+    let (encoded, ranks) = if weights.iter().map(|w| w.len()).sum::<usize>() >= PARALLEL_BASE {
+        std::thread::scope(|scope| {
+            let ranks = scope.spawn(|| base.ranks(&weights, s));
+            (encode(), ranks.join().expect("the base's ranks do not panic"))
+        })
+    } else {
+        (encode(), base.ranks(&weights, s))
+    };
+    let encoded = encoded.map_err(PluginError::failed)?;
+    let (mut scores, threshold) = base::scores_on(&state.meta.net, &state.params, &base, &encoded, ranks, s);
     let mask = match (mode, request.scope, state.meta.net.allocation) {
         (MaskMode::Threshold, _, Allocation::Magnitude) => {
             return Err(PluginError::not_supported(
@@ -895,6 +911,20 @@ mod tests {
             })
         };
         assert_ne!(at(Base::GLOBAL), at(Base::LAYER_L2));
+    }
+
+    #[test]
+    fn the_base_only_encoding_has_the_full_encodings_layers_and_magnitude_rank() {
+        for net in [TestNet::cnn_s(1, 3), TestNet::lenet5(4)] {
+            net.with_view(|m| {
+                let (full, light) = (encode(&m, FeatureSet::Full).unwrap(), encode_base_only(&m).unwrap());
+                assert_eq!(
+                    (&light.views, &light.producers, &light.consumers),
+                    (&full.views, &full.producers, &full.consumers)
+                );
+                assert_eq!((light.len(), light.model_ranks()), (full.len(), full.model_ranks()));
+            });
+        }
     }
 
     #[test]
