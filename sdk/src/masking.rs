@@ -118,14 +118,18 @@ pub fn layer_keep_count<S: Score>(scores: &[S], count: usize) -> Vec<bool> {
 /// Indices of the `count` highest scores, best first (ties: the earlier position first).
 pub fn top_indices<S: Score>(scores: &[S], count: usize) -> Vec<usize> {
     let count = count.min(scores.len());
-    let mut order: Vec<u32> = (0..scores.len() as u32).collect();
-    let cmp = |&a: &u32, &b: &u32| scores[b as usize].rank(&scores[a as usize]).then(a.cmp(&b));
-    if count > 0 && count < scores.len() {
-        order.select_nth_unstable_by(count - 1, cmp);
+    if count == 0 {
+        return Vec::new();
+    }
+    // (reversed key, position): ascending is best first, ties by the earlier position, and
+    // the selection compares integers only.
+    let mut order: Vec<(u64, u32)> = scores.iter().zip(0u32..).map(|(v, i)| (!v.key(), i)).collect();
+    if count < scores.len() {
+        order.select_nth_unstable(count - 1);
     }
     order.truncate(count);
-    order.sort_unstable_by(cmp);
-    order.into_iter().map(|i| i as usize).collect()
+    order.sort_unstable();
+    order.into_iter().map(|(_, i)| i as usize).collect()
 }
 
 /// How many weights each layer prunes so that every layer is within one weight of
@@ -226,14 +230,7 @@ pub fn budget_gradient(
     groups: &[usize],
     width: f32,
 ) -> BudgetGradient {
-    let window: Vec<f64> = scores
-        .iter()
-        .zip(thresholds)
-        .map(|(&s, &t)| {
-            let sig = 1.0 / (1.0 + (-((s - t) / width) as f64).exp());
-            sig * (1.0 - sig)
-        })
-        .collect();
+    let window = windows(scores, thresholds, width);
     let n = groups.iter().max().map_or(0, |g| g + 1);
     let (mut weight, mut sum) = (vec![0f64; n], vec![0f64; n]);
     for ((&g, &w), &d) in grad.iter().zip(&window).zip(groups) {
@@ -246,6 +243,34 @@ pub fn budget_gradient(
     let rms = (centred.iter().zip(&window).map(|(g, w)| g * g * w).sum::<f64>() / total).sqrt().max(1e-12);
     centred.iter_mut().for_each(|g| *g /= rms);
     BudgetGradient { centred, window }
+}
+
+/// Weights from which [`budget_gradient`]'s window is computed on more than one thread.
+const PARALLEL_WINDOW: usize = 16384;
+
+/// `σ'((s − t)/width)` of every score `s` and its threshold `t`: each value on its own, so
+/// the values do not depend on how many threads compute them.
+fn windows(scores: &[f32], thresholds: &[f32], width: f32) -> Vec<f64> {
+    let one = |scores: &[f32], thresholds: &[f32], out: &mut [f64]| {
+        for ((o, &s), &t) in out.iter_mut().zip(scores).zip(thresholds) {
+            let sig = 1.0 / (1.0 + (-((s - t) / width) as f64).exp());
+            *o = sig * (1.0 - sig);
+        }
+    };
+    let n = scores.len();
+    let mut window = vec![0f64; n];
+    let threads = crate::available_threads().min(n / PARALLEL_WINDOW).max(1);
+    if threads == 1 {
+        one(scores, thresholds, &mut window);
+        return window;
+    }
+    let per = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for ((s, t), out) in scores.chunks(per).zip(thresholds.chunks(per)).zip(window.chunks_mut(per)) {
+            scope.spawn(move || one(s, t, out));
+        }
+    });
+    window
 }
 
 pub(crate) fn pruned(sparsity: f64, n: usize) -> usize {
@@ -330,6 +355,11 @@ mod tests {
             for s in &refs {
                 let count = (round * 7) % (s.len() + 1);
                 assert_eq!(layer_keep_count(s, count), by_comparison(&[s], count)[0], "round {round}");
+                // The best `count`, best first, ties by the earlier index.
+                let mut best: Vec<usize> = (0..s.len()).collect();
+                best.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+                best.truncate(count);
+                assert_eq!(top_indices(s, count), best, "round {round}");
             }
         }
     }

@@ -110,7 +110,25 @@ impl Encoded {
 /// # Errors
 /// When a layer's shape does not fit its kind (see [`views`]).
 pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> {
-    let views = views(model)?;
+    encode_beside(model, set, || ()).0
+}
+
+/// [`encode`], and `beside()` (work that needs no features, e.g. the base's ranks) where the
+/// encoder leaves a thread free: for a large model the saliency's ranks run on a second
+/// thread while this one ranks the magnitudes, then runs `beside`. Returns both results;
+/// `beside` runs whether or not the encoding succeeds.
+///
+/// # Errors
+/// As [`encode`], in the first of the pair.
+pub fn encode_beside<R>(
+    model: &ModelRef<'_>,
+    set: FeatureSet,
+    beside: impl FnOnce() -> R,
+) -> (Result<Encoded, String>, R) {
+    let views = match views(model) {
+        Ok(views) => views,
+        Err(e) => return (Err(e), beside()),
+    };
     let weights = model.weights();
     let (producers, consumers) = unit_links(model, &views);
     let p: usize = views.iter().map(LayerView::len).sum();
@@ -130,7 +148,7 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
     let depth_den = (views.len().max(2) - 1) as f32;
     let biases: Vec<Option<&[f32]>> = model.layers().iter().map(|l| bias_of(model, l.name())).collect();
     // The ranks (magnitude, path saliency; in the model and in each layer) are the costly
-    // part: the magnitude ones on this thread, the saliency ones on another.
+    // part: the magnitude ones (then `beside`) on this thread, the saliency ones on another.
     let magnitude_ranks = || {
         let sizes: Vec<usize> = abs_layers.iter().map(|a| a.len()).collect();
         grouped_percentile_ranks(&abs_all, &sizes)
@@ -142,23 +160,23 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
             .zip(&weights)
             .enumerate()
             .map(|(l, (view, w))| {
-                w.iter()
-                    .zip(view.units())
-                    .map(|(v, (o, i))| v.abs() * forward_flow[l][i] * backward_flow[l][o])
-                    .collect()
+                let mut values = Vec::with_capacity(w.len());
+                view.each(w, |o, i, v| values.push(v.abs() * forward_flow[l][i] * backward_flow[l][o]));
+                values
             })
             .collect();
         let sizes: Vec<usize> = saliency.iter().map(Vec::len).collect();
         grouped_percentile_ranks(&saliency.concat(), &sizes)
     };
-    let ((model_rank, layer_ranks), (saliency_model_rank, saliency_ranks)) = if p >= PARALLEL_ENCODE {
+    let ((model_rank, layer_ranks), (saliency_model_rank, saliency_ranks), beside) = if p >= PARALLEL_ENCODE {
         std::thread::scope(|scope| {
             let other = scope.spawn(saliency_ranks);
             let mine = magnitude_ranks();
-            (mine, other.join().expect("the rank thread does not panic"))
+            let beside = beside();
+            (mine, other.join().expect("the rank thread does not panic"), beside)
         })
     } else {
-        (magnitude_ranks(), saliency_ranks())
+        (magnitude_ranks(), saliency_ranks(), beside())
     };
     let mut offset = 0;
     for (l, (view, w)) in views.iter().zip(&weights).enumerate() {
@@ -167,9 +185,7 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
         let outgoing: Option<Vec<f32>> = (!consumers[l].is_empty()).then(|| {
             let mut sq = vec![0f32; view.out];
             for &c in &consumers[l] {
-                for (v, (_, i)) in weights[c].iter().zip(views[c].units()) {
-                    sq[i] += v * v;
-                }
+                views[c].each(weights[c], |_, i, v| sq[i] += v * v);
             }
             let norms: Vec<f32> = sq.iter().map(|s| s.sqrt()).collect();
             let m = mean(&norms).max(1e-12);
@@ -181,9 +197,7 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
         let row_len = view.inp * view.k;
         let row_norms: Vec<f32> = w.chunks(row_len.max(1)).map(norm).collect();
         let mut col_sq = vec![0f32; view.inp];
-        for (v, (_, i)) in w.iter().zip(view.units()) {
-            col_sq[i] += v * v;
-        }
+        view.each(w, |_, i, v| col_sq[i] += v * v);
         let col_norms: Vec<f32> = col_sq.iter().map(|s| s.sqrt()).collect();
         let row_mean = mean(&row_norms).max(1e-12);
         let col_mean = mean(&col_norms).max(1e-12);
@@ -281,7 +295,7 @@ pub fn encode(model: &ModelRef<'_>, set: FeatureSet) -> Result<Encoded, String> 
             }
         }
     }
-    Ok(Encoded { views, data, producers, consumers })
+    (Ok(Encoded { views, data, producers, consumers }), beside)
 }
 
 /// `model`'s layers and its model-wide magnitude rank ([`MODEL_RANK`]), every other feature
@@ -354,9 +368,7 @@ fn path_flows(
             normalise(sum)
         };
         let mut out = vec![0f32; view.out];
-        for (v, (o, i)) in w.iter().zip(view.units()) {
-            out[o] += v.abs() * input[i];
-        }
+        view.each(w, |o, i, v| out[o] += v.abs() * input[i]);
         forward.push(input);
         out_flow.push(normalise(out));
     }
@@ -375,9 +387,7 @@ fn path_flows(
             normalise(sum)
         };
         let mut inp = vec![0f32; view.inp];
-        for (v, (o, i)) in w.iter().zip(view.units()) {
-            inp[i] += v.abs() * output[o];
-        }
+        view.each(w, |o, i, v| inp[i] += v.abs() * output[o]);
         backward[l] = output;
         in_flow[l] = normalise(inp);
     }

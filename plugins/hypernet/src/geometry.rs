@@ -41,6 +41,17 @@ impl LayerView {
         (0..self.out).flat_map(move |o| (0..inp).flat_map(move |i| std::iter::repeat_n((o, i), k)))
     }
 
+    /// `f(out, in, v)` for every weight `v` of `w` (this view's tensor), in the tensor's order,
+    /// as [`LayerView::units`] pairs them, in plain nested loops.
+    pub fn each(&self, w: &[f32], mut f: impl FnMut(usize, usize, f32)) {
+        let k = self.k.max(1);
+        for (o, row) in w.chunks((self.inp * k).max(1)).enumerate() {
+            for (i, cell) in row.chunks(k).enumerate() {
+                cell.iter().for_each(|&v| f(o, i, v));
+            }
+        }
+    }
+
     /// The weight tensor's fan-in: `in · k` in the original layout.
     pub fn fan_in(&self) -> usize {
         self.inp * self.k
@@ -139,6 +150,9 @@ mod tests {
         assert!(chained(&v[0], &v[1]));
         let units: Vec<(usize, usize)> = v[1].units().collect();
         assert_eq!(units.len(), v[1].len());
+        let (w, mut each) = (vec![0.5f32; v[1].len()], Vec::new());
+        v[1].each(&w, |o, i, _| each.push((o, i)));
+        assert_eq!(each, units, "each visits the weights as units pairs them");
         assert_eq!((units[0], units[8], units[9], units[35], units[36]), ((0, 0), (0, 0), (0, 1), (0, 3), (1, 0)));
     }
 }

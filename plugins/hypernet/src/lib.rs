@@ -44,8 +44,8 @@ use hyperprune_sdk::{
 };
 
 pub use base::Base;
-use features::encode_base_only;
 pub use features::{FEATURES, FeatureSet, NAMES as FEATURE_NAMES, encode, percentile_ranks};
+use features::{encode_base_only, encode_beside};
 pub use fit::{BaseChoice, Criterion, FitSettings, Relaxation};
 pub use geometry::{LayerView, views};
 pub use mask::{Mask, MaskMode};
@@ -403,7 +403,8 @@ fn arch_name(json: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Prunable weights from which a mask computes its base's ranks beside the encoding.
+/// Prunable weights from which a mask without the network's features computes its base's
+/// ranks on a second thread.
 const PARALLEL_BASE: usize = 8192;
 
 /// The mask a fitted state gives `model` for `request`: one forward pass on the CPU, then
@@ -422,17 +423,19 @@ pub fn masks(
 ) -> Result<(Mask, Vec<f32>), PluginError> {
     let set = feature_set(&state.meta.features)?;
     let (base, s, weights) = (state.meta.base(), request.sparsity, model.weights());
-    // Where the network's weight is 0 the mask is the base's alone: no features needed.
-    let encode = || if base.gain(s) > 0.0 { encode(model, set) } else { encode_base_only(model) };
-    // The base's ranks (of weights alone) beside the encoding, on another thread for a large
-    // model: the encoding runs on one thread for part of its time.
-    let (encoded, ranks) = if weights.iter().map(|w| w.len()).sum::<usize>() >= PARALLEL_BASE {
+    let base_ranks = || base.ranks(&weights, s);
+    let large = weights.iter().map(|w| w.len()).sum::<usize>() >= PARALLEL_BASE;
+    // The base's ranks (of the weights alone) where the encoding leaves a thread free. Where
+    // the network's weight is 0 the mask is the base's alone and needs no features.
+    let (encoded, ranks) = if base.gain(s) > 0.0 {
+        encode_beside(model, set, base_ranks)
+    } else if large {
         std::thread::scope(|scope| {
-            let ranks = scope.spawn(|| base.ranks(&weights, s));
-            (encode(), ranks.join().expect("the base's ranks do not panic"))
+            let ranks = scope.spawn(base_ranks);
+            (encode_base_only(model), ranks.join().expect("the base's ranks do not panic"))
         })
     } else {
-        (encode(), base.ranks(&weights, s))
+        (encode_base_only(model), base_ranks())
     };
     let encoded = encoded.map_err(PluginError::failed)?;
     let (mut scores, threshold) = base::scores_on(&state.meta.net, &state.params, &base, &encoded, ranks, s);
