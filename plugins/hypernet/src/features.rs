@@ -248,41 +248,58 @@ pub fn encode_beside<R>(
         };
         let pixels: Option<Vec<(f32, f32)>> =
             pixel_side.map(|side| (0..view.inp).map(|i| (centred(i / side, side), centred(i % side, side))).collect());
-        let mut j = 0;
-        for o in 0..view.out {
-            let (r_mean, r_std) = row_stats[o];
-            let r_std = r_std.max(1e-12);
-            for i in 0..view.inp {
-                for &position in &positions {
-                    let (ky, kx) = pixels.as_ref().map_or(position, |px| px[i]);
-                    let (v, a) = (w[j], abs[j]);
-                    let row = &mut data[(offset + j) * FEATURES..][..FEATURES];
-                    row[0] = v / layer_rms;
-                    row[1] = a / layer_rms;
-                    row[2] = clamp((a - abs_mean) / abs_std.max(1e-12));
-                    row[3] = clamp((a - r_mean) / r_std);
-                    row[4] = layer_rank[j];
-                    row[5] = model_rank[offset + j];
-                    row[6] = row_norms[o] / row_mean;
-                    row[7] = col_norms[i] / col_mean;
-                    row[8] = constant[0];
-                    row[9] = constant[1];
-                    row[10] = ky;
-                    row[11] = kx;
-                    row[12] = constant[2];
-                    row[13] = constant[3];
-                    row[14] = constant[4];
-                    row[15] = out_bias[o];
-                    row[16] = in_bias[i];
-                    row[17] = a / model_rms;
-                    row[18] = (0.5 * (ky * ky + kx * kx)).sqrt();
-                    row[19] = incoming.as_ref().map_or(0.0, |n| clamp(n[i]));
-                    row[20] = saliency_rank[j];
-                    row[21] = saliency_model_rank[offset + j];
-                    row[22] = outgoing.as_ref().map_or(1.0, |n| clamp(n[o]));
-                    j += 1;
+        // The rows of output units `outs` into `rows` (theirs, in order).
+        let fill = |outs: std::ops::Range<usize>, rows: &mut [f32]| {
+            let mut rows = rows.chunks_exact_mut(FEATURES);
+            let mut j = outs.start * row_len;
+            for o in outs {
+                let (r_mean, r_std) = row_stats[o];
+                let r_std = r_std.max(1e-12);
+                for i in 0..view.inp {
+                    for &position in &positions {
+                        let (ky, kx) = pixels.as_ref().map_or(position, |px| px[i]);
+                        let (v, a) = (w[j], abs[j]);
+                        let row = rows.next().expect("a row for every weight");
+                        row[0] = v / layer_rms;
+                        row[1] = a / layer_rms;
+                        row[2] = clamp((a - abs_mean) / abs_std.max(1e-12));
+                        row[3] = clamp((a - r_mean) / r_std);
+                        row[4] = layer_rank[j];
+                        row[5] = model_rank[offset + j];
+                        row[6] = row_norms[o] / row_mean;
+                        row[7] = col_norms[i] / col_mean;
+                        row[8] = constant[0];
+                        row[9] = constant[1];
+                        row[10] = ky;
+                        row[11] = kx;
+                        row[12] = constant[2];
+                        row[13] = constant[3];
+                        row[14] = constant[4];
+                        row[15] = out_bias[o];
+                        row[16] = in_bias[i];
+                        row[17] = a / model_rms;
+                        row[18] = (0.5 * (ky * ky + kx * kx)).sqrt();
+                        row[19] = incoming.as_ref().map_or(0.0, |n| clamp(n[i]));
+                        row[20] = saliency_rank[j];
+                        row[21] = saliency_model_rank[offset + j];
+                        row[22] = outgoing.as_ref().map_or(1.0, |n| clamp(n[o]));
+                        j += 1;
+                    }
                 }
             }
+        };
+        // A large layer's rows on two threads, half its output units each (each row is its
+        // weight's alone, so the values do not depend on the split).
+        let rows = &mut data[offset * FEATURES..][..view.len() * FEATURES];
+        if view.len() >= PARALLEL_ENCODE && view.out >= 2 {
+            let half = view.out / 2;
+            let (first, second) = rows.split_at_mut(half * row_len * FEATURES);
+            std::thread::scope(|scope| {
+                scope.spawn(|| fill(half..view.out, second));
+                fill(0..half, first);
+            });
+        } else {
+            fill(0..view.out, rows);
         }
         offset += view.len();
     }

@@ -931,6 +931,33 @@ mod tests {
     }
 
     #[test]
+    fn every_weight_has_its_own_row_where_a_large_layer_is_encoded_on_two_threads() {
+        // lenet5's first linear layer (48,000 weights) is encoded half on another thread.
+        let net = TestNet::lenet5(6);
+        net.with_view(|m| {
+            let encoded = encode(&m, FeatureSet::Full).unwrap();
+            let mut offset = 0;
+            for (w, view) in net.weights.iter().zip(&encoded.views) {
+                let rms =
+                    ((w.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / w.len() as f64).sqrt() as f32).max(1e-12);
+                let row_len = view.inp * view.k;
+                let norms: Vec<f32> = w.chunks(row_len).map(|r| r.iter().map(|x| x * x).sum::<f32>()).collect();
+                for (j, &v) in w.iter().enumerate() {
+                    let row = &encoded.data[(offset + j) * FEATURES..][..FEATURES];
+                    assert_eq!(row[0], v / rms, "weight {j} of a layer of {}", w.len());
+                    // The row's unit: its output unit's norm feature ranks as that unit's norm.
+                    let o = j / row_len;
+                    if o > 0 && norms[o] != norms[o - 1] {
+                        let prev = &encoded.data[(offset + (o - 1) * row_len) * FEATURES..][..FEATURES];
+                        assert_eq!(row[6] > prev[6], norms[o] > norms[o - 1], "weight {j}");
+                    }
+                }
+                offset += w.len();
+            }
+        });
+    }
+
+    #[test]
     fn the_network_weight_moves_the_mask_from_the_fitted_network_to_its_base() {
         let net = TestNet::cnn_s(1, 7);
         let mut fitted = random_state(Arch::Equivariant, 2);
