@@ -478,9 +478,8 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
     for (g, &size) in groups.iter().enumerate() {
         group_of.extend(std::iter::repeat_n(g as u32, size));
     }
-    let starts: Vec<usize> = groups.iter().scan(0, |acc, &size| Some(std::mem::replace(acc, *acc + size))).collect();
-    let mut all = vec![0f32; n];
-    let mut within: Vec<Vec<f32>> = groups.iter().map(|&size| vec![0f32; size]).collect();
+    // Each value's rank over all and in its group, side by side: one scattered write a value.
+    let mut ranks = vec![[0f32; 2]; n];
     let mut seen = vec![0usize; groups.len()];
     let mut run_count = vec![0usize; groups.len()];
     let (all_scale, group_scales) = (scale(n), groups.iter().map(|&g| scale(g)).collect::<Vec<f64>>());
@@ -494,8 +493,7 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
             // No tie (the common case): the rank is the position, over all and in the group.
             let i = order[start].1 as usize;
             let g = group_of[i] as usize;
-            all[i] = (start as f64 * all_scale) as f32;
-            within[g][i - starts[g]] = (seen[g] as f64 * group_scales[g]) as f32;
+            ranks[i] = [(start as f64 * all_scale) as f32, (seen[g] as f64 * group_scales[g]) as f32];
             seen[g] += 1;
             start = end;
             continue;
@@ -503,7 +501,7 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
         // Ties share their mean rank: over all values, and over each group's.
         let rank = ((start + end - 1) as f64 / 2.0 * all_scale) as f32;
         for &(_, i) in &order[start..end] {
-            all[i as usize] = rank;
+            ranks[i as usize][0] = rank;
             run_count[group_of[i as usize] as usize] += 1;
         }
         for &(_, i) in &order[start..end] {
@@ -513,7 +511,7 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
                 let rank = ((first + first + m - 1) as f64 / 2.0 * group_scales[g]) as f32;
                 for &(_, j) in &order[start..end] {
                     if group_of[j as usize] as usize == g {
-                        within[g][j as usize - starts[g]] = rank;
+                        ranks[j as usize][1] = rank;
                     }
                 }
                 seen[g] += m;
@@ -522,6 +520,16 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
         }
         start = end;
     }
+    let all = ranks.iter().map(|r| r[0]).collect();
+    let mut rest = ranks.as_slice();
+    let within = groups
+        .iter()
+        .map(|&size| {
+            let (head, tail) = rest.split_at(size);
+            rest = tail;
+            head.iter().map(|r| r[1]).collect()
+        })
+        .collect();
     (all, within)
 }
 
