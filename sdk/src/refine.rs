@@ -77,12 +77,12 @@ pub fn refine_from_mask(
     scores: &[f32],
     request: &PruneRequest,
     settings: &Settings,
-    distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
+    mut distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
     ctx: &Ctx<'_>,
 ) -> Result<Refined, PluginError> {
+    unstructured(request)?;
     let sizes: Vec<usize> = keep.iter().map(Vec::len).collect();
     let flat = keep.concat();
-    let start = mask_ranks(&flat, scores);
     // The ranks' top-k at the mask's own counts is the mask (kept weights rank above every
     // pruned one): where those counts are the request's, step 0's mask is known.
     let pruned = |k: &[bool]| k.iter().filter(|&&k| !k).count();
@@ -90,22 +90,52 @@ pub fn refine_from_mask(
         Scope::PerLayer => keep.iter().map(|k| pruned(k)).eq(masking::per_layer_counts(&sizes, request.sparsity)),
         _ => pruned(&flat) == masking::pruned(request.sparsity, flat.len()),
     };
-    refine_scores(start, request_counts.then_some(flat), &sizes, request, settings, distill, ctx)
+    if !request_counts || settings.steps == 0 || flat.len() < PARALLEL_RANKS || ctx.cancelled() {
+        let start = mask_ranks(&flat, scores);
+        let first = request_counts.then_some(First { mask: flat, distilled: None });
+        return refine_scores(start, first, &sizes, request, settings, distill, ctx);
+    }
+    // Step 0 evaluates the mask itself, so its distillation runs while another thread ranks.
+    let mask: Vec<f32> = flat.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+    let (start, distilled) = std::thread::scope(|scope| {
+        let ranks = scope.spawn(|| mask_ranks(&flat, scores));
+        let distilled = distill(&mask, 0);
+        (ranks.join().expect("ranking does not panic"), distilled)
+    });
+    let first = First { mask: flat, distilled: Some(distilled?) };
+    refine_scores(start, Some(first), &sizes, request, settings, distill, ctx)
+}
+
+/// Weights from which [`refine_from_mask`] ranks them while step 0's distillation runs.
+const PARALLEL_RANKS: usize = 16384;
+
+/// Step 0's mask where it is known, and its distillation where already taken.
+struct First {
+    mask: Vec<bool>,
+    distilled: Option<LossAndGrad>,
+}
+
+/// N:M patterns are refused: refinement is for unstructured masks.
+fn unstructured(request: &PruneRequest) -> Result<(), PluginError> {
+    match request.pattern {
+        Pattern::NM { .. } => {
+            Err(PluginError::not_supported("mask refinement is for unstructured masks; N:M is not supported"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// [`refine`] from `scores`, whose exact top-k for `request` is `first` where given.
 fn refine_scores(
     mut scores: Vec<f32>,
-    mut first: Option<Vec<bool>>,
+    mut first: Option<First>,
     sizes: &[usize],
     request: &PruneRequest,
     settings: &Settings,
     mut distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
     ctx: &Ctx<'_>,
 ) -> Result<Refined, PluginError> {
-    if let Pattern::NM { .. } = request.pattern {
-        return Err(PluginError::not_supported("mask refinement is for unstructured masks; N:M is not supported"));
-    }
+    unstructured(request)?;
     let groups: Vec<usize> = match request.scope {
         Scope::PerLayer => sizes.iter().enumerate().flat_map(|(l, &n)| std::iter::repeat_n(l, n)).collect(),
         _ => vec![0; scores.len()],
@@ -119,9 +149,14 @@ fn refine_scores(
         }
         let progress = step as f64 / settings.steps.max(1) as f64;
         let width = (settings.t_start * (settings.t_end / settings.t_start).powf(progress) * spread) as f32;
-        let flat: Vec<bool> = first.take().unwrap_or_else(|| hard_mask(&scores, sizes, request).concat());
-        let mask: Vec<f32> = flat.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-        let d = distill(&mask, step)?;
+        let (flat, distilled) = match first.take() {
+            Some(First { mask, distilled }) => (mask, distilled),
+            None => (hard_mask(&scores, sizes, request).concat(), None),
+        };
+        let d = match distilled {
+            Some(d) => d,
+            None => distill(&flat.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect::<Vec<f32>>(), step)?,
+        };
         if d.grad.len() != scores.len() {
             return Err(PluginError::failed(format!(
                 "the distillation gradient has {} values for {} weights",
@@ -367,60 +402,67 @@ mod tests {
 
     #[test]
     fn refining_from_a_mask_starts_at_it_and_steps_as_from_its_ranks() {
-        let mut rng = crate::rng::SplitMix64::new(5);
-        let sizes = [30usize, 50, 20];
-        let scores: Vec<f32> = (0..100).map(|_| rng.next_normal() as f32).collect();
-        let grad: Vec<f32> = (0..100).map(|_| rng.next_normal() as f32).collect();
-        let ctx = Ctx::from_impl(&NoData);
-        let settings = Settings { steps: 3, lr: 0.05, t_start: 1.0, t_end: 0.05 };
-        let split = |flat: &[bool]| -> Vec<Vec<bool>> {
-            let mut rest = flat;
-            sizes
-                .iter()
-                .map(|&n| {
-                    let (head, tail) = rest.split_at(n);
-                    rest = tail;
-                    head.to_vec()
-                })
-                .collect()
-        };
-        // What each step evaluates, and the outcome, from the mask and from its ranks.
-        let run = |keep: &[Vec<bool>], request: &PruneRequest| {
-            let mut seen: Vec<Vec<f32>> = Vec::new();
-            let distill = |mask: &[f32], _: usize| {
-                seen.push(mask.to_vec());
-                Ok(LossAndGrad { loss: 1.0, grad: grad.clone().into() })
+        // 100 weights, and enough for step 0's distillation to run beside the ranking.
+        for scale in [1usize, 200] {
+            let mut rng = crate::rng::SplitMix64::new(5);
+            let sizes = [30 * scale, 50 * scale, 20 * scale];
+            let n = 100 * scale;
+            let scores: Vec<f32> = (0..n).map(|_| rng.next_normal() as f32).collect();
+            let grad: Vec<f32> = (0..n).map(|_| rng.next_normal() as f32).collect();
+            let ctx = Ctx::from_impl(&NoData);
+            let settings = Settings { steps: 3, lr: 0.05, t_start: 1.0, t_end: 0.05 };
+            let split = |flat: &[bool]| -> Vec<Vec<bool>> {
+                let mut rest = flat;
+                sizes
+                    .iter()
+                    .map(|&n| {
+                        let (head, tail) = rest.split_at(n);
+                        rest = tail;
+                        head.to_vec()
+                    })
+                    .collect()
             };
-            let out = refine_from_mask(keep, &scores, request, &settings, distill, &ctx).unwrap();
-            (seen, out.keep)
-        };
-        let by_ranks = |keep: &[Vec<bool>], request: &PruneRequest| {
-            let mut seen: Vec<Vec<f32>> = Vec::new();
-            let distill = |mask: &[f32], _: usize| {
-                seen.push(mask.to_vec());
-                Ok(LossAndGrad { loss: 1.0, grad: grad.clone().into() })
+            // What each step evaluates (its number and mask), and the outcome, from the mask
+            // and from its ranks.
+            let run = |keep: &[Vec<bool>], request: &PruneRequest| {
+                let mut seen: Vec<(usize, Vec<f32>)> = Vec::new();
+                let distill = |mask: &[f32], step: usize| {
+                    seen.push((step, mask.to_vec()));
+                    Ok(LossAndGrad { loss: 1.0, grad: grad.clone().into() })
+                };
+                let out = refine_from_mask(keep, &scores, request, &settings, distill, &ctx).unwrap();
+                (seen, out.keep)
             };
-            let out = refine(mask_ranks(&keep.concat(), &scores), &sizes, request, &settings, distill, &ctx).unwrap();
-            (seen, out.keep)
-        };
-        // A mask of a random order (not the scores' top-k) at the request's exact budget, global
-        // and per layer: step 0 evaluates the mask itself, every step as from its ranks.
-        let noise: Vec<f32> = (0..100).map(|_| rng.next_normal() as f32).collect();
-        for request in
-            [PruneRequest::global(0.6, 0), PruneRequest { scope: Scope::PerLayer, ..PruneRequest::global(0.6, 0) }]
-        {
-            let keep = hard_mask(&noise, &sizes, &request);
+            let by_ranks = |keep: &[Vec<bool>], request: &PruneRequest| {
+                let mut seen: Vec<(usize, Vec<f32>)> = Vec::new();
+                let distill = |mask: &[f32], step: usize| {
+                    seen.push((step, mask.to_vec()));
+                    Ok(LossAndGrad { loss: 1.0, grad: grad.clone().into() })
+                };
+                let out =
+                    refine(mask_ranks(&keep.concat(), &scores), &sizes, request, &settings, distill, &ctx).unwrap();
+                (seen, out.keep)
+            };
+            // A mask of a random order (not the scores' top-k) at the request's exact budget,
+            // global and per layer: step 0 evaluates the mask itself, every step as from its ranks.
+            let noise: Vec<f32> = (0..n).map(|_| rng.next_normal() as f32).collect();
+            for request in
+                [PruneRequest::global(0.6, 0), PruneRequest { scope: Scope::PerLayer, ..PruneRequest::global(0.6, 0) }]
+            {
+                let keep = hard_mask(&noise, &sizes, &request);
+                let (seen, out) = run(&keep, &request);
+                let as_f32: Vec<f32> = keep.concat().iter().map(|&k| f32::from(u8::from(k))).collect();
+                assert_eq!(seen[0], (0, as_f32), "{:?}, {n} weights", request.scope);
+                assert_eq!(seen.len(), 3, "one distillation a step");
+                assert_eq!((seen, out), by_ranks(&keep, &request), "{:?}, {n} weights", request.scope);
+            }
+            // A mask of another budget: step 0 takes the request's top-k of its ranks, as before.
+            let request = PruneRequest::global(0.6, 0);
+            let keep = split(&noise.iter().map(|&v| v > 0.0).collect::<Vec<bool>>());
             let (seen, out) = run(&keep, &request);
-            let as_f32: Vec<f32> = keep.concat().iter().map(|&k| f32::from(u8::from(k))).collect();
-            assert_eq!(seen[0], as_f32, "{:?}", request.scope);
-            assert_eq!((seen, out), by_ranks(&keep, &request), "{:?}", request.scope);
+            assert_eq!(seen[0].1.iter().filter(|&&m| m == 0.0).count(), 60 * scale, "the request's budget");
+            assert_eq!((seen, out), by_ranks(&keep, &request), "{n} weights");
         }
-        // A mask of another budget: step 0 takes the request's top-k of its ranks, as before.
-        let request = PruneRequest::global(0.6, 0);
-        let keep = split(&noise.iter().map(|&v| v > 0.0).collect::<Vec<bool>>());
-        let (seen, out) = run(&keep, &request);
-        assert_eq!(seen[0].iter().filter(|&&m| m == 0.0).count(), 60, "the request's budget");
-        assert_eq!((seen, out), by_ranks(&keep, &request));
     }
 
     #[test]
