@@ -245,6 +245,46 @@ pub fn budget_gradient(
     BudgetGradient { centred, window }
 }
 
+/// `items` sorted stably by `key(item)`, a key of at most 33 bits (an f32 score's
+/// [`Score::key`], and one bit above it), with an LSD radix sort of three 11-bit digits whose
+/// histograms are counted in one pass; a digit that every key shares is skipped. Items of
+/// equal keys keep their order, so items listed by position come out by (key, position).
+///
+/// # Panics
+/// With more than `u32::MAX` items.
+pub fn radix_sorted<T: Copy>(mut items: Vec<T>, key: impl Fn(&T) -> u64) -> Vec<T> {
+    const DIGIT: u32 = 11;
+    let n = items.len();
+    assert!(u32::try_from(n).is_ok(), "radix_sorted sorts at most u32::MAX items");
+    let digit = |k: u64, d: u32| ((k >> (DIGIT * d)) & ((1 << DIGIT) - 1)) as usize;
+    let mut counts = vec![[0u32; 1 << DIGIT]; 3];
+    for item in &items {
+        let k = key(item);
+        debug_assert!(k >> (3 * DIGIT) == 0, "a key of more than 33 bits");
+        for (d, c) in (0..).zip(counts.iter_mut()) {
+            c[digit(k, d)] += 1;
+        }
+    }
+    let Some(&first) = items.first() else { return items };
+    let mut spare = vec![first; n];
+    for (d, counts) in (0..).zip(counts.iter_mut()) {
+        if counts.iter().any(|&c| c as usize == n) {
+            continue; // every key has this digit: the pass would move nothing
+        }
+        let mut at = 0u32;
+        for c in counts.iter_mut() {
+            (*c, at) = (at, at + *c);
+        }
+        for item in &items {
+            let slot = &mut counts[digit(key(item), d)];
+            spare[*slot as usize] = *item;
+            *slot += 1;
+        }
+        std::mem::swap(&mut items, &mut spare);
+    }
+    items
+}
+
 /// Weights from which [`budget_gradient`]'s window is computed on more than one thread.
 const PARALLEL_WINDOW: usize = 16384;
 
@@ -361,6 +401,27 @@ mod tests {
                 best.truncate(count);
                 assert_eq!(top_indices(s, count), best, "round {round}");
             }
+        }
+    }
+
+    #[test]
+    fn radix_sorted_is_the_stable_comparison_sort_by_key() {
+        let mut rng = crate::rng::SplitMix64::new(3);
+        for n in [0usize, 1, 7, 5000] {
+            // Keys over all 33 bits, few distinct ones among them (ties), and one digit shared.
+            let items: Vec<(u64, usize)> = (0..n)
+                .map(|i| {
+                    let k = match rng.next_u64() % 3 {
+                        0 => rng.next_u64() >> 31,
+                        1 => rng.next_u64() % 4,
+                        _ => (rng.next_u64() % 8) << 22,
+                    };
+                    (k, i)
+                })
+                .collect();
+            let mut want = items.clone();
+            want.sort_by_key(|&(k, _)| k);
+            assert_eq!(radix_sorted(items, |&(k, _)| k), want, "{n} items");
         }
     }
 

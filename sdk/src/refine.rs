@@ -61,6 +61,7 @@ pub fn refine(
     distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
     ctx: &Ctx<'_>,
 ) -> Result<Refined, PluginError> {
+    unstructured(request)?;
     refine_scores(scores, None, sizes, request, settings, distill, ctx)
 }
 
@@ -125,7 +126,8 @@ fn unstructured(request: &PruneRequest) -> Result<(), PluginError> {
     }
 }
 
-/// [`refine`] from `scores`, whose exact top-k for `request` is `first` where given.
+/// [`refine`] from `scores`, whose exact top-k for `request` is `first` where given, for an
+/// unstructured `request` (checked by the callers).
 fn refine_scores(
     mut scores: Vec<f32>,
     mut first: Option<First>,
@@ -135,7 +137,6 @@ fn refine_scores(
     mut distill: impl FnMut(&[f32], usize) -> Result<LossAndGrad, PluginError>,
     ctx: &Ctx<'_>,
 ) -> Result<Refined, PluginError> {
-    unstructured(request)?;
     let groups: Vec<usize> = match request.scope {
         Scope::PerLayer => sizes.iter().enumerate().flat_map(|(l, &n)| std::iter::repeat_n(l, n)).collect(),
         _ => vec![0; scores.len()],
@@ -255,36 +256,13 @@ pub fn mask_ranks(keep: &[bool], scores: &[f32]) -> Vec<f32> {
 
 /// Percentile ranks of `keys` (at most 33 bits each: a score's 32 and `mask_ranks`' kept bit),
 /// ties broken by position: each key is one integer with its position in the low 31 bits,
-/// sorted by a stable LSD radix sort over the key's three 11-bit digits (a digit every key
-/// shares is skipped), so the order is the comparison sort's (key, then position).
+/// sorted stably by the key ([`masking::radix_sorted`]), so the order is the comparison
+/// sort's (key, then position).
 fn ranks_of_keys(keys: impl ExactSizeIterator<Item = u64>) -> Vec<f32> {
-    const DIGIT: u32 = 11;
     let n = keys.len();
     assert!(n <= 1 << 31, "percentile ranks of at most 2^31 values");
-    let mut order: Vec<u64> = keys.enumerate().map(|(i, k)| k << 31 | i as u64).collect();
-    let digit = |packed: u64, d: u32| ((packed >> (31 + DIGIT * d)) & ((1 << DIGIT) - 1)) as usize;
-    let mut counts = vec![[0u32; 1 << DIGIT]; 3];
-    for &packed in &order {
-        for (d, c) in (0..).zip(counts.iter_mut()) {
-            c[digit(packed, d)] += 1;
-        }
-    }
-    let mut spare = vec![0u64; n];
-    for (d, counts) in (0..).zip(counts.iter_mut()) {
-        if counts.iter().any(|&c| c as usize == n) {
-            continue; // every key has this digit: the pass would move nothing
-        }
-        let mut at = 0u32;
-        for c in counts.iter_mut() {
-            (*c, at) = (at, at + *c);
-        }
-        for &packed in &order {
-            let slot = &mut counts[digit(packed, d)];
-            spare[*slot as usize] = packed;
-            *slot += 1;
-        }
-        std::mem::swap(&mut order, &mut spare);
-    }
+    let packed: Vec<u64> = keys.enumerate().map(|(i, k)| k << 31 | i as u64).collect();
+    let order = masking::radix_sorted(packed, |&p| p >> 31);
     let scale = 1.0 / (n.max(2) - 1) as f32;
     let mut ranks = vec![0f32; n];
     for (r, &packed) in order.iter().enumerate() {

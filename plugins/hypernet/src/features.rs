@@ -7,7 +7,7 @@
 //! same reason.
 
 use hyperprune_sdk::ModelRef;
-use hyperprune_sdk::masking::Score;
+use hyperprune_sdk::masking::{Score, radix_sorted};
 
 use crate::geometry::{LayerView, chained, square_side, views};
 
@@ -534,37 +534,11 @@ fn grouped_percentile_ranks(values: &[f32], groups: &[usize]) -> (Vec<f32>, Vec<
 }
 
 /// `(key, index)` of every value, sorted by key (as `total_cmp` orders the values; ties by
-/// index) with a stable LSD radix sort over the key's three 11-bit digits; the histograms of
-/// all three are counted in one pass, and a digit that every key shares is skipped.
+/// index).
 fn sorted_keys(values: &[f32]) -> Vec<(u32, u32)> {
-    const DIGIT: u32 = 11;
-    let n = values.len();
     // An f32's key fits 32 bits.
-    let mut order: Vec<(u32, u32)> = values.iter().zip(0u32..).map(|(v, i)| (v.key() as u32, i)).collect();
-    let digit = |k: u32, d: u32| ((k >> (DIGIT * d)) & ((1 << DIGIT) - 1)) as usize;
-    let mut counts = vec![[0u32; 1 << DIGIT]; 3];
-    for &(k, _) in &order {
-        for (d, c) in (0..).zip(counts.iter_mut()) {
-            c[digit(k, d)] += 1;
-        }
-    }
-    let mut spare = vec![(0u32, 0u32); n];
-    for (d, counts) in (0..).zip(counts.iter_mut()) {
-        if counts.iter().any(|&c| c as usize == n) {
-            continue; // every key has this digit: the pass would not move anything
-        }
-        let mut at = 0u32;
-        for c in counts.iter_mut() {
-            (*c, at) = (at, at + *c);
-        }
-        for &item in &order {
-            let slot = &mut counts[digit(item.0, d)];
-            spare[*slot as usize] = item;
-            *slot += 1;
-        }
-        std::mem::swap(&mut order, &mut spare);
-    }
-    order
+    let items: Vec<(u32, u32)> = values.iter().zip(0u32..).map(|(v, i)| (v.key() as u32, i)).collect();
+    radix_sorted(items, |&(k, _)| u64::from(k))
 }
 
 #[cfg(test)]

@@ -35,14 +35,8 @@ impl LayerView {
         self.len() == 0
     }
 
-    /// `(out, in)` of every weight, in the tensor's order (no division per weight).
-    pub fn units(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
-        let (inp, k) = (self.inp, self.k);
-        (0..self.out).flat_map(move |o| (0..inp).flat_map(move |i| std::iter::repeat_n((o, i), k)))
-    }
-
-    /// `f(out, in, v)` for every weight `v` of `w` (this view's tensor), in the tensor's order,
-    /// as [`LayerView::units`] pairs them, in plain nested loops.
+    /// `f(out, in, v)` for every weight `v` of `w` (this view's tensor), in the tensor's order:
+    /// its output unit, its input unit (`k` consecutive weights each), and its value.
     pub fn each(&self, w: &[f32], mut f: impl FnMut(usize, usize, f32)) {
         let k = self.k.max(1);
         for (o, row) in w.chunks((self.inp * k).max(1)).enumerate() {
@@ -148,11 +142,9 @@ mod tests {
         assert_eq!((v[1].out, v[1].inp, v[1].k, v[1].conv), (3, 4, 9, false));
         assert_eq!((v[1].kh, v[1].kw), (3, 3), "a square 3×3 map after the flatten");
         assert!(chained(&v[0], &v[1]));
-        let units: Vec<(usize, usize)> = v[1].units().collect();
+        let (w, mut units) = (vec![0.5f32; v[1].len()], Vec::new());
+        v[1].each(&w, |o, i, _| units.push((o, i)));
         assert_eq!(units.len(), v[1].len());
-        let (w, mut each) = (vec![0.5f32; v[1].len()], Vec::new());
-        v[1].each(&w, |o, i, _| each.push((o, i)));
-        assert_eq!(each, units, "each visits the weights as units pairs them");
         assert_eq!((units[0], units[8], units[9], units[35], units[36]), ((0, 0), (0, 0), (0, 1), (0, 3), (1, 0)));
     }
 }
