@@ -209,8 +209,8 @@ fn options() -> Vec<OptionSpec> {
         OptionSpec::int(
             "refine",
             -1,
-            "prune: distillation steps on draws stored at fit (-1: one, of the size the fit chose, where the state \
-             stores them, three on batch-norm networks; 0: off; 25: ahead of every formula, 20-200 ms)",
+            "prune: distillation steps on draws stored at fit (-1: one where the state stores them, three on \
+             batch-norm nets; 0: off; 25: ahead of every formula, 20-200 ms)",
         )
         .at_prune(),
     ]
